@@ -1,0 +1,36 @@
+"""neurosubset: how should a fixed budget of plastic synapses be spread over a circuit?
+
+The teacher-student benchmark of Schlisselberg & Darshan (ICLR 2025): a student circuit with only the synapses of
+an allocation plastic must reproduce a random teacher's outputs on ``m`` random probes; the match probability
+``MP(A, m)`` measures how expressive the allocation is.
+"""
+from .allocation import STRATEGIES as STRATEGIES
+from .allocation import Allocation as Allocation
+from .allocation import allocate as allocate
+from .benchmark import DEFAULT_TOL as DEFAULT_TOL
+from .benchmark import FitResult as FitResult
+from .benchmark import fit as fit
+from .benchmark import match_probability as match_probability
+from .benchmark import student_weights as student_weights
+from .benchmark import teacher_weights as teacher_weights
+from .benchmark import wilson_interval as wilson_interval
+from ._checks import AllocationError as AllocationError
+from ._checks import CircuitSpecError as CircuitSpecError
+from .circuit import Circuit as Circuit
+from .circuit import Projection as Projection
+from .circuit import Region as Region
+from .circuit import feedforward as feedforward
+from .circuit import linear_rnn as linear_rnn
+from .benchmark import version as _version
+
+__version__ = _version()
+
+__all__ = [
+    # circuits
+    "Circuit", "Region", "Projection", "feedforward", "linear_rnn", "CircuitSpecError",
+    # allocations
+    "Allocation", "allocate", "STRATEGIES", "AllocationError",
+    # benchmark
+    "match_probability", "fit", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
+    "DEFAULT_TOL",
+]

@@ -1,0 +1,63 @@
+"""Small validators shared by the package: every user-facing error names the field, the value and what is allowed."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+class CircuitSpecError(ValueError):
+    """A circuit specification (TOML file or builder arguments) is invalid."""
+
+
+class AllocationError(ValueError):
+    """An allocation request cannot be satisfied (unknown names, budget too large, bad fractions)."""
+
+
+def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` unless ``value`` is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise error(f"The {field!r} parameter must be one of {allowed}. Got {value!r} instead.")
+
+
+def check_int(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
+              error: type[ValueError] = ValueError) -> int:
+    """Return ``value`` as an int, or raise ``error`` if it is not an integer in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise error(f"The {field!r} parameter must be an integer. Got {value!r} instead.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise error(f"The {field!r} parameter must be >= {minimum}. Got {value} instead.")
+    if maximum is not None and value > maximum:
+        raise error(f"The {field!r} parameter must be <= {maximum}. Got {value} instead.")
+    return value
+
+
+def check_real(field: str, value: Any, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, error: type[ValueError] = ValueError) -> float:
+    """Return ``value`` as a float in the interval, or raise ``error`` naming the field."""
+    if isinstance(value, bool):
+        raise error(f"The {field!r} parameter must be a number. Got {value!r} instead.")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise error(f"The {field!r} parameter must be a number. Got {value!r} instead.") from None
+    if out != out:
+        raise error(f"The {field!r} parameter must be a number. Got NaN instead.")
+    if low is not None and (out < low or (low_open and out == low)):
+        op = ">" if low_open else ">="
+        raise error(f"The {field!r} parameter must be {op} {low}. Got {out} instead.")
+    if high is not None and out > high:
+        raise error(f"The {field!r} parameter must be <= {high}. Got {out} instead.")
+    return out
+
+
+def check_names(field: str, given: Iterable[str], allowed: Iterable[str], *, what: str,
+                error: type[ValueError] = ValueError) -> None:
+    """Raise ``error`` if any name in ``given`` is not in ``allowed``."""
+    allowed = list(allowed)
+    for name in given:
+        if name not in allowed:
+            raise error(f"{what} {name!r} (in {field!r}) does not exist. Expected one of {allowed}.")

@@ -1,0 +1,135 @@
+"""Command line: ``neurosubset SUBCOMMAND ...``. Thin: parse, call one public function, write one file.
+
+Every error a user can cause ends as one line on stderr and exit status 2 (never a bare traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from ._checks import AllocationError, CircuitSpecError
+from .allocation import STRATEGIES, allocate
+from .circuit import Circuit, feedforward, linear_rnn
+
+EXIT_USER_ERROR = 2
+
+
+class CLIError(ValueError):
+    """A bad command-line argument."""
+
+
+def load_circuit(spec: str) -> Circuit:
+    """A circuit from a TOML path or a builtin: ``lffn:8-6-3``, ``relu:8-6-3``, ``lrnn:N,N_IN,N_OUT,T[,GAIN]``."""
+    kind, _, args = spec.partition(":")
+    try:
+        if kind in ("lffn", "relu") and args:
+            return feedforward([int(s) for s in args.split("-")], "linear" if kind == "lffn" else "relu")
+        if kind == "lrnn" and args:
+            parts = args.split(",")
+            n, n_in, n_out, steps = (int(v) for v in parts[:4])
+            return linear_rnn(n, n_in, n_out, steps=steps, gain=float(parts[4]) if len(parts) > 4 else 1.0)
+    except ValueError:
+        raise CLIError(f"Cannot parse builtin circuit {spec!r}. Expected 'lffn:8-6-3', 'relu:8-6-3' or "
+                       f"'lrnn:N,N_IN,N_OUT,T[,GAIN]'.") from None
+    if not Path(spec).exists():
+        raise CLIError(f"Circuit {spec!r} is neither a TOML file nor a builtin ('lffn:8-6-3', 'relu:8-6-3', "
+                       f"'lrnn:16,2,2,5').")
+    return Circuit.from_toml(spec)
+
+
+def parse_fractions(text: str | None) -> dict[str, float] | None:
+    """``"CA3->CA3=0.25,CA3->CA1=0.75"`` -> ``{"CA3->CA3": 0.25, "CA3->CA1": 0.75}``."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.rpartition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--fractions takes NAME=FRACTION pairs separated by commas, e.g. "
+                           f"'CA3->CA3=0.25,CA3->CA1=0.75'. Got {item!r}.")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise CLIError(f"--fractions: {value!r} (for {key.strip()!r}) is not a number.") from None
+    return out
+
+
+def parse_list(text: str | None, kind: Callable = str, *, option: str = "") -> list | None:
+    """``"5,10,20"`` -> ``[5, 10, 20]``."""
+    if text is None:
+        return None
+    try:
+        return [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"{option} takes a comma-separated list of {kind.__name__} values. Got {text!r}.") from None
+
+
+def _cmd_mp(args: argparse.Namespace) -> None:
+    """Estimate the match probability MP(A, m) of one allocation and write the dataset."""
+    from .benchmark import match_probability
+
+    circuit = load_circuit(args.circuit)
+    alloc = allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
+                     within=parse_list(args.within, option="--within"), seed=args.seed)
+    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed,
+                           return_weights=args.save_weights, progress=not args.quiet)
+    print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
+          f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
+          f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
+    if args.out:
+        _write(ds, args.out)
+
+
+def _write(ds, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zarr":
+        ds.to_zarr(path, mode="w")
+    else:
+        ds.to_netcdf(path, engine="h5netcdf")
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="neurosubset", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"neurosubset {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mp = sub.add_parser("mp", help=_cmd_mp.__doc__, description=_cmd_mp.__doc__)
+    mp.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
+    mp.add_argument("--budget", type=int, required=True, help="M, the number of plastic synapses")
+    mp.add_argument("--strategy", default="random", choices=STRATEGIES)
+    mp.add_argument("--fractions", help="share of the budget per projection/region, e.g. 'CA3->CA3=0.5,CA3->CA1=0.5'")
+    mp.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+    mp.add_argument("--m", type=int, required=True, help="number of probes")
+    mp.add_argument("--trials", type=int, default=200)
+    mp.add_argument("--seed", type=int, default=0)
+    mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
+    mp.add_argument("--quiet", action="store_true", help="no progress bar")
+    mp.add_argument("--out", help="output .nc (netCDF) or .zarr")
+    mp.set_defaults(func=_cmd_mp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neurosubset`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CLIError, CircuitSpecError, AllocationError, ValueError, FileExistsError, FileNotFoundError,
+            KeyError, ImportError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"neurosubset {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"neurosubset {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Forward maps in torch (float64), batched over any leading dimensions, and the plastic-parameter map.
+
+Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for discrete dynamics), weights
+``(..., n_post, n_pre)``, outputs ``(..., m, n_out)``. All functions accept extra leading batch dims (``trial``,
+``restart``), so one call evaluates many independent circuits at once.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .allocation import Allocation
+from .circuit import Circuit
+
+DTYPE = torch.float64
+_AFFINE_RTOL = 1e-9  # second differences of an affine map are rounding noise (~1e-15); others are O(1)
+
+
+def _phi(circuit: Circuit, z: torch.Tensor) -> torch.Tensor:
+    return torch.relu(z) if circuit.nonlinearity == "relu" else z
+
+
+def _input_slices(circuit: Circuit) -> dict[str, slice]:
+    out, start = {}, 0
+    for name in circuit.input_regions:
+        size = circuit.region[name].size
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+def _drive(circuit: Circuit, post: str, weights: Mapping[str, torch.Tensor],
+           states: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Summed input ``sum_{q->post} states[q] @ W^T`` of shape ``(..., m, n_post)``."""
+    total = None
+    for proj in circuit.projections_into(post):
+        z = states[proj.pre] @ weights[proj.name].transpose(-1, -2)
+        total = z if total is None else total + z
+    return total
+
+
+def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
+    """Outputs of ``circuit`` with ``weights`` on ``probes``.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    weights : dict
+        Weight name -> tensor ``(..., n_post, n_pre)``.
+    probes : torch.Tensor
+        ``(..., m, n_in)``, or ``(..., m, steps, n_in)`` for discrete dynamics.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., m, n_out)``: output regions concatenated in declaration order.
+    """
+    slices = _input_slices(circuit)
+    if circuit.dynamics == "feedforward":
+        states = {name: probes[..., s] for name, s in slices.items()}
+        for name in circuit.order:
+            role = circuit.region[name].role
+            if role == "hidden":
+                states[name] = _phi(circuit, _drive(circuit, name, weights, states))
+            elif role == "output":
+                states[name] = _drive(circuit, name, weights, states)
+    elif circuit.dynamics == "discrete":
+        hidden = [r.name for r in circuit.regions if r.role == "hidden"]
+        lead = probes.shape[:-2]  # (..., m)
+        states = {name: probes.new_zeros(lead + (circuit.region[name].size,)) for name in hidden}
+        for t in range(circuit.steps):
+            x_t = probes[..., t, :]
+            inputs = {name: x_t[..., s] for name, s in slices.items()}
+            new = {name: _phi(circuit, _drive(circuit, name, weights, {**states, **inputs})) for name in hidden}
+            states = new
+        states.update({name: probes[..., -1, s] for name, s in slices.items()})
+        for name in circuit.output_regions:
+            states[name] = _drive(circuit, name, weights, states)
+    else:  # steady: r = W_rec r + W_in x over all non-input neurons
+        neurons = [r.name for r in circuit.regions if r.role != "input"]
+        w_rec = _blocks(circuit, weights, neurons, neurons)
+        w_in = _blocks(circuit, weights, neurons, list(circuit.input_regions))
+        eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype)
+        # lu_factor/lu_solve, not linalg.solve: in torch 2.13 vmap(jacfwd(linalg.solve)) returns wrong
+        # derivatives (tests/test_dynamics.py checks the Jacobian against finite differences)
+        lu, pivots = torch.linalg.lu_factor(eye - w_rec)
+        rates = torch.linalg.lu_solve(lu, pivots, w_in @ probes.transpose(-1, -2)).transpose(-1, -2)
+        states, start = {}, 0
+        for name in neurons:
+            size = circuit.region[name].size
+            states[name] = rates[..., start:start + size]
+            start += size
+    return torch.cat([states[name] for name in circuit.output_regions], dim=-1)
+
+
+def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str]) -> torch.Tensor:
+    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` regions onto ``rows`` regions."""
+    ref = next(iter(weights.values()))
+    lead = ref.shape[:-2]
+    lines = []
+    for post in rows:
+        blocks = []
+        for pre in cols:
+            name = next((p.name for p in circuit.projections_into(post) if p.pre == pre), None)
+            shape = (circuit.region[post].size, circuit.region[pre].size)
+            blocks.append(weights[name] if name is not None else ref.new_zeros(lead + shape))
+        lines.append(torch.cat(blocks, dim=-1))
+    return torch.cat(lines, dim=-2)
+
+
+def assemble(frozen: Mapping[str, torch.Tensor], index: Mapping[str, torch.Tensor],
+             theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Student weights ``W = W_frozen + scatter(theta)``.
+
+    Parameters
+    ----------
+    frozen : dict
+        Weight name -> ``(..., n_post, n_pre)``, zero at plastic entries.
+    index : dict
+        Weight name -> long tensor of flat plastic indices (from :attr:`Allocation.indices`).
+    theta : torch.Tensor
+        ``(..., M)`` plastic values, concatenated in weight order.
+
+    Returns
+    -------
+    dict
+        Weight name -> ``(..., n_post, n_pre)``. Frozen entries are bit-identical to ``frozen``.
+    """
+    out, start = {}, 0
+    for name, w in frozen.items():
+        idx = index[name]
+        if idx.numel() == 0:
+            out[name] = w
+            continue
+        flat = w.flatten(-2)
+        if flat.shape[:-1] != theta.shape[:-1]:
+            lead = theta.shape[:-1] if len(theta.shape) > len(flat.shape) else flat.shape[:-1]
+            flat = flat.expand(lead + flat.shape[-1:])
+        flat = flat.index_add(-1, idx, theta[..., start:start + idx.numel()])
+        out[name] = flat.unflatten(-1, w.shape[-2:])
+        start += idx.numel()
+    return out
+
+
+class PlasticMap:
+    """``theta -> F(theta)``: the stacked outputs of many student problems as functions of their plastic values.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    alloc : Allocation
+    frozen : dict
+        Weight name -> ``(problem, n_post, n_pre)`` frozen weights (plastic entries are ignored, set to 0).
+    probes : torch.Tensor
+        ``(problem, m, n_in)`` or ``(problem, m, steps, n_in)``.
+
+    Notes
+    -----
+    ``F`` has shape ``(problem, E)`` with ``E = m * n_out`` (probe-major).
+    """
+
+    def __init__(self, circuit: Circuit, alloc: Allocation, frozen: Mapping[str, torch.Tensor],
+                 probes: torch.Tensor):
+        self.circuit = circuit
+        self.index = {k: torch.as_tensor(v, dtype=torch.long) for k, v in alloc.indices.items()}
+        masks = {k: torch.from_numpy(v.copy()) for k, v in alloc.masks.items()}
+        self.frozen = {k: frozen[k].masked_fill(masks[k], 0.0) for k in circuit.weight_names}
+        self.probes = probes
+        self.size = alloc.size
+        self._layout = _adjoint_layout(circuit, alloc) if circuit.nonlinearity == "linear" else None
+
+    def weights(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Full student weights for ``theta`` ``(problem, M)``."""
+        return assemble(self.frozen, self.index, theta)
+
+    def __call__(self, theta: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(theta)`` of shape ``(problem, E)``; ``select`` (long) evaluates a subset of problems."""
+        frozen, probes = self._subset(select)
+        out = forward(self.circuit, assemble(frozen, self.index, theta), probes)
+        return out.flatten(-2)
+
+    def _subset(self, select):
+        if select is None:
+            return self.frozen, self.probes
+        return {k: v[select] for k, v in self.frozen.items()}, self.probes[select]
+
+    def jacobian(self, theta: torch.Tensor, select: torch.Tensor | None = None, *, method: str = "auto",
+                 max_bytes: float = 2.5e8) -> torch.Tensor:
+        """``dF/dtheta`` of shape ``(problem, E, M)``, exact (never finite differences).
+
+        Parameters
+        ----------
+        theta : torch.Tensor
+            ``(problem, M)``.
+        select : torch.Tensor, optional
+            Long ``(problem,)``: which of the map's problems each row of ``theta`` belongs to.
+        method : {"auto", "adjoint", "autograd"}
+            ``"adjoint"`` (linear circuits; the default there): the closed form
+            ``dy/dW_ij = sum_t G_t[:, i] u_t[j]`` with ``G_t`` the adjoint (output sensitivity to the drive of
+            neuron ``i`` at step ``t``) and ``u_t`` the presynaptic activity, a few batched matmuls.
+            ``"autograd"``: torch.func, forward mode (one JVP per plastic weight) when ``M <= E``, reverse mode
+            (one VJP per output) otherwise, vmapped over basis directions and chunked over problems so that the
+            tangents stay under ``max_bytes``.
+        """
+        frozen, probes = self._subset(select)
+        if method == "auto":
+            method = "adjoint" if self._layout is not None else "autograd"
+        if method == "adjoint":
+            if self._layout is None:
+                raise ValueError("method='adjoint' needs a linear circuit; use method='autograd'.")
+            return _adjoint_jacobian(self.circuit, self._layout, assemble(frozen, self.index, theta), probes)
+        n, size = theta.shape
+        e = probes.shape[1] * self.circuit.n_out
+        if n == 0 or size == 0:
+            return theta.new_zeros((n, e, size))
+        width = min(size, e)
+        per_problem = 8.0 * width * (sum(v[0].numel() for v in frozen.values()) + probes[0].numel() * 4 + e)
+        chunk = max(1, int(max_bytes // per_problem))
+        parts = []
+        for a in range(0, n, chunk):
+            sub_frozen = {k: v[a:a + chunk] for k, v in frozen.items()}
+            sub_probes, th = probes[a:a + chunk], theta[a:a + chunk]
+
+            def fn(t, sub_frozen=sub_frozen, sub_probes=sub_probes):
+                return forward(self.circuit, assemble(sub_frozen, self.index, t), sub_probes).flatten(-2)
+
+            if size <= e:
+                basis = torch.eye(size, dtype=th.dtype).unsqueeze(1).expand(size, th.shape[0], size)
+                cols = torch.func.vmap(lambda v, fn=fn, th=th: torch.func.jvp(fn, (th,), (v,))[1])(basis)
+                parts.append(cols.permute(1, 2, 0))
+            else:
+                _, vjp = torch.func.vjp(fn, th)
+                basis = torch.eye(e, dtype=th.dtype).unsqueeze(1).expand(e, th.shape[0], e)
+                parts.append(torch.func.vmap(vjp)(basis)[0].permute(1, 0, 2))
+        return torch.cat(parts)
+
+
+def _starts(circuit: Circuit, names: list[str]) -> dict[str, int]:
+    """Offset of each region in the concatenation of ``names``."""
+    start, total = {}, 0
+    for n in names:
+        start[n] = total
+        total += circuit.region[n].size
+    return start
+
+
+def _neuron_order(circuit: Circuit, roles: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
+    names = [r.name for r in circuit.regions if r.role in roles]
+    return names, _starts(circuit, names)
+
+
+def _adjoint_layout(circuit: Circuit, alloc: Allocation) -> dict:
+    """Per plastic synapse: its postsynaptic row and presynaptic column in the adjoint's global indexing."""
+    if circuit.dynamics == "discrete":
+        post_roles, pre_roles = ("hidden",), ("hidden",)
+    else:  # feedforward (linear) and steady share r = A r + B x over all non-input neurons
+        post_roles, pre_roles = ("hidden", "output"), ("hidden", "output")
+    rows, row_start = _neuron_order(circuit, post_roles)
+    cols, col_start = _neuron_order(circuit, pre_roles)
+    n_cols = sum(circuit.region[n].size for n in cols)
+    _, in_start = _neuron_order(circuit, ("input",))
+    _, out_start = _neuron_order(circuit, ("output",))
+    post, pre, to_output = [], [], []
+    for name in circuit.weight_names:
+        idx = np.flatnonzero(alloc.masks[name])
+        proj = circuit.projection[name]
+        n_pre = circuit.shape(name)[1]
+        i, j = idx // n_pre, idx % n_pre
+        direct = circuit.dynamics == "discrete" and circuit.region[proj.post].role == "output"
+        post.append(i + (out_start[proj.post] if direct else row_start[proj.post]))
+        pre.append(j + (in_start[proj.pre] + n_cols if proj.pre in in_start else col_start[proj.pre]))
+        to_output.append(np.full(idx.size, direct))
+    cat = (lambda xs, dt: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0), dtype=dt))
+    return {"rows": rows, "cols": cols, "post": cat(post, torch.long), "pre": cat(pre, torch.long),
+            "to_output": cat(to_output, torch.bool)}
+
+
+def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torch.Tensor],
+                      probes: torch.Tensor) -> torch.Tensor:
+    """Closed-form Jacobian of a linear circuit's outputs w.r.t. the plastic entries, ``(problem, E, M)``."""
+    inputs = list(circuit.input_regions)
+    outputs = list(circuit.output_regions)
+    post, pre = layout["post"], layout["pre"]
+    n_prob, m = probes.shape[0], probes.shape[1]
+    if circuit.dynamics != "discrete":
+        rows = layout["rows"]
+        a = _blocks(circuit, weights, rows, rows)
+        b = _blocks(circuit, weights, rows, inputs)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype)
+        lu, piv = torch.linalg.lu_factor(eye - a)
+        x = probes.transpose(-1, -2)  # (P, n_in, m)
+        rates = torch.linalg.lu_solve(lu, piv, b @ x)  # (P, N, m)
+        select = torch.cat([_selector(circuit, rows, o, a.dtype) for o in outputs], dim=0)  # (n_out, N)
+        g_t = torch.linalg.lu_solve(lu, piv, select.T.expand(n_prob, -1, -1), adjoint=True)  # (P, N, n_out)
+        act = torch.cat([rates, x], dim=-2)  # (P, N + n_in, m)
+        jac = torch.einsum("pso,psm->pmos", g_t[:, post, :], act[:, pre, :])
+        return jac.reshape(n_prob, m * circuit.n_out, -1)
+    hidden = layout["rows"]
+    a = _blocks(circuit, weights, hidden, hidden)
+    b = _blocks(circuit, weights, hidden, inputs)
+    c = _blocks(circuit, weights, outputs, hidden)
+    xs = probes.permute(0, 2, 3, 1)  # (P, T, n_in, m)
+    states = [a.new_zeros(a.shape[:-1] + (m,))]
+    for t in range(circuit.steps):
+        states.append(a @ states[-1] + b @ xs[:, t])
+    adjoints = [c]  # G_T = C, G_{t-1} = G_t A
+    for _ in range(circuit.steps - 1):
+        adjoints.append(adjoints[-1] @ a)
+    g = torch.stack(adjoints[::-1], dim=1)  # (P, T, n_out, N_h), index t-1 for step t
+    act = torch.cat([torch.stack(states[:-1], dim=1), xs], dim=2)  # (P, T, N_h + n_in, m): inputs to step t
+    hid = ~layout["to_output"]
+    jac = a.new_zeros((n_prob, m, circuit.n_out, post.numel()))
+    if hid.any():
+        jac[..., hid] = torch.einsum("ptos,ptsm->pmos", g[:, :, :, post[hid]], act[:, :, pre[hid], :])
+    if (~hid).any():
+        last = torch.cat([states[-1], xs[:, -1]], dim=1)  # (P, N_h + n_in, m): what the read-out sees
+        onehot = torch.nn.functional.one_hot(post[~hid], circuit.n_out).to(a.dtype).T  # (n_out, k)
+        jac[..., ~hid] = onehot.unsqueeze(0).unsqueeze(0) * last[:, pre[~hid], :].permute(0, 2, 1).unsqueeze(2)
+    return jac.reshape(n_prob, m * circuit.n_out, -1)
+
+
+def _selector(circuit: Circuit, rows: list[str], region: str, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of the identity picking ``region``'s neurons out of the ``rows`` ordering, ``(size, N)``."""
+    start = _starts(circuit, rows)
+    n = sum(circuit.region[r].size for r in rows)
+    size = circuit.region[region].size
+    return torch.eye(n, dtype=dtype)[start[region]:start[region] + size]
+
+
+def is_affine(circuit: Circuit, alloc: Allocation, *, seed: int = 0) -> bool:
+    """Whether the outputs are affine in the plastic weights (for every value of the frozen ones).
+
+    Linear dynamics: outputs are polynomial (rational for steady) in the weights, so they are affine in the
+    plastic ones iff their second difference along a random direction vanishes at random points (checked at two
+    points; a non-affine polynomial vanishes there with probability 0). ReLU: affine iff every plastic synapse
+    targets an output region (read-outs are linear; anything upstream passes a ReLU).
+    """
+    if alloc.size == 0:
+        return True
+    if circuit.nonlinearity == "relu":
+        return all(circuit.region[circuit.projection[k].post].role == "output"
+                   for k, v in alloc.masks.items() if v.any())
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xAFF,)))
+    frozen = {}
+    draws = [circuit.sample_weights(rng) for _ in range(2)]
+    for name in circuit.weight_names:
+        frozen[name] = torch.as_tensor(np.stack([d[name] for d in draws]), dtype=DTYPE)
+    probes = torch.as_tensor(np.stack([circuit.sample_probes(2, rng) for _ in range(2)]), dtype=DTYPE)
+    fmap = PlasticMap(circuit, alloc, frozen, probes)
+    scale = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+    a = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
+    d = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
+    fp, f0, fm = fmap(a + d), fmap(a), fmap(a - d)
+    second = (fp - 2 * f0 + fm).abs().amax(dim=-1)
+    size = (fp.abs() + 2 * f0.abs() + fm.abs()).amax(dim=-1)
+    return bool((second <= _AFFINE_RTOL * size).all())
