@@ -346,9 +346,9 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
              "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
              "last_round_gain": last_gain,
              "neurosubset_version": version(),
-             "torch_version": torch.__version__,
-             "numpy_version": np.__version__,
-             "xarray_version": xr.__version__}
+             "torch_version": str(torch.__version__),
+             "numpy_version": str(np.__version__),
+             "xarray_version": str(xr.__version__)}
     coords = {"trial": np.arange(trials), "round": np.arange(res.mp_by_round.size), "m": m}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

@@ -5,6 +5,7 @@ Every error a user can cause ends as one line on stderr and exit status 2 (never
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"neurosubset {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: still one line, the traceback on request
+        if os.environ.get("NEUROSUBSET_DEBUG"):
+            raise
+        print(f"neurosubset {args.command}: internal error: {type(exc).__name__}: {exc} "
+              f"(set NEUROSUBSET_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 
