@@ -196,10 +196,24 @@ class Circuit:
                     if indeg[p.post] == 0:
                         ready.append(p.post)
         if len(order) != len(self.regions):
-            cyc = sorted(n for n, d in indeg.items() if d > 0)
+            cyc = [n for n in indeg if indeg[n] > 0 and self._reaches(n, n)]
             raise CircuitSpecError(f"'feedforward' dynamics needs an acyclic projection graph; regions {cyc} lie "
                                    f"on a cycle. Use dynamics 'discrete' or 'steady' for recurrent circuits.")
         return order
+
+    def _reaches(self, source: str, target: str) -> bool:
+        """Whether a directed path of projections leads from ``source`` to ``target`` (length >= 1)."""
+        seen, stack = set(), [source]
+        while stack:
+            node = stack.pop()
+            for p in self.projections:
+                if p.pre == node:
+                    if p.post == target:
+                        return True
+                    if p.post not in seen:
+                        seen.add(p.post)
+                        stack.append(p.post)
+        return False
 
     # ------------------------------------------------------------------ derived structure
     @cached_property

@@ -1,0 +1,128 @@
+"""Circuit specs: validation, TOML round trips, the builders and the initial weight distribution."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neurosubset as ns
+from neurosubset import CircuitSpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "circuits").glob("*.toml"))
+
+
+def _spec(**overrides):
+    spec = {"name": "t", "dynamics": "feedforward",
+            "regions": {"x": {"size": 4, "role": "input"}, "h": {"size": 5}, "y": {"size": 2, "role": "output"}},
+            "projections": [{"pre": "x", "post": "h"}, {"pre": "h", "post": "y"}]}
+    spec.update(overrides)
+    return spec
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_shipped_specs_round_trip_through_toml(path):
+    circuit = ns.Circuit.from_toml(path)
+    again = ns.Circuit.from_toml_text(circuit.to_toml())
+    assert again == circuit
+    assert {k: v.tolist() for k, v in again.structure.items()} == {k: v.tolist() for k, v in circuit.structure.items()}
+
+
+def test_at_least_three_example_specs_including_multi_region():
+    names = {p.stem for p in SPECS}
+    assert {"lffn", "lrnn", "ca3_ca1"} <= names
+    ca = ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
+    assert len(ca.regions) >= 4 and "CA3->CA3" in ca.weight_names and "CA3->CA1" in ca.weight_names
+
+
+def test_builders_have_the_contract_shapes():
+    ff = ns.feedforward([8, 6, 3], nonlinearity="linear")
+    assert ff.weight_names == ("W1", "W2")
+    assert ff.shape("W1") == (6, 8) and ff.shape("W2") == (3, 6)
+    rnn = ns.linear_rnn(n=6, n_in=2, n_out=1, steps=3, gain=0.9)
+    assert rnn.weight_names == ("B", "W", "C")
+    assert (rnn.shape("B"), rnn.shape("W"), rnn.shape("C")) == ((6, 2), (6, 6), (1, 6))
+    assert rnn.dynamics == "discrete" and rnn.steps == 3
+    assert rnn.probe_shape(4) == (4, 3, 2) and ff.probe_shape(4) == (4, 8)
+
+
+def test_init_std_is_gain_over_sqrt_expected_in_degree():
+    # N(0, gain^2 / (p * n_pre)): for the RNN, W ~ N(0, g^2/n), B ~ N(0, 1/n_in), C ~ N(0, 1/n)
+    rnn = ns.linear_rnn(n=40, n_in=5, n_out=3, steps=2, gain=0.7)
+    assert rnn.init_std["W"] == pytest.approx(0.7 / np.sqrt(40))
+    assert rnn.init_std["B"] == pytest.approx(1 / np.sqrt(5))
+    assert rnn.init_std["C"] == pytest.approx(1 / np.sqrt(40))
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([rnn.sample_weights(rng)["W"].ravel() for _ in range(50)])  # 80,000 samples
+    # the sample std of n normals has relative standard error 1/sqrt(2n) ~ 0.0025; allow 4 of those
+    assert draws.std() == pytest.approx(0.7 / np.sqrt(40), rel=0.01)
+
+
+def test_sparsity_follows_p_and_absent_synapses_are_zero():
+    circuit = ns.Circuit.from_dict(_spec(projections=[{"pre": "x", "post": "h", "p": 0.3}, {"pre": "h", "post": "y"}],
+                                         regions={"x": {"size": 60, "role": "input"}, "h": {"size": 50},
+                                                  "y": {"size": 2, "role": "output"}}))
+    mask = circuit.structure["x->h"]
+    # 3000 Bernoulli(0.3) draws: standard error 0.0084
+    assert abs(mask.mean() - 0.3) < 0.035
+    w = circuit.sample_weights(np.random.default_rng(1))["x->h"]
+    assert np.all(w[~mask] == 0) and np.all(w[mask] != 0)
+    assert circuit.init_std["x->h"] == pytest.approx(1 / np.sqrt(0.3 * 60))
+
+
+def test_dale_sign_fixes_the_sign_of_outgoing_weights():
+    spec = _spec(regions={"x": {"size": 4, "role": "input"}, "h": {"size": 5, "sign": -1},
+                          "y": {"size": 2, "role": "output"}})
+    circuit = ns.Circuit.from_dict(spec)
+    w = circuit.sample_weights(np.random.default_rng(0))
+    assert np.all(w["h->y"] < 0) and (w["x->h"] > 0).any() and (w["x->h"] < 0).any()
+
+
+@pytest.mark.parametrize("spec, message", [
+    (_spec(projections=[{"pre": "x", "post": "LGN"}, {"pre": "h", "post": "y"}]),
+     "Region 'LGN' (projections[x->LGN].post) does not exist. Expected one of ['x', 'h', 'y']"),
+    (_spec(projections=[{"pre": "x", "post": "h"}, {"pre": "x", "post": "h"}, {"pre": "h", "post": "y"}]),
+     "Duplicate projection 'x->h'"),
+    (_spec(regions={"x": {"size": 4, "role": "input"}, "h": {"size": 5, "role": "middle"},
+                    "y": {"size": 2, "role": "output"}}),
+     "The 'regions.h.role' parameter must be one of ['input', 'hidden', 'output']. Got 'middle'"),
+    (_spec(regions={"x": {"size": 0, "role": "input"}, "h": {"size": 5}, "y": {"size": 2, "role": "output"}}),
+     "'regions.x.size' parameter must be >= 1. Got 0"),
+    (_spec(dynamics="chaotic"), "The 'dynamics' parameter must be one of ['feedforward', 'discrete', 'steady']"),
+    (_spec(projections=[{"pre": "x", "post": "h", "p": 1.5}, {"pre": "h", "post": "y"}]),
+     "'projections[x->h].p' parameter must be <= 1.0. Got 1.5"),
+    (_spec(projections=[{"pre": "x", "post": "h"}, {"pre": "h", "post": "h"}, {"pre": "h", "post": "y"}]),
+     "regions ['h'] lie on a cycle"),
+    (_spec(dynamics="steady", nonlinearity="relu"), "'steady' dynamics needs nonlinearity 'linear'"),
+    (_spec(colour="red"), "unknown top-level keys ['colour']"),
+    (_spec(projections=[{"pre": "x", "post": "h"}]), "Region 'y' (role 'output') receives no projection"),
+])
+def test_bad_specs_name_the_field_and_the_allowed_values(spec, message):
+    with pytest.raises(CircuitSpecError) as err:
+        ns.Circuit.from_dict(spec)
+    assert message in str(err.value)
+
+
+def test_unstable_steady_circuit_is_rejected():
+    # a dense recurrent block with gain g has spectral radius ~ g (circular law): g = 1.5 is unstable
+    spec = _spec(dynamics="steady", projections=[{"pre": "x", "post": "h"}, {"pre": "h", "post": "h", "gain": 1.5},
+                                                 {"pre": "h", "post": "y"}],
+                 regions={"x": {"size": 4, "role": "input"}, "h": {"size": 200}, "y": {"size": 2, "role": "output"}})
+    with pytest.raises(CircuitSpecError, match=r"unstable: its estimated spectral radius is 1\.[45]\d* >= 1"):
+        ns.Circuit.from_dict(spec)
+    spec["projections"][1]["gain"] = 0.5
+    assert ns.Circuit.from_dict(spec).expected_spectral_radius == pytest.approx(0.5, abs=0.05)
+
+
+def test_malformed_and_missing_toml_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n[regions.A\nsize = 3\n")
+    with pytest.raises(CircuitSpecError, match="Malformed TOML"):
+        ns.Circuit.from_toml(bad)
+    with pytest.raises(CircuitSpecError, match="Cannot read circuit spec"):
+        ns.Circuit.from_toml(tmp_path / "missing.toml")
+    nosize = tmp_path / "nosize.toml"
+    nosize.write_text("[regions.A]\nrole = 'input'\n")
+    with pytest.raises(CircuitSpecError, match=r"regions.A.size is missing"):
+        ns.Circuit.from_toml(nosize)
