@@ -1,0 +1,139 @@
+"""Forward maps against numpy written by hand, Jacobians against a second method, the affine test by algebra."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neurosubset as ns
+from neurosubset.benchmark import draw_trials
+from neurosubset.dynamics import PlasticMap, assemble, forward, is_affine
+
+# float64 rounding on these O(1) quantities is ~1e-15; central differences with h = 1e-6 carry O(h^2) ~ 1e-12
+# truncation and ~1e-10 cancellation error.
+EXACT = 1e-12
+FINITE_DIFF = 1e-7
+
+MULTI = {
+    "regions": {"x": {"size": 3, "role": "input"}, "h": {"size": 5}, "g": {"size": 4}, "y": {"size": 2, "role": "output"}},
+    "projections": [{"pre": "x", "post": "h"}, {"pre": "h", "post": "h", "p": 0.5, "gain": 0.5}, {"pre": "h", "post": "g"},
+                    {"pre": "g", "post": "h", "gain": 0.3}, {"pre": "g", "post": "y"}, {"pre": "x", "post": "y"}],
+}
+
+
+def _circuits():
+    return {
+        "lffn": ns.feedforward([5, 4, 3, 2]),
+        "relu": ns.feedforward([5, 4, 3], nonlinearity="relu"),
+        "lrnn": ns.linear_rnn(6, 2, 3, steps=4, gain=0.9),
+        "steady": ns.Circuit.from_dict({**MULTI, "dynamics": "steady"}),
+        "discrete": ns.Circuit.from_dict({**MULTI, "dynamics": "discrete", "steps": 3}),
+    }
+
+
+def _numpy_forward(name, c, w, x):
+    """The model equations written directly in numpy, one probe at a time."""
+    if name in ("lffn", "relu"):
+        phi = (lambda z: np.maximum(z, 0)) if name == "relu" else (lambda z: z)
+        h = x
+        for k in range(1, len(c.weight_names)):
+            h = phi(w[f"W{k}"] @ h)
+        return w[c.weight_names[-1]] @ h
+    if name == "lrnn":  # h_t = W h_{t-1} + B x_t, y = C h_T
+        h = np.zeros(w["W"].shape[0])
+        for t in range(x.shape[0]):
+            h = w["W"] @ h + w["B"] @ x[t]
+        return w["C"] @ h
+    if name == "steady":  # [h; g; y] = A [h; g; y] + B x  with y read out of g and x
+        n_h, n_g = 5, 4
+        a = np.zeros((n_h + n_g, n_h + n_g))
+        a[:n_h, :n_h] = w["h->h"]
+        a[:n_h, n_h:] = w["g->h"]
+        a[n_h:, :n_h] = w["h->g"]
+        b = np.concatenate([w["x->h"], np.zeros((n_g, 3))])
+        r = np.linalg.solve(np.eye(n_h + n_g) - a, b @ x)
+        return w["g->y"] @ r[n_h:] + w["x->y"] @ x
+    if name == "discrete":  # synchronous updates of h and g, read out at T
+        h, g = np.zeros(5), np.zeros(4)
+        for t in range(x.shape[0]):
+            h, g = w["h->h"] @ h + w["g->h"] @ g + w["x->h"] @ x[t], w["h->g"] @ h
+        return w["g->y"] @ g + w["x->y"] @ x[-1]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", list(_circuits()))
+def test_forward_matches_the_model_equations(name):
+    c = _circuits()[name]
+    rng = np.random.default_rng(7)
+    w = c.sample_weights(rng)
+    probes = c.sample_probes(3, rng)
+    got = forward(c, {k: torch.as_tensor(v) for k, v in w.items()}, torch.as_tensor(probes)).numpy()
+    want = np.stack([_numpy_forward(name, c, w, x) for x in probes])
+    np.testing.assert_allclose(got, want, rtol=0, atol=EXACT)
+
+
+@pytest.mark.parametrize("budget", [4, 20], ids=["forward-mode", "reverse-mode"])  # M <= E = 6 or M > E
+@pytest.mark.parametrize("name", list(_circuits()))
+def test_jacobian_methods_agree_with_finite_differences(name, budget):
+    # forward mode through the steady solve is the case torch 2.13 gets wrong with linalg.solve under vmap
+    c = _circuits()[name]
+    alloc = ns.allocate(c, budget, seed=2)
+    draws = draw_trials(c, 3, 4, seed=1)
+    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    theta = torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+    auto = fmap.jacobian(theta, method="autograd")
+    h = 1e-6
+    fd = torch.stack([(fmap(theta + h * e) - fmap(theta - h * e)) / (2 * h)
+                      for e in torch.eye(alloc.size, dtype=theta.dtype)], dim=-1)
+    np.testing.assert_allclose(auto.numpy(), fd.numpy(), atol=FINITE_DIFF)
+    if c.nonlinearity == "linear":
+        np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(), auto.numpy(), atol=EXACT)
+    else:
+        with pytest.raises(ValueError, match="needs a linear circuit"):
+            fmap.jacobian(theta, method="adjoint")
+
+
+def test_assemble_keeps_frozen_entries_bit_identical():
+    c = ns.linear_rnn(8, 2, 2, steps=3)
+    alloc = ns.allocate(c, 17, seed=4)
+    rng = np.random.default_rng(0)
+    frozen = {k: torch.as_tensor(np.stack([c.sample_weights(rng)[k] for _ in range(3)])) for k in c.weight_names}
+    masked = {k: frozen[k].masked_fill(torch.from_numpy(alloc.masks[k].copy()), 0.0) for k in c.weight_names}
+    theta = torch.as_tensor(rng.normal(0, 1e3, (3, alloc.size)))
+    out = assemble(masked, {k: torch.as_tensor(v) for k, v in alloc.indices.items()}, theta)
+    start = 0
+    for k in c.weight_names:
+        mask = torch.from_numpy(alloc.masks[k].copy()).expand_as(out[k])
+        assert torch.equal(out[k][~mask], frozen[k][~mask])  # bit for bit
+        n = int(alloc.masks[k].sum())
+        assert torch.equal(out[k][mask].reshape(3, n), theta[:, start:start + n])
+        start += n
+
+
+def _mask(c, **weights):
+    masks = {}
+    for name, spec in weights.items():
+        m = np.zeros(c.shape(name), dtype=bool)
+        m[spec] = True
+        masks[name] = m
+    return ns.Allocation.from_masks(c, masks)
+
+
+def test_is_affine_on_cases_worked_out_by_hand():
+    ff = ns.feedforward([5, 4, 3])
+    # y = W2 W1 x: affine in either matrix alone, bilinear in both
+    assert is_affine(ff, _mask(ff, W1=np.s_[:, :2]))
+    assert is_affine(ff, _mask(ff, W2=np.s_[:]))
+    assert not is_affine(ff, _mask(ff, W1=np.s_[0, 0], W2=np.s_[0, 0]))
+    # two entries in different rows of W1 never multiply each other: still affine
+    assert is_affine(ff, _mask(ff, W1=np.s_[[0, 1], [0, 0]]))
+    rnn3 = ns.linear_rnn(4, 2, 1, steps=3)
+    rnn2 = ns.linear_rnn(4, 2, 1, steps=2)
+    assert is_affine(rnn3, _mask(rnn3, C=np.s_[:]))  # y = C h_T
+    assert is_affine(rnn3, _mask(rnn3, B=np.s_[:]))  # y = C sum_t W^{T-t} B x_t
+    assert is_affine(rnn2, _mask(rnn2, W=np.s_[:]))  # T = 2: y = C (W B x_1 + B x_2)
+    assert not is_affine(rnn3, _mask(rnn3, W=np.s_[0, 0]))  # T = 3: W_00^2 appears
+    relu = ns.feedforward([5, 4, 3], nonlinearity="relu")
+    assert is_affine(relu, _mask(relu, W2=np.s_[:]))
+    assert not is_affine(relu, _mask(relu, W1=np.s_[0, 0]))
