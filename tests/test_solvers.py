@@ -1,0 +1,69 @@
+"""Batched solvers against a second method: numpy's lstsq per problem, and known solutions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import neurosubset as ns
+from neurosubset.benchmark import draw_trials
+from neurosubset.dynamics import PlasticMap, forward
+from neurosubset.solvers import levenberg_marquardt, relative_residual, solve_affine
+
+# the LM stop criterion is 1e-11 relative; matched problems must end below it
+LM_STOP = 1e-11
+
+
+def _problem(circuit, alloc, m, trials, seed=0):
+    draws = draw_trials(circuit, m, trials, seed)
+    fmap = PlasticMap(circuit, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    targets = forward(circuit, {k: torch.as_tensor(v) for k, v in draws.teacher.items()}, fmap.probes).flatten(-2)
+    return draws, fmap, targets
+
+
+def test_solve_affine_equals_numpy_lstsq_per_trial():
+    c = ns.feedforward([6, 5, 3])
+    alloc = ns.allocate(c, 9, within=["W2"], seed=1)  # y = W2 W1 x is affine in W2
+    _, fmap, targets = _problem(c, alloc, m=4, trials=5)
+    theta = solve_affine(fmap, targets).numpy()
+    zero = torch.zeros(5, alloc.size, dtype=torch.float64)
+    jac, offset = fmap.jacobian(zero, method="autograd").numpy(), fmap(zero).numpy()
+    for i in range(5):
+        ref, *_ = np.linalg.lstsq(jac[i], targets[i].numpy() - offset[i], rcond=None)
+        np.testing.assert_allclose(theta[i], ref, rtol=1e-9, atol=1e-12)
+
+
+def test_lm_reaches_the_lstsq_optimum_on_an_affine_problem():
+    c = ns.feedforward([6, 4])
+    alloc = ns.allocate(c, 8, strategy="spread-rows", seed=0)  # 2 per row, m = 3 > 2: no exact solution
+    _, fmap, targets = _problem(c, alloc, m=3, trials=6)
+    exact = relative_residual(fmap(solve_affine(fmap, targets)), targets)
+    res = levenberg_marquardt(fmap, torch.arange(6), targets, torch.zeros(6, alloc.size, dtype=torch.float64),
+                              steps=100)
+    np.testing.assert_allclose(res.residual.numpy(), exact.numpy(), rtol=1e-6)
+    assert (exact > 1e-3).all()
+
+
+def test_lm_finds_a_planted_solution_of_a_polynomial_problem():
+    # teacher = student with the plastic entries replaced: a solution exists by construction
+    c = ns.linear_rnn(6, 2, 2, steps=4, gain=0.9)
+    alloc = ns.allocate(c, 12, strategy="spread-rows", within=["W"], seed=0)
+    draws, fmap, _ = _problem(c, alloc, m=3, trials=8)
+    rng = np.random.default_rng(5)
+    planted = torch.as_tensor(rng.normal(0, c.init_std["W"], (8, alloc.size)))
+    targets = fmap(planted)
+    start = planted + torch.as_tensor(rng.normal(0, 0.1 * c.init_std["W"], (8, alloc.size)))
+    res = levenberg_marquardt(fmap, torch.arange(8), targets, start, steps=200, stop=LM_STOP)
+    assert (res.residual < LM_STOP).all(), res.residual
+
+
+def test_lm_problems_do_not_depend_on_their_batch():
+    c = ns.linear_rnn(6, 2, 2, steps=3, gain=0.9)
+    alloc = ns.allocate(c, 10, within=["W"], seed=0)
+    _, fmap, targets = _problem(c, alloc, m=4, trials=6)
+    start = torch.as_tensor(np.random.default_rng(0).normal(0, 0.4, (6, alloc.size)))
+    whole = levenberg_marquardt(fmap, torch.arange(6), targets, start, steps=60)
+    for i in (0, 4):
+        alone = levenberg_marquardt(fmap, torch.tensor([i]), targets[i:i + 1], start[i:i + 1], steps=60)
+        assert torch.equal(alone.theta[0], whole.theta[i]) and alone.iterations[0] == whole.iterations[i]
