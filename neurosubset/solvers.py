@@ -36,7 +36,7 @@ def solve_affine(fmap: PlasticMap, targets: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        ``(problem, M)``: the minimum-norm least-squares solution (QR with column pivoting, LAPACK ``gelsy``).
+        ``(problem, M)``: the minimum-norm least-squares solution (SVD-based LAPACK ``gelsd``).
     """
     n = targets.shape[0]
     zero = targets.new_zeros((n, fmap.size))
@@ -44,7 +44,9 @@ def solve_affine(fmap: PlasticMap, targets: torch.Tensor) -> torch.Tensor:
         return zero
     jac = fmap.jacobian(zero)
     rhs = (targets - fmap(zero)).unsqueeze(-1)
-    return torch.linalg.lstsq(jac, rhs, driver="gelsy").solution.squeeze(-1)
+    # gelsd (SVD), not gelsy: torch 2.13's gelsy returns wrong solutions on structured sparse Jacobians
+    # (a single layer's, e.g.), while gelsd, gelss and scipy's gelsy agree (tests/test_benchmark.py)
+    return torch.linalg.lstsq(jac, rhs, driver="gelsd").solution.squeeze(-1)
 
 
 @dataclass(frozen=True)
