@@ -1,0 +1,177 @@
+"""Shared helpers for the analysis scripts: command line, MP records -> Dataset, netCDF output, figure style.
+
+Every script in ``analysis/`` is run as ``python analysis/NAME.py [--quick] [--out DIR] [--seed S]`` and writes
+``DIR/NAME.nc`` (the numbers behind the figure, configuration in attrs) and ``DIR/NAME.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import neurosubset as ns
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_NC_BYTES = 2_000_000  # keep every dataset in data/ small enough to commit
+
+# certificate fields that match_probability may carry (theory issue); copied into records when present
+_CERT_FIELDS = ("plastic_rank", "full_rank", "verdict")
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line shared by all analysis scripts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny configuration for the smoke test (seconds, not minutes)")
+    parser.add_argument("--out", type=Path, default=REPO / "data",
+                        help="output directory for the .nc and .png files (default: data/)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of all random draws (default: 0)")
+    return parser.parse_args(argv)
+
+
+def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int, seed: int,
+              **solver: Any) -> dict[str, Any]:
+    """One MP estimate as a flat record (scalars only) from :func:`neurosubset.match_probability`."""
+    ds = ns.match_probability(circuit, alloc, m=m, trials=trials, seed=seed, **solver)
+    rec: dict[str, Any] = {
+        "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
+        "n_matched": int(ds.matched.sum()), "trials": int(trials),
+        "mp_first_round": float(ds.mp_first_round),
+        "median_log10_residual": float(np.median(np.log10(np.maximum(ds.residual.values, 1e-300)))),
+        "solver": str(ds.attrs["solver"]),
+        "budget": int(alloc.size),
+    }
+    for key in _CERT_FIELDS:  # the certificate, when match_probability provides it (as variable or attr)
+        if key in ds.data_vars:
+            rec[key] = ds[key].values.item()
+        elif f"certificate_{key}" in ds.attrs:
+            rec[key] = ds.attrs[f"certificate_{key}"]
+    for key in ("plastic_rank", "full_rank"):
+        if key in rec:
+            rec[key] = int(rec[key])
+    if "verdict" in rec:
+        rec["verdict"] = str(rec["verdict"])
+    return rec
+
+
+_VAR_META = {
+    "mp": ("match probability MP(A, m)", "1"),
+    "mp_low": ("MP, 95% Wilson lower bound", "1"),
+    "mp_high": ("MP, 95% Wilson upper bound", "1"),
+    "n_matched": ("trials in which the fitted student matched the teacher", "1"),
+    "trials": ("teacher/student/probe draws", "1"),
+    "mp_first_round": ("MP after the first solver restart round (convergence diagnostic)", "1"),
+    "median_log10_residual": ("median over trials of log10 relative residual", "1"),
+    "solver": ("solver used: lstsq (exact, affine) or lm (Levenberg-Marquardt)", ""),
+    "budget": ("plastic synapses M", "synapses"),
+    "plastic_rank": ("generic rank of d(outputs)/d(plastic weights)", "1"),
+    "full_rank": ("generic rank of d(outputs)/d(all weights)", "1"),
+    "verdict": ("certificate verdict (zero / one / positive / unproven)", ""),
+    "mp_closed_form": ("closed-form MP (single linear layer: 1 iff every row has >= min(m, d_in))", "1"),
+}
+
+
+def records_to_dataset(records: Iterable[Mapping[str, Any]], index: Sequence[str],
+                       attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Records (one dict per estimate) -> a Dataset with dims ``index`` and CF-style variable attrs."""
+    frame = pd.DataFrame(list(records))
+    ds = frame.set_index(list(index)).sort_index().to_xarray()
+    for name, var in ds.variables.items():
+        if name in _VAR_META:
+            var.attrs["long_name"], var.attrs["units"] = _VAR_META[name]
+        if var.dtype == object:  # netCDF wants fixed string types; missing entries become ""
+            ds[name] = var.fillna("").astype(str)
+            ds[name].attrs.update(var.attrs)
+    ds.attrs.update(plain_attrs(attrs or {}))
+    return ds
+
+
+def plain_attrs(attrs: Mapping[str, Any]) -> dict[str, str | int | float]:
+    """Attrs as netCDF-safe plain types; lists and dicts become JSON text."""
+    out: dict[str, str | int | float] = {}
+    for key, value in attrs.items():
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = int(value)
+        elif isinstance(value, (int, np.integer)):
+            out[key] = int(value)
+        elif isinstance(value, (float, np.floating)):
+            out[key] = float(value)
+        elif isinstance(value, str):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value)
+    return out
+
+
+def base_attrs(script: str, args: argparse.Namespace, **config: Any) -> dict[str, Any]:
+    """The configuration every dataset records: script, command, mode, seed, versions, plus ``config``."""
+    import torch
+
+    return {"script": f"analysis/{script}.py", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "mode": "quick" if args.quick else "default", "seed": int(args.seed),
+            "neurosubset_version": ns.__version__, "torch_version": str(torch.__version__),
+            "numpy_version": np.__version__, "xarray_version": xr.__version__, **config}
+
+
+def save(ds: xr.Dataset, fig: Any, out: Path, name: str, started: float) -> tuple[Path, Path]:
+    """Write ``out/name.nc`` and ``out/name.png``; record the runtime; refuse oversized datasets."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.attrs["runtime_s"] = round(time.perf_counter() - started, 1)
+    nc, png = out / f"{name}.nc", out / f"{name}.png"
+    ds.to_netcdf(nc, engine="h5netcdf")
+    size = nc.stat().st_size
+    if size > MAX_NC_BYTES:
+        raise RuntimeError(f"{nc} is {size} bytes, over the {MAX_NC_BYTES}-byte limit for data/; store less.")
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {nc} ({size / 1e3:.0f} kB) and {png} in {ds.attrs['runtime_s']} s")
+    return nc, png
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def figure(ncols: int, nrows: int = 1, *, width: float = 4.2, height: float = 3.4):
+    """A figure with the shared style (Agg backend, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 7, "axes.grid": True,
+                         "grid.alpha": 0.3})
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def plot_mp(ax, x, mp, low, high, *, label: str, offset: float = 0.0, **kw) -> None:
+    """MP vs ``x`` with its 95% Wilson band; ``offset`` shifts x slightly so overlapping 0/1 curves stay visible."""
+    x = np.asarray(x, dtype=float) + offset
+    ok = np.isfinite(np.asarray(mp, dtype=float))
+    line, = ax.plot(x[ok], np.asarray(mp)[ok], marker="o", ms=3.5, label=label, **kw)
+    ax.fill_between(x[ok], np.asarray(low)[ok], np.asarray(high)[ok], color=line.get_color(), alpha=0.18, lw=0)
+
+
+def mp_axes(ax, *, xlabel: str = "probes m (count)", title: str = "") -> None:
+    """Axis labels and limits for an MP panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("match probability MP (fraction of trials)")
+    ax.set_ylim(-0.05, 1.05)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", frameon=False)
+
+
+def band_note(fig) -> None:
+    """The caption line every MP figure carries."""
+    fig.text(0.01, -0.01, "bands: 95% Wilson score intervals over trials; curves offset slightly in m for "
+             "visibility", fontsize=7, ha="left", va="top")
