@@ -21,6 +21,13 @@ from .circuit import Projection as Projection
 from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
+from .theory import Certificate as Certificate
+from .theory import Heuristic as Heuristic
+from .theory import TheoryError as TheoryError
+from .theory import certify as certify
+from .theory import heuristic as heuristic
+from .theory import minimal_budget as minimal_budget
+from .theory import optimal_allocation as optimal_allocation
 from .benchmark import version as _version
 
 __version__ = _version()
@@ -33,4 +40,6 @@ __all__ = [
     # benchmark
     "match_probability", "fit", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
     "DEFAULT_TOL",
+    # theory
+    "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
 ]

@@ -31,6 +31,7 @@ from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine
 from .solvers import levenberg_marquardt, relative_residual, solve_affine
+from .theory import certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
 # cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
@@ -254,7 +255,8 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
                       tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 6,
-                      steps: int = 400, return_weights: bool = False, progress: bool = False) -> xr.Dataset:
+                      steps: int = 400, return_weights: bool = False, progress: bool = False,
+                      certificate: bool = True) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -271,6 +273,10 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         See :func:`fit`.
     return_weights : bool
         Also store teacher, initial and fitted student weights, probes and ``theta`` per trial.
+    certificate : bool
+        Also compute :func:`neurosubset.theory.certify` with the same ``m`` and ``seed`` (no fitting) and store
+        ``plastic_rank`` and ``full_rank`` as variables and every certificate field as a ``certificate_*`` attr
+        (``certificate_verdict`` is "zero", "one", "positive" or "unproven"; ``certificate_affine`` is 0/1).
 
     Returns
     -------
@@ -288,8 +294,17 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     """
     res = fit(circuit, alloc, m, trials, seed, tol=tol, solver=solver, restarts=restarts, max_rounds=max_rounds,
               steps=steps, progress=progress)
-    return fit_dataset(circuit, alloc, res, m=m, seed=seed, restarts=restarts, max_rounds=max_rounds, steps=steps,
-                       return_weights=return_weights)
+    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, restarts=restarts, max_rounds=max_rounds, steps=steps,
+                     return_weights=return_weights)
+    if certificate:
+        cert = certify(circuit, alloc, m=m, seed=seed)
+        ds["plastic_rank"] = ((), np.int64(cert.plastic_rank),
+                              {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"})
+        ds["full_rank"] = ((), np.int64(cert.full_rank),
+                           {"long_name": "generic rank of d(outputs)/d(all weights): dim of teacher outputs",
+                            "units": "1"})
+        ds.attrs.update(cert.to_attrs())
+    return ds
 
 
 def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, seed: int, restarts: int,
