@@ -1,0 +1,65 @@
+"""The command line: real subprocesses for the exit codes and the one-line errors, main() for the rest."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from neurosubset.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "neurosubset.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_mp_prints_the_interval_and_writes_the_dataset(tmp_path, capsys):
+    out = tmp_path / "mp.nc"
+    code = main(["mp", "lffn:6-3", "--budget", "9", "--strategy", "spread-rows", "--m", "3", "--trials", "20",
+                 "--seed", "0", "--quiet", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    # 3 plastic synapses per row, m = 3 <= d_in = 6: MP = 1 exactly (every row has >= m), Wilson low = 20/(20+z^2)
+    assert "MP = 1.000  95% CI [0.839, 1.000]" in printed and "20/20 matched" in printed
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert float(ds.mp) == 1.0 and ds.sizes["trial"] == 20 and ds.attrs["allocation_size"] == 9
+
+
+def test_mp_on_a_toml_spec_with_fractions(tmp_path, capsys):
+    code = main(["mp", str(ROOT / "circuits" / "ca3_ca1.toml"), "--budget", "40", "--strategy", "spread-rows",
+                 "--fractions", "CA3->CA3=0.5,CA3->CA1=0.5", "--m", "2", "--trials", "4", "--quiet"])
+    assert code == 0 and "M = 40, m = 2" in capsys.readouterr().out
+    ds_path = tmp_path / "ca.nc"
+    assert main(["mp", str(ROOT / "circuits" / "ca3_ca1.toml"), "--budget", "40", "--fractions",
+                 "CA3->CA3=0.5,CA3->CA1=0.5", "--m", "2", "--trials", "4", "--quiet", "--out", str(ds_path)]) == 0
+    with xr.open_dataset(ds_path, engine="h5netcdf") as ds:
+        assert ds.attrs["allocation_counts"] == '{"EC->CA3": 0, "CA3->CA3": 20, "CA3->CA1": 20, "CA1->OUT": 0}'
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mp", "nowhere.toml", "--budget", "3", "--m", "2"], "is neither a TOML file nor a builtin"),
+    (["mp", "lffn:8-6-3", "--budget", "999", "--m", "2"], "The 'budget' parameter of allocate must be <= 66"),
+    (["mp", "lffn:8-6-3", "--budget", "9", "--m", "2", "--fractions", "W1=0.5,W2=0.6"],
+     "The fractions must sum to 1. Got 1.1"),
+    (["mp", "lffn:8-6-3", "--budget", "9", "--m", "2", "--fractions", "W1:0.5"], "--fractions takes NAME=FRACTION"),
+    (["mp", "lffn:8-6-3", "--budget", "9", "--m", "0"], "The 'm' parameter must be >= 1. Got 0"),
+    (["mp", "lffn:8-x-3", "--budget", "9", "--m", "2"], "Cannot parse builtin circuit"),
+    (["mp", "lffn:8-6-3", "--budget", "9", "--m", "2", "--within", "W7"], "Weight 'W7' (in 'within') does not exist"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[regions.A\n")
+    proc = _run("mp", str(bad), "--budget", "1", "--m", "1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Malformed TOML" in proc.stderr and "Traceback" not in proc.stderr
