@@ -21,6 +21,8 @@ from .circuit import Projection as Projection
 from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
+from .spiking import spiking_check as spiking_check  # brian2 itself is imported only when a check runs
+from .spiking import spiking_compare as spiking_compare
 from .theory import Certificate as Certificate
 from .theory import Heuristic as Heuristic
 from .theory import TheoryError as TheoryError
@@ -28,6 +30,10 @@ from .theory import certify as certify
 from .theory import heuristic as heuristic
 from .theory import minimal_budget as minimal_budget
 from .theory import optimal_allocation as optimal_allocation
+from .sweep import FractionGrid as FractionGrid
+from .sweep import SweepStoreError as SweepStoreError
+from .sweep import simplex_grid as simplex_grid
+from .sweep import sweep as sweep
 from .benchmark import version as _version
 
 __version__ = _version()
@@ -42,4 +48,8 @@ __all__ = [
     "DEFAULT_TOL",
     # theory
     "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
+    # spiking check (optional extra neurosubset[spiking]; brian2 is imported only when a check runs)
+    "spiking_check", "spiking_compare",
+    # sweeps
+    "sweep", "simplex_grid", "FractionGrid", "SweepStoreError",
 ]
