@@ -94,6 +94,47 @@ def _write(ds, out: str) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    """Sweep MP over budgets, plasticity fractions, strategies and probe counts into a resumable Zarr store."""
+    from .sweep import simplex_grid, sweep
+
+    circuit = load_circuit(args.circuit)
+    keys = parse_list(args.fractions, option="--fractions")
+    if keys and any("=" in k for k in keys):
+        raise CLIError(f"sweep --fractions takes the keys to sweep, e.g. 'CA3->CA3,CA3->CA1' (with --step), not "
+                       f"NAME=FRACTION pairs. Got {args.fractions!r}.")
+    if args.workers is not None and args.scheduler:
+        raise CLIError("Give either --workers (local processes) or --scheduler (a dask scheduler), not both.")
+    ds = sweep(circuit, budget=parse_list(args.budget, int, option="--budget"),
+               fractions=simplex_grid(keys, args.step) if keys else None,
+               strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
+               trials=args.trials, seed=args.seed, store=args.out, workers=args.workers or 1,
+               scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
+               tol=args.tol, solver=args.solver, restarts=args.restarts, max_rounds=args.max_rounds,
+               steps=args.steps, progress=not args.quiet)
+    status = ds["status"].values
+    print(f"wrote {args.out}: {int((status == 2).sum())} points done, {int((status >= 3).sum())} infeasible "
+          f"(NaN), dims {dict(ds['mp'].sizes)}")
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    """Write PNG figures of a sweep store / netCDF file or of one `neurosubset mp` result."""
+    from .plot import save_figures
+    from .sweep import open_sweep
+
+    ds = open_sweep(args.path)
+    out = args.out or str(Path(args.path).with_suffix(""))
+    for path in save_figures(ds, out, dpi=args.dpi):
+        print(f"wrote {path}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    """Export a sweep store (.zarr) as one netCDF-4 file (h5netcdf)."""
+    from .sweep import export
+
+    print(f"wrote {export(args.store, args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="neurosubset", description=__doc__.splitlines()[0])
@@ -113,6 +154,39 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
     mp.add_argument("--out", help="output .nc (netCDF) or .zarr")
     mp.set_defaults(func=_cmd_mp)
+
+    sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)
+    sw.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
+    sw.add_argument("--budget", required=True, help="comma-separated budgets M, e.g. '100,200'")
+    sw.add_argument("--fractions", help="comma-separated projection/region keys to split the budget over, "
+                                        "e.g. 'CA3->CA3,CA3->CA1' (all simplex points at --step)")
+    sw.add_argument("--step", type=float, default=0.25, help="simplex grid spacing of --fractions (default 0.25)")
+    sw.add_argument("--strategy", default="random", help=f"comma-separated strategies from {list(STRATEGIES)}")
+    sw.add_argument("--m", required=True, help="comma-separated probe counts, e.g. '5,10,20'")
+    sw.add_argument("--trials", type=int, default=100)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+    sw.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")
+    sw.add_argument("--workers", type=int, help="local worker processes (default 1)")
+    sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
+    sw.add_argument("--tol", type=float, default=1e-8, help="match tolerance on the relative residual")
+    sw.add_argument("--solver", default="auto", choices=("auto", "lstsq", "lm"))
+    sw.add_argument("--restarts", type=int, default=4, help="LM random starts per round")
+    sw.add_argument("--max-rounds", type=int, default=6, help="LM restart rounds at most")
+    sw.add_argument("--steps", type=int, default=400, help="LM iterations per round")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=_cmd_sweep)
+
+    pl = sub.add_parser("plot", help=_cmd_plot.__doc__, description=_cmd_plot.__doc__)
+    pl.add_argument("path", help="a sweep .zarr store, an exported .nc sweep, or an `mp --out` .nc file")
+    pl.add_argument("--out", help="x.png (one figure) or a prefix: <prefix>_<figure>.png (default: next to PATH)")
+    pl.add_argument("--dpi", type=int, default=120)
+    pl.set_defaults(func=_cmd_plot)
+
+    ex = sub.add_parser("export", help=_cmd_export.__doc__, description=_cmd_export.__doc__)
+    ex.add_argument("store", help="the .zarr sweep store")
+    ex.add_argument("out", help="the .nc file to write")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -201,6 +202,7 @@ class _Config:
     restarts: int
     max_rounds: int
     steps: int
+    certificate: bool
 
     def as_dict(self) -> dict[str, Any]:
         return {"store_format": _STORE_FORMAT, "circuit": self.circuit_toml, "budget": list(self.budgets),
@@ -208,7 +210,7 @@ class _Config:
                 "strategy": list(self.strategies), "m": list(self.ms), "trials": self.trials, "seed": self.seed,
                 "within": None if self.within is None else list(self.within), "tolerance": self.tol,
                 "solver": self.solver, "restarts": self.restarts, "max_rounds": self.max_rounds,
-                "lm_steps": self.steps}
+                "lm_steps": self.steps, "certificate": self.certificate}
 
     @property
     def json(self) -> str:
@@ -264,10 +266,13 @@ def _run_point(task: dict[str, Any]) -> dict[str, Any]:
     """Compute one sweep point (runs in a worker process or in the caller). Returns plain numpy values."""
     circuit = _circuit(task["circuit"])
     alloc = Allocation(task["masks"], strategy=task["strategy"], circuit_name=circuit.name)
+    options = {}
+    if "certificate" in inspect.signature(match_probability).parameters:
+        options["certificate"] = task["certificate"]
     with _one_thread():
         ds = match_probability(circuit, alloc, m=task["m"], trials=task["trials"], seed=task["seed"],
                                tol=task["tol"], solver=task["solver"], restarts=task["restarts"],
-                               max_rounds=task["max_rounds"], steps=task["steps"])
+                               max_rounds=task["max_rounds"], steps=task["steps"], **options)
     rounds = ds["mp_by_round"].values
     values: dict[str, Any] = {name: ds[name].values for name in _PER_TRIAL}
     values.update({name: float(ds[name]) for name in _SCALARS})
@@ -362,6 +367,7 @@ def _template(cfg: _Config, circuit: Circuit, status: np.ndarray, masks: dict[st
         "restarts_per_round": cfg.restarts,
         "max_rounds": cfg.max_rounds,
         "lm_steps": cfg.steps,
+        "certificate": int(cfg.certificate),
         "seeding": "allocation seed and trial seed per (budget, fractions, strategy): sha256 of the sweep seed and "
                    "those coordinates; the m probes of a trial are the first m of one sequence",
         "sweep_config": cfg.json,
@@ -570,7 +576,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
           strategy: str | Sequence[str] = "random", trials: int = 100, seed: int = 0,
           store: str | os.PathLike | None = None, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4,
-          max_rounds: int = 6, steps: int = 400, progress: bool = False) -> xr.Dataset:
+          max_rounds: int = 6, steps: int = 400, certificate: bool = True, progress: bool = False) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
     Parameters
@@ -601,8 +607,9 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     scheduler : str or distributed.Client, optional
         A dask.distributed scheduler address (``"tcp://host:8786"``) or client; points become dask tasks.
         Overrides ``workers``. Workers should run one thread each (``dask worker ADDR --nthreads 1``).
-    within, tol, solver, restarts, max_rounds, steps
-        Passed to :func:`neurosubset.allocate` / :func:`neurosubset.match_probability`.
+    within, tol, solver, restarts, max_rounds, steps, certificate
+        Passed to :func:`neurosubset.allocate` / :func:`neurosubset.match_probability` (``certificate``: also
+        store the exact certificate's ``plastic_rank``, ``full_rank`` and ``verdict`` per point, when available).
     progress : bool
         Show a progress bar (points done / total, ETA).
 
@@ -660,7 +667,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
             raise AllocationError(f"Fraction keys {sorted(clash)} clash with the sweep's own dimensions.")
     cfg = _Config(circuit.to_toml(), budgets, grid.keys if grid else (), grid.points if grid else ((),), strategies,
                   ms, trials, seed, None if within is None else tuple(within), tol, solver, restarts, max_rounds,
-                  steps)
+                  steps, bool(certificate))
     return _run(cfg, circuit, names, store, workers, scheduler, progress)
 
 
@@ -711,7 +718,7 @@ def _run(cfg: _Config, circuit: Circuit, names: list[str], store: Any, workers: 
                               "masks": {k: np.asarray(v) for k, v in alloc.masks.items()}, "strategy": strat,
                               "m": mm, "trials": cfg.trials, "seed": trial_seed, "tol": cfg.tol,
                               "solver": cfg.solver, "restarts": cfg.restarts, "max_rounds": cfg.max_rounds,
-                              "steps": cfg.steps})
+                              "steps": cfg.steps, "certificate": cfg.certificate})
         total = int((template["status"].values == PENDING).sum())
         bar = None
         if progress:
