@@ -14,7 +14,7 @@ is neuron ``j``'s rate), and ``g_k^in`` is the filtered spike train of input neu
 rate ``nu_k = nu_0 + r_0 * x_k`` for probe ``x``. While the bracket rarely goes negative, the stationary mean
 rates solve ``r = mu + A r + B nu``:
 
-    r = (I - A)^{-1} (mu + B nu) = r_b + r_0 * (I - A)^{-1} B x ,
+    r = (I - A)^{-1} (mu + B nu) = r_b + r_0 * (I - A)^{-1} B x ,   with mu = (I - A) r_b - nu_0 B 1,
 
 the rate model's fixed point ``(I - A)^{-1} B x`` (``"steady"``; for ``"feedforward"`` ``A`` is nilpotent and
 the same formula is the layer-by-layer map) in units of ``r_0`` Hz on top of a baseline ``r_b``.
@@ -23,13 +23,15 @@ Units and choices:
 
 - ``rate_unit`` ``r_0`` (Hz): one unit of probe value and of rate-model activity is ``r_0`` Hz.
 - ``input_baseline`` ``nu_0`` (Hz): the input rate at probe value 0; must keep every ``nu_k >= 0``.
-- ``baseline`` ``r_b`` (Hz): the stationary rate of every non-input neuron at probe 0. The per-neuron offsets
-  ``mu = (I - A) r_b 1 - nu_0 B 1`` (Hz, the "baselines" attr) make it so; ``mu`` may be negative, only the
-  total intensity must stay positive. By default ``r_b`` is the smallest rate at which, for every neuron and
-  probe, the predicted mean intensity is at least ``margin`` standard deviations of its fluctuations (a
-  Gaussian, independent-Poisson estimate ``var = sum_j W_ij^2 r_j / (2 tau)``) above zero, so the
-  rectification ``[.]_+`` is rarely active.
-- Rate-model prediction for output neuron ``o``: ``rate_model = r_b + r_0 * y_o`` (Hz), ``y`` from
+- ``baseline`` ``r_b`` (Hz): the stationary rate of non-input neuron ``i`` at probe 0 (``r_b,i``). The offsets
+  ``mu = (I - A) r_b - nu_0 B 1`` (Hz, the "baselines" attr) make it so; ``mu`` may be negative, only the total
+  intensity must stay positive. By default ``r_b,i`` is chosen per neuron: the smallest rate at which, for every
+  probe, the predicted mean intensity is at least ``margin`` standard deviations of its fluctuations (and at
+  least ``rate_unit``) above zero, using an independent-Poisson estimate ``var_i = sum_j W_ij^2 r_j / (2 tau)``
+  that ignores network correlations (measured clipping is therefore reported, not assumed). When networks are
+  compared (teacher, students) they share one ``r_b``, so equal rate-model outputs mean equal spiking rates.
+  Large weights (e.g. a fitted student's) need high baselines: the fluctuation grows with ``|W|``.
+- Rate-model prediction for output neuron ``o``: ``rate_model = r_b,o + r_0 * y_o`` (Hz), ``y`` from
   :func:`neurosubset.dynamics.forward`.
 
 Discrete time: brian2 advances in steps ``dt``; a neuron spikes in a step with probability ``lambda dt`` (exact in
@@ -377,7 +379,9 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: dict)
     nu = (cfg["input_baseline"] + r0 * probes).T  # (input, probe) Hz
     forms = {}
     for label, weights in networks.items():
-        w = _check_weights(circuit, weights, f"{label} weights")
+        field = {"circuit": "weights", "teacher": "teacher_weights", "student": "student_weights"}.get(
+            label, f"student_weights[{label!r}]")
+        w = _check_weights(circuit, weights, field)
         a, b = linear_form(circuit, w)
         radius = _spectral_radius(a)
         if radius >= 1.0:
@@ -464,7 +468,8 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: dict)
     attrs = {
         "tau": tau, "dt": dt, "duration": cfg["duration"], "warmup": cfg["warmup"],
         "repeats": cfg["repeats"], "seed": cfg["seed"], "rate_unit": r0,
-        "baseline_rate": np.asarray(rb, dtype=np.float64), "input_baseline": cfg["input_baseline"], "margin": cfg["margin"],
+        "baseline_rate": np.asarray(rb, dtype=np.float64), "input_baseline": cfg["input_baseline"],
+        "margin": cfg["margin"],
         "max_clipped": cfg["max_clipped"], "brian2_version": sim["brian2_version"], "codegen_target": cfg["target"],
         "circuit": circuit.to_toml(), "circuit_name": circuit.name,
         "agreement_rule": f"|difference| <= {AGREE_Z:g} standard errors or <= {100 * AGREE_REL:g}% relative",
@@ -547,8 +552,9 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, 
     rate_unit : float
         ``r_0``: Hz per unit of probe value and of rate-model activity.
     baseline : float, optional
-        ``r_b``: stationary rate of every non-input neuron at probe 0 (Hz). Default: the smallest rate keeping
-        the predicted mean intensity ``margin`` standard deviations above 0 (rounded up to a whole Hz).
+        ``r_b``: one stationary rate (Hz) for every non-input neuron at probe 0. Default: per-neuron baselines,
+        the smallest keeping every predicted mean intensity ``margin`` standard deviations (and at least
+        ``rate_unit``) above 0, rounded up to whole Hz; stored in the ``baseline_rate`` attr.
     input_baseline : float, optional
         ``nu_0``: input rate at probe value 0 (Hz); default ``max(3 r_0, -r_0 min(probes))``.
     margin : float

@@ -1,0 +1,255 @@
+"""The spiking check with real brian2 (numpy target, short runs) against independent references.
+
+The reference for every spiking rate is the analytic stationary rate of the linear Hawkes network,
+``(I - A)^{-1} (mu + B nu)``, solved here with ``numpy.linalg.solve`` from the weights (A, B assembled in this file),
+the offsets ``mu`` and the input rates ``nu`` stored in the Dataset, never the library's own rate_model.
+"""
+from __future__ import annotations
+
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import neurosubset as ns
+from neurosubset.cli import main
+from neurosubset.spiking import SpikingSettingsError, SpikingWarning
+
+# Agreement criterion of issue 6: within 3 standard errors or within 5% relative, on >= 95% of pairs.
+Z_TOL, REL_TOL, MIN_FRACTION = 3.0, 0.05, 0.95
+# "Differs clearly": the unfitted student's median |z| against the teacher must exceed this. Measured with this
+# setup for brian2 seeds 1-4: unfitted 3.2-4.4, fitted 0.5-0.7 (about the median |t| with 6 repeats' few dof).
+CLEAR_MEDIAN_Z = 2.5
+SHORT = {"duration": 4.0, "repeats": 6, "seed": 1}  # ~15 s wall for 3 networks x 4 probes x 6 repeats x 50 neurons
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def circuit50() -> ns.Circuit:
+    """50 simulated neurons at steady state: 8 inputs -> 40 recurrent hidden -> 10 outputs."""
+    return ns.Circuit((ns.Region("in", 8, "input"), ns.Region("hid", 40, "hidden"), ns.Region("out", 10, "output")),
+                      (ns.Projection("in", "hid", p=0.5), ns.Projection("hid", "hid", p=0.2, gain=0.5),
+                       ns.Projection("hid", "out")), dynamics="steady", name="steady50")
+
+
+def blocks(weights: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A (50 x 50) and B (50 x 8) of circuit50, written out by hand (hidden rows/cols first, then outputs)."""
+    a = np.zeros((50, 50))
+    a[:40, :40] = weights["hid->hid"]
+    a[40:, :40] = weights["hid->out"]
+    b = np.zeros((50, 8))
+    b[:40] = weights["in->hid"]
+    return a, b
+
+
+def hawkes_rates(a: np.ndarray, b: np.ndarray, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
+    """Analytic stationary rates (probe, neuron) of the linear Hawkes network; ``nu`` is (probe, input) Hz."""
+    return np.linalg.solve(np.eye(a.shape[0]) - a, mu[:, None] + b @ nu.T).T
+
+
+def fraction_agree(rate, ref, se):
+    ok = (np.abs(rate - ref) <= Z_TOL * se) | (np.abs(rate - ref) <= REL_TOL * np.abs(ref))
+    return float(ok.mean())
+
+
+one = (lambda weights: {k: v[0] for k, v in weights.items()})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    circuit = circuit50()
+    alloc = ns.allocate(circuit, 80, within=["hid->out"], seed=0)
+    res = ns.fit(circuit, alloc, m=4, trials=1, seed=0)
+    return circuit, res
+
+
+@pytest.fixture(scope="module")
+def compared(fitted):
+    circuit, res = fitted
+    return ns.spiking_compare(circuit, one(res.trials.teacher),
+                              {"fitted": one(res.student), "unfitted": one(res.trials.student_init)},
+                              probes=res.trials.probes[0], **SHORT)
+
+
+@pytest.mark.requires_brian2
+def test_spiking_rates_match_analytic_hawkes_rates(fitted, compared):
+    circuit, res = fitted
+    ds = compared
+    nu = ds.input_rate.values
+    cases = {"teacher": (one(res.trials.teacher), ds.mu_teacher.values, ds.rate_spiking_teacher.values,
+                         ds.rate_spiking_se_teacher.values, ds.rate_model_teacher.values)}
+    for label, w in (("fitted", one(res.student)), ("unfitted", one(res.trials.student_init))):
+        sel = ds.sel(student=label)
+        cases[label] = (w, sel.mu_student.values, sel.rate_spiking_student.values, sel.rate_spiking_se_student.values,
+                        sel.rate_model_student.values)
+    for label, (w, mu, rate, se, model) in cases.items():
+        a, b = blocks(w)
+        ref = hawkes_rates(a, b, mu, nu)[:, 40:]
+        # the rate-model prediction in Hz is the same fixed point (a check of the mapping's algebra)
+        np.testing.assert_allclose(model, ref, rtol=1e-9, err_msg=f"{label}: rate_model != Hawkes fixed point")
+        frac = fraction_agree(rate, ref, se)
+        z = (rate - ref) / se
+        assert frac >= MIN_FRACTION, (f"{label}: only {frac:.1%} of (probe, neuron) pairs agree with the analytic "
+                                      f"Hawkes rates; z = {np.round(z, 1)}")
+    assert ds.attrs["clipped_fraction_all_max"] < ds.attrs["max_clipped"], ds.attrs["clipped_fraction_all_max"]
+    assert ds.attrs["rectification_dominated"] == 0, ds.attrs["flags"]
+
+
+@pytest.mark.requires_brian2
+def test_matched_student_agrees_with_teacher_in_spikes_and_unfitted_differs(fitted, compared):
+    circuit, res = fitted
+    assert res.matched[0], f"the fitted student should be matched (residual {res.residual[0]:.2e})"
+    ds = compared
+    t_rate, t_se = ds.rate_spiking_teacher.values, ds.rate_spiking_se_teacher.values
+    fit_ = ds.sel(student="fitted")
+    unf = ds.sel(student="unfitted")
+    se_fit = np.sqrt(fit_.rate_spiking_se_student.values**2 + t_se**2)
+    frac = fraction_agree(fit_.rate_spiking_student.values, t_rate, se_fit)
+    z_fit = (fit_.rate_spiking_student.values - t_rate) / se_fit
+    assert frac >= MIN_FRACTION, f"fitted student agrees with the teacher on {frac:.1%} only; z = {np.round(z_fit, 1)}"
+    se_unf = np.sqrt(unf.rate_spiking_se_student.values**2 + t_se**2)
+    z_unf = (unf.rate_spiking_student.values - t_rate) / se_unf
+    np.testing.assert_allclose(unf.z.values, z_unf, rtol=1e-12)
+    assert np.median(np.abs(z_unf)) > CLEAR_MEDIAN_Z, (
+        f"the unfitted student should differ clearly: median |z| {np.median(np.abs(z_unf)):.2f} "
+        f"(fitted: {np.median(np.abs(z_fit)):.2f})")
+    assert float(unf.fraction_agree) < 0.7, float(unf.fraction_agree)
+
+
+@pytest.mark.requires_brian2
+def test_spiking_check_dataset_feedforward_and_state_restored(tmp_path):
+    import brian2
+    from brian2.devices.device import get_device
+
+    circuit = ns.feedforward([4, 6, 3])
+    rng = np.random.default_rng(3)
+    w, probes = circuit.sample_weights(rng), circuit.sample_probes(3, rng)
+    target_before = brian2.prefs.codegen.target
+    np_state = np.random.get_state()
+    chk = ns.spiking_check(circuit, w, probes=probes, duration=2.0, repeats=4, seed=0)
+    assert brian2.prefs.codegen.target == target_before
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2] == np_state[2]
+    assert get_device().__class__.__name__ == "RuntimeDevice"
+    assert dict(chk.rate_spiking.sizes) == {"probe": 3, "neuron": 3}
+    for name in ("rate_model", "rate_spiking", "rate_spiking_se"):
+        assert chk[name].attrs["units"] == "Hz"
+    assert chk.clipped_fraction.attrs["units"] == "1"
+    for key in ("tau", "baselines", "brian2_version", "codegen_target"):
+        assert key in chk.attrs
+    assert chk.attrs["brian2_version"] == brian2.__version__ and chk.attrs["codegen_target"] == "numpy"
+    # independent reference: feed-forward Hawkes rates layer by layer
+    a = np.zeros((9, 9))
+    a[6:, :6] = w["W2"]
+    b = np.zeros((9, 4))
+    b[:6] = w["W1"]
+    ref = hawkes_rates(a, b, chk.mu.values, chk.input_rate.values)[:, 6:]
+    frac = fraction_agree(chk.rate_spiking.values, ref, chk.rate_spiking_se.values)
+    assert frac >= MIN_FRACTION, f"{frac:.1%}; z = {np.round((chk.rate_spiking.values - ref) / chk.rate_spiking_se, 1)}"
+    # same seed, same spikes; the Dataset survives netCDF
+    again = ns.spiking_check(circuit, w, probes=probes, duration=2.0, repeats=4, seed=0)
+    np.testing.assert_array_equal(again.rate_spiking.values, chk.rate_spiking.values)
+    path = tmp_path / "chk.nc"
+    chk.to_netcdf(path, engine="h5netcdf")
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        np.testing.assert_array_equal(back.rate_spiking.values, chk.rate_spiking.values)
+
+
+def test_unstable_setting_is_refused(fitted):
+    circuit, res = fitted
+    w = one(res.trials.teacher)
+    a, _ = blocks(w)
+    radius = np.abs(np.linalg.eigvals(a)).max()
+    w["hid->hid"] = w["hid->hid"] * (1.2 / radius)  # spectral radius 1.2
+    with pytest.raises(SpikingSettingsError, match=r"unstable.*spectral radius.*1\.200"):
+        ns.spiking_check(circuit, w, probes=res.trials.probes[0])
+
+
+def test_rectification_dominated_setting_is_refused(fitted):
+    circuit, res = fitted
+    w, probes = one(res.trials.teacher), res.trials.probes[0]
+    # a baseline below what the probes need: some neuron would need a negative rate
+    with pytest.raises(SpikingSettingsError, match=r"Rectification-dominated.*negative rate.*'baseline'"):
+        ns.spiking_check(circuit, w, probes=probes, baseline=5.0)
+    # positive rates, but fluctuations would push intensities below zero most of the time
+    with pytest.raises(SpikingSettingsError, match=r"Rectification-dominated.*clipped.*max_clipped"):
+        ns.spiking_check(circuit, w, probes=probes, baseline=200.0)
+
+
+def test_nonlinear_and_discrete_circuits_are_refused():
+    relu = ns.feedforward([4, 5, 2], "relu")
+    with pytest.raises(SpikingSettingsError, match=r"nonlinearity 'linear'.*'relu'"):
+        ns.spiking_check(relu, relu.sample_weights(np.random.default_rng(0)), probes=np.zeros((1, 4)))
+    rnn = ns.linear_rnn(6, 2, 2, steps=3)
+    with pytest.raises(SpikingSettingsError, match=r"dynamics 'discrete'.*\['steady', 'feedforward'\]"):
+        ns.spiking_check(rnn, rnn.sample_weights(np.random.default_rng(0)), probes=np.zeros((1, 2)))
+
+
+def test_bad_weights_are_refused(fitted):
+    circuit, res = fitted
+    with pytest.raises(SpikingSettingsError,
+                       match=r"Weight 'in->hid' in 'weights' must have shape \(40, 8\).*batched over trials"):
+        ns.spiking_check(circuit, res.student, probes=res.trials.probes[0])
+    with pytest.raises(SpikingSettingsError, match=r"'repeats' parameter must be >= 2"):
+        ns.spiking_check(circuit, one(res.student), probes=res.trials.probes[0], repeats=1)
+
+
+@pytest.mark.requires_brian2
+def test_rectification_is_measured_and_flagged_when_allowed():
+    circuit = ns.feedforward([4, 6, 3])
+    rng = np.random.default_rng(3)
+    w, probes = circuit.sample_weights(rng), circuit.sample_probes(2, rng)
+    # 160 Hz keeps every predicted rate positive; a 5 ms kernel makes the drive fluctuate far below zero
+    with pytest.warns(SpikingWarning, match="clipped"):
+        chk = ns.spiking_check(circuit, w, probes=probes, duration=1.0, repeats=2, baseline=160.0, tau=0.005,
+                               on_clipping="warn")
+    assert chk.attrs["rectification_dominated"] == 1
+    assert chk.attrs["clipped_fraction_all_max"] > chk.attrs["max_clipped"], chk.attrs["clipped_fraction_all_max"]
+    # rectification cuts off negative intensities, so clipped neurons fire above the linear prediction
+    clipped = chk.clipped_fraction.values > 0.05
+    assert clipped.any()
+    excess = (chk.rate_spiking.values - chk.rate_model.values)[clipped]
+    assert excess.mean() > 0, excess
+
+
+@pytest.mark.requires_brian2
+def test_memory_stays_flat_with_duration():
+    """Monitors count spikes, never record spike times or traces: peak memory does not grow with duration."""
+    circuit = ns.feedforward([4, 6, 3])
+    rng = np.random.default_rng(5)
+    w, probes = circuit.sample_weights(rng), circuit.sample_probes(4, rng)
+    ns.spiking_check(circuit, w, probes=probes, duration=0.2, repeats=2)  # warm caches and imports
+    peaks = []
+    for duration in (0.5, 4.0):
+        tracemalloc.start()
+        chk = ns.spiking_check(circuit, w, probes=probes, duration=duration, repeats=2)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    spikes = float(chk.rate_spiking.sum()) * 4.0 * 2  # output spikes alone in the long run
+    # recording spike times would need >= 12 bytes per spike (index + time), hidden neurons not even counted
+    assert peaks[1] - peaks[0] < 0.25 * 12 * spikes, (peaks, spikes)
+
+
+def test_import_error_names_the_extra(monkeypatch):
+    from neurosubset.spiking import _import_brian2
+
+    monkeypatch.setitem(sys.modules, "brian2", None)  # what an environment without brian2 looks like to import
+    with pytest.raises(ImportError, match=r"neurosubset\[spiking\]"):
+        _import_brian2()
+
+
+@pytest.mark.requires_brian2
+def test_cli_spikecheck(tmp_path, capsys):
+    out = tmp_path / "spikes.nc"
+    code = main(["spikecheck", "circuits/ca3_ca1.toml", "--budget", "40", "--within", "CA1->OUT", "--m", "3",
+                 "--duration", "1", "--repeats", "2", "--out", str(out)])
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    assert "student matched" in text.out and "fitted vs teacher" in text.out and "unfitted vs teacher" in text.out
+    assert out.exists() and out.with_suffix(".png").exists()
+    code = main(["spikecheck", "relu:4-5-2", "--budget", "4", "--m", "1", "--out", str(tmp_path / "x.nc")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nonlinearity 'linear'" in err, err
