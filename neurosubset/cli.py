@@ -135,6 +135,43 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {export(args.store, args.out)}")
 
 
+def _cmd_spikecheck(args: argparse.Namespace) -> None:
+    """Fit one student, then run teacher, fitted and unfitted student as linear Poisson networks in brian2."""
+    from ._spikeplot import spikecheck_figure
+    from .benchmark import fit
+    from .spiking import _check_circuit, spiking_compare
+
+    circuit = load_circuit(args.circuit)
+    _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
+    alloc = allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
+                     within=parse_list(args.within, option="--within"), seed=args.seed)
+    res = fit(circuit, alloc, m=args.m, trials=1, seed=args.seed)
+    one = (lambda weights: {k: v[0] for k, v in weights.items()})
+    ds = spiking_compare(circuit, one(res.trials.teacher),
+                         {"fitted": one(res.student), "unfitted": one(res.trials.student_init)},
+                         res.trials.probes[0], duration=args.duration, repeats=args.repeats, seed=args.seed,
+                         tau=args.tau, rate_unit=args.rate_unit, target=args.target)
+    ds.attrs.update({"budget": alloc.size, "m": args.m, "allocation_strategy": alloc.strategy,
+                     "matched": int(res.matched[0]), "residual": float(res.residual[0])})
+    verdict = "matched" if res.matched[0] else "NOT matched (the spiking comparison is then expected to differ)"
+    print(f"fit: student {verdict}, relative residual {res.residual[0]:.2e} (M = {alloc.size}, m = {args.m})")
+    print(f"teacher spikes vs rate model: {ds.attrs['fraction_agree_teacher_model']:.0%} of (probe, neuron) pairs "
+          f"agree (3 s.e. or 5%); max clipped fraction {ds.attrs['clipped_fraction_all_max']:.2%}; "
+          f"{ds.attrs['repeats']} x {ds.attrs['duration']:g} s, dt {1e3 * ds.attrs['dt']:g} ms, "
+          f"{ds.attrs['codegen_target']}")
+    for s in ds["student"].values:
+        row = ds.sel(student=s)
+        print(f"{s:>9} vs teacher: agree {float(row.fraction_agree):.0%}, median |z| {float(row.median_abs_z):.2f}, "
+              f"|z| > 3 in {float(row.fraction_abs_z_above_3):.0%}, max |z| {float(abs(row.z).max()):.1f}")
+    if ds.attrs["rectification_dominated"]:
+        print(f"warning: {ds.attrs['flags']}")
+    if args.out:
+        _write(ds, args.out)
+        print(f"wrote {spikecheck_figure(ds, args.fig or Path(args.out).with_suffix('.png'))}")
+    elif args.fig:
+        print(f"wrote {spikecheck_figure(ds, args.fig)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="neurosubset", description=__doc__.splitlines()[0])
@@ -187,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("store", help="the .zarr sweep store")
     ex.add_argument("out", help="the .nc file to write")
     ex.set_defaults(func=_cmd_export)
+
+    sc = sub.add_parser("spikecheck", help=_cmd_spikecheck.__doc__, description=_cmd_spikecheck.__doc__)
+    sc.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3'); linear 'steady' or 'feedforward'")
+    sc.add_argument("--budget", type=int, required=True, help="M, the number of plastic synapses")
+    sc.add_argument("--strategy", default="random", choices=STRATEGIES)
+    sc.add_argument("--fractions", help="share of the budget per projection/region, e.g. 'CA3->CA3=0.5,CA3->CA1=0.5'")
+    sc.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+    sc.add_argument("--m", type=int, required=True, help="number of probes (each is simulated)")
+    sc.add_argument("--seed", type=int, default=0, help="fit draw and brian2 seed")
+    sc.add_argument("--duration", type=float, default=10.0, help="simulated seconds per repeat (default 10)")
+    sc.add_argument("--repeats", type=int, default=4, help="independent repeats for the standard errors (>= 2)")
+    sc.add_argument("--tau", type=float, default=0.05, help="synaptic kernel time constant in s (default 0.05)")
+    sc.add_argument("--rate-unit", type=float, default=40.0, help="Hz per unit of rate-model activity (default 40)")
+    sc.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="brian2 codegen target")
+    sc.add_argument("--out", help="output .nc (netCDF); the figure goes next to it as .png unless --fig is given")
+    sc.add_argument("--fig", help="figure path (.png, .pdf)")
+    sc.set_defaults(func=_cmd_spikecheck)
     return parser
 
 
