@@ -23,8 +23,6 @@ Z_TOL, REL_TOL, MIN_FRACTION = 3.0, 0.05, 0.95
 CLEAR_MEDIAN_Z = 2.5
 SHORT = {"duration": 4.0, "repeats": 6, "seed": 1}  # ~15 s wall for 3 networks x 4 probes x 6 repeats x 50 neurons
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
 
 def circuit50() -> ns.Circuit:
     """50 simulated neurons at steady state: 8 inputs -> 40 recurrent hidden -> 10 outputs."""
