@@ -237,18 +237,9 @@ class PlasticMap:
         return torch.cat(parts)
 
 
-def _starts(circuit: Circuit, names: list[str]) -> dict[str, int]:
-    """Offset of each region in the concatenation of ``names``."""
-    start, total = {}, 0
-    for n in names:
-        start[n] = total
-        total += circuit.region[n].size
-    return start
-
-
 def _neuron_order(circuit: Circuit, roles: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
     names = [r.name for r in circuit.regions if r.role in roles]
-    return names, _starts(circuit, names)
+    return names, circuit.offsets(names)
 
 
 def _adjoint_layout(circuit: Circuit, alloc: Allocation) -> dict:
@@ -323,7 +314,7 @@ def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torc
 
 def _selector(circuit: Circuit, rows: list[str], region: str, dtype: torch.dtype) -> torch.Tensor:
     """Rows of the identity picking ``region``'s neurons out of the ``rows`` ordering, ``(size, N)``."""
-    start = _starts(circuit, rows)
+    start = circuit.offsets(rows)
     n = sum(circuit.region[r].size for r in rows)
     size = circuit.region[region].size
     return torch.eye(n, dtype=dtype)[start[region]:start[region] + size]

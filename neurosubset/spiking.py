@@ -57,7 +57,7 @@ import xarray as xr
 from scipy.special import ndtr
 
 from ._checks import check_choice, check_int, check_real
-from .circuit import Circuit
+from .circuit import Circuit, spectral_radius
 
 SPIKING_DYNAMICS = ("steady", "feedforward")
 TARGETS = ("numpy", "cython")
@@ -104,14 +104,6 @@ def _check_circuit(circuit: Circuit) -> None:
 
 def _neurons(circuit: Circuit) -> list[str]:
     return [r.name for r in circuit.regions if r.role != "input"]
-
-
-def _offsets(circuit: Circuit, names: list[str]) -> dict[str, int]:
-    out, start = {}, 0
-    for n in names:
-        out[n] = start
-        start += circuit.region[n].size
-    return out
 
 
 def _check_weights(circuit: Circuit, weights: Mapping[str, Any], field: str) -> dict[str, np.ndarray]:
@@ -162,7 +154,7 @@ def linear_form(circuit: Circuit, weights: Mapping[str, Any]) -> tuple[np.ndarra
     weights = _check_weights(circuit, weights, "weights")
     neurons = _neurons(circuit)
     inputs = list(circuit.input_regions)
-    row, col_in = _offsets(circuit, neurons), _offsets(circuit, inputs)
+    row, col_in = circuit.offsets(neurons), circuit.offsets(inputs)
     n = sum(circuit.region[r].size for r in neurons)
     a, b = np.zeros((n, n)), np.zeros((n, circuit.n_in))
     for p in circuit.projections:
@@ -179,25 +171,8 @@ def linear_form(circuit: Circuit, weights: Mapping[str, Any]) -> tuple[np.ndarra
 
 def _output_index(circuit: Circuit) -> np.ndarray:
     neurons = _neurons(circuit)
-    row = _offsets(circuit, neurons)
+    row = circuit.offsets(neurons)
     return np.concatenate([row[o] + np.arange(circuit.region[o].size) for o in circuit.output_regions])
-
-
-def _spectral_radius(a: np.ndarray) -> float:
-    """Largest |eigenvalue| of ``a``: dense LAPACK for small matrices, ARPACK (sparse) for large ones."""
-    if not a.any():
-        return 0.0
-    if a.shape[0] > 300:
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.linalg import ArpackNoConvergence, eigs
-
-        try:
-            vals = eigs(csr_matrix(a), k=1, which="LM", tol=1e-8, maxiter=20 * a.shape[0],
-                        v0=np.ones(a.shape[0]), return_eigenvectors=False)
-            return float(np.abs(vals).max())
-        except ArpackNoConvergence:  # pragma: no cover - rare; fall back to the dense solver
-            pass
-    return float(np.abs(np.linalg.eigvals(a)).max())
 
 
 def _noise_sd(a: np.ndarray, b: np.ndarray, rates: np.ndarray, nu: np.ndarray, tau: float) -> np.ndarray:
@@ -383,7 +358,7 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: dict)
             label, f"student_weights[{label!r}]")
         w = _check_weights(circuit, weights, field)
         a, b = linear_form(circuit, w)
-        radius = _spectral_radius(a)
+        radius = spectral_radius(a)
         if radius >= 1.0:
             raise SpikingSettingsError(
                 f"The {label} network is unstable: the spectral radius of its recurrent matrix (all non-input "
@@ -487,7 +462,7 @@ def _round_down(x: float) -> float:
 
 
 def _cell_label(circuit: Circuit, i: int) -> str:
-    for name, start in _offsets(circuit, _neurons(circuit)).items():
+    for name, start in circuit.offsets(_neurons(circuit)).items():
         if start <= i < start + circuit.region[name].size:
             return f"{name}[{i - start}]"
     return str(i)  # pragma: no cover
