@@ -229,17 +229,56 @@ def _full_jacobian(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.
     return jac.detach().numpy() * scale
 
 
-def _rank(mat: np.ndarray, rtol: float) -> tuple[int, float]:
-    """Numerical rank (singular values above ``rtol * s_max``) and the gap ``s_r / s_{r+1}``."""
-    if mat.size == 0:
-        return 0, float("inf")
-    s = np.linalg.svd(mat, compute_uv=False)
-    if s[0] == 0.0 or not np.isfinite(s[0]):
+def _reduce(mat: torch.Tensor) -> torch.Tensor:
+    """A matrix with the same singular values and at most ``min(mat.shape)`` rows: the QR factor ``R`` of the
+    tall orientation when it is at least twice as tall as wide (cheaper to decompose), else the tall orientation."""
+    tall = mat if mat.shape[0] >= mat.shape[1] else mat.T
+    if tall.shape[0] >= 2 * tall.shape[1]:
+        return torch.linalg.qr(tall, mode="r")[1]
+    return tall
+
+
+def _rank_of(s: torch.Tensor, rtol: float) -> tuple[int, float]:
+    """Numerical rank of singular values ``s`` (descending): those above ``rtol * s_max``; and the gap
+    ``s_r / s_{r+1}`` (``inf`` if nothing is discarded)."""
+    s = s.numpy()
+    if s.size == 0 or s[0] == 0.0 or not np.isfinite(s[0]):
         return 0, float("inf")
     r = int((s > rtol * s[0]).sum())
     if r == s.size:
         return r, float("inf")
-    return r, float(s[r - 1] / max(s[r], np.finfo(float).tiny)) if r else 0.0
+    return r, float(s[r - 1] / max(s[r], np.finfo(float).tiny))
+
+
+def _rank(mat: np.ndarray, rtol: float) -> tuple[int, float]:
+    """Numerical rank of ``mat`` (singular values above ``rtol * s_max``) and the gap ``s_r / s_{r+1}``."""
+    if mat.size == 0:
+        return 0, float("inf")
+    return _rank_of(torch.linalg.svdvals(_reduce(torch.from_numpy(np.ascontiguousarray(mat)))), rtol)
+
+
+def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float) -> tuple[tuple[int, float], tuple[int, float]]:
+    """Ranks (and gaps) of the full Jacobian ``(E, N)`` and of its plastic columns ``cols``.
+
+    When the plastic block ``A`` is wide (``M >= 2 E``) one QR serves both: ``A^T = Q R`` and the full Jacobian's
+    transpose ``[A^T; B^T]`` has the singular values of ``[R; B^T]`` (``diag(Q, I)`` has orthonormal columns).
+    """
+    full_t = torch.from_numpy(np.ascontiguousarray(jac))
+    if cols.size == jac.shape[1]:
+        res = _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol)
+        return res, res
+    if cols.size == 0 or jac.shape[0] == 0:
+        return _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol), (0, float("inf"))
+    rest = np.ones(jac.shape[1], dtype=bool)
+    rest[cols] = False
+    plastic_t, rest_t = full_t[:, torch.from_numpy(cols)], full_t[:, torch.from_numpy(rest)]
+    if cols.size >= 2 * jac.shape[0]:
+        r_a = torch.linalg.qr(plastic_t.T, mode="r")[1]
+        plastic = _rank_of(torch.linalg.svdvals(r_a), rtol)
+        full = _rank_of(torch.linalg.svdvals(_reduce(torch.cat([r_a, rest_t.T]))), rtol)
+        return full, plastic
+    plastic = _rank_of(torch.linalg.svdvals(_reduce(plastic_t)), rtol)
+    return _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol), plastic
 
 
 def _max_rank(results: list[tuple[int, float]]) -> tuple[int, float]:
@@ -307,9 +346,9 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     full_res, plastic_res = [], []
     for k in range(points):
         weights, probes = _point(circuit, m, seed, k)
-        jac = _full_jacobian(circuit, weights, probes, method)
-        full_res.append(_rank(jac, rtol))
-        plastic_res.append(full_res[-1] if cols.size == jac.shape[1] else _rank(jac[:, cols], rtol))
+        full, plastic = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
+        full_res.append(full)
+        plastic_res.append(plastic)
     full_rank, full_gap = _max_rank(full_res)
     plastic_rank, plastic_gap = _max_rank(plastic_res)
     affine = is_affine(circuit, alloc, seed=seed)
@@ -425,9 +464,9 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     full_res, allowed_res = [], []
     for k in range(points):
         weights, probes = _point(circuit, m, seed, k)
-        jac = _full_jacobian(circuit, weights, probes, method)
-        full_res.append(_rank(jac, rtol))
-        allowed_res.append(_rank(jac[:, cols], rtol))
+        full, allowed = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
+        full_res.append(full)
+        allowed_res.append(allowed)
     full_rank, _ = _max_rank(full_res)
     allowed_rank, _ = _max_rank(allowed_res)
     if allowed_rank < full_rank:
