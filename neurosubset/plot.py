@@ -97,7 +97,7 @@ def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("match probability MP (1)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="95% Wilson bands")
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", title="95% Wilson bands")
     fig.suptitle(f"{ds.attrs.get('circuit_name', '')}: MP vs allocation ({ds.attrs.get('trials', '?')} trials/point)")
     return fig
 

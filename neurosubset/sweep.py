@@ -33,6 +33,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -524,6 +525,28 @@ def _store_lock(path: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------- executors
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Hide the ``__main__`` script from multiprocessing while workers start.
+
+    spawn / forkserver children re-run the parent's main script unless it is guarded by
+    ``if __name__ == "__main__":``; a plain script calling ``sweep(..., workers=2)`` would then start the sweep again in
+    every worker. The workers only need :func:`_run_point` and plain data, so they are started without it.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _results_local(tasks: list[dict[str, Any]], workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     if workers == 1:
         for task in tasks:
@@ -539,7 +562,8 @@ def _results_local(tasks: list[dict[str, Any]], workers: int) -> Iterator[tuple[
         ctx.set_forkserver_preload(["neurosubset.sweep"])
     pool = ProcessPoolExecutor(max_workers=min(workers, max(len(tasks), 1)), mp_context=ctx)
     try:
-        futures = {pool.submit(_run_point, task): task for task in tasks}
+        with _main_not_reimported():  # worker processes start during the submits
+            futures = {pool.submit(_run_point, task): task for task in tasks}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
