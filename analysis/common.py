@@ -34,7 +34,14 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument("--out", type=Path, default=REPO / "data",
                         help="output directory for the .nc and .png files (default: data/)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of all random draws (default: 0)")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the problems are small and batched, and the "
+                             "machine is shared)")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)  # a script-level choice; the library never touches global state
+    return args
 
 
 def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int, seed: int,
@@ -116,7 +123,7 @@ def base_attrs(script: str, args: argparse.Namespace, **config: Any) -> dict[str
     import torch
 
     return {"script": f"analysis/{script}.py", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "mode": "quick" if args.quick else "default", "seed": int(args.seed),
+            "mode": "quick" if args.quick else "default", "seed": int(args.seed), "threads": int(args.threads),
             "neurosubset_version": ns.__version__, "torch_version": str(torch.__version__),
             "numpy_version": np.__version__, "xarray_version": xr.__version__, **config}
 

@@ -1,0 +1,106 @@
+"""Linear RNN ``h_t = W h_{t-1} + B x_t``, ``y = C h_T``: MP vs m for M = n plastic synapses under different
+allocations.
+
+Claim tested (paper abstract): there are maximal and minimal allocations for LRNNs; a more widespread allocation
+enhances expressive power. Inside W, ``n`` plastic synapses are spread over rows (one per row), spread over
+columns, random, or all in a single row / a single column (``concentrated-rows`` / ``-cols`` with M = n fill
+exactly one row / column). The reference panel puts the same budget in B, in C, or a third each in W, B, C.
+
+Outputs are polynomials of degree T - 1 in W, so W allocations are fitted by Levenberg-Marquardt (T = 2 is affine
+and solved exactly); the certificate's verdict (zero / one / positive) is stored next to every estimate.
+
+Run: ``python analysis/lrnn_allocations.py [--quick] [--out DIR]``.
+"""
+from __future__ import annotations
+
+import time
+
+import neurosubset as ns
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import band_note, base_attrs, figure, mp_axes, mp_record, parse_args, plot_mp, records_to_dataset, save
+
+NAME = "lrnn_allocations"
+N_IN, N_OUT = 2, 2
+W_STRATEGIES = ("spread-rows", "spread-cols", "random", "concentrated-rows", "concentrated-cols")
+STRATEGY_LABEL = {"spread-rows": "W: spread over rows", "spread-cols": "W: spread over columns",
+                  "random": "W: random", "concentrated-rows": "W: single row",
+                  "concentrated-cols": "W: single column"}
+
+
+def main(argv=None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    started = time.perf_counter()
+    quick = args.quick
+    lm = dict(restarts=4, max_rounds=3, steps=150 if quick else 300)
+    trials_affine = 40 if quick else 200
+    trials_lm = 16 if quick else 60
+    # (n, T, m values); the W-only plastic rank is capped by (T - 1) * n_in * n_out, so MP vanishes beyond
+    # m = 2 (T - 1) for every W allocation and the m ranges stop just past that
+    configs = [(5, 2, [1, 2, 3])] if quick else [(8, 2, [1, 2, 3, 4]), (8, 3, [1, 2, 3, 4, 5]),
+                                                   (8, 4, [1, 2, 3, 4, 5, 6, 7]), (12, 3, [1, 2, 3, 4, 5])]
+    strategies = ("spread-rows", "concentrated-rows") if quick else W_STRATEGIES
+    base = configs[0] if quick else configs[1]
+    records = []
+
+    def run(case, n, steps, where, alloc, ms, circuit):
+        for m in ms:
+            tick = time.perf_counter()
+            affine = alloc.counts["W"] == 0 or steps <= 2
+            rec = mp_record(circuit, alloc, m, trials=trials_affine if affine else trials_lm, seed=args.seed, **lm)
+            rec.update(config=f"n={n}, T={steps}", case=case, n=n, steps=steps, where=where,
+                       strategy=alloc.strategy, m=m, counts=str(alloc.counts))
+            records.append(rec)
+            print(f"n={n:2d} T={steps} {case:26s} m={m} MP={rec['mp']:.2f} [{rec['mp_low']:.2f}, "
+                  f"{rec['mp_high']:.2f}] ({rec['solver']}, {rec.get('verdict', '?')}, "
+                  f"{time.perf_counter() - tick:.1f} s)", flush=True)
+
+    for n, steps, ms in configs:
+        rnn = ns.linear_rnn(n, N_IN, N_OUT, steps=steps)
+        for strategy in strategies:
+            alloc = ns.allocate(rnn, n, strategy=strategy, within=["W"], seed=args.seed)
+            run(STRATEGY_LABEL[strategy], n, steps, "W", alloc, ms, rnn)
+        if (n, steps, ms) == base:
+            for where, kw in (("B", dict(within=["B"])), ("C", dict(within=["C"])),
+                              ("W+B+C", dict(fractions={"W": 1 / 3, "B": 1 / 3, "C": 1 / 3}))):
+                if quick and where != "C":
+                    continue
+                alloc = ns.allocate(rnn, n, strategy="spread-rows", seed=args.seed, **kw)
+                run(f"{where}: spread over rows", n, steps, where, alloc, ms, rnn)
+
+    ds = records_to_dataset(records, ["config", "case", "m"], base_attrs(
+        NAME, args, claim="LRNN: spread allocations of W are maximal, a single row/column is minimal",
+        n_in=N_IN, n_out=N_OUT, budget="M = n plastic synapses", configs=str([c[:2] for c in configs]),
+        trials_affine=trials_affine, trials_lm=trials_lm, lm_restarts=lm["restarts"],
+        lm_max_rounds=lm["max_rounds"], lm_steps=lm["steps"], tolerance=ns.DEFAULT_TOL))
+
+    # ---- figure: one panel per (n, T) with the W strategies, one with W vs B vs C at the base config
+    fig, axes = figure(3, 2 if not quick else 1)
+    axes = axes.ravel()
+    for ax, (n, steps, ms) in zip(axes, configs):
+        config = f"n={n}, T={steps}"
+        cases = [STRATEGY_LABEL[s] for s in strategies]
+        for k, case in enumerate(cases):
+            sub = ds.sel(config=config, case=case)
+            plot_mp(ax, ds.m, sub.mp, sub.mp_low, sub.mp_high, label=case.replace("W: ", ""),
+                    offset=0.05 * (k - len(cases) / 2))
+        mp_axes(ax, title=f"plastic in W: n = {n}, T = {steps}, M = {n}")
+    ax = axes[len(configs)]
+    config = f"n={base[0]}, T={base[1]}"
+    for k, case in enumerate([c for c in ds.case.values if ds.sel(config=config, case=c).mp.notnull().any()
+                              and ("spread over rows" in str(c) or "single row" in str(c))]):
+        sub = ds.sel(config=config, case=case)
+        plot_mp(ax, ds.m, sub.mp, sub.mp_low, sub.mp_high, label=str(case), offset=0.05 * (k - 2))
+    mp_axes(ax, title=f"where: n = {base[0]}, T = {base[1]}, M = {base[0]}")
+    for ax in axes[len(configs) + 1:]:
+        ax.set_visible(False)
+    band_note(fig)
+    save(ds, fig, args.out, NAME, started)
+
+
+if __name__ == "__main__":
+    main()
