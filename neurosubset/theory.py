@@ -581,6 +581,9 @@ def _required(circuit: Circuit, m: int, r_in: dict[str, int], r_out: dict[str, i
         # ReLU chain: parameters minus one positive rescaling per hidden unit, at most E
         hidden = sum(sizes[1:-1])
         return int(min(e, circuit.n_synapses - hidden))
+    if circuit.nonlinearity == "linear":
+        # linear outputs are Y = M Xbar with Xbar the (n_in * steps) x m stacked probes: dim V <= n_out rank(Xbar)
+        e = min(e, circuit.n_out * min(m, circuit.n_in * (circuit.steps if circuit.dynamics == "discrete" else 1)))
     full = sum(_effective(circuit.structure[w], r_in[w], r_out[w]) for w in circuit.weight_names)
     return int(min(e, full))
 
@@ -621,8 +624,10 @@ def heuristic(circuit: Circuit, alloc: Allocation, m: int = 4) -> Heuristic:
 
     ``required`` estimates ``dim V``: exact for dense linear feed-forward chains,
     ``b (d_L + min(m, d_0) - b)`` with ``b = min(m, d_0, ..., d_L)``; ReLU chains ``min(E, N - hidden units)``;
-    otherwise ``min(E, sum of eff_w over the full structure)``, which ignores gauge symmetries (e.g. the GL(n)
-    of a linear RNN) and so can overestimate ``dim V`` when ``E`` does not cap it. ``effective`` is
+    otherwise ``min(E', sum of eff_w over the full structure)``, with ``E' = n_out min(m, n_in T)`` for linear
+    circuits (outputs are linear in the ``n_in T`` stacked inputs of each probe; ``T = 1`` unless discrete) and
+    ``E' = E`` for ReLU. It ignores gauge symmetries (e.g. the GL(n) of a linear RNN) and so can overestimate
+    ``dim V`` when ``E'`` does not cap it. ``effective`` is
     ``min(sum_w eff_w, required)``.
 
     Prediction: ``"zero"`` (mp 0) if ``sum_w eff_w < required``; ``"one"`` (mp 1) if not and the outputs are

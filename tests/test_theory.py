@@ -230,3 +230,15 @@ def test_match_probability_carries_the_certificate(tmp_path):
     ds.to_netcdf(tmp_path / "mp.nc", engine="h5netcdf")
     with xr.open_dataset(tmp_path / "mp.nc", engine="h5netcdf") as back:
         xr.testing.assert_identical(back.load(), ds)
+
+
+def test_rnn_dimension_capped_by_stacked_inputs():
+    # n = 3, n_in = 1, n_out = 1, T = 2, m = 3: y_j = C (W B x_j1 + B x_j2) = M xbar_j with M 1 x 2, so the
+    # three outputs lie in a space of dimension n_out * min(m, n_in T) = 2; h_2 spans span{B, W B} (2 dims),
+    # so C alone (affine) reaches both: MP = 1.
+    rnn = ns.linear_rnn(3, 1, 1, steps=2)
+    alloc = ns.allocate(rnn, 3, within=["C"])
+    cert = certify(rnn, alloc, m=3)
+    h = heuristic(rnn, alloc, m=3)
+    assert (cert.full_rank, cert.plastic_rank, cert.verdict) == (2, 2, "one"), cert
+    assert (h.required, h.effective, h.verdict) == (2, 2, "one"), h
