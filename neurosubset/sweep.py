@@ -414,6 +414,8 @@ class _ZarrTarget:
 
     def __init__(self, path: Path, template: xr.Dataset, dims: tuple[str, ...]) -> None:
         self.path, self.dims = path, dims
+        self._group: Any = None
+        self._arrays: dict[str, Any] = {}
         self.dtypes = {str(k): v.dtype for k, v in template.data_vars.items()}
         self.attrs = dict(template.attrs)
         if not path.exists():
@@ -445,23 +447,25 @@ class _ZarrTarget:
         new = xr.Dataset({name: var}, attrs=self.attrs)  # mode "a" replaces the group attrs: keep them
         new.to_zarr(self.path, mode="a", encoding=_encoding(new, self.dims), consolidated=True)
         self.dtypes[name] = var.dtype
+        self._group = None  # reopen: the group has a new member
 
     def write(self, index: tuple[int, ...], values: dict[str, Any]) -> None:
-        region = {d: slice(i, i + 1) for d, i in zip(self.dims, index)}
+        # straight into the point's own chunks with zarr: the layout and dtypes were fixed by xarray when the
+        # template was written (no CF encoding is involved for these dtypes), and one open group serves all writes
         status = values.pop("status")
-        point = xr.Dataset({name: (self._dims_of(name), self._expand(name, value)) for name, value in values.items()})
-        point.to_zarr(self.path, region=region, mode="r+", consolidated=False)
+        for name, value in values.items():
+            self._array(name)[index] = np.asarray(value, dtype=self.dtypes[name])  # e.g. '<U5' -> the store's '<U8'
         # the status flag is the commit record: written only after every value of the point is on disk
-        xr.Dataset({"status": (self.dims, np.full((1,) * len(self.dims), status, np.int8))}).to_zarr(
-            self.path, region=region, mode="r+", consolidated=False)
+        self._array("status")[index] = np.int8(status)
 
-    def _dims_of(self, name: str) -> tuple[str, ...]:
-        extra = {"matched": ("trial",), "residual": ("trial",), "restarts": ("trial",), "mp_by_round": ("round",)}
-        return (*self.dims, *extra.get(name, ()))
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:
+            import zarr
 
-    def _expand(self, name: str, value: Any) -> np.ndarray:
-        arr = np.asarray(value, dtype=self.dtypes[name])  # e.g. '<U5' -> the store's '<U8'
-        return arr.reshape((1,) * len(self.dims) + arr.shape)
+            if self._group is None:
+                self._group = zarr.open_group(str(self.path), mode="r+", zarr_format=2)
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     def result(self) -> xr.Dataset:
         with xr.open_zarr(self.path) as ds:
