@@ -33,8 +33,8 @@ def main() -> None:
         start, cpu0 = time.perf_counter(), time.process_time()
         cert = ns.certify(rnn, alloc, m=m, seed=0, method=method)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-        print(f"{method:>8}: wall {wall:6.1f} s, process CPU {cpu:6.1f} s  plastic_rank={cert.plastic_rank} full_rank={cert.full_rank} "
-              f"verdict={cert.verdict} gaps(plastic, full)=({cert.plastic_gap:.3g}, {cert.full_gap:.3g}) "
+        print(f"{method:>8}: wall {wall:6.1f} s, process CPU {cpu:6.1f} s  plastic_rank={cert.plastic_rank} "
+              f"full_rank={cert.full_rank} verdict={cert.verdict} gaps(plastic, full)=({cert.plastic_gap:.3g}, {cert.full_gap:.3g}) "
               f"points={cert.points} rtol={cert.rtol:g}")
 
 
