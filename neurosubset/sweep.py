@@ -20,8 +20,10 @@ Store
 -----
 With ``store="x.zarr"`` the template is written first (Zarr format 2, one chunk per point so points never share a
 chunk) and each finished point is written into its own chunks, its ``status`` flag last, before the next result is
-taken. Running the same sweep again computes only points whose status is not "done". A store made by a different
-configuration is refused. A lock file ``x.zarr.lock`` (``fcntl.flock``, released by the kernel even when the
+taken (written to the operating system, so a killed process loses at most the point it was writing; nothing is
+fsync'ed, so a power cut may lose more). Running the same sweep again computes only points whose status is not
+"done". A store made by a different configuration is refused; its attrs (package versions included) stay those of the
+run that created it. A lock file ``x.zarr.lock`` (``fcntl.flock``, released by the kernel even when the
 process is killed) makes a second writer fail at once instead of mixing results.
 """
 from __future__ import annotations
@@ -418,9 +420,10 @@ class _ZarrTarget:
         self._arrays: dict[str, Any] = {}
         self.dtypes = {str(k): v.dtype for k, v in template.data_vars.items()}
         self.attrs = dict(template.attrs)
+        for stale in path.parent.glob(f"{path.name}.tmp-*"):  # a creation killed half-way (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         if not path.exists():
             tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
             template.to_zarr(tmp, mode="w-", encoding=_encoding(template, dims), zarr_format=2, consolidated=True)
             os.replace(tmp, path)  # the store appears complete or not at all
             self._done = np.zeros(template["status"].shape, bool)
@@ -584,7 +587,17 @@ def _results_dask(tasks: list[dict[str, Any]], scheduler: Any) -> Iterator[tuple
     except ImportError:
         raise ImportError("scheduler=... needs dask.distributed: pip install 'neurosubset[distributed]'.") from None
     own = not isinstance(scheduler, Client)
-    client = Client(scheduler) if own else scheduler
+    if own:
+        if not isinstance(scheduler, str):
+            raise ValueError(f"The 'scheduler' parameter must be an address such as 'tcp://host:8786' or a "
+                             f"distributed.Client. Got {scheduler!r}.")
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ValueError(f"Cannot reach the dask scheduler at {scheduler!r} ({exc}). Start one with "
+                             f"'dask scheduler' and workers with 'dask worker {scheduler} --nthreads 1'.") from None
+    else:
+        client = scheduler
     try:
         futures = [client.submit(_run_point, task, pure=False) for task in tasks]
         by_key = {fut.key: task for fut, task in zip(futures, tasks)}
