@@ -20,7 +20,8 @@ import neurosubset as ns
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=["autograd", "adjoint", "both"], default="both")
+    parser.add_argument("--method", choices=["autograd", "adjoint", "sketch", "both"], default="both",
+                        help="both = autograd and adjoint; sketch = the matrix-free randomised estimate")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # a script, not the library: setting threads here is deliberate

@@ -41,7 +41,7 @@ from .dynamics import DTYPE, PlasticMap, is_affine
 
 VERDICTS = ("zero", "one", "positive", "unproven")
 HEURISTIC_VERDICTS = ("zero", "one", "in-between")
-METHODS = ("autograd", "adjoint")
+METHODS = ("autograd", "adjoint", "sketch")
 # Relative SVD tolerance: a singular value counts when it exceeds RANK_RTOL * (largest singular value).
 # Rounding noise of the float64 Jacobians here is ~1e-15 relative; the smallest generic singular values of the
 # small and medium circuits measured in analysis/theory_vs_empirics.py stay above ~1e-6 relative, so 1e-9 sits in
@@ -78,8 +78,11 @@ class Certificate:
         Independent random points the ranks were maximised over.
     rtol : float
         Relative singular-value tolerance used for the ranks.
-    method : {"autograd", "adjoint"}
+    method : {"autograd", "adjoint", "sketch"}
         How the Jacobian was computed.
+    estimate : bool
+        ``True`` for ``method="sketch"``: the ranks are randomised estimates (see :func:`certify`), not exact
+        numerical ranks of the Jacobian, and the verdict inherits that.
     plastic_gap, full_gap : float
         Smallest, over the points attaining the rank, ratio of the last counted singular value to the first
         discarded one (``inf`` when none was discarded): how clear-cut the rank decision was.
@@ -98,6 +101,7 @@ class Certificate:
     method: str
     plastic_gap: float
     full_gap: float
+    estimate: bool = False
 
     def to_attrs(self, prefix: str = "certificate_") -> dict[str, int | float | str]:
         """netCDF-safe attributes (``bool`` becomes ``int``), keys prefixed with ``prefix``."""
@@ -196,6 +200,9 @@ def _full_jacobian(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.
                             dtype=DTYPE)
     scale = np.concatenate([np.full(full.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
     n, e = theta.numel(), probes.shape[0] * circuit.n_out
+    if method == "sketch":
+        raise TheoryError("The 'method' parameter 'sketch' gives ranks only, and this needs the Jacobian's columns "
+                          "(pivoted QR). Use method='autograd' or 'adjoint'.")
     if n == 0:
         return np.zeros((e, 0))
     if method == "adjoint":
@@ -227,6 +234,53 @@ def _full_jacobian(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.
                 blocks.append(torch.func.vmap(vjp)(basis)[0])  # (chunk, N)
             jac = torch.cat(blocks, dim=0)
     return jac.detach().numpy() * scale
+
+
+def _sketch_ranks(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.ndarray, cols: np.ndarray,
+                  rtol: float, seed: int, k: int, max_bytes: float = _MAX_BYTES
+                  ) -> tuple[tuple[int, float], tuple[int, float]]:
+    """Matrix-free randomised ranks of the full and the plastic Jacobian at one point.
+
+    ``Y = J Omega`` with ``Omega`` Gaussian ``(N, q)``, ``q = min(N, E)`` (and ``J_A Omega_A`` for the plastic
+    columns, ``q_A = min(M, E)``), built from JVPs in chunks of directions: the ``(E, N)`` Jacobian is never held,
+    only ``(E, q)`` sketches. With probability 1, ``rank(J Omega) = rank(J)`` when ``q >= rank(J)``, which
+    ``q = min(N, E)`` guarantees; in floating point the random sketch can blur a weak singular-value gap, so the
+    result is an estimate.
+    """
+    full = Allocation.from_masks(circuit, dict(circuit.structure), strategy="full")
+    frozen = {kk: torch.as_tensor(v, dtype=DTYPE).unsqueeze(0) for kk, v in weights.items()}
+    fmap = PlasticMap(circuit, full, frozen, torch.as_tensor(probes, dtype=DTYPE).unsqueeze(0))
+    theta = torch.as_tensor(np.concatenate([weights[w].ravel()[full.indices[w]] for w in circuit.weight_names]),
+                            dtype=DTYPE)
+    scale = torch.as_tensor(np.concatenate([np.full(full.counts[w], circuit.init_std[w])
+                                            for w in circuit.weight_names]), dtype=DTYPE)
+    n, e = theta.numel(), probes.shape[0] * circuit.n_out
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        return fmap(t.unsqueeze(0)).squeeze(0)
+
+    states = probes.shape[0] * circuit.steps * sum(r.size for r in circuit.regions)
+    chunk = int(max(1, max_bytes // (8.0 * 4 * (n + states + e))))
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence(seed, spawn_key=(_POINT_KEY, 0x5E, k))
+                                            .generate_state(1)[0]))
+
+    def sketch(support: torch.Tensor) -> tuple[int, float]:
+        q = min(int(support.numel()), e)
+        if q == 0:
+            return 0, float("inf")
+        cols_out = []
+        with torch.enable_grad():
+            for a in range(0, q, chunk):
+                c = min(chunk, q - a)
+                omega = torch.zeros(c, n, dtype=DTYPE)
+                omega[:, support] = torch.randn(c, int(support.numel()), generator=gen, dtype=DTYPE)
+                omega *= scale  # columns in units of the init std, as for the exact ranks
+                cols_out.append(torch.func.vmap(lambda v: torch.func.jvp(fn, (theta,), (v,))[1])(omega).detach())
+        return _rank_of(torch.linalg.svdvals(torch.cat(cols_out).T), rtol)
+
+    full_res = sketch(torch.arange(n))
+    plastic_res = full_res if cols.size == n else sketch(torch.from_numpy(cols))
+    return full_res, plastic_res
 
 
 def _reduce(mat: torch.Tensor) -> torch.Tensor:
@@ -313,9 +367,12 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         Independent random points (>= 2); each rank is the maximum over them.
     rtol : float
         Relative singular-value tolerance: ranks count singular values above ``rtol * s_max``.
-    method : {"autograd", "adjoint"}
+    method : {"autograd", "adjoint", "sketch"}
         Jacobian by torch autograd (default, any circuit) or by the exact adjoint closed form (linear circuits;
-        equal to autograd to rounding, ~10x faster on large circuits). Never finite differences.
+        equal to autograd to rounding). Never finite differences. ``"sketch"``: for circuits whose ``(E, N)``
+        Jacobian does not fit in memory, a matrix-free randomised estimate: ranks of ``J Omega`` for Gaussian
+        ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks (equal to the rank with probability 1; in floating
+        point an estimate, flagged by ``Certificate.estimate``).
 
     Returns
     -------
@@ -346,7 +403,10 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     full_res, plastic_res = [], []
     for k in range(points):
         weights, probes = _point(circuit, m, seed, k)
-        full, plastic = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
+        if method == "sketch":
+            full, plastic = _sketch_ranks(circuit, weights, probes, cols, rtol, seed, k)
+        else:
+            full, plastic = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
         full_res.append(full)
         plastic_res.append(plastic)
     full_rank, full_gap = _max_rank(full_res)
@@ -362,7 +422,8 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         verdict = "positive"
     return Certificate(plastic_rank=plastic_rank, full_rank=full_rank, affine=bool(affine), verdict=verdict, m=m,
                        n_plastic=alloc.size, n_synapses=circuit.n_synapses, n_equations=m * circuit.n_out,
-                       points=points, rtol=rtol, method=method, plastic_gap=plastic_gap, full_gap=full_gap)
+                       points=points, rtol=rtol, method=method, plastic_gap=plastic_gap, full_gap=full_gap,
+                       estimate=method == "sketch")
 
 
 def optimal_allocation(circuit: Circuit, budget: int, m: int = 8, within: Sequence[str] | None = None,
@@ -464,7 +525,10 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     full_res, allowed_res = [], []
     for k in range(points):
         weights, probes = _point(circuit, m, seed, k)
-        full, allowed = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
+        if method == "sketch":
+            full, allowed = _sketch_ranks(circuit, weights, probes, cols, rtol, seed, k)
+        else:
+            full, allowed = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
         full_res.append(full)
         allowed_res.append(allowed)
     full_rank, _ = _max_rank(full_res)

@@ -242,3 +242,21 @@ def test_rnn_dimension_capped_by_stacked_inputs():
     h = heuristic(rnn, alloc, m=3)
     assert (cert.full_rank, cert.plastic_rank, cert.verdict) == (2, 2, "one"), cert
     assert (h.required, h.effective, h.verdict) == (2, 2, "one"), h
+
+
+@pytest.mark.parametrize("circuit, alloc_kwargs, m", [
+    (ns.feedforward([4, 2, 3]), {"budget": 6, "within": ["W2"]}, 4),          # bottleneck: rank deficit
+    (ns.feedforward([6, 4]), {"budget": 12, "strategy": "spread-rows"}, 3),   # single layer, full rank
+    (ns.linear_rnn(5, 2, 2, steps=3), {"budget": 9, "within": ["W"]}, 4),   # polynomial, wide
+])
+def test_sketched_ranks_equal_the_exact_ranks(circuit, alloc_kwargs, m):
+    # a second method: the matrix-free Gaussian sketch J @ Omega has the rank of J with probability 1
+    alloc = ns.allocate(circuit, seed=0, **alloc_kwargs)
+    exact = certify(circuit, alloc, m=m, seed=0)
+    sketch = certify(circuit, alloc, m=m, seed=0, method="sketch")
+    assert (sketch.plastic_rank, sketch.full_rank, sketch.verdict) == (exact.plastic_rank, exact.full_rank,
+                                                                       exact.verdict)
+    assert sketch.estimate and not exact.estimate
+    assert ns.minimal_budget(circuit, m=m, method="sketch") == exact.full_rank
+    with pytest.raises(ValueError, match="'sketch' gives ranks only"):
+        ns.optimal_allocation(circuit, budget=3, m=m, method="sketch")
