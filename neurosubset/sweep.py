@@ -555,7 +555,7 @@ def _main_not_reimported() -> Iterator[None]:
 
 
 def _results_local(tasks: list[dict[str, Any]], workers: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    if workers == 1:
+    if workers == 1 or len(tasks) <= 1:  # nothing to share out: no worker processes to start
         for task in tasks:
             yield task, _run_point(task)
         return
