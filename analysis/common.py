@@ -156,7 +156,8 @@ def figure(ncols: int, nrows: int = 1, *, width: float = 4.2, height: float = 3.
 
     plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 7, "axes.grid": True,
                          "grid.alpha": 0.3})
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
+                             layout="constrained")
     return fig, axes
 
 

@@ -11,9 +11,6 @@ Panels
 3. Three layers 4-4-4-4, M = 12: all in one layer, equal thirds, random, concentrated rows.
 4. Two layers 6-6-4, M = 16, spread rows: MP at fixed m vs the share of the budget placed in W1.
 
-Cases fitted by Levenberg-Marquardt (plastic synapses in more than one layer) skip the m at which the budget is
-already below ``dim V`` (MP = 0 by counting; the certificate says "zero" there for every allocation).
-
 Run: ``python analysis/lffn_allocations.py [--quick] [--out DIR]``.
 """
 from __future__ import annotations
@@ -44,9 +41,9 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=4, max_rounds=3, steps=150 if quick else 300)
+    lm = dict(restarts=4, max_rounds=3 if quick else 5, steps=150 if quick else 400)
     trials_affine = 40 if quick else 200
-    trials_lm = 16 if quick else 60
+    trials_lm = 16 if quick else 100
     records = []
 
     def run(case, arch, circuit, alloc, ms, trials, share=np.nan, closed=None):
@@ -75,7 +72,7 @@ def main(argv=None) -> None:
     # ---- 2. two layers
     two = ns.feedforward([4, 4, 3] if quick else [6, 6, 4])
     budget2 = 9 if quick else 16
-    ms2 = [1, 2, 3] if quick else list(range(1, 6))
+    ms2 = [1, 2, 3] if quick else list(range(1, 7))
     cases2 = [("all in W2, spread-rows", dict(strategy="spread-rows", within=["W2"]), 0.0),
               ("split 50/50, spread-rows", dict(strategy="spread-rows", fractions={"W1": 0.5, "W2": 0.5}), 0.5)]
     if not quick:
@@ -86,9 +83,7 @@ def main(argv=None) -> None:
     for label, kw, share in cases2:
         alloc = ns.allocate(two, budget2, seed=args.seed, **kw)
         affine = is_affine(two, alloc)
-        # LM cases stop where M < dim V = n_out * min(m, d_in): MP = 0 there by counting, and slow to fit
-        run(f"2 layers: {label}", two.name, two, alloc, ms2 if affine else ms2[:-1] if not quick else ms2,
-            trials_affine if affine else trials_lm, share=share)
+        run(f"2 layers: {label}", two.name, two, alloc, ms2, trials_affine if affine else trials_lm, share=share)
 
     # ---- 3. three layers and 4. layer-share sweep (default size only)
     if not quick:
@@ -103,12 +98,11 @@ def main(argv=None) -> None:
         for label, kw in cases3:
             alloc = ns.allocate(three, budget3, seed=args.seed, **kw)
             affine = is_affine(three, alloc)
-            run(f"3 layers: {label}", three.name, three, alloc, [1, 2, 3, 4] if affine else [1, 2, 3],
-                trials_affine if affine else trials_lm)
+            run(f"3 layers: {label}", three.name, three, alloc, [1, 2, 3, 4, 5], trials_affine if affine else trials_lm)
         for share in (0.25, 0.75):
             alloc = ns.allocate(two, budget2, strategy="spread-rows", fractions={"W1": share, "W2": 1 - share},
                                 seed=args.seed)
-            run(f"2 layers: W1 share {share:.2f}, spread-rows", two.name, two, alloc, [4], trials_lm,
+            run(f"2 layers: W1 share {share:.2f}, spread-rows", two.name, two, alloc, [3, 4], trials_lm,
                 share=share)
 
     ds = records_to_dataset(records, ["case", "m"], base_attrs(
@@ -141,7 +135,7 @@ def main(argv=None) -> None:
         mp_axes(ax, title=title)
     if not quick:
         ax = axes[0][-1]
-        for m in (4,):
+        for m in (3, 4):
             rows = [c for c in ds.case.values if str(c).startswith("2 layers") and "spread-rows" in str(c)
                     and np.isfinite(float(ds.share_first_layer.sel(case=c))) and
                     np.isfinite(float(ds.mp.sel(case=c, m=m)))]

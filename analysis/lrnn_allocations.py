@@ -36,9 +36,9 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=4, max_rounds=3, steps=150 if quick else 300)
+    lm = dict(restarts=4, max_rounds=3 if quick else 8, steps=150 if quick else 400)
     trials_affine = 40 if quick else 200
-    trials_lm = 16 if quick else 60
+    trials_lm = 16 if quick else 100
     # (n, T, m values); the W-only plastic rank is capped by (T - 1) * n_in * n_out, so MP vanishes beyond
     # m = 2 (T - 1) for every W allocation and the m ranges stop just past that
     configs = [(5, 2, [1, 2, 3])] if quick else [(8, 2, [1, 2, 3, 4]), (8, 3, [1, 2, 3, 4, 5]),

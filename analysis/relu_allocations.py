@@ -54,9 +54,9 @@ def main(argv=None) -> None:
     sizes = [3, 6, 1] if quick else [6, 12, 1]
     budget = 6 if quick else 12
     ks = [2, 6] if quick else [2, 3, 6, 12]
-    ms = [2, 4] if quick else [3, 6, 9, 12]
-    lm = dict(restarts=3, max_rounds=2, steps=100 if quick else 200)
-    trials_relu = 12 if quick else 40
+    ms = [2, 4] if quick else [2, 4, 6, 8, 10, 12]
+    lm = dict(restarts=3 if quick else 4, max_rounds=2 if quick else 6, steps=100 if quick else 300)
+    trials_relu = 12 if quick else 100
     trials_linear = 40 if quick else 200
     records = []
     for nonlinearity in ("relu", "linear"):

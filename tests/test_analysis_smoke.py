@@ -1,0 +1,122 @@
+"""Smoke tests of the analysis scripts: each runs with ``--quick`` in a subprocess (so that the scripts' own
+thread setting never touches this process) into a temporary directory; the dataset is read back and checked.
+
+Expected values that are asserted were derived by hand from the model equations (comments say how); everything
+else is checked for shape, attrs and sane ranges only.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+WILSON_SLACK = 1e-12  # Wilson bounds are computed in floating point; allow rounding at the ends of [0, 1]
+
+
+def _run(script: str, out: Path) -> xr.Dataset:
+    proc = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{script}.py"), "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{script} --quick failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    nc, png = out / f"{script}.nc", out / f"{script}.png"
+    assert nc.is_file() and nc.stat().st_size > 0, f"{nc} was not written"
+    assert png.is_file() and png.stat().st_size > 0, f"{png} was not written"
+    with xr.open_dataset(nc, engine="h5netcdf") as ds:
+        ds = ds.load()
+    _check_attrs(ds, script)
+    return ds
+
+
+def _check_attrs(ds: xr.Dataset, script: str) -> None:
+    for key in ("script", "command", "mode", "seed", "neurosubset_version", "torch_version", "runtime_s", "claim"):
+        assert key in ds.attrs, f"{script}: attr {key!r} missing; attrs are {sorted(ds.attrs)}"
+    assert ds.attrs["script"] == f"analysis/{script}.py"
+    assert ds.attrs["mode"] == "quick"
+    for key, value in ds.attrs.items():
+        assert isinstance(value, (str, int, float, np.integer, np.floating)), \
+            f"{script}: attr {key!r} has type {type(value).__name__}, not a plain str/int/float"
+
+
+def _check_mp(ds: xr.Dataset, script: str) -> None:
+    mp, low, high = ds.mp.values, ds.mp_low.values, ds.mp_high.values
+    ok = np.isfinite(mp)
+    assert ok.any(), f"{script}: no MP estimate at all"
+    assert ((mp[ok] >= 0) & (mp[ok] <= 1)).all(), f"{script}: MP outside [0, 1]: {mp[ok]}"
+    assert (low[ok] <= mp[ok] + WILSON_SLACK).all() and (mp[ok] <= high[ok] + WILSON_SLACK).all(), \
+        f"{script}: Wilson interval does not contain MP: low {low[ok]}, mp {mp[ok]}, high {high[ok]}"
+    assert ds.mp.attrs.get("units") == "1" and "long_name" in ds.mp.attrs
+
+
+def test_lffn_allocations(tmp_path):
+    ds = _run("lffn_allocations", tmp_path)
+    assert set(ds.mp.dims) == {"case", "m"}
+    _check_mp(ds, "lffn")
+    # quick single layer: d_in = 6, n = 4, M = 12. Row i must solve delta_i X_{A_i} = r_i (a generic vector of
+    # R^m for m <= d_in), solvable iff k_i >= m. spread-rows deals 12 / 4 = 3 per row => MP = 1 for m <= 3, 0 for
+    # m = 4..6; concentrated-rows fills two rows of 6 and leaves two rows empty => MP = 0 for every m.
+    spread = ds.mp.sel(case="1 layer: spread-rows")
+    assert (spread.sel(m=[1, 2, 3]) == 1).all(), f"spread-rows, m <= 3: {spread.values}"
+    assert (spread.sel(m=[4, 5, 6]) == 0).all(), f"spread-rows, m >= 4: {spread.values}"
+    assert (ds.mp.sel(case="1 layer: concentrated-rows") == 0).all(), \
+        f"concentrated-rows: {ds.mp.sel(case='1 layer: concentrated-rows').values}"
+    # quick two layers 4-4-3, all 9 plastic synapses in W2 dealt 3 per output row: y = (W2 + D) h with hidden
+    # activity h of rank min(m, 4) >= m for m <= 3, so each output row solves k_i = 3 >= m equations => MP = 1.
+    assert (ds.mp.sel(case="2 layers: all in W2, spread-rows").sel(m=[1, 2, 3]) == 1).all()
+
+
+def test_lrnn_allocations(tmp_path):
+    ds = _run("lrnn_allocations", tmp_path)
+    assert set(ds.mp.dims) == {"config", "case", "m"}
+    _check_mp(ds, "lrnn")
+    cfg = "n=5, T=2"
+    # T = 2: y = C W B x_1 + C B x_2. Plastic entries of one row i of W add C e_i (d^T B x_1): every probe's
+    # change points along the fixed direction C e_i of R^2, while the mismatch to match is generic => MP = 0.
+    assert (ds.mp.sel(config=cfg, case="W: single row").dropna("m") == 0).all()
+    # only C plastic (5 synapses over 2 output rows: 3 and 2): y_i = (C_i + d_i) h_T with h_T of rank min(m, 5),
+    # so row i needs k_i >= m => MP = 1 for m <= 2 and 0 for m = 3.
+    c_only = ds.mp.sel(config=cfg, case="C: spread over rows")
+    assert (c_only.sel(m=[1, 2]) == 1).all() and float(c_only.sel(m=3)) == 0, f"C only: {c_only.values}"
+
+
+def test_relu_allocations(tmp_path):
+    ds = _run("relu_allocations", tmp_path)
+    assert set(ds.mp.dims) == {"nonlinearity", "allocation", "m"}
+    _check_mp(ds, "relu")
+    # linear control 3-6-1 with W1 plastic and every input used: y = w2^T (W1 + D) x, the reachable change
+    # sum_j w2_j d_j^T spans all of R^3 (each input column carries a plastic synapse), so any teacher a^T x is
+    # matched => MP = 1 at every m.
+    assert (ds.mp.sel(nonlinearity="linear") == 1).all(), f"linear control: {ds.mp.sel(nonlinearity='linear').values}"
+    assert (ds.neurons > 0).all()
+
+
+def test_digits_allocations(tmp_path):
+    ds = _run("digits_allocations", tmp_path)
+    assert set(ds.test_accuracy.dims) == {"strategy", "budget", "seed"}
+    acc = ds.test_accuracy.values
+    assert ((acc[np.isfinite(acc)] >= 0) & (acc[np.isfinite(acc)] <= 1)).all()
+    for s in ("spread-rows", "concentrated-rows", "random"):
+        counts = ds.sel(strategy=s, budget=40)
+        assert ((counts.plastic_W1 + counts.plastic_W2) == 40).all(), f"{s}: the budget was not respected"
+    everything = ds.sel(strategy="all plastic", budget=0)
+    nothing = ds.sel(strategy="nothing plastic", budget=0)
+    assert (everything.train_accuracy > nothing.train_accuracy).all(), \
+        f"training all weights did not beat the untrained net: {everything.train_accuracy.values} vs " \
+        f"{nothing.train_accuracy.values}"
+
+
+def test_heuristic_accuracy(tmp_path):
+    ds = _run("heuristic_accuracy", tmp_path)
+    assert set(ds.mp.dims) == {"allocation"}
+    _check_mp(ds, "heuristic")
+    assert {"all_spearman", "all_class_agreement", "linear_class_agreement"} <= set(ds.attrs)
+    assert set(np.unique(ds.measured.values)) <= {"zero", "in-between", "one"}
+    # for a single linear layer the heuristic is exact (issue 4; SCIENCE.md worked result), and the affine solve
+    # is exact: its verdict must equal the measured class on every such allocation
+    single = ds.where(ds.family == "linear 1 layer 6-4", drop=True)
+    assert single.sizes["allocation"] > 0
+    assert (single.heuristic_verdict == single.measured).all(), \
+        f"heuristic {single.heuristic_verdict.values} vs measured {single.measured.values}"
+
