@@ -38,11 +38,11 @@ def families(quick: bool):
     if quick:
         return [("linear 1 layer 6-4", ns.feedforward([6, 4]), 6, 5),
                 ("linear 2 layers 5-3-4", ns.feedforward([5, 3, 4]), 4, 2)]
-    return [("linear 1 layer 6-4", ns.feedforward([6, 4]), 6, 30),
-            ("linear 2 layers 5-3-4 (bottleneck)", ns.feedforward([5, 3, 4]), 5, 15),
-            ("linear 2 layers 4-5-3", ns.feedforward([4, 5, 3]), 4, 15),
-            ("linear RNN n=5 T=3", ns.linear_rnn(5, 2, 2, steps=3), 6, 20),
-            ("ReLU 4-6-1", ns.feedforward([4, 6, 1], "relu"), 8, 15)]
+    return [("linear 1 layer 6-4", ns.feedforward([6, 4]), 6, 60),
+            ("linear 2 layers 5-3-4 (bottleneck)", ns.feedforward([5, 3, 4]), 5, 40),
+            ("linear 2 layers 4-5-3", ns.feedforward([4, 5, 3]), 4, 40),
+            ("linear RNN n=5 T=3", ns.linear_rnn(5, 2, 2, steps=3), 6, 50),
+            ("ReLU 4-6-1", ns.feedforward([4, 6, 1], "relu"), 8, 40)]
 
 
 def random_allocation(circuit: ns.Circuit, m_max: int, rng: np.random.Generator):
@@ -68,8 +68,8 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=3, max_rounds=2, steps=100 if quick else 250)
-    trials = 20 if quick else 60
+    lm = dict(restarts=3 if quick else 4, max_rounds=2 if quick else 5, steps=100 if quick else 400)
+    trials = 20 if quick else 100
     records = []
     for f, (label, circuit, m_max, count) in enumerate(families(quick)):
         for i in range(count):
