@@ -144,7 +144,7 @@ class FitResult:
 
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
         tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 6,
-        steps: int = 400, widen: float = 0.5, progress: bool = False) -> FitResult:
+        steps: int = 400, widen: float = 4.0, progress: bool = False) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
 
     Parameters
@@ -166,7 +166,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         Random starts per trial in each round (LM only).
     max_rounds : int
         Cap on restart rounds. Every still-unmatched trial gets a new round until it matches or reaches the cap;
-        round ``r`` draws starts ``N(0, ((1 + widen * r) * sigma)^2)`` with ``sigma`` the init std, so later rounds
+        round ``r`` draws starts ``N(0, (widen^r * sigma)^2)`` with ``sigma`` the init std, so later rounds
         search further from the initial scale.
     steps : int
         LM iterations per round.
@@ -229,7 +229,7 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
             break
         starts = np.concatenate([
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
-                (restarts, size)) * sigma * (1.0 + widen * rnd) for i in todo])
+                (restarts, size)) * sigma * widen**rnd for i in todo])
         owner = todo.repeat_interleave(restarts)
         res = levenberg_marquardt(fmap, owner, targets[owner], torch.as_tensor(starts, dtype=DTYPE), steps=steps,
                                   stop=tol * 1e-3)
