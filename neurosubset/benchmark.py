@@ -143,7 +143,7 @@ class FitResult:
 
 
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
-        tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 6,
+        tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
         steps: int = 400, widen: float = 4.0, progress: bool = False) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
 
@@ -254,7 +254,7 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
-                      tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 6,
+                      tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
                       steps: int = 400, return_weights: bool = False, progress: bool = False,
                       certificate: bool = True) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
