@@ -617,7 +617,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
           strategy: str | Sequence[str] = "random", trials: int = 100, seed: int = 0,
           store: str | os.PathLike | None = None, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4,
-          max_rounds: int = 6, steps: int = 400, certificate: bool = True, progress: bool = False) -> xr.Dataset:
+          max_rounds: int = 8, steps: int = 400, certificate: bool = True, progress: bool = False) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
     Parameters
