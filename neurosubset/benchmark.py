@@ -14,6 +14,7 @@ For each trial ``i`` (its own ``numpy.random.SeedSequence(seed, spawn_key=(i, 0)
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -250,8 +251,10 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * ladder for i in todo])
         owner = todo.repeat_interleave(restarts)
-        res = levenberg_marquardt(fmap, owner, targets[owner], torch.as_tensor(starts, dtype=DTYPE),
-                                  steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3)
+        # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
+        with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
+            res = levenberg_marquardt(fmap, owner, targets[owner], torch.as_tensor(starts, dtype=DTYPE),
+                                      steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3)
         n_rest[todo.numpy()] += restarts
         # best restart of each trial (lowest residual; ties -> lowest restart index)
         per = res.residual.nan_to_num(torch.inf).reshape(-1, restarts)

@@ -171,6 +171,11 @@ class PlasticMap:
         self.size = alloc.size
         self._layout = _adjoint_layout(circuit, alloc) if circuit.nonlinearity == "linear" else None
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether :meth:`jacobian` uses the closed-form adjoint (linear circuits), i.e. needs no autograd."""
+        return self._layout is not None
+
     def weights(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Full student weights for ``theta`` ``(problem, M)``."""
         return assemble(self.frozen, self.index, theta)
