@@ -76,7 +76,7 @@ def run(circuit, store: Path, workers: int, trials: int) -> tuple[xr.Dataset, fl
     _TimedZarrTarget.write_seconds, _TimedZarrTarget.create_seconds = [], []
     start = time.perf_counter()
     ds = ns.sweep(circuit, budget=[48], fractions=ns.simplex_grid(["CA3->CA3", "CA3->CA1"], step=0.25),
-                  strategy=["spread-rows", "concentrated-rows"], m=[6, 8], trials=trials, seed=0, max_rounds=2,
+                  strategy=["spread-rows", "concentrated-rows"], m=[6, 8], trials=trials, seed=0,
                   steps=200, store=store, workers=workers)
     total = time.perf_counter() - start
     return ds, total, list(_TimedZarrTarget.write_seconds), sum(_TimedZarrTarget.create_seconds)
