@@ -76,7 +76,7 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     alloc = allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
                      within=parse_list(args.within, option="--within"), seed=args.seed)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed,
-                           return_weights=args.save_weights, progress=not args.quiet)
+                           return_weights=args.save_weights, progress=not args.quiet, **_solver_effort(args))
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
@@ -110,8 +110,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
                trials=args.trials, seed=args.seed, store=args.out, workers=args.workers or 1,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
-               tol=args.tol, solver=args.solver, restarts=args.restarts, max_rounds=args.max_rounds,
-               steps=args.steps, progress=not args.quiet)
+               tol=args.tol, solver=args.solver, progress=not args.quiet, **_solver_effort(args))
     status = ds["status"].values
     print(f"wrote {args.out}: {int((status == 2).sum())} points done, {int((status >= 3).sum())} infeasible "
           f"(NaN), dims {dict(ds['mp'].sizes)}")
@@ -172,6 +171,17 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         print(f"wrote {spikecheck_figure(ds, args.fig)}")
 
 
+def _add_solver_effort(parser: argparse.ArgumentParser) -> None:
+    """Options trading Levenberg-Marquardt effort for time; unset ones keep the library's defaults."""
+    parser.add_argument("--restarts", type=int, help="LM random starts per round (default 4)")
+    parser.add_argument("--max-rounds", type=int, help="LM restart rounds at most (default 8)")
+    parser.add_argument("--steps", type=int, help="LM iterations in the first round, doubling per round (default 400)")
+
+
+def _solver_effort(args: argparse.Namespace) -> dict[str, int]:
+    return {key: getattr(args, key) for key in ("restarts", "max_rounds", "steps") if getattr(args, key) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="neurosubset", description=__doc__.splitlines()[0])
@@ -187,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--m", type=int, required=True, help="number of probes")
     mp.add_argument("--trials", type=int, default=200)
     mp.add_argument("--seed", type=int, default=0)
+    _add_solver_effort(mp)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
     mp.add_argument("--out", help="output .nc (netCDF) or .zarr")
@@ -208,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
     sw.add_argument("--tol", type=float, default=1e-8, help="match tolerance on the relative residual")
     sw.add_argument("--solver", default="auto", choices=("auto", "lstsq", "lm"))
-    sw.add_argument("--restarts", type=int, default=4, help="LM random starts per round")
-    sw.add_argument("--max-rounds", type=int, default=6, help="LM restart rounds at most")
-    sw.add_argument("--steps", type=int, default=400, help="LM iterations per round")
+    _add_solver_effort(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
 
