@@ -44,6 +44,22 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     return args
 
 
+def lm_settings(quick: bool, **quick_overrides: Any) -> dict[str, Any]:
+    """LM keyword arguments for :func:`neurosubset.match_probability`: none at default size (the library's
+    defaults, i.e. the shipped solver), ``quick_overrides`` only with ``--quick``."""
+    return dict(quick_overrides) if quick else {}
+
+
+def lm_attrs(lm: Mapping[str, Any]) -> dict[str, Any]:
+    """The LM settings actually used (library defaults filled in), as dataset attrs."""
+    import inspect
+
+    params = inspect.signature(ns.match_probability).parameters
+    used = {k: lm.get(k, params[k].default) for k in ("restarts", "max_rounds", "steps")}
+    return {"lm_restarts": used["restarts"], "lm_max_rounds": used["max_rounds"], "lm_steps": used["steps"],
+            "lm_settings": "library defaults" if not lm else "quick overrides"}
+
+
 def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int, seed: int,
               **solver: Any) -> dict[str, Any]:
     """One MP estimate as a flat record (scalars only) from :func:`neurosubset.match_probability`."""
@@ -52,6 +68,8 @@ def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int,
         "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
         "n_matched": int(ds.matched.sum()), "trials": int(trials),
         "mp_first_round": float(ds.mp_first_round),
+        "mp_by_round": json.dumps([round(float(v), 4) for v in ds.mp_by_round.values]),
+        "last_round_gain": float(ds.attrs.get("last_round_gain", 0.0)),
         "median_log10_residual": float(np.median(np.log10(np.maximum(ds.residual.values, 1e-300)))),
         "solver": str(ds.attrs["solver"]),
         "budget": int(alloc.size),
@@ -76,6 +94,8 @@ _VAR_META = {
     "n_matched": ("trials in which the fitted student matched the teacher", "1"),
     "trials": ("teacher/student/probe draws", "1"),
     "mp_first_round": ("MP after the first solver restart round (convergence diagnostic)", "1"),
+    "mp_by_round": ("MP after each solver restart round, JSON list (levels off or still rising)", ""),
+    "last_round_gain": ("MP gained in the last solver round (> 0: the estimate is a lower bound)", "1"),
     "median_log10_residual": ("median over trials of log10 relative residual", "1"),
     "solver": ("solver used: lstsq (exact, affine) or lm (Levenberg-Marquardt)", ""),
     "budget": ("plastic synapses M", "synapses"),

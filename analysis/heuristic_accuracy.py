@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_attrs, figure, mp_record, parse_args, records_to_dataset, save
+from common import base_attrs, figure, lm_attrs, lm_settings, mp_record, parse_args, records_to_dataset, save
 
 NAME = "heuristic_accuracy"
 CLASSES = ("zero", "in-between", "one")
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=3 if quick else 4, max_rounds=2 if quick else 5, steps=100 if quick else 400)
+    lm = lm_settings(quick, restarts=3, max_rounds=2, steps=100)  # default size: the library defaults
     trials = 20 if quick else 100
     records = []
     for f, (label, circuit, m_max, count) in enumerate(families(quick)):
@@ -137,7 +137,7 @@ def main(argv=None) -> None:
     ds.attrs.update(base_attrs(
         NAME, args, claim="heuristic principles estimate expressivity of sub-optimal allocations (also ReLU)",
         families=str([(lab, c.name, mm, n) for lab, c, mm, n in families(quick)]), trials=trials,
-        lm_restarts=lm["restarts"], lm_max_rounds=lm["max_rounds"], lm_steps=lm["steps"],
+        **lm_attrs(lm),
         tolerance=ns.DEFAULT_TOL, **summary))
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
 

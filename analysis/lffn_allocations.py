@@ -27,7 +27,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import band_note, base_attrs, figure, mp_axes, mp_record, parse_args, plot_mp, records_to_dataset, save
+from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
+                    records_to_dataset, save)
 
 NAME = "lffn_allocations"
 
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=4, max_rounds=3 if quick else 5, steps=150 if quick else 400)
+    lm = lm_settings(quick, restarts=4, max_rounds=3, steps=150)  # default size: the library defaults
     trials_affine = 40 if quick else 200
     trials_lm = 16 if quick else 100
     records = []
@@ -109,8 +110,8 @@ def main(argv=None) -> None:
         NAME, args, claim="LFFN: spreading over rows is maximal, concentrating minimal; MP is 0/1 in linear nets",
         single_layer=one.name, single_layer_budget=budget1, two_layer=two.name, two_layer_budget=budget2,
         three_layer="feedforward_linear_4-4-4-4" if not quick else "", three_layer_budget=0 if quick else 12,
-        trials_affine=trials_affine, trials_lm=trials_lm, lm_restarts=lm["restarts"],
-        lm_max_rounds=lm["max_rounds"], lm_steps=lm["steps"], tolerance=ns.DEFAULT_TOL))
+        trials_affine=trials_affine, trials_lm=trials_lm, **lm_attrs(lm),
+        tolerance=ns.DEFAULT_TOL))
     ds["share_first_layer"] = ds.share_first_layer.max("m")
     ds["share_first_layer"].attrs.update(long_name="share of the budget in W1 (2-layer cases)", units="1")
     for name in ("architecture", "strategy", "counts"):

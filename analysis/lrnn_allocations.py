@@ -22,7 +22,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import band_note, base_attrs, figure, mp_axes, mp_record, parse_args, plot_mp, records_to_dataset, save
+from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
+                    records_to_dataset, save)
 
 NAME = "lrnn_allocations"
 N_IN, N_OUT = 2, 2
@@ -36,7 +37,7 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     started = time.perf_counter()
     quick = args.quick
-    lm = dict(restarts=4, max_rounds=3 if quick else 8, steps=150 if quick else 400)
+    lm = lm_settings(quick, restarts=4, max_rounds=3, steps=150)  # default size: the library defaults
     trials_affine = 40 if quick else 200
     trials_lm = 16 if quick else 100
     # (n, T, m values); the W-only plastic rank is capped by (T - 1) * n_in * n_out, so MP vanishes beyond
@@ -75,8 +76,8 @@ def main(argv=None) -> None:
     ds = records_to_dataset(records, ["config", "case", "m"], base_attrs(
         NAME, args, claim="LRNN: spread allocations of W are maximal, a single row/column is minimal",
         n_in=N_IN, n_out=N_OUT, budget="M = n plastic synapses", configs=str([c[:2] for c in configs]),
-        trials_affine=trials_affine, trials_lm=trials_lm, lm_restarts=lm["restarts"],
-        lm_max_rounds=lm["max_rounds"], lm_steps=lm["steps"], tolerance=ns.DEFAULT_TOL))
+        trials_affine=trials_affine, trials_lm=trials_lm, **lm_attrs(lm),
+        tolerance=ns.DEFAULT_TOL))
 
     # ---- figure: one panel per (n, T) with the W strategies, one with W vs B vs C at the base config
     fig, axes = figure(3, 2 if not quick else 1)

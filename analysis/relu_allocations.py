@@ -26,7 +26,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import band_note, base_attrs, figure, mp_axes, mp_record, parse_args, plot_mp, records_to_dataset, save
+from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
+                    records_to_dataset, save)
 
 NAME = "relu_allocations"
 
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
     budget = 6 if quick else 12
     ks = [2, 6] if quick else [2, 3, 6, 12]
     ms = [2, 4] if quick else [2, 4, 6, 8, 10, 12]
-    lm = dict(restarts=3 if quick else 4, max_rounds=2 if quick else 6, steps=100 if quick else 300)
+    lm = lm_settings(quick, restarts=3, max_rounds=2, steps=100)  # default size: the library defaults
     trials_relu = 12 if quick else 100
     trials_linear = 40 if quick else 200
     records = []
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
     ds = records_to_dataset(records, ["nonlinearity", "allocation", "m"], base_attrs(
         NAME, args, claim="shallow ReLU: spreading plastic synapses over hidden neurons enhances MP",
         sizes=str(sizes), budget=budget, plastic_weight="W1", trials_relu=trials_relu, trials_linear=trials_linear,
-        lm_restarts=lm["restarts"], lm_max_rounds=lm["max_rounds"], lm_steps=lm["steps"],
+        **lm_attrs(lm),
         tolerance=ns.DEFAULT_TOL))
     for name in ("neurons", "max_per_neuron"):
         ds[name] = ds[name].max(["m", "nonlinearity"])

@@ -24,12 +24,13 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import neurosubset as ns
-from common import base_attrs, figure, parse_args, records_to_dataset, save
+from common import base_attrs, figure, lm_attrs, lm_settings, parse_args, records_to_dataset, save
 
 NAME = "theory_vs_empirics"
-# LM settings for the non-affine cases: the benchmark's defaults (a solver cannot fake a match: the residual is
-# recomputed from the assembled weights, so "zero" cases cannot show MP > 0 by solver error).
-SOLVER = {"restarts": 4, "max_rounds": 6, "steps": 400}
+# LM settings for the non-affine cases: the library defaults at default size, a cheaper solver with --quick only
+# (a solver cannot fake a match: the residual is recomputed from the assembled weights, so "zero" cases cannot show
+# MP > 0 by solver error).
+QUICK_SOLVER = {"restarts": 4, "max_rounds": 3, "steps": 150}
 
 
 def _family_case(family: str, rng: np.random.Generator) -> tuple[ns.Circuit, int, list[str]]:
@@ -51,7 +52,7 @@ def _family_case(family: str, rng: np.random.Generator) -> tuple[ns.Circuit, int
     return net, int(rng.integers(2, 5)), within
 
 
-def _case(family: str, index: int, seed: int, trials: int) -> dict:
+def _case(family: str, index: int, seed: int, trials: int, solver: dict) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     net, m, within = _family_case(family, rng)
     eligible = int(sum(net.structure[w].sum() for w in within))
@@ -63,7 +64,7 @@ def _case(family: str, index: int, seed: int, trials: int) -> dict:
     t_cert = time.perf_counter() - start
     heur = ns.heuristic(net, alloc, m=m)
     start = time.perf_counter()
-    ds = ns.match_probability(net, alloc, m=m, trials=trials, seed=seed + 1, certificate=False, **SOLVER)
+    ds = ns.match_probability(net, alloc, m=m, trials=trials, seed=seed + 1, certificate=False, **solver)
     t_fit = time.perf_counter() - start
     return {
         "case": index, "family": family, "circuit": net.name, "m": m, "steps": net.steps,
@@ -75,6 +76,8 @@ def _case(family: str, index: int, seed: int, trials: int) -> dict:
         "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
         "n_matched": int(ds.matched.sum()), "trials": trials, "solver": str(ds.attrs["solver"]),
         "mp_first_round": float(ds.mp_first_round),
+        "mp_by_round": json.dumps([round(float(v), 4) for v in ds.mp_by_round.values]),
+        "last_round_gain": float(ds.attrs.get("last_round_gain", 0.0)),
         "h_effective": heur.effective, "h_required": heur.required, "h_verdict": heur.verdict, "h_mp": heur.mp,
         "certify_s": t_cert, "fit_s": t_fit,
     }
@@ -106,7 +109,7 @@ def summarise(ds) -> dict:
     for i in bad:
         print("  exception:", {k: ds[k].values[i].item() for k in ("family", "circuit", "m", "within", "counts",
                                                                       "plastic_rank", "full_rank", "verdict", "mp",
-                                                                      "solver", "mp_first_round")})
+                                                                      "solver", "mp_first_round", "mp_by_round")})
     out["linear_cases"], out["linear_agreement"], out["exceptions"] = int(linear.sum()), agree, json.dumps(bad)
     relu = ~linear
     if relu.any():
@@ -190,14 +193,15 @@ def main(argv=None) -> None:
     trials = 100
     if args.quick:
         per_family, trials = {k: 3 for k in per_family}, 20
+    solver = lm_settings(args.quick, **QUICK_SOLVER)
     records, index = [], 0
     for family, count in per_family.items():
         t0 = time.perf_counter()
         for _ in range(count):
-            records.append(_case(family, index, args.seed, trials))
+            records.append(_case(family, index, args.seed, trials, solver))
             index += 1
         print(f"{family}: {count} cases in {time.perf_counter() - t0:.1f} s", flush=True)
-    ds = records_to_dataset(records, ["case"], base_attrs(NAME, args, trials=trials, solver=json.dumps(SOLVER),
+    ds = records_to_dataset(records, ["case"], base_attrs(NAME, args, trials=trials, **lm_attrs(solver),
                                                           rank_rtol=ns.theory.RANK_RTOL))
     ds["affine"].attrs.update(long_name="outputs affine in the plastic weights (1) or not (0)", units="1")
     ds["h_mp"].attrs.update(long_name="heuristic predicted MP", units="1")
