@@ -107,6 +107,17 @@ def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int 
     return Trials(stack(teachers), stack(students), np.stack(probes))
 
 
+def check_solver_options(tol: float, solver: str, restarts: int, max_rounds: int, steps: int
+                         ) -> tuple[float, str, int, int, int]:
+    """Validate the fitting options shared by :func:`fit` and :func:`neurosubset.sweep`; return them normalised."""
+    tol = check_real("tol", tol, low=0.0, low_open=True)
+    check_choice("solver", solver, SOLVERS)
+    restarts = check_int("restarts", restarts, minimum=1)
+    max_rounds = check_int("max_rounds", max_rounds, minimum=1)
+    steps = check_int("steps", steps, minimum=1)
+    return tol, solver, restarts, max_rounds, steps
+
+
 @dataclass(frozen=True)
 class FitResult:
     """Fitted students of a batch of trials.
@@ -185,11 +196,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     m = check_int("m", m, minimum=1)
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
-    tol = check_real("tol", tol, low=0.0, low_open=True)
-    check_choice("solver", solver, SOLVERS)
-    restarts = check_int("restarts", restarts, minimum=1)
-    max_rounds = check_int("max_rounds", max_rounds, minimum=1)
-    steps = check_int("steps", steps, minimum=1)
+    tol, solver, restarts, max_rounds, steps = check_solver_options(tol, solver, restarts, max_rounds, steps)
     if set(alloc.masks) != set(circuit.weight_names):
         raise ValueError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                          f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")

@@ -50,7 +50,7 @@ import xarray as xr
 
 from ._checks import AllocationError, check_choice, check_int, check_real
 from .allocation import STRATEGIES, Allocation, allocate, check_fractions
-from .benchmark import DEFAULT_TOL, SOLVERS, match_probability, var_name, version
+from .benchmark import DEFAULT_TOL, check_solver_options, match_probability, var_name, version
 from .circuit import Circuit
 
 # status flags of a point (int8); 0 is the zarr fill value so off-grid cells cost no chunk files
@@ -681,11 +681,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     workers = check_int("workers", workers, minimum=1)
-    tol = check_real("tol", tol, low=0.0, low_open=True)
-    check_choice("solver", solver, SOLVERS)
-    restarts = check_int("restarts", restarts, minimum=1)
-    max_rounds = check_int("max_rounds", max_rounds, minimum=1)
-    steps = check_int("steps", steps, minimum=1)
+    tol, solver, restarts, max_rounds, steps = check_solver_options(tol, solver, restarts, max_rounds, steps)
     if isinstance(within, str):
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
     names = list(circuit.weight_names) if within is None else list(within)

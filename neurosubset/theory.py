@@ -340,6 +340,21 @@ def _max_rank(results: list[tuple[int, float]]) -> tuple[int, float]:
     return best, float(min(g for r, g in results if r == best))
 
 
+def _ranks(circuit: Circuit, m: int, seed: int, points: int, cols: np.ndarray, rtol: float, method: str
+           ) -> tuple[tuple[int, float], tuple[int, float]]:
+    """(rank, gap) of the full Jacobian and of its columns ``cols``, each maximised over ``points`` random points."""
+    full_res, sub_res = [], []
+    for k in range(points):
+        weights, probes = _point(circuit, m, seed, k)
+        if method == "sketch":
+            full, sub = _sketch_ranks(circuit, weights, probes, cols, rtol, seed, k)
+        else:
+            full, sub = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
+        full_res.append(full)
+        sub_res.append(sub)
+    return _max_rank(full_res), _max_rank(sub_res)
+
+
 def _check_common(m: int, seed: int, points: int, rtol: float, method: str) -> tuple[int, int, int, float]:
     m = check_int("m", m, minimum=1)
     seed = check_int("seed", seed, minimum=0)
@@ -400,17 +415,7 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     _check_alloc(circuit, alloc)
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     cols = _columns(circuit, dict(alloc.masks))
-    full_res, plastic_res = [], []
-    for k in range(points):
-        weights, probes = _point(circuit, m, seed, k)
-        if method == "sketch":
-            full, plastic = _sketch_ranks(circuit, weights, probes, cols, rtol, seed, k)
-        else:
-            full, plastic = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
-        full_res.append(full)
-        plastic_res.append(plastic)
-    full_rank, full_gap = _max_rank(full_res)
-    plastic_rank, plastic_gap = _max_rank(plastic_res)
+    (full_rank, full_gap), (plastic_rank, plastic_gap) = _ranks(circuit, m, seed, points, cols, rtol, method)
     affine = is_affine(circuit, alloc, seed=seed)
     if circuit.nonlinearity != "linear":
         verdict = "unproven"
@@ -522,17 +527,7 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     names = _within(circuit, within)
     cols = _columns(circuit, {w: circuit.structure[w] for w in names})
-    full_res, allowed_res = [], []
-    for k in range(points):
-        weights, probes = _point(circuit, m, seed, k)
-        if method == "sketch":
-            full, allowed = _sketch_ranks(circuit, weights, probes, cols, rtol, seed, k)
-        else:
-            full, allowed = _point_ranks(_full_jacobian(circuit, weights, probes, method), cols, rtol)
-        full_res.append(full)
-        allowed_res.append(allowed)
-    full_rank, _ = _max_rank(full_res)
-    allowed_rank, _ = _max_rank(allowed_res)
+    (full_rank, _), (allowed_rank, _) = _ranks(circuit, m, seed, points, cols, rtol, method)
     if allowed_rank < full_rank:
         raise TheoryError(f"The synapses in within={names} reach rank {allowed_rank} < full_rank {full_rank} with "
                           f"m={m}: no allocation inside them reaches full rank (MP = 0 for every budget). Allow more "
