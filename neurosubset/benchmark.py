@@ -30,7 +30,7 @@ import xarray as xr
 from ._checks import check_choice, check_int, check_real
 from .allocation import Allocation
 from .circuit import Circuit
-from .dynamics import DTYPE, PlasticMap, forward, is_affine
+from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import levenberg_marquardt, relative_residual, solve_affine
 from .theory import certify
 
@@ -156,7 +156,7 @@ class FitResult:
 
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
         tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
-        steps: int = 400, widen: float = 4.0, progress: bool = False) -> FitResult:
+        steps: int = 400, widen: float = 4.0, threads: int | None = 1, progress: bool = False) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
 
     Parameters
@@ -186,6 +186,10 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         LM iterations in the first round (doubling each round, at most 8x).
     widen : float
         Growth factor of the start scale per round.
+    threads : int or None
+        torch intra-op threads while fitting (restored afterwards; ``None`` keeps torch's setting). One thread is
+        as fast on an idle machine and many times faster on a loaded one (see
+        :func:`neurosubset.dynamics.torch_threads`).
     progress : bool
         Show a progress bar over rounds.
 
@@ -201,6 +205,13 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         raise ValueError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                          f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     draws = draw_trials(circuit, m, trials, seed)
+    with torch_threads(threads):
+        return _fit(circuit, alloc, draws, m=m, seed=seed, tol=tol, solver=solver, restarts=restarts,
+                    max_rounds=max_rounds, steps=steps, widen=widen, progress=progress)
+
+
+def _fit(circuit, alloc, draws, *, m, seed, tol, solver, restarts, max_rounds, steps, widen, progress):
+    trials = draws.probes.shape[0]
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
     fmap = PlasticMap(circuit, alloc, {k: to_t(v) for k, v in draws.student_init.items()}, to_t(draws.probes))
     teacher = {k: to_t(v) for k, v in draws.teacher.items()}
@@ -285,7 +296,7 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
                       tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
                       steps: int = 400, return_weights: bool = False, progress: bool = False,
-                      certificate: bool = True) -> xr.Dataset:
+                      certificate: bool = True, threads: int | None = 1) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -298,7 +309,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         Number of teacher/student/probe draws.
     seed : int
         Base seed; the same seed gives an identical Dataset and trial ``i`` does not depend on ``trials``.
-    tol, solver, restarts, max_rounds, steps, progress
+    tol, solver, restarts, max_rounds, steps, progress, threads
         See :func:`fit`.
     return_weights : bool
         Also store teacher, initial and fitted student weights, probes and ``theta`` per trial.
@@ -322,11 +333,12 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     >>> float(ds.mp)                                                         # doctest: +SKIP
     """
     res = fit(circuit, alloc, m, trials, seed, tol=tol, solver=solver, restarts=restarts, max_rounds=max_rounds,
-              steps=steps, progress=progress)
+              steps=steps, progress=progress, threads=threads)
     ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, restarts=restarts, max_rounds=max_rounds, steps=steps,
                      return_weights=return_weights)
     if certificate:
-        cert = certify(circuit, alloc, m=m, seed=seed)
+        with torch_threads(threads):
+            cert = certify(circuit, alloc, m=m, seed=seed)
         ds["plastic_rank"] = ((), np.int64(cert.plastic_rank),
                               {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"})
         ds["full_rank"] = ((), np.int64(cert.full_rank),

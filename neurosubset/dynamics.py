@@ -6,7 +6,8 @@ Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -16,6 +17,25 @@ from .circuit import Circuit
 
 DTYPE = torch.float64
 _AFFINE_RTOL = 1e-9  # second differences of an affine map are rounding noise (~1e-15); others are O(1)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch on ``threads`` intra-op threads inside the block, restoring the previous setting after.
+
+    The batched operations here are small: on an idle 2-core machine one thread is as fast as two (RNN benchmark
+    workload 3.19 s vs 3.02 s), while two threads on a loaded machine spin in OpenMP barriers and ran a 4-problem
+    forward pass in 40 ms instead of 0.3 ms. ``None`` leaves torch's setting alone.
+    """
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _phi(circuit: Circuit, z: torch.Tensor) -> torch.Tensor:

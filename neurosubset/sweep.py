@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -254,28 +253,14 @@ def _circuit(toml_text: str) -> Circuit:
     return Circuit.from_toml_text(toml_text)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread (restored after), so every point computes the same way everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _run_point(task: dict[str, Any]) -> dict[str, Any]:
     """Compute one sweep point (runs in a worker process or in the caller). Returns plain numpy values."""
     circuit = _circuit(task["circuit"])
     alloc = Allocation(task["masks"], strategy=task["strategy"], circuit_name=circuit.name)
-    options = {}
-    if "certificate" in inspect.signature(match_probability).parameters:
-        options["certificate"] = task["certificate"]
-    with _one_thread():
-        ds = match_probability(circuit, alloc, m=task["m"], trials=task["trials"], seed=task["seed"],
-                               tol=task["tol"], solver=task["solver"], restarts=task["restarts"],
-                               max_rounds=task["max_rounds"], steps=task["steps"], **options)
+    # match_probability runs torch on one thread (threads=1): every point computes the same way everywhere
+    ds = match_probability(circuit, alloc, m=task["m"], trials=task["trials"], seed=task["seed"], tol=task["tol"],
+                           solver=task["solver"], restarts=task["restarts"], max_rounds=task["max_rounds"],
+                           steps=task["steps"], certificate=task["certificate"], threads=1)
     rounds = ds["mp_by_round"].values
     values: dict[str, Any] = {name: ds[name].values for name in _PER_TRIAL}
     values.update({name: float(ds[name]) for name in _SCALARS})
