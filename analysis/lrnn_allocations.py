@@ -117,7 +117,7 @@ def main(argv=None) -> None:
         if cert_pts.any():
             color = ax.lines[-1].get_color()
             ax.plot(ds.m.values[cert_pts] + offset, sub.mp.values[cert_pts], ls="none", marker="o", ms=5,
-                    mfc="white", mec=color, zorder=3)
+                    color=color, mfc="white", mec=color, zorder=3)
 
     # ---- figure: one panel per (n, T) with the W strategies, one with W vs B vs C at the base config
     fig, axes = figure(3, 2 if not quick else 1)
