@@ -73,8 +73,7 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     from .benchmark import match_probability
 
     circuit = load_circuit(args.circuit)
-    alloc = allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
-                     within=parse_list(args.within, option="--within"), seed=args.seed)
+    alloc = _allocation(circuit, args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed,
                            return_weights=args.save_weights, progress=not args.quiet, **_solver_effort(args))
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
@@ -142,8 +141,7 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
 
     circuit = load_circuit(args.circuit)
     _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
-    alloc = allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
-                     within=parse_list(args.within, option="--within"), seed=args.seed)
+    alloc = _allocation(circuit, args)
     res = fit(circuit, alloc, m=args.m, trials=1, seed=args.seed)
     one = (lambda weights: {k: v[0] for k, v in weights.items()})
     ds = spiking_compare(circuit, one(res.trials.teacher),
@@ -171,6 +169,22 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         print(f"wrote {spikecheck_figure(ds, args.fig)}")
 
 
+def _allocation(circuit: Circuit, args: argparse.Namespace):
+    """The allocation the ``_add_allocation`` options describe."""
+    return allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
+                    within=parse_list(args.within, option="--within"), seed=args.seed)
+
+
+def _add_allocation(parser: argparse.ArgumentParser, circuit_help: str) -> None:
+    """The circuit and the allocation options shared by ``mp`` and ``spikecheck``."""
+    parser.add_argument("circuit", help=circuit_help)
+    parser.add_argument("--budget", type=int, required=True, help="M, the number of plastic synapses")
+    parser.add_argument("--strategy", default="random", choices=STRATEGIES)
+    parser.add_argument("--fractions",
+                        help="share of the budget per projection/region, e.g. 'CA3->CA3=0.5,CA3->CA1=0.5'")
+    parser.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+
+
 def _add_solver_effort(parser: argparse.ArgumentParser) -> None:
     """Options trading Levenberg-Marquardt effort for time; unset ones keep the library's defaults."""
     parser.add_argument("--restarts", type=int, help="LM random starts per round (default 4)")
@@ -189,11 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mp = sub.add_parser("mp", help=_cmd_mp.__doc__, description=_cmd_mp.__doc__)
-    mp.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
-    mp.add_argument("--budget", type=int, required=True, help="M, the number of plastic synapses")
-    mp.add_argument("--strategy", default="random", choices=STRATEGIES)
-    mp.add_argument("--fractions", help="share of the budget per projection/region, e.g. 'CA3->CA3=0.5,CA3->CA1=0.5'")
-    mp.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+    _add_allocation(mp, "TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
     mp.add_argument("--m", type=int, required=True, help="number of probes")
     mp.add_argument("--trials", type=int, default=200)
     mp.add_argument("--seed", type=int, default=0)
@@ -235,11 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_export)
 
     sc = sub.add_parser("spikecheck", help=_cmd_spikecheck.__doc__, description=_cmd_spikecheck.__doc__)
-    sc.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3'); linear 'steady' or 'feedforward'")
-    sc.add_argument("--budget", type=int, required=True, help="M, the number of plastic synapses")
-    sc.add_argument("--strategy", default="random", choices=STRATEGIES)
-    sc.add_argument("--fractions", help="share of the budget per projection/region, e.g. 'CA3->CA3=0.5,CA3->CA1=0.5'")
-    sc.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+    _add_allocation(sc, "TOML spec path or builtin ('lffn:8-6-3'); linear 'steady' or 'feedforward'")
     sc.add_argument("--m", type=int, required=True, help="number of probes (each is simulated)")
     sc.add_argument("--seed", type=int, default=0, help="fit draw and brian2 seed")
     sc.add_argument("--duration", type=float, default=10.0, help="simulated seconds per repeat (default 10)")
