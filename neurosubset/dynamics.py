@@ -117,6 +117,10 @@ def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch
 
 def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str]) -> torch.Tensor:
     """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` regions onto ``rows`` regions."""
+    if len(rows) == 1 and len(cols) == 1:  # one projection (a layer, an RNN's B, W or C): no copy
+        name = next((p.name for p in circuit.projections_into(rows[0]) if p.pre == cols[0]), None)
+        if name is not None:
+            return weights[name]
     ref = next(iter(weights.values()))
     lead = ref.shape[:-2]
     lines = []
@@ -211,6 +215,28 @@ class PlasticMap:
             return self.frozen, self.probes
         return {k: v[select] for k, v in self.frozen.items()}, self.probes[select]
 
+    def subset(self, select: torch.Tensor) -> PlasticMap:
+        """The map over problems ``select`` (long ``(problem,)``, repeats allowed), its tensors gathered once.
+
+        An iterative solver works on a subset for many steps; gathering the frozen weights and probes once instead
+        of at every evaluation keeps the per-step cost down.
+        """
+        out = object.__new__(PlasticMap)
+        out.__dict__.update(self.__dict__)
+        out.frozen, out.probes = self._subset(select)
+        return out
+
+    def value_and_jacobian(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F(theta)`` ``(problem, E)`` and ``dF/dtheta`` ``(problem, E, M)`` together.
+
+        For linear circuits both come from one pass of the closed-form adjoint (the outputs are a by-product of the
+        presynaptic activity it computes); otherwise ``F`` is a plain forward pass beside the autograd Jacobian.
+        """
+        if self._layout is None:
+            return self(theta), self.jacobian(theta)
+        return _adjoint_jacobian(self.circuit, self._layout, assemble(self.frozen, self.index, theta), self.probes,
+                                 with_outputs=True)
+
     def jacobian(self, theta: torch.Tensor, select: torch.Tensor | None = None, *, method: str = "auto",
                  max_bytes: float = 2.5e8) -> torch.Tensor:
         """``dF/dtheta`` of shape ``(problem, E, M)``, exact (never finite differences).
@@ -289,13 +315,22 @@ def _adjoint_layout(circuit: Circuit, alloc: Allocation) -> dict:
         pre.append(j + (in_start[proj.pre] + n_cols if proj.pre in in_start else col_start[proj.pre]))
         to_output.append(np.full(idx.size, direct))
     cat = (lambda xs, dt: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0), dtype=dt))
+    outputs = list(circuit.output_regions)
     return {"rows": rows, "cols": cols, "post": cat(post, torch.long), "pre": cat(pre, torch.long),
-            "to_output": cat(to_output, torch.bool)}
+            "to_output": cat(to_output, torch.bool),
+            # steady / feedforward: the rows of the output neurons among all non-input ones, (n_out, N)
+            "select": (None if circuit.dynamics == "discrete"
+                       else torch.cat([_selector(circuit, rows, o, DTYPE) for o in outputs], dim=0)),
+            "input_to_output": any(p.pre in in_start for o in outputs for p in circuit.projections_into(o))}
 
 
 def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torch.Tensor],
-                      probes: torch.Tensor) -> torch.Tensor:
-    """Closed-form Jacobian of a linear circuit's outputs w.r.t. the plastic entries, ``(problem, E, M)``."""
+                      probes: torch.Tensor, *, with_outputs: bool = False):
+    """Closed-form Jacobian of a linear circuit's outputs w.r.t. the plastic entries, ``(problem, E, M)``.
+
+    With ``with_outputs`` also the outputs ``(problem, E)`` (probe-major, as :func:`forward` flattened), read off
+    the same pass: ``(outputs, jacobian)``.
+    """
     inputs = list(circuit.input_regions)
     outputs = list(circuit.output_regions)
     post, pre = layout["post"], layout["pre"]
@@ -304,37 +339,60 @@ def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torc
         rows = layout["rows"]
         a = _blocks(circuit, weights, rows, rows)
         b = _blocks(circuit, weights, rows, inputs)
-        eye = torch.eye(a.shape[-1], dtype=a.dtype)
-        lu, piv = torch.linalg.lu_factor(eye - a)
+        lu, piv = torch.linalg.lu_factor(torch.eye(a.shape[-1], dtype=a.dtype) - a)
         x = probes.transpose(-1, -2)  # (P, n_in, m)
         rates = torch.linalg.lu_solve(lu, piv, b @ x)  # (P, N, m)
-        select = torch.cat([_selector(circuit, rows, o, a.dtype) for o in outputs], dim=0)  # (n_out, N)
+        select = layout["select"]  # (n_out, N)
         g_t = torch.linalg.lu_solve(lu, piv, select.T.expand(n_prob, -1, -1), adjoint=True)  # (P, N, n_out)
         act = torch.cat([rates, x], dim=-2)  # (P, N + n_in, m)
-        jac = torch.einsum("pso,psm->pmos", g_t[:, post, :], act[:, pre, :])
-        return jac.reshape(n_prob, m * circuit.n_out, -1)
+        jac = _sum_outer(g_t.transpose(-1, -2).unsqueeze(1), act.unsqueeze(1), post, pre)
+        if not with_outputs:
+            return jac
+        return (select @ rates).transpose(-1, -2).reshape(n_prob, -1), jac
     hidden = layout["rows"]
     a = _blocks(circuit, weights, hidden, hidden)
     b = _blocks(circuit, weights, hidden, inputs)
     c = _blocks(circuit, weights, outputs, hidden)
+    n_in, steps = probes.shape[-1], circuit.steps
     xs = probes.permute(0, 2, 3, 1)  # (P, T, n_in, m)
-    states = [a.new_zeros(a.shape[:-1] + (m,))]
-    for t in range(circuit.steps):
-        states.append(a @ states[-1] + b @ xs[:, t])
+    # B x_t for every step in one product: (P, N_h, n_in) @ (P, n_in, T m) -> (P, N_h, T, m)
+    drive = (b @ probes.permute(0, 3, 2, 1).reshape(n_prob, n_in, steps * m)).unflatten(-1, (steps, m))
+    states = [torch.zeros_like(drive[..., 0, :]), drive[..., 0, :]]  # h_0 = 0, h_1 = B x_1
+    for t in range(1, steps):
+        states.append(torch.baddbmm(drive[..., t, :], a, states[-1]))  # h_{t+1} = A h_t + B x_{t+1}
     adjoints = [c]  # G_T = C, G_{t-1} = G_t A
-    for _ in range(circuit.steps - 1):
+    for _ in range(steps - 1):
         adjoints.append(adjoints[-1] @ a)
     g = torch.stack(adjoints[::-1], dim=1)  # (P, T, n_out, N_h), index t-1 for step t
     act = torch.cat([torch.stack(states[:-1], dim=1), xs], dim=2)  # (P, T, N_h + n_in, m): inputs to step t
-    hid = ~layout["to_output"]
-    jac = a.new_zeros((n_prob, m, circuit.n_out, post.numel()))
-    if hid.any():
-        jac[..., hid] = torch.einsum("ptos,ptsm->pmos", g[:, :, :, post[hid]], act[:, :, pre[hid], :])
-    if (~hid).any():
+    to_out = layout["to_output"]
+    if not to_out.any():
+        jac = _sum_outer(g, act, post, pre)
+    else:
+        jac = a.new_zeros((n_prob, m * circuit.n_out, post.numel()))
+        hid = ~to_out
+        if hid.any():
+            jac[..., hid] = _sum_outer(g, act, post[hid], pre[hid])
         last = torch.cat([states[-1], xs[:, -1]], dim=1)  # (P, N_h + n_in, m): what the read-out sees
-        onehot = torch.nn.functional.one_hot(post[~hid], circuit.n_out).to(a.dtype).T  # (n_out, k)
-        jac[..., ~hid] = onehot.unsqueeze(0).unsqueeze(0) * last[:, pre[~hid], :].permute(0, 2, 1).unsqueeze(2)
-    return jac.reshape(n_prob, m * circuit.n_out, -1)
+        onehot = torch.nn.functional.one_hot(post[to_out], circuit.n_out).to(a.dtype).T  # (n_out, k)
+        jac[..., to_out] = (onehot * last[:, pre[to_out], :].permute(0, 2, 1).unsqueeze(2)).flatten(1, 2)
+    if not with_outputs:
+        return jac
+    # y = C h_T + C_in x_T (read-outs may also see the inputs of the last step)
+    y = c @ states[-1]
+    if layout["input_to_output"]:
+        y = y + _blocks(circuit, weights, outputs, inputs) @ xs[:, -1]
+    return y.transpose(-1, -2).reshape(n_prob, -1), jac
+
+
+def _sum_outer(g: torch.Tensor, act: torch.Tensor, post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """``J[p, (m, o), k] = sum_t g[p, t, o, post_k] act[p, t, pre_k, m]``, shape ``(P, m * n_out, K)``.
+
+    ``g`` ``(P, T, n_out, N)`` adjoints, ``act`` ``(P, T, N', m)`` presynaptic activity. A broadcast product summed
+    over ``t`` (twice as fast as the equivalent einsum, which runs as P*K tiny matrix products).
+    """
+    prod = g[..., post].unsqueeze(-1) * act[:, :, pre, :].unsqueeze(2)  # (P, T, n_out, K, m)
+    return prod.sum(1).permute(0, 3, 1, 2).flatten(1, 2)
 
 
 def _selector(circuit: Circuit, rows: list[str], region: str, dtype: torch.dtype) -> torch.Tensor:
