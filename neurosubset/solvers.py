@@ -64,15 +64,24 @@ class LMResult:
         ``(problem,)`` relative residual ``||F(theta) - target|| / ||target||``.
     iterations : torch.Tensor
         ``(problem,)`` iterations each problem ran before it converged, stalled or hit the cap.
+    mu, nu : torch.Tensor
+        ``(problem,)`` final damping and damping growth factor, to continue a problem where it stopped.
+    capped : torch.Tensor
+        ``(problem,)`` bool: stopped only by the iteration cap, still descending (neither converged, nor
+        stalled, nor out of descent directions, nor stopped because another restart of its trial converged).
     """
 
     theta: torch.Tensor
     residual: torch.Tensor
     iterations: torch.Tensor
+    mu: torch.Tensor
+    nu: torch.Tensor
+    capped: torch.Tensor
 
 
 def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Tensor, theta0: torch.Tensor, *,
-                        steps: int = 200, stop: float = 1e-11) -> LMResult:
+                        steps: int = 200, stop: float = 1e-11, mu0: torch.Tensor | None = None,
+                        nu0: torch.Tensor | None = None) -> LMResult:
     """Batched Levenberg-Marquardt: minimise ``||F(theta) - target||^2`` for each problem independently.
 
     Parameters
@@ -92,6 +101,9 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
         residuals sit at rounding level); so do the other restarts of its trial. A problem also stops when its
         damping hits the ceiling (no descent direction left) or its cost fell by less than a 1e-6 fraction over
         the last 25 iterations (stalled at a non-zero minimum).
+    mu0, nu0 : torch.Tensor, optional
+        ``(problem,)`` initial damping and growth factor (default ``1e-3`` and ``2``); pass a previous run's
+        ``mu`` and ``nu`` to continue its problems where they stopped.
 
     Returns
     -------
@@ -103,51 +115,87 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     damping update: after an accepted step ``mu *= max(1/3, 1 - (2 rho - 1)^3)`` (``rho`` = actual / predicted
     decrease), after a rejected one ``mu *= nu, nu *= 2``. On the linear-RNN benchmark workload this matched
     0.95 of trials in one round of 4 restarts, against 0.88 for an unscaled ``mu I`` damping with a fixed update.
+
+    Each iteration evaluates ``F`` and ``J`` together at the trial point (:meth:`PlasticMap.value_and_jacobian`)
+    and keeps ``J`` of the current point after a rejected step. The still-running problems are kept in compact
+    working tensors, gathered again only when some of them stop. No problem's arithmetic depends on the others in
+    the batch.
     """
-    theta = theta0.clone()
-    n, size = theta.shape
-    tiny = torch.finfo(theta.dtype).tiny
-    norm_t = torch.linalg.vector_norm(targets, dim=-1).clamp_min(tiny)
-    resid = fmap(theta, owner) - targets
-    cost = (resid**2).sum(-1)
-    mu = torch.full((n,), 1e-3, dtype=theta.dtype)
-    nu = torch.full((n,), 2.0, dtype=theta.dtype)
-    iters = torch.zeros(n, dtype=torch.long)
-    active = torch.arange(n)
-    checkpoint = cost.clone()  # cost at the last stall check
-    done_trial = torch.zeros(int(owner.max()) + 1 if n else 0, dtype=torch.bool)
-    for it in range(steps):
-        rel = cost[active].sqrt() / norm_t[active]
-        done_trial[owner[active[rel <= stop]]] = True
-        keep = (rel > stop) & (mu[active] < _LAMBDA_MAX) & torch.isfinite(rel) & ~done_trial[owner[active]]
+    n, size = theta0.shape
+    tiny = torch.finfo(theta0.dtype).tiny
+    # results, filled in as problems leave the working set
+    theta, cost = theta0.clone(), torch.full((n,), torch.inf, dtype=theta0.dtype)
+    iters, capped = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+    mu_all = torch.full((n,), 1e-3, dtype=theta0.dtype) if mu0 is None else mu0.clone()
+    nu_all = torch.full((n,), 2.0, dtype=theta0.dtype) if nu0 is None else nu0.clone()
+    norm_all = torch.linalg.vector_norm(targets, dim=-1).clamp_min(tiny)
+    if n == 0:
+        return LMResult(theta, cost, iters, mu_all, nu_all, capped)
+    done_trial = torch.zeros(int(owner.max()) + 1, dtype=torch.bool)  # a restart of the trial converged
+    # the working set: compact tensors over the still-running problems, `pos` their indices into the results
+    pos, work = torch.arange(n), fmap.subset(owner)
+    th, tgt, norm_t, own = theta0.clone(), targets, norm_all, owner
+    f, jac = work.value_and_jacobian(th)
+    r = f - tgt
+    c = (r**2).sum(-1)
+    mu, nu = mu_all.clone(), nu_all.clone()
+    checkpoint = c.clone()  # cost at the last stall check
+    for it in range(steps + 1):
+        rel = c.sqrt() / norm_t
+        done_trial[own[rel <= stop]] = True
+        keep = (rel > stop) & (mu < _LAMBDA_MAX) & torch.isfinite(rel) & ~done_trial[own]
         if it and it % _STALL_WINDOW == 0:
             # stalled at a non-zero minimum: less than a 1e-6 relative decrease of the cost over the window
-            keep &= cost[active] < (1 - _STALL_DECREASE) * checkpoint[active]
-            checkpoint[active] = cost[active]
-        active = active[keep]
-        if active.numel() == 0:
-            break
-        th, r, c = theta[active], resid[active], cost[active]
-        jac = fmap.jacobian(th, owner[active])
-        jtj = jac.transpose(-1, -2) @ jac
-        grad = (jac.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
-        diag = jtj.diagonal(dim1=-2, dim2=-1)
-        scale = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True).clamp_min(tiny))
-        mat = jtj + torch.diag_embed(mu[active].unsqueeze(-1) * scale)
-        delta = -torch.linalg.solve_ex(mat, grad.unsqueeze(-1))[0].squeeze(-1)
+            keep &= c < (1 - _STALL_DECREASE) * checkpoint
+            checkpoint = c.clone()
+        if it == steps:
+            capped[pos[keep]] = True
+            keep[:] = False
+        if not bool(keep.all()):
+            gone, out = pos[~keep], ~keep
+            theta[gone], cost[gone], iters[gone], mu_all[gone], nu_all[gone] = th[out], c[out], it, mu[out], nu[out]
+            if not bool(keep.any()):
+                break
+            sel = torch.nonzero(keep).flatten()
+            pos, work = pos[sel], work.subset(sel)
+            th, tgt, norm_t, own = th[sel], tgt[sel], norm_t[sel], own[sel]
+            r, c, jac, mu, nu, checkpoint = r[sel], c[sel], jac[sel], mu[sel], nu[sel], checkpoint[sel]
+        delta = _marquardt_step(jac, r, mu)
         th_new = th + delta
-        r_new = fmap(th_new, owner[active]) - targets[active]
+        f_new, jac_new = work.value_and_jacobian(th_new)
+        r_new = f_new - tgt
         c_new = (r_new**2).sum(-1)
         predicted = c - ((r + (jac @ delta.unsqueeze(-1)).squeeze(-1)) ** 2).sum(-1)
         rho = (c - c_new) / predicted.clamp_min(tiny)
         accept = torch.isfinite(c_new) & (c_new < c)
-        a_idx = active[accept]
-        theta[a_idx] = th_new[accept]
-        resid[a_idx] = r_new[accept]
-        cost[a_idx] = c_new[accept]
-        mu_a, nu_a = mu[active], nu[active]
+        th = torch.where(accept.unsqueeze(-1), th_new, th)
+        r = torch.where(accept.unsqueeze(-1), r_new, r)
+        c = torch.where(accept, c_new, c)
+        jac = torch.where(accept.view(-1, 1, 1), jac_new, jac)
         shrink = torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3).nan_to_num(1 / 3)
-        mu[active] = torch.where(accept, (mu_a * shrink).clamp_min(_LAMBDA_MIN), mu_a * nu_a)
-        nu[active] = torch.where(accept, torch.full_like(nu_a, 2.0), nu_a * 2)
-        iters[active] += 1
-    return LMResult(theta, cost.sqrt() / norm_t, iters)
+        mu = torch.where(accept, (mu * shrink).clamp_min(_LAMBDA_MIN), mu * nu)
+        nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2)
+    return LMResult(theta, cost.sqrt() / norm_all, iters, mu_all, nu_all, capped)
+
+
+def _marquardt_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``delta = -(J^T J + mu D)^{-1} J^T r`` with ``D = diag(J^T J)`` (floored), per problem.
+
+    ``jac`` ``(problem, E, M)``, ``r`` ``(problem, E)``, ``mu`` ``(problem,)``; returns ``(problem, M)``. With more
+    unknowns than equations (``M > E``, the usual case: many plastic synapses, few outputs) the same step comes from
+    the ``E x E`` system: with ``S = J D^{-1/2}``, ``delta = -D^{-1/2} S^T (S S^T + mu I)^{-1} r`` (push-through
+    identity), which is cheaper to form and to factor than the ``M x M`` one.
+    """
+    tiny = torch.finfo(jac.dtype).tiny
+    diag = (jac * jac).sum(-2)  # diag(J^T J)
+    scale = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True).clamp_min(tiny))
+    n_eq, size = jac.shape[-2:]
+    if size > n_eq:
+        root = scale.sqrt()
+        s = jac / root.unsqueeze(-2)
+        kmat = torch.baddbmm(torch.diag_embed(mu.unsqueeze(-1).expand(-1, n_eq)), s, s.transpose(-1, -2))
+        z = torch.linalg.solve_ex(kmat, r.unsqueeze(-1))[0]
+        return -(s.transpose(-1, -2) @ z).squeeze(-1) / root
+    jt = jac.transpose(-1, -2)
+    mat = torch.baddbmm(torch.diag_embed(mu.unsqueeze(-1) * scale), jt, jac)
+    return -torch.linalg.solve_ex(mat, (jt @ r.unsqueeze(-1)))[0].squeeze(-1)

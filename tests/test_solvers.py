@@ -8,10 +8,12 @@ import torch
 import neurosubset as ns
 from neurosubset.benchmark import draw_trials
 from neurosubset.dynamics import PlasticMap, forward
-from neurosubset.solvers import levenberg_marquardt, relative_residual, solve_affine
+from neurosubset.solvers import _marquardt_step, levenberg_marquardt, relative_residual, solve_affine
 
 # the LM stop criterion is 1e-11 relative; matched problems must end below it
 LM_STOP = 1e-11
+# two float64 solves of the same well-conditioned (cond < 1e4) linear system agree to ~1e-12 relative
+SOLVE = 1e-10
 
 
 def _problem(circuit, alloc, m, trials, seed=0):
@@ -67,3 +69,36 @@ def test_lm_problems_do_not_depend_on_their_batch():
     for i in (0, 4):
         alone = levenberg_marquardt(fmap, torch.tensor([i]), targets[i:i + 1], start[i:i + 1], steps=60)
         assert torch.equal(alone.theta[0], whole.theta[i]) and alone.iterations[0] == whole.iterations[i]
+
+
+@pytest.mark.parametrize("size, n_eq", [(9, 4), (4, 9)], ids=["push-through M>E", "normal equations M<=E"])
+def test_marquardt_step_solves_the_damped_normal_equations(size, n_eq):
+    # reference: numpy's solve of (J^T J + mu diag(J^T J)) delta = -J^T r, the textbook Marquardt step
+    rng = np.random.default_rng(4)
+    jac, r, mu = rng.normal(size=(3, n_eq, size)), rng.normal(size=(3, n_eq)), np.array([1e-2, 1.0, 30.0])
+    got = _marquardt_step(torch.as_tensor(jac), torch.as_tensor(r), torch.as_tensor(mu)).numpy()
+    for i in range(3):
+        jtj = jac[i].T @ jac[i]
+        want = -np.linalg.solve(jtj + mu[i] * np.diag(np.diag(jtj)), jac[i].T @ r[i])
+        np.testing.assert_allclose(got[i], want, rtol=SOLVE, err_msg=f"problem {i}, mu {mu[i]}")
+
+
+def test_a_capped_problem_continued_follows_its_uninterrupted_trajectory():
+    # fit() continues restarts that hit a round's cap in the next round; continuing from the returned state
+    # (theta, mu, nu) must be the same run as one without the break (split at a multiple of the 25-iteration
+    # stall window, which restarts with every call)
+    c = ns.linear_rnn(16, 2, 2, steps=5, gain=1.0)  # the benchmark's RNN: restarts take hundreds of iterations
+    alloc = ns.allocate(c, 24, strategy="spread-rows", within=["W"], seed=0)
+    _, fmap, targets = _problem(c, alloc, m=8, trials=8)
+    start = torch.as_tensor(np.random.default_rng(1).normal(0, c.init_std["W"], (8, alloc.size)))
+    owner = torch.arange(8)
+    whole = levenberg_marquardt(fmap, owner, targets, start, steps=100)
+    first = levenberg_marquardt(fmap, owner, targets, start, steps=50)
+    capped = torch.nonzero(first.capped).flatten()
+    assert capped.numel() >= 2, f"only {capped.numel()} problems ran into the cap: the test checks nothing"
+    assert (first.iterations[capped] == 50).all()
+    rest = levenberg_marquardt(fmap, owner[capped], targets[capped], first.theta[capped], steps=50,
+                               mu0=first.mu[capped], nu0=first.nu[capped])
+    assert torch.equal(rest.theta, whole.theta[capped])
+    assert torch.equal(rest.residual, whole.residual[capped])
+    np.testing.assert_array_equal((50 + rest.iterations).numpy(), whole.iterations[capped].numpy())
