@@ -254,6 +254,8 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
     best = torch.full((trials,), torch.inf, dtype=DTYPE)
     n_rest = np.zeros(trials, dtype=np.int64)
     history = []
+    # restarts that hit their round's iteration cap while still descending, continued in the next round
+    carry = _Carry.empty(size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -268,21 +270,30 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
         starts = np.concatenate([
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * ladder for i in todo])
-        owner = todo.repeat_interleave(restarts)
+        fresh = starts.shape[0]
+        carry = carry.of(todo)
+        owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
+        theta0 = torch.cat([torch.as_tensor(starts, dtype=DTYPE), carry.theta])
+        mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=DTYPE), carry.mu])
+        nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=DTYPE), carry.nu])
         # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
         with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
-            res = levenberg_marquardt(fmap, owner, targets[owner], torch.as_tensor(starts, dtype=DTYPE),
-                                      steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3)
+            res = levenberg_marquardt(fmap, owner, targets[owner], theta0, steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS),
+                                      stop=tol * 1e-3, mu0=mu0, nu0=nu0)
         n_rest[todo.numpy()] += restarts
-        # best restart of each trial (lowest residual; ties -> lowest restart index)
-        per = res.residual.nan_to_num(torch.inf).reshape(-1, restarts)
-        k = per.argmin(dim=1)
-        cand = per.gather(1, k.unsqueeze(1)).squeeze(1)
-        better = cand < best[todo]
+        # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
+        # the continued ones)
+        resid = res.residual.nan_to_num(torch.inf)
+        low = torch.full((trials,), torch.inf, dtype=DTYPE).scatter_reduce(0, owner, resid, reduce="amin")
+        index = torch.arange(owner.numel())
+        at_low = resid == low[owner]
+        first = torch.full((trials,), owner.numel()).scatter_reduce(0, owner[at_low], index[at_low], reduce="amin")
+        better = low[todo] < best[todo]
         rows = todo[better]
-        best[rows] = cand[better]
-        best_theta[rows] = res.theta.reshape(-1, restarts, size)[better, k[better]]
+        best[rows] = low[rows]
+        best_theta[rows] = res.theta[first[rows]]
         history.append(float((best < tol).double().mean()))
+        carry = _Carry.keep(res, owner, best >= tol, restarts)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(matched=f"{history[-1]:.3f}")
@@ -291,6 +302,39 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
     # the reported residual is recomputed from the assembled weights, not taken from the solver
     resid = relative_residual(fmap(best_theta), targets)
     return best_theta, resid, n_rest, history
+
+
+@dataclass(frozen=True)
+class _Carry:
+    """LM problems continued from one restart round into the next: state ``(problem, ...)`` and owning trial."""
+
+    owner: torch.Tensor
+    theta: torch.Tensor
+    mu: torch.Tensor
+    nu: torch.Tensor
+
+    @classmethod
+    def empty(cls, size: int) -> _Carry:
+        return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, size), dtype=DTYPE),
+                   torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE))
+
+    @classmethod
+    def keep(cls, res, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
+        """The capped problems of still-unmatched trials, at most ``most`` per trial (the lowest residuals)."""
+        cand = torch.nonzero(res.capped & open_trial[owner]).flatten()
+        if cand.numel():
+            # order by trial, then residual (stable), and keep the first `most` of each trial
+            cand = cand[torch.argsort(res.residual[cand], stable=True)]
+            cand = cand[torch.argsort(owner[cand], stable=True)]
+            own = owner[cand]
+            start = torch.searchsorted(own, own, side="left")
+            cand = cand[torch.arange(own.numel()) - start < most]
+        return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
+
+    def of(self, trials: torch.Tensor) -> _Carry:
+        """The problems of ``trials`` only."""
+        sel = torch.isin(self.owner, trials)
+        return _Carry(self.owner[sel], self.theta[sel], self.mu[sel], self.nu[sel])
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,

@@ -79,13 +79,15 @@ def test_dataset_interval_and_fields():
     assert ns.Circuit.from_toml_text(ds.attrs["circuit"]) == layer
 
 
-@pytest.mark.parametrize("within, budget", [(["W"], 12), (["C"], 4)], ids=["lm", "lstsq"])
-def test_same_seed_same_dataset_and_trials_do_not_depend_on_their_number(within, budget):
+@pytest.mark.parametrize("within, budget, steps", [(["W"], 12, 400), (["W"], 12, 5), (["C"], 4, 400)],
+                         ids=["lm", "lm-continued", "lstsq"])
+def test_same_seed_same_dataset_and_trials_do_not_depend_on_their_number(within, budget, steps):
+    # steps=5 caps nearly every restart in the first rounds, so they continue across rounds (fit's carry-over)
     rnn = ns.linear_rnn(6, 2, 2, steps=3, gain=0.9)
     alloc = ns.allocate(rnn, budget, strategy="spread-rows", within=within, seed=0)
-    a = ns.match_probability(rnn, alloc, m=4, trials=12, seed=3)
-    xr.testing.assert_identical(a, ns.match_probability(rnn, alloc, m=4, trials=12, seed=3))
-    more = ns.match_probability(rnn, alloc, m=4, trials=24, seed=3)
+    a = ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, steps=steps)
+    xr.testing.assert_identical(a, ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, steps=steps))
+    more = ns.match_probability(rnn, alloc, m=4, trials=24, seed=3, steps=steps)
     for var in ("matched", "residual", "restarts"):
         np.testing.assert_array_equal(more[var].values[:12], a[var].values)
 
