@@ -136,7 +136,8 @@ class FitResult:
     matched : numpy.ndarray
         ``(trial,)`` bool, ``residual < tol``.
     restarts : numpy.ndarray
-        ``(trial,)`` restarts (random starts) used; 0 for the exact affine solve.
+        ``(trial,)`` restarts (fresh random starts) used; 0 for the exact affine solve. Restarts continued from one
+        round into the next are counted once.
     mp_by_round : numpy.ndarray
         ``(round,)`` fraction matched after each restart round (one entry for the affine solve).
     solver : str
@@ -181,7 +182,10 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         restart ``j`` of round ``r`` starts from ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` with ``sigma``
         the init std (one start per round at the init scale, the others log-evenly out to ``widen^r`` SDs, since
         solutions can lie far from the init), and runs up to ``steps * 2^min(r, 3)`` iterations (hard trials
-        need long trajectories: on the linear-RNN benchmark the last solutions took 600-2,400 iterations).
+        need long trajectories: on the linear-RNN benchmark the last three took 490-1,120 iterations).
+        Restarts that reach a round's iteration cap while still descending are not thrown away: the ``restarts``
+        best of them (lowest residual) continue in the trial's next round, beside its fresh starts, with their
+        damping state.
     steps : int
         LM iterations in the first round (doubling each round, at most 8x).
     widen : float
