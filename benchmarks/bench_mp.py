@@ -10,6 +10,9 @@
 Workloads (from the issue): linear RNN n=16, T=5, n_in=2, n_out=2, 24 plastic synapses in W spread over rows,
 m=8, 64 trials; a 64x64 single linear layer with 256 plastic synapses (spread over rows), m=4, 256 trials.
 (a) and (c) run on the first --naive-trials / --scipy-trials trials; throughput is trials per second of wall time.
+Each method first runs once, untimed, on one trial of another seed, so that no side pays for first-call costs
+(library loading, LAPACK/MKL initialisation) in its timing. Each side runs with its natural torch threading:
+(a) and (c) with torch's default, (b) with fit's default of one intra-op thread.
 
 Usage: python benchmarks/bench_mp.py [--quick] [--json results.json]
 """
@@ -98,6 +101,11 @@ def careful_scipy(circuit, alloc, trials, n, *, restarts=4, seed=0):
 
 def run(name, circuit, alloc, m, trials, naive_n, scipy_n, seed=0):
     draws = draw_trials(circuit, m, trials, seed)
+    # untimed warm-up of all three on one trial of another seed (library loading, first-call allocations)
+    warm = draw_trials(circuit, m, 1, seed + 1)
+    ns.fit(circuit, alloc, m, 1, seed + 1)
+    naive_adam(circuit, alloc, warm, 1, steps=20)
+    careful_scipy(circuit, alloc, warm, 1, restarts=1, seed=seed + 1)
     t0 = time.perf_counter()
     res = ns.fit(circuit, alloc, m, trials, seed)
     t_ns = time.perf_counter() - t0
