@@ -17,6 +17,7 @@ from .circuit import Circuit
 
 DTYPE = torch.float64
 _AFFINE_RTOL = 1e-9  # second differences of an affine map are rounding noise (~1e-15); others are O(1)
+_BROADCAST_MAX = 2**22  # elements (32 MB) of the broadcast intermediate of _sum_outer; beyond it, einsum
 
 
 @contextlib.contextmanager
@@ -388,11 +389,16 @@ def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torc
 def _sum_outer(g: torch.Tensor, act: torch.Tensor, post: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     """``J[p, (m, o), k] = sum_t g[p, t, o, post_k] act[p, t, pre_k, m]``, shape ``(P, m * n_out, K)``.
 
-    ``g`` ``(P, T, n_out, N)`` adjoints, ``act`` ``(P, T, N', m)`` presynaptic activity. A broadcast product summed
-    over ``t`` (twice as fast as the equivalent einsum, which runs as P*K tiny matrix products).
+    ``g`` ``(P, T, n_out, N)`` adjoints, ``act`` ``(P, T, N', m)`` presynaptic activity. Small problems (the
+    solver's hot path) use a broadcast product summed over ``t``, twice as fast as the einsum, which runs as
+    ``P * K`` tiny matrix products; large ones (a certificate's full Jacobian) use the einsum, which needs no
+    ``T``-fold intermediate.
     """
-    if g.shape[1] == 1:  # steady / feedforward: one outer product per synapse, written in the output layout
+    n_prob, steps, n_out = g.shape[:3]
+    if steps == 1:  # steady / feedforward: one outer product per synapse, written in the output layout
         return (g[:, 0, :, post].unsqueeze(1) * act[:, 0, pre, :].mT.contiguous().unsqueeze(2)).flatten(1, 2)
+    if n_prob * steps * n_out * post.numel() * act.shape[-1] > _BROADCAST_MAX:
+        return torch.einsum("ptos,ptsm->pmos", g[..., post], act[:, :, pre, :]).flatten(1, 2)
     prod = g[..., post].unsqueeze(-1) * act[:, :, pre, :].unsqueeze(2)  # (P, T, n_out, K, m)
     return prod.sum(1).permute(0, 3, 1, 2).flatten(1, 2)
 

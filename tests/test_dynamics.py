@@ -114,6 +114,20 @@ def test_value_and_jacobian_equal_the_forward_pass_and_autograd(name):
     np.testing.assert_allclose(sub_jac.numpy(), jac[pick].numpy(), rtol=0, atol=EXACT)
 
 
+@pytest.mark.parametrize("name", ["lrnn", "discrete"])
+def test_large_adjoint_jacobians_take_the_einsum_path_and_agree_with_autograd(name, monkeypatch):
+    # certificates build Jacobians with ~10^4 columns: there the broadcast intermediate is replaced by an einsum
+    c = _circuits()[name]
+    alloc = ns.allocate(c, 20, seed=2)
+    draws = draw_trials(c, 3, 4, seed=1)
+    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    theta = torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+    monkeypatch.setattr("neurosubset.dynamics._BROADCAST_MAX", 0)
+    np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(),
+                               fmap.jacobian(theta, method="autograd").numpy(), rtol=0, atol=EXACT)
+
+
 def test_assemble_keeps_frozen_entries_bit_identical():
     c = ns.linear_rnn(8, 2, 2, steps=3)
     alloc = ns.allocate(c, 17, seed=4)
