@@ -275,15 +275,14 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * ladder for i in todo])
         fresh = starts.shape[0]
-        carry = carry.of(todo)
         owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
         theta0 = torch.cat([torch.as_tensor(starts, dtype=DTYPE), carry.theta])
         mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=DTYPE), carry.mu])
         nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=DTYPE), carry.nu])
         # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
         with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
-            res = levenberg_marquardt(fmap, owner, targets[owner], theta0, steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS),
-                                      stop=tol * 1e-3, mu0=mu0, nu0=nu0)
+            res = levenberg_marquardt(fmap, owner, targets[owner], theta0,
+                                      steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3, mu0=mu0, nu0=nu0)
         n_rest[todo.numpy()] += restarts
         # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
         # the continued ones)
@@ -297,7 +296,7 @@ def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, step
         best[rows] = low[rows]
         best_theta[rows] = res.theta[first[rows]]
         history.append(float((best < tol).double().mean()))
-        carry = _Carry.keep(res, owner, best >= tol, restarts)
+        carry = _Carry.keep(res, owner, best >= tol, restarts)  # only trials still open go on
         if bar is not None:
             bar.update(1)
             bar.set_postfix(matched=f"{history[-1]:.3f}")
@@ -334,11 +333,6 @@ class _Carry:
             start = torch.searchsorted(own, own, side="left")
             cand = cand[torch.arange(own.numel()) - start < most]
         return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
-
-    def of(self, trials: torch.Tensor) -> _Carry:
-        """The problems of ``trials`` only."""
-        sel = torch.isin(self.owner, trials)
-        return _Carry(self.owner[sel], self.theta[sel], self.mu[sel], self.nu[sel])
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
