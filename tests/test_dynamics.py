@@ -72,20 +72,25 @@ def test_forward_matches_the_model_equations(name):
     np.testing.assert_allclose(got, want, rtol=0, atol=EXACT)
 
 
+def _map_at_random_point(c, budget):
+    """A PlasticMap over 4 trials (m = 3) of a random allocation of ``budget``, and plastic values ``(4, M)``."""
+    alloc = ns.allocate(c, budget, seed=2)
+    draws = draw_trials(c, 3, 4, seed=1)
+    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    return fmap, torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+
+
 @pytest.mark.parametrize("budget", [4, 20], ids=["forward-mode", "reverse-mode"])  # M <= E = 6 or M > E
 @pytest.mark.parametrize("name", list(_circuits()))
 def test_jacobian_methods_agree_with_finite_differences(name, budget):
     # forward mode through the steady solve is the case torch 2.13 gets wrong with linalg.solve under vmap
     c = _circuits()[name]
-    alloc = ns.allocate(c, budget, seed=2)
-    draws = draw_trials(c, 3, 4, seed=1)
-    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
-                      torch.as_tensor(draws.probes))
-    theta = torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+    fmap, theta = _map_at_random_point(c, budget)
     auto = fmap.jacobian(theta, method="autograd")
     h = 1e-6
     fd = torch.stack([(fmap(theta + h * e) - fmap(theta - h * e)) / (2 * h)
-                      for e in torch.eye(alloc.size, dtype=theta.dtype)], dim=-1)
+                      for e in torch.eye(theta.shape[1], dtype=theta.dtype)], dim=-1)
     np.testing.assert_allclose(auto.numpy(), fd.numpy(), atol=FINITE_DIFF)
     if c.nonlinearity == "linear":
         np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(), auto.numpy(), atol=EXACT)
@@ -100,11 +105,7 @@ def test_value_and_jacobian_equal_the_forward_pass_and_autograd(name):
     # above) and autograd are the independent references. A subset gives the same rows up to rounding (LAPACK's
     # batched solves of the steady circuit differ in the last bit with a matrix's alignment in the batch)
     c = _circuits()[name]
-    alloc = ns.allocate(c, 8, seed=2)
-    draws = draw_trials(c, 3, 4, seed=1)
-    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
-                      torch.as_tensor(draws.probes))
-    theta = torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+    fmap, theta = _map_at_random_point(c, 8)
     value, jac = fmap.value_and_jacobian(theta)
     np.testing.assert_allclose(value.numpy(), fmap(theta).numpy(), rtol=0, atol=EXACT)
     np.testing.assert_allclose(jac.numpy(), fmap.jacobian(theta, method="autograd").numpy(), rtol=0, atol=EXACT)
@@ -118,11 +119,7 @@ def test_value_and_jacobian_equal_the_forward_pass_and_autograd(name):
 def test_large_adjoint_jacobians_take_the_einsum_path_and_agree_with_autograd(name, monkeypatch):
     # certificates build Jacobians with ~10^4 columns: there the broadcast intermediate is replaced by an einsum
     c = _circuits()[name]
-    alloc = ns.allocate(c, 20, seed=2)
-    draws = draw_trials(c, 3, 4, seed=1)
-    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
-                      torch.as_tensor(draws.probes))
-    theta = torch.as_tensor(np.random.default_rng(3).normal(0, 0.3, (4, alloc.size)))
+    fmap, theta = _map_at_random_point(c, 20)
     monkeypatch.setattr("neurosubset.dynamics._BROADCAST_MAX", 0)
     np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(),
                                fmap.jacobian(theta, method="autograd").numpy(), rtol=0, atol=EXACT)
