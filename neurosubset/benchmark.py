@@ -31,7 +31,7 @@ from ._checks import check_choice, check_int, check_real
 from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
-from .solvers import levenberg_marquardt, relative_residual, solve_affine
+from .solvers import LMResult, levenberg_marquardt, relative_residual, solve_affine
 from .theory import certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
@@ -322,7 +322,7 @@ class _Carry:
                    torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE))
 
     @classmethod
-    def keep(cls, res, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
+    def keep(cls, res: LMResult, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
         """The capped problems of still-unmatched trials, at most ``most`` per trial (the lowest residuals)."""
         cand = torch.nonzero(res.capped & open_trial[owner]).flatten()
         if cand.numel():

@@ -4,7 +4,8 @@
 - :func:`levenberg_marquardt`: batched damped Gauss-Newton for the general (polynomial / rational) case.
 
 Problems never interact: each row of every tensor is one problem, and a problem's trajectory does not depend on
-which other problems share the batch.
+which other problems share the batch (up to the last bit of LAPACK's batched solves, which can vary with a matrix's
+memory alignment, i.e. its position in the batch: seen on a 9-neuron steady circuit, tests/test_dynamics.py).
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     Each iteration evaluates ``F`` and ``J`` together at the trial point (:meth:`PlasticMap.value_and_jacobian`)
     and keeps ``J`` of the current point after a rejected step. The still-running problems are kept in compact
     working tensors, gathered again only when some of them stop. No problem's arithmetic depends on the others in
-    the batch.
+    the batch (but see the module docstring on LAPACK's last bit).
     """
     n, size = theta0.shape
     tiny = torch.finfo(theta0.dtype).tiny
