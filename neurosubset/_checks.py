@@ -7,15 +7,27 @@ from typing import Any
 import numpy as np
 
 
-class CircuitSpecError(ValueError):
+class NeurosubsetError(ValueError):
+    """Base of every error the toolkit raises for bad user input (the CLI maps these, and only these, to exit 2)."""
+
+
+class ParameterError(NeurosubsetError):
+    """A function argument is out of its allowed range or set (the message names it and the allowed values)."""
+
+
+class MissingExtraError(NeurosubsetError, ImportError):
+    """An optional dependency (an extra such as ``neurosubset[spiking]``) is not installed."""
+
+
+class CircuitSpecError(NeurosubsetError):
     """A circuit specification (TOML file or builder arguments) is invalid."""
 
 
-class AllocationError(ValueError):
+class AllocationError(NeurosubsetError):
     """An allocation request cannot be satisfied (unknown names, budget too large, bad fractions)."""
 
 
-def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[ValueError] = ValueError) -> None:
+def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[ValueError] = ParameterError) -> None:
     """Raise ``error`` unless ``value`` is one of ``allowed``."""
     allowed = list(allowed)
     if value not in allowed:
@@ -23,7 +35,7 @@ def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[
 
 
 def check_int(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
-              error: type[ValueError] = ValueError) -> int:
+              error: type[ValueError] = ParameterError) -> int:
     """Return ``value`` as an int, or raise ``error`` if it is not an integer in [minimum, maximum]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise error(f"The {field!r} parameter must be an integer. Got {value!r} instead.")
@@ -36,7 +48,7 @@ def check_int(field: str, value: Any, *, minimum: int | None = None, maximum: in
 
 
 def check_real(field: str, value: Any, *, low: float | None = None, high: float | None = None,
-               low_open: bool = False, error: type[ValueError] = ValueError) -> float:
+               low_open: bool = False, error: type[ValueError] = ParameterError) -> float:
     """Return ``value`` as a float in the interval, or raise ``error`` naming the field."""
     if isinstance(value, bool):
         raise error(f"The {field!r} parameter must be a number. Got {value!r} instead.")
@@ -55,7 +67,7 @@ def check_real(field: str, value: Any, *, low: float | None = None, high: float 
 
 
 def check_names(field: str, given: Iterable[str], allowed: Iterable[str], *, what: str,
-                error: type[ValueError] = ValueError) -> None:
+                error: type[ValueError] = ParameterError) -> None:
     """Raise ``error`` if any name in ``given`` is not in ``allowed``."""
     allowed = list(allowed)
     for name in given:
