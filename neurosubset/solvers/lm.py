@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .dynamics import PlasticMap
+from ..dynamics import PlasticMap
 
 _LAMBDA_MIN, _LAMBDA_MAX = 1e-15, 1e10  # damping range (relative to diag(J^T J)); at the top: no descent left
 # A problem whose cost fell by less than this fraction over a window of iterations sits at a non-zero minimum:

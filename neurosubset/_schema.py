@@ -1,0 +1,124 @@
+"""The one definition of the result schema: variable names, long_names, units, status flags and version attrs.
+
+Every Dataset the toolkit writes takes its variable metadata from :data:`VARIABLES` (through :func:`meta`), its
+flag variables from a :class:`Flags` (``flag_values`` as int8 beside ``flag_meanings``), and its version attrs from
+:func:`versions`. No other module spells a status number or a result variable's ``long_name``
+(``tests/test_schema.py`` checks that).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+
+def version() -> str:
+    """The installed neurosubset version."""
+    try:
+        return metadata.version("neurosubset")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def versions() -> dict[str, str]:
+    """Version attrs of a result: ``neurosubset_version``, ``torch_version``, ``numpy_version``, ``xarray_version``.
+
+    torch and xarray are imported here only when asked, so a reader of results needs neither to be imported early.
+    """
+    import torch
+    import xarray as xr
+
+    return {"neurosubset_version": version(), "torch_version": str(torch.__version__),
+            "numpy_version": str(np.__version__), "xarray_version": str(xr.__version__)}
+
+
+def var_name(weight: str) -> str:
+    """A netCDF-safe variable stem for a weight name: ``"CA3->CA1"`` -> ``"CA3_to_CA1"``."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", weight.replace("->", "_to_"))
+
+
+@dataclass(frozen=True)
+class Flags:
+    """An int8 flag variable's states: ``meanings[k]`` is the state stored as the number ``k``.
+
+    Attributes
+    ----------
+    meanings : tuple of str
+        One word per state (CF ``flag_meanings``: letters, digits and underscores).
+    """
+
+    meanings: tuple[str, ...]
+
+    def __getitem__(self, meaning: str) -> int:
+        return self.meanings.index(meaning)
+
+    def attrs(self) -> dict[str, Any]:
+        """CF attrs of the variable: ``flag_values`` (int8, the variable's own type) and ``flag_meanings``."""
+        return {"flag_values": np.arange(len(self.meanings), dtype=np.int8), "flag_meanings": " ".join(self.meanings)}
+
+
+# state of one sweep point (int8); 0 is the zarr fill value so off-grid cells cost no chunk files
+POINT_STATUS = Flags(("off_grid", "pending", "done", "infeasible_budget", "infeasible_share"))
+OFF_GRID, PENDING, DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE = range(len(POINT_STATUS.meanings))
+
+# how the fit of one trial ended (int8), in the spirit of diffrax's RESULTS:
+# - matched: relative residual below tol;
+# - no_solution: an exact decider (least squares on affine outputs) proved that no plastic values match;
+# - stalled: the best restart sat at a non-zero minimum (cost fell by < 1e-6 over 25 iterations);
+# - iteration_cap: the best restart was still descending when its last round's iteration cap stopped it;
+# - no_descent: the damping reached its ceiling (no descent direction left);
+# - non_finite: outputs or residual overflowed to inf/NaN.
+FIT_STATUS = Flags(("matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite"))
+MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE = range(len(FIT_STATUS.meanings))
+
+_PROB = {"units": "1"}
+
+# result variables and coordinates: name -> attrs (long_name, units, ...)
+VARIABLES: dict[str, dict[str, Any]] = {
+    # per trial
+    "matched": {"long_name": "student matches teacher on all probes", "units": "1"},
+    "residual": {"long_name": "relative residual ||y_s - y_t|| / ||y_t||", "units": "1"},
+    "restarts": {"long_name": "random restarts used", "units": "1"},
+    "fit_status": {"long_name": "how the fit of the trial ended", "units": "1", **FIT_STATUS.attrs()},
+    # per result
+    "mp": {"long_name": "match probability", **_PROB},
+    "mp_low": {"long_name": "match probability, 95% Wilson lower bound", **_PROB},
+    "mp_high": {"long_name": "match probability, 95% Wilson upper bound", **_PROB},
+    "mp_first_round": {"long_name": "match probability after the first restart round", **_PROB},
+    "mp_by_round": {"long_name": "match probability after each restart round", **_PROB},
+    "last_round_gain": {"long_name": "match probability gained in the last restart round", **_PROB},
+    "solver": {"long_name": "solver used ('lstsq' exact affine, 'lm' Levenberg-Marquardt)"},
+    "plastic_rank": {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"},
+    "full_rank": {"long_name": "generic rank of d(outputs)/d(all weights): dim of teacher outputs", "units": "1"},
+    "verdict": {"long_name": "certificate verdict (zero, one, positive, unproven: see neurosubset.certify)"},
+    "status": {"long_name": "state of the sweep point", "units": "1", **POINT_STATUS.attrs(),
+               "comment": "infeasible_budget: the budget exceeds the plastic-eligible synapses; infeasible_share: a "
+                          "fraction's share of the budget exceeds the eligible synapses of its projections. Such "
+                          "points hold NaN."},
+    "probes": {"long_name": "probe inputs", "units": "1"},
+    "theta": {"long_name": "fitted plastic values", "units": "1"},
+    # coordinates
+    "budget": {"long_name": "plastic synapses M", "units": "1"},
+    "strategy": {"long_name": "allocation strategy"},
+    "m": {"long_name": "number of probes", "units": "1"},
+    "trial": {"long_name": "teacher/student/probe draw"},
+    "round": {"long_name": "restart round"},
+}
+
+
+def meta(name: str, **extra: Any) -> dict[str, Any]:
+    """A fresh copy of the attrs of variable ``name`` (see :data:`VARIABLES`), updated with ``extra``."""
+    return {**VARIABLES[name], **extra}
+
+
+def mask_meta(weight: str, **extra: Any) -> dict[str, Any]:
+    """Attrs of the ``mask_<weight>`` variable: which synapses of ``weight`` are plastic."""
+    return {"long_name": f"plastic synapses of {weight}", "weight": weight, "units": "1", **extra}
+
+
+def fraction_meta(key: str) -> dict[str, Any]:
+    """Attrs of a fraction coordinate: the share of the budget given to ``key``."""
+    return {"long_name": f"fraction of the budget given to {key}", "units": "1"}
