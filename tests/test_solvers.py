@@ -8,7 +8,8 @@ import torch
 import neurosubset as ns
 from neurosubset.benchmark import draw_trials
 from neurosubset.dynamics import PlasticMap, forward
-from neurosubset.solvers import _marquardt_step, levenberg_marquardt, relative_residual, solve_affine
+from neurosubset.solvers import levenberg_marquardt, relative_residual, solve_affine
+from neurosubset.solvers.lm import _marquardt_step
 
 # the LM stop criterion is 1e-11 relative; matched problems must end below it
 LM_STOP = 1e-11
