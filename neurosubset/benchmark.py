@@ -14,38 +14,31 @@ For each trial ``i`` (its own ``numpy.random.SeedSequence(seed, spawn_key=(i, 0)
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from statistics import NormalDist
 
 import numpy as np
 import torch
 import xarray as xr
 
-from ._checks import check_choice, check_int, check_real
+from . import _schema
+from ._checks import ParameterError, check_int, check_real
+from ._schema import NO_SOLUTION, meta, var_name, version
 from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
-from .solvers import LMResult, levenberg_marquardt, relative_residual, solve_affine
+from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver, relative_residual, solve_affine
+from .solvers.multistart import multistart, trial_status
 from .theory import certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
 # cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
 DEFAULT_TOL = 1e-8
-SOLVERS = ("auto", "lstsq", "lm")
 
-
-def version() -> str:
-    """The installed neurosubset version."""
-    try:
-        return metadata.version("neurosubset")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
+__all__ = ["DEFAULT_TOL", "FitResult", "Trials", "draw_trials", "fit", "fit_dataset", "match_probability",
+           "student_weights", "teacher_weights", "version", "var_name", "wilson_interval"]
 
 
 def wilson_interval(matched: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -68,11 +61,6 @@ def wilson_interval(matched: int, trials: int, confidence: float = 0.95) -> tupl
     centre = (p + z**2 / (2 * trials)) / denom
     half = z * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denom
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
-def var_name(weight: str) -> str:
-    """A netCDF-safe variable stem for a weight name: ``"CA3->CA1"`` -> ``"CA3_to_CA1"``."""
-    return re.sub(r"[^0-9A-Za-z_]", "_", weight.replace("->", "_to_"))
 
 
 @dataclass(frozen=True)
@@ -107,17 +95,6 @@ def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int 
     return Trials(stack(teachers), stack(students), np.stack(probes))
 
 
-def check_solver_options(tol: float, solver: str, restarts: int, max_rounds: int, steps: int
-                         ) -> tuple[float, str, int, int, int]:
-    """Validate the fitting options shared by :func:`fit` and :func:`neurosubset.sweep`; return them normalised."""
-    tol = check_real("tol", tol, low=0.0, low_open=True)
-    check_choice("solver", solver, SOLVERS)
-    restarts = check_int("restarts", restarts, minimum=1)
-    max_rounds = check_int("max_rounds", max_rounds, minimum=1)
-    steps = check_int("steps", steps, minimum=1)
-    return tol, solver, restarts, max_rounds, steps
-
-
 @dataclass(frozen=True)
 class FitResult:
     """Fitted students of a batch of trials.
@@ -141,7 +118,14 @@ class FitResult:
     mp_by_round : numpy.ndarray
         ``(round,)`` fraction matched after each restart round (one entry for the affine solve).
     solver : str
-        ``"lstsq"`` (exact, affine case) or ``"lm"``.
+        ``"lstsq"`` (exact, affine case) or ``"lm"``: the solver that ran.
+    tol : float
+        The match tolerance.
+    status : numpy.ndarray
+        ``(trial,)`` int8 how each trial's fit ended (:data:`neurosubset._schema.FIT_STATUS`: matched,
+        no_solution (exact: proven unmatchable), stalled, iteration_cap, no_descent, non_finite).
+    options : LeastSquares or LevenbergMarquardt
+        The solver object that ran (``Auto`` resolved).
     """
 
     trials: Trials
@@ -153,11 +137,14 @@ class FitResult:
     mp_by_round: np.ndarray
     solver: str
     tol: float
+    status: np.ndarray
+    options: LeastSquares | LevenbergMarquardt
 
 
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
-        tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
-        steps: int = 400, widen: float = 4.0, threads: int | None = 1, progress: bool = False) -> FitResult:
+        solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, threads: int | None = 1, progress: bool = False,
+        restarts: int | None = None, max_rounds: int | None = None, steps: int | None = None,
+        widen: float | None = None) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
 
     Parameters
@@ -170,32 +157,24 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         Number of independent teacher/student/probe draws.
     seed : int
         Trial ``i`` uses ``SeedSequence(seed, spawn_key=(i, 0))``; restarts ``(i, 1, round)``.
+    solver : Auto, LeastSquares, LevenbergMarquardt or {"auto", "lstsq", "lm"}
+        :class:`~neurosubset.solvers.Auto` (default) uses exact least squares when the outputs are affine in the
+        plastic weights (:func:`neurosubset.dynamics.is_affine`) and Levenberg-Marquardt otherwise. The LM's
+        multi-start policy (:mod:`neurosubset.solvers.multistart`): every still-unmatched trial gets a new round
+        until it matches or reaches ``max_rounds``; restart ``j`` of round ``r`` starts from
+        ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` with ``sigma`` the init std, and runs up to
+        ``iterations * 2^min(r, 3)`` iterations; restarts still descending at a round's cap continue into the
+        next round (the ``restarts`` best of them).
     tol : float
         Match tolerance on the relative residual.
-    solver : {"auto", "lstsq", "lm"}
-        ``"auto"`` uses exact least squares when the outputs are affine in the plastic weights
-        (:func:`neurosubset.dynamics.is_affine`) and Levenberg-Marquardt otherwise.
-    restarts : int
-        Random starts per trial in each round (LM only).
-    max_rounds : int
-        Cap on restart rounds. Every still-unmatched trial gets a new round until it matches or reaches the cap;
-        restart ``j`` of round ``r`` starts from ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` with ``sigma``
-        the init std (one start per round at the init scale, the others log-evenly out to ``widen^r`` SDs, since
-        solutions can lie far from the init), and runs up to ``steps * 2^min(r, 3)`` iterations (hard trials
-        need long trajectories: on the linear-RNN benchmark the last three took 490-1,120 iterations).
-        Restarts that reach a round's iteration cap while still descending are not thrown away: the ``restarts``
-        best of them (lowest residual) continue in the trial's next round, beside its fresh starts, with their
-        damping state.
-    steps : int
-        LM iterations in the first round (doubling each round, at most 8x).
-    widen : float
-        Growth factor of the start scale per round.
     threads : int or None
         torch intra-op threads while fitting (restored afterwards; ``None`` keeps torch's setting). One thread is
         as fast on an idle machine and many times faster on a loaded one (see
         :func:`neurosubset.dynamics.torch_threads`).
     progress : bool
         Show a progress bar over rounds.
+    restarts, max_rounds, steps, widen
+        Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
     Returns
     -------
@@ -204,141 +183,47 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     m = check_int("m", m, minimum=1)
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
-    tol, solver, restarts, max_rounds, steps = check_solver_options(tol, solver, restarts, max_rounds, steps)
+    tol = check_real("tol", tol, low=0.0, low_open=True)
+    solver = as_solver(solver, where="fit", restarts=restarts, max_rounds=max_rounds, steps=steps, widen=widen)
     if set(alloc.masks) != set(circuit.weight_names):
-        raise ValueError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
-                         f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
+        raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
+                             f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     draws = draw_trials(circuit, m, trials, seed)
     with torch_threads(threads):
-        return _fit(circuit, alloc, draws, m=m, seed=seed, tol=tol, solver=solver, restarts=restarts,
-                    max_rounds=max_rounds, steps=steps, widen=widen, progress=progress)
+        return _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress)
 
 
-def _fit(circuit, alloc, draws, *, m, seed, tol, solver, restarts, max_rounds, steps, widen, progress):
+def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
+         progress: bool) -> FitResult:
     trials = draws.probes.shape[0]
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
     fmap = PlasticMap(circuit, alloc, {k: to_t(v) for k, v in draws.student_init.items()}, to_t(draws.probes))
     teacher = {k: to_t(v) for k, v in draws.teacher.items()}
     targets = forward(circuit, teacher, fmap.probes).flatten(-2)
-    if solver == "auto":
-        solver = "lstsq" if is_affine(circuit, alloc, seed=seed) else "lm"
-    n_rest = np.zeros(trials, dtype=np.int64)
-    if solver == "lstsq" or alloc.size == 0:
-        solver = "lstsq"
+    if isinstance(solver, Auto):
+        solver = solver.resolve(is_affine(circuit, alloc, seed=seed))
+    if isinstance(solver, LeastSquares) or alloc.size == 0:
+        solver = LeastSquares()
         theta = solve_affine(fmap, targets)
         resid = relative_residual(fmap(theta), targets)
         history = [float((resid < tol).double().mean())]
+        n_rest = np.zeros(trials, dtype=np.int64)
+        status = trial_status(resid, tol, unmatched=NO_SOLUTION)
     else:
-        theta, resid, n_rest, history = _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds,
-                                                steps, widen, progress)
+        sigma = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+        out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress)
+        theta, resid, n_rest, history, status = out.theta, out.residual, out.restarts, out.history, out.status
     student = {k: v.numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.numpy()
     return FitResult(draws, student, theta.numpy(), resid_np, resid_np < tol, n_rest, np.array(history),
-                     solver, tol)
-
-
-_MAX_DOUBLINGS = 3  # round r runs steps * 2**min(r, 3) iterations
-
-
-def _ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
-    """Start scales (in init SDs) of the restarts of round ``rnd``, shape ``(restarts, 1)``.
-
-    Restart ``j`` starts at ``widen^(rnd * j / (restarts - 1))``: every round keeps one start at the init scale
-    and spreads the others log-evenly out to ``widen^rnd``.
-    """
-    if restarts == 1:
-        return np.full((1, 1), widen**rnd)
-    return widen ** (rnd * np.linspace(0.0, 1.0, restarts))[:, None]
-
-
-def _fit_lm(circuit, alloc, fmap, targets, seed, tol, restarts, max_rounds, steps, widen, progress):
-    trials, size = targets.shape[0], alloc.size
-    sigma = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
-    best_theta = targets.new_zeros((trials, size))
-    best = torch.full((trials,), torch.inf, dtype=DTYPE)
-    n_rest = np.zeros(trials, dtype=np.int64)
-    history = []
-    # restarts that hit their round's iteration cap while still descending, continued in the next round
-    carry = _Carry.empty(size)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_rounds, desc="restart rounds", unit="round", leave=False)
-    for rnd in range(max_rounds):
-        todo = torch.nonzero(~(best < tol)).flatten()
-        if todo.numel() == 0:
-            history.extend([history[-1]] * (max_rounds - rnd))
-            break
-        ladder = _ladder(rnd, restarts, widen)
-        starts = np.concatenate([
-            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
-                (restarts, size)) * sigma * ladder for i in todo])
-        fresh = starts.shape[0]
-        owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
-        theta0 = torch.cat([torch.as_tensor(starts, dtype=DTYPE), carry.theta])
-        mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=DTYPE), carry.mu])
-        nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=DTYPE), carry.nu])
-        # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
-        with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
-            res = levenberg_marquardt(fmap, owner, targets[owner], theta0,
-                                      steps=steps * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3, mu0=mu0, nu0=nu0)
-        n_rest[todo.numpy()] += restarts
-        # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
-        # the continued ones)
-        resid = res.residual.nan_to_num(torch.inf)
-        low = torch.full((trials,), torch.inf, dtype=DTYPE).scatter_reduce(0, owner, resid, reduce="amin")
-        index = torch.arange(owner.numel())
-        at_low = resid == low[owner]
-        first = torch.full((trials,), owner.numel()).scatter_reduce(0, owner[at_low], index[at_low], reduce="amin")
-        better = low[todo] < best[todo]
-        rows = todo[better]
-        best[rows] = low[rows]
-        best_theta[rows] = res.theta[first[rows]]
-        history.append(float((best < tol).double().mean()))
-        carry = _Carry.keep(res, owner, best >= tol, restarts)  # only trials still open go on
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(matched=f"{history[-1]:.3f}")
-    if bar is not None:
-        bar.close()
-    # the reported residual is recomputed from the assembled weights, not taken from the solver
-    resid = relative_residual(fmap(best_theta), targets)
-    return best_theta, resid, n_rest, history
-
-
-@dataclass(frozen=True)
-class _Carry:
-    """LM problems continued from one restart round into the next: state ``(problem, ...)`` and owning trial."""
-
-    owner: torch.Tensor
-    theta: torch.Tensor
-    mu: torch.Tensor
-    nu: torch.Tensor
-
-    @classmethod
-    def empty(cls, size: int) -> _Carry:
-        return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, size), dtype=DTYPE),
-                   torch.zeros(0, dtype=DTYPE), torch.zeros(0, dtype=DTYPE))
-
-    @classmethod
-    def keep(cls, res: LMResult, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
-        """The capped problems of still-unmatched trials, at most ``most`` per trial (the lowest residuals)."""
-        cand = torch.nonzero(res.capped & open_trial[owner]).flatten()
-        if cand.numel():
-            # order by trial, then residual (stable), and keep the first `most` of each trial
-            cand = cand[torch.argsort(res.residual[cand], stable=True)]
-            cand = cand[torch.argsort(owner[cand], stable=True)]
-            own = owner[cand]
-            start = torch.searchsorted(own, own, side="left")
-            cand = cand[torch.arange(own.numel()) - start < most]
-        return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
+                     solver.name, tol, status, solver)
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
-                      tol: float = DEFAULT_TOL, solver: str = "auto", restarts: int = 4, max_rounds: int = 8,
-                      steps: int = 400, return_weights: bool = False, progress: bool = False,
-                      certificate: bool = True, threads: int | None = 1) -> xr.Dataset:
+                      solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, return_weights: bool = False,
+                      progress: bool = False, certificate: bool = True, threads: int | None = 1,
+                      restarts: int | None = None, max_rounds: int | None = None,
+                      steps: int | None = None) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -351,7 +236,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         Number of teacher/student/probe draws.
     seed : int
         Base seed; the same seed gives an identical Dataset and trial ``i`` does not depend on ``trials``.
-    tol, solver, restarts, max_rounds, steps, progress, threads
+    solver, tol, progress, threads
         See :func:`fit`.
     return_weights : bool
         Also store teacher, initial and fitted student weights, probes and ``theta`` per trial.
@@ -359,14 +244,16 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         Also compute :func:`neurosubset.theory.certify` with the same ``m`` and ``seed`` (no fitting) and store
         ``plastic_rank`` and ``full_rank`` as variables and every certificate field as a ``certificate_*`` attr
         (``certificate_verdict`` is "zero", "one", "positive" or "unproven"; ``certificate_affine`` is 0/1).
+    restarts, max_rounds, steps
+        Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
     Returns
     -------
     xarray.Dataset
         ``matched (trial)`` bool, ``residual (trial)`` relative residual, ``restarts (trial)``,
-        ``mp``, ``mp_low``, ``mp_high`` (95% Wilson interval), ``mp_first_round`` and ``mp_by_round (round)``,
-        one ``mask_<weight>`` per weight; attrs hold the configuration (circuit spec as TOML, allocation,
-        solver, tolerance, versions, a config hash).
+        ``fit_status (trial)`` int8 flags, ``mp``, ``mp_low``, ``mp_high`` (95% Wilson interval),
+        ``mp_first_round`` and ``mp_by_round (round)``, one ``mask_<weight>`` per weight; attrs hold the
+        configuration (circuit spec as TOML, allocation, solver, tolerance, versions, a config hash).
 
     Examples
     --------
@@ -374,44 +261,42 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     >>> ds = match_probability(ff, allocate(ff, 18, within=["W2"]), m=4)      # doctest: +SKIP
     >>> float(ds.mp)                                                         # doctest: +SKIP
     """
-    res = fit(circuit, alloc, m, trials, seed, tol=tol, solver=solver, restarts=restarts, max_rounds=max_rounds,
-              steps=steps, progress=progress, threads=threads)
-    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, restarts=restarts, max_rounds=max_rounds, steps=steps,
-                     return_weights=return_weights)
+    solver = as_solver(solver, where="match_probability", restarts=restarts, max_rounds=max_rounds, steps=steps)
+    res = fit(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads)
+    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=solver, return_weights=return_weights)
     if certificate:
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=m, seed=seed)
-        ds["plastic_rank"] = ((), np.int64(cert.plastic_rank),
-                              {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"})
-        ds["full_rank"] = ((), np.int64(cert.full_rank),
-                           {"long_name": "generic rank of d(outputs)/d(all weights): dim of teacher outputs",
-                            "units": "1"})
+        ds["plastic_rank"] = ((), np.int64(cert.plastic_rank), meta("plastic_rank"))
+        ds["full_rank"] = ((), np.int64(cert.full_rank), meta("full_rank"))
         ds.attrs.update(cert.to_attrs())
     return ds
 
 
-def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, seed: int, restarts: int,
-                max_rounds: int, steps: int, return_weights: bool = False) -> xr.Dataset:
-    """Package a :class:`FitResult` as the Dataset :func:`match_probability` returns."""
+def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, seed: int,
+                requested: Solver | None = None, return_weights: bool = False) -> xr.Dataset:
+    """Package a :class:`FitResult` as the Dataset :func:`match_probability` returns.
+
+    ``requested`` is the solver object asked for (its LM fields are recorded when the LM ran; default: the one
+    that ran).
+    """
     trials = res.matched.size
     k = int(res.matched.sum())
     low, high = wilson_interval(k, trials)
     data = {
-        "matched": ("trial", res.matched, {"long_name": "student matches teacher on all probes", "units": "1"}),
-        "residual": ("trial", res.residual, {"long_name": "relative residual ||y_s - y_t|| / ||y_t||", "units": "1",
-                                             "tolerance": res.tol}),
-        "restarts": ("trial", res.restarts, {"long_name": "random restarts used", "units": "1"}),
-        "mp": ((), k / trials, {"long_name": "match probability", "units": "1"}),
-        "mp_low": ((), low, {"long_name": "match probability, 95% Wilson lower bound", "units": "1"}),
-        "mp_high": ((), high, {"long_name": "match probability, 95% Wilson upper bound", "units": "1"}),
-        "mp_first_round": ((), float(res.mp_by_round[0]),
-                           {"long_name": "match probability after the first restart round", "units": "1"}),
-        "mp_by_round": ("round", res.mp_by_round, {"long_name": "match probability after each round", "units": "1"}),
+        "matched": ("trial", res.matched, meta("matched")),
+        "residual": ("trial", res.residual, meta("residual", tolerance=res.tol)),
+        "restarts": ("trial", res.restarts, meta("restarts")),
+        "fit_status": ("trial", res.status, meta("fit_status")),
+        "mp": ((), k / trials, meta("mp")),
+        "mp_low": ((), low, meta("mp_low")),
+        "mp_high": ((), high, meta("mp_high")),
+        "mp_first_round": ((), float(res.mp_by_round[0]), meta("mp_first_round")),
+        "mp_by_round": ("round", res.mp_by_round, meta("mp_by_round")),
     }
     for name, mask in alloc.masks.items():
         stem = var_name(name)
-        data[f"mask_{stem}"] = ((f"{stem}_post", f"{stem}_pre"), mask,
-                                {"long_name": f"plastic synapses of {name}", "weight": name, "units": "1"})
+        data[f"mask_{stem}"] = ((f"{stem}_post", f"{stem}_pre"), mask, _schema.mask_meta(name))
     if return_weights:
         for name in circuit.weight_names:
             stem = var_name(name)
@@ -421,9 +306,10 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
                                             {"long_name": f"student {name} before fitting", "weight": name})
             data[f"student_{stem}"] = (dims, res.student[name], {"long_name": f"fitted student {name}", "weight": name})
         probe_dims = ("trial", "probe", "step", "input") if res.trials.probes.ndim == 4 else ("trial", "probe", "input")
-        data["probes"] = (probe_dims, res.trials.probes, {"long_name": "probe inputs", "units": "1"})
-        data["theta"] = (("trial", "synapse"), res.theta, {"long_name": "fitted plastic values", "units": "1"})
+        data["probes"] = (probe_dims, res.trials.probes, meta("probes"))
+        data["theta"] = (("trial", "synapse"), res.theta, meta("theta"))
     last_gain = float(res.mp_by_round[-1] - res.mp_by_round[-2]) if res.mp_by_round.size > 1 else 0.0
+    lm = res.options if isinstance(res.options, LevenbergMarquardt) else None
     config = {
         "circuit": circuit.to_toml(),
         "circuit_name": circuit.name,
@@ -436,17 +322,17 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
         "seed": seed,
         "solver": res.solver,
         "tolerance": res.tol,
-        "restarts_per_round": restarts if res.solver == "lm" else 0,
-        "max_rounds": max_rounds if res.solver == "lm" else 0,
-        "lm_steps": steps if res.solver == "lm" else 0,
+        "restarts_per_round": lm.restarts if lm else 0,
+        "max_rounds": lm.max_rounds if lm else 0,
+        "lm_steps": lm.iterations if lm else 0,
     }
+    if lm and lm.widen != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
+        config["lm_widen"] = lm.widen
     attrs = {**config,
              "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+             "solver_requested": (requested or res.options).name,
              "last_round_gain": last_gain,
-             "neurosubset_version": version(),
-             "torch_version": str(torch.__version__),
-             "numpy_version": str(np.__version__),
-             "xarray_version": str(xr.__version__)}
+             **_schema.versions()}
     coords = {"trial": np.arange(trials), "round": np.arange(res.mp_by_round.size), "m": m}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
@@ -478,3 +364,10 @@ def _weights(ds: xr.Dataset, prefix: str) -> dict[str, np.ndarray]:
     if not out:
         raise KeyError(f"The Dataset has no {prefix}* variables; call match_probability(..., return_weights=True).")
     return out
+
+
+def check_solver_options(tol, solver, restarts, max_rounds, steps):  # TEMPORARY: until sweeps/ lands
+    tol = check_real("tol", tol, low=0.0, low_open=True)
+    s = as_solver(solver)
+    lm = LevenbergMarquardt(restarts, max_rounds, steps)
+    return tol, s.name, lm.restarts, lm.max_rounds, lm.iterations

@@ -1,4 +1,4 @@
-"""Batched solvers for ``F(theta) = target`` over many independent problems at once.
+"""Batched numerical solvers for ``F(theta) = target`` over many independent problems at once.
 
 - :func:`solve_affine`: exact batched least squares when ``F`` is affine in ``theta``.
 - :func:`levenberg_marquardt`: batched damped Gauss-Newton for the general (polynomial / rational) case.
@@ -19,6 +19,9 @@ _LAMBDA_MIN, _LAMBDA_MAX = 1e-15, 1e10  # damping range (relative to diag(J^T J)
 # A problem whose cost fell by less than this fraction over a window of iterations sits at a non-zero minimum:
 # converging problems measured on the benchmark workloads fall by >= 10% per 25 iterations even when creeping.
 _STALL_WINDOW, _STALL_DECREASE = 25, 1e-6
+
+# how one LM problem left the working set (LMResult.status); the trial-level flags are neurosubset._schema.FIT_STATUS
+LM_CONVERGED, LM_SIBLING, LM_STALLED, LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE = range(6)
 
 
 def relative_residual(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,6 +73,10 @@ class LMResult:
     capped : torch.Tensor
         ``(problem,)`` bool: stopped only by the iteration cap, still descending (neither converged, nor
         stalled, nor out of descent directions, nor stopped because another restart of its trial converged).
+    status : torch.Tensor
+        ``(problem,)`` int8: why the problem stopped, one of ``LM_CONVERGED`` (residual below ``stop``),
+        ``LM_SIBLING`` (another restart of its trial converged), ``LM_STALLED``, ``LM_CAPPED``, ``LM_NO_DESCENT``
+        (damping at its ceiling), ``LM_NON_FINITE``.
     """
 
     theta: torch.Tensor
@@ -78,6 +85,7 @@ class LMResult:
     mu: torch.Tensor
     nu: torch.Tensor
     capped: torch.Tensor
+    status: torch.Tensor
 
 
 def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Tensor, theta0: torch.Tensor, *,
@@ -127,11 +135,12 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     # results, filled in as problems leave the working set
     theta, cost = theta0.clone(), torch.full((n,), torch.inf, dtype=theta0.dtype)
     iters, capped = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+    status = torch.full((n,), LM_CAPPED, dtype=torch.int8)
     mu_all = torch.full((n,), 1e-3, dtype=theta0.dtype) if mu0 is None else mu0.clone()
     nu_all = torch.full((n,), 2.0, dtype=theta0.dtype) if nu0 is None else nu0.clone()
     norm_all = torch.linalg.vector_norm(targets, dim=-1).clamp_min(tiny)
     if n == 0:
-        return LMResult(theta, cost, iters, mu_all, nu_all, capped)
+        return LMResult(theta, cost, iters, mu_all, nu_all, capped, status)
     done_trial = torch.zeros(int(owner.max()) + 1, dtype=torch.bool)  # a restart of the trial converged
     # the working set: compact tensors over the still-running problems, `pos` their indices into the results
     pos, work = torch.arange(n), fmap.subset(owner)
@@ -145,15 +154,24 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
         rel = c.sqrt() / norm_t
         done_trial[own[rel <= stop]] = True
         keep = (rel > stop) & (mu < _LAMBDA_MAX) & torch.isfinite(rel) & ~done_trial[own]
+        # the reason of each problem that stops now (later reasons never overwrite earlier ones below)
+        why = torch.full_like(own, LM_CAPPED, dtype=torch.int8)
+        why[mu >= _LAMBDA_MAX] = LM_NO_DESCENT
+        why[~torch.isfinite(rel)] = LM_NON_FINITE
+        why[(rel > stop) & done_trial[own]] = LM_SIBLING
+        why[rel <= stop] = LM_CONVERGED
         if it and it % _STALL_WINDOW == 0:
             # stalled at a non-zero minimum: less than a 1e-6 relative decrease of the cost over the window
-            keep &= c < (1 - _STALL_DECREASE) * checkpoint
+            stalled = keep & ~(c < (1 - _STALL_DECREASE) * checkpoint)
+            why[stalled] = LM_STALLED
+            keep &= ~stalled
             checkpoint = c.clone()
         if it == steps:
             capped[pos[keep]] = True
             keep[:] = False
         if not bool(keep.all()):
             gone, out = pos[~keep], ~keep
+            status[gone] = why[out]
             theta[gone], cost[gone], iters[gone], mu_all[gone], nu_all[gone] = th[out], c[out], it, mu[out], nu[out]
             if not bool(keep.any()):
                 break
@@ -176,7 +194,7 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
         shrink = torch.clamp(1 - (2 * rho - 1) ** 3, min=1 / 3).nan_to_num(1 / 3)
         mu = torch.where(accept, (mu * shrink).clamp_min(_LAMBDA_MIN), mu * nu)
         nu = torch.where(accept, torch.full_like(nu, 2.0), nu * 2)
-    return LMResult(theta, cost.sqrt() / norm_all, iters, mu_all, nu_all, capped)
+    return LMResult(theta, cost.sqrt() / norm_all, iters, mu_all, nu_all, capped, status)
 
 
 def _marquardt_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,180 @@
+"""The multi-start policy of the Levenberg-Marquardt solver: restart rounds, start scales, continued restarts.
+
+Every still-unmatched trial gets a new round until it matches or reaches ``max_rounds``; restart ``j`` of round
+``r`` starts from ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` (``sigma`` the per-synapse init std) and runs
+up to ``iterations * 2^min(r, 3)`` LM iterations. Restarts stopped by a round's cap while still descending
+continue into the trial's next round, beside its fresh starts.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .._schema import ITERATION_CAP, MATCHED, NO_DESCENT, NON_FINITE, STALLED
+from .lm import LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE, LM_STALLED, LMResult, levenberg_marquardt, relative_residual
+from .options import LevenbergMarquardt
+
+_MAX_DOUBLINGS = 3  # round r runs iterations * 2**min(r, 3) LM iterations
+# an unmatched trial's status is how its best restart stopped (converged/sibling cannot be unmatched at tol)
+_LM_TO_FIT = {LM_STALLED: STALLED, LM_CAPPED: ITERATION_CAP, LM_NO_DESCENT: NO_DESCENT, LM_NON_FINITE: NON_FINITE}
+
+
+@dataclass(frozen=True)
+class MultiStartResult:
+    """Best plastic values per trial over all restart rounds.
+
+    Attributes
+    ----------
+    theta : torch.Tensor
+        ``(trial, M)`` best plastic values.
+    residual : torch.Tensor
+        ``(trial,)`` relative residual recomputed from ``theta`` (not the solver's own value).
+    restarts : numpy.ndarray
+        ``(trial,)`` int64 fresh random starts used (continued restarts counted once).
+    history : list of float
+        Fraction of trials matched after each round (``max_rounds`` entries).
+    status : numpy.ndarray
+        ``(trial,)`` int8 :data:`neurosubset._schema.FIT_STATUS`.
+    """
+
+    theta: torch.Tensor
+    residual: torch.Tensor
+    restarts: np.ndarray
+    history: list[float]
+    status: np.ndarray
+
+
+def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
+    """Start scales (in init SDs) of the restarts of round ``rnd``, shape ``(restarts, 1)``.
+
+    Restart ``j`` starts at ``widen^(rnd * j / (restarts - 1))``: every round keeps one start at the init scale
+    and spreads the others log-evenly out to ``widen^rnd``.
+    """
+    if restarts == 1:
+        return np.full((1, 1), widen**rnd)
+    return widen ** (rnd * np.linspace(0.0, 1.0, restarts))[:, None]
+
+
+def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
+               tol: float, progress: bool = False) -> MultiStartResult:
+    """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
+
+    Parameters
+    ----------
+    fmap : PlasticMap
+        The problems, one per trial.
+    targets : torch.Tensor
+        ``(trial, E)`` teacher outputs.
+    sigma : numpy.ndarray
+        ``(M,)`` init std of each plastic synapse (the scale of the random starts).
+    solver : LevenbergMarquardt
+        Restarts per round, rounds, first-round iterations and start-scale growth.
+    seed : int
+        Restart ``j`` of trial ``i`` in round ``r`` draws from ``SeedSequence(seed, spawn_key=(i, 1, r))``.
+    tol : float
+        Match tolerance; LM problems stop at ``tol * 1e-3``.
+    progress : bool
+        A tqdm bar over rounds.
+
+    Returns
+    -------
+    MultiStartResult
+    """
+    restarts, max_rounds, widen = solver.restarts, solver.max_rounds, solver.widen
+    trials, size = targets.shape[0], fmap.size
+    dtype = targets.dtype
+    best_theta = targets.new_zeros((trials, size))
+    best = torch.full((trials,), torch.inf, dtype=dtype)
+    best_why = torch.full((trials,), LM_CAPPED, dtype=torch.int8)
+    n_rest = np.zeros(trials, dtype=np.int64)
+    history: list[float] = []
+    carry = _Carry.empty(size, dtype)  # restarts that hit their round's cap while still descending
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_rounds, desc="restart rounds", unit="round", leave=False)
+    for rnd in range(max_rounds):
+        todo = torch.nonzero(~(best < tol)).flatten()
+        if todo.numel() == 0:
+            history.extend([history[-1]] * (max_rounds - rnd))
+            break
+        scales = ladder(rnd, restarts, widen)
+        starts = np.concatenate([
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
+                (restarts, size)) * sigma * scales for i in todo])
+        fresh = starts.shape[0]
+        owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
+        theta0 = torch.cat([torch.as_tensor(starts, dtype=dtype), carry.theta])
+        mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=dtype), carry.mu])
+        nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=dtype), carry.nu])
+        # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
+        with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
+            res = levenberg_marquardt(fmap, owner, targets[owner], theta0,
+                                      steps=solver.iterations * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3,
+                                      mu0=mu0, nu0=nu0)
+        n_rest[todo.numpy()] += restarts
+        # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
+        # the continued ones)
+        resid = res.residual.nan_to_num(torch.inf)
+        low = torch.full((trials,), torch.inf, dtype=dtype).scatter_reduce(0, owner, resid, reduce="amin")
+        index = torch.arange(owner.numel())
+        at_low = resid == low[owner]
+        first = torch.full((trials,), owner.numel()).scatter_reduce(0, owner[at_low], index[at_low], reduce="amin")
+        better = low[todo] < best[todo]
+        rows = todo[better]
+        best[rows] = low[rows]
+        best_theta[rows] = res.theta[first[rows]]
+        best_why[rows] = res.status[first[rows]]
+        history.append(float((best < tol).double().mean()))
+        carry = _Carry.keep(res, owner, best >= tol, restarts)  # only trials still open go on
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(matched=f"{history[-1]:.3f}")
+    if bar is not None:
+        bar.close()
+    # the reported residual is recomputed from the assembled weights, not taken from the solver
+    resid = relative_residual(fmap(best_theta), targets)
+    status = trial_status(resid, tol, unmatched=np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why],
+                                                         dtype=np.int8))
+    return MultiStartResult(best_theta, resid, n_rest, history, status)
+
+
+def trial_status(residual: torch.Tensor, tol: float, *, unmatched: np.ndarray | int) -> np.ndarray:
+    """``(trial,)`` int8 FIT_STATUS: matched below ``tol``, non_finite for inf/NaN, else ``unmatched``."""
+    res = residual.numpy()
+    out = np.broadcast_to(np.asarray(unmatched, dtype=np.int8), res.shape).copy()
+    out[~np.isfinite(res)] = NON_FINITE
+    out[res < tol] = MATCHED
+    return out
+
+
+@dataclass(frozen=True)
+class _Carry:
+    """LM problems continued from one restart round into the next: state ``(problem, ...)`` and owning trial."""
+
+    owner: torch.Tensor
+    theta: torch.Tensor
+    mu: torch.Tensor
+    nu: torch.Tensor
+
+    @classmethod
+    def empty(cls, size: int, dtype: torch.dtype) -> _Carry:
+        return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, size), dtype=dtype),
+                   torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=dtype))
+
+    @classmethod
+    def keep(cls, res: LMResult, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
+        """The capped problems of still-unmatched trials, at most ``most`` per trial (the lowest residuals)."""
+        cand = torch.nonzero(res.capped & open_trial[owner]).flatten()
+        if cand.numel():
+            # order by trial, then residual (stable), and keep the first `most` of each trial
+            cand = cand[torch.argsort(res.residual[cand], stable=True)]
+            cand = cand[torch.argsort(owner[cand], stable=True)]
+            own = owner[cand]
+            start = torch.searchsorted(own, own, side="left")
+            cand = cand[torch.arange(own.numel()) - start < most]
+        return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
