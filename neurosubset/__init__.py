@@ -14,8 +14,16 @@ from .benchmark import match_probability as match_probability
 from .benchmark import student_weights as student_weights
 from .benchmark import teacher_weights as teacher_weights
 from .benchmark import wilson_interval as wilson_interval
+from .solvers import Auto as Auto
+from .solvers import LeastSquares as LeastSquares
+from .solvers import LevenbergMarquardt as LevenbergMarquardt
 from ._checks import AllocationError as AllocationError
 from ._checks import CircuitSpecError as CircuitSpecError
+from ._checks import MissingExtraError as MissingExtraError
+from ._checks import NeurosubsetError as NeurosubsetError
+from ._checks import ParameterError as ParameterError
+from ._schema import FIT_STATUS as FIT_STATUS
+from ._schema import POINT_STATUS as POINT_STATUS
 from .circuit import Circuit as Circuit
 from .circuit import Projection as Projection
 from .circuit import Region as Region
@@ -34,7 +42,7 @@ from .sweep import FractionGrid as FractionGrid
 from .sweep import SweepStoreError as SweepStoreError
 from .sweep import simplex_grid as simplex_grid
 from .sweep import sweep as sweep
-from .benchmark import version as _version
+from ._schema import version as _version
 
 __version__ = _version()
 
@@ -45,11 +53,15 @@ __all__ = [
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark
     "match_probability", "fit", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
-    "DEFAULT_TOL",
+    "DEFAULT_TOL", "FIT_STATUS",
+    # solvers
+    "Auto", "LeastSquares", "LevenbergMarquardt",
+    # errors (all subclass NeurosubsetError, a ValueError)
+    "NeurosubsetError", "ParameterError", "MissingExtraError",
     # theory
     "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
     # spiking check (optional extra neurosubset[spiking]; brian2 is imported only when a check runs)
     "spiking_check", "spiking_compare",
     # sweeps
-    "sweep", "simplex_grid", "FractionGrid", "SweepStoreError",
+    "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
 ]

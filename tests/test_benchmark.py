@@ -85,10 +85,11 @@ def test_same_seed_same_dataset_and_trials_do_not_depend_on_their_number(within,
     # steps=5 caps nearly every restart in the first rounds, so they continue across rounds (fit's carry-over)
     rnn = ns.linear_rnn(6, 2, 2, steps=3, gain=0.9)
     alloc = ns.allocate(rnn, budget, strategy="spread-rows", within=within, seed=0)
-    a = ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, steps=steps)
-    xr.testing.assert_identical(a, ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, steps=steps))
-    more = ns.match_probability(rnn, alloc, m=4, trials=24, seed=3, steps=steps)
-    for var in ("matched", "residual", "restarts"):
+    solver = ns.Auto(iterations=steps)
+    a = ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, solver=solver)
+    xr.testing.assert_identical(a, ns.match_probability(rnn, alloc, m=4, trials=12, seed=3, solver=solver))
+    more = ns.match_probability(rnn, alloc, m=4, trials=24, seed=3, solver=solver)
+    for var in ("matched", "residual", "restarts", "fit_status"):
         np.testing.assert_array_equal(more[var].values[:12], a[var].values)
 
 
@@ -135,12 +136,45 @@ def test_return_weights_stores_reusable_weights():
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     layer = ns.feedforward([4, 2])
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ns.NeurosubsetError) as err:
         ns.match_probability(layer, ns.allocate(layer, 2), **kwargs)
     assert message in str(err.value)
 
 
 def test_an_allocation_of_another_circuit_is_refused():
     a, b = ns.feedforward([4, 2]), ns.linear_rnn(4, 2, 1, steps=2)
-    with pytest.raises(ValueError, match="does not belong to circuit"):
+    with pytest.raises(ns.NeurosubsetError, match="does not belong to circuit"):
         ns.match_probability(a, ns.allocate(b, 2), m=2)
+
+
+def test_old_solver_keywords_warn_and_give_the_same_dataset():
+    # the keywords of the previous API map onto the solver object's fields: steps -> iterations
+    rnn = ns.linear_rnn(6, 2, 2, steps=3, gain=0.9)
+    alloc = ns.allocate(rnn, 12, strategy="spread-rows", within=["W"], seed=0)
+    new = ns.match_probability(rnn, alloc, m=4, trials=8, seed=1,
+                               solver=ns.LevenbergMarquardt(restarts=2, max_rounds=2, iterations=50))
+    with pytest.warns(FutureWarning, match="steps"):
+        old = ns.match_probability(rnn, alloc, m=4, trials=8, seed=1, solver="lm", restarts=2, max_rounds=2,
+                                   steps=50)
+    xr.testing.assert_identical(old, new)
+    assert (new.attrs["restarts_per_round"], new.attrs["max_rounds"], new.attrs["lm_steps"]) == (2, 2, 50)
+
+
+def test_fit_status_says_how_each_trial_ended():
+    flags = dict(zip(ns.FIT_STATUS.meanings, range(len(ns.FIT_STATUS.meanings))))
+    # affine: least squares is exact, so an unmatched trial has provably no solution (a row with 3 < m = 4)
+    layer = ns.feedforward([10, 5])
+    short = ns.match_probability(layer, _rows(layer, "W1", [4, 4, 3, 5, 6]), m=4, trials=10, seed=1)
+    full = ns.match_probability(layer, _rows(layer, "W1", [4, 4, 4, 5, 6]), m=4, trials=10, seed=1)
+    assert (short.fit_status.values == flags["no_solution"]).all()
+    assert (full.fit_status.values == flags["matched"]).all()
+    assert short.fit_status.dtype == np.int8 and short.fit_status.attrs["flag_values"].dtype == np.int8
+    # one LM iteration in one round: no trial can converge or be checked for a stall, so all are capped
+    rnn = ns.linear_rnn(6, 2, 2, steps=3, gain=0.9)
+    alloc = ns.allocate(rnn, 12, strategy="spread-rows", within=["W"], seed=0)
+    res = ns.fit(rnn, alloc, m=4, trials=6, seed=0, solver=ns.LevenbergMarquardt(max_rounds=1, iterations=1))
+    assert not res.matched.any()
+    assert (res.status == flags["iteration_cap"]).all(), res.status
+    # enough effort: matched trials are flagged matched, and only those
+    res = ns.fit(rnn, alloc, m=4, trials=6, seed=0)
+    np.testing.assert_array_equal(res.status == flags["matched"], res.matched)

@@ -8,7 +8,7 @@ import torch
 import neurosubset as ns
 from neurosubset.benchmark import draw_trials
 from neurosubset.dynamics import PlasticMap, forward
-from neurosubset.solvers import levenberg_marquardt, relative_residual, solve_affine
+from neurosubset.solvers import as_solver, levenberg_marquardt, relative_residual, solve_affine, solver_from_attrs
 from neurosubset.solvers.lm import _marquardt_step
 
 # the LM stop criterion is 1e-11 relative; matched problems must end below it
@@ -103,3 +103,30 @@ def test_a_capped_problem_continued_follows_its_uninterrupted_trajectory():
     assert torch.equal(rest.theta, whole.theta[capped])
     assert torch.equal(rest.residual, whole.residual[capped])
     np.testing.assert_array_equal((50 + rest.iterations).numpy(), whole.iterations[capped].numpy())
+
+
+@pytest.mark.parametrize("solver", [ns.Auto(), ns.LeastSquares(), ns.LevenbergMarquardt(restarts=2, widen=3.0),
+                                    ns.Auto(max_rounds=3, iterations=50)])
+def test_solver_objects_round_trip_through_plain_attrs(solver):
+    attrs = solver.to_attrs()
+    assert all(isinstance(v, (str, int, float)) for v in attrs.values()), attrs
+    assert solver_from_attrs(attrs) == solver
+
+
+@pytest.mark.parametrize("kwargs, field", [({"restarts": 0}, "restarts"), ({"max_rounds": 1.5}, "max_rounds"),
+                                           ({"iterations": -3}, "iterations"), ({"widen": 0.5}, "widen")])
+def test_solver_objects_validate_their_fields(kwargs, field):
+    with pytest.raises(ns.NeurosubsetError, match=f"'{field}' parameter"):
+        ns.LevenbergMarquardt(**kwargs)
+
+
+def test_as_solver_takes_strings_and_refuses_unknown_ones():
+    assert as_solver("auto") == ns.Auto() and as_solver("lstsq") == ns.LeastSquares()
+    assert as_solver("lm") == ns.LevenbergMarquardt()
+    assert as_solver(ns.LevenbergMarquardt(restarts=3)) == ns.LevenbergMarquardt(restarts=3)
+    with pytest.raises(ns.NeurosubsetError, match=r"must be one of \['auto', 'lstsq', 'lm'\]"):
+        as_solver("adam")
+    with pytest.raises(ns.NeurosubsetError, match="not both"):
+        as_solver("lm", steps=3, iterations=4)
+    with pytest.warns(FutureWarning, match="pass solver=LevenbergMarquardt"):
+        assert as_solver("lm", restarts=2) == ns.LevenbergMarquardt(restarts=2)
