@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 import neurosubset as ns
+from neurosubset._schema import VARIABLES, meta
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_NC_BYTES = 2_000_000  # keep every dataset in data/ small enough to commit
@@ -45,18 +46,19 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
 
 
 def lm_settings(quick: bool, **quick_overrides: Any) -> dict[str, Any]:
-    """LM keyword arguments for :func:`neurosubset.match_probability`: none at default size (the library's
-    defaults, i.e. the shipped solver), ``quick_overrides`` only with ``--quick``."""
-    return dict(quick_overrides) if quick else {}
+    """Solver keyword arguments for :func:`neurosubset.match_probability`: none at default size (the library's
+    default solver), with ``--quick`` a ``solver=Auto(...)`` with ``quick_overrides`` (``restarts``,
+    ``max_rounds``, ``iterations``; ``steps`` is read as ``iterations``)."""
+    if not quick:
+        return {}
+    fields = {("iterations" if k == "steps" else k): v for k, v in quick_overrides.items()}
+    return {"solver": ns.Auto(**fields)}
 
 
 def lm_attrs(lm: Mapping[str, Any]) -> dict[str, Any]:
-    """The LM settings actually used (library defaults filled in), as dataset attrs."""
-    import inspect
-
-    params = inspect.signature(ns.match_probability).parameters
-    used = {k: lm.get(k, params[k].default) for k in ("restarts", "max_rounds", "steps")}
-    return {"lm_restarts": used["restarts"], "lm_max_rounds": used["max_rounds"], "lm_steps": used["steps"],
+    """The LM settings actually used (the solver object's fields, library defaults when none), as dataset attrs."""
+    solver = lm.get("solver", ns.Auto())
+    return {"lm_restarts": solver.restarts, "lm_max_rounds": solver.max_rounds, "lm_steps": solver.iterations,
             "lm_settings": "library defaults" if not lm else "quick overrides"}
 
 
@@ -87,21 +89,13 @@ def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int,
     return rec
 
 
+# analysis-only record fields; the result variables the library also writes (mp, mp_low, mp_high, mp_first_round,
+# last_round_gain, budget, plastic_rank, full_rank, verdict, solver) take their attrs from neurosubset._schema
 _VAR_META = {
-    "mp": ("match probability MP(A, m)", "1"),
-    "mp_low": ("MP, 95% Wilson lower bound", "1"),
-    "mp_high": ("MP, 95% Wilson upper bound", "1"),
     "n_matched": ("trials in which the fitted student matched the teacher", "1"),
     "trials": ("teacher/student/probe draws", "1"),
-    "mp_first_round": ("MP after the first solver restart round (convergence diagnostic)", "1"),
     "mp_by_round": ("MP after each solver restart round, JSON list (levels off or still rising)", ""),
-    "last_round_gain": ("MP gained in the last solver round (> 0: the estimate is a lower bound)", "1"),
     "median_log10_residual": ("median over trials of log10 relative residual", "1"),
-    "solver": ("solver used: lstsq (exact, affine) or lm (Levenberg-Marquardt)", ""),
-    "budget": ("plastic synapses M", "synapses"),
-    "plastic_rank": ("generic rank of d(outputs)/d(plastic weights)", "1"),
-    "full_rank": ("generic rank of d(outputs)/d(all weights)", "1"),
-    "verdict": ("certificate verdict (zero / one / positive / unproven)", ""),
     "mp_closed_form": ("closed-form MP (single linear layer: 1 iff every row has >= min(m, d_in))", "1"),
 }
 
@@ -114,6 +108,8 @@ def records_to_dataset(records: Iterable[Mapping[str, Any]], index: Sequence[str
     for name, var in ds.variables.items():
         if name in _VAR_META:
             var.attrs["long_name"], var.attrs["units"] = _VAR_META[name]
+        elif name in VARIABLES and name != "mp_by_round":  # the analyses store mp_by_round as JSON text
+            var.attrs.update(meta(str(name)))
         if var.dtype == object:  # netCDF wants fixed string types; missing entries become ""
             ds[name] = var.fillna("").astype(str)
             ds[name].attrs.update(var.attrs)
