@@ -1,24 +1,27 @@
 """Command line: ``neurosubset SUBCOMMAND ...``. Thin: parse, call one public function, write one file.
 
-Every error a user can cause ends as one line on stderr and exit status 2 (never a bare traceback).
+Every error a user can cause (the toolkit's own error classes, :class:`neurosubset.NeurosubsetError`, and
+operating-system errors such as a missing file or a read-only folder) ends as one line on stderr and exit status 2.
+Anything else is a bug in the toolkit: it ends with its traceback.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from ._checks import AllocationError, CircuitSpecError
+from ._checks import NeurosubsetError
 from .allocation import STRATEGIES, allocate
+from .benchmark import DEFAULT_TOL
 from .circuit import Circuit, feedforward, linear_rnn
+from .solvers import SOLVERS, LeastSquares, LevenbergMarquardt, Solver
 
 EXIT_USER_ERROR = 2
 
 
-class CLIError(ValueError):
+class CLIError(NeurosubsetError):
     """A bad command-line argument."""
 
 
@@ -74,8 +77,8 @@ def _cmd_mp(args: argparse.Namespace) -> None:
 
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
-    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed,
-                           return_weights=args.save_weights, progress=not args.quiet, **_solver_effort(args))
+    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
+                           tol=args.tol, return_weights=args.save_weights, progress=not args.quiet)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
@@ -109,7 +112,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
                trials=args.trials, seed=args.seed, store=args.out, workers=args.workers or 1,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
-               tol=args.tol, solver=args.solver, progress=not args.quiet, **_solver_effort(args))
+               tol=args.tol, solver=_solver(args), progress=not args.quiet)
     status = ds["status"].values
     print(f"wrote {args.out}: {int((status == 2).sum())} points done, {int((status >= 3).sum())} infeasible "
           f"(NaN), dims {dict(ds['mp'].sizes)}")
@@ -185,15 +188,37 @@ def _add_allocation(parser: argparse.ArgumentParser, circuit_help: str) -> None:
     parser.add_argument("--within", help="comma-separated weight names eligible for plasticity")
 
 
-def _add_solver_effort(parser: argparse.ArgumentParser) -> None:
-    """Options trading Levenberg-Marquardt effort for time; unset ones keep the library's defaults."""
-    parser.add_argument("--restarts", type=int, help="LM random starts per round (default 4)")
-    parser.add_argument("--max-rounds", type=int, help="LM restart rounds at most (default 8)")
-    parser.add_argument("--steps", type=int, help="LM iterations in the first round, doubling per round (default 400)")
+def _add_solver(parser: argparse.ArgumentParser) -> None:
+    """The solver options shared by ``mp`` and ``sweep``; unset effort options keep the library's defaults."""
+    parser.add_argument("--solver", default="auto", choices=tuple(SOLVERS),
+                        help="auto: exact least squares where outputs are affine in the plastic weights, else "
+                             "Levenberg-Marquardt (default auto)")
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
+                        help=f"match tolerance on the relative residual (default {DEFAULT_TOL:g})")
+    lm = LevenbergMarquardt()
+    parser.add_argument("--restarts", type=int, help=f"LM random starts per round (default {lm.restarts})")
+    parser.add_argument("--max-rounds", type=int, help=f"LM restart rounds at most (default {lm.max_rounds})")
+    parser.add_argument("--iterations", type=int,
+                        help=f"LM iterations in the first round, doubling per round (default {lm.iterations})")
+    parser.add_argument("--widen", type=float, help=f"growth of the LM start scale per round (default {lm.widen:g})")
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # deprecated alias of --iterations
 
 
-def _solver_effort(args: argparse.Namespace) -> dict[str, int]:
-    return {key: getattr(args, key) for key in ("restarts", "max_rounds", "steps") if getattr(args, key) is not None}
+def _solver(args: argparse.Namespace) -> Solver:
+    """The solver object that ``--solver`` and the effort options describe."""
+    effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen")
+              if getattr(args, key) is not None}
+    if args.steps is not None:
+        if "iterations" in effort:
+            raise CLIError("Give --iterations, not both --iterations and its deprecated alias --steps.")
+        print(f"neurosubset {args.command}: warning: --steps is deprecated (it means a circuit's time steps "
+              f"elsewhere); use --iterations", file=sys.stderr)
+        effort["iterations"] = args.steps
+    if args.solver == "lstsq":
+        if effort:
+            raise CLIError(f"--solver lstsq is exact and takes no LM options; got {sorted(effort)}.")
+        return LeastSquares()
+    return SOLVERS[args.solver](**effort)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--m", type=int, required=True, help="number of probes")
     mp.add_argument("--trials", type=int, default=200)
     mp.add_argument("--seed", type=int, default=0)
-    _add_solver_effort(mp)
+    _add_solver(mp)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
     mp.add_argument("--out", help="output .nc (netCDF) or .zarr")
@@ -227,9 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")
     sw.add_argument("--workers", type=int, help="local worker processes (default 1)")
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
-    sw.add_argument("--tol", type=float, default=1e-8, help="match tolerance on the relative residual")
-    sw.add_argument("--solver", default="auto", choices=("auto", "lstsq", "lm"))
-    _add_solver_effort(sw)
+    _add_solver(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
 
@@ -264,20 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CLIError, CircuitSpecError, AllocationError, ValueError, FileExistsError, FileNotFoundError,
-            KeyError, ImportError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except (NeurosubsetError, OSError) as exc:  # the user's to fix; anything else is a bug: its traceback shows
+        message = exc if not isinstance(exc, OSError) or not exc.filename else f"{exc.strerror}: {exc.filename!r}"
         print(f"neurosubset {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"neurosubset {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug, not a user error: still one line, the traceback on request
-        if os.environ.get("NEUROSUBSET_DEBUG"):
-            raise
-        print(f"neurosubset {args.command}: internal error: {type(exc).__name__}: {exc} "
-              f"(set NEUROSUBSET_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -63,3 +63,34 @@ def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
     proc = _run("mp", str(bad), "--budget", "1", "--m", "1")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "Malformed TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_solver_options_build_the_solver_object(tmp_path):
+    out = tmp_path / "mp.nc"
+    assert main(["mp", "lrnn:5,2,1,3", "--budget", "6", "--within", "W", "--m", "2", "--trials", "3", "--quiet",
+                 "--solver", "lm", "--restarts", "2", "--max-rounds", "2", "--iterations", "50",
+                 "--out", str(out)]) == 0
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert (ds.attrs["solver"], ds.attrs["restarts_per_round"], ds.attrs["max_rounds"],
+                ds.attrs["lm_steps"]) == ("lm", 2, 2, 50)
+
+
+def test_an_os_error_is_one_line_and_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["mp", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet",
+                 "--out", str(blocker / "mp.nc")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(blocker) in lines[0], lines
+
+
+def test_a_bug_is_not_disguised_as_a_user_error(monkeypatch):
+    # only the toolkit's own error classes and OSError are user errors; anything else keeps its traceback
+    import neurosubset.benchmark
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(neurosubset.benchmark, "match_probability", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["mp", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet"])
