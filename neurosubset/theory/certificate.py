@@ -1,0 +1,144 @@
+"""The exact expressivity certificate: is ``MP(A, m)`` exactly 0, exactly 1, or positive? (no fitting)
+
+``full_rank`` = generic rank of ``dF/dtheta`` = ``dim V`` (the teacher outputs' set), ``plastic_rank`` = generic
+rank of ``dF/dtheta_A`` = ``dim S`` (the student's reachable set); for linear circuits a rank deficit proves
+MP = 0 and full rank with outputs affine in ``theta_A`` proves MP = 1 (see :mod:`neurosubset.theory`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..allocation import Allocation
+from ..circuit import Circuit
+from ..dynamics import is_affine
+from ._ranks import METHODS as METHODS
+from ._ranks import RANK_RTOL as RANK_RTOL
+from ._ranks import TheoryError as TheoryError
+from ._ranks import _check_alloc, _check_common, _columns, _ranks
+
+VERDICTS = ("zero", "one", "positive", "unproven")
+
+__all__ = ["Certificate", "certify", "TheoryError", "VERDICTS", "METHODS", "RANK_RTOL"]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The exact expressivity certificate of an allocation (see :func:`certify`).
+
+    Attributes
+    ----------
+    plastic_rank : int
+        Generic rank of ``dF/dtheta_A`` (plastic weights only), ``dim S``.
+    full_rank : int
+        Generic rank of ``dF/dtheta`` (all structurally present weights), ``dim V``.
+    affine : bool
+        Whether the outputs are affine in the plastic weights (:func:`neurosubset.dynamics.is_affine`).
+    verdict : {"zero", "one", "positive", "unproven"}
+        ``"zero"``: MP = 0 exactly; ``"one"``: MP = 1 exactly; ``"positive"``: MP > 0, value needs fitting;
+        ``"unproven"``: ReLU circuits, where the rank argument does not hold (ranks given for information).
+    m : int
+        Number of probes.
+    n_plastic, n_synapses, n_equations : int
+        ``M`` (plastic synapses), structurally present synapses, and ``E = m * n_out``.
+    points : int
+        Independent random points the ranks were maximised over.
+    rtol : float
+        Relative singular-value tolerance used for the ranks.
+    method : {"autograd", "adjoint", "sketch"}
+        How the Jacobian was computed.
+    estimate : bool
+        ``True`` for ``method="sketch"``: the ranks are randomised estimates (see :func:`certify`), not exact
+        numerical ranks of the Jacobian, and the verdict inherits that.
+    plastic_gap, full_gap : float
+        Smallest, over the points attaining the rank, ratio of the last counted singular value to the first
+        discarded one (``inf`` when none was discarded): how clear-cut the rank decision was.
+    """
+
+    plastic_rank: int
+    full_rank: int
+    affine: bool
+    verdict: str
+    m: int
+    n_plastic: int
+    n_synapses: int
+    n_equations: int
+    points: int
+    rtol: float
+    method: str
+    plastic_gap: float
+    full_gap: float
+    estimate: bool = False
+
+    def to_attrs(self, prefix: str = "certificate_") -> dict[str, int | float | str]:
+        """netCDF-safe attributes (``bool`` becomes ``int``), keys prefixed with ``prefix``."""
+        out: dict[str, int | float | str] = {}
+        for key, value in asdict(self).items():
+            out[prefix + key] = int(value) if isinstance(value, bool) else value
+        return out
+
+
+
+def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, points: int = 2,
+            rtol: float = RANK_RTOL, method: str = "autograd") -> Certificate:
+    """Decide, without fitting, whether ``MP(alloc, m)`` is exactly 0, exactly 1, or positive.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    alloc : Allocation
+        The plastic synapses (``M`` of them).
+    m : int
+        Number of probes.
+    seed : int
+        Point ``k`` (weights and probes) is drawn with ``SeedSequence(seed, spawn_key=(0xCE27, k))``.
+    points : int
+        Independent random points (>= 2); each rank is the maximum over them.
+    rtol : float
+        Relative singular-value tolerance: ranks count singular values above ``rtol * s_max``.
+    method : {"autograd", "adjoint", "sketch"}
+        Jacobian by torch autograd (default, any circuit) or by the exact adjoint closed form (linear circuits;
+        equal to autograd to rounding). Never finite differences. ``"sketch"``: for circuits whose ``(E, N)``
+        Jacobian does not fit in memory, a matrix-free randomised estimate: ranks of ``J Omega`` for Gaussian
+        ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks (equal to the rank with probability 1; in floating
+        point an estimate, flagged by ``Certificate.estimate``).
+
+    Returns
+    -------
+    Certificate
+        ``plastic_rank``, ``full_rank``, ``affine``, ``verdict`` and diagnostics.
+
+    Notes
+    -----
+    The full and the plastic Jacobian at a point share one computation: the plastic one is a column subset of the
+    ``(E, N)`` full one. Cost: one Jacobian and two SVDs per point.
+
+    ReLU circuits get the verdict ``"unproven"``. The rank argument needs ``V`` (the teacher outputs' set) to be
+    an irreducible variety on which the teacher's output has a density. For ReLU nets hidden units that are dead
+    on all probes happen with positive probability and lower the dimension of the teacher's output set on that
+    event, so a rank-deficient allocation can still have MP > 0, and an affine, full-rank one (only the output
+    layer plastic) can have MP far below 1 (about 0.49 for a 3-3-1 ReLU net with m = 3). The ranks are reported
+    for information only.
+
+    Examples
+    --------
+    >>> net = feedforward([3, 2])                                              # doctest: +SKIP
+    >>> certify(net, allocate(net, 6, within=["W1"]), m=3).verdict             # doctest: +SKIP
+    'one'
+    """
+    _check_alloc(circuit, alloc)
+    m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
+    cols = _columns(circuit, dict(alloc.masks))
+    (full_rank, full_gap), (plastic_rank, plastic_gap) = _ranks(circuit, m, seed, points, cols, rtol, method)
+    affine = is_affine(circuit, alloc, seed=seed)
+    if circuit.nonlinearity != "linear":
+        verdict = "unproven"
+    elif plastic_rank < full_rank:
+        verdict = "zero"
+    elif affine:
+        verdict = "one"
+    else:
+        verdict = "positive"
+    return Certificate(plastic_rank=plastic_rank, full_rank=full_rank, affine=bool(affine), verdict=verdict, m=m,
+                       n_plastic=alloc.size, n_synapses=circuit.n_synapses, n_equations=m * circuit.n_out,
+                       points=points, rtol=rtol, method=method, plastic_gap=plastic_gap, full_gap=full_gap,
+                       estimate=method == "sketch")
