@@ -119,6 +119,14 @@ def mask_meta(weight: str, **extra: Any) -> dict[str, Any]:
     return {"long_name": f"plastic synapses of {weight}", "weight": weight, "units": "1", **extra}
 
 
+_WEIGHT_ROLES = {"teacher": "teacher {}", "student_init": "student {} before fitting", "student": "fitted student {}"}
+
+
+def weight_meta(role: str, weight: str) -> dict[str, Any]:
+    """Attrs of a stored weight: ``role`` is "teacher", "student_init" (before fitting) or "student" (fitted)."""
+    return {"long_name": _WEIGHT_ROLES[role].format(weight), "weight": weight}
+
+
 def fraction_meta(key: str) -> dict[str, Any]:
     """Attrs of a fraction coordinate: the share of the budget given to ``key``."""
     return {"long_name": f"fraction of the budget given to {key}", "units": "1"}

@@ -301,10 +301,9 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
         for name in circuit.weight_names:
             stem = var_name(name)
             dims = ("trial", f"{stem}_post", f"{stem}_pre")
-            data[f"teacher_{stem}"] = (dims, res.trials.teacher[name], {"long_name": f"teacher {name}", "weight": name})
-            data[f"student_init_{stem}"] = (dims, res.trials.student_init[name],
-                                            {"long_name": f"student {name} before fitting", "weight": name})
-            data[f"student_{stem}"] = (dims, res.student[name], {"long_name": f"fitted student {name}", "weight": name})
+            for role, values in (("teacher", res.trials.teacher), ("student_init", res.trials.student_init),
+                                 ("student", res.student)):
+                data[f"{role}_{stem}"] = (dims, values[name], _schema.weight_meta(role, name))
         probe_dims = ("trial", "probe", "step", "input") if res.trials.probes.ndim == 4 else ("trial", "probe", "input")
         data["probes"] = (probe_dims, res.trials.probes, meta("probes"))
         data["theta"] = (("trial", "synapse"), res.theta, meta("theta"))

@@ -11,8 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from ._checks import NeurosubsetError
+from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
 from .circuit import Circuit, feedforward, linear_rnn
@@ -114,7 +117,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
                tol=args.tol, solver=_solver(args), progress=not args.quiet)
     status = ds["status"].values
-    print(f"wrote {args.out}: {int((status == 2).sum())} points done, {int((status >= 3).sum())} infeasible "
+    infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
+    print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
           f"(NaN), dims {dict(ds['mp'].sizes)}")
 
 
