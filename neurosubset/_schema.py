@@ -70,9 +70,13 @@ OFF_GRID, PENDING, DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE = range(len(POINT_S
 # - stalled: the best restart sat at a non-zero minimum (cost fell by < 1e-6 over 25 iterations);
 # - iteration_cap: the best restart was still descending when its last round's iteration cap stopped it;
 # - no_descent: the damping reached its ceiling (no descent direction left);
-# - non_finite: outputs or residual overflowed to inf/NaN.
-FIT_STATUS = Flags(("matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite"))
-MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE = range(len(FIT_STATUS.meanings))
+# - non_finite: outputs or residual overflowed to inf/NaN;
+# - unstable: the best fit reproduces the teacher but the student's steady state is unstable (a constraint);
+# - infeasible: an exact decider under constraints (e.g. sign bounds) proved that no admissible values match.
+FIT_STATUS = Flags(("matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite", "unstable",
+                    "infeasible"))
+(MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE, UNSTABLE,
+ INFEASIBLE) = range(len(FIT_STATUS.meanings))
 
 _PROB = {"units": "1"}
 
