@@ -110,6 +110,27 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "m": {"long_name": "number of probes", "units": "1"},
     "trial": {"long_name": "teacher/student/probe draw"},
     "round": {"long_name": "restart round"},
+    # spiking check (neurosubset.spiking: spiking_check, spiking_compare, spikecheck). Templates: "{who}" is "" in
+    # spiking_check and "teacher " / "student " in spiking_compare, whose variables take the suffix _teacher /
+    # _student; "agree" takes the agreement rule's z and percent. "z_compare" is spiking_compare's variable "z".
+    "rate_model": {"long_name": "{who}rate-model prediction baseline_rate + rate_unit * y", "units": "Hz"},
+    "rate_spiking": {"long_name": "{who}spiking rate, mean over repeats", "units": "Hz"},
+    "rate_spiking_se": {"long_name": "{who}standard error of the spiking rate (std over repeats / sqrt(repeats))",
+                        "units": "Hz"},
+    "clipped_fraction": {"long_name": "{who}fraction of time steps with negative (clipped) intensity", "units": "1"},
+    "agree": {"long_name": "|difference| <= {z:g} standard errors or <= {percent:g}% relative", "units": "1"},
+    "z": {"long_name": "(rate_spiking - rate_model) / rate_spiking_se", "units": "1"},
+    "z_compare": {"long_name": "(rate_spiking_student - rate_spiking_teacher) / sqrt(se_s^2 + se_t^2)", "units": "1"},
+    "z_model_teacher": {"long_name": "(teacher spiking - teacher rate model) / se", "units": "1"},
+    "fraction_agree": {"long_name": "fraction of (probe, neuron) pairs where student and teacher agree",
+                       "units": "1"},
+    "median_abs_z": {"long_name": "median |z| over (probe, neuron)", "units": "1"},
+    "fraction_abs_z_above_3": {"long_name": "fraction of (probe, neuron) with |z| > 3", "units": "1"},
+    "rate_model_difference": {"long_name": "student - teacher rate-model prediction", "units": "Hz"},
+    "mu": {"long_name": "intensity offset of every simulated (non-input) neuron", "units": "Hz"},
+    "mu_teacher": {"long_name": "teacher intensity offsets (all simulated neurons)", "units": "Hz"},
+    "mu_student": {"long_name": "student intensity offsets", "units": "Hz"},
+    "input_rate": {"long_name": "input Poisson rates", "units": "Hz"},
 }
 
 
