@@ -38,10 +38,10 @@ from .theory import certify as certify
 from .theory import heuristic as heuristic
 from .theory import minimal_budget as minimal_budget
 from .theory import optimal_allocation as optimal_allocation
-from .sweep import FractionGrid as FractionGrid
-from .sweep import SweepStoreError as SweepStoreError
-from .sweep import simplex_grid as simplex_grid
-from .sweep import sweep as sweep
+from .sweeps import FractionGrid as FractionGrid
+from .sweeps import SweepStoreError as SweepStoreError
+from .sweeps import simplex_grid as simplex_grid
+from .sweeps import sweep as sweep
 from ._schema import version as _version
 
 __version__ = _version()

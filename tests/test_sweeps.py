@@ -23,7 +23,8 @@ import xarray as xr
 import neurosubset as ns
 from neurosubset import cli
 from neurosubset.circuit import Circuit, Projection, Region
-from neurosubset.sweep import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, OFF_GRID, export, open_sweep
+from neurosubset._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, OFF_GRID
+from neurosubset.sweeps import export, open_sweep
 
 D_IN = 7  # inputs of the two-input circuit (4 + 3)
 
@@ -42,11 +43,12 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, neurosubset as ns
     ff = ns.feedforward([6, 4, 3])
     ns.sweep(ff, budget=[10], fractions=ns.simplex_grid(["W1", "W2"], step=0.25),
-             strategy=["spread-rows", "concentrated-rows"], m=[2, 3], trials=40, seed=1, max_rounds=3, steps=150,
-             store=sys.argv[1])
+             strategy=["spread-rows", "concentrated-rows"], m=[2, 3], trials=40, seed=1,
+             solver=ns.Auto(max_rounds=3, iterations=150), store=sys.argv[1])
 """)
 KILL_KW = dict(budget=[10], fractions=ns.simplex_grid(["W1", "W2"], step=0.25),
-               strategy=["spread-rows", "concentrated-rows"], m=[2, 3], trials=40, seed=1, max_rounds=3, steps=150)
+               strategy=["spread-rows", "concentrated-rows"], m=[2, 3], trials=40, seed=1,
+               solver=ns.Auto(max_rounds=3, iterations=150))
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,66 @@ def test_budget_above_all_eligible_is_recorded_not_raised():
     with pytest.warns(UserWarning, match="1 sweep point"):
         ds = ns.sweep(two_inputs(), budget=[22], m=[2], trials=2)  # 21 synapses exist
     assert int(ds["status"].item()) == INFEASIBLE_BUDGET and np.isnan(ds["mp"].item())
+
+
+def test_all_infeasible_store_has_the_full_layout(tmp_path):
+    # no point can be computed: the store still holds every point variable (NaN), like a sweep with computed points
+    with pytest.warns(UserWarning, match="1 sweep point"):
+        ds = ns.sweep(two_inputs(), budget=[22], m=[2], trials=2, store=tmp_path / "none.zarr")
+    computed = ns.sweep(two_inputs(), budget=[21], m=[2], trials=2)
+    assert set(ds.data_vars) == set(computed.data_vars), set(ds.data_vars) ^ set(computed.data_vars)
+    assert int(ds["status"].item()) == INFEASIBLE_BUDGET and np.isnan(ds["mp"].item())
+    assert ds.sizes["trial"] == 2 and not ds["matched"].values.any()
+
+
+# ------------------------------------------------------------------------------------------------- solver options
+TINY = dict(budget=[9], m=[2, 3], trials=3, seed=1)
+
+
+def test_deprecated_effort_keywords_warn_and_equal_the_solver_object():
+    with pytest.warns(FutureWarning, match="steps"):
+        loose = ns.sweep(two_inputs(), **TINY, restarts=2, max_rounds=3, steps=50)
+    with pytest.warns(FutureWarning, match="restarts="):
+        loose_no_steps = ns.sweep(two_inputs(), **TINY, restarts=2, max_rounds=3, solver="auto")
+    typed = ns.sweep(two_inputs(), **TINY, solver=ns.Auto(restarts=2, max_rounds=3, iterations=50))
+    xr.testing.assert_identical(loose, typed)
+    assert loose.attrs["config_hash"] == typed.attrs["config_hash"] != loose_no_steps.attrs["config_hash"]
+    assert loose.sizes["round"] == 3
+
+
+def test_solver_names_and_the_hashed_configuration():
+    import json
+
+    auto = ns.sweep(two_inputs(), **TINY)
+    cfg = json.loads(auto.attrs["sweep_config"])
+    # the keys every store since store format 1 hashes, with the defaults of solver="auto"
+    assert {k: cfg[k] for k in ("solver", "restarts", "max_rounds", "lm_steps", "tolerance")} == \
+        {"solver": "auto", "restarts": 4, "max_rounds": 8, "lm_steps": 400, "tolerance": ns.DEFAULT_TOL}
+    assert "widen" not in cfg  # the default widen is not hashed: stores from before it existed still resume
+    xr.testing.assert_identical(ns.sweep(two_inputs(), **TINY, solver="auto"), auto)
+    lstsq = ns.sweep(two_inputs(), **TINY, solver="lstsq")
+    assert json.loads(lstsq.attrs["sweep_config"])["solver"] == "lstsq"
+    assert set(lstsq["solver"].values.ravel()) == {"lstsq"}
+    np.testing.assert_array_equal(lstsq["residual"].values, auto["residual"].values)  # affine: auto runs lstsq
+    wide = ns.sweep(two_inputs(), **TINY, solver=ns.Auto(widen=2.0))
+    assert json.loads(wide.attrs["sweep_config"])["widen"] == 2.0
+    assert wide.attrs["config_hash"] != auto.attrs["config_hash"]
+    with pytest.raises(ns.ParameterError, match="'solver'"):
+        ns.sweep(two_inputs(), **TINY, solver="newton")
+
+
+def test_error_classes():
+    assert issubclass(ns.SweepStoreError, ns.NeurosubsetError)
+    with pytest.raises(ns.ParameterError, match="'scheduler'"):
+        ns.sweep(two_inputs(), **TINY, scheduler=8786)
+    with pytest.raises(ns.ParameterError, match="'circuit'"):
+        ns.sweep("two_inputs", **TINY)
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
+    with pytest.raises(ns.MissingExtraError, match=r"neurosubset\[distributed\]"):
+        ns.sweep(two_inputs(), **TINY, scheduler="tcp://127.0.0.1:8786")
 
 
 def test_mp_and_plastic_rank_follow_the_rank_theorem(small):

@@ -1,0 +1,90 @@
+"""The configuration of a sweep: what it computes, as one frozen value with a stable hash.
+
+:class:`SweepConfig` holds every setting that changes a sweep's results. Its JSON (``sweep_config`` attr) and the
+hash of that JSON (``config_hash``) decide whether a store may be resumed, so :meth:`SweepConfig.as_dict` must stay
+byte-identical for the same settings across versions: new settings enter it only when they differ from the value
+they had before they existed. :func:`point_seed` hashes a point's seeds from the sweep seed and its coordinates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..solvers import LevenbergMarquardt, Solver, lm_fields
+
+_STORE_FORMAT = 1  # bump when the store layout changes; part of the configuration hash
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """Every setting of a sweep that changes its results (validated by :func:`neurosubset.sweep`).
+
+    Attributes
+    ----------
+    circuit_toml : str
+        The circuit spec as TOML text.
+    budgets, keys, points, strategies, ms
+        The grid: budgets, fraction keys and points (``((),)`` without fractions), strategies, probe counts.
+    trials, seed : int
+        Draws per point; the sweep seed.
+    within : tuple of str or None
+        Weights eligible for plasticity (None: all).
+    tol : float
+        Match tolerance on the relative residual.
+    solver : Auto, LeastSquares or LevenbergMarquardt
+        The solver every point runs.
+    certificate : bool
+        Whether each point also stores the exact certificate's ranks and verdict.
+    """
+
+    circuit_toml: str
+    budgets: tuple[int, ...]
+    keys: tuple[str, ...]
+    points: tuple[tuple[float, ...], ...]
+    strategies: tuple[str, ...]
+    ms: tuple[int, ...]
+    trials: int
+    seed: int
+    within: tuple[str, ...] | None
+    tol: float
+    solver: Solver
+    certificate: bool
+
+    @property
+    def max_rounds(self) -> int:
+        """Length of the ``round`` dim: the LM's round cap (that of the default LM for least squares)."""
+        return int(lm_fields(self.solver)["max_rounds"])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The hashed configuration (keys and values exactly as the stores written since store format 1)."""
+        lm = lm_fields(self.solver)
+        out = {"store_format": _STORE_FORMAT, "circuit": self.circuit_toml, "budget": list(self.budgets),
+               "fraction_keys": list(self.keys), "fraction_points": [list(p) for p in self.points],
+               "strategy": list(self.strategies), "m": list(self.ms), "trials": self.trials, "seed": self.seed,
+               "within": None if self.within is None else list(self.within), "tolerance": self.tol,
+               "solver": self.solver.name, "restarts": lm["restarts"], "max_rounds": lm["max_rounds"],
+               "lm_steps": lm["iterations"], "certificate": self.certificate}
+        if lm["widen"] != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
+            out["widen"] = lm["widen"]
+        return out
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.json.encode()).hexdigest()[:16]
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The point dims: ``budget``, one per fraction key, ``strategy``, ``m``."""
+        return ("budget", *self.keys, "strategy", "m")
+
+
+def point_seed(seed: int, purpose: str, budget: int, fracs: tuple[float, ...], strategy: str) -> int:
+    """A 63-bit seed hashed from the sweep seed and a point's allocation coordinates (not from ``m``)."""
+    text = json.dumps([seed, purpose, budget, [repr(f) for f in fracs], strategy])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

@@ -1,0 +1,148 @@
+"""Where points are computed: one :class:`concurrent.futures.Executor` path for this process, local worker
+processes and dask.distributed.
+
+:func:`point_executor` opens the executor (in-process for one worker, a forkserver ``ProcessPoolExecutor`` for
+several, ``distributed.Client(...).get_executor()`` for a scheduler); :func:`completed` submits tasks to it and
+yields each result as it finishes. dask is imported only when a scheduler is given.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from typing import Any, TypeVar
+
+from .._checks import MissingExtraError, ParameterError
+
+T = TypeVar("T")
+R = TypeVar("R")
+_PRELOAD = ["neurosubset.sweeps.point"]  # what a forkserver imports once for all its workers
+
+
+class _InProcess(Executor):
+    """Runs each submitted call at once, in this process (one worker, nothing to share out)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        fut: Future[R] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # re-raised by fut.result(), as a pool would
+            fut.set_exception(exc)
+        return fut
+
+
+@contextlib.contextmanager
+def point_executor(workers: int, scheduler: Any, tasks: int) -> Iterator[tuple[Executor, int]]:
+    """An executor for ``tasks`` points and how many tasks to keep submitted at once.
+
+    Parameters
+    ----------
+    workers : int
+        Local worker processes (1: compute in this process).
+    scheduler : str, distributed.Client or None
+        A dask.distributed scheduler address or client; overrides ``workers``.
+    tasks : int
+        Number of points to compute (no processes are started for one point or fewer).
+
+    Yields
+    ------
+    (Executor, int)
+        On exit, queued points are dropped and running ones left to end on their own.
+    """
+    if scheduler is not None:
+        with _dask_executor(scheduler) as executor:
+            yield executor, max(tasks, 1)
+        return
+    if workers == 1 or tasks <= 1:  # nothing to share out: no worker processes to start
+        yield _InProcess(), 1  # one at a time: each point is stored before the next one is computed
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: clean worker processes (no forked torch thread pools) that share one preloaded import
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(_PRELOAD)
+    pool = ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx)
+    try:
+        yield pool, tasks
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _dask_executor(scheduler: Any) -> Iterator[Executor]:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise MissingExtraError("scheduler=... needs dask.distributed: pip install 'neurosubset[distributed]'."
+                                ) from None
+    own = not isinstance(scheduler, Client)
+    if own:
+        if not isinstance(scheduler, str):
+            raise ParameterError(f"The 'scheduler' parameter must be an address such as 'tcp://host:8786' or a "
+                                 f"distributed.Client. Got {scheduler!r}.")
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ParameterError(f"Cannot reach the dask scheduler at {scheduler!r} ({exc}). Start one with "
+                                 f"'dask scheduler' and workers with 'dask worker {scheduler} --nthreads 1'.") from None
+    else:
+        client = scheduler
+    executor = client.get_executor(pure=False)  # every point is its own task, even with equal arguments
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False)  # cancels what has not finished
+        if own:
+            client.close()
+
+
+def completed(executor: Executor, fn: Callable[[T], R], tasks: Sequence[T], in_flight: int
+              ) -> Iterator[tuple[T, R]]:
+    """Yield ``(task, fn(task))`` as results finish, keeping ``in_flight`` tasks submitted.
+
+    Results that finish together come in task order. A task's exception is raised when its result comes up.
+    """
+    futures: dict[Future, int] = {}
+    queued = iter(range(len(tasks)))
+
+    def top_up() -> None:
+        for i in queued:
+            futures[executor.submit(fn, tasks[i])] = i
+            if len(futures) >= in_flight:
+                return
+
+    with _main_not_reimported():  # worker processes start during the first submits
+        top_up()
+    while futures:
+        finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+        for fut in sorted(finished, key=futures.__getitem__):
+            i = futures.pop(fut)
+            yield tasks[i], fut.result()
+        top_up()
+
+
+@contextlib.contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Hide the ``__main__`` script from multiprocessing while workers start.
+
+    spawn / forkserver children re-run the parent's main script unless it is guarded by
+    ``if __name__ == "__main__":``; a plain script calling ``sweep(..., workers=2)`` would then start the sweep again in
+    every worker. The workers only need the point function and plain data, so they are started without it.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+

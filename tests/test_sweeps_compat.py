@@ -1,0 +1,93 @@
+"""Stores and files written before the sweeps package (``tests/data``, see its README) open, plot, export and resume.
+
+Independent reference: the values the pre-refactor code stored (commit 661adff). Resuming an old store with the
+same settings must accept its config hash (so the hashed configuration is byte-identical), recompute only the
+points marked pending, and reproduce the old stored values bit for bit. The fixtures are copied to ``tmp_path``
+before anything touches them.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import neurosubset as ns
+from neurosubset._schema import DONE, PENDING
+from neurosubset.plot import is_sweep, save_figures
+from neurosubset.sweeps import export, open_sweep
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+OLD_STORE = DATA / "sweep_ca3_ca1.zarr"
+OLD_MP = DATA / "mp_lffn.nc"
+# the settings of the README's `neurosubset sweep` command that made OLD_STORE
+OLD_SETTINGS = dict(budget=[24], fractions=ns.simplex_grid(["CA3->CA3", "CA3->CA1"], step=0.5),
+                    strategy=["spread-rows", "concentrated-rows"], m=[2, 4], trials=8, seed=5,
+                    solver=ns.Auto(max_rounds=2, iterations=60))
+
+
+def ca3_ca1() -> ns.Circuit:
+    return ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
+
+
+@pytest.fixture
+def old_store(tmp_path) -> Path:
+    """A copy of the old store (the fixture itself is never written)."""
+    return Path(shutil.copytree(OLD_STORE, tmp_path / "old.zarr"))
+
+
+def _reset_to_pending(store: Path, indices: list[tuple[int, ...]]) -> None:
+    import zarr
+
+    status = zarr.open_array(str(store / "status"), mode="r+")
+    for index in indices:
+        status[index] = PENDING
+
+
+def test_old_store_opens_plots_and_exports(old_store, tmp_path):
+    ds = open_sweep(old_store)
+    assert is_sweep(ds)
+    assert int((ds["status"] == DONE).sum()) == 12, ds["status"].values
+    paths = save_figures(ds, tmp_path / "figs" / "old")
+    assert sorted(p.name for p in paths) == ["old_curves.png", "old_heatmap.png", "old_masks.png"]
+    assert all(p.stat().st_size > 1000 for p in paths), [p.stat().st_size for p in paths]
+    nc = export(old_store, tmp_path / "old.nc")
+    xr.testing.assert_identical(open_sweep(nc), ds)
+
+
+def test_old_store_resumes_with_its_hash_and_reproduces_its_values(old_store):
+    original = open_sweep(old_store)
+    done = np.argwhere(original["status"].values == DONE)
+    solver = original["solver"].values
+    # one point of each solver path: exact least squares and Levenberg-Marquardt
+    redo = [tuple(next(i for i in done if solver[tuple(i)] == name)) for name in ("lstsq", "lm")]
+    _reset_to_pending(old_store, redo)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (old_store / "residual").iterdir()}
+    resumed = ns.sweep(ca3_ca1(), **OLD_SETTINGS, store=old_store)
+    # the whole store, recomputed points included, equals what the old code wrote (values, dtypes, attrs)
+    xr.testing.assert_identical(resumed, original)
+    assert resumed.attrs["config_hash"] == original.attrs["config_hash"]
+    changed = {p.name for p in (old_store / "residual").iterdir() if p.stat().st_mtime_ns != stamps.get(p.name)}
+    # only the reset points were computed (a residual chunk is one point's trials: chunk name <index>.0)
+    assert changed == {".".join(map(str, (*index, 0))) for index in redo}, changed
+
+
+def test_new_sweep_computes_the_old_values_everywhere():
+    original = open_sweep(OLD_STORE)
+    fresh = ns.sweep(ca3_ca1(), **OLD_SETTINGS)
+    assert fresh.attrs["sweep_config"] == original.attrs["sweep_config"]
+    assert fresh.attrs["config_hash"] == original.attrs["config_hash"]
+    for name, var in original.data_vars.items():
+        assert fresh[name].dtype == var.dtype, (name, fresh[name].dtype, var.dtype)
+        xr.testing.assert_equal(fresh[name], var)  # values, dims and coords (attrs now come from _schema)
+    assert set(fresh.data_vars) - set(original.data_vars) == {"fit_status"}
+
+
+def test_old_mp_file_opens_and_plots(tmp_path):
+    ds = open_sweep(shutil.copy(OLD_MP, tmp_path / "mp.nc"))
+    assert not is_sweep(ds) and float(ds["mp"]) == 1.0
+    paths = save_figures(ds, tmp_path / "mp.png")
+    assert [p.name for p in paths] == ["mp.png"] and paths[0].stat().st_size > 1000
