@@ -20,9 +20,10 @@ import xarray as xr
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from ._checks import ParameterError
+from ._schema import DONE  # status flag of a computed sweep point
 from .circuit import Circuit
 
-DONE = 2  # neurosubset.sweep status flag of a computed point (kept here so plot does not import sweep)
 _LINESTYLES = ("-", "--", ":", "-.")
 _MASK_CMAP = ListedColormap(["white", "0.82", "crimson"])  # absent, frozen synapse, plastic synapse
 _RESIDUAL_FLOOR = 1e-18  # exact zeros are drawn here on the log axis
@@ -43,8 +44,8 @@ def _points(ds: xr.Dataset) -> list[tuple[float, ...]]:
 
 def _require_sweep(ds: xr.Dataset, what: str) -> None:
     if not is_sweep(ds):
-        raise ValueError(f"{what} needs a sweep Dataset (dims budget, fractions..., strategy, m and a 'status' "
-                         f"variable). Got dims {dict(ds.sizes)}.")
+        raise ParameterError(f"{what} needs a sweep Dataset (dims budget, fractions..., strategy, m and a 'status' "
+                             f"variable). Got dims {dict(ds.sizes)}.")
 
 
 def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
@@ -76,7 +77,7 @@ def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
     if keys:
         x = keys[0] if x is None else x
         if x not in keys:
-            raise ValueError(f"The 'x' parameter must be one of the fraction keys {keys}. Got {x!r}.")
+            raise ParameterError(f"The 'x' parameter must be one of the fraction keys {keys}. Got {x!r}.")
         partner = keys[-1] if x != keys[-1] else keys[0]  # with 3+ keys: the simplex edge x <-> partner
         on_edge = [p for p in _points(ds) if all(v == 0 for k, v in zip(keys, p) if k not in (x, partner))]
         on_edge.sort(key=lambda p: p[keys.index(x)])
@@ -194,28 +195,14 @@ def _edges(v: np.ndarray) -> np.ndarray:
 def _mask_matrix(circuit: Circuit, masks: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[tuple[str, int, int]],
                                                                              list[tuple[str, int, int]]]:
     """Block connectivity matrix: 0 absent, 1 frozen synapse, 2 plastic; rows = receiving regions, cols = senders."""
-    post = [r for r in circuit.regions if r.role != "input"]
-    pre = [r for r in circuit.regions if r.role != "output"]
-    row0, col0, rows, cols = {}, {}, [], []
-    n = 0
-    for r in post:
-        row0[r.name] = n
-        rows.append((r.name, n, n + r.size))
-        n += r.size
-    mat_rows = n
-    n = 0
-    for r in pre:
-        col0[r.name] = n
-        cols.append((r.name, n, n + r.size))
-        n += r.size
-    mat = np.zeros((mat_rows, n))
-    for name in circuit.weight_names:
-        p = circuit.projection[name]
-        a, b = row0[p.post], col0[p.pre]
-        n_post, n_pre = circuit.shape(name)
+    post, pre = ("hidden", "output"), ("input", "hidden")
+    rows = [(name, s.start, s.stop) for name, s in circuit.slices(post).items()]
+    cols = [(name, s.start, s.stop) for name, s in circuit.slices(pre).items()]
+    mat = np.zeros((circuit.n_neurons(post), circuit.n_neurons(pre)))
+    for name, at in circuit.block_slices(post, pre).items():  # every weight: inputs send, outputs receive
         block = circuit.structure[name].astype(float)
         block[np.asarray(masks[name], bool)] = 2.0
-        mat[a:a + n_post, b:b + n_pre] = np.maximum(mat[a:a + n_post, b:b + n_pre], block)
+        mat[at] = np.maximum(mat[at], block)
     return mat, rows, cols
 
 
@@ -241,7 +228,7 @@ def _masks_of(ds: xr.Dataset, circuit: Circuit) -> dict[str, np.ndarray]:
             out[var.attrs["weight"]] = np.asarray(var.values, bool)
     missing = set(circuit.weight_names) - set(out)
     if missing:
-        raise ValueError(f"The Dataset has no mask variables for weights {sorted(missing)}.")
+        raise ParameterError(f"The Dataset has no mask variables for weights {sorted(missing)}.")
     return out
 
 
@@ -300,8 +287,8 @@ def mp_summary(ds: xr.Dataset) -> Figure:
         Left: trials per residual bin with the match tolerance as a dashed line; right: the allocation's masks.
     """
     if "residual" not in ds or ds["residual"].dims != ("trial",):
-        raise ValueError(f"mp_summary needs a match_probability Dataset with 'residual (trial)'. Got variables "
-                         f"{sorted(map(str, ds.data_vars))}.")
+        raise ParameterError(f"mp_summary needs a match_probability Dataset with 'residual (trial)'. Got variables "
+                             f"{sorted(map(str, ds.data_vars))}.")
     circuit = Circuit.from_toml_text(ds.attrs["circuit"])
     tol = float(ds["residual"].attrs.get("tolerance", ds.attrs.get("tolerance", np.nan)))
     res = np.clip(np.asarray(ds["residual"].values, float), _RESIDUAL_FLOOR, None)
