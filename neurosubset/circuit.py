@@ -16,11 +16,15 @@ Dynamics (``x`` the probe, ``phi`` the nonlinearity of hidden regions, output re
 Initial weights: entry ``(i, j)`` of projection ``pre->post`` is present with probability ``p`` (fixed by the
 circuit's structural ``seed``) and drawn ``N(0, gain^2 / (p * n_pre))`` (variance over the expected in-degree).
 A region with ``sign = +1`` or ``-1`` (Dale's law) makes its outgoing weights ``sign * |N(...)|``.
+
+Block layout, defined here once: a neuron vector concatenates the regions of some roles in declaration order.
+:meth:`Circuit.slices` says where each region sits in one, :meth:`Circuit.block_slices` where each weight sits in
+the block matrix between two, and :meth:`Circuit.init_scale` gives the initial SD of each plastic synapse in the
+order of the plastic values ``theta``.
 """
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,75 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import CircuitSpecError, check_choice, check_int, check_real
-
-ROLES = ("input", "hidden", "output")
-DYNAMICS = ("feedforward", "discrete", "steady")
-NONLINEARITIES = ("linear", "relu")
-_SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections")
-_REGION_KEYS = ("size", "role", "sign")
-_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name")
-
-
-@dataclass(frozen=True)
-class Region:
-    """A population of neurons.
-
-    Parameters
-    ----------
-    name : str
-        Unique region name, e.g. ``"CA3"``.
-    size : int
-        Number of neurons (>= 1).
-    role : {"input", "hidden", "output"}
-        Inputs carry the probe, outputs are linear read-outs compared between teacher and student.
-    sign : {None, 1, -1}
-        Dale's law: the sign of every synapse this region sends. ``None`` leaves signs free.
-    """
-
-    name: str
-    size: int
-    role: str = "hidden"
-    sign: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "->" in self.name:
-            raise CircuitSpecError(f"Region names must be non-empty strings without '->'. Got {self.name!r}.")
-        object.__setattr__(self, "size", check_int(f"regions.{self.name}.size", self.size, minimum=1,
-                                                   error=CircuitSpecError))
-        check_choice(f"regions.{self.name}.role", self.role, ROLES, error=CircuitSpecError)
-        check_choice(f"regions.{self.name}.sign", self.sign, (None, 1, -1), error=CircuitSpecError)
-
-
-@dataclass(frozen=True)
-class Projection:
-    """All synapses from region ``pre`` onto region ``post``.
-
-    Parameters
-    ----------
-    pre, post : str
-        Region names.
-    p : float
-        Connection probability in (0, 1]; which synapses exist is fixed by the circuit's ``seed``.
-    gain : float
-        Weights are drawn ``N(0, gain^2 / (p * n_pre))`` (dimensionless).
-    name : str, optional
-        Weight name; defaults to ``"PRE->POST"``.
-    """
-
-    pre: str
-    post: str
-    p: float = 1.0
-    gain: float = 1.0
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        label = self.name or f"{self.pre}->{self.post}"
-        object.__setattr__(self, "name", label)
-        object.__setattr__(self, "p", check_real(f"projections[{label}].p", self.p, low=0.0, high=1.0,
-                                                 low_open=True, error=CircuitSpecError))
-        object.__setattr__(self, "gain", check_real(f"projections[{label}].gain", self.gain, low=0.0,
-                                                    low_open=True, error=CircuitSpecError))
+from ._checks import AllocationError, CircuitSpecError, ParameterError, check_choice, check_int, check_names
+from ._spec import DYNAMICS as DYNAMICS
+from ._spec import NONLINEARITIES as NONLINEARITIES
+from ._spec import ROLES as ROLES
+from ._spec import Projection as Projection
+from ._spec import Region as Region
+from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to_spec, topological_order
 
 
 @dataclass(frozen=True)
@@ -139,81 +81,20 @@ class Circuit:
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES, error=CircuitSpecError)
         object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1, error=CircuitSpecError))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
-        names = [r.name for r in self.regions]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise CircuitSpecError(f"Region names must be unique. Duplicated: {sorted(dup)}.")
-        by_name = {r.name: r for r in self.regions}
-        if not any(r.role == "input" for r in self.regions):
-            raise CircuitSpecError("A circuit needs at least one region with role 'input'.")
-        if not any(r.role == "output" for r in self.regions):
-            raise CircuitSpecError("A circuit needs at least one region with role 'output'.")
-        seen: set[str] = set()
-        for proj in self.projections:
-            for end in ("pre", "post"):
-                region = getattr(proj, end)
-                if region not in by_name:
-                    raise CircuitSpecError(f"Region {region!r} (projections[{proj.name}].{end}) does not exist. "
-                                           f"Expected one of {names}.")
-            if proj.name in seen:
-                raise CircuitSpecError(f"Duplicate projection {proj.name!r}: each projection may appear once.")
-            seen.add(proj.name)
-            if by_name[proj.post].role == "input":
-                raise CircuitSpecError(f"Projection {proj.name!r} targets input region {proj.post!r}; "
-                                       f"input regions only carry the probe.")
-            if by_name[proj.pre].role == "output":
-                raise CircuitSpecError(f"Projection {proj.name!r} starts at output region {proj.pre!r}; "
-                                       f"output regions are read-outs and cannot project.")
-        for r in self.regions:
-            if r.role != "input" and not any(p.post == r.name for p in self.projections):
-                raise CircuitSpecError(f"Region {r.name!r} (role {r.role!r}) receives no projection.")
+        check_graph(self.regions, self.projections)
         if self.dynamics == "feedforward":
-            self._topological_order()  # raises on cycles
+            topological_order(self.regions, self.projections)  # raises on cycles
         if self.dynamics == "steady":
             if self.nonlinearity != "linear":
                 raise CircuitSpecError("'steady' dynamics needs nonlinearity 'linear' (the fixed point of a "
                                        f"nonlinear circuit is not unique). Got {self.nonlinearity!r}.")
             radius = self.expected_spectral_radius
             if radius >= 1.0:
-                rec = [p.name for p in self.projections if by_name[p.pre].role != "input"]
+                rec = [p.name for p in self.projections if self.region[p.pre].role != "input"]
                 raise CircuitSpecError(
                     f"The recurrent part of steady circuit {self.name!r} is unstable: its estimated spectral "
                     f"radius is {radius:.3f} >= 1, so r = W r + input has no stable fixed point. Lower the gains "
                     f"of {rec}.")
-
-    def _topological_order(self) -> list[str]:
-        order: list[str] = []
-        indeg = {r.name: 0 for r in self.regions}
-        for p in self.projections:
-            indeg[p.post] += 1
-        ready = [r.name for r in self.regions if indeg[r.name] == 0]
-        while ready:
-            name = ready.pop(0)
-            order.append(name)
-            for p in self.projections:
-                if p.pre == name:
-                    indeg[p.post] -= 1
-                    if indeg[p.post] == 0:
-                        ready.append(p.post)
-        if len(order) != len(self.regions):
-            cyc = [n for n in indeg if indeg[n] > 0 and self._reaches(n, n)]
-            raise CircuitSpecError(f"'feedforward' dynamics needs an acyclic projection graph; regions {cyc} lie "
-                                   f"on a cycle. Use dynamics 'discrete' or 'steady' for recurrent circuits.")
-        return order
-
-    def _reaches(self, source: str, target: str) -> bool:
-        """Whether a directed path of projections leads from ``source`` to ``target`` (length >= 1)."""
-        seen, stack = set(), [source]
-        while stack:
-            node = stack.pop()
-            for p in self.projections:
-                if p.pre == node:
-                    if p.post == target:
-                        return True
-                    if p.post not in seen:
-                        seen.add(p.post)
-                        stack.append(p.post)
-        return False
 
     # ------------------------------------------------------------------ derived structure
     @cached_property
@@ -225,7 +106,7 @@ class Circuit:
     def order(self) -> tuple[str, ...]:
         """Region evaluation order (topological for feedforward, declaration order otherwise)."""
         if self.dynamics == "feedforward":
-            return tuple(self._topological_order())
+            return tuple(topological_order(self.regions, self.projections))
         return tuple(r.name for r in self.regions)
 
     @property
@@ -242,18 +123,104 @@ class Circuit:
         """All projections whose postsynaptic region is ``region``."""
         return tuple(p for p in self.projections if p.post == region)
 
-    def offsets(self, names: Sequence[str]) -> dict[str, int]:
-        """Start index of each region in the concatenation of regions ``names`` (in that order)."""
-        out, start = {}, 0
-        for n in names:
-            out[n] = start
-            start += self.region[n].size
-        return out
-
     def shape(self, name: str) -> tuple[int, int]:
         """Shape ``(n_post, n_pre)`` of weight ``name``."""
+        if name not in self.projection:
+            check_names("name", [name], self.weight_names, what="Weight")
         p = self.projection[name]
         return (self.region[p.post].size, self.region[p.pre].size)
+
+    # ------------------------------------------------------------------ block layout
+    def slices(self, roles: str | Iterable[str] = ROLES) -> dict[str, slice]:
+        """Where each region sits in the neuron vector of the regions with a role in ``roles``.
+
+        Parameters
+        ----------
+        roles : str or iterable of {"input", "hidden", "output"}
+            The vector concatenates, in declaration order, the regions whose role is one of these: ``"input"`` is
+            one probe vector ``x``, ``("hidden", "output")`` the rates ``r`` of ``r = W_rec r + W_in x``.
+
+        Returns
+        -------
+        dict
+            Region name -> ``slice`` of that vector, in declaration order.
+
+        Examples
+        --------
+        >>> linear_rnn(n=6, n_in=2, n_out=1, steps=3).slices(("hidden", "output"))   # doctest: +SKIP
+        {'rec': slice(0, 6, None), 'out': slice(6, 7, None)}
+        """
+        key = _roles(roles)
+        if key not in self._slices:
+            self._slices[key] = _concatenate((r.name, r.size) for r in self.regions if r.role in key)
+        return dict(self._slices[key])
+
+    @cached_property
+    def _slices(self) -> dict[tuple[str, ...], dict[str, slice]]:
+        return {}
+
+    def n_neurons(self, roles: str | Iterable[str] = ROLES) -> int:
+        """Length of the neuron vector of the regions with a role in ``roles`` (see :meth:`slices`)."""
+        return sum(s.stop - s.start for s in self.slices(roles).values())
+
+    def block_slices(self, rows: str | Iterable[str], cols: str | Iterable[str]) -> dict[str, tuple[slice, slice]]:
+        """Where each weight sits in the block matrix that maps the ``cols`` neuron vector onto the ``rows`` one.
+
+        Parameters
+        ----------
+        rows, cols : str or iterable of {"input", "hidden", "output"}
+            Roles of the postsynaptic (row) and presynaptic (column) neuron vectors, as in :meth:`slices`.
+
+        Returns
+        -------
+        dict
+            Weight name -> ``(post, pre)`` slices, ``post`` of ``slices(rows)`` and ``pre`` of ``slices(cols)``,
+            for every projection between those regions, in declaration order: ``A[post, pre] = weights[name]``
+            fills the ``(n_neurons(rows), n_neurons(cols))`` matrix.
+        """
+        post, pre = self.slices(rows), self.slices(cols)
+        return {p.name: (post[p.post], pre[p.pre]) for p in self.projections if p.post in post and p.pre in pre}
+
+    def offsets(self, names: Sequence[str]) -> dict[str, int]:
+        """Start index of each region in the concatenation of regions ``names`` (in that order).
+
+        :meth:`slices` gives the role-based vectors the toolkit uses; this takes any order of region names.
+        """
+        names = list(names)
+        check_names("names", names, self.region, what="Region")
+        return {n: s.start for n, s in _concatenate((n, self.region[n].size) for n in names).items()}
+
+    def init_scale(self, plastic: Any) -> np.ndarray:
+        """Initial standard deviation of each plastic synapse, in the order of the plastic values ``theta``.
+
+        Parameters
+        ----------
+        plastic : Allocation or dict
+            An allocation, or weight name -> number of plastic synapses (int) or bool mask ``(n_post, n_pre)``;
+            weights not named have none.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(M,)`` float64: :attr:`init_std` of each weight repeated over its plastic synapses, weights in
+            declaration order (the layout of ``theta``, see :attr:`Allocation.indices`).
+        """
+        counts = getattr(plastic, "counts", plastic)
+        if not isinstance(counts, Mapping):
+            raise AllocationError(f"The 'plastic' parameter must be an Allocation or a mapping of weight name -> "
+                                  f"count or mask. Got {type(plastic).__name__}.")
+        check_names("plastic", counts, self.weight_names, what="Weight", error=AllocationError)
+        parts = []
+        for name in self.weight_names:
+            n = counts.get(name, 0)
+            if np.ndim(n):
+                if np.shape(n) != self.shape(name):
+                    raise AllocationError(f"The mask for weight {name!r} must have shape {self.shape(name)} "
+                                          f"(n_post, n_pre). Got {np.shape(n)} instead.")
+                n = int(np.count_nonzero(n))
+            parts.append(np.full(check_int(f"plastic[{name!r}]", n, minimum=0, error=AllocationError),
+                                 self.init_std[name]))
+        return np.concatenate(parts)
 
     @cached_property
     def input_regions(self) -> tuple[str, ...]:
@@ -266,12 +233,12 @@ class Circuit:
     @property
     def n_in(self) -> int:
         """Length of one input vector (input regions concatenated in declaration order)."""
-        return sum(self.region[n].size for n in self.input_regions)
+        return self.n_neurons("input")
 
     @property
     def n_out(self) -> int:
         """Length of one output vector (output regions concatenated in declaration order)."""
-        return sum(self.region[n].size for n in self.output_regions)
+        return self.n_neurons("output")
 
     @cached_property
     def structure(self) -> dict[str, np.ndarray]:
@@ -305,25 +272,18 @@ class Circuit:
         ``max(rho(E[W]), sqrt(rho(Var[W])))``: the outlier of the mean matrix (Dale's law) and the bulk radius of
         a random matrix with the given variance profile. Zero when there is no recurrence.
         """
-        neurons = [r for r in self.regions if r.role != "input"]
-        offset, start = 0, {}
-        for r in neurons:
-            start[r.name] = offset
-            offset += r.size
-        mean = np.zeros((offset, offset))
-        var = np.zeros((offset, offset))
-        for p in self.projections:
-            if self.region[p.pre].role == "input":
-                continue
-            sign = self.region[p.pre].sign
-            std = self.init_std[p.name]
+        neurons = ("hidden", "output")
+        n = self.n_neurons(neurons)
+        mean = np.zeros((n, n))
+        var = np.zeros((n, n))
+        for name, block in self.block_slices(neurons, neurons).items():
+            sign = self.region[self.projection[name].pre].sign
+            std = self.init_std[name]
             mu, v = (0.0, std**2) if sign is None else (sign * std * np.sqrt(2 / np.pi), std**2 * (1 - 2 / np.pi))
-            a, b = start[p.post], start[p.pre]
-            (n_post, n_pre) = self.shape(p.name)
-            mask = self.structure[p.name]
-            mean[a:a + n_post, b:b + n_pre] = mu * mask
-            var[a:a + n_post, b:b + n_pre] = v * mask
-        if offset == 0 or not var.any():
+            mask = self.structure[name]
+            mean[block] = mu * mask
+            var[block] = v * mask
+        if n == 0 or not var.any():
             return 0.0
         return float(max(spectral_radius(mean), np.sqrt(spectral_radius(var))))
 
@@ -360,88 +320,43 @@ class Circuit:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dictionary in the TOML layout (round-trips through :meth:`from_dict`)."""
-        regions = {}
-        for r in self.regions:
-            entry: dict[str, Any] = {"size": r.size, "role": r.role}
-            if r.sign is not None:
-                entry["sign"] = r.sign
-            regions[r.name] = entry
-        projections = []
-        for p in self.projections:
-            entry = {"pre": p.pre, "post": p.post, "p": p.p, "gain": p.gain}
-            if p.name != f"{p.pre}->{p.post}":
-                entry["name"] = p.name
-            projections.append(entry)
-        return {"name": self.name, "dynamics": self.dynamics, "steps": self.steps,
-                "nonlinearity": self.nonlinearity, "seed": self.seed, "regions": regions,
-                "projections": projections}
+        return to_spec(self)
 
     def to_toml(self) -> str:
         """The specification as TOML text."""
-        import tomli_w
-
-        return tomli_w.dumps(self.to_dict())
+        return dumps_toml(self.to_dict())
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], *, source: str = "spec") -> Circuit:
         """Build a circuit from a TOML-layout mapping, checking every field."""
-        unknown = sorted(set(spec) - set(_SPEC_KEYS))
-        if unknown:
-            raise CircuitSpecError(f"{source}: unknown top-level keys {unknown}. Expected some of {list(_SPEC_KEYS)}.")
-        regions_spec = spec.get("regions")
-        if not isinstance(regions_spec, Mapping) or not regions_spec:
-            raise CircuitSpecError(f"{source}: 'regions' must be a table of [regions.NAME] entries.")
-        regions = []
-        for rname, entry in regions_spec.items():
-            if not isinstance(entry, Mapping):
-                raise CircuitSpecError(f"{source}: regions.{rname} must be a table with keys {list(_REGION_KEYS)}.")
-            bad = sorted(set(entry) - set(_REGION_KEYS))
-            if bad:
-                raise CircuitSpecError(f"{source}: regions.{rname} has unknown keys {bad}. "
-                                       f"Expected some of {list(_REGION_KEYS)}.")
-            if "size" not in entry:
-                raise CircuitSpecError(f"{source}: regions.{rname}.size is missing.")
-            regions.append(Region(rname, entry["size"], entry.get("role", "hidden"), entry.get("sign")))
-        projections = []
-        for k, entry in enumerate(spec.get("projections", [])):
-            if not isinstance(entry, Mapping):
-                raise CircuitSpecError(f"{source}: projections[{k}] must be a table.")
-            bad = sorted(set(entry) - set(_PROJECTION_KEYS))
-            if bad:
-                raise CircuitSpecError(f"{source}: projections[{k}] has unknown keys {bad}. "
-                                       f"Expected some of {list(_PROJECTION_KEYS)}.")
-            for key in ("pre", "post"):
-                if key not in entry:
-                    raise CircuitSpecError(f"{source}: projections[{k}].{key} is missing.")
-            projections.append(Projection(entry["pre"], entry["post"], entry.get("p", 1.0),
-                                          entry.get("gain", 1.0), entry.get("name", "")))
-        return cls(tuple(regions), tuple(projections), dynamics=spec.get("dynamics", "feedforward"),
-                   steps=spec.get("steps", 1), nonlinearity=spec.get("nonlinearity", "linear"),
-                   seed=spec.get("seed", 0), name=spec.get("name", "circuit"))
+        return cls(**from_spec(spec, source=source))
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Circuit:
         """Load and validate a circuit spec from a TOML file (see ``circuits/*.toml``)."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise CircuitSpecError(f"Cannot read circuit spec {str(path)!r}: {exc.strerror}.") from None
-        try:
-            spec = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise CircuitSpecError(f"Malformed TOML in {str(path)!r}: {exc}.") from None
-        spec.setdefault("name", path.stem)
-        return cls.from_dict(spec, source=str(path))
+        return cls.from_dict(read_toml(path), source=str(Path(path)))
 
     @classmethod
     def from_toml_text(cls, text: str) -> Circuit:
         """Build a circuit from TOML text (e.g. the ``circuit`` attr of a result Dataset)."""
-        try:
-            spec = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise CircuitSpecError(f"Malformed TOML: {exc}.") from None
-        return cls.from_dict(spec)
+        return cls.from_dict(loads_toml(text))
+
+
+def _roles(roles: str | Iterable[str]) -> tuple[str, ...]:
+    """``roles`` as a tuple in the order of :data:`ROLES` (the key of a neuron vector's layout)."""
+    given = (roles,) if isinstance(roles, str) else tuple(roles)
+    for role in given:
+        check_choice("roles", role, ROLES, error=ParameterError)
+    return tuple(r for r in ROLES if r in given)
+
+
+def _concatenate(sizes: Iterable[tuple[str, int]]) -> dict[str, slice]:
+    """Name -> slice of each ``(name, size)`` block laid end to end, in the given order."""
+    out, start = {}, 0
+    for name, size in sizes:
+        out[name] = slice(start, start + size)
+        start += size
+    return out
 
 
 def spectral_radius(a: np.ndarray) -> float:

@@ -1,13 +1,16 @@
-"""Circuit specs: validation, TOML round trips, the builders and the initial weight distribution."""
+"""Circuit specs: validation, TOML round trips, the builders, the initial weight distribution and the block layout."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import neurosubset as ns
-from neurosubset import CircuitSpecError
+from neurosubset import AllocationError, CircuitSpecError
+from neurosubset._checks import ParameterError
+from neurosubset.dynamics import assemble
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "circuits").glob("*.toml"))
@@ -126,3 +129,81 @@ def test_malformed_and_missing_toml_files(tmp_path):
     nosize.write_text("[regions.A]\nrole = 'input'\n")
     with pytest.raises(CircuitSpecError, match=r"regions.A.size is missing"):
         ns.Circuit.from_toml(nosize)
+
+
+# Regions declared out of role order, so that every neuron vector skips some: y x h z g (sizes 2 3 4 2 5).
+LAYOUT = {"dynamics": "discrete", "steps": 2,
+          "regions": {"y": {"size": 2, "role": "output"}, "x": {"size": 3, "role": "input"}, "h": {"size": 4},
+                      "z": {"size": 2, "role": "input"}, "g": {"size": 5}},
+          "projections": [{"pre": "x", "post": "h"}, {"pre": "z", "post": "g"}, {"pre": "h", "post": "g"},
+                          {"pre": "g", "post": "h", "gain": 0.5}, {"pre": "g", "post": "y"}, {"pre": "x", "post": "y"}]}
+
+
+def test_slices_lay_regions_end_to_end_in_declaration_order():
+    c = ns.Circuit.from_dict(LAYOUT)
+    # worked out by hand from the sizes above
+    assert c.slices() == {"y": slice(0, 2), "x": slice(2, 5), "h": slice(5, 9), "z": slice(9, 11), "g": slice(11, 16)}
+    assert c.slices("input") == {"x": slice(0, 3), "z": slice(3, 5)}
+    assert c.slices(("hidden", "output")) == {"y": slice(0, 2), "h": slice(2, 6), "g": slice(6, 11)}
+    assert c.slices(["output", "hidden"]) == c.slices(("hidden", "output"))  # the roles' order does not matter
+    assert c.slices(("input", "hidden")) == {"x": slice(0, 3), "h": slice(3, 7), "z": slice(7, 9), "g": slice(9, 14)}
+    assert (c.n_neurons(), c.n_neurons("input"), c.n_neurons(("hidden", "output"))) == (16, 5, 11)
+    assert (c.n_in, c.n_out) == (5, 2)
+    assert c.offsets(["g", "x", "y"]) == {"g": 0, "x": 5, "y": 8}
+    assert c.offsets(["x", "z"]) == {n: s.start for n, s in c.slices("input").items()}
+    with pytest.raises(ParameterError, match="'roles' parameter must be one of"):
+        c.slices("recurrent")
+    with pytest.raises(ParameterError, match="Region 'q' \\(in 'names'\\) does not exist"):
+        c.offsets(["x", "q"])
+
+
+def test_block_slices_place_each_weight_at_its_regions():
+    c = ns.Circuit.from_dict(LAYOUT)
+    rec, senders = ("hidden", "output"), ("input", "hidden")
+    s = slice
+    assert c.block_slices(rec, senders) == {
+        "x->h": (s(2, 6), s(0, 3)), "z->g": (s(6, 11), s(7, 9)), "h->g": (s(6, 11), s(3, 7)),
+        "g->h": (s(2, 6), s(9, 14)), "g->y": (s(0, 2), s(9, 14)), "x->y": (s(0, 2), s(0, 3))}
+    assert c.block_slices(rec, rec) == {"h->g": (s(6, 11), s(2, 6)), "g->h": (s(2, 6), s(6, 11)),
+                                        "g->y": (s(0, 2), s(6, 11))}
+    assert c.block_slices("output", "input") == {"x->y": (s(0, 2), s(0, 3))}
+    for name, (rows, cols) in c.block_slices(rec, senders).items():
+        assert (rows.stop - rows.start, cols.stop - cols.start) == c.shape(name), name
+
+
+def test_init_scale_repeats_each_weights_init_std_in_theta_order():
+    rnn = ns.linear_rnn(n=6, n_in=2, n_out=3, steps=2, gain=0.7)
+    masks = {"B": np.zeros((6, 2), bool), "W": np.zeros((6, 6), bool), "C": np.zeros((3, 6), bool)}
+    masks["B"][0, 1] = masks["B"][4, 0] = True
+    masks["W"][2, :5] = True
+    masks["C"][1, 3] = True
+    alloc = ns.Allocation.from_masks(rnn, masks)
+    # B ~ N(0, 1/n_in), W ~ N(0, g^2/n), C ~ N(0, 1/n); theta lists B's plastic entries, then W's, then C's
+    want = np.array([1 / np.sqrt(2)] * 2 + [0.7 / np.sqrt(6)] * 5 + [1 / np.sqrt(6)])
+    np.testing.assert_allclose(rnn.init_scale(alloc), want, rtol=1e-15)
+    for same in (alloc.masks, alloc.counts, {"W": 5, "B": 2, "C": masks["C"]}):
+        assert np.array_equal(rnn.init_scale(same), rnn.init_scale(alloc))
+    np.testing.assert_allclose(rnn.init_scale({"W": 3}), [0.7 / np.sqrt(6)] * 3, rtol=1e-15)
+    assert rnn.init_scale({}).shape == (0,)
+    # the order is the one assemble() scatters theta in: each plastic entry gets its own weight's scale
+    frozen = {k: torch.zeros(rnn.shape(k), dtype=torch.float64) for k in rnn.weight_names}
+    index = {k: torch.as_tensor(v) for k, v in alloc.indices.items()}
+    placed = assemble(frozen, index, torch.as_tensor(rnn.init_scale(alloc)))
+    for k in rnn.weight_names:
+        assert np.all(placed[k].numpy()[masks[k]] == rnn.init_std[k]) and not placed[k].numpy()[~masks[k]].any()
+    with pytest.raises(AllocationError, match="Weight 'V' \\(in 'plastic'\\) does not exist"):
+        rnn.init_scale({"V": 1})
+    with pytest.raises(AllocationError, match=r"must have shape \(6, 6\)"):
+        rnn.init_scale({"W": np.ones((2, 2), bool)})
+    with pytest.raises(AllocationError, match="must be >= 0"):
+        rnn.init_scale({"W": -1})
+
+
+def test_bad_arguments_raise_the_toolkits_errors():
+    c = ns.feedforward([3, 2])
+    with pytest.raises(ParameterError, match="Weight 'W9' \\(in 'name'\\) does not exist. Expected one of \\['W1'\\]"):
+        c.shape("W9")
+    with pytest.raises(CircuitSpecError, match="'regions' parameter must hold Region objects"):
+        ns.Circuit(({"name": "x", "size": 3},), ())
+    with pytest.raises(CircuitSpecError, match="'projections' must be an array"):
+        ns.Circuit.from_dict(_spec(projections=3))

@@ -1,0 +1,261 @@
+"""The parts of a circuit specification, their checks and the TOML layout.
+
+:class:`Region` and :class:`Projection` check themselves; :func:`check_graph` and :func:`topological_order` check
+how they refer to each other (:class:`~neurosubset.circuit.Circuit` calls both when built, then checks stability);
+:func:`from_spec` / :func:`to_spec` and the ``*_toml`` helpers translate the TOML layout. ``Region``,
+``Projection`` and the choice tuples are public from :mod:`neurosubset.circuit`.
+"""
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._checks import CircuitSpecError, check_choice, check_int, check_real
+
+ROLES = ("input", "hidden", "output")
+DYNAMICS = ("feedforward", "discrete", "steady")
+NONLINEARITIES = ("linear", "relu")
+_SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections")
+_REGION_KEYS = ("size", "role", "sign")
+_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A population of neurons.
+
+    Parameters
+    ----------
+    name : str
+        Unique region name, e.g. ``"CA3"``.
+    size : int
+        Number of neurons (>= 1).
+    role : {"input", "hidden", "output"}
+        Inputs carry the probe, outputs are linear read-outs compared between teacher and student.
+    sign : {None, 1, -1}
+        Dale's law: the sign of every synapse this region sends. ``None`` leaves signs free.
+    """
+
+    name: str
+    size: int
+    role: str = "hidden"
+    sign: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "->" in self.name:
+            raise CircuitSpecError(f"Region names must be non-empty strings without '->'. Got {self.name!r}.")
+        object.__setattr__(self, "size", check_int(f"regions.{self.name}.size", self.size, minimum=1,
+                                                   error=CircuitSpecError))
+        check_choice(f"regions.{self.name}.role", self.role, ROLES, error=CircuitSpecError)
+        check_choice(f"regions.{self.name}.sign", self.sign, (None, 1, -1), error=CircuitSpecError)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """All synapses from region ``pre`` onto region ``post``.
+
+    Parameters
+    ----------
+    pre, post : str
+        Region names.
+    p : float
+        Connection probability in (0, 1]; which synapses exist is fixed by the circuit's ``seed``.
+    gain : float
+        Weights are drawn ``N(0, gain^2 / (p * n_pre))`` (dimensionless).
+    name : str, optional
+        Weight name; defaults to ``"PRE->POST"``.
+    """
+
+    pre: str
+    post: str
+    p: float = 1.0
+    gain: float = 1.0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        label = self.name or f"{self.pre}->{self.post}"
+        object.__setattr__(self, "name", label)
+        object.__setattr__(self, "p", check_real(f"projections[{label}].p", self.p, low=0.0, high=1.0,
+                                                 low_open=True, error=CircuitSpecError))
+        object.__setattr__(self, "gain", check_real(f"projections[{label}].gain", self.gain, low=0.0,
+                                                    low_open=True, error=CircuitSpecError))
+
+
+def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) -> None:
+    """Check the cross-references of a spec: unique regions, an input and an output, projections between existing
+    regions that start outside the outputs and end outside the inputs, every non-input region driven.
+
+    Raises
+    ------
+    CircuitSpecError
+        Naming the first rule broken and the offending region or projection.
+    """
+    for kind, items, cls in (("regions", regions, Region), ("projections", projections, Projection)):
+        bad = [x for x in items if not isinstance(x, cls)]
+        if bad:
+            raise CircuitSpecError(f"The {kind!r} parameter must hold {cls.__name__} objects. Got {bad[0]!r}.")
+    names = [r.name for r in regions]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise CircuitSpecError(f"Region names must be unique. Duplicated: {sorted(dup)}.")
+    by_name = {r.name: r for r in regions}
+    if not any(r.role == "input" for r in regions):
+        raise CircuitSpecError("A circuit needs at least one region with role 'input'.")
+    if not any(r.role == "output" for r in regions):
+        raise CircuitSpecError("A circuit needs at least one region with role 'output'.")
+    seen: set[str] = set()
+    for proj in projections:
+        for end in ("pre", "post"):
+            region = getattr(proj, end)
+            if region not in by_name:
+                raise CircuitSpecError(f"Region {region!r} (projections[{proj.name}].{end}) does not exist. "
+                                       f"Expected one of {names}.")
+        if proj.name in seen:
+            raise CircuitSpecError(f"Duplicate projection {proj.name!r}: each projection may appear once.")
+        seen.add(proj.name)
+        if by_name[proj.post].role == "input":
+            raise CircuitSpecError(f"Projection {proj.name!r} targets input region {proj.post!r}; "
+                                   f"input regions only carry the probe.")
+        if by_name[proj.pre].role == "output":
+            raise CircuitSpecError(f"Projection {proj.name!r} starts at output region {proj.pre!r}; "
+                                   f"output regions are read-outs and cannot project.")
+    for r in regions:
+        if r.role != "input" and not any(p.post == r.name for p in projections):
+            raise CircuitSpecError(f"Region {r.name!r} (role {r.role!r}) receives no projection.")
+
+
+def topological_order(regions: Sequence[Region], projections: Sequence[Projection]) -> list[str]:
+    """Region names in an evaluation order of the projection graph (Kahn's algorithm); raises on a cycle."""
+    order: list[str] = []
+    indeg = {r.name: 0 for r in regions}
+    for p in projections:
+        indeg[p.post] += 1
+    ready = [r.name for r in regions if indeg[r.name] == 0]
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for p in projections:
+            if p.pre == name:
+                indeg[p.post] -= 1
+                if indeg[p.post] == 0:
+                    ready.append(p.post)
+    if len(order) != len(regions):
+        cyc = [n for n in indeg if indeg[n] > 0 and _reaches(projections, n, n)]
+        raise CircuitSpecError(f"'feedforward' dynamics needs an acyclic projection graph; regions {cyc} lie "
+                               f"on a cycle. Use dynamics 'discrete' or 'steady' for recurrent circuits.")
+    return order
+
+
+def _reaches(projections: Sequence[Projection], source: str, target: str) -> bool:
+    """Whether a directed path of projections leads from ``source`` to ``target`` (length >= 1)."""
+    seen, stack = set(), [source]
+    while stack:
+        node = stack.pop()
+        for p in projections:
+            if p.pre == node:
+                if p.post == target:
+                    return True
+                if p.post not in seen:
+                    seen.add(p.post)
+                    stack.append(p.post)
+    return False
+
+
+def to_spec(circuit: Any) -> dict[str, Any]:
+    """Plain-type dictionary of ``circuit`` in the TOML layout (the inverse of :func:`from_spec`)."""
+    regions = {}
+    for r in circuit.regions:
+        entry: dict[str, Any] = {"size": r.size, "role": r.role}
+        if r.sign is not None:
+            entry["sign"] = r.sign
+        regions[r.name] = entry
+    projections = []
+    for p in circuit.projections:
+        entry = {"pre": p.pre, "post": p.post, "p": p.p, "gain": p.gain}
+        if p.name != f"{p.pre}->{p.post}":
+            entry["name"] = p.name
+        projections.append(entry)
+    return {"name": circuit.name, "dynamics": circuit.dynamics, "steps": circuit.steps,
+            "nonlinearity": circuit.nonlinearity, "seed": circuit.seed, "regions": regions,
+            "projections": projections}
+
+
+def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any]:
+    """Check the keys of a TOML-layout mapping; return the ``Circuit`` keyword arguments it describes.
+
+    Raises
+    ------
+    CircuitSpecError
+        An unknown or missing key, or a table where a value belongs (``source`` names the file in the message).
+    """
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise CircuitSpecError(f"{source}: unknown top-level keys {unknown}. Expected some of {list(_SPEC_KEYS)}.")
+    regions_spec = spec.get("regions")
+    if not isinstance(regions_spec, Mapping) or not regions_spec:
+        raise CircuitSpecError(f"{source}: 'regions' must be a table of [regions.NAME] entries.")
+    regions = []
+    for rname, entry in regions_spec.items():
+        if not isinstance(entry, Mapping):
+            raise CircuitSpecError(f"{source}: regions.{rname} must be a table with keys {list(_REGION_KEYS)}.")
+        bad = sorted(set(entry) - set(_REGION_KEYS))
+        if bad:
+            raise CircuitSpecError(f"{source}: regions.{rname} has unknown keys {bad}. "
+                                   f"Expected some of {list(_REGION_KEYS)}.")
+        if "size" not in entry:
+            raise CircuitSpecError(f"{source}: regions.{rname}.size is missing.")
+        regions.append(Region(rname, entry["size"], entry.get("role", "hidden"), entry.get("sign")))
+    projections_spec = spec.get("projections", [])
+    if not isinstance(projections_spec, Iterable):  # was a bare TypeError from the loop below
+        raise CircuitSpecError(f"{source}: 'projections' must be an array of [[projections]] tables. "
+                               f"Got {projections_spec!r}.")
+    projections = []
+    for k, entry in enumerate(projections_spec):
+        if not isinstance(entry, Mapping):
+            raise CircuitSpecError(f"{source}: projections[{k}] must be a table.")
+        bad = sorted(set(entry) - set(_PROJECTION_KEYS))
+        if bad:
+            raise CircuitSpecError(f"{source}: projections[{k}] has unknown keys {bad}. "
+                                   f"Expected some of {list(_PROJECTION_KEYS)}.")
+        for key in ("pre", "post"):
+            if key not in entry:
+                raise CircuitSpecError(f"{source}: projections[{k}].{key} is missing.")
+        projections.append(Projection(entry["pre"], entry["post"], entry.get("p", 1.0),
+                                      entry.get("gain", 1.0), entry.get("name", "")))
+    return {"regions": tuple(regions), "projections": tuple(projections),
+            "dynamics": spec.get("dynamics", "feedforward"), "steps": spec.get("steps", 1),
+            "nonlinearity": spec.get("nonlinearity", "linear"), "seed": spec.get("seed", 0),
+            "name": spec.get("name", "circuit")}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML table of the spec file ``path``, its ``name`` defaulting to the file's stem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CircuitSpecError(f"Cannot read circuit spec {str(path)!r}: {exc.strerror}.") from None
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CircuitSpecError(f"Malformed TOML in {str(path)!r}: {exc}.") from None
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """The TOML table of spec text (e.g. the ``circuit`` attr of a result Dataset)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CircuitSpecError(f"Malformed TOML: {exc}.") from None
+
+
+def dumps_toml(spec: Mapping[str, Any]) -> str:
+    """A TOML-layout mapping as TOML text."""
+    import tomli_w
+
+    return tomli_w.dumps(dict(spec))
