@@ -51,6 +51,9 @@ class Allocation:
     circuit_name: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.masks, Mapping):
+            raise AllocationError(f"The 'masks' parameter must be a mapping of weight name -> bool array. "
+                                  f"Got {type(self.masks).__name__}.")
         frozen = {}
         for name, mask in self.masks.items():
             arr = np.array(mask, dtype=bool, copy=True)
@@ -73,6 +76,9 @@ class Allocation:
         AllocationError
             Unknown weight name, wrong shape, or a plastic entry where no synapse exists.
         """
+        if not isinstance(masks, Mapping):
+            raise AllocationError(f"The 'masks' parameter must be a mapping of weight name -> bool array. "
+                                  f"Got {type(masks).__name__}.")
         check_names("masks", masks, circuit.weight_names, what="Weight", error=AllocationError)
         out = {}
         for name in circuit.weight_names:
@@ -126,6 +132,7 @@ class Allocation:
 
     def rows(self, name: str) -> np.ndarray:
         """Plastic synapses per postsynaptic neuron of weight ``name``, shape ``(n_post,)``."""
+        check_names("name", [name], self.masks, what="Weight", error=AllocationError)
         return self.masks[name].sum(axis=1)
 
     def __eq__(self, other: object) -> bool:
@@ -143,10 +150,7 @@ class Allocation:
 
 def _pool(circuit: Circuit, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Eligible synapses of weights ``names``: arrays of weight id, flat index, global post and pre neuron id."""
-    offsets, total = {}, 0
-    for r in circuit.regions:
-        offsets[r.name] = total
-        total += r.size
+    neuron = circuit.slices()  # every region, declaration order: a neuron's global id
     w_id, flat, post, pre = [], [], [], []
     for k, name in enumerate(circuit.weight_names):
         if name not in names:
@@ -156,8 +160,8 @@ def _pool(circuit: Circuit, names: Sequence[str]) -> dict[str, np.ndarray]:
         n_pre = circuit.shape(name)[1]
         w_id.append(np.full(idx.size, k))
         flat.append(idx)
-        post.append(offsets[proj.post] + idx // n_pre)
-        pre.append(offsets[proj.pre] + idx % n_pre)
+        post.append(neuron[proj.post].start + idx // n_pre)
+        pre.append(neuron[proj.pre].start + idx % n_pre)
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=int))
     return {"weight": cat(w_id), "flat": cat(flat), "post": cat(post), "pre": cat(pre)}
 

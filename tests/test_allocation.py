@@ -107,3 +107,24 @@ def test_bad_masks_are_refused(ff, sparse):
         ns.Allocation.from_masks(ff, {"W9": np.ones((7, 10), dtype=bool)})
     with pytest.raises(AllocationError, match="absent synapse"):
         ns.Allocation.from_masks(sparse, {"CA3->CA3": np.ones((20, 20), dtype=bool)})
+
+
+def test_bad_arguments_of_allocations_raise_allocation_errors(ff):
+    alloc = ns.allocate(ff, 5, seed=0)
+    with pytest.raises(AllocationError, match="Weight 'W7' \\(in 'name'\\) does not exist. Expected one of"):
+        alloc.rows("W7")
+    with pytest.raises(AllocationError, match="'masks' parameter must be a mapping"):
+        ns.Allocation.from_masks(ff, [np.zeros((7, 10), bool)])
+    with pytest.raises(AllocationError, match="'masks' parameter must be a mapping"):
+        ns.Allocation(None)
+
+
+def test_pool_numbers_neurons_by_region_in_declaration_order(sparse):
+    # EC 0-11, CA3 12-31, CA1 32-41, OUT 42-44 (sizes 12, 20, 10, 3): the global ids spread-rows/-cols group by
+    from neurosubset.allocation import _pool
+    pool = _pool(sparse, ["CA3->CA1", "CA1->OUT"])
+    ca1 = pool["weight"] == sparse.weight_names.index("CA3->CA1")
+    assert set(pool["post"][ca1]) <= set(range(32, 42)) and set(pool["pre"][ca1]) <= set(range(12, 32))
+    assert set(pool["post"][~ca1]) == set(range(42, 45)) and set(pool["pre"][~ca1]) == set(range(32, 42))
+    flat = pool["flat"][ca1]
+    assert np.array_equal(pool["post"][ca1], 32 + flat // 20) and np.array_equal(pool["pre"][ca1], 12 + flat % 20)
