@@ -7,17 +7,33 @@ Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ._checks import ParameterError, check_choice, check_int
 from .allocation import Allocation
 from .circuit import Circuit
 
 DTYPE = torch.float64
 _AFFINE_RTOL = 1e-9  # second differences of an affine map are rounding noise (~1e-15); others are O(1)
 _BROADCAST_MAX = 2**22  # elements (32 MB) of the broadcast intermediate of _sum_outer; beyond it, einsum
+
+
+_THREADS_LOCK = threading.Condition()  # guards _THREADS_HELD and every set_num_threads of torch_threads
+
+
+@dataclass
+class _HeldThreads:
+    threads: int = 0  # the shared count while depth is non-empty
+    before: int = 0  # torch's count before the first entrant came in
+    depth: dict[int, int] = field(default_factory=dict)  # thread ident -> nesting depth inside torch_threads
+
+
+_THREADS_HELD = _HeldThreads()
 
 
 @contextlib.contextmanager
@@ -27,29 +43,52 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     The batched operations here are small: on an idle 2-core machine one thread is as fast as two (RNN benchmark
     workload 3.19 s vs 3.02 s), while two threads on a loaded machine spin in OpenMP barriers and ran a 4-problem
     forward pass in 40 ms instead of 0.3 ms. ``None`` leaves torch's setting alone.
+
+    Safe in threads: the setting is reference counted under one lock. The first block to enter records torch's
+    count and sets ``threads``; blocks in other threads asking for the same count share it; a block asking for a
+    different count waits until every block holding the current one has left (in the same thread, where waiting
+    would never end, it raises :class:`~neurosubset._checks.ParameterError`). The last block to leave restores the
+    recorded count. OpenMP keeps a count per thread (torch's setting is the default a new thread starts with), so
+    every entering thread also sets its own count and, if others are still inside, resets it when it leaves; the
+    last one leaves its own count and the default at the recorded one.
+
+    Raises
+    ------
+    ParameterError
+        ``threads`` is not a positive integer, or differs from the count of a block this thread is already in.
     """
     if threads is None:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads = check_int("threads", threads, minimum=1)
+    me, held = threading.get_ident(), _THREADS_HELD
+    with _THREADS_LOCK:
+        if held.depth.get(me) and held.threads != threads:
+            raise ParameterError(f"The 'threads' parameter is {threads} inside a torch_threads({held.threads}) "
+                                 f"block of the same thread; nested blocks must ask for the same count.")
+        _THREADS_LOCK.wait_for(lambda: not held.depth or held.threads == threads)
+        own = torch.get_num_threads()
+        if not held.depth:
+            held.threads, held.before = threads, own
+        held.depth[me] = held.depth.get(me, 0) + 1
+        if own != threads:
+            torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            held.depth[me] -= 1
+            if not held.depth[me]:
+                del held.depth[me]
+            if not held.depth:
+                torch.set_num_threads(held.before)  # also the default of new threads, whatever this one had
+                _THREADS_LOCK.notify_all()
+            elif own != threads:
+                torch.set_num_threads(own)
 
 
 def _phi(circuit: Circuit, z: torch.Tensor) -> torch.Tensor:
     return torch.relu(z) if circuit.nonlinearity == "relu" else z
-
-
-def _input_slices(circuit: Circuit) -> dict[str, slice]:
-    out, start = {}, 0
-    for name in circuit.input_regions:
-        size = circuit.region[name].size
-        out[name] = slice(start, start + size)
-        start += size
-    return out
 
 
 def _drive(circuit: Circuit, post: str, weights: Mapping[str, torch.Tensor],
@@ -78,7 +117,8 @@ def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch
     torch.Tensor
         ``(..., m, n_out)``: output regions concatenated in declaration order.
     """
-    slices = _input_slices(circuit)
+    _check_forward(circuit, weights, probes)
+    slices = circuit.slices("input")
     if circuit.dynamics == "feedforward":
         states = {name: probes[..., s] for name, s in slices.items()}
         for name in circuit.order:
@@ -100,20 +140,27 @@ def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch
         for name in circuit.output_regions:
             states[name] = _drive(circuit, name, weights, states)
     else:  # steady: r = W_rec r + W_in x over all non-input neurons
-        neurons = [r.name for r in circuit.regions if r.role != "input"]
-        w_rec = _blocks(circuit, weights, neurons, neurons)
-        w_in = _blocks(circuit, weights, neurons, list(circuit.input_regions))
+        neurons = circuit.slices(("hidden", "output"))
+        w_rec = _blocks(circuit, weights, list(neurons), list(neurons))
+        w_in = _blocks(circuit, weights, list(neurons), list(slices))
         eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype)
         # lu_factor/lu_solve, not linalg.solve: in torch 2.13 vmap(jacfwd(linalg.solve)) returns wrong
         # derivatives (tests/test_dynamics.py checks the Jacobian against finite differences)
         lu, pivots = torch.linalg.lu_factor(eye - w_rec)
         rates = torch.linalg.lu_solve(lu, pivots, w_in @ probes.transpose(-1, -2)).transpose(-1, -2)
-        states, start = {}, 0
-        for name in neurons:
-            size = circuit.region[name].size
-            states[name] = rates[..., start:start + size]
-            start += size
+        states = {name: rates[..., s] for name, s in neurons.items()}
     return torch.cat([states[name] for name in circuit.output_regions], dim=-1)
+
+
+def _check_forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> None:
+    """Raise :class:`ParameterError` unless ``weights`` names every weight and ``probes`` ends in the probe shape."""
+    missing = [k for k in circuit.weight_names if k not in weights]
+    if missing:
+        raise ParameterError(f"The 'weights' parameter lacks weights {missing} of circuit {circuit.name!r}.")
+    tail = circuit.probe_shape(1)[1:]
+    if tuple(probes.shape[-len(tail):]) != tail or probes.dim() < len(tail) + 1:
+        raise ParameterError(f"The 'probes' parameter must have shape (..., m, {', '.join(map(str, tail))}) for "
+                             f"circuit {circuit.name!r}. Got {tuple(probes.shape)} instead.")
 
 
 def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str]) -> torch.Tensor:
@@ -257,11 +304,12 @@ class PlasticMap:
             tangents stay under ``max_bytes``.
         """
         frozen, probes = self._subset(select)
+        check_choice("method", method, ("auto", "adjoint", "autograd"))
         if method == "auto":
             method = "adjoint" if self._layout is not None else "autograd"
         if method == "adjoint":
             if self._layout is None:
-                raise ValueError("method='adjoint' needs a linear circuit; use method='autograd'.")
+                raise ParameterError("method='adjoint' needs a linear circuit; use method='autograd'.")
             return _adjoint_jacobian(self.circuit, self._layout, assemble(frozen, self.index, theta), probes)
         n, size = theta.shape
         e = probes.shape[1] * self.circuit.n_out
@@ -289,22 +337,15 @@ class PlasticMap:
         return torch.cat(parts)
 
 
-def _neuron_order(circuit: Circuit, roles: tuple[str, ...]) -> tuple[list[str], dict[str, int]]:
-    names = [r.name for r in circuit.regions if r.role in roles]
-    return names, circuit.offsets(names)
-
-
 def _adjoint_layout(circuit: Circuit, alloc: Allocation) -> dict:
     """Per plastic synapse: its postsynaptic row and presynaptic column in the adjoint's global indexing."""
     if circuit.dynamics == "discrete":
         post_roles, pre_roles = ("hidden",), ("hidden",)
     else:  # feedforward (linear) and steady share r = A r + B x over all non-input neurons
         post_roles, pre_roles = ("hidden", "output"), ("hidden", "output")
-    rows, row_start = _neuron_order(circuit, post_roles)
-    cols, col_start = _neuron_order(circuit, pre_roles)
-    n_cols = sum(circuit.region[n].size for n in cols)
-    _, in_start = _neuron_order(circuit, ("input",))
-    _, out_start = _neuron_order(circuit, ("output",))
+    rows, cols = circuit.slices(post_roles), circuit.slices(pre_roles)
+    n_cols = circuit.n_neurons(pre_roles)
+    inputs, outputs = circuit.slices("input"), circuit.slices("output")
     post, pre, to_output = [], [], []
     for name in circuit.weight_names:
         idx = np.flatnonzero(alloc.masks[name])
@@ -312,17 +353,16 @@ def _adjoint_layout(circuit: Circuit, alloc: Allocation) -> dict:
         n_pre = circuit.shape(name)[1]
         i, j = idx // n_pre, idx % n_pre
         direct = circuit.dynamics == "discrete" and circuit.region[proj.post].role == "output"
-        post.append(i + (out_start[proj.post] if direct else row_start[proj.post]))
-        pre.append(j + (in_start[proj.pre] + n_cols if proj.pre in in_start else col_start[proj.pre]))
+        post.append(i + (outputs[proj.post].start if direct else rows[proj.post].start))
+        pre.append(j + (inputs[proj.pre].start + n_cols if proj.pre in inputs else cols[proj.pre].start))
         to_output.append(np.full(idx.size, direct))
     cat = (lambda xs, dt: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0), dtype=dt))
-    outputs = list(circuit.output_regions)
-    return {"rows": rows, "cols": cols, "post": cat(post, torch.long), "pre": cat(pre, torch.long),
+    return {"rows": list(rows), "cols": list(cols), "post": cat(post, torch.long), "pre": cat(pre, torch.long),
             "to_output": cat(to_output, torch.bool),
             # steady / feedforward: the rows of the output neurons among all non-input ones, (n_out, N)
             "select": (None if circuit.dynamics == "discrete"
-                       else torch.cat([_selector(circuit, rows, o, DTYPE) for o in outputs], dim=0)),
-            "input_to_output": any(p.pre in in_start for o in outputs for p in circuit.projections_into(o))}
+                       else torch.cat([_selector(circuit, post_roles, o, DTYPE) for o in outputs], dim=0)),
+            "input_to_output": any(p.pre in inputs for o in outputs for p in circuit.projections_into(o))}
 
 
 def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torch.Tensor],
@@ -403,12 +443,9 @@ def _sum_outer(g: torch.Tensor, act: torch.Tensor, post: torch.Tensor, pre: torc
     return prod.sum(1).permute(0, 3, 1, 2).flatten(1, 2)
 
 
-def _selector(circuit: Circuit, rows: list[str], region: str, dtype: torch.dtype) -> torch.Tensor:
-    """Rows of the identity picking ``region``'s neurons out of the ``rows`` ordering, ``(size, N)``."""
-    start = circuit.offsets(rows)
-    n = sum(circuit.region[r].size for r in rows)
-    size = circuit.region[region].size
-    return torch.eye(n, dtype=dtype)[start[region]:start[region] + size]
+def _selector(circuit: Circuit, roles: tuple[str, ...], region: str, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of the identity picking ``region``'s neurons out of the neuron vector of ``roles``, ``(size, N)``."""
+    return torch.eye(circuit.n_neurons(roles), dtype=dtype)[circuit.slices(roles)[region]]
 
 
 def is_affine(circuit: Circuit, alloc: Allocation, *, seed: int = 0) -> bool:
@@ -431,7 +468,7 @@ def is_affine(circuit: Circuit, alloc: Allocation, *, seed: int = 0) -> bool:
         frozen[name] = torch.as_tensor(np.stack([d[name] for d in draws]), dtype=DTYPE)
     probes = torch.as_tensor(np.stack([circuit.sample_probes(2, rng) for _ in range(2)]), dtype=DTYPE)
     fmap = PlasticMap(circuit, alloc, frozen, probes)
-    scale = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+    scale = circuit.init_scale(alloc)
     a = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
     d = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
     fp, f0, fm = fmap(a + d), fmap(a), fmap(a - d)

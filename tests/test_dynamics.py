@@ -1,13 +1,17 @@
 """Forward maps against numpy written by hand, Jacobians against a second method, the affine test by algebra."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
 
 import neurosubset as ns
+from neurosubset._checks import ParameterError
 from neurosubset.benchmark import draw_trials
-from neurosubset.dynamics import PlasticMap, assemble, forward, is_affine
+from neurosubset.dynamics import PlasticMap, assemble, forward, is_affine, torch_threads
 
 # float64 rounding on these O(1) quantities is ~1e-15; central differences with h = 1e-6 carry O(h^2) ~ 1e-12
 # truncation and ~1e-10 cancellation error.
@@ -95,7 +99,7 @@ def test_jacobian_methods_agree_with_finite_differences(name, budget):
     if c.nonlinearity == "linear":
         np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(), auto.numpy(), atol=EXACT)
     else:
-        with pytest.raises(ValueError, match="needs a linear circuit"):
+        with pytest.raises(ParameterError, match="needs a linear circuit"):
             fmap.jacobian(theta, method="adjoint")
 
 
@@ -168,3 +172,111 @@ def test_is_affine_on_cases_worked_out_by_hand():
     relu = ns.feedforward([5, 4, 3], nonlinearity="relu")
     assert is_affine(relu, _mask(relu, W2=np.s_[:]))
     assert not is_affine(relu, _mask(relu, W1=np.s_[0, 0]))
+
+
+def test_bad_forward_arguments_name_the_parameter():
+    c = _circuits()["discrete"]
+    w = {k: torch.as_tensor(v) for k, v in c.sample_weights(np.random.default_rng(0)).items()}
+    probes = torch.as_tensor(c.sample_probes(2, np.random.default_rng(1)))
+    with pytest.raises(ParameterError, match=r"'weights' parameter lacks weights \['g->y'\]"):
+        forward(c, {k: v for k, v in w.items() if k != "g->y"}, probes)
+    with pytest.raises(ParameterError, match=r"'probes' parameter must have shape \(\.\.\., m, 3, 3\).*Got \(2, 3\)"):
+        forward(c, w, probes[:, 0])
+    fmap, theta = _map_at_random_point(_circuits()["lffn"], 4)
+    with pytest.raises(ParameterError, match="'method' parameter must be one of"):
+        fmap.jacobian(theta, method="finite-differences")
+
+
+def _fresh_thread_count():
+    """torch's count as a new thread sees it (OpenMP keeps one per thread; torch's setting is the default)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(torch.get_num_threads).result()
+
+
+def test_concurrent_fits_equal_sequential_ones_and_restore_the_thread_count():
+    # two LM fits (ReLU hidden synapses are not affine) long enough to overlap; threads=1 differs from the default
+    # count on a multi-core machine, so both threads really set and restore it
+    relu = ns.feedforward([5, 6, 3], nonlinearity="relu")
+    rnn = ns.linear_rnn(5, 2, 2, steps=3)
+    jobs = [(relu, ns.allocate(relu, 12, within=["W1"], seed=1), 0), (rnn, ns.allocate(rnn, 14, seed=2), 3)]
+    before, fresh_before = (torch.get_num_threads(), torch.get_num_interop_threads()), _fresh_thread_count()
+
+    def run(job):
+        circuit, alloc, seed = job
+        return ns.fit(circuit, alloc, m=3, trials=6, seed=seed, threads=1)
+
+    sequential = [run(job) for job in jobs]
+    start = threading.Barrier(2)
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = list(pool.map(lambda job: (start.wait(), run(job))[1], jobs))
+    for seq, con in zip(sequential, concurrent):
+        assert seq.solver == con.solver
+        for field in ("residual", "theta", "matched", "restarts"):
+            assert np.array_equal(getattr(seq, field), getattr(con, field)), field
+        assert all(np.array_equal(seq.student[k], con.student[k]) for k in seq.student)
+    assert (torch.get_num_threads(), torch.get_num_interop_threads()) == before
+    assert _fresh_thread_count() == fresh_before
+
+
+def test_torch_threads_shares_one_count_and_makes_a_different_one_wait():
+    inside, release, log = threading.Event(), threading.Event(), []
+
+    def holder():
+        with torch_threads(1):
+            log.append(("holder in", torch.get_num_threads()))
+            inside.set()
+            release.wait(10)
+            log.append(("holder out", None))
+
+    def other(count):
+        inside.wait(10)
+        with torch_threads(count):
+            log.append((f"other({count}) in", torch.get_num_threads()))
+
+    fresh_before = _fresh_thread_count()
+    threads = [threading.Thread(target=holder), threading.Thread(target=other, args=(1,)),
+               threading.Thread(target=other, args=(2,))]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    threads[1].join(10)  # the same count shares the holder's setting: it gets in while the holder is inside
+    assert ("other(1) in", 1) in log and ("other(2) in", 2) not in log, log
+    release.set()
+    for t in threads:
+        t.join(10)
+    # the different count got in only after the holder left, and ran on its own count
+    assert log.index(("holder out", None)) < log.index(("other(2) in", 2)), log
+    assert _fresh_thread_count() == fresh_before
+    with torch_threads(1), pytest.raises(ParameterError, match="nested blocks must ask for the same count"):
+        with torch_threads(2):
+            pass  # pragma: no cover
+    with pytest.raises(ParameterError, match="'threads' parameter must be >= 1"):
+        with torch_threads(0):
+            pass  # pragma: no cover
+
+
+def test_torch_threads_restores_the_first_count_when_the_last_block_leaves():
+    # A enters first and leaves first; B, a new thread, starts inside A's block and so begins on A's count. B
+    # leaving last must restore the count from before A, not the one B happened to start with.
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    fresh_before = _fresh_thread_count()
+    count = 1 if fresh_before != 1 else 2
+
+    def first():
+        with torch_threads(count):
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with torch_threads(count):
+            b_in.set()
+            a_out.wait(10)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert a_out.is_set() and _fresh_thread_count() == fresh_before
