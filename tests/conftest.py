@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+# marker -> the module it needs; all are dependencies of the test extra, so a missing one is an error, not a skip
+_OPTIONAL = {"requires_brian2": "brian2", "requires_dask": "distributed"}
+
 
 def _torch_state():
-    return (torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(), torch.is_grad_enabled())
+    return {"default dtype": torch.get_default_dtype(),
+            "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+            "grad enabled": torch.is_grad_enabled(),
+            "intra-op threads": torch.get_num_threads(),
+            "inter-op threads": torch.get_num_interop_threads()}
 
 
 @pytest.fixture(autouse=True)
@@ -18,20 +25,20 @@ def _no_global_state_change():
     yield
     after = _torch_state()
     if after != before:
-        pytest.fail(f"global torch state changed during the test: {before} -> {after}")
+        changed = {k: f"{before[k]} -> {after[k]}" for k in before if after[k] != before[k]}
+        pytest.fail(f"global torch state changed during the test: {changed}")
+
+
+@pytest.fixture(autouse=True)
+def _optional_dependencies(request):
+    """Error (never skip) a ``requires_*`` test whose module is missing: it is a dependency of the test extra."""
+    for marker, module in _OPTIONAL.items():
+        if request.node.get_closest_marker(marker) and importlib.util.find_spec(module) is None:
+            pytest.fail(f"{module} is not installed, but the {marker} tests need it and it is a test dependency: "
+                        f"pip install -e '.[test]'", pytrace=False)
 
 
 @pytest.fixture
 def rng():
     """A seeded numpy Generator (tests pass explicit seeds, never the global state)."""
     return np.random.default_rng(12345)
-
-
-def pytest_collection_modifyitems(config, items):
-    """Optional components are real dependencies of the test extra; say so loudly if one is missing."""
-    missing = {name for name in ("brian2", "dask") if importlib.util.find_spec(name) is None}
-    for item in items:
-        for name in missing:
-            if item.get_closest_marker(f"requires_{name}"):
-                item.add_marker(pytest.mark.xfail(reason=f"{name} not installed (pip install neurosubset[test])",
-                                                  run=False, strict=False))
