@@ -232,7 +232,7 @@ def test_memory_stays_flat_with_duration():
 
 
 def test_import_error_names_the_extra(monkeypatch):
-    from neurosubset.spiking import _import_brian2
+    from neurosubset.spiking.simulation import _import_brian2
 
     monkeypatch.setitem(sys.modules, "brian2", None)  # what an environment without brian2 looks like to import
     with pytest.raises(ImportError, match=r"neurosubset\[spiking\]"):

@@ -1,0 +1,151 @@
+"""The shared driver of the checks: operating point (baselines, clipping, time step), simulation, reduction.
+
+For every network (the circuit, or a teacher and its students) it builds the linear form, refuses unstable or
+rectification-dominated settings, picks one baseline for all networks, runs them together in brian2 and reduces
+the spike counts to rates, standard errors and clipped fractions over the output neurons.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import ndtr
+
+from .._schema import meta
+from ..circuit import Circuit, spectral_radius
+from ..dynamics import DTYPE, forward
+from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
+from .settings import DEFAULT_DT, SpikingSettings, SpikingSettingsError, SpikingWarning
+from .simulation import _simulate
+
+AGREE_Z = 3.0             # agreement: within 3 standard errors ...
+AGREE_REL = 0.05          # ... or within 5% relative
+
+
+def _agree_meta() -> dict[str, Any]:
+    """Attrs of the ``agree`` variables; their long_name is the agreement rule (also the ``agreement_rule`` attr)."""
+    attrs = meta("agree")
+    attrs["long_name"] = attrs["long_name"].format(z=AGREE_Z, percent=100 * AGREE_REL)
+    return attrs
+
+
+def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: SpikingSettings, probes: np.ndarray,
+         seed: int) -> tuple[dict, dict]:
+    """Check, choose the operating point, simulate all networks together; per-network arrays and common attrs.
+
+    ``cfg`` is resolved (:meth:`SpikingSettings.resolved`), ``probes`` ``(probe, n_in)`` checked, ``seed`` the
+    brian2 seed.
+    """
+    _check_circuit(circuit)
+    r0, tau = cfg.rate_unit, cfg.tau
+    nu = (cfg.input_baseline + r0 * probes).T  # (input, probe) Hz
+    forms = {}
+    for label, weights in networks.items():
+        field = {"circuit": "weights", "teacher": "teacher_weights", "student": "student_weights"}.get(
+            label, f"student_weights[{label!r}]")
+        w = _check_weights(circuit, weights, field)
+        a, b = linear_form(circuit, w)
+        radius = spectral_radius(a)
+        if radius >= 1.0:
+            raise SpikingSettingsError(
+                f"The {label} network is unstable: the spectral radius of its recurrent matrix (all non-input "
+                f"neurons) is {radius:.3f}. The linear Poisson network has a stationary state only for a "
+                f"spectral radius < 1; scale the recurrent weights down.")
+        h = np.linalg.solve(np.eye(a.shape[0]) - a, b @ probes.T)  # (neuron, probe), rate-model units
+        y = forward(circuit, {k: torch.as_tensor(v, dtype=DTYPE) for k, v in w.items()},
+                    torch.as_tensor(probes, dtype=DTYPE)).numpy()  # (probe, n_out)
+        forms[label] = {"a": a, "b": b, "h": h, "y": y, "radius": radius}
+    auto = _auto_baseline([(f["a"], f["b"], f["h"]) for f in forms.values()], nu, r0, tau, cfg.margin)
+    n = auto.size
+    rb = auto if cfg.baseline is None else np.full(n, cfg.baseline)
+    where = (lambda i: _cell_label(circuit, int(i)))
+    worst_clip, worst_where, peak = 0.0, "", 0.0
+    for label, f in forms.items():
+        a, b = f["a"], f["b"]
+        rates = rb[:, None] + r0 * f["h"]  # (neuron, probe) Hz
+        if rates.min() <= 0.0:
+            i, p = np.unravel_index(np.argmin(rates), rates.shape)
+            raise SpikingSettingsError(
+                f"Rectification-dominated setting: with baseline {rb[i]:g} Hz and rate_unit {r0:g} Hz, neuron "
+                f"{where(i)} of the {label} network would need a negative rate ({rates[i, p]:.1f} Hz) on probe {p}, "
+                f"which a Poisson neuron cannot fire. The 'baseline' parameter must be > "
+                f"{float(-(r0 * f['h']).min()):.1f} Hz; baseline=None chooses per-neuron baselines automatically "
+                f"({auto.min():g} .. {auto.max():g} Hz here).")
+        sd = _noise_sd(a, b, rates, nu, tau)
+        clip = np.where(sd > 0, ndtr(-rates / np.where(sd > 0, sd, 1.0)), 0.0)  # Gaussian P(intensity < 0)
+        if clip.max() > worst_clip:
+            i, _ = np.unravel_index(np.argmax(clip), clip.shape)
+            worst_clip, worst_where = float(clip.max()), f"neuron {where(i)} of the {label} network"
+        peak = max(peak, float((rates + 5 * sd).max()))
+        f["rates"] = rates
+        f["mu"] = (np.eye(n) - a) @ rb - cfg.input_baseline * b.sum(axis=1)
+    if worst_clip > cfg.max_clipped:
+        message = (f"Rectification-dominated setting: the intensity of {worst_where} is predicted to be negative "
+                   f"(clipped) in {100 * worst_clip:.1f}% of time steps, above 'max_clipped' = "
+                   f"{100 * cfg.max_clipped:.1f}%, so its spiking rate would not follow the linear rate model. "
+                   f"Raise 'baseline' (baseline=None chooses {auto.min():g} .. {auto.max():g} Hz here), lower "
+                   f"'rate_unit' or lengthen 'tau'.")
+        if cfg.on_clipping == "raise":
+            raise SpikingSettingsError(message)
+        warnings.warn(message, SpikingWarning, stacklevel=3)
+    # lambda * dt <= 1 up to 5 sd above the mean: the Bernoulli step is then exact in the mean
+    dt = cfg.dt if cfg.dt is not None else min(DEFAULT_DT, _round_down(1.0 / peak))
+    if dt > tau / 5:
+        raise SpikingSettingsError(f"The 'dt' parameter must be <= tau / 5 = {tau / 5:g} s. Got {dt:g} instead.")
+    if cfg.duration < 10 * dt:
+        raise SpikingSettingsError(f"The 'duration' parameter must be >= 10 dt = {10 * dt:g} s. "
+                                   f"Got {cfg.duration:g} instead.")
+    sim = _simulate([{"a": f["a"], "b": f["b"], "mu": f["mu"], "rates": f["rates"]} for f in forms.values()], nu,
+                    duration=cfg.duration, warmup=cfg.warmup, repeats=cfg.repeats, seed=seed,
+                    tau=tau, dt=dt, target=cfg.target)
+    out_idx = _output_index(circuit)
+    steps = sim["steps"]
+    results = {}
+    for k, (label, f) in enumerate(forms.items()):
+        rate = sim["counts"][k] / cfg.duration  # (repeat, probe, n) Hz
+        clipped = sim["clipped"][k].mean(axis=0) / steps  # (probe, n)
+        saturated = sim["saturated"][k].mean(axis=0) / steps
+        results[label] = {
+            "rate_model": rb[out_idx] + r0 * f["y"],
+            "rate_spiking": rate.mean(axis=0)[:, out_idx],
+            "rate_spiking_se": (rate.std(axis=0, ddof=1) / np.sqrt(cfg.repeats))[:, out_idx],
+            "clipped_fraction": clipped[:, out_idx],
+            "clipped_fraction_all_max": float(clipped.max()),
+            "saturated_fraction_max": float(saturated.max()),
+            "predicted_clipped_fraction_max": worst_clip,
+            "spectral_radius": f["radius"],
+            "mu": f["mu"],
+        }
+        flag = []
+        if clipped.max() > cfg.max_clipped:
+            flag.append(f"intensities clipped at 0 in up to {100 * clipped.max():.2f}% of steps "
+                        f"(max_clipped {100 * cfg.max_clipped:.2f}%)")
+        if saturated.max() > 0:
+            flag.append(f"lambda*dt > 1 in up to {100 * saturated.max():.2f}% of steps (lower 'dt')")
+        results[label]["flags"] = "; ".join(flag)
+        if flag:
+            warnings.warn(f"Spiking rates of the {label} network are not in the linear regime: {'; '.join(flag)}. "
+                          f"They are flagged in the Dataset attrs ('rectification_dominated').", SpikingWarning,
+                          stacklevel=3)
+    attrs = {
+        "tau": tau, "dt": dt, "duration": cfg.duration, "warmup": cfg.warmup,
+        "repeats": cfg.repeats, "seed": seed, "rate_unit": r0,
+        "baseline_rate": np.asarray(rb, dtype=np.float64), "input_baseline": cfg.input_baseline,
+        "margin": cfg.margin,
+        "max_clipped": cfg.max_clipped, "brian2_version": sim["brian2_version"], "codegen_target": cfg.target,
+        "circuit": circuit.to_toml(), "circuit_name": circuit.name,
+        "agreement_rule": _agree_meta()["long_name"],
+        "mapping": "lambda_i = [mu_i + sum_j W_ij g_j + sum_k B_ik g_k]_+, g = spike train * exp kernel of unit "
+                   "area (tau); input rates nu = input_baseline + rate_unit * probe; rates in Hz = baseline_rate + "
+                   "rate_unit * rate-model activity",
+    }
+    return results, attrs
+
+
+def _round_down(x: float) -> float:
+    """``x`` rounded down to 1, 2 or 5 times a power of ten (a readable time step)."""
+    e = 10.0 ** np.floor(np.log10(x))
+    return float(max(c * e for c in (1.0, 2.0, 5.0) if c * e <= x))
