@@ -67,7 +67,7 @@ def naive_adam(circuit, alloc, trials, n, *, steps=5000, lr=1e-3):
 def careful_scipy(circuit, alloc, trials, n, *, restarts=4, seed=0):
     """Per-trial scipy least_squares (TRF, tight tolerances, autograd Jacobian, random restarts)."""
     index = {k: torch.as_tensor(v) for k, v in alloc.indices.items()}
-    sigma = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+    sigma = circuit.init_scale(alloc)
     matched, resid = [], []
     for i in range(n):
         frozen = {k: w.masked_fill(torch.as_tensor(alloc.masks[k].copy()), 0.0)

@@ -210,7 +210,7 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
         n_rest = np.zeros(trials, dtype=np.int64)
         status = trial_status(resid, tol, unmatched=NO_SOLUTION)
     else:
-        sigma = np.concatenate([np.full(alloc.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+        sigma = circuit.init_scale(alloc)
         out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress)
         theta, resid, n_rest, history, status = out.theta, out.residual, out.restarts, out.history, out.status
     student = {k: v.numpy() for k, v in fmap.weights(theta).items()}
