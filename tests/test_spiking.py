@@ -6,15 +6,18 @@ the offsets ``mu`` and the input rates ``nu`` stored in the Dataset, never the l
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tracemalloc
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import neurosubset as ns
+from neurosubset._checks import MissingExtraError, NeurosubsetError
 from neurosubset.cli import main
-from neurosubset.spiking import SpikingSettingsError, SpikingWarning
+from neurosubset.spiking import SpikingSettings, SpikingSettingsError, SpikingWarning, spikecheck
 
 # Agreement criterion of issue 6: within 3 standard errors or within 5% relative, on >= 95% of pairs.
 Z_TOL, REL_TOL, MIN_FRACTION = 3.0, 0.05, 0.95
@@ -251,3 +254,105 @@ def test_cli_spikecheck(tmp_path, capsys):
     code = main(["spikecheck", "relu:4-5-2", "--budget", "4", "--m", "1", "--out", str(tmp_path / "x.nc")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "nonlinearity 'linear'" in err, err
+
+
+# ----------------------------------------------------------------------------------- SpikingSettings, spikecheck
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("duration", 0.0, r"'duration' parameter must be > 0\.0\. Got 0\.0"),
+    ("repeats", 1, r"'repeats' parameter must be >= 2\. Got 1"),
+    ("repeats", 2.5, r"'repeats' parameter must be an integer\. Got 2\.5"),
+    ("tau", -0.01, r"'tau' parameter must be > 0\.0\. Got -0\.01"),
+    ("rate_unit", 0, r"'rate_unit' parameter must be > 0\.0\. Got 0\.0"),
+    ("baseline", 0.0, r"'baseline' parameter must be > 0\.0\. Got 0\.0"),
+    ("input_baseline", -1.0, r"'input_baseline' parameter must be >= 0\.0\. Got -1\.0"),
+    ("margin", -0.5, r"'margin' parameter must be >= 0\.0\. Got -0\.5"),
+    ("dt", 0.0, r"'dt' parameter must be > 0\.0\. Got 0\.0"),
+    ("warmup", -1.0, r"'warmup' parameter must be >= 0\.0\. Got -1\.0"),
+    ("max_clipped", 1.5, r"'max_clipped' parameter must be <= 1\.0\. Got 1\.5"),
+    ("tau", "fast", r"'tau' parameter must be a number\. Got 'fast'"),
+    ("on_clipping", "ignore", r"'on_clipping' parameter must be one of \['raise', 'warn'\]\. Got 'ignore'"),
+    ("target", "cpp", r"'target' parameter must be one of \['numpy', 'cython'\]\. Got 'cpp'"),
+])
+def test_spiking_settings_refuse_bad_values_naming_the_field_and_range(field, value, message):
+    with pytest.raises(SpikingSettingsError, match=message):
+        SpikingSettings(**{field: value})
+    assert issubclass(SpikingSettingsError, NeurosubsetError)
+
+
+def test_spiking_settings_are_frozen_normalised_and_resolved_against_the_probes():
+    s = SpikingSettings(repeats=np.int64(3), tau=1, rate_unit=20)
+    assert type(s.repeats) is int and type(s.tau) is float and s.tau == 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.tau = 2.0
+    probes = np.array([[0.5, -4.0], [1.0, 2.0]])
+    # defaults from the docstring: nu_0 = max(3 r_0, -r_0 min(probes)) = max(60, 80) Hz, warm-up 5 tau = 5 s
+    r = s.resolved(probes)
+    assert (r.input_baseline, r.warmup) == (80.0, 5.0), r
+    assert (s.input_baseline, s.warmup) == (None, None)  # resolving returns new settings
+    assert SpikingSettings(warmup=0.2, input_baseline=200.0).resolved(probes).warmup == 0.2
+    with pytest.raises(SpikingSettingsError, match=r"'input_baseline' parameter must be >= 80\.0\. Got 50\.0"):
+        SpikingSettings(rate_unit=20, input_baseline=50.0).resolved(probes)
+
+
+def test_loose_keywords_and_settings_must_be_valid(fitted):
+    circuit, res = fitted
+    w, probes = one(res.trials.teacher), res.trials.probes[0]
+    with pytest.raises(TypeError, match=r"unknown options \['durations'\]"):
+        ns.spiking_check(circuit, w, probes=probes, durations=1.0)
+    with pytest.raises(TypeError, match=r"unknown options \['repeat'\]"):
+        ns.spiking_compare(circuit, w, w, probes=probes, repeat=3)
+    with pytest.raises(TypeError, match=r"'settings' parameter of spiking_check must be a SpikingSettings"):
+        ns.spiking_check(circuit, w, probes=probes, settings={"duration": 1.0})
+    with pytest.raises(SpikingSettingsError, match=r"'seed' parameter must be >= 0"):
+        ns.spiking_check(circuit, w, probes=probes, seed=-1)
+
+
+@pytest.mark.requires_brian2
+def test_settings_object_and_loose_keywords_give_the_same_dataset():
+    circuit = ns.feedforward([4, 6, 3])
+    rng = np.random.default_rng(3)
+    w, probes = circuit.sample_weights(rng), circuit.sample_probes(2, rng)
+    loose = ns.spiking_check(circuit, w, probes=probes, duration=0.5, repeats=2, seed=2, tau=0.03)
+    packed = ns.spiking_check(circuit, w, probes=probes, seed=2,
+                              settings=SpikingSettings(duration=0.5, repeats=2, tau=0.03))
+    xr.testing.assert_identical(packed, loose)
+    # keywords override the settings object's fields
+    mixed = ns.spiking_check(circuit, w, probes=probes, seed=2, settings=SpikingSettings(duration=9.0, tau=0.03),
+                             duration=0.5, repeats=2)
+    xr.testing.assert_identical(mixed, loose)
+
+
+@pytest.mark.requires_brian2
+def test_spikecheck_returns_the_dataset_of_the_cli_path():
+    # the reference is the composition neurosubset spikecheck made before spikecheck existed: fit one draw,
+    # spiking_compare teacher vs fitted and unfitted student with the CLI's keywords, then the fit's attrs
+    circuit = ns.feedforward([4, 6, 3])
+    alloc = ns.allocate(circuit, 10, seed=3)
+    res = ns.fit(circuit, alloc, m=2, trials=1, seed=3)
+    expected = ns.spiking_compare(circuit, one(res.trials.teacher),
+                                  {"fitted": one(res.student), "unfitted": one(res.trials.student_init)},
+                                  res.trials.probes[0], duration=0.5, repeats=2, seed=3, tau=0.04, rate_unit=30.0,
+                                  target="numpy")
+    expected.attrs.update({"budget": alloc.size, "m": 2, "allocation_strategy": alloc.strategy,
+                           "matched": int(res.matched[0]), "residual": float(res.residual[0])})
+    ds = spikecheck(circuit, alloc, 2, seed=3,
+                    settings=SpikingSettings(duration=0.5, repeats=2, tau=0.04, rate_unit=30.0, target="numpy"))
+    xr.testing.assert_identical(ds, expected)
+    assert list(ds.student.values) == ["fitted", "unfitted"] and ds.attrs["matched"] == 1, ds.attrs["residual"]
+
+
+def test_spikecheck_refuses_nonlinear_circuits_before_fitting(monkeypatch):
+    import neurosubset.spiking.checks as checks
+
+    monkeypatch.setattr(checks, "fit", lambda *a, **k: pytest.fail("spikecheck fitted a circuit it cannot simulate"))
+    relu = ns.feedforward([4, 5, 2], "relu")
+    with pytest.raises(SpikingSettingsError, match=r"nonlinearity 'linear'.*'relu'"):
+        spikecheck(relu, ns.allocate(relu, 4), 1)
+
+
+def test_missing_brian2_is_a_missing_extra_error(monkeypatch):
+    from neurosubset.spiking.simulation import _import_brian2
+
+    monkeypatch.setitem(sys.modules, "brian2", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'neurosubset\[spiking\]'"):
+        _import_brian2()

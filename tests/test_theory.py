@@ -260,3 +260,12 @@ def test_sketched_ranks_equal_the_exact_ranks(circuit, alloc_kwargs, m):
     assert ns.minimal_budget(circuit, m=m, method="sketch") == exact.full_rank
     with pytest.raises(ValueError, match="'sketch' gives ranks only"):
         ns.optimal_allocation(circuit, budget=3, m=m, method="sketch")
+
+
+def test_theory_error_is_a_toolkit_error():
+    # the CLI maps exactly the NeurosubsetError family to exit status 2
+    from neurosubset._checks import NeurosubsetError
+
+    assert issubclass(TheoryError, NeurosubsetError) and issubclass(TheoryError, ValueError)
+    with pytest.raises(NeurosubsetError, match="within"):
+        minimal_budget(ns.feedforward([4, 2, 3]), m=4, within=["W2"])
