@@ -206,8 +206,8 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], store: Any, worke
         for index, trial_seed, alloc in feasible:
             for jm, mm in enumerate(cfg.ms):
                 if not done[(*index, jm)]:
-                    tasks.append(PointTask(order=len(tasks), index=(*index, jm), circuit_toml=cfg.circuit_toml,
-                                           alloc=alloc, m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
+                    tasks.append(PointTask(index=(*index, jm), circuit_toml=cfg.circuit_toml, alloc=alloc,
+                                           m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
                                            solver=cfg.solver, certificate=cfg.certificate))
         sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
         total = int((status == PENDING).sum())
@@ -219,7 +219,8 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], store: Any, worke
         try:
             with point_executor(workers, scheduler, len(tasks)) as (executor, in_flight):
                 for task, ds in completed(executor, run_point, tasks, in_flight):
-                    target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
+                    if not target.has_layout:  # the first result: template variables from its Dataset
+                        target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
                     target.write(task.index, point_values(ds, cfg.max_rounds))
                     if bar is not None:
                         bar.update(1)
@@ -227,7 +228,7 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], store: Any, worke
             if bar is not None:
                 bar.close()
         if not target.has_layout:  # no point was computable: the layout of a point on an empty allocation
-            ds = run_point(PointTask(order=0, index=(), circuit_toml=cfg.circuit_toml, alloc=allocate(circuit, 0),
+            ds = run_point(PointTask(index=(), circuit_toml=cfg.circuit_toml, alloc=allocate(circuit, 0),
                                      m=cfg.ms[0], trials=1, seed=0, tol=cfg.tol, solver=cfg.solver,
                                      certificate=cfg.certificate))
             target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))

@@ -33,8 +33,6 @@ class PointTask:
 
     Attributes
     ----------
-    order : int
-        Position in the sweep's task list (results of one wait are stored in this order).
     index : tuple of int
         The point's position along the sweep's point dims ``(budget, fractions..., strategy, m)``.
     circuit_toml : str
@@ -47,7 +45,6 @@ class PointTask:
     certificate : bool
     """
 
-    order: int
     index: tuple[int, ...]
     circuit_toml: str
     alloc: Allocation

@@ -100,7 +100,7 @@ class ZarrTarget:
         return self._done
 
     def ensure(self, variables: Mapping[str, xr.Variable]) -> None:
-        """Create the store from the skeleton and the point ``variables`` unless it exists (its layout stays)."""
+        """Create the store from the skeleton and the point ``variables`` (once; an existing store keeps its own)."""
         if self.has_layout:
             return
         template = self.skeleton.assign(dict(variables))
