@@ -65,6 +65,7 @@ POINT_STATUS = Flags(("off_grid", "pending", "done", "infeasible_budget", "infea
 OFF_GRID, PENDING, DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE = range(len(POINT_STATUS.meanings))
 
 # how the fit of one trial ended (int8), in the spirit of diffrax's RESULTS:
+# - not_fitted: no fit stored (0, the fill value of a store's points not yet computed);
 # - matched: relative residual below tol;
 # - no_solution: an exact decider (least squares on affine outputs) proved that no plastic values match;
 # - stalled: the best restart sat at a non-zero minimum (cost fell by < 1e-6 over 25 iterations);
@@ -73,9 +74,9 @@ OFF_GRID, PENDING, DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE = range(len(POINT_S
 # - non_finite: outputs or residual overflowed to inf/NaN;
 # - unstable: the best fit reproduces the teacher but the student's steady state is unstable (a constraint);
 # - infeasible: an exact decider under constraints (e.g. sign bounds) proved that no admissible values match.
-FIT_STATUS = Flags(("matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite", "unstable",
-                    "infeasible"))
-(MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE, UNSTABLE,
+FIT_STATUS = Flags(("not_fitted", "matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite",
+                    "unstable", "infeasible"))
+(NOT_FITTED, MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE, UNSTABLE,
  INFEASIBLE) = range(len(FIT_STATUS.meanings))
 
 _PROB = {"units": "1"}

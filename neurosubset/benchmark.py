@@ -364,9 +364,3 @@ def _weights(ds: xr.Dataset, prefix: str) -> dict[str, np.ndarray]:
         raise KeyError(f"The Dataset has no {prefix}* variables; call match_probability(..., return_weights=True).")
     return out
 
-
-def check_solver_options(tol, solver, restarts, max_rounds, steps):  # TEMPORARY: until sweeps/ lands
-    tol = check_real("tol", tol, low=0.0, low_open=True)
-    s = as_solver(solver)
-    lm = LevenbergMarquardt(restarts, max_rounds, steps)
-    return tol, s.name, lm.restarts, lm.max_rounds, lm.iterations

@@ -101,7 +101,7 @@ def _write(ds, out: str) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
     """Sweep MP over budgets, plasticity fractions, strategies and probe counts into a resumable Zarr store."""
-    from .sweep import simplex_grid, sweep
+    from .sweeps import simplex_grid, sweep
 
     circuit = load_circuit(args.circuit)
     keys = parse_list(args.fractions, option="--fractions")
@@ -125,7 +125,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 def _cmd_plot(args: argparse.Namespace) -> None:
     """Write PNG figures of a sweep store / netCDF file or of one `neurosubset mp` result."""
     from .plot import save_figures
-    from .sweep import open_sweep
+    from .sweeps import open_sweep
 
     ds = open_sweep(args.path)
     out = args.out or str(Path(args.path).with_suffix(""))
@@ -135,7 +135,7 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     """Export a sweep store (.zarr) as one netCDF-4 file (h5netcdf)."""
-    from .sweep import export
+    from .sweeps import export
 
     print(f"wrote {export(args.store, args.out)}")
 
