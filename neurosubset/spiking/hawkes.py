@@ -15,6 +15,7 @@ from ..circuit import Circuit
 from .settings import SpikingSettingsError
 
 SPIKING_DYNAMICS = ("steady", "feedforward")
+_NEURONS = ("hidden", "output")  # the simulated (non-input) neurons: roles of the rows and columns of A
 
 
 def _check_circuit(circuit: Circuit) -> None:
@@ -28,10 +29,6 @@ def _check_circuit(circuit: Circuit) -> None:
         raise SpikingSettingsError(
             f"The spiking check needs nonlinearity 'linear' (the Hawkes mapping is linear); circuit "
             f"{circuit.name!r} has {circuit.nonlinearity!r}. Expected 'linear'.")
-
-
-def _neurons(circuit: Circuit) -> list[str]:
-    return [r.name for r in circuit.regions if r.role != "input"]
 
 
 def _check_weights(circuit: Circuit, weights: Mapping[str, Any], field: str) -> dict[str, np.ndarray]:
@@ -80,27 +77,17 @@ def linear_form(circuit: Circuit, weights: Mapping[str, Any]) -> tuple[np.ndarra
     """
     _check_circuit(circuit)
     weights = _check_weights(circuit, weights, "weights")
-    neurons = _neurons(circuit)
-    inputs = list(circuit.input_regions)
-    row, col_in = circuit.offsets(neurons), circuit.offsets(inputs)
-    n = sum(circuit.region[r].size for r in neurons)
+    n = circuit.n_neurons(_NEURONS)
     a, b = np.zeros((n, n)), np.zeros((n, circuit.n_in))
-    for p in circuit.projections:
-        w = weights[p.name]
-        i0 = row[p.post]
-        if p.pre in col_in:
-            j0 = col_in[p.pre]
-            b[i0:i0 + w.shape[0], j0:j0 + w.shape[1]] += w
-        else:
-            j0 = row[p.pre]
-            a[i0:i0 + w.shape[0], j0:j0 + w.shape[1]] += w
+    for mat, cols in ((a, _NEURONS), (b, "input")):
+        for name, (post, pre) in circuit.block_slices(_NEURONS, cols).items():
+            mat[post, pre] += weights[name]
     return a, b
 
 
 def _output_index(circuit: Circuit) -> np.ndarray:
-    neurons = _neurons(circuit)
-    row = circuit.offsets(neurons)
-    return np.concatenate([row[o] + np.arange(circuit.region[o].size) for o in circuit.output_regions])
+    rows = circuit.slices(_NEURONS)
+    return np.concatenate([np.arange(rows[o].start, rows[o].stop) for o in circuit.output_regions])
 
 
 def _noise_sd(a: np.ndarray, b: np.ndarray, rates: np.ndarray, nu: np.ndarray, tau: float) -> np.ndarray:
@@ -139,7 +126,7 @@ def _auto_baseline(nets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], nu: np
 
 
 def _cell_label(circuit: Circuit, i: int) -> str:
-    for name, start in circuit.offsets(_neurons(circuit)).items():
-        if start <= i < start + circuit.region[name].size:
-            return f"{name}[{i - start}]"
+    for name, rows in circuit.slices(_NEURONS).items():
+        if rows.start <= i < rows.stop:
+            return f"{name}[{i - rows.start}]"
     return str(i)  # pragma: no cover

@@ -79,7 +79,7 @@ def _full_map(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.ndarr
     fmap = PlasticMap(circuit, full, frozen, torch.as_tensor(probes, dtype=DTYPE).unsqueeze(0))
     theta = torch.as_tensor(np.concatenate([weights[k].ravel()[full.indices[k]] for k in circuit.weight_names]),
                             dtype=DTYPE)
-    scale = np.concatenate([np.full(full.counts[k], circuit.init_std[k]) for k in circuit.weight_names])
+    scale = circuit.init_scale(full)
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         return fmap(t.unsqueeze(0)).squeeze(0)
