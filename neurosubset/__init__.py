@@ -31,6 +31,9 @@ from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
 from .spiking import spiking_check as spiking_check  # brian2 itself is imported only when a check runs
 from .spiking import spiking_compare as spiking_compare
+from .spiking import spikecheck as spikecheck
+from .spiking import SpikingSettings as SpikingSettings
+from .spiking import SpikingSettingsError as SpikingSettingsError
 from .theory import Certificate as Certificate
 from .theory import Heuristic as Heuristic
 from .theory import TheoryError as TheoryError
@@ -61,7 +64,7 @@ __all__ = [
     # theory
     "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
     # spiking check (optional extra neurosubset[spiking]; brian2 is imported only when a check runs)
-    "spiking_check", "spiking_compare",
+    "spiking_check", "spiking_compare", "spikecheck", "SpikingSettings", "SpikingSettingsError",
     # sweeps
     "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
 ]

@@ -142,23 +142,17 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_spikecheck(args: argparse.Namespace) -> None:
     """Fit one student, then run teacher, fitted and unfitted student as linear Poisson networks in brian2."""
-    from ._spikeplot import spikecheck_figure
-    from .benchmark import fit
-    from .spiking import _check_circuit, spiking_compare
+    from .plot import spikecheck_figure
+    from .spiking import SpikingSettings, spikecheck
 
     circuit = load_circuit(args.circuit)
-    _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
+    settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=args.tau,
+                               rate_unit=args.rate_unit, target=args.target)
     alloc = _allocation(circuit, args)
-    res = fit(circuit, alloc, m=args.m, trials=1, seed=args.seed)
-    one = (lambda weights: {k: v[0] for k, v in weights.items()})
-    ds = spiking_compare(circuit, one(res.trials.teacher),
-                         {"fitted": one(res.student), "unfitted": one(res.trials.student_init)},
-                         res.trials.probes[0], duration=args.duration, repeats=args.repeats, seed=args.seed,
-                         tau=args.tau, rate_unit=args.rate_unit, target=args.target)
-    ds.attrs.update({"budget": alloc.size, "m": args.m, "allocation_strategy": alloc.strategy,
-                     "matched": int(res.matched[0]), "residual": float(res.residual[0])})
-    verdict = "matched" if res.matched[0] else "NOT matched (the spiking comparison is then expected to differ)"
-    print(f"fit: student {verdict}, relative residual {res.residual[0]:.2e} (M = {alloc.size}, m = {args.m})")
+    ds = spikecheck(circuit, alloc, args.m, seed=args.seed, settings=settings)
+    matched, residual = ds.attrs["matched"], ds.attrs["residual"]
+    verdict = "matched" if matched else "NOT matched (the spiking comparison is then expected to differ)"
+    print(f"fit: student {verdict}, relative residual {residual:.2e} (M = {alloc.size}, m = {args.m})")
     print(f"teacher spikes vs rate model: {ds.attrs['fraction_agree_teacher_model']:.0%} of (probe, neuron) pairs "
           f"agree (3 s.e. or 5%); max clipped fraction {ds.attrs['clipped_fraction_all_max']:.2%}; "
           f"{ds.attrs['repeats']} x {ds.attrs['duration']:g} s, dt {1e3 * ds.attrs['dt']:g} ms, "

@@ -57,7 +57,6 @@ from .checks import spikecheck as spikecheck
 from .checks import spiking_check as spiking_check
 from .checks import spiking_compare as spiking_compare
 from .hawkes import SPIKING_DYNAMICS as SPIKING_DYNAMICS
-from .hawkes import _check_circuit as _check_circuit  # used by neurosubset.cli before fitting
 from .hawkes import linear_form as linear_form
 from .settings import DEFAULT_DT as DEFAULT_DT
 from .settings import DEFAULT_MARGIN as DEFAULT_MARGIN
