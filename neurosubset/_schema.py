@@ -134,6 +134,19 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "input_rate": {"long_name": "input Poisson rates", "units": "Hz"},
 }
 
+# biological constraints (neurosubset.benchmark: dale, stable): per trial, and the flags as sweep coordinates
+VARIABLES.update({
+    "stable": {"long_name": "fitted student's fixed point is stable (max Re(eig W) < 1)", "units": "1"},
+    "max_real_eig": {"long_name": "largest real part of the eigenvalues of the fitted student's recurrent matrix",
+                     "units": "1"},
+    "sign_violations": {"long_name": "plastic values whose sign breaks Dale's law for their presynaptic region",
+                        "units": "1"},
+    "teacher_rejected": {"long_name": "unstable teacher draws rejected before the trial's teacher", "units": "1"},
+    "student_rejected": {"long_name": "unstable student draws rejected before the trial's student", "units": "1"},
+    "dale": {"long_name": "Dale's law kept while fitting (plastic values keep their region's sign)"},
+    "stable_required": {"long_name": "a match requires a stable student fixed point (steady circuits)"},
+})
+
 
 def meta(name: str, **extra: Any) -> dict[str, Any]:
     """A fresh copy of the attrs of variable ``name`` (see :data:`VARIABLES`), updated with ``extra``."""

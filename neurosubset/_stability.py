@@ -70,6 +70,12 @@ def loops(circuit: Any) -> tuple[Loop, ...]:
     return tuple(out)
 
 
+def plastic_in_loops(circuit: Any, counts: Mapping[str, int]) -> bool:
+    """Whether any plastic synapse (``counts``: weight name -> number plastic) lies inside a recurrent loop, the
+    only place where a plastic value can move ``eig W``."""
+    return any(counts.get(k, 0) for loop in loops(circuit) for k in loop.projections)
+
+
 def _reachable(succ: Mapping[str, set[str]], source: str) -> set[str]:
     """Regions reached from ``source`` by paths of length >= 1."""
     seen: set[str] = set()

@@ -11,6 +11,20 @@ For each trial ``i`` (its own ``numpy.random.SeedSequence(seed, spawn_key=(i, 0)
    ``||y_student - y_teacher|| / ||y_teacher||`` falls below ``tol`` (default 1e-8; see :data:`DEFAULT_TOL`).
 
 ``MP(A, m)`` is the fraction of matched trials, reported with a 95% Wilson score interval.
+
+Biological constraints (both on by default; ``dale=False, stable=False`` is the unconstrained benchmark, bit for
+bit):
+
+- ``dale``: a plastic synapse from a region with ``sign = s`` stays in ``s * [0, inf)`` throughout fitting
+  (:func:`neurosubset.solvers.bounded.sign_bounds`): affine outputs are decided exactly per trial by bounded least
+  squares (BVLS), others fitted by a projected Levenberg-Marquardt with restarts drawn inside the box.
+- ``stable`` (steady circuits; discrete and feed-forward ones have no fixed point to lose): a match counts only
+  if the student's recurrent matrix has ``max Re(eig W) < 1`` (its fixed point is stable under
+  ``tau dr/dt = -r + W r + input``); the LM keeps restarting a trial that lands on an unstable solution. The
+  teacher and the student's own draw then come from the circuit's init distribution *conditioned on stability*:
+  an unstable draw is rejected and redrawn from the trial's stream (the counts are stored per trial), which is the
+  circuit one means by a stable E/I spec; specs with mostly unstable draws are refused when built
+  (:class:`~neurosubset.circuit.Circuit`), so the rejection costs at most about 2 draws per accepted one.
 """
 from __future__ import annotations
 
@@ -24,18 +38,21 @@ import torch
 import xarray as xr
 
 from . import _schema
-from ._checks import ParameterError, check_int, check_real
-from ._schema import NO_SOLUTION, meta, var_name, version
+from ._checks import CircuitSpecError, ParameterError, check_int, check_real
+from ._schema import UNSTABLE, meta, var_name, version
+from ._stability import loops, max_real_eig, plastic_in_loops
 from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
-from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver, relative_residual, solve_affine
-from .solvers.multistart import multistart, trial_status
+from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
+from .solvers.bounded import sign_bounds, solve_exact
+from .solvers.multistart import multistart
 from .theory import certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
 # cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
 DEFAULT_TOL = 1e-8
+_MAX_REJECTIONS = 1000  # unstable draws rejected in a row before a trial gives up (specs allow <= 50% unstable)
 
 __all__ = ["DEFAULT_TOL", "FitResult", "Trials", "draw_trials", "fit", "fit_dataset", "match_probability",
            "student_weights", "teacher_weights", "version", "var_name", "wilson_interval"]
@@ -73,26 +90,45 @@ class Trials:
         Weight name -> ``(trial, n_post, n_pre)``: the teacher and the student's own draw (the frozen values).
     probes : numpy.ndarray
         ``(trial, m, n_in)`` or ``(trial, m, steps, n_in)``.
+    teacher_rejected, student_rejected : numpy.ndarray
+        ``(trial,)`` int64 unstable draws rejected before the teacher / the student's draw (``stable`` only).
     """
 
     teacher: dict[str, np.ndarray]
     student_init: dict[str, np.ndarray]
     probes: np.ndarray
+    teacher_rejected: np.ndarray | None = None
+    student_rejected: np.ndarray | None = None
 
 
-def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int = 0) -> Trials:
+def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int = 0,
+                stable: bool = False) -> Trials:
     """Draw teachers, student initial weights and probes for trials ``first .. first + trials - 1``.
 
-    Trial ``i`` depends only on ``(seed, i)``: teacher and student do not depend on ``m`` either.
+    Trial ``i`` depends only on ``(seed, i)``: teacher and student do not depend on ``m`` either. With ``stable``
+    (steady circuits), a teacher or student draw whose recurrent matrix has ``max Re(eig W) >= 1`` is rejected and
+    drawn again from the same stream (the draws are then the init distribution conditioned on stability); a
+    trial whose first draws are stable is the same as without ``stable``.
     """
+    stable = stable and circuit.dynamics == "steady" and bool(loops(circuit))
     teachers, students, probes = [], [], []
-    for i in range(first, first + trials):
+    rejected = np.zeros((trials, 2), dtype=np.int64)
+    for k, i in enumerate(range(first, first + trials)):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
-        teachers.append(circuit.sample_weights(rng))
-        students.append(circuit.sample_weights(rng))
+        for j, out in enumerate((teachers, students)):
+            w = circuit.sample_weights(rng)
+            while stable and max_real_eig(circuit, w) >= 1.0:
+                rejected[k, j] += 1
+                if rejected[k, j] > _MAX_REJECTIONS:
+                    raise CircuitSpecError(
+                        f"Trial {i} of circuit {circuit.name!r}: {_MAX_REJECTIONS} draws in a row were unstable "
+                        f"(max Re(eig W) >= 1); the spec's estimate was {circuit.stability.unstable_fraction:.0%}. "
+                        f"{circuit.stability.suggestion(circuit)}.")
+                w = circuit.sample_weights(rng)
+            out.append(w)
         probes.append(circuit.sample_probes(m, rng))
     stack = (lambda ds: {k: np.stack([d[k] for d in ds]) for k in circuit.weight_names})
-    return Trials(stack(teachers), stack(students), np.stack(probes))
+    return Trials(stack(teachers), stack(students), np.stack(probes), rejected[:, 0], rejected[:, 1])
 
 
 @dataclass(frozen=True)
@@ -123,9 +159,22 @@ class FitResult:
         The match tolerance.
     status : numpy.ndarray
         ``(trial,)`` int8 how each trial's fit ended (:data:`neurosubset._schema.FIT_STATUS`: matched,
-        no_solution (exact: proven unmatchable), stalled, iteration_cap, no_descent, non_finite).
+        no_solution (exact: proven unmatchable even without sign bounds), stalled, iteration_cap, no_descent,
+        non_finite, unstable (reproduces the teacher, but the student's fixed point is unstable), infeasible
+        (exact: solvable, but not with the signs Dale's law allows)).
     options : LeastSquares or LevenbergMarquardt
         The solver object that ran (``Auto`` resolved).
+    dale, stable : bool
+        The constraints asked for: sign bounds on the plastic values; stability required of a match (which applies
+        to steady circuits only).
+    exact : bool
+        Whether MP is exact up to sampling (affine decisions, and stability either not required or not moved by the
+        plastic values); otherwise a lower bound (a local solver can miss solutions).
+    max_real_eig : numpy.ndarray or None
+        ``(trial,)`` ``max Re(eig W)`` of the fitted student's recurrent matrix (steady circuits, else None).
+    sign_violations : numpy.ndarray or None
+        ``(trial,)`` int64 plastic values of the wrong sign for their presynaptic region (None if no plastic
+        synapse is signed; always 0 with ``dale``).
     """
 
     trials: Trials
@@ -139,12 +188,22 @@ class FitResult:
     tol: float
     status: np.ndarray
     options: LeastSquares | LevenbergMarquardt
+    dale: bool = False
+    stable: bool = False
+    exact: bool = True
+    max_real_eig: np.ndarray | None = None
+    sign_violations: np.ndarray | None = None
+
+    @property
+    def student_stable(self) -> np.ndarray | None:
+        """``(trial,)`` bool: the fitted student's fixed point is stable (steady circuits, else None)."""
+        return None if self.max_real_eig is None else self.max_real_eig < 1.0
 
 
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
         solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, threads: int | None = 1, progress: bool = False,
-        restarts: int | None = None, max_rounds: int | None = None, steps: int | None = None,
-        widen: float | None = None) -> FitResult:
+        dale: bool = True, stable: bool = True, restarts: int | None = None, max_rounds: int | None = None,
+        steps: int | None = None, widen: float | None = None) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
 
     Parameters
@@ -173,6 +232,14 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         :func:`neurosubset.dynamics.torch_threads`).
     progress : bool
         Show a progress bar over rounds.
+    dale : bool
+        Keep every plastic synapse from a signed region on its sign while fitting (Dale's law): exact bounded least
+        squares (BVLS) on affine outputs, a projected LM with restarts inside the sign box otherwise. Regions
+        without ``sign`` are free either way.
+    stable : bool
+        Steady circuits: count a match only if the student's fixed point is stable (``max Re(eig W) < 1``), keep
+        restarting trials that land on unstable solutions, and draw teacher and student from the init
+        distribution conditioned on stability (rejected draws counted). Ignored for other dynamics.
     restarts, max_rounds, steps, widen
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
@@ -188,42 +255,65 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     if set(alloc.masks) != set(circuit.weight_names):
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
-    draws = draw_trials(circuit, m, trials, seed)
+    dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
+    draws = draw_trials(circuit, m, trials, seed, stable=stable)
     with torch_threads(threads):
-        return _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress)
+        return _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
+                    stable=stable)
+
+
+def _check_flag(field: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"The {field!r} parameter must be True or False. Got {value!r} instead.")
+    return bool(value)
 
 
 def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
-         progress: bool) -> FitResult:
+         progress: bool, dale: bool = False, stable: bool = False) -> FitResult:
     trials = draws.probes.shape[0]
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
     fmap = PlasticMap(circuit, alloc, {k: to_t(v) for k, v in draws.student_init.items()}, to_t(draws.probes))
     teacher = {k: to_t(v) for k, v in draws.teacher.items()}
     targets = forward(circuit, teacher, fmap.probes).flatten(-2)
+    signs = sign_bounds(circuit, alloc)
+    bounds = signs if dale and signs.active else None
+    steady = circuit.dynamics == "steady"
+    need_stable = stable and steady
+    admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
     if isinstance(solver, Auto):
         solver = solver.resolve(is_affine(circuit, alloc, seed=seed))
     if isinstance(solver, LeastSquares) or alloc.size == 0:
         solver = LeastSquares()
-        theta = solve_affine(fmap, targets)
-        resid = relative_residual(fmap(theta), targets)
-        history = [float((resid < tol).double().mean())]
+        theta, resid, status = solve_exact(fmap, targets, bounds, tol=tol)
         n_rest = np.zeros(trials, dtype=np.int64)
-        status = trial_status(resid, tol, unmatched=NO_SOLUTION)
+        # a plastic synapse inside a recurrent loop can move eig W: one exact fit being unstable then proves nothing
+        exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
     else:
         sigma = circuit.init_scale(alloc)
-        out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress)
+        out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
+                         admissible=admissible)
         theta, resid, n_rest, history, status = out.theta, out.residual, out.restarts, out.history, out.status
+        exact = False
     student = {k: v.numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.numpy()
-    return FitResult(draws, student, theta.numpy(), resid_np, resid_np < tol, n_rest, np.array(history),
-                     solver.name, tol, status, solver)
+    matched = resid_np < tol
+    max_re = max_real_eig(circuit, student) if steady else None
+    if need_stable:  # checked on the weights reported, whatever the solver did
+        unstable = matched & ~(max_re < 1.0)
+        matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
+    if isinstance(solver, LeastSquares):
+        history = [float((resid < tol).double().mean())] if not need_stable else [float(matched.mean())]
+    theta_np = theta.numpy()
+    return FitResult(draws, student, theta_np, resid_np, matched, n_rest, np.array(history), solver.name, tol,
+                     status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
+                     sign_violations=signs.violations(theta_np) if signs.active else None)
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
                       solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, return_weights: bool = False,
                       progress: bool = False, certificate: bool = True, threads: int | None = 1,
-                      restarts: int | None = None, max_rounds: int | None = None,
-                      steps: int | None = None) -> xr.Dataset:
+                      dale: bool = True, stable: bool = True, restarts: int | None = None,
+                      max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -236,14 +326,15 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         Number of teacher/student/probe draws.
     seed : int
         Base seed; the same seed gives an identical Dataset and trial ``i`` does not depend on ``trials``.
-    solver, tol, progress, threads
-        See :func:`fit`.
+    solver, tol, progress, threads, dale, stable
+        See :func:`fit` (``dale=False, stable=False``: the unconstrained benchmark).
     return_weights : bool
         Also store teacher, initial and fitted student weights, probes and ``theta`` per trial.
     certificate : bool
         Also compute :func:`neurosubset.theory.certify` with the same ``m`` and ``seed`` (no fitting) and store
         ``plastic_rank`` and ``full_rank`` as variables and every certificate field as a ``certificate_*`` attr
-        (``certificate_verdict`` is "zero", "one", "positive" or "unproven"; ``certificate_affine`` is 0/1).
+        (``certificate_verdict`` is "zero", "one", "positive" or "unproven"; ``certificate_affine`` is 0/1), under
+        the same ``dale`` and ``stable``.
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
@@ -252,8 +343,12 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     xarray.Dataset
         ``matched (trial)`` bool, ``residual (trial)`` relative residual, ``restarts (trial)``,
         ``fit_status (trial)`` int8 flags, ``mp``, ``mp_low``, ``mp_high`` (95% Wilson interval),
-        ``mp_first_round`` and ``mp_by_round (round)``, one ``mask_<weight>`` per weight; attrs hold the
-        configuration (circuit spec as TOML, allocation, solver, tolerance, versions, a config hash).
+        ``mp_first_round`` and ``mp_by_round (round)``, one ``mask_<weight>`` per weight; steady circuits add
+        ``stable (trial)`` and ``max_real_eig (trial)`` of the fitted student (and with ``stable`` the rejected
+        unstable draws ``teacher_rejected``, ``student_rejected``), signed plastic synapses ``sign_violations
+        (trial)``. Attrs hold the configuration (circuit spec as TOML, allocation, solver, tolerance, ``dale`` and
+        ``stable`` as 0/1, versions, a config hash) and ``mp_estimate``: "exact" (affine decisions) or
+        "lower_bound" (a local solver's count, which can miss solutions).
 
     Examples
     --------
@@ -262,11 +357,12 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     >>> float(ds.mp)                                                         # doctest: +SKIP
     """
     solver = as_solver(solver, where="match_probability", restarts=restarts, max_rounds=max_rounds, steps=steps)
-    res = fit(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads)
+    res = fit(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads,
+              dale=dale, stable=stable)
     ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=solver, return_weights=return_weights)
     if certificate:
         with torch_threads(threads):
-            cert = certify(circuit, alloc, m=m, seed=seed)
+            cert = certify(circuit, alloc, m=m, seed=seed, dale=res.dale, stable=res.stable)
         ds["plastic_rank"] = ((), np.int64(cert.plastic_rank), meta("plastic_rank"))
         ds["full_rank"] = ((), np.int64(cert.full_rank), meta("full_rank"))
         ds.attrs.update(cert.to_attrs())
@@ -293,6 +389,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
         "mp_high": ((), high, meta("mp_high")),
         "mp_first_round": ((), float(res.mp_by_round[0]), meta("mp_first_round")),
         "mp_by_round": ("round", res.mp_by_round, meta("mp_by_round")),
+        **_constraint_variables(res),
     }
     for name, mask in alloc.masks.items():
         stem = var_name(name)
@@ -327,13 +424,38 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
     }
     if lm and lm.widen != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
         config["lm_widen"] = lm.widen
+    # the constraints are hashed only where they can act (signed regions; steady dynamics), so the unconstrained
+    # configuration and circuits that the flags cannot change keep their hashes
+    if res.dale and any(r.sign is not None for r in circuit.regions):
+        config["dale"] = 1
+    if res.stable and circuit.dynamics == "steady":
+        config["stable"] = 1
     attrs = {**config,
              "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
              "solver_requested": (requested or res.options).name,
              "last_round_gain": last_gain,
+             "dale": int(res.dale), "stable": int(res.stable),
+             "mp_estimate": "exact" if res.exact else "lower_bound",
              **_schema.versions()}
+    if circuit.dynamics == "steady":
+        attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
     coords = {"trial": np.arange(trials), "round": np.arange(res.mp_by_round.size), "m": m}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _constraint_variables(res: FitResult) -> dict[str, tuple]:
+    """Per-trial stability (steady circuits), rejected draws (with ``stable``) and sign violations (signed
+    plastic synapses) of a :class:`FitResult`, as Dataset variables."""
+    out: dict[str, tuple] = {}
+    if res.max_real_eig is not None:
+        out["stable"] = ("trial", res.max_real_eig < 1.0, meta("stable"))
+        out["max_real_eig"] = ("trial", res.max_real_eig, meta("max_real_eig"))
+        if res.stable and res.trials.teacher_rejected is not None:
+            out["teacher_rejected"] = ("trial", res.trials.teacher_rejected, meta("teacher_rejected"))
+            out["student_rejected"] = ("trial", res.trials.student_rejected, meta("student_rejected"))
+    if res.sign_violations is not None:
+        out["sign_violations"] = ("trial", res.sign_violations, meta("sign_violations"))
+    return out
 
 
 def student_weights(ds: xr.Dataset) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ memory alignment, i.e. its position in the batch: seen on a 9-neuron steady circ
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ _LAMBDA_MIN, _LAMBDA_MAX = 1e-15, 1e10  # damping range (relative to diag(J^T J)
 _STALL_WINDOW, _STALL_DECREASE = 25, 1e-6
 
 # how one LM problem left the working set (LMResult.status); the trial-level flags are neurosubset._schema.FIT_STATUS
-LM_CONVERGED, LM_SIBLING, LM_STALLED, LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE = range(6)
+LM_CONVERGED, LM_SIBLING, LM_STALLED, LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE, LM_INADMISSIBLE = range(7)
 
 
 def relative_residual(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,8 @@ class LMResult:
     status : torch.Tensor
         ``(problem,)`` int8: why the problem stopped, one of ``LM_CONVERGED`` (residual below ``stop``),
         ``LM_SIBLING`` (another restart of its trial converged), ``LM_STALLED``, ``LM_CAPPED``, ``LM_NO_DESCENT``
-        (damping at its ceiling), ``LM_NON_FINITE``.
+        (damping at its ceiling), ``LM_NON_FINITE``, ``LM_INADMISSIBLE`` (converged to values that ``admissible``
+        refused, e.g. an unstable student).
     """
 
     theta: torch.Tensor
@@ -90,7 +92,9 @@ class LMResult:
 
 def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Tensor, theta0: torch.Tensor, *,
                         steps: int = 200, stop: float = 1e-11, mu0: torch.Tensor | None = None,
-                        nu0: torch.Tensor | None = None) -> LMResult:
+                        nu0: torch.Tensor | None = None, lower: torch.Tensor | None = None,
+                        upper: torch.Tensor | None = None,
+                        admissible: Callable[[PlasticMap, torch.Tensor], torch.Tensor] | None = None) -> LMResult:
     """Batched Levenberg-Marquardt: minimise ``||F(theta) - target||^2`` for each problem independently.
 
     Parameters
@@ -113,6 +117,15 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     mu0, nu0 : torch.Tensor, optional
         ``(problem,)`` initial damping and growth factor (default ``1e-3`` and ``2``); pass a previous run's
         ``mu`` and ``nu`` to continue its problems where they stopped.
+    lower, upper : torch.Tensor, optional
+        ``(M,)`` a box on ``theta`` (``-inf``/``inf`` where free; both or neither), which ``theta0`` must lie in:
+        projected steps keep every iterate inside it (see Notes). ``None``: the unconstrained iteration, unchanged.
+    admissible : callable, optional
+        ``admissible(fmap_subset, theta) -> (problem,) bool`` (e.g. "the student's fixed point is stable"), asked
+        about each problem whose residual reaches ``stop``: a refused one stops as ``LM_INADMISSIBLE`` and does not
+        stop the other restarts of its trial, which run on. (A barrier, rejecting every step from an admissible
+        point to an inadmissible one, found fewer stable matches and took 4x the time on an E/I workload: 4/20 vs
+        5/20 in 273 s vs 63 s.)
 
     Returns
     -------
@@ -129,6 +142,13 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     and keeps ``J`` of the current point after a rejected step. The still-running problems are kept in compact
     working tensors, gathered again only when some of them stop. No problem's arithmetic depends on the others in
     the batch (but see the module docstring on LAPACK's last bit).
+
+    With a box, each iteration is a projected LM step with an active set (as in Bertsekas' projected Newton and
+    Kanzow, Yamashita & Fukushima's projected LM): values on a bound whose gradient ``J^T r`` pushes outward are
+    held (their Jacobian columns are zeroed for the step), the others take the damped step, and the trial point
+    is projected onto the box; ``rho`` uses the projected step. As the damping grows the step tends to a projected
+    scaled-gradient step on the free values, which descends, so the iteration ends at a point satisfying the
+    bound-constrained first-order conditions (a stall or no descent there) or at a zero residual.
     """
     n, size = theta0.shape
     tiny = torch.finfo(theta0.dtype).tiny
@@ -152,7 +172,12 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     checkpoint = c.clone()  # cost at the last stall check
     for it in range(steps + 1):
         rel = c.sqrt() / norm_t
-        done_trial[own[rel <= stop]] = True
+        refused = None
+        if admissible is None:
+            done_trial[own[rel <= stop]] = True
+        else:
+            refused = _refused(admissible, work, th, rel <= stop)
+            done_trial[own[(rel <= stop) & ~refused]] = True
         keep = (rel > stop) & (mu < _LAMBDA_MAX) & torch.isfinite(rel) & ~done_trial[own]
         # the reason of each problem that stops now (later reasons never overwrite earlier ones below)
         why = torch.full_like(own, LM_CAPPED, dtype=torch.int8)
@@ -160,6 +185,8 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
         why[~torch.isfinite(rel)] = LM_NON_FINITE
         why[(rel > stop) & done_trial[own]] = LM_SIBLING
         why[rel <= stop] = LM_CONVERGED
+        if refused is not None:
+            why[refused] = LM_INADMISSIBLE
         if it and it % _STALL_WINDOW == 0:
             # stalled at a non-zero minimum: less than a 1e-6 relative decrease of the cost over the window
             stalled = keep & ~(c < (1 - _STALL_DECREASE) * checkpoint)
@@ -179,8 +206,11 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
             pos, work = pos[sel], work.subset(sel)
             th, tgt, norm_t, own = th[sel], tgt[sel], norm_t[sel], own[sel]
             r, c, jac, mu, nu, checkpoint = r[sel], c[sel], jac[sel], mu[sel], nu[sel], checkpoint[sel]
-        delta = _marquardt_step(jac, r, mu)
-        th_new = th + delta
+        if lower is None:
+            delta = _marquardt_step(jac, r, mu)
+            th_new = th + delta
+        else:
+            th_new, delta = _projected_step(jac, r, mu, th, lower, upper)
         f_new, jac_new = work.value_and_jacobian(th_new)
         r_new = f_new - tgt
         c_new = (r_new**2).sum(-1)
@@ -218,3 +248,26 @@ def _marquardt_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor) -> tor
     jt = jac.transpose(-1, -2)
     mat = torch.baddbmm(torch.diag_embed(mu.unsqueeze(-1) * scale), jt, jac)
     return -torch.linalg.solve_ex(mat, (jt @ r.unsqueeze(-1)))[0].squeeze(-1)
+
+
+def _refused(admissible, work: PlasticMap, th: torch.Tensor, converged: torch.Tensor) -> torch.Tensor:
+    """``(problem,)`` bool: converged problems whose values ``admissible`` refuses (asked only about those)."""
+    out = torch.zeros_like(converged)
+    hit = torch.nonzero(converged).flatten()
+    if hit.numel():
+        out[hit] = ~torch.as_tensor(admissible(work.subset(hit), th[hit]), dtype=torch.bool)
+    return out
+
+
+def _projected_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, th: torch.Tensor, lower: torch.Tensor,
+                    upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projected LM trial point inside ``[lower, upper]`` and the step to it, ``((problem, M), (problem, M))``.
+
+    Values on a bound whose gradient ``J^T r`` points out of the box are held (zero Jacobian column: the Marquardt
+    step leaves them at exactly 0); the trial point ``th + delta`` is clipped onto the box.
+    """
+    grad = (jac.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
+    held = ((th <= lower) & (grad > 0)) | ((th >= upper) & (grad < 0))
+    delta = _marquardt_step(jac.masked_fill(held.unsqueeze(-2), 0.0), r, mu)
+    th_new = torch.minimum(torch.maximum(th + delta, lower), upper)
+    return th_new, th_new - th

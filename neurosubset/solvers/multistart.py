@@ -4,16 +4,23 @@ Every still-unmatched trial gets a new round until it matches or reaches ``max_r
 ``r`` starts from ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` (``sigma`` the per-synapse init std) and runs
 up to ``iterations * 2^min(r, 3)`` LM iterations. Restarts stopped by a round's cap while still descending
 continue into the trial's next round, beside its fresh starts.
+
+Constraints (optional): with a box (:class:`~neurosubset.solvers.bounded.Bounds`) the starts are drawn inside it
+and the LM projects its steps onto it; with ``admissible`` (e.g. "the student's steady state is stable") a match
+counts only where ``admissible`` accepts it, so a trial that lands on a refused solution stays open and gets the
+next rounds' restarts. Without either, the arithmetic is the unconstrained policy's, bit for bit.
 """
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .._schema import ITERATION_CAP, MATCHED, NO_DESCENT, NON_FINITE, STALLED
+from .._schema import ITERATION_CAP, MATCHED, NO_DESCENT, NON_FINITE, STALLED, UNSTABLE
+from .bounded import Bounds
 from .lm import LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE, LM_STALLED, LMResult, levenberg_marquardt, relative_residual
 from .options import LevenbergMarquardt
 
@@ -37,7 +44,8 @@ class MultiStartResult:
     history : list of float
         Fraction of trials matched after each round (``max_rounds`` entries).
     status : numpy.ndarray
-        ``(trial,)`` int8 :data:`neurosubset._schema.FIT_STATUS`.
+        ``(trial,)`` int8 :data:`neurosubset._schema.FIT_STATUS`; ``unstable`` where the only matches found were
+        refused by ``admissible`` (``theta`` and ``residual`` are then the best refused match).
     """
 
     theta: torch.Tensor
@@ -59,7 +67,8 @@ def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
 
 
 def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
-               tol: float, progress: bool = False) -> MultiStartResult:
+               tol: float, progress: bool = False, bounds: Bounds | None = None,
+               admissible: Callable | None = None) -> MultiStartResult:
     """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
 
     Parameters
@@ -78,6 +87,10 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         Match tolerance; LM problems stop at ``tol * 1e-3``.
     progress : bool
         A tqdm bar over rounds.
+    bounds : Bounds, optional
+        A box on ``theta`` (Dale's law); ``None`` or an inactive box: unconstrained.
+    admissible : callable, optional
+        ``admissible(fmap_subset, theta) -> (problem,) bool``: which matches count (see the module docstring).
 
     Returns
     -------
@@ -92,6 +105,8 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     n_rest = np.zeros(trials, dtype=np.int64)
     history: list[float] = []
     carry = _Carry.empty(size, dtype)  # restarts that hit their round's cap while still descending
+    box = bounds.tensors(dtype) if bounds is not None and bounds.active else (None, None)
+    refused = _Refused.empty(trials, size, dtype) if admissible is not None else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -106,6 +121,8 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         starts = np.concatenate([
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * scales for i in todo])
+        if box[0] is not None:
+            starts = bounds.inside(starts)
         fresh = starts.shape[0]
         owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
         theta0 = torch.cat([torch.as_tensor(starts, dtype=dtype), carry.theta])
@@ -115,11 +132,13 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
             res = levenberg_marquardt(fmap, owner, targets[owner], theta0,
                                       steps=solver.iterations * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3,
-                                      mu0=mu0, nu0=nu0)
+                                      mu0=mu0, nu0=nu0, lower=box[0], upper=box[1], admissible=admissible)
         n_rest[todo.numpy()] += restarts
         # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
         # the continued ones)
         resid = res.residual.nan_to_num(torch.inf)
+        if refused is not None:  # refused matches never count; the best of them is kept for the report
+            resid = refused.update(fmap, res, owner, resid, tol, admissible)
         low = torch.full((trials,), torch.inf, dtype=dtype).scatter_reduce(0, owner, resid, reduce="amin")
         index = torch.arange(owner.numel())
         at_low = resid == low[owner]
@@ -136,10 +155,16 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             bar.set_postfix(matched=f"{history[-1]:.3f}")
     if bar is not None:
         bar.close()
+    unmatched = np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why], dtype=np.int8)
+    if refused is not None:  # no admissible match but a refused one: report it, flagged unstable
+        only = ~(best < tol) & (refused.residual < tol)
+        best_theta[only] = refused.theta[only]
+        unmatched[only.numpy()] = UNSTABLE
     # the reported residual is recomputed from the assembled weights, not taken from the solver
     resid = relative_residual(fmap(best_theta), targets)
-    status = trial_status(resid, tol, unmatched=np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why],
-                                                         dtype=np.int8))
+    status = trial_status(resid, tol, unmatched=unmatched)
+    if refused is not None:
+        status[(status == MATCHED) & (unmatched == UNSTABLE)] = UNSTABLE
     return MultiStartResult(best_theta, resid, n_rest, history, status)
 
 
@@ -178,3 +203,32 @@ class _Carry:
             start = torch.searchsorted(own, own, side="left")
             cand = cand[torch.arange(own.numel()) - start < most]
         return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
+
+
+@dataclass
+class _Refused:
+    """Per trial, the best match that ``admissible`` refused (lowest residual), over all rounds."""
+
+    residual: torch.Tensor
+    theta: torch.Tensor
+
+    @classmethod
+    def empty(cls, trials: int, size: int, dtype: torch.dtype) -> _Refused:
+        return cls(torch.full((trials,), torch.inf, dtype=dtype), torch.zeros((trials, size), dtype=dtype))
+
+    def update(self, fmap, res: LMResult, owner: torch.Tensor, resid: torch.Tensor, tol: float,
+               admissible: Callable) -> torch.Tensor:
+        """Record this round's refused matches; return ``resid`` with them set to inf (they never count).
+
+        A problem below ``tol`` is refused if the LM refused it at its stop or ``admissible`` refuses it now (a
+        problem that stopped between the LM's ``stop`` and ``tol`` was not asked by the LM).
+        """
+        hit = torch.nonzero(resid < tol).flatten()
+        bad = torch.zeros_like(resid, dtype=torch.bool)
+        if hit.numel():
+            bad[hit] = ~torch.as_tensor(admissible(fmap.subset(owner[hit]), res.theta[hit]), dtype=torch.bool)
+        for k in torch.nonzero(bad).flatten().tolist():
+            t = int(owner[k])
+            if resid[k] < self.residual[t]:
+                self.residual[t], self.theta[t] = resid[k], res.theta[k]
+        return torch.where(bad, torch.full_like(resid, torch.inf), resid)

@@ -2,12 +2,15 @@
 
 ``full_rank`` = generic rank of ``dF/dtheta`` = ``dim V`` (the teacher outputs' set), ``plastic_rank`` = generic
 rank of ``dF/dtheta_A`` = ``dim S`` (the student's reachable set); for linear circuits a rank deficit proves
-MP = 0 and full rank with outputs affine in ``theta_A`` proves MP = 1 (see :mod:`neurosubset.theory`).
+MP = 0 and full rank with outputs affine in ``theta_A`` proves MP = 1 (see :mod:`neurosubset.theory`), except
+under sign constraints (Dale's law) or a stability requirement that the plastic values can break, where full
+rank proves MP > 0 only (see :func:`certify`).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .._stability import plastic_in_loops
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import is_affine
@@ -52,6 +55,8 @@ class Certificate:
     plastic_gap, full_gap : float
         Smallest, over the points attaining the rank, ratio of the last counted singular value to the first
         discarded one (``inf`` when none was discarded): how clear-cut the rank decision was.
+    dale, stable : bool
+        The constraints the verdict is about (see :func:`certify`).
     """
 
     plastic_rank: int
@@ -68,6 +73,8 @@ class Certificate:
     plastic_gap: float
     full_gap: float
     estimate: bool = False
+    dale: bool = False
+    stable: bool = False
 
     def to_attrs(self, prefix: str = "certificate_") -> dict[str, int | float | str]:
         """netCDF-safe attributes (``bool`` becomes ``int``), keys prefixed with ``prefix``."""
@@ -79,7 +86,8 @@ class Certificate:
 
 
 def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, points: int = 2,
-            rtol: float = RANK_RTOL, method: str = "autograd") -> Certificate:
+            rtol: float = RANK_RTOL, method: str = "autograd", dale: bool = True,
+            stable: bool = True) -> Certificate:
     """Decide, without fitting, whether ``MP(alloc, m)`` is exactly 0, exactly 1, or positive.
 
     Parameters
@@ -101,6 +109,10 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         Jacobian does not fit in memory, a matrix-free randomised estimate: ranks of ``J Omega`` for Gaussian
         ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks (equal to the rank with probability 1; in floating
         point an estimate, flagged by ``Certificate.estimate``).
+    dale : bool
+        Plastic values keep their presynaptic region's sign (as :func:`neurosubset.fit` with ``dale=True``).
+    stable : bool
+        A match requires a stable student fixed point (steady circuits; as :func:`neurosubset.fit`).
 
     Returns
     -------
@@ -119,6 +131,28 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     layer plastic) can have MP far below 1 (about 0.49 for a 3-3-1 ReLU net with m = 3). The ranks are reported
     for information only.
 
+    Sign constraints and stability (``dale``, ``stable``). With Dale's law the student reaches
+    ``S_+ = {F(theta_frozen, theta_A) : s * theta_A >= 0}``, a semialgebraic subset of ``S``, and with ``stable``
+    only the part where ``max Re(eig W) < 1``.
+
+    - "zero" still follows from a rank deficit: ``S_+`` lies in ``S``, which has measure zero in ``V``.
+    - "one" no longer follows from full rank + affine when some plastic synapse is signed: the reachable set is a
+      polyhedral cone's image, not all of ``V``, and whether a trial's target lies in it is a linear feasibility
+      question (measured on a small E/I circuit, read-out-only plastic: MP 1.00 without signs, about 0.03 with
+      them). The exact per-trial decisions of :func:`neurosubset.fit` (bounded least squares) give the MP there.
+      Nor does it follow under ``stable`` when a plastic synapse lies inside a recurrent loop (then the plastic
+      values move ``eig W``). Where neither applies (no signed plastic synapse; plastic synapses outside every
+      loop, whose eigenvalues are then those of the student's frozen, stable-drawn loops) "one" stands.
+    - "positive" survives, for this reason. The teacher's own weights lie strictly inside the sign cone (every
+      signed entry is ``s |N(0, sigma^2)|``, nonzero almost surely) and inside the stable set (teachers are drawn
+      conditioned on it, and it is open). The student's frozen weights have a density that is positive near the
+      teacher's frozen ones, so frozen draws within any distance ``eps`` of them have positive probability. At
+      frozen = teacher's, ``theta_A = theta*_A`` solves exactly; full rank (``dF/dtheta_A`` of rank ``dim V`` at
+      generic points, the teacher's included almost surely) makes ``theta_A -> F`` a submersion onto ``V`` near
+      ``theta*_A``, so by the implicit function theorem every frozen draw close enough to the teacher's has a
+      solution ``theta_A`` close to ``theta*_A``, hence still strictly inside the sign cone and the stable set.
+      So MP > 0.
+
     Examples
     --------
     >>> net = feedforward([3, 2])                                              # doctest: +SKIP
@@ -134,11 +168,18 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         verdict = "unproven"
     elif plastic_rank < full_rank:
         verdict = "zero"
-    elif affine:
+    elif affine and not (dale and _signed(circuit, alloc)) and not (
+            stable and circuit.dynamics == "steady" and plastic_in_loops(circuit, alloc.counts)):
         verdict = "one"
     else:
         verdict = "positive"
     return Certificate(plastic_rank=plastic_rank, full_rank=full_rank, affine=bool(affine), verdict=verdict, m=m,
                        n_plastic=alloc.size, n_synapses=circuit.n_synapses, n_equations=m * circuit.n_out,
                        points=points, rtol=rtol, method=method, plastic_gap=plastic_gap, full_gap=full_gap,
-                       estimate=method == "sketch")
+                       estimate=method == "sketch", dale=bool(dale), stable=bool(stable))
+
+
+def _signed(circuit: Circuit, alloc: Allocation) -> bool:
+    """Whether any plastic synapse leaves a region with a Dale sign."""
+    return any(alloc.counts[k] and circuit.region[circuit.projection[k].pre].sign is not None
+               for k in circuit.weight_names)

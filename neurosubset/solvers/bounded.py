@@ -1,0 +1,154 @@
+"""Sign bounds on the plastic values (Dale's law) and the exact bounded decider for affine outputs.
+
+A plastic synapse from a region with ``sign = s`` keeps ``s * w >= 0`` while it is fitted: its value lies in
+``[0, inf)`` for ``s = +1``, ``(-inf, 0]`` for ``s = -1`` and is free for ``sign = None`` (:func:`sign_bounds`).
+
+- Affine outputs, ``F(theta) = F(0) + J theta`` exactly: :func:`solve_bounded` solves, per trial, the bounded
+  least-squares problem ``min ||J theta - (target - F(0))||`` over the box (scipy ``lsq_linear``, BVLS). The
+  problem is convex, so its minimum decides the trial: matched iff the relative residual recomputed from the
+  assembled student weights is below ``tol``. Where BVLS stops above ``tol``, a HiGHS LP feasibility solve of
+  ``J theta = rhs`` inside the box proposes a second candidate, judged the same way: the LP's own tolerances never
+  decide.
+- Other outputs: the Levenberg-Marquardt of :mod:`.lm` takes the box (``lower``/``upper``) and projects its steps
+  onto it; the restarts of :mod:`.multistart` are drawn inside it (:meth:`Bounds.inside`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..allocation import Allocation
+from ..circuit import Circuit
+from ..dynamics import PlasticMap
+from .._schema import INFEASIBLE, NO_SOLUTION
+from .lm import relative_residual, solve_affine
+
+__all__ = ["Bounds", "sign_bounds", "solve_bounded", "solve_exact"]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A box ``lower <= theta <= upper`` on the plastic values.
+
+    Attributes
+    ----------
+    lower, upper : numpy.ndarray
+        ``(M,)`` float64; ``-inf`` / ``inf`` where a value is free.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def active(self) -> bool:
+        """Whether any value is bounded (an inactive box leaves every solver on its unconstrained path)."""
+        return bool(np.isfinite(self.lower).any() or np.isfinite(self.upper).any())
+
+    def tensors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)`` as torch tensors ``(M,)``."""
+        return torch.as_tensor(self.lower, dtype=dtype), torch.as_tensor(self.upper, dtype=dtype)
+
+    def inside(self, starts: np.ndarray) -> np.ndarray:
+        """Random starts ``(..., M)`` moved into the box by sign: ``|z|`` on ``[0, inf)``, ``-|z|`` on ``(-inf, 0]``.
+
+        A start drawn ``N(0, s^2)`` becomes a half-normal draw of the same scale, which is how the circuit's own
+        init draws a signed synapse.
+        """
+        out = np.where(self.lower >= 0, np.abs(starts), starts)
+        return np.where(self.upper <= 0, -np.abs(out), out)
+
+    def violations(self, theta: np.ndarray) -> np.ndarray:
+        """``(...)`` int64: how many values of ``theta`` ``(..., M)`` lie outside the box."""
+        return ((theta < self.lower) | (theta > self.upper)).sum(-1).astype(np.int64)
+
+
+def sign_bounds(circuit: Circuit, alloc: Allocation) -> Bounds:
+    """The Dale's-law box of ``alloc``'s plastic values, in the order of ``theta`` (weights in declaration order).
+
+    Returns
+    -------
+    Bounds
+        Per plastic synapse: ``[0, inf)`` if its presynaptic region has ``sign = +1``, ``(-inf, 0]`` for ``-1``,
+        free for ``None``.
+    """
+    lower, upper = [], []
+    for name in circuit.weight_names:
+        sign = circuit.region[circuit.projection[name].pre].sign
+        n = alloc.counts[name]
+        lower.append(np.full(n, 0.0 if sign == 1 else -np.inf))
+        upper.append(np.full(n, 0.0 if sign == -1 else np.inf))
+    return Bounds(np.concatenate(lower), np.concatenate(upper))
+
+
+def solve_bounded(fmap: PlasticMap, targets: torch.Tensor, bounds: Bounds, *, tol: float) -> torch.Tensor:
+    """Per-trial bounded least squares for an affine ``F``: ``argmin ||F(theta) - target||`` over the box.
+
+    Parameters
+    ----------
+    fmap : PlasticMap
+        Over ``trial`` problems, affine in ``theta``.
+    targets : torch.Tensor
+        ``(trial, E)``.
+    bounds : Bounds
+    tol : float
+        Match tolerance on the relative residual: a trial whose BVLS solution stays at or above it also gets an LP
+        feasibility candidate, kept if its recomputed residual is lower.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(trial, M)`` plastic values inside the box (bounded values are clipped onto their bound only to remove
+        solver round-off of at most 1e-12 relative; the residual is recomputed from these values).
+    """
+    from scipy.optimize import linprog, lsq_linear
+
+    n = targets.shape[0]
+    zero = targets.new_zeros((n, fmap.size))
+    if fmap.size == 0:
+        return zero
+    jac = fmap.jacobian(zero).numpy()
+    rhs = (targets - fmap(zero)).numpy()
+    box = (bounds.lower, bounds.upper)
+    theta = np.stack([lsq_linear(jac[i], rhs[i], bounds=box, method="bvls", tol=1e-14).x for i in range(n)])
+    theta = _onto(theta, bounds)
+    resid = relative_residual(fmap(torch.as_tensor(theta, dtype=targets.dtype)), targets).numpy()
+    lp_bounds = [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in zip(*box)]
+    for i in np.flatnonzero(~(resid < tol)):
+        lp = linprog(np.zeros(fmap.size), A_eq=jac[i], b_eq=rhs[i], bounds=lp_bounds, method="highs")
+        if lp.status != 0:  # infeasible (2) or failed: BVLS's minimum stands
+            continue
+        cand = _onto(lp.x[None], bounds)
+        sel = torch.tensor([i])
+        rel = float(relative_residual(fmap.subset(sel)(torch.as_tensor(cand, dtype=targets.dtype)), targets[sel]))
+        if rel < resid[i]:
+            theta[i], resid[i] = cand[0], rel
+    return torch.as_tensor(theta, dtype=targets.dtype)
+
+
+def solve_exact(fmap: PlasticMap, targets: torch.Tensor, bounds: Bounds | None, *,
+                tol: float) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The exact decider for affine outputs: ``(theta, residual, status)`` per trial.
+
+    Without ``bounds``: least squares (:func:`~neurosubset.solvers.lm.solve_affine`), unmatched trials
+    ``no_solution``. With ``bounds``: :func:`solve_bounded`; an unmatched trial is ``infeasible`` where the
+    unbounded least squares matches (solvable, but not with these signs) and ``no_solution`` where even that fails.
+    The residual is recomputed from the assembled student weights.
+    """
+    from .multistart import trial_status
+
+    theta = solve_affine(fmap, targets)
+    resid = relative_residual(fmap(theta), targets)
+    if bounds is None:
+        return theta, resid, trial_status(resid, tol, unmatched=NO_SOLUTION)
+    free = resid.numpy() < tol
+    theta = solve_bounded(fmap, targets, bounds, tol=tol)
+    resid = relative_residual(fmap(theta), targets)
+    return theta, resid, trial_status(resid, tol, unmatched=np.where(free, INFEASIBLE, NO_SOLUTION).astype(np.int8))
+
+
+def _onto(theta: np.ndarray, bounds: Bounds) -> np.ndarray:
+    """The solvers' iterates are feasible up to round-off; put values back on their bound (never a sign flip of a
+    fitted value larger than round-off: BVLS and HiGHS keep bounded values at the bound or inside)."""
+    return np.clip(theta, bounds.lower, bounds.upper)
