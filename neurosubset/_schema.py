@@ -147,6 +147,13 @@ VARIABLES.update({
     "stable_required": {"long_name": "a match requires a stable student fixed point (steady circuits)"},
 })
 
+# sweep stores (neurosubset.sweeps.store): integrity of the stored points and per-trial flags of meaningless outputs
+VARIABLES.update({
+    "point_checksum": {"long_name": "blake2b-64 checksum of the point's stored values, written before its status",
+                       "units": "1", "comment": "0: none (pending points; stores written before checksums existed "
+                                                "are trusted by their status alone)"},
+})
+
 
 def meta(name: str, **extra: Any) -> dict[str, Any]:
     """A fresh copy of the attrs of variable ``name`` (see :data:`VARIABLES`), updated with ``extra``."""
