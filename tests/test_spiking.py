@@ -163,10 +163,31 @@ def test_unstable_setting_is_refused(fitted):
     circuit, res = fitted
     w = one(res.trials.teacher)
     a, _ = blocks(w)
-    radius = np.abs(np.linalg.eigvals(a)).max()
-    w["hid->hid"] = w["hid->hid"] * (1.2 / radius)  # spectral radius 1.2
-    with pytest.raises(SpikingSettingsError, match=r"unstable.*spectral radius.*1\.200"):
+    top = np.linalg.eigvals(a).real.max()
+    w["hid->hid"] = w["hid->hid"] * (1.2 / top)  # max Re(eig W) 1.2: the mean rate dynamics are unstable
+    with pytest.raises(SpikingSettingsError, match=r"unstable.*max Re\(eig W\) = 1\.200 >= 1"):
         ns.spiking_check(circuit, w, probes=res.trials.probes[0])
+
+
+def test_inhibition_stabilized_network_is_not_refused_for_its_radius(fitted):
+    # spectral radius > 1 but max Re(eig W) < 1 (a strongly negative eigenvalue): the mean rates are stable, so
+    # the check runs; the refusal is reached only with max Re >= 1 (above), and the attrs say what was simulated
+    circuit, res = fitted
+    w = one(res.trials.teacher)
+    a, _ = blocks(w)
+    vals, vecs = np.linalg.eig(a[:40, :40])
+    inv = np.linalg.inv(vecs)
+    k = int(np.argmin(vals.real))
+    shift = np.real(np.outer(vecs[:, k], inv[k]) * (-1.5 - vals[k]))  # move one real eigenvalue to -1.5
+    if np.iscomplex(vals[k]):
+        shift = 2 * shift
+    w["hid->hid"] = w["hid->hid"] + shift
+    a2, _ = blocks(w)
+    ev = np.linalg.eigvals(a2)
+    assert np.abs(ev).max() > 1 > ev.real.max(), (np.abs(ev).max(), ev.real.max())
+    chk = ns.spiking_check(circuit, w, probes=res.trials.probes[0][:1], duration=1.0, repeats=2, seed=1,
+                           on_clipping="warn")
+    assert chk.attrs["inhibition_stabilized"] == 1 and chk.attrs["max_real_eig"] < 1 < chk.attrs["spectral_radius"]
 
 
 def test_rectification_dominated_setting_is_refused(fitted):

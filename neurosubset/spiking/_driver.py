@@ -15,6 +15,7 @@ import torch
 from scipy.special import ndtr
 
 from .._schema import meta
+from .._stability import max_real_part
 from ..circuit import Circuit, spectral_radius
 from ..dynamics import DTYPE, forward
 from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
@@ -48,16 +49,20 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
             label, f"student_weights[{label!r}]")
         w = _check_weights(circuit, weights, field)
         a, b = linear_form(circuit, w)
-        radius = spectral_radius(a)
-        if radius >= 1.0:
+        # the mean filtered traces follow tau dg/dt = -g + mu + W g + B nu: stationary iff max Re(eig W) < 1 (not
+        # radius < 1, which would refuse inhibition-stabilized E/I networks and Dale-respecting students)
+        radius, max_re = spectral_radius(a), max_real_part(a)
+        if max_re >= 1.0:
             raise SpikingSettingsError(
-                f"The {label} network is unstable: the spectral radius of its recurrent matrix (all non-input "
-                f"neurons) is {radius:.3f}. The linear Poisson network has a stationary state only for a "
-                f"spectral radius < 1; scale the recurrent weights down.")
+                f"The {label} network is unstable: the largest real part of the eigenvalues of its recurrent "
+                f"matrix (all non-input neurons) is max Re(eig W) = {max_re:.3f} >= 1 (spectral radius "
+                f"{radius:.3f}). The mean rates of the linear Poisson network follow tau dr/dt = -r + W r + input, "
+                f"which has a stable stationary state only for max Re(eig W) < 1; scale the recurrent weights "
+                f"down.")
         h = np.linalg.solve(np.eye(a.shape[0]) - a, b @ probes.T)  # (neuron, probe), rate-model units
         y = forward(circuit, {k: torch.as_tensor(v, dtype=DTYPE) for k, v in w.items()},
                     torch.as_tensor(probes, dtype=DTYPE)).numpy()  # (probe, n_out)
-        forms[label] = {"a": a, "b": b, "h": h, "y": y, "radius": radius}
+        forms[label] = {"a": a, "b": b, "h": h, "y": y, "radius": radius, "max_re": max_re}
     auto = _auto_baseline([(f["a"], f["b"], f["h"]) for f in forms.values()], nu, r0, tau, cfg.margin)
     n = auto.size
     rb = auto if cfg.baseline is None else np.full(n, cfg.baseline)
@@ -117,6 +122,11 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
             "saturated_fraction_max": float(saturated.max()),
             "predicted_clipped_fraction_max": worst_clip,
             "spectral_radius": f["radius"],
+            "max_real_eig": f["max_re"],
+            # radius >= 1 with max Re < 1: the means are stable, but the rate model's fixed point is not the limit
+            # of the discrete iteration, and the amplified fluctuations make rectification (clipping, flagged
+            # above when it happens) more likely than in a radius < 1 network
+            "inhibition_stabilized": int(f["radius"] >= 1.0),
             "mu": f["mu"],
         }
         flag = []

@@ -92,13 +92,14 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
         ``agree`` (within 3 standard errors or 5% relative), ``mu`` (``cell``: the offsets of all simulated
         neurons, Hz), ``input_rate`` ``(probe, input)`` (Hz). Attrs: ``tau``, ``baselines`` (``mu``),
         ``baseline_rate``, ``rate_unit``, ``input_baseline``, ``brian2_version``, ``codegen_target``,
-        ``fraction_agree``, ``spectral_radius``, ``clipped_fraction_all_max`` (hidden neurons included),
+        ``fraction_agree``, ``spectral_radius``, ``max_real_eig``, ``inhibition_stabilized`` (0/1: radius >= 1
+        with real parts < 1, held by inhibition), ``clipped_fraction_all_max`` (hidden neurons included),
         ``rectification_dominated`` (0/1), the circuit as TOML.
 
     Raises
     ------
     SpikingSettingsError
-        Bad settings or probes, nonlinear or discrete circuits, spectral radius >= 1, a negative predicted rate,
+        Bad settings or probes, nonlinear or discrete circuits, max Re(eig W) >= 1, a negative predicted rate,
         or (with ``on_clipping="raise"``) a predicted clipped fraction above ``max_clipped``.
     MissingExtraError
         brian2 is not installed (``pip install 'neurosubset[spiking]'``); an ImportError.
@@ -123,7 +124,9 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     data["mu"] = ("cell", r["mu"], meta("mu"))
     data["input_rate"] = _input_rate(cfg, probes)
     attrs.update({"baselines": np.asarray(r["mu"], dtype=np.float64), "fraction_agree": float(agree.mean()),
-                  "spectral_radius": r["spectral_radius"], "clipped_fraction_all_max": r["clipped_fraction_all_max"],
+                  "spectral_radius": r["spectral_radius"], "max_real_eig": r["max_real_eig"],
+                  "inhibition_stabilized": r["inhibition_stabilized"],
+                  "clipped_fraction_all_max": r["clipped_fraction_all_max"],
                   "saturated_fraction_max": r["saturated_fraction_max"],
                   "predicted_clipped_fraction_max": r["predicted_clipped_fraction_max"],
                   "rectification_dominated": int(bool(r["flags"])), "flags": r["flags"]})
@@ -195,7 +198,8 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
     flags = {lab: r["flags"] for lab, r in results.items() if r["flags"]}
     attrs.update({"baselines": np.asarray(t["mu"], dtype=np.float64),
                   "fraction_agree_teacher_model": float(teacher_agree.mean()),
-                  "spectral_radius_teacher": t["spectral_radius"],
+                  "spectral_radius_teacher": t["spectral_radius"], "max_real_eig_teacher": t["max_real_eig"],
+                  "inhibition_stabilized": int(any(r["inhibition_stabilized"] for r in results.values())),
                   "clipped_fraction_all_max": max(r["clipped_fraction_all_max"] for r in results.values()),
                   "saturated_fraction_max": max(r["saturated_fraction_max"] for r in results.values()),
                   "predicted_clipped_fraction_max": t["predicted_clipped_fraction_max"],
