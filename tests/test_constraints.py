@@ -2,7 +2,8 @@
 
 References are independent of the code under test: an LP feasibility test written here (scipy HiGHS) on the
 Jacobian built here from forward passes; eigenvalues of recurrent matrices assembled here from the stored weights;
-numbers written by the code before the constraints existed (tests/data/unconstrained_pre_issue14.json).
+numbers written by the code before the constraints existed (tests/data/unconstrained_pre_issue14.json; the fits,
+not the certificate, whose rank method evolves on its own).
 """
 from __future__ import annotations
 
@@ -247,7 +248,6 @@ def test_unconstrained_flags_reproduce_the_numbers_of_the_code_before_the_constr
         for var in ("matched", "residual", "restarts", "mp_by_round", "theta"):
             assert ds[var].values.tolist() == want[var], f"{name}: {var} differs from the pre-constraint code"
         assert ds.attrs["config_hash"] == want["config_hash"], name
-        assert ds.attrs["certificate_verdict"] == want["verdict"], name
 
 
 def test_the_flags_change_nothing_where_they_cannot_act():
