@@ -16,7 +16,9 @@ from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import DTYPE, PlasticMap
 
-METHODS = ("autograd", "adjoint", "sketch")
+# "auto": float ranks where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits);
+# "exact": GF(p) only; the others: float only (see neurosubset.theory.exact)
+METHODS = ("auto", "exact", "autograd", "adjoint", "sketch")
 # Relative SVD tolerance: a singular value counts when it exceeds RANK_RTOL * (largest singular value).
 # Rounding noise of the float64 Jacobians here is ~1e-15 relative; the smallest generic singular values of the
 # small and medium circuits measured in analysis/theory_vs_empirics.py stay above ~1e-6 relative, so 1e-9 sits in
@@ -143,7 +145,7 @@ def _full_jacobian(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.
 
 def _sketch_ranks(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.ndarray, cols: np.ndarray,
                   rtol: float, seed: int, k: int, max_bytes: float = _MAX_BYTES
-                  ) -> tuple[tuple[int, float], tuple[int, float]]:
+                  ) -> tuple[tuple[int, float, float], tuple[int, float, float]]:
     """Matrix-free randomised ranks of the full and the plastic Jacobian at one point.
 
     ``Y = J Omega`` with ``Omega`` Gaussian ``(N, q)``, ``q = min(N, E)`` (and ``J_A Omega_A`` for the plastic
@@ -159,10 +161,10 @@ def _sketch_ranks(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.n
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence(seed, spawn_key=(_POINT_KEY, 0x5E, k))
                                             .generate_state(1)[0]))
 
-    def sketch(support: torch.Tensor) -> tuple[int, float]:
+    def sketch(support: torch.Tensor) -> tuple[int, float, float]:
         q = min(int(support.numel()), e)
         if q == 0:
-            return 0, float("inf")
+            return 0, float("inf"), 0.0
         cols_out = []
         with torch.enable_grad():
             for a in range(0, q, chunk):
@@ -188,26 +190,31 @@ def _reduce(mat: torch.Tensor) -> torch.Tensor:
     return tall
 
 
-def _rank_of(s: torch.Tensor, rtol: float) -> tuple[int, float]:
-    """Numerical rank of singular values ``s`` (descending): those above ``rtol * s_max``; and the gap
-    ``s_r / s_{r+1}`` (``inf`` if nothing is discarded)."""
+def _rank_of(s: torch.Tensor, rtol: float) -> tuple[int, float, float]:
+    """Numerical rank of singular values ``s`` (descending): those above ``rtol * s_max``; the gap
+    ``s_r / s_{r+1}`` (``inf`` if nothing is discarded) and the tail ``s_{r+1} / s_1`` (0 if nothing is
+    discarded; ``nan`` for a non-finite or all-zero ``s``, which decides nothing)."""
     s = s.numpy()
-    if s.size == 0 or s[0] == 0.0 or not np.isfinite(s[0]):
-        return 0, float("inf")
+    if s.size == 0:
+        return 0, float("inf"), 0.0
+    if s[0] == 0.0 or not np.isfinite(s[0]):
+        return 0, float("inf"), float("nan") if not np.isfinite(s[0]) else 0.0
     r = int((s > rtol * s[0]).sum())
     if r == s.size:
-        return r, float("inf")
-    return r, float(s[r - 1] / max(s[r], np.finfo(float).tiny))
+        return r, float("inf"), 0.0
+    return r, float(s[r - 1] / max(s[r], np.finfo(float).tiny)), float(s[r] / s[0])
 
 
-def _rank(mat: np.ndarray, rtol: float) -> tuple[int, float]:
-    """Numerical rank of ``mat`` (singular values above ``rtol * s_max``) and the gap ``s_r / s_{r+1}``."""
+def _rank(mat: np.ndarray, rtol: float) -> tuple[int, float, float]:
+    """Numerical rank of ``mat`` (singular values above ``rtol * s_max``), the gap ``s_r / s_{r+1}`` and the tail
+    ``s_{r+1} / s_1`` (see :func:`_rank_of`)."""
     if mat.size == 0:
-        return 0, float("inf")
+        return 0, float("inf"), 0.0
     return _rank_of(torch.linalg.svdvals(_reduce(torch.from_numpy(np.ascontiguousarray(mat)))), rtol)
 
 
-def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float) -> tuple[tuple[int, float], tuple[int, float]]:
+def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float
+                 ) -> tuple[tuple[int, float, float], tuple[int, float, float]]:
     """Ranks (and gaps) of the full Jacobian ``(E, N)`` and of its plastic columns ``cols``.
 
     When the plastic block ``A`` is wide (``M >= 2 E``) one QR serves both: ``A^T = Q R`` and the full Jacobian's
@@ -218,7 +225,7 @@ def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float) -> tuple[tuple[
         res = _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol)
         return res, res
     if cols.size == 0 or jac.shape[0] == 0:
-        return _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol), (0, float("inf"))
+        return _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol), (0, float("inf"), 0.0)
     rest = np.ones(jac.shape[1], dtype=bool)
     rest[cols] = False
     plastic_t, rest_t = full_t[:, torch.from_numpy(cols)], full_t[:, torch.from_numpy(rest)]
@@ -231,14 +238,17 @@ def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float) -> tuple[tuple[
     return _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol), plastic
 
 
-def _max_rank(results: list[tuple[int, float]]) -> tuple[int, float]:
-    best = max(r for r, _ in results)
-    return best, float(min(g for r, g in results if r == best))
+def _max_rank(results: list[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """The largest rank over points, the smallest gap and the largest tail among the points attaining it."""
+    best = max(r for r, _, _ in results)
+    return (best, float(min(g for r, g, _ in results if r == best)),
+            float(max(t for r, _, t in results if r == best)))
 
 
 def _ranks(circuit: Circuit, m: int, seed: int, points: int, cols: np.ndarray, rtol: float, method: str
-           ) -> tuple[tuple[int, float], tuple[int, float]]:
-    """(rank, gap) of the full Jacobian and of its columns ``cols``, each maximised over ``points`` random points."""
+           ) -> tuple[tuple[int, float, float], tuple[int, float, float]]:
+    """(rank, gap, tail) of the full Jacobian and of its columns ``cols``, each maximised over ``points`` random
+    points (see :func:`_rank_of`)."""
     full_res, sub_res = [], []
     for k in range(points):
         weights, probes = _point(circuit, m, seed, k)

@@ -17,7 +17,8 @@ from ..dynamics import is_affine
 from ._ranks import METHODS as METHODS
 from ._ranks import RANK_RTOL as RANK_RTOL
 from ._ranks import TheoryError as TheoryError
-from ._ranks import _check_alloc, _check_common, _columns, _ranks
+from ._ranks import _check_alloc, _check_common, _columns
+from .exact import rank_evidence
 
 VERDICTS = ("zero", "one", "positive", "unproven")
 
@@ -44,19 +45,34 @@ class Certificate:
     n_plastic, n_synapses, n_equations : int
         ``M`` (plastic synapses), structurally present synapses, and ``E = m * n_out``.
     points : int
-        Independent random points the ranks were maximised over.
+        Independent random points the float ranks were maximised over.
     rtol : float
-        Relative singular-value tolerance used for the ranks.
-    method : {"autograd", "adjoint", "sketch"}
-        How the Jacobian was computed.
+        Relative singular-value tolerance used for the float ranks.
+    method : {"autograd", "adjoint", "sketch", "exact"}
+        What produced the ranks: a float Jacobian, or ``"exact"``, the Jacobian evaluated exactly at a random point
+        of GF(p) (:mod:`neurosubset.theory.exact`).
     estimate : bool
         ``True`` for ``method="sketch"``: the ranks are randomised estimates (see :func:`certify`), not exact
         numerical ranks of the Jacobian, and the verdict inherits that.
     plastic_gap, full_gap : float
         Smallest, over the points attaining the rank, ratio of the last counted singular value to the first
-        discarded one (``inf`` when none was discarded): how clear-cut the rank decision was.
+        discarded one (``inf`` when none was discarded): how clear-cut the rank decision was (``nan`` when no float
+        ranks ran).
     dale, stable : bool
         The constraints the verdict is about (see :func:`certify`).
+    plastic_tail, full_tail : float
+        The float ranks' first discarded singular value over the largest (0 when none was discarded).
+    exact : bool
+        The ranks are over GF(p): lower bounds on the generic ranks, equal to them except with probability at most
+        ``error_bound``; a plastic rank equal to the number of equations is certain.
+    decisive : bool
+        The float ranks' gaps were decisive (``s_r / s_{r+1} >= 1e6`` and ``s_{r+1} <= 1e-12 s_1``, or nothing
+        discarded); float ranks that are not get the verdict ``"unproven"``.
+    prime : int
+        The prime of the GF(p) point (0 for float ranks).
+    error_bound : float
+        Schwartz-Zippel bound ``r d / p`` on the probability that a GF(p) rank is below the generic rank (0 where
+        the rank sits at its cap; ``nan`` for float ranks): the verdict is wrong with at most this probability.
     """
 
     plastic_rank: int
@@ -75,6 +91,12 @@ class Certificate:
     estimate: bool = False
     dale: bool = False
     stable: bool = False
+    plastic_tail: float = float("nan")
+    full_tail: float = float("nan")
+    exact: bool = False
+    decisive: bool = False
+    prime: int = 0
+    error_bound: float = float("nan")
 
     def to_attrs(self, prefix: str = "certificate_") -> dict[str, int | float | str]:
         """netCDF-safe attributes (``bool`` becomes ``int``), keys prefixed with ``prefix``."""
@@ -86,7 +108,7 @@ class Certificate:
 
 
 def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, points: int = 2,
-            rtol: float = RANK_RTOL, method: str = "autograd", dale: bool = True,
+            rtol: float = RANK_RTOL, method: str = "auto", dale: bool = True,
             stable: bool = True) -> Certificate:
     """Decide, without fitting, whether ``MP(alloc, m)`` is exactly 0, exactly 1, or positive.
 
@@ -100,12 +122,18 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     seed : int
         Point ``k`` (weights and probes) is drawn with ``SeedSequence(seed, spawn_key=(0xCE27, k))``.
     points : int
-        Independent random points (>= 2); each rank is the maximum over them.
+        Independent random points of the float ranks (>= 2); each rank is the maximum over them.
     rtol : float
-        Relative singular-value tolerance: ranks count singular values above ``rtol * s_max``.
-    method : {"autograd", "adjoint", "sketch"}
-        Jacobian by torch autograd (default, any circuit) or by the exact adjoint closed form (linear circuits;
-        equal to autograd to rounding). Never finite differences. ``"sketch"``: for circuits whose ``(E, N)``
+        Relative singular-value tolerance: float ranks count singular values above ``rtol * s_max``.
+    method : {"auto", "exact", "autograd", "adjoint", "sketch"}
+        ``"auto"`` (default): float ranks (adjoint closed form for linear circuits, autograd otherwise) where their
+        singular-value gap is decisive, otherwise exact ranks over GF(p) (linear circuits) or the verdict
+        ``"unproven"``. ``"exact"``: the Jacobian evaluated exactly at one random point of GF(p), ``p`` a random
+        prime below ``2^62`` (:mod:`neurosubset.theory.exact`; polynomial and rational maps, a point with
+        ``det(I - W) = 0 mod p`` redrawn). Its ranks are lower bounds on the generic ranks and equal them except
+        with probability ``error_bound = r d / p`` (Schwartz-Zippel, ``d`` the degree of the Jacobian's entries:
+        ``T + 1`` for discrete circuits). ``"autograd"``/``"adjoint"``: float Jacobian by torch autograd or by
+        the adjoint closed form; a verdict only where the gaps are decisive. Never finite differences. ``"sketch"``: for circuits whose ``(E, N)``
         Jacobian does not fit in memory, a matrix-free randomised estimate: ranks of ``J Omega`` for Gaussian
         ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks (equal to the rank with probability 1; in floating
         point an estimate, flagged by ``Certificate.estimate``).
@@ -162,9 +190,10 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     _check_alloc(circuit, alloc)
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     cols = _columns(circuit, dict(alloc.masks))
-    (full_rank, full_gap), (plastic_rank, plastic_gap) = _ranks(circuit, m, seed, points, cols, rtol, method)
+    ev = rank_evidence(circuit, m, seed, points, cols, rtol, method)
+    full_rank, plastic_rank = ev.full_rank, ev.plastic_rank
     affine = is_affine(circuit, alloc, seed=seed)
-    if circuit.nonlinearity != "linear":
+    if circuit.nonlinearity != "linear" or not ev.proven:  # never a verdict from an indecisive gap
         verdict = "unproven"
     elif plastic_rank < full_rank:
         verdict = "zero"
@@ -175,8 +204,10 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         verdict = "positive"
     return Certificate(plastic_rank=plastic_rank, full_rank=full_rank, affine=bool(affine), verdict=verdict, m=m,
                        n_plastic=alloc.size, n_synapses=circuit.n_synapses, n_equations=m * circuit.n_out,
-                       points=points, rtol=rtol, method=method, plastic_gap=plastic_gap, full_gap=full_gap,
-                       estimate=method == "sketch", dale=bool(dale), stable=bool(stable))
+                       points=points, rtol=rtol, method=ev.method, plastic_gap=ev.plastic_gap,
+                       full_gap=ev.full_gap, estimate=ev.method == "sketch", dale=bool(dale), stable=bool(stable),
+                       plastic_tail=ev.plastic_tail, full_tail=ev.full_tail, exact=ev.exact, decisive=ev.decisive,
+                       prime=int(ev.prime), error_bound=ev.error_bound)
 
 
 def _signed(circuit: Circuit, alloc: Allocation) -> bool:
