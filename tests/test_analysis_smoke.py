@@ -120,3 +120,23 @@ def test_heuristic_accuracy(tmp_path):
     assert (single.heuristic_verdict == single.measured).all(), \
         f"heuristic {single.heuristic_verdict.values} vs measured {single.measured.values}"
 
+
+
+def test_ei_allocations(tmp_path):
+    ds = _run("ei_allocations", tmp_path)
+    _check_mp(ds, "ei_allocations")
+    split = ds.sel(panel="split").dropna("allocation", subset=["mp"], how="all")
+    assert split.sizes["allocation"] == 3
+    # Dale's law and stability only remove solutions: no constrained MP exceeds the unconstrained one by more than
+    # the LM's own noise (lower bounds) on 6 trials: one trial
+    free = split.mp.sel(dale=0, stable_required=0).values
+    for dale, stable in ((1, 0), (0, 1), (1, 1)):
+        assert (split.mp.sel(dale=dale, stable_required=stable).values <= free + 1 / 6 + 1e-12).all()
+    ro = ds.sel(panel="readout", stable_required=1).dropna("allocation", subset=["mp"], how="all")
+    # read-out only is affine: exact decisions; 2 per row < m = 3 probes is rank-deficient (certificate zero, MP 0)
+    assert (ro.solver.sel(dale=1) == "lstsq").all() and (ro.mp_estimate.sel(dale=1) == "exact").all()
+    two = ro.sel(allocation="read-out 2 per row")
+    assert float(two.mp.sel(dale=0)) == float(two.mp.sel(dale=1)) == 0.0 and two.verdict.sel(dale=1).item() == "zero"
+    # without signs a full-rank read-out always matches (certificate one); Dale's law never raises it
+    assert (ro.mp.sel(dale=1) <= ro.mp.sel(dale=0)).all()
+    assert (ro.n_sign_violations.sel(dale=1) == 0).all()
