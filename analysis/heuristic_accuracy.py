@@ -103,8 +103,11 @@ def main(argv=None) -> None:
     def agreement(sub, key):
         n = sub.sizes["allocation"]
         stats = {}
-        if n >= 3 and np.ptp(sub.mp.values) > 0 and np.ptp(sub.heuristic_mp.values) > 0:
-            stats["spearman"] = float(spearmanr(sub.heuristic_mp.values, sub.mp.values).statistic)
+        # "in-between" predicts MP > 0 only (heuristic_mp NaN): rank correlation and error over the 0/1 predictions
+        fin = np.isfinite(sub.heuristic_mp.values)
+        h_fin, mp_fin = sub.heuristic_mp.values[fin], sub.mp.values[fin]
+        if fin.sum() >= 3 and np.ptp(mp_fin) > 0 and np.ptp(h_fin) > 0:
+            stats["spearman"] = float(spearmanr(h_fin, mp_fin).statistic)
         else:
             stats["spearman"] = float("nan")
         pred = sub.heuristic_verdict.values
@@ -114,7 +117,9 @@ def main(argv=None) -> None:
             said = pred == c
             stats[f"{c}_precision"] = float(np.mean(meas[said] == c)) if said.any() else float("nan")
             stats[f"{c}_recall"] = float(np.mean(pred[meas == c] == c)) if (meas == c).any() else float("nan")
-        stats["mean_abs_error"] = float(np.mean(np.abs(sub.heuristic_mp.values - sub.mp.values)))
+        stats["mean_abs_error"] = float(np.mean(np.abs(h_fin - mp_fin))) if fin.any() else float("nan")
+        between = pred == "in-between"
+        stats["in_between_positive"] = float(np.mean(sub.mp.values[between] > 0)) if between.any() else float("nan")
         stats["n"] = int(n)
         for k, v in stats.items():
             summary[f"{key}_{k}"] = v
@@ -148,12 +153,13 @@ def main(argv=None) -> None:
     jitter = np.random.default_rng(0).uniform(-0.03, 0.03, ds.sizes["allocation"])
     for fam in fams:
         sel = ds.family.values == fam
-        ax.errorbar(ds.heuristic_mp.values[sel] + jitter[sel], ds.mp.values[sel],
+        x = np.where(np.isfinite(ds.heuristic_mp.values), ds.heuristic_mp.values, 0.5)  # in-between drawn at 0.5
+        ax.errorbar(x[sel] + jitter[sel], ds.mp.values[sel],
                     yerr=np.clip([ds.mp.values[sel] - ds.mp_low.values[sel],
                                   ds.mp_high.values[sel] - ds.mp.values[sel]], 0, None),
                     fmt="o", ms=3, elinewidth=0.6, alpha=0.8, label=fam)
     ax.plot([0, 1], [0, 1], color="k", lw=0.6, ls="--", label="identity")
-    ax.set_xlabel("heuristic predicted MP (fraction; jittered +/-0.03)")
+    ax.set_xlabel("heuristic predicted MP (fraction; in-between = MP > 0 drawn at 0.5; jittered +/-0.03)")
     ax.set_ylabel("measured MP (fraction of trials), 95% Wilson bars")
     ax.set_title(f"heuristic vs measured: Spearman {overall['spearman']:.2f}, n = {overall['n']}")
     ax.legend(frameon=False, fontsize=6)

@@ -130,7 +130,8 @@ def summarise(ds) -> dict:
     for label, sel in (("linear", linear), ("relu", relu), ("all", np.ones_like(linear))):
         if sel.sum() < 3:
             continue
-        rho = spearmanr(h_mp[sel], mp[sel]).statistic
+        fin = sel & np.isfinite(h_mp)  # "in-between" predicts MP > 0 only (NaN): correlation over 0/1 predictions
+        rho = spearmanr(h_mp[fin], mp[fin]).statistic if fin.sum() >= 3 else float("nan")
         extreme = sel & ((mp == 0.0) | (mp == 1.0))
         right = ((mp == 0.0) & (h_verdict == "zero")) | ((mp == 1.0) & (h_verdict == "one"))
         acc = float(right[extreme].mean()) if extreme.any() else float("nan")
@@ -178,8 +179,9 @@ def plot(ds):
     colors = dict(zip(verdicts, ("tab:red", "tab:green", "tab:orange", "tab:gray")))
     for v in ("unproven", "positive", "one", "zero"):  # the exact verdicts on top
         sel, color = verdict == v, colors[v]
-        ax.scatter(ds.h_mp.values[sel] + jitter[sel], mp[sel], s=10, alpha=0.6, color=color, label=v)
-    ax.set_xlabel("heuristic predicted MP (1)")
+        h_x = np.where(np.isfinite(ds.h_mp.values), ds.h_mp.values, 0.5)  # in-between (MP > 0) drawn at 0.5
+        ax.scatter(h_x[sel] + jitter[sel], mp[sel], s=10, alpha=0.6, color=color, label=v)
+    ax.set_xlabel("heuristic predicted MP (1; in-between = MP > 0, drawn at 0.5)")
     ax.set_ylabel("measured MP (fraction of trials)")
     ax.set_title("heuristic vs measured MP")
     ax.legend(frameon=False, title="verdict")

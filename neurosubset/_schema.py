@@ -79,6 +79,20 @@ FIT_STATUS = Flags(("not_fitted", "matched", "no_solution", "stalled", "iteratio
 (NOT_FITTED, MATCHED, NO_SOLUTION, STALLED, ITERATION_CAP, NO_DESCENT, NON_FINITE, UNSTABLE,
  INFEASIBLE) = range(len(FIT_STATUS.meanings))
 
+# which decider settled the trial (int8), chosen by solvers.Auto: the exact ones (least squares on affine outputs;
+# bounded least squares under Dale's law; the ReLU cone LP or activation-pattern LPs; the real roots of a univariate
+# polynomial) or the local Levenberg-Marquardt, whose unmatched trials are not proofs (a lower bound on MP)
+DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activation_patterns", "univariate_roots",
+                  "levenberg_marquardt"))
+(LEAST_SQUARES_DECISION, BOUNDED_DECISION, CONE_DECISION, PATTERN_DECISION, ROOTS_DECISION,
+ LM_DECISION) = range(len(DECISION.meanings))
+# decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound"
+DECISION_KINDS = ("exact", "lower bound")
+# mp_high's comment where the decision is a lower bound: a local solver can miss solutions, so the Wilson interval
+# bounds the solver's match rate, not MP
+LOWER_BOUND_COMMENT = ("decision_kind is 'lower bound': the interval bounds the local solver's match rate; MP itself "
+                       "can be higher, so mp_high is not an upper bound on MP")
+
 _PROB = {"units": "1"}
 
 # result variables and coordinates: name -> attrs (long_name, units, ...)
@@ -88,6 +102,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "residual": {"long_name": "relative residual ||y_s - y_t|| / ||y_t||", "units": "1"},
     "restarts": {"long_name": "random restarts used", "units": "1"},
     "fit_status": {"long_name": "how the fit of the trial ended", "units": "1", **FIT_STATUS.attrs()},
+    "decision": {"long_name": "decider that settled the trial (exact ones, or the local LM)", "units": "1",
+                 **DECISION.attrs()},
     # per result
     "mp": {"long_name": "match probability", **_PROB},
     "mp_low": {"long_name": "match probability, 95% Wilson lower bound", **_PROB},

@@ -46,6 +46,7 @@ from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
 from .solvers.bounded import sign_bounds, solve_exact
+from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .solvers.multistart import multistart
 from .theory import certify
 
@@ -175,6 +176,8 @@ class FitResult:
     sign_violations : numpy.ndarray or None
         ``(trial,)`` int64 plastic values of the wrong sign for their presynaptic region (None if no plastic
         synapse is signed; always 0 with ``dale``).
+    decision : numpy.ndarray or None
+        ``(trial,)`` int8 :data:`neurosubset._schema.DECISION`: the decider that settled each trial.
     """
 
     trials: Trials
@@ -193,6 +196,7 @@ class FitResult:
     exact: bool = True
     max_real_eig: np.ndarray | None = None
     sign_violations: np.ndarray | None = None
+    decision: np.ndarray | None = None
 
     @property
     def student_stable(self) -> np.ndarray | None:
@@ -270,7 +274,7 @@ def _check_flag(field: str, value) -> bool:
 
 def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
          progress: bool, dale: bool = False, stable: bool = False) -> FitResult:
-    trials = draws.probes.shape[0]
+    trials, m = draws.probes.shape[:2]
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
     fmap = PlasticMap(circuit, alloc, {k: to_t(v) for k, v in draws.student_init.items()}, to_t(draws.probes))
     teacher = {k: to_t(v) for k, v in draws.teacher.items()}
@@ -280,11 +284,16 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     steady = circuit.dynamics == "steady"
     need_stable = stable and steady
     admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
-    if isinstance(solver, Auto):
-        solver = solver.resolve(is_affine(circuit, alloc, seed=seed))
-    if isinstance(solver, LeastSquares) or alloc.size == 0:
+    if isinstance(solver, Auto):  # exact deciders wherever the problem allows one, the LM otherwise
+        affine = is_affine(circuit, alloc, seed=seed)
+        solver = (not affine and exact_decider(circuit, alloc, m, bounds is not None)) or solver.resolve(affine)
+    if isinstance(solver, (ReluFeasibility, UnivariateRoots)) and alloc.size:
+        theta, resid, status, decision = solve_decider(solver, fmap, targets, alloc, bounds, tol=tol)
+        n_rest, exact = np.zeros(trials, dtype=np.int64), not (status == _schema.STALLED).any()  # stalled: undecided
+    elif isinstance(solver, LeastSquares) or alloc.size == 0:
         solver = LeastSquares()
         theta, resid, status = solve_exact(fmap, targets, bounds, tol=tol)
+        decision = _schema.BOUNDED_DECISION if bounds is not None else _schema.LEAST_SQUARES_DECISION
         n_rest = np.zeros(trials, dtype=np.int64)
         # a plastic synapse inside a recurrent loop can move eig W: one exact fit being unstable then proves nothing
         exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
@@ -293,7 +302,7 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
         out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
                          admissible=admissible)
         theta, resid, n_rest, history, status = out.theta, out.residual, out.restarts, out.history, out.status
-        exact = False
+        exact, decision = False, _schema.LM_DECISION
     student = {k: v.numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.numpy()
     matched = resid_np < tol
@@ -301,12 +310,13 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     if need_stable:  # checked on the weights reported, whatever the solver did
         unstable = matched & ~(max_re < 1.0)
         matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
-    if isinstance(solver, LeastSquares):
+    if isinstance(solver, (LeastSquares, ReluFeasibility, UnivariateRoots)):
         history = [float((resid < tol).double().mean())] if not need_stable else [float(matched.mean())]
     theta_np = theta.numpy()
     return FitResult(draws, student, theta_np, resid_np, matched, n_rest, np.array(history), solver.name, tol,
                      status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
-                     sign_violations=signs.violations(theta_np) if signs.active else None)
+                     sign_violations=signs.violations(theta_np) if signs.active else None,
+                     decision=np.full(trials, decision, dtype=np.int8))
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
@@ -386,10 +396,11 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
         "fit_status": ("trial", res.status, meta("fit_status")),
         "mp": ((), k / trials, meta("mp")),
         "mp_low": ((), low, meta("mp_low")),
-        "mp_high": ((), high, meta("mp_high")),
+        "mp_high": ((), high, meta("mp_high") if res.exact else meta("mp_high", comment=_schema.LOWER_BOUND_COMMENT)),
         "mp_first_round": ((), float(res.mp_by_round[0]), meta("mp_first_round")),
         "mp_by_round": ("round", res.mp_by_round, meta("mp_by_round")),
         **_constraint_variables(res),
+        **({} if res.decision is None else {"decision": ("trial", res.decision, meta("decision"))}),
     }
     for name, mask in alloc.masks.items():
         stem = var_name(name)
@@ -436,6 +447,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: FitResult, *, m: int, 
              "last_round_gain": last_gain,
              "dale": int(res.dale), "stable": int(res.stable),
              "mp_estimate": "exact" if res.exact else "lower_bound",
+             "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
     if circuit.dynamics == "steady":
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction

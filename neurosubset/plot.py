@@ -305,7 +305,9 @@ def mp_summary(ds: xr.Dataset) -> Figure:
     ax_h.set_ylabel("trials (count)")
     ax_h.legend(fontsize="small")
     low, high = float(ds["mp_low"]), float(ds["mp_high"])
-    ax_h.set_title(f"MP = {float(ds['mp']):.3f}, 95% CI [{low:.3f}, {high:.3f}]\n"
+    bound = ds.attrs.get("decision_kind") == "lower bound"  # a local solver: its rate, not MP, is bounded above
+    ax_h.set_title(f"MP {'>=' if bound else '='} {float(ds['mp']):.3f}, 95% CI [{low:.3f}, {high:.3f}]"
+                   f"{' (lower bound: the upper end does not bound MP)' if bound else ''}\n"
                    f"m = {int(ds['m'])}, {ds.sizes['trial']} trials, solver {ds.attrs.get('solver', '?')}",
                    fontsize="medium")
     _draw_masks(ax_m, circuit, _masks_of(ds, circuit), f"allocation: {ds.attrs.get('allocation_strategy', '')}")

@@ -39,7 +39,8 @@ class Heuristic:
     verdict : {"zero", "one", "in-between"}
         ``"zero"`` if ``effective < required``; ``"one"`` if equal and affine; ``"in-between"`` otherwise.
     mp : float
-        Predicted MP in [0, 1]: 0, 1, or ``1 - 2**-(1 + surplus)`` for ``"in-between"`` (see :func:`heuristic`).
+        Predicted MP: 0 (``"zero"``), 1 (``"one"``), ``nan`` for ``"in-between"``: the principle predicts only
+        MP > 0 there, not a value (see :func:`heuristic`).
     surplus : int
         Sum of ``by_weight`` minus ``required`` (negative for ``"zero"``).
     """
@@ -208,9 +209,11 @@ def heuristic(circuit: Circuit, alloc: Allocation, m: int = 4) -> Heuristic:
 
     Prediction: ``"zero"`` (mp 0) if ``sum_w eff_w < required``; ``"one"`` (mp 1) if not and the outputs are
     affine in the plastic weights (:func:`neurosubset.dynamics.is_affine`); otherwise ``"in-between"`` with
-    ``mp = 1 - 2**-(1 + surplus)``, ``surplus = sum_w eff_w - required``: an exactly determined polynomial system
-    is matched about half the time (the teacher must lie on the reachable side of a fold), and each redundant
-    effective synapse is taken to halve the chance of a miss. The last rule is a rough guess, not a theorem.
+    ``mp = nan``. Counting equations against free parameters gives only the dimension of the reachable set, i.e.
+    MP > 0; the value of MP strictly inside (0, 1) is set by where the teacher's output falls relative to the
+    folds of a polynomial map (the sign of a discriminant, the side of an extremum), a semialgebraic condition
+    that no count of equations and parameters determines. An earlier version returned
+    ``1 - 2**-(1 + surplus)``, a guess with no derivation behind it; it was dropped rather than replaced.
 
     For a single linear layer it is exact: ``r_in = min(m, d_in)``, ``r_out = d_out``, so ``effective =
     required = d_out min(m, d_in)`` iff every row has ``k_i >= min(m, d_in)``, the closed-form condition for
@@ -229,6 +232,6 @@ def heuristic(circuit: Circuit, alloc: Allocation, m: int = 4) -> Heuristic:
     elif affine:
         verdict, mp = "one", 1.0
     else:
-        verdict, mp = "in-between", float(1.0 - 2.0 ** -(1 + surplus))
+        verdict, mp = "in-between", float("nan")  # MP > 0 only; no value follows from the counts
     return Heuristic(effective=min(total, required), required=required, by_weight=by_weight, affine=affine,
                      verdict=verdict, mp=mp, surplus=surplus)
