@@ -135,8 +135,8 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         ``T + 1`` for discrete circuits). ``"autograd"``/``"adjoint"``: float Jacobian by torch autograd or by
         the adjoint closed form; a verdict only where the gaps are decisive. Never finite differences.
         ``"sketch"``: for circuits whose ``(E, N)`` Jacobian does not fit in memory, a matrix-free randomised
-        estimate: ranks of ``J Omega`` for Gaussian ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks (equal to the rank with probability 1; in floating
-        point an estimate, flagged by ``Certificate.estimate``).
+        estimate: ranks of ``J Omega`` for Gaussian ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks
+        (equal to the rank with probability 1; in floating point an estimate, flagged by ``Certificate.estimate``).
     dale : bool
         Plastic values keep their presynaptic region's sign (as :func:`neurosubset.fit` with ``dale=True``).
     stable : bool
