@@ -140,3 +140,19 @@ def test_ei_allocations(tmp_path):
     # without signs a full-rank read-out always matches (certificate one); Dale's law never raises it
     assert (ro.mp.sel(dale=1) <= ro.mp.sel(dale=0)).all()
     assert (ro.n_sign_violations.sel(dale=1) == 0).all()
+
+
+def test_scaling(tmp_path):
+    ds = _run("scaling", tmp_path)
+    assert set(ds.m_critical.dims) == {"family", "n", "strategy"}
+    for n in ds.n.values:
+        lffn = ds.m_critical.sel(family="LFFN", n=n)
+        # n-n-2 chain, M = n in W1 (closed form, SCIENCE.md's one-layer argument through W2): a plastic synapse
+        # (i, c) moves y by W2[:, i] x_c, so a set of synapses reaches the span of {W2[:, i] x_c}, of dimension
+        # sum over used columns c of rank{W2[:, i] : i in rows using c}, each at most 2, against dim V = 2 min(m, n).
+        # One full column: rank 2 only at m = 1 -> m_c = 1. One full row: W2[:, i] x reaches min(m, n) < 2m -> 0.
+        # One synapse per row and per column (spread-cols deals columns round-robin over rows): n terms of rank 1
+        # -> min(n, 2m) = 2m iff m <= n / 2.
+        assert int(lffn.sel(strategy="concentrated-cols")) == 1
+        assert int(lffn.sel(strategy="concentrated-rows")) == 0
+        assert int(lffn.sel(strategy="spread-cols")) == n // 2
