@@ -4,6 +4,8 @@
   ``fit``, ``match_probability`` and ``sweep`` take as ``solver=``.
 - :mod:`.lm`: exact batched least squares (affine maps) and batched Levenberg-Marquardt with a per-problem status.
 - :mod:`.multistart`: the restart policy of the LM over rounds (start scales, continued restarts).
+- :mod:`.bounded`: sign bounds (Dale's law) and bounded least squares; :mod:`.exact`: the other exact deciders
+  (shallow ReLU feasibility by LPs, the real roots of a univariate polynomial) that :class:`Auto` picks.
 
 A problem batch is any object with ``value_and_jacobian(theta)``, ``__call__(theta)``, ``jacobian(theta)``,
 ``subset(index)`` and ``size`` (:class:`neurosubset.dynamics.PlasticMap` is the one the benchmark uses).

@@ -65,9 +65,15 @@ class LevenbergMarquardt:
 
 @dataclass(frozen=True)
 class Auto(LevenbergMarquardt):
-    """Exact least squares where the outputs are affine in the plastic weights, Levenberg-Marquardt otherwise.
+    """Exact decisions wherever the problem allows one, Levenberg-Marquardt otherwise.
 
-    The fields are those of :class:`LevenbergMarquardt`, used when the LM runs.
+    In order: least squares where the outputs are affine in the plastic weights (bounded least squares under
+    Dale's law); for a shallow ReLU net whose plastic synapses all feed hidden units with a frozen read-out, the
+    cone LP or the activation-pattern LPs (:class:`~neurosubset.solvers.exact.ReluFeasibility`); for one plastic
+    synapse of a discrete linear circuit, the real roots of its output polynomial
+    (:class:`~neurosubset.solvers.exact.UnivariateRoots`); the LM for everything else. The fields are those of
+    :class:`LevenbergMarquardt`, used when the LM runs. Which decider settled each trial is recorded
+    (``decision``), and a result says ``decision_kind = "exact"`` or ``"lower bound"`` (the LM's).
     """
 
     name: ClassVar[str] = "auto"
