@@ -16,18 +16,21 @@ and ``S`` is a subset of ``V``; then (Schlisselberg & Darshan 2025, and /work/sh
 - ranks equal, not affine: ``S`` contains an open piece of ``V`` around the student's own output, so
   ``MP > 0``; its value needs fitting (verdict ``"positive"``).
 
-Generic ranks are computed at random points (weights from :meth:`Circuit.sample_weights`, probes from
-:meth:`Circuit.sample_probes`), where they equal the generic rank with probability one; the maximum over several
-independent points guards against an unlucky draw. Columns of the Jacobian are derivatives with respect to each
-weight in units of its initial standard deviation (rank-neutral, but it puts all columns on one scale).
+Generic ranks are computed at random points. Float ranks (weights from :meth:`Circuit.sample_weights`, probes
+from :meth:`Circuit.sample_probes`, maximum over several points, columns in units of each weight's init standard
+deviation) carry a verdict only where their singular-value gap is decisive; otherwise linear circuits get exact
+ranks over GF(p) (:mod:`~neurosubset.theory.exact`: the adjoint Jacobian evaluated in arithmetic mod a random prime
+``p < 2^62`` at a uniform point), which are lower bounds on the generic ranks and equal them except with
+probability ``<= r d / p`` (Schwartz-Zippel), and ReLU circuits stay "unproven".
 
-Because the columns of a fixed Jacobian form a linear matroid, picking columns greedily (QR with column
-pivoting) gives a maximal-rank allocation for every budget (:func:`optimal_allocation`), and the fewest plastic
-synapses that reach ``dim V`` is ``dim V`` itself whenever the allowed synapses reach it (:func:`minimal_budget`).
+Because the columns of a fixed Jacobian form a linear matroid, and the matroids for m and m + 1 probes are nested,
+one greedy allocation reaches the largest plastic rank of its budget at every m at once (:func:`optimal_allocation`,
+over all m, affine allocations first among ties), and the fewest plastic synapses that reach ``dim V`` is
+``dim V`` itself whenever the allowed synapses reach it (:func:`minimal_budget`, with the share each weight needs).
 
 Modules: :mod:`~neurosubset.theory.certificate` (:func:`certify`), :mod:`~neurosubset.theory.optimal`
 (:func:`optimal_allocation`, :func:`minimal_budget`), :mod:`~neurosubset.theory.heuristic` (:func:`heuristic`),
-and the private rank machinery at random points, ``_ranks``.
+:mod:`~neurosubset.theory.exact` (ranks over GF(p)) and the private float rank machinery, ``_ranks``.
 """
 from .certificate import METHODS as METHODS
 from .certificate import RANK_RTOL as RANK_RTOL
@@ -38,6 +41,7 @@ from .certificate import certify as certify
 from .heuristic import HEURISTIC_VERDICTS as HEURISTIC_VERDICTS
 from .heuristic import Heuristic as Heuristic
 from .heuristic import heuristic as heuristic
+from .optimal import MinimalBudget as MinimalBudget
 from .optimal import minimal_budget as minimal_budget
 from .optimal import optimal_allocation as optimal_allocation
 
@@ -45,7 +49,7 @@ __all__ = [
     # the certificate
     "certify", "Certificate", "TheoryError", "VERDICTS", "METHODS", "RANK_RTOL",
     # optimal allocations
-    "optimal_allocation", "minimal_budget",
+    "optimal_allocation", "minimal_budget", "MinimalBudget",
     # the heuristic
     "heuristic", "Heuristic", "HEURISTIC_VERDICTS",
 ]
