@@ -83,7 +83,8 @@ def test_new_sweep_computes_the_old_values_everywhere():
     for name, var in original.data_vars.items():
         assert fresh[name].dtype == var.dtype, (name, fresh[name].dtype, var.dtype)
         xr.testing.assert_equal(fresh[name], var)  # values, dims and coords (attrs now come from _schema)
-    assert set(fresh.data_vars) - set(original.data_vars) == {"fit_status"}
+    # variables added since: fit_status; the fitted student's stability (steady circuits, issue 14); decision
+    assert set(fresh.data_vars) - set(original.data_vars) == {"fit_status", "stable", "max_real_eig", "decision"}
 
 
 def test_old_mp_file_opens_and_plots(tmp_path):
