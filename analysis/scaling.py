@@ -14,7 +14,7 @@ Allocations: ``spread-rows``, ``spread-cols``, ``random``, ``concentrated-rows``
 (one full column). Ranks are exact over GF(p) (neurosubset.theory.exact): one Jacobian per (family, n) at a random
 point of GF(p) with ``m_top`` probes; since the rows for the first m probes are a prefix, every m is a row prefix of
 the same matrix (the certificate at every m from one evaluation). A verdict is wrong with probability at most the
-Schwartz-Zippel bound ``r d / p`` (recorded, ~1e-14).
+Schwartz-Zippel bound ``r d / p`` (recorded: attr ``max_error_bound``, ~1e-15).
 
 Run: ``python analysis/scaling.py [--quick] [--out DIR]``.
 """
