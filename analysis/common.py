@@ -1,13 +1,16 @@
 """Shared helpers for the analysis scripts: command line, MP records -> Dataset, netCDF output, figure style.
 
 Every script in ``analysis/`` is run as ``python analysis/NAME.py [--quick] [--out DIR] [--seed S]`` and writes
-``DIR/NAME.nc`` (the numbers behind the figure, configuration in attrs) and ``DIR/NAME.png``.
+``DIR/NAME.nc`` (the numbers behind the figure, configuration in attrs) and ``DIR/NAME.png``. ``DIR`` is ``data/``
+(the shipped results) by default; a ``--quick`` run never writes there: without ``--out`` it writes into a new
+temporary folder (printed), and ``--quick --out data/`` is refused.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,13 +35,21 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true",
                         help="a tiny configuration for the smoke test (seconds, not minutes)")
-    parser.add_argument("--out", type=Path, default=REPO / "data",
-                        help="output directory for the .nc and .png files (default: data/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory for the .nc and .png files (default: data/; with --quick a new "
+                             "temporary folder: a quick run never overwrites the shipped results in data/)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of all random draws (default: 0)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the problems are small and batched, and the "
                              "machine is shared)")
     args = parser.parse_args(argv)
+    shipped = REPO / "data"
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="neurosubset-quick-")) if args.quick else shipped
+        if args.quick:
+            print(f"--quick: writing into {args.out} (data/ holds the shipped results)")
+    elif args.quick and args.out.resolve() == shipped.resolve():
+        parser.error(f"--quick never writes into {shipped} (the shipped results); give --out another folder")
     import torch
 
     torch.set_num_threads(args.threads)  # a script-level choice; the library never touches global state

@@ -235,9 +235,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The TOML table of the spec file ``path``, its ``name`` defaulting to the file's stem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CircuitSpecError(f"Cannot read circuit spec {str(path)!r}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        raise CircuitSpecError(f"Circuit spec {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+                               f"{exc.object[exc.start:exc.start + 1]!r}); a TOML spec is a UTF-8 text file.") from None
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -3,6 +3,11 @@
 Every error a user can cause (the toolkit's own error classes, :class:`neurosubset.NeurosubsetError`, and
 operating-system errors such as a missing file or a read-only folder) ends as one line on stderr and exit status 2.
 Anything else is a bug in the toolkit: it ends with its traceback.
+
+No command replaces an existing file unless ``--overwrite`` is given, and ``mp``, ``spikecheck`` and ``export``
+never replace (or write into) a sweep store; the suffix decides the format (``.nc`` netCDF, ``.zarr`` Zarr) and the
+output folder must exist (see :mod:`neurosubset._outputs`). ``mp`` and ``spikecheck`` check their output before
+computing anything.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from ._checks import NeurosubsetError
+from ._outputs import check_output, check_writable, write_dataset
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
@@ -28,19 +34,36 @@ class CLIError(NeurosubsetError):
     """A bad command-line argument."""
 
 
+_LRNN_FIELDS = ("N", "N_IN", "N_OUT", "T", "GAIN")
+
+
+def _builtin_field(spec: str, field: str, text: str, kind: Callable) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise CLIError(f"Cannot parse builtin circuit {spec!r}: field {field} must be {what}. Got {text!r}."
+                       ) from None
+
+
 def load_circuit(spec: str) -> Circuit:
     """A circuit from a TOML path or a builtin: ``lffn:8-6-3``, ``relu:8-6-3``, ``lrnn:N,N_IN,N_OUT,T[,GAIN]``."""
     kind, _, args = spec.partition(":")
-    try:
-        if kind in ("lffn", "relu") and args:
-            return feedforward([int(s) for s in args.split("-")], "linear" if kind == "lffn" else "relu")
-        if kind == "lrnn" and args:
-            parts = args.split(",")
-            n, n_in, n_out, steps = (int(v) for v in parts[:4])
-            return linear_rnn(n, n_in, n_out, steps=steps, gain=float(parts[4]) if len(parts) > 4 else 1.0)
-    except ValueError:
-        raise CLIError(f"Cannot parse builtin circuit {spec!r}. Expected 'lffn:8-6-3', 'relu:8-6-3' or "
-                       f"'lrnn:N,N_IN,N_OUT,T[,GAIN]'.") from None
+    if kind in ("lffn", "relu") and args:
+        sizes = [_builtin_field(spec, f"size {i + 1} (of {kind}:D0-D1-...)", v, int)
+                 for i, v in enumerate(args.split("-"))]
+        return feedforward(sizes, "linear" if kind == "lffn" else "relu")
+    if kind == "lrnn" and args:
+        parts = args.split(",")
+        if not 4 <= len(parts) <= 5:
+            raise CLIError(f"Cannot parse builtin circuit {spec!r}: 'lrnn:N,N_IN,N_OUT,T[,GAIN]' takes 4 or 5 "
+                           f"comma-separated fields. Got {len(parts)} ({', '.join(_LRNN_FIELDS[len(parts):4])} "
+                           f"missing)." if len(parts) < 4 else
+                           f"Cannot parse builtin circuit {spec!r}: 'lrnn:N,N_IN,N_OUT,T[,GAIN]' takes 4 or 5 "
+                           f"comma-separated fields. Got {len(parts)}.")
+        n, n_in, n_out, steps = (_builtin_field(spec, f, v, int) for f, v in zip(_LRNN_FIELDS, parts[:4]))
+        gain = _builtin_field(spec, "GAIN", parts[4], float) if len(parts) > 4 else 1.0
+        return linear_rnn(n, n_in, n_out, steps=steps, gain=gain)
     if not Path(spec).exists():
         raise CLIError(f"Circuit {spec!r} is neither a TOML file nor a builtin ('lffn:8-6-3', 'relu:8-6-3', "
                        f"'lrnn:16,2,2,5').")
@@ -74,10 +97,18 @@ def parse_list(text: str | None, kind: Callable = str, *, option: str = "") -> l
         raise CLIError(f"{option} takes a comma-separated list of {kind.__name__} values. Got {text!r}.") from None
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--out`` (and check the folder is writable) before anything is computed."""
+    if args.out:
+        check_output(args.out, overwrite=args.overwrite, what="--out")
+        check_writable(args.out)
+
+
 def _cmd_mp(args: argparse.Namespace) -> None:
     """Estimate the match probability MP(A, m) of one allocation and write the dataset."""
     from .benchmark import match_probability
 
+    _check_out(args)
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
@@ -86,17 +117,11 @@ def _cmd_mp(args: argparse.Namespace) -> None:
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
     if args.out:
-        _write(ds, args.out)
+        _write(ds, args.out, args.overwrite)
 
 
-def _write(ds, out: str) -> None:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".zarr":
-        ds.to_zarr(path, mode="w")
-    else:
-        ds.to_netcdf(path, engine="h5netcdf")
-    print(f"wrote {path}")
+def _write(ds, out: str, overwrite: bool) -> None:
+    print(f"wrote {write_dataset(ds, out, overwrite=overwrite, what='--out')}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
@@ -110,10 +135,13 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                        f"NAME=FRACTION pairs. Got {args.fractions!r}.")
     if args.workers is not None and args.scheduler:
         raise CLIError("Give either --workers (local processes) or --scheduler (a dask scheduler), not both.")
+    if args.workers is not None and args.workers < 1:
+        raise CLIError(f"--workers must be >= 1 (local worker processes). Got {args.workers}.")
     ds = sweep(circuit, budget=parse_list(args.budget, int, option="--budget"),
                fractions=simplex_grid(keys, args.step) if keys else None,
                strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
-               trials=args.trials, seed=args.seed, store=args.out, workers=args.workers or 1,
+               trials=args.trials, seed=args.seed, store=args.out, overwrite=args.overwrite,
+               workers=1 if args.workers is None else args.workers,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
                tol=args.tol, solver=_solver(args), progress=not args.quiet)
     status = ds["status"].values
@@ -137,7 +165,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     """Export a sweep store (.zarr) as one netCDF-4 file (h5netcdf)."""
     from .sweeps import export
 
-    print(f"wrote {export(args.store, args.out)}")
+    print(f"wrote {export(args.store, args.out, overwrite=args.overwrite)}")
 
 
 def _cmd_spikecheck(args: argparse.Namespace) -> None:
@@ -145,6 +173,9 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     from .plot import spikecheck_figure
     from .spiking import SpikingSettings, spikecheck
 
+    _check_out(args)
+    if args.out and Path(args.out).suffix != ".nc":
+        raise CLIError(f"spikecheck --out takes a .nc (netCDF) file. Got {args.out!r}.")
     circuit = load_circuit(args.circuit)
     settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=args.tau,
                                rate_unit=args.rate_unit, target=args.target)
@@ -164,7 +195,7 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     if ds.attrs["rectification_dominated"]:
         print(f"warning: {ds.attrs['flags']}")
     if args.out:
-        _write(ds, args.out)
+        _write(ds, args.out, args.overwrite)
         print(f"wrote {spikecheck_figure(ds, args.fig or Path(args.out).with_suffix('.png'))}")
     elif args.fig:
         print(f"wrote {spikecheck_figure(ds, args.fig)}")
@@ -233,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solver(mp)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
-    mp.add_argument("--out", help="output .nc (netCDF) or .zarr")
+    mp.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
+    mp.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     mp.set_defaults(func=_cmd_mp)
 
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)
@@ -248,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--within", help="comma-separated weight names eligible for plasticity")
     sw.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")
+    sw.add_argument("--overwrite", action="store_true",
+                    help="start the store over (after taking its lock: never while another sweep writes it)")
     sw.add_argument("--workers", type=int, help="local worker processes (default 1)")
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
     _add_solver(sw)
@@ -262,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help=_cmd_export.__doc__, description=_cmd_export.__doc__)
     ex.add_argument("store", help="the .zarr sweep store")
-    ex.add_argument("out", help="the .nc file to write")
+    ex.add_argument("out", help="the .nc file to write (an existing file is refused without --overwrite)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     ex.set_defaults(func=_cmd_export)
 
     sc = sub.add_parser("spikecheck", help=_cmd_spikecheck.__doc__, description=_cmd_spikecheck.__doc__)
@@ -276,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="brian2 codegen target")
     sc.add_argument("--out", help="output .nc (netCDF); the figure goes next to it as .png unless --fig is given")
     sc.add_argument("--fig", help="figure path (.png, .pdf)")
+    sc.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     sc.set_defaults(func=_cmd_spikecheck)
     return parser
 
