@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .._checks import AllocationError, ParameterError, check_choice, check_int, check_real
+from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..benchmark import DEFAULT_TOL
@@ -35,7 +36,7 @@ _RESERVED = ("budget", "strategy", "m", "trial", "round", "status")  # dims and 
 def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[int],
           fractions: FractionGrid | Sequence[Mapping[str, float]] | None = None,
           strategy: str | Sequence[str] = "random", trials: int = 100, seed: int = 0,
-          store: str | os.PathLike | None = None, workers: int = 1, scheduler: Any = None,
+          store: str | os.PathLike | None = None, overwrite: bool = False, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, solver: Solver | str = Auto(), tol: float = DEFAULT_TOL,
           certificate: bool = True, progress: bool = False, restarts: int | None = None,
           max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
@@ -63,8 +64,12 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
         Sweep seed; every point's seeds are hashed from it and the point's coordinates.
     store : str or path, optional
         A ``.zarr`` directory written as the sweep goes (see :mod:`neurosubset.sweeps`): rerunning the same call
-        resumes, a different configuration is refused (:class:`SweepStoreError`), a second concurrent writer is
-        refused.
+        resumes (done points are verified against their checksums; damaged ones are recomputed, with a warning
+        naming them), a different configuration is refused (:class:`SweepStoreError`), a second concurrent writer
+        is refused (also through a symlink). The suffix must be ``.zarr`` and the folder must exist.
+    overwrite : bool
+        Start the store over: after taking its lock (never while another sweep writes it), an existing sweep store
+        (or file) at ``store`` is removed. Without it an existing store is resumed.
     workers : int
         Local worker processes (1 = compute in this process).
     scheduler : str or distributed.Client, optional
@@ -121,7 +126,10 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
                       points=grid.points if grid else ((),), strategies=strategies, ms=ms, trials=trials, seed=seed,
                       within=None if within is None else tuple(within), tol=tol, solver=solver,
                       certificate=bool(certificate))
-    return _run(cfg, circuit, names, store, workers, scheduler, progress)
+    path = None
+    if store is not None:
+        path = check_output(store, formats=(".zarr",), overwrite=True, what="the sweep store", store_ok=True)
+    return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite))
 
 
 def _as_list(field: str, value: Any) -> list:
@@ -191,16 +199,18 @@ def _allocations(cfg: SweepConfig, circuit: Circuit, names: list[str]
     return status, masks, feasible, infeasible
 
 
-def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], store: Any, workers: int, scheduler: Any,
-         progress: bool) -> xr.Dataset:
+def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None, workers: int, scheduler: Any,
+         progress: bool, overwrite: bool) -> xr.Dataset:
     status, masks, feasible, infeasible = _allocations(cfg, circuit, names)
     base = skeleton(cfg, circuit, status, masks, store_versions())
     if infeasible:
         warnings.warn(f"{len(infeasible)} sweep point(s) cannot be allocated and are recorded as NaN with an "
                       f"'infeasible_*' status, e.g. {infeasible[0]}", UserWarning, stacklevel=3)
-    path = None if store is None else Path(store)
     with contextlib.nullcontext() if path is None else store_lock(path):
-        target = MemoryTarget(base) if path is None else ZarrTarget(path, base, cfg.dims)
+        target = MemoryTarget(base) if path is None else ZarrTarget(path, base, cfg.dims, overwrite=overwrite)
+        if getattr(target, "damaged", None):
+            warnings.warn(f"{len(target.damaged)} done point(s) of {str(path)!r} failed verification and are "
+                          f"recomputed: {'; '.join(target.damaged[:3])}", UserWarning, stacklevel=3)
         done = target.done()
         tasks = []
         for index, trial_seed, alloc in feasible:

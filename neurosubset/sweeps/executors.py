@@ -4,10 +4,18 @@ processes and dask.distributed.
 :func:`point_executor` opens the executor (in-process for one worker, a forkserver ``ProcessPoolExecutor`` for
 several, ``distributed.Client(...).get_executor()`` for a scheduler); :func:`completed` submits tasks to it and
 yields each result as it finishes. dask is imported only when a scheduler is given.
+
+Local workers never outlive the sweep: on Linux the forkserver gets SIGKILL when the process that started it dies
+(``prctl(PR_SET_PDEATHSIG)``, set by :mod:`neurosubset.sweeps._lifeline`, which the forkserver preloads) and each
+worker when the forkserver dies, so a SIGKILL or SIGTERM of the sweep takes its workers with it (the resource
+tracker then sees its last writer go and exits). Workers ignore SIGINT: Ctrl-C reaches the sweep, which terminates
+its workers at once and keeps every point already stored.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -17,7 +25,34 @@ from .._checks import MissingExtraError, ParameterError
 
 T = TypeVar("T")
 R = TypeVar("R")
-_PRELOAD = ["neurosubset.sweeps.point"]  # what a forkserver imports once for all its workers
+# what a forkserver imports once for all its workers (_lifeline first: the forkserver dies with its parent)
+_PRELOAD = ["neurosubset.sweeps._lifeline", "neurosubset.sweeps.point"]
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing is done).
+
+    Exits at once if the parent is already gone. The signal follows the parent *thread* that created this process.
+    """
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() != parent or parent == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_init() -> None:
+    """Pool initializer: die with the forkserver (or the sweep, under spawn); leave Ctrl-C to the sweep."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _InProcess(Executor):
@@ -65,11 +100,21 @@ def point_executor(workers: int, scheduler: Any, tasks: int) -> Iterator[tuple[E
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(_PRELOAD)
-    pool = ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx, initializer=_worker_init)
     try:
         yield pool, tasks
+    except BaseException:  # Ctrl-C or an error: stop the workers now (what was stored stays stored)
+        _terminate(pool)
+        raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _terminate(pool: Any) -> None:
+    """Terminate a ProcessPoolExecutor's worker processes (Python < 3.14 has no public call for it)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
 
 
 @contextlib.contextmanager
