@@ -112,7 +112,8 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
-                           tol=args.tol, return_weights=args.save_weights, progress=not args.quiet)
+                           tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
+                           dale=args.dale, stable=args.stable)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
@@ -263,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seed", type=int, default=0)
     _add_solver(mp)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
+    mp.add_argument("--no-dale", dest="dale", action="store_false",
+                    help="let fitted plastic synapses change sign (default: Dale's law, each keeps its region's sign)")
+    mp.add_argument("--no-stable", dest="stable", action="store_false",
+                    help="count matches of steady circuits whose student is unstable (default: max Re(eig W) < 1 "
+                         "required, teachers and students drawn stable)")
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
     mp.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
     mp.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")

@@ -265,3 +265,18 @@ def test_the_flags_must_be_booleans():
     layer = ns.feedforward([4, 2])
     with pytest.raises(ns.ParameterError, match="'dale' parameter must be True or False"):
         ns.match_probability(layer, ns.allocate(layer, 2), m=2, dale="yes")
+
+
+def test_cli_mp_takes_no_dale_and_no_stable(tmp_path, capsys):
+    from neurosubset.cli import main
+
+    base = ["mp", str(EI_ISN), "--budget", "12", "--strategy", "spread-rows", "--within", "E->OUT", "--m", "3",
+            "--trials", "20", "--seed", "0", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "on.nc")]) == 0
+    assert main([*base, "--no-dale", "--no-stable", "--out", str(tmp_path / "off.nc")]) == 0
+    with xr.open_dataset(tmp_path / "on.nc", engine="h5netcdf") as on, \
+            xr.open_dataset(tmp_path / "off.nc", engine="h5netcdf") as off:
+        assert (on.attrs["dale"], on.attrs["stable"], off.attrs["dale"], off.attrs["stable"]) == (1, 1, 0, 0)
+        # 4 read-out synapses per row, m = 3: always solvable without signs, rarely with them (exact decisions)
+        assert float(off.mp) == 1.0 and float(on.mp) < 0.5, (float(on.mp), float(off.mp))
+        assert int(on.sign_violations.sum()) == 0 < int(off.sign_violations.sum())
