@@ -286,7 +286,7 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
     if isinstance(solver, Auto):  # exact deciders wherever the problem allows one, the LM otherwise
         affine = is_affine(circuit, alloc, seed=seed)
-        solver = (not affine and exact_decider(circuit, alloc, m, bounds is not None)) or solver.resolve(affine)
+        solver = (not affine and exact_decider(circuit, alloc, m, bounds is not None, trials)) or solver.resolve(affine)
     if isinstance(solver, (ReluFeasibility, UnivariateRoots)) and alloc.size:
         theta, resid, status, decision = solve_decider(solver, fmap, targets, alloc, bounds, tol=tol)
         n_rest, exact = np.zeros(trials, dtype=np.int64), not (status == _schema.STALLED).any()  # stalled: undecided

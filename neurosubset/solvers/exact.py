@@ -11,7 +11,8 @@
   * ``"patterns"``: otherwise, every activation pattern ``s in {0, 1}^(P x m)`` that each unit's affine space of
     pre-activations can realise (each unit's realisable patterns found by LPs first) gives one LP in ``delta``
     (``p_{uj} >= 0`` where active, ``<= 0`` where not, ``sum_u W2[:, u] s_{uj} p_{uj} = r_j``); applied only where
-    a bound on the LP count (:func:`pattern_bound`) is at most :data:`MAX_LPS`.
+    a bound on the LP count (:func:`pattern_bound`) is at most :data:`MAX_LPS` per trial and
+  :data:`MAX_TOTAL_LPS` over the call's trials.
 
   A trial is matched only if plastic values built from the LP solution reproduce the teacher with the relative
   residual recomputed from the assembled student weights below ``tol``; an infeasible LP system proves
@@ -34,6 +35,8 @@ from .._schema import CONE_DECISION, MATCHED, NO_SOLUTION, PATTERN_DECISION, ROO
 from .lm import relative_residual
 
 MAX_LPS = 10_000  # LPs per trial the pattern enumeration may need (the issue's bound for an exact decision)
+# ... and per call, over all trials: a HiGHS LP costs ~1-3 ms here, so 5e4 LPs bound a call at about two minutes
+MAX_TOTAL_LPS = 50_000
 
 __all__ = ["ReluFeasibility", "UnivariateRoots", "MAX_LPS", "relu_applicable", "roots_applicable", "real_roots",
            "pattern_bound", "exact_decider", "solve_decider", "solve_relu", "solve_roots", "output_polynomials"]
@@ -88,8 +91,9 @@ def pattern_bound(k: np.ndarray, m: int) -> int:
     return int(len(per) * 2**m + np.prod(per, dtype=float))
 
 
-def relu_applicable(circuit, alloc, m: int, signed: bool) -> ReluFeasibility | None:
-    """The ReLU decider for this allocation and ``m``, or None where none applies (or the bound is too large)."""
+def relu_applicable(circuit, alloc, m: int, signed: bool, trials: int = 1) -> ReluFeasibility | None:
+    """The ReLU decider for this allocation and ``m``, or None where none applies (or the LP bound exceeds
+    :data:`MAX_LPS` per trial or :data:`MAX_TOTAL_LPS` over ``trials``)."""
     names = _shallow(circuit)
     if names is None or signed or alloc.counts[names[1]] or alloc.size == 0:
         return None
@@ -97,7 +101,7 @@ def relu_applicable(circuit, alloc, m: int, signed: bool) -> ReluFeasibility | N
     k = k[k > 0]
     if (k >= m).all():
         return ReluFeasibility("cone")
-    if m <= 20 and pattern_bound(k, m) <= MAX_LPS:
+    if m <= 20 and pattern_bound(k, m) <= MAX_LPS and trials * pattern_bound(k, m) <= MAX_TOTAL_LPS:
         return ReluFeasibility("patterns")
     return None
 
@@ -109,9 +113,9 @@ def roots_applicable(circuit, alloc) -> UnivariateRoots | None:
     return None
 
 
-def exact_decider(circuit, alloc, m: int, signed: bool):
+def exact_decider(circuit, alloc, m: int, signed: bool, trials: int = 1):
     """The exact decider :class:`Auto` picks for a non-affine allocation, or None (then the LM runs)."""
-    return relu_applicable(circuit, alloc, m, signed) or (None if signed else roots_applicable(circuit, alloc))
+    return relu_applicable(circuit, alloc, m, signed, trials) or (None if signed else roots_applicable(circuit, alloc))
 
 
 # ---------------------------------------------------------------------------------------------- ReLU
