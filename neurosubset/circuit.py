@@ -84,6 +84,7 @@ class Circuit:
         object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1, error=CircuitSpecError))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
         check_graph(self.regions, self.projections)
+        _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
         if self.dynamics == "feedforward":
             topological_order(self.regions, self.projections)  # raises on cycles
         if self.dynamics == "steady":
@@ -347,6 +348,19 @@ class Circuit:
     def from_toml_text(cls, text: str) -> Circuit:
         """Build a circuit from TOML text (e.g. the ``circuit`` attr of a result Dataset)."""
         return cls.from_dict(loads_toml(text))
+
+
+def _check_circuit_memory(circuit: Circuit) -> None:
+    """Refuse (one line) a spec whose dense weight matrices (structure mask, teacher and student draws) and, for
+    steady dynamics, the eigen-solve of the full recurrent matrix exceed the memory available."""
+    from ._memory import check_memory
+
+    size = {r.name: r.size for r in circuit.regions}
+    dense = sum(size[p.post] * size[p.pre] for p in circuit.projections)
+    n = sum(size.values())
+    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 8 * 4 * n * n if circuit.dynamics == "steady" else 0}
+    terms["total"] = sum(terms.values())
+    check_memory(f"Circuit {circuit.name!r} ({n} neurons)", terms, lower="the region sizes", error=CircuitSpecError)
 
 
 def _roles(roles: str | Iterable[str]) -> tuple[str, ...]:

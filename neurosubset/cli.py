@@ -20,8 +20,9 @@ import numpy as np
 
 from . import __version__
 from ._checks import NeurosubsetError
+from ._memory import check_fit
 from ._outputs import check_output, check_writable, write_dataset
-from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE
+from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
 from .circuit import Circuit, feedforward, linear_rnn
@@ -111,14 +112,23 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     _check_out(args)
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
+    check_fit(circuit, alloc, args.m, args.trials, _solver(args), what="mp")  # before any draw: fits the machine?
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
                            tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
                            dale=args.dale, stable=args.stable)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
+    _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), ds.sizes["trial"])
     if args.out:
         _write(ds, args.out, args.overwrite)
+
+
+def _warn_non_finite(args: argparse.Namespace, count: int, total: int) -> None:
+    if count:
+        print(f"neurosubset {args.command}: warning: in {count} of {total} trials the outputs overflowed to inf/NaN "
+              f"(fit_status 'non_finite'): those trials count as unmatched for numerical reasons, so MP is not "
+              f"meaningful there; lower the circuit's gains or steps", file=sys.stderr)
 
 
 def _write(ds, out: str, overwrite: bool) -> None:
@@ -149,6 +159,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
     print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
           f"(NaN), dims {dict(ds['mp'].sizes)}")
+    if "fit_status" in ds:
+        _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), int((status == DONE).sum() *
+                                                                                          ds.sizes["trial"]))
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:

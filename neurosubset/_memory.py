@@ -1,0 +1,125 @@
+"""Memory a request needs, estimated before anything is allocated, and the guard that refuses what the machine lacks.
+
+:func:`estimate_fit` counts the float64 arrays a fit holds at its peak (calibrated on the exact least-squares path:
+LAPACK ``gelsd`` works on a copy of the batched Jacobian, so the peak is about twice the Jacobian;
+``tests/test_sweeps_safety.py`` checks the estimate within 2x of the measured peak RSS at three sizes).
+:func:`check_memory` raises :class:`~neurosubset.ParameterError` in one line when the estimate exceeds the memory
+available now, saying the estimate and what to lower.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._checks import ParameterError
+
+_F64 = 8
+_JACOBIAN_COPIES = 2.0  # the Jacobian and LAPACK's working copy of it (measured: peak / Jacobian = 2.03-2.04)
+_ACTIVITY_COPIES = 4.0  # forward states kept for the adjoint / autograd pass, and their gradients
+
+
+def available_bytes() -> int:
+    """Memory available to a new allocation now (``MemAvailable`` of /proc/meminfo; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 1 << 62
+
+
+def estimate_fit(circuit: Any, plastic: int, m: int, trials: int, *, problems_per_trial: int = 1,
+                 certificate: bool = False) -> dict[str, int]:
+    """Bytes of the largest arrays a fit of ``trials`` draws with ``m`` probes and ``plastic`` plastic synapses holds.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    plastic : int
+        ``M``, the allocation's plastic synapses.
+    m, trials : int
+    problems_per_trial : int
+        Problems solved side by side per trial (1 for least squares; the LM's starts in flight).
+    certificate : bool
+        Also the certificate's Jacobian (outputs x every weight, one draw).
+
+    Returns
+    -------
+    dict
+        Term -> bytes: ``draws`` (teacher, student and fitted weights, probes), ``activity`` (forward states),
+        ``jacobian`` (batched d outputs / d plastic, with the solver's working copy), ``certificate``, ``total``.
+    """
+    n_in = sum(r.size for r in circuit.regions if r.role == "input")
+    n_out = sum(r.size for r in circuit.regions if r.role == "output")
+    n_all = sum(r.size for r in circuit.regions)
+    steps = int(getattr(circuit, "steps", 1) or 1)
+    weights = sum(p.n_post * p.n_pre for p in _shapes(circuit))
+    equations = m * n_out
+    problems = trials * problems_per_trial
+    terms = {
+        "draws": _F64 * trials * (3 * weights + m * n_in * steps + 2 * equations),
+        "activity": int(_F64 * _ACTIVITY_COPIES * problems * m * n_all * steps),
+        "jacobian": int(_F64 * _JACOBIAN_COPIES * problems * equations * plastic),
+        "certificate": int(_F64 * _JACOBIAN_COPIES * equations * weights) if certificate else 0,
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+class _Shape:
+    def __init__(self, n_post: int, n_pre: int) -> None:
+        self.n_post, self.n_pre = n_post, n_pre
+
+
+def _shapes(circuit: Any) -> list[_Shape]:
+    size = {r.name: r.size for r in circuit.regions}
+    return [_Shape(size[p.post], size[p.pre]) for p in circuit.projections]
+
+
+def check_memory(what: str, terms: dict[str, int], *, lower: str, available: int | None = None,
+                 error: type[ValueError] = ParameterError) -> None:
+    """Refuse (one line, :class:`ParameterError`) a request whose estimate exceeds the available memory.
+
+    Parameters
+    ----------
+    what : str
+        The request, as the message names it (``"match_probability(m=100000000, trials=200)"``).
+    terms : dict
+        :func:`estimate_fit`'s result (or any term -> bytes with a ``total``).
+    lower : str
+        What the caller can lower (``"'trials' or 'm'"``).
+    available : int, optional
+        Bytes available (default: :func:`available_bytes`).
+    error : exception class
+        What to raise (a :class:`~neurosubset.NeurosubsetError` subclass; ``CircuitSpecError`` for specs).
+    """
+    available = available_bytes() if available is None else available
+    if terms["total"] <= available:
+        return
+    largest = max((k for k in terms if k != "total"), key=terms.__getitem__)
+    raise error(f"{what} needs about {_gb(terms['total'])} of memory (estimate; the largest part is the "
+                f"{largest}, {_gb(terms[largest])}), more than the {_gb(available)} available on this machine. "
+                f"Lower {lower}.")
+
+
+def _gb(n: int) -> str:
+    if n >= 1e11:
+        return f"{n / 1e9:,.0f} GB"
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
+
+
+def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None, *, what: str = "fit",
+              certificate: bool = False) -> None:
+    """Refuse (one line) a fit of ``trials`` draws with ``m`` probes on ``alloc`` that the machine cannot hold.
+
+    ``solver``: a LevenbergMarquardt multiplies the Jacobian by its starts per round; least squares and ``Auto``
+    (whose affine path is least squares) count one problem per trial.
+    """
+    restarts = getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
+    terms = estimate_fit(circuit, alloc.size, m, trials, problems_per_trial=restarts, certificate=certificate)
+    check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower="'trials' or 'm'")
