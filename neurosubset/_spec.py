@@ -125,6 +125,18 @@ def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) ->
     for r in regions:
         if r.role != "input" and not any(p.post == r.name for p in projections):
             raise CircuitSpecError(f"Region {r.name!r} (role {r.role!r}) receives no projection.")
+    reached = {r.name for r in regions if r.role == "input"}
+    grew = True
+    while grew:
+        new = {p.post for p in projections if p.pre in reached} - reached
+        reached |= new
+        grew = bool(new)
+    for r in regions:
+        if r.role == "output" and r.name not in reached:
+            raise CircuitSpecError(f"Output region {r.name!r} has no path from any input region (it is reached "
+                                   f"only from {sorted(p.pre for p in projections if p.post == r.name)}, which no "
+                                   f"input drives): its outputs would be 0 whatever the weights and every student "
+                                   f"would trivially match (MP = 1). Add a projection path from an input region.")
 
 
 def topological_order(regions: Sequence[Region], projections: Sequence[Projection]) -> list[str]:

@@ -220,6 +220,10 @@ def _point_ranks(jac: np.ndarray, cols: np.ndarray, rtol: float
     When the plastic block ``A`` is wide (``M >= 2 E``) one QR serves both: ``A^T = Q R`` and the full Jacobian's
     transpose ``[A^T; B^T]`` has the singular values of ``[R; B^T]`` (``diag(Q, I)`` has orthonormal columns).
     """
+    if not np.isfinite(jac).all():  # overflowing outputs: no rank exists, and every fitted trial is non_finite
+        raise TheoryError("The circuit's outputs overflow to inf/NaN at the init scale (their Jacobian is not "
+                          "finite): no certificate exists and a fitted MP would be meaningless (every trial "
+                          "'non_finite'). Lower the circuit's gains or steps.")
     full_t = torch.from_numpy(np.ascontiguousarray(jac))
     if cols.size == jac.shape[1]:
         res = _rank_of(torch.linalg.svdvals(_reduce(full_t)), rtol)
