@@ -21,7 +21,6 @@ import xarray as xr
 
 import neurosubset as ns
 from neurosubset import cli
-from neurosubset._outputs import OutputError
 from neurosubset._schema import DONE, PENDING
 from neurosubset.circuit import Circuit, Projection, Region
 from neurosubset.sweeps import export, open_sweep
@@ -412,7 +411,7 @@ def test_export_rules(tmp_path, capsys, fresh):
     assert cli.main(["export", str(store), str(out)]) == 2
     _one_line_error(capsys, "already exists")
     assert out.read_text() == "keep me"
-    with pytest.raises(OutputError, match="already exists"):
+    with pytest.raises(ns.NeurosubsetError, match="already exists"):  # OutputError
         export(store, out)
     assert cli.main(["export", str(store), str(out), "--overwrite"]) == 0
     xr.testing.assert_identical(open_sweep(out), fresh)
@@ -514,3 +513,101 @@ def test_an_unreachable_scheduler_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(ns.ParameterError, match="Cannot reach the dask scheduler"):
         ns.sweep(two_inputs(), **KW, store=store, scheduler="tcp://127.0.0.1:9")
     assert sorted(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ memory guard
+MEMORY_SCRIPT = """
+    import json
+    import neurosubset as ns
+    from neurosubset._memory import estimate_fit
+    c = ns.feedforward([50, 20])
+    a = ns.allocate(c, 400, strategy="spread-rows", seed=0)
+    def status(key):  # kB -> bytes, from the kernel's accounting of this process
+        line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
+        return int(line.split()[1]) * 1024
+    ns.fit(c, a, m=2, trials=2)  # libraries loaded and first-call costs paid before any baseline
+    out = []
+    for m in (40, 80, 160):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident set size (VmHWM) to the current one
+        base = status("VmRSS")
+        ns.fit(c, a, m=m, trials=20)
+        out.append((m, estimate_fit(c, a.size, m, 20)["total"], status("VmHWM") - base))
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets the peak RSS through /proc (Linux)")
+def test_the_memory_estimate_is_within_2x_of_the_measured_peak_at_three_sizes():
+    # independent reference: the kernel's peak resident set size (VmHWM, reset before each fit) above the RSS before
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(MEMORY_SCRIPT)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=WAIT_S)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for m, estimate, measured in rows:
+        assert 0.5 <= estimate / measured <= 2.0, f"m={m}: estimate {estimate / 1e6:.0f} MB, " \
+                                                  f"measured peak {measured / 1e6:.0f} MB"
+    assert rows[-1][2] > 3 * rows[0][2], rows  # the sizes really differ (the fits' arrays dominate the peak)
+
+
+def test_requests_beyond_the_machine_are_refused_in_one_line(capsys, tmp_path):
+    start = time.monotonic()
+    assert cli.main(["mp", "lffn:8-6-3", "--budget", "9", "--m", "100000000", "--quiet"]) == 2
+    _one_line_error(capsys, "needs about", "GB of memory", "available on this machine", "Lower 'trials' or 'm'")
+    assert cli.main(["sweep", "lffn:8-6-3", "--budget", "9", "--m", "10000000", "--quiet", "--out",
+                     str(tmp_path / "never.zarr"), "--workers", "2"]) == 2
+    _one_line_error(capsys, "needs about", "Lower 'trials', 'm' or 'workers'")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ns.CircuitSpecError, match="needs about .* Lower the region sizes"):
+        Circuit((Region("A", 4, "input"), Region("H", 10 ** 6), Region("O", 3, "output")),
+                (Projection("A", "H"), Projection("H", "H"), Projection("H", "O")), dynamics="steady")
+    assert time.monotonic() - start < 30  # refused before anything large was allocated or solved
+
+
+def test_a_circuit_without_an_input_output_path_is_refused():
+    with pytest.raises(ns.CircuitSpecError, match="Output region 'O' has no path from any input region"):
+        Circuit((Region("A", 4, "input"), Region("H", 3), Region("O", 3, "output")),
+                (Projection("H", "H"), Projection("H", "O")), dynamics="discrete", steps=2)
+
+
+def test_outputs_that_overflow_are_flagged_per_trial_and_refused_with_a_certificate(capsys):
+    # gain 30 over 400 steps: |h_T| ~ 30^400 overflows float64 (independent of the solver)
+    rnn = ns.linear_rnn(6, 2, 2, steps=400, gain=30.0)
+    alloc = ns.allocate(rnn, 12, within=["W"], strategy="spread-rows", seed=0)
+    ds = ns.match_probability(rnn, alloc, m=2, trials=3, solver=ns.LevenbergMarquardt(max_rounds=1, iterations=5),
+                              certificate=False)
+    from neurosubset._schema import NON_FINITE
+
+    assert (ds["fit_status"].values == NON_FINITE).all(), ds["fit_status"].values
+    assert cli.main(["mp", "lrnn:6,2,2,400,30", "--budget", "12", "--within", "W", "--m", "2", "--trials", "3",
+                     "--solver", "lm", "--max-rounds", "1", "--iterations", "5", "--quiet"]) == 2
+    _one_line_error(capsys, "overflow to inf/NaN", "no certificate exists")
+
+
+# ------------------------------------------------------------------------------------------------ extending a sweep
+def test_extending_a_finished_sweep_computes_only_the_new_points(tmp_path, monkeypatch):
+    from neurosubset.sweeps import core
+
+    store = tmp_path / "s.zarr"
+    small = dict(KW, budget=[6], m=[2])
+    ns.sweep(two_inputs(), **small, store=store)
+    computed = []
+    real = core.run_point
+
+    def counting(task):
+        computed.append(task.index)
+        return real(task)
+
+    monkeypatch.setattr(core, "run_point", counting)
+    wider = dict(KW, budget=[6, 9], m=[2, 3], strategy=["spread-rows", "random"])
+    extended = ns.sweep(two_inputs(), **wider, store=store)
+    monkeypatch.setattr(core, "run_point", real)
+    fresh = ns.sweep(two_inputs(), **wider)  # the independent reference: the whole grid at once
+    xr.testing.assert_identical(extended, fresh)
+    xr.testing.assert_identical(open_sweep(store), fresh)
+    old_points = int((ns.sweep(two_inputs(), **small)["status"].values == DONE).sum())
+    assert len(computed) == int((fresh["status"].values == DONE).sum()) - old_points > 0, computed
+    with pytest.raises(ns.SweepStoreError, match=r"differs in \['m', 'trials'\]"):  # anything else: refused
+        ns.sweep(two_inputs(), **{**wider, "m": [2, 3, 4], "trials": 5}, store=store)

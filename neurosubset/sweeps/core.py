@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .._checks import AllocationError, ParameterError, check_choice, check_int, check_real
+from .._memory import check_memory, estimate_fit
 from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
@@ -206,6 +207,12 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
     if infeasible:
         warnings.warn(f"{len(infeasible)} sweep point(s) cannot be allocated and are recorded as NaN with an "
                       f"'infeasible_*' status, e.g. {infeasible[0]}", UserWarning, stacklevel=3)
+    if feasible:  # refuse up front (one line) what the largest point times the points computed at once cannot hold
+        biggest = estimate_fit(circuit, max(a.size for _, _, a in feasible), max(cfg.ms), cfg.trials)
+        at_once = 1 if scheduler is not None else min(workers, len(feasible) * len(cfg.ms))
+        check_memory(f"sweep (largest point M={max(a.size for _, _, a in feasible)}, m={max(cfg.ms)}, "
+                     f"trials={cfg.trials}; {at_once} point(s) at once)",
+                     {k: v * at_once for k, v in biggest.items()}, lower="'trials', 'm' or 'workers'")
     with contextlib.nullcontext() if path is None else store_lock(path):
         target = MemoryTarget(base) if path is None else ZarrTarget(path, base, cfg.dims, overwrite=overwrite)
         if getattr(target, "damaged", None):

@@ -11,8 +11,10 @@ failed) is first set back to pending. Resuming and reading verify every done poi
 or deleted chunk is recomputed by a resume and refused (naming the point and the variable) by a reader. Readers
 read ``status`` first and only trust points that were done then (a consistent snapshot while a writer runs).
 
-A store made by a different configuration is refused, naming the fields; extending a finished sweep along ``m``,
-``budget`` or ``strategy`` is not supported (use a new store). ``<store>.lock`` (``fcntl.flock`` on the real path,
+A store made by a different configuration is refused, naming the fields, except a grid that only adds values to
+``m``, ``budget`` or ``strategy``: the store is then extended (rebuilt beside itself with every done point moved to
+its new index, and swapped in), and only the new points are computed (every point's seeds derive from its
+coordinates, so they equal a fresh sweep's). ``<store>.lock`` (``fcntl.flock`` on the real path,
 symlinks resolved, released by the kernel when the process dies) makes a second writer fail at once; a writer
 removes it when it finishes (a lock file left by a killed writer is harmless: the next writer takes it over).
 """
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,15 +32,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import NeurosubsetError
 from .._outputs import check_output, fsync_dir, fsync_tree, write_dataset
 from .._schema import DONE, PENDING, meta
-
-CHECKSUM = "point_checksum"  # store-only variable: not part of the Dataset a sweep returns or a reader loads
-
-
-class SweepStoreError(NeurosubsetError):
-    """A sweep store cannot be used: another configuration, another writer, damage, or not a sweep store."""
+from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _fill, _is_extension,
+                        _one_line, _point_label, _point_names, _read_status, _verify, checksum)
 
 
 def store_versions() -> dict[str, str]:
@@ -55,28 +50,6 @@ def _encoding(ds: xr.Dataset, point_dims: Sequence[str]) -> dict[str, dict[str, 
     """One chunk per point (size 1 along every swept dim, whole along trial / round / neurons)."""
     return {name: {"chunks": tuple(1 if d in point_dims else ds.sizes[d] for d in var.dims)}
             for name, var in ds.data_vars.items()}
-
-
-def _point_names(ds: xr.Dataset, dims: Sequence[str]) -> list[str]:
-    """The per-point variables of a store (point dims in front), sorted: what a point's checksum covers."""
-    n = len(dims)
-    return sorted(str(k) for k, v in ds.data_vars.items()
-                  if tuple(v.dims[:n]) == tuple(dims) and k not in ("status", CHECKSUM))
-
-
-def checksum(index: tuple[int, ...], values: Sequence[np.ndarray]) -> int:
-    """blake2b-64 of a point's index and the bytes of its stored values (in :func:`_point_names` order), as int64
-    (never 0, the fill of points without one)."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(np.asarray(index, np.int64).tobytes())
-    for value in values:
-        h.update(np.ascontiguousarray(value).tobytes())
-    out = int.from_bytes(h.digest(), "little", signed=True)
-    return out or 1
-
-
-def _chunk_key(index: tuple[int, ...], ndim: int) -> str:
-    return ".".join(map(str, (*index, *[0] * (ndim - len(index)))))
 
 
 class MemoryTarget:
@@ -133,6 +106,11 @@ class ZarrTarget:
         self._redo: set[tuple[int, ...]] = set()
         for stale in path.parent.glob(f"{path.name}.tmp-*"):  # a creation killed half-way (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
+        for aside in path.parent.glob(f"{path.name}.old-*"):  # an extension killed between its two renames
+            if path.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, path)
         if overwrite and (path.exists() or path.is_symlink()):
             _remove(path)
         self.has_layout = path.exists()
@@ -146,6 +124,10 @@ class ZarrTarget:
                                   f"Delete it, choose another store path, or pass overwrite=True (--overwrite)."
                                   ) from None
         with stored:
+            if _is_extension(stored.attrs, skeleton.attrs):
+                stored.close()
+                self._extend()
+                return
             _check_same_config(path, stored.attrs, skeleton.attrs)
             self.dtypes = {str(k): v.dtype for k, v in stored.data_vars.items()}
             self.names = _point_names(stored, dims)
@@ -162,6 +144,59 @@ class ZarrTarget:
 
     def done(self) -> np.ndarray:
         return self._done
+
+    def _extend(self) -> None:
+        """Rebuild the store for a grid that adds ``m``, ``budget`` or ``strategy`` values: every done point keeps
+        its values (verified) at its new index, the new points are pending. Written beside the store and swapped in."""
+        old = open_sweep(self.path)  # verified: a damaged store is refused before it is extended
+        new = self.skeleton
+        dims = self.dims
+        where = []
+        for d in dims:  # old position -> new position along each point dim
+            new_values = [v.item() if hasattr(v, "item") else v for v in new[d].values]
+            where.append(np.array([new_values.index(v.item() if hasattr(v, "item") else v) for v in old[d].values]))
+        grid = np.ix_(*where)
+        variables: dict[str, Any] = {}
+        for name in _point_names(old, dims):
+            var = old[name]
+            shape = (*new["status"].shape, *var.shape[len(dims):])
+            data = np.full(shape, _fill(var.dtype), var.dtype)
+            data[grid] = var.values
+            variables[name] = xr.Variable(var.dims, data, dict(var.attrs))
+        status = new["status"].values.copy()
+        pending = status == PENDING
+        old_done = old["status"].values == DONE
+        moved = np.zeros(status.shape, bool)
+        moved[grid] = old_done
+        status[moved] = DONE
+        template = new.assign(variables)
+        template["status"] = template["status"].copy(data=status)  # the skeleton's own array stays as it was
+        names = _point_names(template, dims)
+        template[CHECKSUM] = xr.Variable(new["status"].dims, np.zeros(status.shape, np.int64), meta(CHECKSUM))
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        template.to_zarr(tmp, mode="w-", encoding=_encoding(template, dims), zarr_format=2, consolidated=True)
+        import zarr
+
+        group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)  # checksums of the bytes as stored
+        raw = {n: np.asarray(group[n][...]) for n in names}
+        sums = np.zeros(status.shape, np.int64)
+        for index in zip(*np.nonzero(moved)):
+            index = tuple(int(i) for i in index)
+            sums[index] = checksum(index, [np.asarray(raw[n][index], dtype=raw[n].dtype) for n in names])
+        group[CHECKSUM][...] = sums
+        if self.durable:
+            fsync_tree(tmp)
+        aside = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+        os.replace(self.path, aside)
+        os.replace(tmp, self.path)
+        if self.durable:
+            fsync_dir(self.path.parent)
+        shutil.rmtree(aside, ignore_errors=True)
+        self.dtypes = {str(k): v.dtype for k, v in template.data_vars.items()}
+        self.names = names
+        self.attrs = dict(template.attrs)
+        self.has_layout = True
+        self._done = moved & pending
 
     def ensure(self, variables: Mapping[str, xr.Variable]) -> None:
         """Create the store from the skeleton and the point ``variables`` (once; an existing store keeps its own)."""
@@ -192,8 +227,10 @@ class ZarrTarget:
             self._sync(index, ["status", CHECKSUM] if has_checksum else ["status"])
         stored = {}
         for name in self.names:  # a store keeps the variables of the run that made it (older: no fit_status)
-            if name in values:
-                stored[name] = np.asarray(values[name], dtype=self.dtypes[name])  # '<U5' -> the store's '<U8'
+            # a variable this point lacks is written as its fill, so that the checksum covers every variable
+            value = values[name] if name in values else _fill(self.dtypes[name])
+            stored[name] = np.asarray(value, dtype=self.dtypes[name])  # '<U5' -> the store's '<U8'
+            if name in values or index in self._redo:
                 self._array(name)[index] = stored[name]
         if has_checksum:
             self._array(CHECKSUM)[index] = np.int64(checksum(index, [stored[n] for n in sorted(stored)]))
@@ -243,110 +280,6 @@ def _remove(path: Path) -> None:
     else:
         raise SweepStoreError(f"{str(path)!r} is a folder but not a sweep store; overwrite=True replaces only a "
                               f"sweep store or a file. Remove it yourself or choose another store path.")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
-
-
-def _point_label(ds: xr.Dataset, dims: Sequence[str], index: tuple[int, ...]) -> str:
-    """``(budget=9, A->O=0.5, B->O=0.5, strategy='spread-rows', m=2)``."""
-    parts = []
-    for d, i in zip(dims, index):
-        value = ds[d].values[i] if d in ds.coords else i
-        parts.append(f"{d}={value.item() if hasattr(value, 'item') else value!r}")
-    return "(" + ", ".join(parts) + ")"
-
-
-def _toml_differences(old: str, new: str) -> str:
-    """The fields in which two circuit specs (TOML text) differ: ``regions.CA3.size: stored 100, requested 120``."""
-    import tomllib
-
-    try:
-        a, b = tomllib.loads(old), tomllib.loads(new)
-    except tomllib.TOMLDecodeError:  # pragma: no cover - both were written by Circuit.to_toml
-        return "their TOML text"
-    out: list[str] = []
-
-    def walk(x: Any, y: Any, where: str) -> None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in sorted(set(x) | set(y), key=str):
-                walk(x.get(k, "<absent>"), y.get(k, "<absent>"), f"{where}.{k}" if where else str(k))
-        elif x != y:
-            out.append(f"{where}: stored {x!r}, requested {y!r}")
-
-    walk(a, b, "")
-    return "; ".join(out[:5]) + (f"; and {len(out) - 5} more" if len(out) > 5 else "") if out else "formatting only"
-
-
-def _read_status(path: Path, expected: np.ndarray) -> np.ndarray:
-    """The stored point status; a status chunk that cannot be read (a killed write) counts as pending."""
-    import zarr
-
-    arr = zarr.open_array(str(path / "status"), mode="r", zarr_format=2)
-    try:
-        return np.asarray(arr[...])
-    except Exception:
-        status = np.full(arr.shape, PENDING, np.int8)
-        for index in zip(*np.nonzero(expected > 0)):
-            with contextlib.suppress(Exception):
-                status[index] = arr[index]
-        return status
-
-
-def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndarray,
-            dtypes: Mapping[str, np.dtype]) -> dict[tuple[int, ...], str]:
-    """Check every ``done`` point's values against its checksum; point index -> why it failed."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r", zarr_format=2)
-    indices = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(done))]
-    bad: dict[tuple[int, ...], str] = {}
-    if not indices:
-        return bad
-    data: dict[str, Any] = {}
-    for name in (*names, CHECKSUM):
-        arr = group[name]
-        try:
-            data[name] = np.asarray(arr[...])
-        except Exception:  # find the point chunks that cannot be decoded
-            data[name] = None
-            for index in indices:
-                try:
-                    arr[index]
-                except Exception as exc:
-                    bad.setdefault(index, f"variable {name!r}: its chunk {name}/{_chunk_key(index, arr.ndim)} "
-                                          f"cannot be decoded ({_one_line(exc)})")
-            data[name] = arr
-    for index in indices:
-        if index in bad:
-            continue
-        values = [np.asarray(data[n][index], dtype=dtypes[n]) for n in names]
-        stored = int(np.asarray(data[CHECKSUM][index]))
-        if stored != checksum(index, values):
-            missing = [n for n in names if not (path / n / _chunk_key(index, len(group[n].shape))).exists()]
-            bad[index] = (f"its values do not match its checksum (a chunk was changed or deleted"
-                          f"{'; no chunk file for ' + ', '.join(repr(n) for n in missing) if missing else ''})")
-    return bad
-
-
-def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    if "config_hash" not in stored or "sweep_config" not in stored:
-        raise SweepStoreError(f"{str(path)!r} is not a neurosubset sweep store (no 'config_hash' attribute). "
-                              f"Choose another store path.")
-    if stored["config_hash"] == new["config_hash"]:
-        return
-    old_cfg, new_cfg = json.loads(stored["sweep_config"]), json.loads(new["sweep_config"])
-    differ = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-    shown = "; ".join(f"{k}: stored {old_cfg.get(k)!r}, requested {new_cfg.get(k)!r}"
-                      for k in differ if k != "circuit")
-    if "circuit" in differ:
-        fields = _toml_differences(old_cfg.get("circuit", ""), new_cfg.get("circuit", ""))
-        shown = f"circuit: the circuit specs differ in {fields}" + ("; " + shown if shown else "")
-    raise SweepStoreError(f"The store {str(path)!r} holds a sweep with another configuration (config hash "
-                          f"{stored['config_hash']}, requested {new['config_hash']}); it differs in {differ} ({shown})."
-                          f" Refusing to mix results: use another store path, or delete the store to start over.")
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -457,16 +390,6 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
             var = ds[name]
             var.values[pending] = _fill(var.dtype)
     return ds
-
-
-def _fill(dtype: np.dtype) -> Any:
-    if dtype.kind == "f":
-        return np.nan
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "iu":
-        return 0
-    return ""
 
 
 def export(store: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:

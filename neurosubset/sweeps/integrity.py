@@ -1,0 +1,177 @@
+"""What a sweep store's points are checked against: per-point checksums, their verification, and the comparison of
+a store's configuration with a request (refused, naming the fields, or an extension of the grid).
+
+A point's checksum is blake2b-64 of its index and the bytes of its stored values (every per-point variable, in
+sorted order, as stored), written before its status. :func:`_verify` recomputes it for done points; a chunk that
+cannot be decoded is named (point and variable) in one line.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .._checks import NeurosubsetError
+from .._schema import PENDING
+
+CHECKSUM = "point_checksum"  # store-only variable: not part of the Dataset a sweep returns or a reader loads
+
+
+class SweepStoreError(NeurosubsetError):
+    """A sweep store cannot be used: another configuration, another writer, damage, or not a sweep store."""
+
+
+def _point_names(ds: xr.Dataset, dims: Sequence[str]) -> list[str]:
+    """The per-point variables of a store (point dims in front), sorted: what a point's checksum covers."""
+    n = len(dims)
+    return sorted(str(k) for k, v in ds.data_vars.items()
+                  if tuple(v.dims[:n]) == tuple(dims) and k not in ("status", CHECKSUM))
+
+
+def checksum(index: tuple[int, ...], values: Sequence[np.ndarray]) -> int:
+    """blake2b-64 of a point's index and the bytes of its stored values (in :func:`_point_names` order), as int64
+    (never 0, the fill of points without one)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.asarray(index, np.int64).tobytes())
+    for value in values:
+        h.update(np.ascontiguousarray(value).tobytes())
+    out = int.from_bytes(h.digest(), "little", signed=True)
+    return out or 1
+
+
+def _chunk_key(index: tuple[int, ...], ndim: int) -> str:
+    return ".".join(map(str, (*index, *[0] * (ndim - len(index)))))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _point_label(ds: xr.Dataset, dims: Sequence[str], index: tuple[int, ...]) -> str:
+    """``(budget=9, A->O=0.5, B->O=0.5, strategy='spread-rows', m=2)``."""
+    parts = []
+    for d, i in zip(dims, index):
+        value = ds[d].values[i] if d in ds.coords else i
+        parts.append(f"{d}={value.item() if hasattr(value, 'item') else value!r}")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _toml_differences(old: str, new: str) -> str:
+    """The fields in which two circuit specs (TOML text) differ: ``regions.CA3.size: stored 100, requested 120``."""
+    import tomllib
+
+    try:
+        a, b = tomllib.loads(old), tomllib.loads(new)
+    except tomllib.TOMLDecodeError:  # pragma: no cover - both were written by Circuit.to_toml
+        return "their TOML text"
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, where: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k, "<absent>"), y.get(k, "<absent>"), f"{where}.{k}" if where else str(k))
+        elif x != y:
+            out.append(f"{where}: stored {x!r}, requested {y!r}")
+
+    walk(a, b, "")
+    return "; ".join(out[:5]) + (f"; and {len(out) - 5} more" if len(out) > 5 else "") if out else "formatting only"
+
+
+def _read_status(path: Path, expected: np.ndarray) -> np.ndarray:
+    """The stored point status; a status chunk that cannot be read (a killed write) counts as pending."""
+    import zarr
+
+    arr = zarr.open_array(str(path / "status"), mode="r", zarr_format=2)
+    try:
+        return np.asarray(arr[...])
+    except Exception:
+        status = np.full(arr.shape, PENDING, np.int8)
+        for index in zip(*np.nonzero(expected > 0)):
+            with contextlib.suppress(Exception):
+                status[index] = arr[index]
+        return status
+
+
+def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndarray,
+            dtypes: Mapping[str, np.dtype]) -> dict[tuple[int, ...], str]:
+    """Check every ``done`` point's values against its checksum; point index -> why it failed."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", zarr_format=2)
+    indices = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(done))]
+    bad: dict[tuple[int, ...], str] = {}
+    if not indices:
+        return bad
+    data: dict[str, Any] = {}
+    for name in (*names, CHECKSUM):
+        arr = group[name]
+        try:
+            data[name] = np.asarray(arr[...])
+        except Exception:  # find the point chunks that cannot be decoded
+            data[name] = None
+            for index in indices:
+                try:
+                    arr[index]
+                except Exception as exc:
+                    bad.setdefault(index, f"variable {name!r}: its chunk {name}/{_chunk_key(index, arr.ndim)} "
+                                          f"cannot be decoded ({_one_line(exc)})")
+            data[name] = arr
+    for index in indices:
+        if index in bad:
+            continue
+        values = [np.asarray(data[n][index], dtype=group[n].dtype) for n in names]  # the bytes as stored
+        stored = int(np.asarray(data[CHECKSUM][index]))
+        if stored != checksum(index, values):
+            missing = [n for n in names if not (path / n / _chunk_key(index, len(group[n].shape))).exists()]
+            bad[index] = (f"its values do not match its checksum (a chunk was changed or deleted"
+                          f"{'; no chunk file for ' + ', '.join(repr(n) for n in missing) if missing else ''})")
+    return bad
+
+
+_EXTENSIBLE = ("m", "budget", "strategy")  # grid fields a finished sweep may grow along (seeds come from coordinates)
+
+
+def _is_extension(stored: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` only adds values to the stored ``m``, ``budget`` or ``strategy`` lists (nothing else differs)."""
+    if "sweep_config" not in stored or stored.get("config_hash") == new.get("config_hash"):
+        return False
+    old_cfg, new_cfg = json.loads(stored["sweep_config"]), json.loads(new["sweep_config"])
+    differ = {k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k)}
+    return bool(differ) and differ <= set(_EXTENSIBLE) and all(
+        set(old_cfg[k]) < set(new_cfg[k]) for k in differ)
+
+
+def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    if "config_hash" not in stored or "sweep_config" not in stored:
+        raise SweepStoreError(f"{str(path)!r} is not a neurosubset sweep store (no 'config_hash' attribute). "
+                              f"Choose another store path.")
+    if stored["config_hash"] == new["config_hash"]:
+        return
+    old_cfg, new_cfg = json.loads(stored["sweep_config"]), json.loads(new["sweep_config"])
+    differ = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+    shown = "; ".join(f"{k}: stored {old_cfg.get(k)!r}, requested {new_cfg.get(k)!r}"
+                      for k in differ if k != "circuit")
+    if "circuit" in differ:
+        fields = _toml_differences(old_cfg.get("circuit", ""), new_cfg.get("circuit", ""))
+        shown = f"circuit: the circuit specs differ in {fields}" + ("; " + shown if shown else "")
+    raise SweepStoreError(f"The store {str(path)!r} holds a sweep with another configuration (config hash "
+                          f"{stored['config_hash']}, requested {new['config_hash']}); it differs in {differ} ({shown})."
+                          f" Refusing to mix results: use another store path, or overwrite=True (--overwrite) to start "
+                          f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, extends the store.)")
+
+
+def _fill(dtype: np.dtype) -> Any:
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return 0
+    return ""
