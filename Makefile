@@ -19,15 +19,16 @@ install: $(STAMP)
 # The main job: sweep how a budget of 48 plastic synapses is split between the CA3 recurrent collaterals and the
 # Schaffer collaterals, spread over neurons vs concentrated on few, for m = 6, 8, 10 probes (4 outputs each).
 # The store is resumable: rerunning computes only missing points; delete data/demo_sweep.zarr to start over.
+# The demo regenerates its own files (--overwrite); no command replaces a file without it.
 demo: $(STAMP)
 	$(BIN)/neurosubset mp circuits/ca3_ca1.toml --budget 48 --strategy concentrated-rows \
-	    --fractions "CA3->CA3=0.5,CA3->CA1=0.5" --m 8 --trials 50 --seed 0 --out data/demo_mp.nc
-	$(BIN)/neurosubset plot data/demo_mp.nc --out data/demo_mp.png
+	    --fractions "CA3->CA3=0.5,CA3->CA1=0.5" --m 8 --trials 50 --seed 0 --out data/demo_mp.nc --overwrite
+	$(BIN)/neurosubset plot data/demo_mp.nc --out data/demo_mp.png --overwrite
 	$(BIN)/neurosubset sweep circuits/ca3_ca1.toml --budget 48 --fractions "CA3->CA3,CA3->CA1" --step 0.25 \
 	    --strategy spread-rows,concentrated-rows --m 6,8,10 --trials 16 --seed 0 \
 	    --workers 2 --out data/demo_sweep.zarr
-	$(BIN)/neurosubset plot data/demo_sweep.zarr --out data/demo_sweep
-	$(BIN)/neurosubset export data/demo_sweep.zarr data/demo_sweep.nc
+	$(BIN)/neurosubset plot data/demo_sweep.zarr --out data/demo_sweep --overwrite
+	$(BIN)/neurosubset export data/demo_sweep.zarr data/demo_sweep.nc --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

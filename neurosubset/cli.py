@@ -12,7 +12,9 @@ computing anything.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import numpy as np
 from . import __version__
 from ._checks import NeurosubsetError
 from ._memory import check_fit
-from ._outputs import check_output, check_writable, write_dataset
+from ._outputs import OutputError, check_output, check_writable, inside_sweep_store, write_dataset
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
@@ -170,9 +172,23 @@ def _cmd_plot(args: argparse.Namespace) -> None:
     from .sweeps import open_sweep
 
     ds = open_sweep(args.path)
-    out = args.out or str(Path(args.path).with_suffix(""))
-    for path in save_figures(ds, out, dpi=args.dpi):
-        print(f"wrote {path}")
+    out = Path(args.out or str(Path(args.path).with_suffix("")))
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise OutputError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist. Create it first.")
+    if inside_sweep_store(folder) is not None:
+        raise OutputError(f"--out {str(out)!r} is inside the sweep store {str(inside_sweep_store(folder))!r}; "
+                          f"figures never go into a store. Choose another path.")
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".plot-") as tmp:  # drawn aside, moved in if allowed
+        made = save_figures(ds, Path(tmp) / out.name, dpi=args.dpi)
+        final = [out.parent / p.name for p in made]
+        existing = [str(f) for f in final if f.exists()]
+        if existing and not args.overwrite:
+            raise OutputError(f"{existing} already exist(s). Refusing to overwrite: choose another --out, or pass "
+                              f"--overwrite to replace them.")
+        for made_path, path in zip(made, final):
+            os.replace(made_path, path)
+            print(f"wrote {path}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -311,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("path", help="a sweep .zarr store, an exported .nc sweep, or an `mp --out` .nc file")
     pl.add_argument("--out", help="x.png (one figure) or a prefix: <prefix>_<figure>.png (default: next to PATH)")
     pl.add_argument("--dpi", type=int, default=120)
+    pl.add_argument("--overwrite", action="store_true", help="replace existing figure files")
     pl.set_defaults(func=_cmd_plot)
 
     ex = sub.add_parser("export", help=_cmd_export.__doc__, description=_cmd_export.__doc__)

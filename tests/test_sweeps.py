@@ -377,6 +377,7 @@ def test_cli_sweep_plot_export(tmp_path, capsys):
     for name in ("mp", "residual", "status"):
         xr.testing.assert_identical(ds[name], expected[name])
     assert cli.main(["export", str(store), str(tmp_path / "cli.nc")]) == 0
+    (tmp_path / "figs").mkdir()  # outputs never create folders
     assert cli.main(["plot", str(store), "--out", str(tmp_path / "figs" / "cli")]) == 0
     for name in ("curves", "heatmap", "masks"):
         assert (tmp_path / "figs" / f"cli_{name}.png").stat().st_size > 1000

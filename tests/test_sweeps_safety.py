@@ -611,3 +611,23 @@ def test_extending_a_finished_sweep_computes_only_the_new_points(tmp_path, monke
     assert len(computed) == int((fresh["status"].values == DONE).sum()) - old_points > 0, computed
     with pytest.raises(ns.SweepStoreError, match=r"differs in \['m', 'trials'\]"):  # anything else: refused
         ns.sweep(two_inputs(), **{**wider, "m": [2, 3, 4], "trials": 5}, store=store)
+
+
+def test_plot_never_overwrites_figures_without_overwrite(tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    ns.sweep(two_inputs(), **KW, store=store)
+    prefix = tmp_path / "fig"
+    assert cli.main(["plot", str(store), "--out", str(prefix)]) == 0
+    made = sorted(tmp_path.glob("fig_*.png"))
+    assert made, list(tmp_path.iterdir())
+    made[0].write_bytes(b"my edited figure")
+    assert cli.main(["plot", str(store), "--out", str(prefix)]) == 2
+    _one_line_error(capsys, "already exist", "--overwrite")
+    assert made[0].read_bytes() == b"my edited figure"
+    assert cli.main(["plot", str(store), "--out", str(prefix), "--overwrite"]) == 0
+    assert made[0].stat().st_size > 1000
+    assert cli.main(["plot", str(store), "--out", str(tmp_path / "missing" / "fig")]) == 2
+    _one_line_error(capsys, "does not exist")
+    assert cli.main(["plot", str(store), "--out", str(store / "fig")]) == 2
+    _one_line_error(capsys, "inside the sweep store")
+    assert not list(tmp_path.glob(".plot-*"))
