@@ -7,6 +7,7 @@ synapses, else 0 (SCIENCE.md), and the plastic rank is ``sum_i min(k_i, min(m, d
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -392,3 +393,23 @@ def test_cli_sweep_plot_export(tmp_path, capsys):
     assert err.count("\n") == 1 and "'C->O'" in err, err
     assert cli.main(args[:-1] + ["--trials", "7", "--quiet"]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_sweep_keeps_dale_law_and_hashes_the_flags_only_where_they_act():
+    # read-out-only plastic synapses of circuits/ei_isn.toml: affine, so decisions are exact. Sign bounds can only
+    # remove solutions, so every trial matched under Dale's law is matched without it, on the same draws.
+    ei = ns.Circuit.from_toml(Path(__file__).resolve().parents[1] / "circuits" / "ei_isn.toml")
+    kw = dict(budget=[12], strategy=["spread-rows"], m=[3], trials=24, seed=2, within=["E->OUT"], certificate=False)
+    kept = ns.sweep(ei, **kw, dale=True, stable=False)
+    free = ns.sweep(ei, **kw, dale=False, stable=False)
+    matched_kept, matched_free = kept["matched"].values.ravel(), free["matched"].values.ravel()
+    assert (matched_free | ~matched_kept).all()
+    assert matched_free.sum() > matched_kept.sum(), (matched_free.sum(), matched_kept.sum())  # Dale's law binds
+    assert (kept.attrs["dale"], free.attrs["dale"]) == (1, 0)
+    assert json.loads(kept.attrs["sweep_config"])["dale"] is True and "dale" not in json.loads(
+        free.attrs["sweep_config"])
+    # on an unsigned feed-forward circuit neither flag can act: same hash, same values
+    ff = ns.feedforward([5, 3])
+    a = ns.sweep(ff, budget=[6], m=[2], trials=6, seed=0)
+    b = ns.sweep(ff, budget=[6], m=[2], trials=6, seed=0, dale=False, stable=False)
+    xr.testing.assert_identical(a, b)

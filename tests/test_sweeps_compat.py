@@ -26,7 +26,8 @@ OLD_MP = DATA / "mp_lffn.nc"
 # the settings of the README's `neurosubset sweep` command that made OLD_STORE
 OLD_SETTINGS = dict(budget=[24], fractions=ns.simplex_grid(["CA3->CA3", "CA3->CA1"], step=0.5),
                     strategy=["spread-rows", "concentrated-rows"], m=[2, 4], trials=8, seed=5,
-                    solver=ns.Auto(max_rounds=2, iterations=60))
+                    solver=ns.Auto(max_rounds=2, iterations=60), dale=False, stable=False)
+# the old code had no constraints: its stores hold unconstrained points (dale/stable off)
 
 
 def ca3_ca1() -> ns.Circuit:
@@ -92,3 +93,12 @@ def test_old_mp_file_opens_and_plots(tmp_path):
     assert not is_sweep(ds) and float(ds["mp"]) == 1.0
     paths = save_figures(ds, tmp_path / "mp.png")
     assert [p.name for p in paths] == ["mp.png"] and paths[0].stat().st_size > 1000
+
+
+def test_old_store_resumed_with_the_new_constraint_defaults_is_refused_naming_the_field(tmp_path):
+    # ca3_ca1 is steady, so stable=True (the default) changes its points: mixing them into the old store is refused
+    old_store = tmp_path / "old.zarr"
+    shutil.copytree(OLD_STORE, old_store)
+    settings = {k: v for k, v in OLD_SETTINGS.items() if k != "stable"}
+    with pytest.raises(ns.SweepStoreError, match="stable"):
+        ns.sweep(ca3_ca1(), **settings, store=old_store)

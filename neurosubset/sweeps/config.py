@@ -37,6 +37,12 @@ class SweepConfig:
         The solver every point runs.
     certificate : bool
         Whether each point also stores the exact certificate's ranks and verdict.
+    dale, stable : bool
+        Dale's law kept while fitting; only stable students of steady circuits count (see
+        :func:`neurosubset.match_probability`). Hashed only where they can act (``dale_acts``, ``stable_acts``):
+        a store written before they existed holds unconstrained points and resumes only with them off there.
+    dale_acts, stable_acts : bool
+        Whether the circuit has signed regions (Dale's law can act) and is steady (stability can act).
     """
 
     circuit_toml: str
@@ -51,6 +57,10 @@ class SweepConfig:
     tol: float
     solver: Solver
     certificate: bool
+    dale: bool = False
+    stable: bool = False
+    dale_acts: bool = False
+    stable_acts: bool = False
 
     @property
     def max_rounds(self) -> int:
@@ -68,6 +78,11 @@ class SweepConfig:
                "lm_steps": lm["iterations"], "certificate": self.certificate}
         if lm["widen"] != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
             out["widen"] = lm["widen"]
+        # constraints: hashed only where they act, as match_probability's config hash does
+        if self.dale and self.dale_acts:
+            out["dale"] = True
+        if self.stable and self.stable_acts:
+            out["stable"] = True
         return out
 
     @property

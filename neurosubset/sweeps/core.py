@@ -39,8 +39,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
           strategy: str | Sequence[str] = "random", trials: int = 100, seed: int = 0,
           store: str | os.PathLike | None = None, overwrite: bool = False, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, solver: Solver | str = Auto(), tol: float = DEFAULT_TOL,
-          certificate: bool = True, progress: bool = False, restarts: int | None = None,
-          max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
+          certificate: bool = True, progress: bool = False, dale: bool = True, stable: bool = True,
+          restarts: int | None = None, max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
     Parameters
@@ -85,6 +85,11 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
         Also store the exact certificate's ``plastic_rank``, ``full_rank`` and ``verdict`` per point.
     progress : bool
         Show a progress bar (points done / total, ETA).
+    dale, stable : bool
+        As in :func:`neurosubset.match_probability`: Dale's law kept while fitting, and only stable students of
+        steady circuits count. They enter the configuration hash only where they can act (signed regions; steady
+        dynamics), so a store written before they existed (unconstrained) resumes with ``dale=False`` /
+        ``stable=False`` there and is refused otherwise, naming the field.
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
@@ -126,7 +131,9 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     cfg = SweepConfig(circuit_toml=circuit.to_toml(), budgets=budgets, keys=grid.keys if grid else (),
                       points=grid.points if grid else ((),), strategies=strategies, ms=ms, trials=trials, seed=seed,
                       within=None if within is None else tuple(within), tol=tol, solver=solver,
-                      certificate=bool(certificate))
+                      certificate=bool(certificate), dale=bool(dale), stable=bool(stable),
+                      dale_acts=any(r.sign is not None for r in circuit.regions),
+                      stable_acts=circuit.dynamics == "steady")
     path = None
     if store is not None:
         path = check_output(store, formats=(".zarr",), overwrite=True, what="the sweep store", store_ok=True)
@@ -225,7 +232,8 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                 if not done[(*index, jm)]:
                     tasks.append(PointTask(index=(*index, jm), circuit_toml=cfg.circuit_toml, alloc=alloc,
                                            m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
-                                           solver=cfg.solver, certificate=cfg.certificate))
+                                           solver=cfg.solver, certificate=cfg.certificate, dale=cfg.dale,
+                                           stable=cfg.stable))
         sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
         total = int((status == PENDING).sum())
         bar = None
@@ -247,6 +255,6 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
         if not target.has_layout:  # no point was computable: the layout of a point on an empty allocation
             ds = run_point(PointTask(index=(), circuit_toml=cfg.circuit_toml, alloc=allocate(circuit, 0),
                                      m=cfg.ms[0], trials=1, seed=0, tol=cfg.tol, solver=cfg.solver,
-                                     certificate=cfg.certificate))
+                                     certificate=cfg.certificate, dale=cfg.dale, stable=cfg.stable))
             target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
         return target.result()

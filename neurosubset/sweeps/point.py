@@ -43,6 +43,8 @@ class PointTask:
     tol : float
     solver : Auto, LeastSquares or LevenbergMarquardt
     certificate : bool
+    dale, stable : bool
+        Passed to :func:`neurosubset.match_probability`.
     """
 
     index: tuple[int, ...]
@@ -54,6 +56,8 @@ class PointTask:
     tol: float
     solver: Solver
     certificate: bool
+    dale: bool
+    stable: bool
 
 
 @lru_cache(maxsize=8)
@@ -63,12 +67,10 @@ def _circuit(toml_text: str) -> Circuit:
 
 def run_point(task: PointTask) -> xr.Dataset:
     """Compute one sweep point (in a worker process or in the caller): the :func:`match_probability` Dataset."""
-    # one torch thread (threads=1): every point computes the same way whichever worker runs it. The sweep does not
-    # take match_probability's dale/stable yet (not in SweepConfig's hash), so it keeps the unconstrained benchmark
-    # its stores were written with: a resumed store never mixes constrained and unconstrained points
+    # one torch thread (threads=1): every point computes the same way whichever worker runs it
     return match_probability(_circuit(task.circuit_toml), task.alloc, task.m, task.trials, task.seed,
                              solver=task.solver, tol=task.tol, certificate=task.certificate, threads=1,
-                             dale=False, stable=False)
+                             dale=task.dale, stable=task.stable)
 
 
 def _is_point_variable(name: str) -> bool:

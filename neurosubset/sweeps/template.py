@@ -65,6 +65,8 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
         "max_rounds": cfg.max_rounds,
         "lm_steps": lm["iterations"],
         "certificate": int(cfg.certificate),
+        "dale": int(cfg.dale and cfg.dale_acts),
+        "stable": int(cfg.stable and cfg.stable_acts),
         "seeding": _SEEDING,
         "sweep_config": cfg.json,
         "config_hash": cfg.hash,
