@@ -156,7 +156,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                trials=args.trials, seed=args.seed, store=args.out, overwrite=args.overwrite,
                workers=1 if args.workers is None else args.workers,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
-               tol=args.tol, solver=_solver(args), progress=not args.quiet)
+               tol=args.tol, solver=_solver(args), progress=not args.quiet, dale=args.dale, stable=args.stable)
     status = ds["status"].values
     infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
     print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
@@ -263,6 +263,16 @@ def _add_solver(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # deprecated alias of --iterations
 
 
+def _add_constraints(parser: argparse.ArgumentParser) -> None:
+    """The biological constraints shared by ``mp`` and ``sweep`` (both on by default)."""
+    parser.add_argument("--no-dale", dest="dale", action="store_false",
+                        help="let fitted plastic synapses change sign (default: Dale's law, each keeps its "
+                             "region's sign)")
+    parser.add_argument("--no-stable", dest="stable", action="store_false",
+                        help="count matches of steady circuits whose student is unstable (default: max Re(eig W) < 1 "
+                             "required, teachers and students drawn stable)")
+
+
 def _solver(args: argparse.Namespace) -> Solver:
     """The solver object that ``--solver`` and the effort options describe."""
     effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen")
@@ -293,11 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seed", type=int, default=0)
     _add_solver(mp)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
-    mp.add_argument("--no-dale", dest="dale", action="store_false",
-                    help="let fitted plastic synapses change sign (default: Dale's law, each keeps its region's sign)")
-    mp.add_argument("--no-stable", dest="stable", action="store_false",
-                    help="count matches of steady circuits whose student is unstable (default: max Re(eig W) < 1 "
-                         "required, teachers and students drawn stable)")
+    _add_constraints(mp)
     mp.add_argument("--quiet", action="store_true", help="no progress bar")
     mp.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
     mp.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, help="local worker processes (default 1)")
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
     _add_solver(sw)
+    _add_constraints(sw)
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.set_defaults(func=_cmd_sweep)
 

@@ -94,3 +94,14 @@ def test_a_bug_is_not_disguised_as_a_user_error(monkeypatch):
     monkeypatch.setattr(neurosubset.benchmark, "match_probability", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["mp", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet"])
+
+
+def test_sweep_takes_no_dale_and_no_stable(tmp_path):
+    ei = str(ROOT / "circuits" / "ei_isn.toml")
+    base = ["sweep", ei, "--budget", "12", "--strategy", "spread-rows", "--within", "E->OUT", "--m", "3",
+            "--trials", "6", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "kept.zarr")]) == 0
+    assert main([*base, "--no-dale", "--no-stable", "--out", str(tmp_path / "free.zarr")]) == 0
+    kept, free = (xr.open_zarr(tmp_path / name) for name in ("kept.zarr", "free.zarr"))
+    assert (kept.attrs["dale"], kept.attrs["stable"]) == (1, 1)
+    assert (free.attrs["dale"], free.attrs["stable"]) == (0, 0)
