@@ -552,13 +552,28 @@ def test_the_memory_estimate_is_within_2x_of_the_measured_peak_at_three_sizes():
     assert rows[-1][2] > 3 * rows[0][2], rows  # the sizes really differ (the fits' arrays dominate the peak)
 
 
-def test_requests_beyond_the_machine_are_refused_in_one_line(capsys, tmp_path):
+def _capped(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess whose address space is capped at 6 GiB: a request that is not refused up front fails
+    there with a MemoryError instead of taking the machine's memory (what it did before the guard)."""
+    import resource
+
+    cap = 6 * 2 ** 30
+    return subprocess.run([sys.executable, "-m", "neurosubset.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=WAIT_S, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+
+
+def test_requests_beyond_the_machine_are_refused_in_one_line(tmp_path):
     start = time.monotonic()
-    assert cli.main(["mp", "lffn:8-6-3", "--budget", "9", "--m", "100000000", "--quiet"]) == 2
-    _one_line_error(capsys, "needs about", "GB of memory", "available on this machine", "Lower 'trials' or 'm'")
-    assert cli.main(["sweep", "lffn:8-6-3", "--budget", "9", "--m", "10000000", "--quiet", "--out",
-                     str(tmp_path / "never.zarr"), "--workers", "2"]) == 2
-    _one_line_error(capsys, "needs about", "Lower 'trials', 'm' or 'workers'")
+    proc = _capped("mp", "lffn:8-6-3", "--budget", "9", "--m", "100000000", "--quiet")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert all(n in lines[0] for n in ("needs about", "GB of memory", "available on this machine",
+                                        "Lower 'trials' or 'm'")), lines
+    proc = _capped("sweep", "lffn:8-6-3", "--budget", "9", "--m", "10000000", "--quiet", "--out",
+                   str(tmp_path / "never.zarr"), "--workers", "2")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Lower 'trials', 'm' or 'workers'" in lines[0], \
+        proc.stderr[-2000:]
     assert not list(tmp_path.iterdir())
     with pytest.raises(ns.CircuitSpecError, match="needs about .* Lower the region sizes"):
         Circuit((Region("A", 4, "input"), Region("H", 10 ** 6), Region("O", 3, "output")),
