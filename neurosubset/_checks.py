@@ -19,6 +19,10 @@ class MissingExtraError(NeurosubsetError, ImportError):
     """An optional dependency (an extra such as ``neurosubset[spiking]``) is not installed."""
 
 
+class NonFiniteOutputWarning(UserWarning):
+    """Some trials' outputs overflowed to inf/NaN: those trials are flagged ``non_finite`` and count as unmatched."""
+
+
 class CircuitSpecError(NeurosubsetError):
     """A circuit specification (TOML file or builder arguments) is invalid."""
 

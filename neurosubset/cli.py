@@ -15,13 +15,14 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from ._checks import NeurosubsetError
+from ._checks import NeurosubsetError, NonFiniteOutputWarning
 from ._memory import check_fit
 from ._outputs import OutputError, check_output, check_writable, inside_sweep_store, write_dataset
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE
@@ -363,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neurosubset`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # the commands say it in their own one line (_warn_non_finite)
+            warnings.simplefilter("ignore", NonFiniteOutputWarning)
+            args.func(args)
     except (NeurosubsetError, OSError) as exc:  # the user's to fix; anything else is a bug: its traceback shows
         message = exc if not isinstance(exc, OSError) or not exc.filename else f"{exc.strerror}: {exc.filename!r}"
         print(f"neurosubset {args.command}: error: {message}", file=sys.stderr)

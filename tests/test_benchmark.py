@@ -178,3 +178,21 @@ def test_fit_status_says_how_each_trial_ended():
     # enough effort: matched trials are flagged matched, and only those
     res = ns.fit(rnn, alloc, m=4, trials=6, seed=0)
     np.testing.assert_array_equal(res.status == flags["matched"], res.matched)
+
+
+def test_outputs_that_overflow_warn_in_python_too():
+    # gain 30 over 400 steps: |h_T| ~ 30^400 overflows float64, whatever the solver does
+    rnn = ns.linear_rnn(6, 2, 2, steps=400, gain=30.0)
+    alloc = ns.allocate(rnn, 12, within=["W"], strategy="spread-rows", seed=0)
+    with pytest.warns(ns.NonFiniteOutputWarning, match="3 of 3 trials"):
+        ds = ns.match_probability(rnn, alloc, m=2, trials=3, certificate=False,
+                                  solver=ns.LevenbergMarquardt(max_rounds=1, iterations=5))
+    assert float(ds.mp) == 0.0
+
+
+def test_a_fit_beyond_the_machine_is_refused_before_any_draw():
+    layer = ns.feedforward([50, 20])
+    alloc = ns.allocate(layer, 400, seed=0)
+    with pytest.raises(ns.ParameterError, match="memory") as err:
+        ns.fit(layer, alloc, m=10**8, trials=200)
+    assert "'trials' or 'm'" in str(err.value)
