@@ -171,6 +171,18 @@ VARIABLES.update({
 })
 
 
+def fill_value(dtype: np.dtype) -> Any:
+    """The 'not computed' value of a stored variable: NaN for floats, False for booleans, 0 for integers (0 is
+    ``not_fitted`` for ``fit_status``), "" for strings."""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return 0
+    return ""
+
+
 def meta(name: str, **extra: Any) -> dict[str, Any]:
     """A fresh copy of the attrs of variable ``name`` (see :data:`VARIABLES`), updated with ``extra``."""
     return {**VARIABLES[name], **extra}

@@ -166,12 +166,3 @@ def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, 
                           f" Refusing to mix results: use another store path, or overwrite=True (--overwrite) to start "
                           f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, extends the store.)")
 
-
-def _fill(dtype: np.dtype) -> Any:
-    if dtype.kind == "f":
-        return np.nan
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "iu":
-        return 0
-    return ""

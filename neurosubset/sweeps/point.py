@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import meta
+from .._schema import fill_value, meta
 from ..allocation import Allocation
 from ..benchmark import match_probability
 from ..circuit import Circuit
@@ -104,7 +104,7 @@ def point_variables(ds: xr.Dataset, dims: tuple[str, ...], shape: tuple[int, ...
         own = tuple(str(d) for d in var.dims)
         dtype = var.dtype if own else np.dtype(np.float64)
         full = (*shape, *(sizes.get(d, var.sizes[d]) for d in own))
-        out[name] = xr.Variable((*dims, *own), np.full(full, _fill(dtype), dtype), dict(var.attrs))
+        out[name] = xr.Variable((*dims, *own), np.full(full, fill_value(dtype), dtype), dict(var.attrs))
     for attr, (name, width) in _ATTR_VARIABLES.items():
         if attr in ds.attrs:
             text = isinstance(ds.attrs[attr], str)
@@ -112,16 +112,6 @@ def point_variables(ds: xr.Dataset, dims: tuple[str, ...], shape: tuple[int, ...
             out[name] = xr.Variable(dims, data, meta(name))
     return out
 
-
-def _fill(dtype: np.dtype) -> Any:
-    """The 'not computed' value of a dtype: NaN for floats, False for booleans, 0 for integers."""
-    if dtype.kind == "f":
-        return np.nan
-    if dtype.kind == "b":
-        return False
-    if dtype.kind in "iu":
-        return 0
-    raise TypeError(f"A sweep point variable of dtype {dtype} has no fill value.")  # pragma: no cover
 
 
 def point_values(ds: xr.Dataset, rounds: int) -> dict[str, Any]:

@@ -33,8 +33,8 @@ import numpy as np
 import xarray as xr
 
 from .._outputs import check_output, fsync_dir, fsync_tree, write_dataset
-from .._schema import DONE, PENDING, meta
-from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _fill, _is_extension,
+from .._schema import DONE, PENDING, fill_value, meta
+from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _is_extension,
                         _one_line, _point_label, _point_names, _read_status, _verify, checksum)
 
 
@@ -160,7 +160,7 @@ class ZarrTarget:
         for name in _point_names(old, dims):
             var = old[name]
             shape = (*new["status"].shape, *var.shape[len(dims):])
-            data = np.full(shape, _fill(var.dtype), var.dtype)
+            data = np.full(shape, fill_value(var.dtype), var.dtype)
             data[grid] = var.values
             variables[name] = xr.Variable(var.dims, data, dict(var.attrs))
         status = new["status"].values.copy()
@@ -228,7 +228,7 @@ class ZarrTarget:
         stored = {}
         for name in self.names:  # a store keeps the variables of the run that made it (older: no fit_status)
             # a variable this point lacks is written as its fill, so that the checksum covers every variable
-            value = values[name] if name in values else _fill(self.dtypes[name])
+            value = values[name] if name in values else fill_value(self.dtypes[name])
             stored[name] = np.asarray(value, dtype=self.dtypes[name])  # '<U5' -> the store's '<U8'
             if name in values or index in self._redo:
                 self._array(name)[index] = stored[name]
@@ -388,7 +388,7 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
     if pending.any():
         for name in names:
             var = ds[name]
-            var.values[pending] = _fill(var.dtype)
+            var.values[pending] = fill_value(var.dtype)
     return ds
 
 
