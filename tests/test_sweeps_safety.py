@@ -591,8 +591,9 @@ def test_outputs_that_overflow_are_flagged_per_trial_and_refused_with_a_certific
     # gain 30 over 400 steps: |h_T| ~ 30^400 overflows float64 (independent of the solver)
     rnn = ns.linear_rnn(6, 2, 2, steps=400, gain=30.0)
     alloc = ns.allocate(rnn, 12, within=["W"], strategy="spread-rows", seed=0)
-    ds = ns.match_probability(rnn, alloc, m=2, trials=3, solver=ns.LevenbergMarquardt(max_rounds=1, iterations=5),
-                              certificate=False)
+    with pytest.warns(ns.NonFiniteOutputWarning, match="overflowed"):
+        ds = ns.match_probability(rnn, alloc, m=2, trials=3, certificate=False,
+                                  solver=ns.LevenbergMarquardt(max_rounds=1, iterations=5))
     from neurosubset._schema import NON_FINITE
 
     assert (ds["fit_status"].values == NON_FINITE).all(), ds["fit_status"].values
