@@ -19,8 +19,9 @@ ROLES = ("input", "hidden", "output")
 DYNAMICS = ("feedforward", "discrete", "steady")
 NONLINEARITIES = ("linear", "relu")
 _SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections")
-_REGION_KEYS = ("size", "role", "sign")
-_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name")
+_REGION_KEYS = ("size", "role", "sign", "neurons")
+_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights")
+INIT_MODES = ("gain", "count")
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,15 @@ class Region:
         Inputs carry the probe, outputs are linear read-outs compared between teacher and student.
     sign : {None, 1, -1}
         Dale's law: the sign of every synapse this region sends. ``None`` leaves signs free.
+    neurons : tuple of str, optional
+        One unique name per neuron (e.g. ``("AVAL", "AVAR")``); default ``NAME[0]``, ``NAME[1]``, ...
     """
 
     name: str
     size: int
     role: str = "hidden"
     sign: int | None = None
+    neurons: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or "->" in self.name:
@@ -51,6 +55,15 @@ class Region:
                                                    error=CircuitSpecError))
         check_choice(f"regions.{self.name}.role", self.role, ROLES, error=CircuitSpecError)
         check_choice(f"regions.{self.name}.sign", self.sign, (None, 1, -1), error=CircuitSpecError)
+        if self.neurons is not None:
+            names = tuple(self.neurons) if not isinstance(self.neurons, str) else (self.neurons,)
+            if len(names) != self.size or not all(isinstance(n, str) and n for n in names):
+                raise CircuitSpecError(f"regions.{self.name}.neurons must list {self.size} non-empty names (its "
+                                       f"size). Got {len(names)} entries.")
+            if len(set(names)) != len(names):
+                raise CircuitSpecError(f"regions.{self.name}.neurons must be unique. Duplicated: "
+                                       f"{sorted({n for n in names if names.count(n) > 1})}.")
+            object.__setattr__(self, "neurons", names)
 
 
 @dataclass(frozen=True)
@@ -62,11 +75,23 @@ class Projection:
     pre, post : str
         Region names.
     p : float
-        Connection probability in (0, 1]; which synapses exist is fixed by the circuit's ``seed``.
+        Connection probability in (0, 1]; which synapses exist is fixed by the circuit's ``seed``. Ignored when
+        ``synapses`` or ``weights`` give the structure.
     gain : float
-        Weights are drawn ``N(0, gain^2 / (p * n_pre))`` (dimensionless).
+        Weights are drawn ``N(0, gain^2 / (p * n_pre))`` (dimensionless); with ``synapses``,
+        ``N(0, gain^2 / k)`` with ``k`` the mean in-degree (present synapses / ``n_post``).
     name : str, optional
         Weight name; defaults to ``"PRE->POST"``.
+    synapses : tuple of (post, pre, count), optional
+        Data-given structure: the present synapses as ``(row, column, synapse count)`` triples (counts > 0,
+        zeros dropped), sorted. Replaces the Bernoulli(``p``) draw.
+    init : {"gain", "count"}
+        ``"count"`` (needs ``synapses``) makes each synapse's SD proportional to its count ``c_ij``:
+        ``sd_ij = gain * c_ij / sqrt(mean_i sum_j c_ij^2)`` (mean over the ``n_post`` rows), so that the mean
+        row variance is ``gain^2`` as in ``"gain"`` mode.
+    weights : tuple of (post, pre, weight), optional
+        A fixed projection: these weights in every draw (teacher and student), never plastic, never redrawn
+        (e.g. a one-to-one identity carrying probes in or rates out). Region signs do not apply to them.
     """
 
     pre: str
@@ -74,6 +99,9 @@ class Projection:
     p: float = 1.0
     gain: float = 1.0
     name: str = ""
+    synapses: tuple[tuple[int, int, float], ...] | None = None
+    init: str = "gain"
+    weights: tuple[tuple[int, int, float], ...] | None = None
 
     def __post_init__(self) -> None:
         label = self.name or f"{self.pre}->{self.post}"
@@ -82,6 +110,47 @@ class Projection:
                                                  low_open=True, error=CircuitSpecError))
         object.__setattr__(self, "gain", check_real(f"projections[{label}].gain", self.gain, low=0.0,
                                                     low_open=True, error=CircuitSpecError))
+        check_choice(f"projections[{label}].init", self.init, INIT_MODES, error=CircuitSpecError)
+        if self.synapses is not None and self.weights is not None:
+            raise CircuitSpecError(f"projections[{label}] gives both 'synapses' (plastic-eligible, drawn) and "
+                                   f"'weights' (fixed); give one.")
+        for key in ("synapses", "weights"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _triples(f"projections[{label}].{key}", getattr(self, key),
+                                                       counts=key == "synapses"))
+        if self.init == "count" and self.synapses is None:
+            raise CircuitSpecError(f"projections[{label}].init 'count' needs measured 'synapses'. Allowed "
+                                   f"without them: ['gain'].")
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the projection's weights are given (never plastic, never redrawn)."""
+        return self.weights is not None
+
+
+def _triples(field: str, value: Any, *, counts: bool) -> tuple[tuple[int, int, float], ...]:
+    """``(post, pre, value)`` triples as sorted plain-type tuples; zeros dropped, duplicates refused."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(value, dtype=float).reshape(-1, 3) if len(value) else np.zeros((0, 3))
+    except (TypeError, ValueError):
+        raise CircuitSpecError(f"{field} must be a list of [post, pre, value] triples.") from None
+    idx = arr[:, :2]
+    if not (np.isfinite(arr).all() and (idx == np.round(idx)).all() and (idx >= 0).all()):
+        raise CircuitSpecError(f"{field} must hold [post, pre, value] triples with non-negative integer indices "
+                               f"and finite values.")
+    if counts and (arr[:, 2] < 0).any():
+        k = int(np.flatnonzero(arr[:, 2] < 0)[0])
+        raise CircuitSpecError(f"{field}: synapse counts must be >= 0. Got {arr[k, 2]:g} at (post, pre) = "
+                               f"({int(arr[k, 0])}, {int(arr[k, 1])}).")
+    arr = arr[arr[:, 2] != 0]
+    arr = arr[np.lexsort((arr[:, 1], arr[:, 0]))]
+    dup = (np.diff(arr[:, :2], axis=0) == 0).all(axis=1)
+    if dup.any():
+        i, j = arr[int(np.flatnonzero(dup)[0]), :2].astype(int)
+        raise CircuitSpecError(f"{field}: (post, pre) = ({i}, {j}) appears twice; each synapse may appear once.")
+    return tuple((int(i), int(j), float(c)) for i, j, c in arr.tolist())
 
 
 def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) -> None:
@@ -115,6 +184,13 @@ def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) ->
                                        f"Expected one of {names}.")
         if proj.name in seen:
             raise CircuitSpecError(f"Duplicate projection {proj.name!r}: each projection may appear once.")
+        for key in ("synapses", "weights"):
+            given = getattr(proj, key) or ()
+            for end, at, region in (("post", 0, by_name[proj.post]), ("pre", 1, by_name[proj.pre])):
+                big = [t for t in given if t[at] >= region.size]
+                if big:
+                    raise CircuitSpecError(f"projections[{proj.name}].{key}: {end} index {big[0][at]} is outside "
+                                           f"region {region.name!r} (allowed 0..{region.size - 1}).")
         seen.add(proj.name)
         if by_name[proj.post].role == "input":
             raise CircuitSpecError(f"Projection {proj.name!r} targets input region {proj.post!r}; "
@@ -183,12 +259,19 @@ def to_spec(circuit: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {"size": r.size, "role": r.role}
         if r.sign is not None:
             entry["sign"] = r.sign
+        if r.neurons is not None:
+            entry["neurons"] = list(r.neurons)
         regions[r.name] = entry
     projections = []
     for p in circuit.projections:
         entry = {"pre": p.pre, "post": p.post, "p": p.p, "gain": p.gain}
         if p.name != f"{p.pre}->{p.post}":
             entry["name"] = p.name
+        if p.init != "gain":
+            entry["init"] = p.init
+        for key in ("synapses", "weights"):  # the data inline: results and sweep tasks never hold just a path
+            if getattr(p, key) is not None:
+                entry[key] = [[i, j, int(c) if c == int(c) else c] for i, j, c in getattr(p, key)]
         projections.append(entry)
     return {"name": circuit.name, "dynamics": circuit.dynamics, "steps": circuit.steps,
             "nonlinearity": circuit.nonlinearity, "seed": circuit.seed, "regions": regions,
@@ -219,7 +302,8 @@ def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any
                                    f"Expected some of {list(_REGION_KEYS)}.")
         if "size" not in entry:
             raise CircuitSpecError(f"{source}: regions.{rname}.size is missing.")
-        regions.append(Region(rname, entry["size"], entry.get("role", "hidden"), entry.get("sign")))
+        regions.append(Region(rname, entry["size"], entry.get("role", "hidden"), entry.get("sign"),
+                              entry.get("neurons")))
     projections_spec = spec.get("projections", [])
     if not isinstance(projections_spec, Iterable):  # was a bare TypeError from the loop below
         raise CircuitSpecError(f"{source}: 'projections' must be an array of [[projections]] tables. "
@@ -236,7 +320,8 @@ def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any
             if key not in entry:
                 raise CircuitSpecError(f"{source}: projections[{k}].{key} is missing.")
         projections.append(Projection(entry["pre"], entry["post"], entry.get("p", 1.0),
-                                      entry.get("gain", 1.0), entry.get("name", "")))
+                                      entry.get("gain", 1.0), entry.get("name", ""), entry.get("synapses"),
+                                      entry.get("init", "gain"), entry.get("weights")))
     return {"regions": tuple(regions), "projections": tuple(projections),
             "dynamics": spec.get("dynamics", "feedforward"), "steps": spec.get("steps", 1),
             "nonlinearity": spec.get("nonlinearity", "linear"), "seed": spec.get("seed", 0),

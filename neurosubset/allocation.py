@@ -1,7 +1,8 @@
 """Allocations: which synapses of a circuit are plastic.
 
 An :class:`Allocation` is a set of boolean masks, one per weight, ``True`` where the synapse is plastic. Only
-structurally present synapses can be plastic. :func:`allocate` builds one from a budget and a strategy:
+structurally present synapses of projections that are not fixed (:attr:`Circuit.eligible`) can be plastic.
+:func:`allocate` builds one from a budget and a strategy:
 
 - ``"random"``: a uniformly random subset of the eligible synapses.
 - ``"spread-rows"``: dealt round-robin over postsynaptic neurons (rows), so per-neuron counts differ by at most
@@ -94,9 +95,12 @@ class Allocation:
                 if not np.isin(arr, (0, 1)).all():
                     raise AllocationError(f"The mask for weight {name!r} must be boolean (0/1).")
                 arr = arr.astype(bool)
-            absent = arr & ~circuit.structure[name]
+            absent = arr & ~circuit.eligible[name]
             if absent.any():
                 i, j = np.argwhere(absent)[0]
+                if circuit.projection[name].fixed:
+                    raise AllocationError(f"The mask for weight {name!r} makes synapses of a fixed projection "
+                                          f"plastic, e.g. ({i}, {j}). Fixed projections are never plastic.")
                 raise AllocationError(f"The mask for weight {name!r} makes {int(absent.sum())} absent synapse(s) "
                                       f"plastic, e.g. ({i}, {j}). Only structurally present synapses can be plastic.")
             out[name] = arr
@@ -156,7 +160,7 @@ def _pool(circuit: Circuit, names: Sequence[str]) -> dict[str, np.ndarray]:
         if name not in names:
             continue
         proj = circuit.projection[name]
-        idx = np.flatnonzero(circuit.structure[name])
+        idx = np.flatnonzero(circuit.eligible[name])  # fixed projections: none
         n_pre = circuit.shape(name)[1]
         w_id.append(np.full(idx.size, k))
         flat.append(idx)
@@ -292,7 +296,7 @@ def allocate(circuit: Circuit, budget: int, *, strategy: str = "random",
             raise AllocationError(f"The 'fractions' parameter must be a mapping of name -> fraction. Got {fractions!r}.")
         parts = check_fractions(circuit, fractions, names)
         shares = _split_budget(budget, {k: float(v) for k, v in fractions.items()})
-    total_eligible = sum(int(circuit.structure[w].sum()) for w in names)
+    total_eligible = sum(int(circuit.eligible[w].sum()) for w in names)
     if budget > total_eligible:
         raise AllocationError(f"The 'budget' parameter of allocate must be <= {total_eligible} (the plastic-eligible "
                               f"synapses in {names}). Got {budget} instead.")

@@ -17,6 +17,8 @@ Dynamics (``x`` the probe, ``phi`` the nonlinearity of hidden regions, output re
 Initial weights: entry ``(i, j)`` of projection ``pre->post`` is present with probability ``p`` (fixed by the
 circuit's structural ``seed``) and drawn ``N(0, gain^2 / (p * n_pre))`` (variance over the expected in-degree).
 A region with ``sign = +1`` or ``-1`` (Dale's law) makes its outgoing weights ``sign * |N(...)|``.
+Data-given structure (``Projection.synapses``, :meth:`Circuit.from_connectivity`) replaces the Bernoulli draw;
+fixed projections (``Projection.weights``) hold the same given weights in every draw and are never plastic.
 
 Block layout, defined here once: a neuron vector concatenates the regions of some roles in declaration order.
 :meth:`Circuit.slices` says where each region sits in one, :meth:`Circuit.block_slices` where each weight sits in
@@ -40,6 +42,7 @@ from ._spec import ROLES as ROLES
 from ._spec import Projection as Projection
 from ._spec import Region as Region
 from ._stability import SpecStability, check_steady_spec, spec_stability
+from .connectivity import circuit_arguments, init_sd, resolve_connectivity_file, triples_to_dense
 from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to_spec, topological_order
 
 
@@ -204,7 +207,7 @@ class Circuit:
             ``(M,)`` float64: :attr:`init_std` of each weight repeated over its plastic synapses, weights in
             declaration order (the layout of ``theta``, see :attr:`Allocation.indices`).
         """
-        counts = getattr(plastic, "counts", plastic)
+        counts = getattr(plastic, "masks", plastic)
         if not isinstance(counts, Mapping):
             raise AllocationError(f"The 'plastic' parameter must be an Allocation or a mapping of weight name -> "
                                   f"count or mask. Got {type(plastic).__name__}.")
@@ -216,7 +219,11 @@ class Circuit:
                 if np.shape(n) != self.shape(name):
                     raise AllocationError(f"The mask for weight {name!r} must have shape {self.shape(name)} "
                                           f"(n_post, n_pre). Got {np.shape(n)} instead.")
-                n = int(np.count_nonzero(n))
+                parts.append(self.init_sd[name][np.asarray(n, dtype=bool)])  # row-major: the order of theta
+                continue
+            sd = self.init_sd[name][self.structure[name]]
+            if n and sd.size and np.ptp(sd) > 0:
+                raise AllocationError(f"plastic[{name!r}]: per-synapse init SDs (init 'count') need a bool mask.")
             parts.append(np.full(check_int(f"plastic[{name!r}]", n, minimum=0, error=AllocationError),
                                  self.init_std[name]))
         return np.concatenate(parts)
@@ -241,11 +248,14 @@ class Circuit:
 
     @cached_property
     def structure(self) -> dict[str, np.ndarray]:
-        """Which synapses exist: weight name -> bool array ``(n_post, n_pre)``, fixed by ``seed``."""
+        """Which synapses exist: weight name -> bool ``(n_post, n_pre)``, data-given or Bernoulli(p) by ``seed``."""
         out = {}
         for k, p in enumerate(self.projections):
             shape = self.shape(p.name)
-            if p.p >= 1.0:
+            given = p.weights if p.fixed else p.synapses
+            if given is not None:
+                mask = triples_to_dense(given, shape) != 0
+            elif p.p >= 1.0:
                 mask = np.ones(shape, dtype=bool)
             else:
                 rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(k,)))
@@ -255,9 +265,24 @@ class Circuit:
         return out
 
     @cached_property
+    def eligible(self) -> dict[str, np.ndarray]:
+        """Which synapses may be plastic: :attr:`structure`, with fixed projections all ``False``."""
+        return {k: np.zeros_like(v) if self.projection[k].fixed else v for k, v in self.structure.items()}
+
+    @cached_property
+    def neurons(self) -> dict[str, tuple[str, ...]]:
+        """Region name -> its neuron names (``Region.neurons``, default ``"NAME[i]"``), declaration order."""
+        return {r.name: r.neurons or tuple(f"{r.name}[{i}]" for i in range(r.size)) for r in self.regions}
+
+    @cached_property
     def init_std(self) -> dict[str, float]:
-        """Standard deviation of each weight's initial distribution, ``gain / sqrt(p * n_pre)``."""
-        return {p.name: p.gain / np.sqrt(p.p * self.region[p.pre].size) for p in self.projections}
+        """SD of each weight's initial distribution, ``gain / sqrt(p * n_pre)`` (see :func:`connectivity.init_sd`)."""
+        return {p.name: init_sd(p, self.structure[p.name], scalar=True) for p in self.projections}
+
+    @cached_property
+    def init_sd(self) -> dict[str, np.ndarray]:
+        """Per-synapse initial SD, weight name -> ``(n_post, n_pre)`` float64, 0 where no synapse is drawn."""
+        return {p.name: init_sd(p, self.structure[p.name]) for p in self.projections}
 
     @property
     def n_synapses(self) -> int:
@@ -286,11 +311,13 @@ class Circuit:
         var = np.zeros((n, n))
         for name, block in self.block_slices(neurons, neurons).items():
             sign = self.region[self.projection[name].pre].sign
-            std = self.init_std[name]
+            std = self.init_sd[name]
+            if self.projection[name].fixed:
+                mean[block] = triples_to_dense(self.projection[name].weights, self.shape(name))
+                continue
             mu, v = (0.0, std**2) if sign is None else (sign * std * np.sqrt(2 / np.pi), std**2 * (1 - 2 / np.pi))
-            mask = self.structure[name]
-            mean[block] = mu * mask
-            var[block] = v * mask
+            mean[block] = mu
+            var[block] = v
         if n == 0 or not var.any():
             return 0.0
         return float(max(spectral_radius(mean), np.sqrt(spectral_radius(var))))
@@ -310,7 +337,10 @@ class Circuit:
         """
         out = {}
         for p in self.projections:
-            w = rng.standard_normal(self.shape(p.name)) * self.init_std[p.name]
+            if p.fixed:  # given weights, no draw
+                out[p.name] = triples_to_dense(p.weights, self.shape(p.name))
+                continue
+            w = rng.standard_normal(self.shape(p.name)) * self.init_sd[p.name]
             sign = self.region[p.pre].sign
             if sign is not None:
                 w = sign * np.abs(w)
@@ -335,14 +365,22 @@ class Circuit:
         return dumps_toml(self.to_dict())
 
     @classmethod
-    def from_dict(cls, spec: Mapping[str, Any], *, source: str = "spec") -> Circuit:
-        """Build a circuit from a TOML-layout mapping, checking every field."""
+    def from_dict(cls, spec: Mapping[str, Any], *, source: str = "spec", base: str | Path | None = None) -> Circuit:
+        """Build a circuit from a TOML-layout mapping, checking every field (a ``connectivity`` file: relative to
+        ``base``, see :func:`neurosubset.connectivity.resolve_connectivity_file`)."""
+        if "connectivity" in spec:
+            spec = resolve_connectivity_file(spec, base=base, source=source)
         return cls(**from_spec(spec, source=source))
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Circuit:
         """Load and validate a circuit spec from a TOML file (see ``circuits/*.toml``)."""
-        return cls.from_dict(read_toml(path), source=str(Path(path)))
+        return cls.from_dict(read_toml(path), source=str(Path(path)), base=Path(path).parent)
+
+    @classmethod
+    def from_connectivity(cls, regions: Sequence[Region], connectivity: Any, **options: Any) -> Circuit:
+        """A circuit whose structure comes from data; see :func:`neurosubset.connectivity.circuit_arguments`."""
+        return cls(**circuit_arguments(regions, connectivity, **options))
 
     @classmethod
     def from_toml_text(cls, text: str) -> Circuit:

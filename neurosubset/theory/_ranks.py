@@ -44,7 +44,7 @@ def _check_alloc(circuit: Circuit, alloc: Allocation) -> None:
         if mask.shape != circuit.shape(name):
             raise AllocationError(f"The allocation's mask for weight {name!r} has shape {mask.shape}; the circuit "
                                   f"needs {circuit.shape(name)} (n_post, n_pre).")
-        if (mask & ~circuit.structure[name]).any():
+        if (mask & ~circuit.eligible[name]).any():
             raise AllocationError(f"The allocation makes absent synapses of weight {name!r} plastic; only "
                                   f"structurally present synapses can be plastic.")
 
@@ -61,7 +61,7 @@ def _check_common(m: int, seed: int, points: int, rtol: float, method: str) -> t
 # ---------------------------------------------------------------------------------------------- Jacobians
 def _columns(circuit: Circuit, masks: dict[str, np.ndarray]) -> np.ndarray:
     """Positions of the entries of ``masks`` among the full Jacobian's columns (structure, weight order)."""
-    present = [np.flatnonzero(circuit.structure[name]) for name in circuit.weight_names]
+    present = [np.flatnonzero(circuit.eligible[name]) for name in circuit.weight_names]
     first = np.cumsum([0] + [idx.size for idx in present])  # first column of each weight
     out = [first[k] + np.searchsorted(idx, np.flatnonzero(masks[name]) if name in masks else np.zeros(0, dtype=int))
            for k, (name, idx) in enumerate(zip(circuit.weight_names, present))]
@@ -76,7 +76,7 @@ def _point(circuit: Circuit, m: int, seed: int, k: int) -> tuple[dict[str, np.nd
 def _full_map(circuit: Circuit, weights: dict[str, np.ndarray], probes: np.ndarray
               ) -> tuple[PlasticMap, torch.Tensor, np.ndarray, Callable[[torch.Tensor], torch.Tensor]]:
     """The map over all present synapses at one point: ``(fmap, theta (N,), init-std scale (N,), F: (N,) -> (E,))``."""
-    full = Allocation.from_masks(circuit, dict(circuit.structure), strategy="full")
+    full = Allocation.from_masks(circuit, dict(circuit.eligible), strategy="full")
     frozen = {k: torch.as_tensor(v, dtype=DTYPE).unsqueeze(0) for k, v in weights.items()}
     fmap = PlasticMap(circuit, full, frozen, torch.as_tensor(probes, dtype=DTYPE).unsqueeze(0))
     theta = torch.as_tensor(np.concatenate([weights[k].ravel()[full.indices[k]] for k in circuit.weight_names]),

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..allocation import Allocation
 from ..circuit import Circuit
+from ..connectivity import triples_to_dense
 from ..dynamics import _adjoint_layout
 from ._ranks import _POINT_KEY, TheoryError
 
@@ -65,6 +66,12 @@ def mod_point(circuit: Circuit, m: int, p: int, rng: np.random.Generator
     weights = {}
     for name in circuit.weight_names:
         w = rng.integers(0, p, size=circuit.shape(name), dtype=np.int64)
+        if circuit.projection[name].fixed:  # given weights, not a variable: their values mod p (integers only)
+            given = triples_to_dense(circuit.projection[name].weights, circuit.shape(name))
+            if not (given == np.round(given)).all():
+                raise TheoryError(f"Exact ranks need integer weights in fixed projection {name!r}; use "
+                                  f"method='autograd'.")
+            w = np.mod(given.astype(np.int64), p)
         weights[name] = np.where(circuit.structure[name], w, 0)
     return weights, rng.integers(0, p, size=circuit.probe_shape(m), dtype=np.int64)
 
@@ -129,7 +136,7 @@ def mod_jacobian(circuit: Circuit, weights: Mapping[str, np.ndarray], probes: np
     if circuit.nonlinearity != "linear":
         raise TheoryError(f"Exact ranks need a linear (polynomial or rational) circuit; circuit {circuit.name!r} "
                           f"is {circuit.nonlinearity!r}, whose outputs are piecewise.")
-    full = Allocation.from_masks(circuit, dict(circuit.structure), strategy="full")
+    full = Allocation.from_masks(circuit, dict(circuit.eligible), strategy="full")
     lay = _adjoint_layout(circuit, full)
     m, n_out = probes.shape[0], circuit.n_out
     xs = np.mod(probes, p)
@@ -169,7 +176,7 @@ def mod_jacobian(circuit: Circuit, weights: Mapping[str, np.ndarray], probes: np
     cols = []
     start = 0
     for name in circuit.weight_names:
-        size = int(circuit.structure[name].sum())
+        size = int(circuit.eligible[name].sum())
         sl = slice(start, start + size)
         start += size
         if size == 0:
@@ -267,7 +274,7 @@ def gf_ranks(circuit: Circuit, m: int, seed: int, cols: np.ndarray, *, points: i
         full_best, plastic_best = max(full_best, full), max(plastic_best, plastic)
         full_fail *= min(1.0, min(jac.shape) * deg / p)
         plastic_fail *= min(1.0, min(jac.shape[0], cols.size) * deg / p)
-    n = sum(int(circuit.structure[w].sum()) for w in circuit.weight_names)
+    n = sum(int(circuit.eligible[w].sum()) for w in circuit.weight_names)
     certain_full = full_best == min(e_kept, n)
     certain_plastic = plastic_best == min(e_kept, cols.size)
     bound = (0.0 if certain_full else full_fail) + (0.0 if certain_plastic else plastic_fail)

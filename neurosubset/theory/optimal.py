@@ -88,7 +88,7 @@ def _profile(jac: np.ndarray, p: int, n_out: int, cols: Sequence[int], top: int)
 def _to_allocation(circuit: Circuit, names: list[str], chosen: Sequence[int], allowed_cols: np.ndarray
                    ) -> Allocation:
     """Columns of the full Jacobian (positions in ``allowed_cols``' numbering: full-Jacobian columns) -> masks."""
-    present = {w: np.flatnonzero(circuit.structure[w]) for w in circuit.weight_names}
+    present = {w: np.flatnonzero(circuit.eligible[w]) for w in circuit.weight_names}
     first = np.cumsum([0] + [present[w].size for w in circuit.weight_names])
     masks = {w: np.zeros(circuit.shape(w), dtype=bool) for w in circuit.weight_names}
     for c in chosen:
@@ -148,7 +148,7 @@ def optimal_allocation(circuit: Circuit, budget: int, m: int | None = None, with
     """
     names = _within(circuit, within)
     budget = check_int("budget", budget, minimum=0, error=AllocationError)
-    allowed = {w: circuit.structure[w] for w in names}
+    allowed = {w: circuit.eligible[w] for w in names}
     eligible = int(sum(v.sum() for v in allowed.values()))
     if budget > eligible:
         raise AllocationError(f"The 'budget' parameter of optimal_allocation must be <= {eligible} (the present "
@@ -169,7 +169,7 @@ def optimal_allocation(circuit: Circuit, budget: int, m: int | None = None, with
     best = _greedy(jac, p, n_out, list(cand), budget, m_star, top)
     target = _profile(jac, p, n_out, best, top)
     for fam in _families(circuit, names):
-        fam_cols = _columns(circuit, {w: circuit.structure[w] for w in fam})
+        fam_cols = _columns(circuit, {w: circuit.eligible[w] for w in fam})
         if fam_cols.size < budget or fam_cols.size == cand.size:
             continue
         trial = _greedy(jac, p, n_out, list(fam_cols), budget, m_star, top)
@@ -257,7 +257,7 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     """
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     names = _within(circuit, within)
-    cols = _columns(circuit, {w: circuit.structure[w] for w in names})
+    cols = _columns(circuit, {w: circuit.eligible[w] for w in names})
     if circuit.nonlinearity == "linear" and method in ("auto", "exact"):
         jac, p = _gf_jacobian(circuit, m, seed)
         rank = (lambda c: gf_rank(jac[:, c], p))
@@ -275,7 +275,7 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     _check_reach(names, m, full_rank, allowed_rank)
     need = {}
     for w in names:
-        own = set(_columns(circuit, {w: circuit.structure[w]}).tolist())
+        own = set(_columns(circuit, {w: circuit.eligible[w]}).tolist())
         need[w] = int(full_rank - rank(np.array([c for c in cols if c not in own], dtype=int)))
     if p:
         basis = [int(cols[i]) for i in _pivots(jac[:, cols], p)]

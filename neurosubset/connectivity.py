@@ -1,0 +1,331 @@
+"""Circuits whose structure comes from data: connectivity matrices, edge lists, connectivity files.
+
+:meth:`Circuit.from_connectivity <neurosubset.circuit.Circuit.from_connectivity>` builds a circuit from regions
+and measured connectivity, given as
+
+- a mapping ``"PRE->POST"`` (or ``(pre, post)``) -> matrix ``(n_post, n_pre)`` of synapse counts (numpy or
+  scipy.sparse), one per projection;
+- one matrix ``(N, N)`` over all neurons with a neuron -> region labelling (``labels``, or neuron ``names``
+  that the regions' ``neurons`` list);
+- an edge list: a pandas DataFrame or a CSV file with columns ``pre``, ``post``, ``count`` (neuron names) and an
+  optional ``sign`` column (checked against the regions' Dale signs; rows with the same pair are summed).
+
+Which synapses exist is the data (counts > 0), not a Bernoulli draw; each projection ``PRE->POST`` holds its
+present synapses as ``(post, pre, count)`` triples (:class:`~neurosubset.circuit.Projection` ``synapses``), so
+the circuit stays a frozen, hashable spec and its TOML text embeds the data. Initial SDs (:func:`init_sd`):
+``init = "gain"``: ``gain / sqrt(k)`` for every present synapse, ``k`` the mean in-degree of the projection
+(present synapses / ``n_post``); ``init = "count"``: ``sd_ij = gain * c_ij / sqrt(mean_i sum_j c_ij^2)``,
+proportional to the synapse count ``c_ij`` with the same mean row variance ``gain^2``.
+
+A TOML spec may name a connectivity file next to it (``connectivity = "FILE.npz"`` or ``"FILE.csv"``, see
+:func:`resolve_connectivity_file`); :meth:`Circuit.to_toml` writes the data inline, never the path.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._checks import CircuitSpecError, check_choice
+from ._spec import Projection, Region
+
+EDGE_COLUMNS = ("pre", "post", "count")
+ROW_ORDERS = ("post", "pre")
+
+
+def triples_to_dense(triples: Sequence[tuple[int, int, float]], shape: tuple[int, int]) -> np.ndarray:
+    """``(post, pre, value)`` triples as a float64 array of ``shape`` ``(n_post, n_pre)``, 0 elsewhere."""
+    out = np.zeros(shape)
+    if triples:
+        arr = np.asarray(triples, dtype=float)
+        out[arr[:, 0].astype(int), arr[:, 1].astype(int)] = arr[:, 2]
+    return out
+
+
+def init_sd(proj: Projection, mask: np.ndarray, *, scalar: bool = False) -> Any:
+    """Initial SD of each synapse of ``proj`` (structure ``mask`` ``(n_post, n_pre)``), 0 where none is drawn.
+
+    Bernoulli projections: ``gain / sqrt(p * n_pre)``; data-given ``synapses``: ``gain / sqrt(k)`` (``k`` the
+    mean in-degree) or, ``init = "count"``, ``gain * c_ij / sqrt(mean_i sum_j c_ij^2)``; fixed projections 0.
+    With ``scalar`` the one value of the first two cases (for ``"count"`` the RMS over present synapses, which
+    equals ``gain / sqrt(k)``).
+    """
+    n_post, n_pre = mask.shape
+    if proj.fixed:
+        return 0.0 if scalar else np.zeros(mask.shape)
+    if proj.synapses is None:
+        sd = proj.gain / np.sqrt(proj.p * n_pre)
+    else:
+        present = int(mask.sum())
+        sd = proj.gain / np.sqrt(present / n_post) if present else 0.0
+        if proj.init == "count" and not scalar:
+            counts = triples_to_dense(proj.synapses, mask.shape)
+            norm = np.sqrt((counts**2).sum(axis=1).mean())
+            return proj.gain * counts / norm if norm > 0 else counts
+    return sd if scalar else np.where(mask, sd, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _matrix(field: str, value: Any, shape: tuple[int, int] | None) -> np.ndarray:
+    """A dense float64 count matrix from numpy / scipy.sparse / nested lists, shape and signs checked."""
+    if hasattr(value, "toarray"):  # scipy.sparse
+        value = value.toarray()
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise CircuitSpecError(f"{field} must be a numeric matrix (numpy or scipy.sparse). Got "
+                               f"{type(value).__name__}.") from None
+    if arr.ndim != 2 or (shape is not None and arr.shape != shape):
+        want = f"{shape} (n_post, n_pre)" if shape is not None else "square (N, N)"
+        raise CircuitSpecError(f"{field} has shape {arr.shape}; the regions need {want}.")
+    if not np.isfinite(arr).all():
+        raise CircuitSpecError(f"{field} must hold finite synapse counts.")
+    if (arr < 0).any():
+        i, j = np.argwhere(arr < 0)[0]
+        raise CircuitSpecError(f"{field}: synapse counts must be >= 0. Got {arr[i, j]:g} at ({i}, {j}).")
+    return arr
+
+
+def _triples(counts: np.ndarray) -> tuple[tuple[int, int, float], ...]:
+    rows, cols = np.nonzero(counts)
+    return tuple((int(i), int(j), float(counts[i, j])) for i, j in zip(rows, cols))
+
+
+def _neuron_index(regions: Sequence[Region]) -> dict[str, tuple[str, int]]:
+    """Neuron name -> (region, index in the region) over the regions that name their neurons."""
+    out: dict[str, tuple[str, int]] = {}
+    for r in regions:
+        for k, n in enumerate(r.neurons or ()):
+            if n in out:
+                raise CircuitSpecError(f"Neuron {n!r} is listed in regions {out[n][0]!r} and {r.name!r}; a neuron "
+                                       f"belongs to one region.")
+            out[n] = (r.name, k)
+    return out
+
+
+def _edge_table(connectivity: Any) -> Any:
+    """A DataFrame of the edge list given as a DataFrame or a CSV path, columns checked."""
+    import pandas as pd
+
+    if isinstance(connectivity, (str, Path)):
+        try:
+            connectivity = pd.read_csv(connectivity)
+        except (OSError, pd.errors.ParserError) as exc:
+            raise CircuitSpecError(f"Cannot read the edge list {str(connectivity)!r}: {exc}.") from None
+    missing = [c for c in EDGE_COLUMNS if c not in connectivity.columns]
+    if missing:
+        raise CircuitSpecError(f"The edge list lacks column(s) {missing}. Expected columns {list(EDGE_COLUMNS)} "
+                               f"and optionally 'sign'; got {list(connectivity.columns)}.")
+    return connectivity
+
+
+def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], np.ndarray]:
+    """Per region pair count matrices ``(n_post, n_pre)`` from an edge list of neuron names."""
+    where = _neuron_index(regions)
+    if not where:
+        raise CircuitSpecError("An edge list needs regions that list their neurons (Region(..., neurons=[...])).")
+    by_name = {r.name: r for r in regions}
+    counts = np.asarray(table["count"], dtype=float)
+    if (~np.isfinite(counts)).any() or (counts < 0).any():
+        k = int(np.flatnonzero(~(counts >= 0))[0])
+        raise CircuitSpecError(f"connectivity row {k} ({table['pre'].iloc[k]} -> {table['post'].iloc[k]}): "
+                               f"'count' must be a finite number >= 0. Got {counts[k]}.")
+    signs = np.asarray(table["sign"], dtype=float) if "sign" in table.columns else None
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for k, (pre, post) in enumerate(zip(table["pre"].astype(str), table["post"].astype(str))):
+        for end, name in (("pre", pre), ("post", post)):
+            if name not in where:
+                raise CircuitSpecError(f"connectivity row {k}: {end} neuron {name!r} is in no region. Allowed: the "
+                                       f"regions' neurons, e.g. {sorted(where)[:8]}.")
+        (rp, i), (rq, j) = where[post], where[pre]
+        if signs is not None:
+            s = None if not np.isfinite(signs[k]) or signs[k] == 0 else int(np.sign(signs[k]))
+            if s != by_name[rq].sign:
+                raise CircuitSpecError(f"connectivity row {k} ({pre} -> {post}): sign {signs[k]:g} differs from the "
+                                       f"sign of region {rq!r} ({by_name[rq].sign}); Dale signs are per region: "
+                                       f"allowed {by_name[rq].sign} (None: 0 or empty), or split the region.")
+        mat = out.setdefault((rq, rp), np.zeros((by_name[rp].size, by_name[rq].size)))
+        mat[i, j] += counts[k]
+    return out
+
+
+def _from_matrix(regions: Sequence[Region], matrix: Any, labels: Sequence[str] | None,
+                 names: Sequence[str] | None, rows: str) -> dict[tuple[str, str], np.ndarray]:
+    """Per region pair count matrices from one ``(N, N)`` matrix and a neuron labelling."""
+    arr = _matrix("connectivity", matrix, None)
+    if arr.shape[0] != arr.shape[1]:
+        raise CircuitSpecError(f"connectivity has shape {arr.shape}; one matrix over all neurons must be square "
+                               f"(N, N).")
+    if rows == "pre":
+        arr = arr.T
+    n = arr.shape[0]
+    by_name = {r.name: r for r in regions}
+    if labels is None:
+        if names is None:
+            raise CircuitSpecError("One connectivity matrix needs 'labels' (the region of each neuron) or 'names' "
+                                   "(neuron names that the regions' neurons list).")
+        names = [str(x) for x in names]
+        if len(names) != n:
+            raise CircuitSpecError(f"names has {len(names)} entries; the matrix has {n} neurons.")
+        where = _neuron_index(regions)
+        inside = {where[n][0] for n in names if n in where}  # regions of the matrix (others: e.g. probe, read-out)
+        unknown = sorted(n for n in set(where) - set(names) if where[n][0] in inside)
+        if unknown:
+            raise CircuitSpecError(f"Region neuron(s) {unknown[:5]} are not among the matrix's 'names'. Allowed: "
+                                   f"{names[:8]}{' ...' if n > 8 else ''}.")
+        pos = [where.get(x) for x in names]
+    else:
+        labels = [str(x) for x in labels]
+        if len(labels) != n:
+            raise CircuitSpecError(f"labels has {len(labels)} entries; the matrix has {n} neurons.")
+        bad = sorted(set(labels) - set(by_name))
+        if bad:
+            raise CircuitSpecError(f"labels name region(s) {bad} that do not exist. Expected one of {list(by_name)}.")
+        seen: dict[str, int] = {}
+        pos = []
+        for lab in labels:
+            pos.append((lab, seen.get(lab, 0)))
+            seen[lab] = seen.get(lab, 0) + 1
+        for r in regions:  # a region the labels name must be labelled exactly its size times
+            if seen.get(r.name, r.size) != r.size:
+                raise CircuitSpecError(f"connectivity has shape {arr.shape} with {seen.get(r.name, 0)} neurons "
+                                       f"labelled {r.name!r}; region {r.name!r} has size {r.size}.")
+    out: dict[tuple[str, str], np.ndarray] = {}
+    post_i, pre_j = np.nonzero(arr)
+    for i, j in zip(post_i, pre_j):
+        if pos[i] is None or pos[j] is None:
+            k = i if pos[i] is None else j
+            raise CircuitSpecError(f"connectivity: an edge touches neuron {names[k]!r}, which is in no region. "
+                                   f"Allowed: the regions' neurons.")
+        (rp, a), (rq, b) = pos[i], pos[j]
+        mat = out.setdefault((rq, rp), np.zeros((by_name[rp].size, by_name[rq].size)))
+        mat[a, b] = arr[i, j]
+    return out
+
+
+def _from_mapping(regions: Sequence[Region], mapping: Mapping[Any, Any]) -> dict[tuple[str, str], np.ndarray]:
+    by_name = {r.name: r for r in regions}
+    out = {}
+    for key, value in mapping.items():
+        pair = tuple(key.split("->")) if isinstance(key, str) else tuple(key)
+        if len(pair) != 2 or not all(p in by_name for p in pair):
+            raise CircuitSpecError(f"connectivity key {key!r} must be 'PRE->POST' or (pre, post) with existing "
+                                   f"regions. Expected regions from {list(by_name)}.")
+        pre, post = pair
+        out[(pre, post)] = _matrix(f"connectivity[{key!r}]", value, (by_name[post].size, by_name[pre].size))
+    return out
+
+
+def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: Sequence[str] | None = None,
+                      names: Sequence[str] | None = None, rows: str = "post", gain: float | Mapping[str, float] = 1.0,
+                      init: str = "gain", projections: Sequence[Projection] = (), dynamics: str = "steady",
+                      steps: int = 1, nonlinearity: str = "linear", seed: int = 0,
+                      name: str = "connectivity") -> dict[str, Any]:
+    """The ``Circuit`` keyword arguments of measured connectivity (see the module docstring).
+
+    Parameters
+    ----------
+    regions : sequence of Region
+        Sizes, roles, Dale signs and (for edge lists and named matrices) neuron names.
+    connectivity : mapping, matrix, pandas.DataFrame, str or Path
+        Synapse counts (>= 0): per projection ``"PRE->POST"`` -> ``(n_post, n_pre)``; one ``(N, N)`` matrix with
+        ``labels`` or ``names``; or an edge list (DataFrame or CSV path; columns pre, post, count[, sign]).
+    labels : sequence of str, optional
+        Region of each neuron of one matrix (its k-th neuron with label ``r`` is neuron k of region ``r``).
+    names : sequence of str, optional
+        Neuron names of one matrix's rows/columns, placed by the regions' ``neurons`` (instead of ``labels``).
+    rows : {"post", "pre"}
+        Whether one matrix's rows are postsynaptic (the package's ``(n_post, n_pre)``) or presynaptic.
+    gain : float or mapping
+        The gain of every data projection, or projection name -> gain (others 1).
+    init : {"gain", "count"}
+        Initial SD mode of the data projections (see the module docstring).
+    projections : sequence of Projection
+        Further projections declared first (e.g. fixed input or read-out projections).
+    dynamics, steps, nonlinearity, seed, name
+        As in :class:`~neurosubset.circuit.Circuit` (default ``"steady"`` linear).
+
+    Raises
+    ------
+    CircuitSpecError
+        Unknown neuron or region names, a matrix shape that does not match the regions, negative counts, an edge
+        to a neuron in no region (one line naming the field and what is allowed).
+    """
+    regions = tuple(regions)
+    check_choice("rows", rows, ROW_ORDERS, error=CircuitSpecError)
+    if isinstance(connectivity, Mapping):
+        pairs = _from_mapping(regions, connectivity)
+    elif isinstance(connectivity, (str, Path)) or hasattr(connectivity, "columns"):
+        pairs = _from_edges(regions, _edge_table(connectivity))
+    else:
+        pairs = _from_matrix(regions, connectivity, labels, names, rows)
+    order = {r.name: k for k, r in enumerate(regions)}
+    made = []
+    for (pre, post), counts in sorted(pairs.items(), key=lambda kv: (order[kv[0][0]], order[kv[0][1]])):
+        if not counts.any():
+            continue
+        label = f"{pre}->{post}"
+        g = gain.get(label, 1.0) if isinstance(gain, Mapping) else gain
+        made.append(Projection(pre, post, gain=g, synapses=_triples(counts), init=init))
+    if isinstance(gain, Mapping):
+        unknown = sorted(set(gain) - {p.name for p in made})
+        if unknown:
+            raise CircuitSpecError(f"gain names projection(s) {unknown} that the data do not hold. Expected some "
+                                   f"of {[p.name for p in made]}.")
+    return {"regions": regions, "projections": tuple(projections) + tuple(made), "dynamics": dynamics,
+            "steps": steps, "nonlinearity": nonlinearity, "seed": seed, "name": name}
+
+
+def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | None, source: str = "spec"
+                              ) -> dict[str, Any]:
+    """A TOML-layout spec whose ``connectivity = "FILE"`` is read and written inline into its projections.
+
+    ``FILE`` (relative to ``base``, the spec's folder) is ``.npz``, one array ``(n_post, n_pre)`` of synapse
+    counts per projection name, or ``.csv``, an edge list (pre, post, count neuron names; the regions list their
+    neurons) whose edges from region A to region B fill the spec's projection ``A -> B``. The spec's projections
+    keep their gains and ``init``; those the file does not mention keep their own structure.
+    """
+    spec = dict(spec)
+    file = spec.pop("connectivity")
+    if not isinstance(file, str) or Path(file).suffix not in (".npz", ".csv"):
+        raise CircuitSpecError(f"{source}: 'connectivity' must name a '.npz' or '.csv' file next to the spec. "
+                               f"Got {file!r}.")
+    path = Path(file) if base is None else Path(base) / file
+    if not path.is_file():
+        raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} does not exist.")
+    from ._spec import from_spec
+
+    kwargs = from_spec(spec, source=source)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            found = {k: data[k] for k in data.files}
+    else:
+        pairs = _from_edges(kwargs["regions"], _edge_table(path))
+        by_pair = {(p.pre, p.post): p.name for p in kwargs["projections"] if not p.fixed}
+        missing = sorted(set(pairs) - set(by_pair))
+        if missing:
+            raise CircuitSpecError(f"{source}: {str(path)!r} has edges from region {missing[0][0]!r} to "
+                                   f"{missing[0][1]!r}, but the spec declares no projection {missing[0][0]}->"
+                                   f"{missing[0][1]}. Declared: {sorted(by_pair.values())}.")
+        found = {by_pair[k]: v for k, v in pairs.items()}
+    names = [p.name for p in kwargs["projections"]]
+    unknown = sorted(set(found) - set(names))
+    if unknown:
+        raise CircuitSpecError(f"{source}: {str(path)!r} holds projection(s) {unknown} that the spec does not "
+                               f"declare. Expected some of {names}.")
+    shapes = {r.name: r.size for r in kwargs["regions"]}
+    projections = []
+    for entry, proj in zip(spec.get("projections", []), kwargs["projections"]):
+        entry = dict(entry)
+        if proj.name in found:
+            if "synapses" in entry or "weights" in entry:
+                raise CircuitSpecError(f"{source}: projection {proj.name!r} has inline data and data in "
+                                       f"{str(path)!r}; give one.")
+            counts = _matrix(f"{path.name}[{proj.name!r}]", found[proj.name], (shapes[proj.post], shapes[proj.pre]))
+            entry["synapses"] = [list(t) for t in _triples(counts)]
+        projections.append(entry)
+    spec["projections"] = projections
+    return spec
+

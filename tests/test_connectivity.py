@@ -1,0 +1,213 @@
+"""Circuits from measured connectivity: matrices, edge lists, connectivity files, fixed projections, bad input.
+
+References are independent of the code under test: the count matrices written here, TOML text written by hand,
+the init formula in closed form, the steady fixed point solved with numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import neurosubset as ns
+from neurosubset import AllocationError, CircuitSpecError
+from neurosubset.dynamics import forward
+
+NAMES = {"x": ("X0", "X1", "X2"), "a": ("A0", "A1", "A2", "A3"), "b": ("B0", "B1", "B2"), "y": ("Y0", "Y1")}
+SIGN = {"x": None, "a": 1, "b": None, "y": None}
+ROLE = {"x": "input", "a": "hidden", "b": "hidden", "y": "output"}
+PAIRS = (("x", "a"), ("a", "a"), ("a", "b"), ("b", "a"), ("b", "y"))  # data order: by (pre, post) region order
+GAIN = 0.4  # small: the a <-> b loop stays stable in every draw
+
+
+def _regions(named=True):
+    return tuple(ns.Region(r, len(n), ROLE[r], SIGN[r], n if named else None) for r, n in NAMES.items())
+
+
+def _counts():
+    """Synapse counts (n_post, n_pre) per region pair: integers 0..4, about half zero, fixed seed."""
+    rng = np.random.default_rng(7)
+    out = {}
+    for pre, post in PAIRS:
+        c = rng.integers(0, 5, size=(len(NAMES[post]), len(NAMES[pre]))) * (rng.random((len(NAMES[post]),
+                                                                                         len(NAMES[pre]))) < 0.6)
+        c[0, 0] = 3  # every pair holds at least one synapse
+        out[(pre, post)] = c.astype(float)
+    return out
+
+
+def _full_matrix(counts):
+    """One (N, N) matrix (rows post) over all neurons in region order, and the region label of each neuron."""
+    order = list(NAMES)
+    start = dict(zip(order, np.cumsum([0] + [len(NAMES[r]) for r in order])))
+    n = sum(len(v) for v in NAMES.values())
+    big = np.zeros((n, n))
+    for (pre, post), c in counts.items():
+        big[start[post]:start[post] + c.shape[0], start[pre]:start[pre] + c.shape[1]] = c
+    labels = [r for r in order for _ in NAMES[r]]
+    return big, labels, [x for r in order for x in NAMES[r]]
+
+
+def _edges(counts, sign=False):
+    rows = []
+    for (pre, post), c in counts.items():
+        for i, j in zip(*np.nonzero(c)):
+            rows.append({"pre": NAMES[pre][j], "post": NAMES[post][i], "count": c[i, j],
+                         **({"sign": SIGN[pre] or 0} if sign else {})})
+    return pd.DataFrame(rows)
+
+
+def _toml_by_hand(counts):
+    """The same circuit written as TOML text, synapses inline as [post, pre, count]."""
+    lines = ['name = "data"', 'dynamics = "steady"', "seed = 3"]
+    for r, n in NAMES.items():
+        lines += [f"[regions.{r}]", f"size = {len(n)}", f'role = "{ROLE[r]}"', f"neurons = {list(n)!r}"]
+        if SIGN[r] is not None:
+            lines.append(f"sign = {SIGN[r]}")
+    for (pre, post), c in counts.items():
+        trip = ", ".join(f"[{i}, {j}, {int(c[i, j])}]" for i, j in zip(*np.nonzero(c)))
+        lines += ["[[projections]]", f'pre = "{pre}"', f'post = "{post}"', f"gain = {GAIN}", f"synapses = [{trip}]"]
+    return "\n".join(lines).replace("'", '"') + "\n"
+
+
+def _build(connectivity, **kw):
+    return ns.Circuit.from_connectivity(_regions(), connectivity, gain=GAIN, seed=3, name="data", **kw)
+
+
+def test_matrix_edge_list_and_toml_give_the_same_circuit_and_draws(tmp_path):
+    counts = _counts()
+    big, labels, names = _full_matrix(counts)
+    csv = tmp_path / "edges.csv"
+    _edges(counts).to_csv(csv, index=False)
+    circuits = {
+        "per projection": _build({f"{pre}->{post}": c for (pre, post), c in counts.items()}),
+        "scipy.sparse per projection": _build({(pre, post): sp.csr_matrix(c) for (pre, post), c in counts.items()}),
+        "one matrix + labels": _build(big, labels=labels),
+        "one matrix (rows pre) + names": _build(sp.coo_matrix(big.T), names=names, rows="pre"),
+        "edge list": _build(_edges(counts)),
+        "edge list with signs": _build(_edges(counts, sign=True)),
+        "csv": _build(csv),
+    }
+    by_hand = ns.Circuit.from_toml_text(_toml_by_hand(counts))
+    for label, c in circuits.items():
+        assert c == by_hand, label
+    for (pre, post), c in counts.items():  # structure = the data, not a Bernoulli draw
+        np.testing.assert_array_equal(by_hand.structure[f"{pre}->{post}"], c > 0)
+    for label, c in circuits.items():
+        w1, w2 = c.sample_weights(np.random.default_rng(11)), by_hand.sample_weights(np.random.default_rng(11))
+        for k in w2:
+            np.testing.assert_array_equal(w1[k], w2[k], err_msg=f"{label}: {k}")
+            assert not w2[k][~(counts[tuple(k.split("->"))] > 0)].any()
+    assert by_hand.neurons["a"] == NAMES["a"] and (by_hand.sample_weights(np.random.default_rng(0))["a->b"] >= 0).all()
+
+
+def test_toml_embeds_the_data_and_a_spec_may_point_to_a_file_next_to_it(tmp_path):
+    counts = _counts()
+    ref = ns.Circuit.from_toml_text(_toml_by_hand(counts))
+    text = ref.to_toml()
+    assert "synapses" in text and ns.Circuit.from_toml_text(text) == ref
+    head = _toml_by_hand(counts).split("[[projections]]")[0]
+    decl = "".join(f'[[projections]]\npre = "{a}"\npost = "{b}"\ngain = {GAIN}\n' for a, b in PAIRS)
+    np.savez(tmp_path / "c.npz", **{f"{a}->{b}": c for (a, b), c in counts.items()})
+    _edges(counts).to_csv(tmp_path / "c.csv", index=False)
+    for file in ("c.npz", "c.csv"):
+        spec = tmp_path / f"spec_{file[2:]}.toml"
+        spec.write_text(f'connectivity = "{file}"\n' + head + decl)
+        loaded = ns.Circuit.from_toml(spec)
+        assert loaded == ref, file
+        assert file not in loaded.to_toml()  # the data, never the path
+
+
+def test_init_modes_follow_their_formulas():
+    counts = _counts()
+    mapping = {f"{pre}->{post}": c for (pre, post), c in counts.items()}
+    by_gain = _build(mapping)
+    by_count = _build(mapping, init="count")
+    for name, c in mapping.items():
+        present = c > 0
+        k = present.sum() / c.shape[0]  # mean in-degree
+        np.testing.assert_allclose(by_gain.init_sd[name], np.where(present, GAIN / np.sqrt(k), 0.0), rtol=1e-15)
+        expected = GAIN * c / np.sqrt((c**2).sum(axis=1).mean())
+        np.testing.assert_allclose(by_count.init_sd[name], expected, rtol=1e-15)
+        assert (by_count.init_sd[name] ** 2).sum(axis=1).mean() == pytest.approx(GAIN**2)
+    alloc = ns.allocate(by_count, 6, strategy="spread-rows", seed=1)
+    order = np.concatenate([by_count.init_sd[w][alloc.masks[w]] for w in by_count.weight_names])
+    np.testing.assert_array_equal(by_count.init_scale(alloc), order)
+    with pytest.raises(AllocationError, match="need a bool mask"):
+        by_count.init_scale({"a->b": 2})
+
+
+def _fixed_io_circuit():
+    """Probes enter through a fixed identity onto 'a'; the read-out copies 'b' through a fixed identity."""
+    regions = (ns.Region("x", 4, "input"), ns.Region("a", 4), ns.Region("b", 3), ns.Region("y", 3, "output"))
+    counts = {"a->a": np.array([[0, 1, 0, 2], [3, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0.]]),
+              "a->b": np.array([[1, 0, 2, 0], [0, 3, 0, 1], [1, 1, 0, 0.]]),
+              "b->a": np.array([[0, 1, 0], [2, 0, 0], [0, 0, 1], [0, 1, 0.]])}
+    fixed = (ns.Projection("x", "a", weights=tuple((i, i, 1.0) for i in range(4))),
+             ns.Projection("b", "y", weights=tuple((i, i, 1.0) for i in range(3))))
+    return ns.Circuit.from_connectivity(regions, counts, gain=0.5, projections=fixed, name="io"), counts
+
+
+def test_fixed_projections_are_given_never_drawn_never_plastic():
+    circuit, counts = _fixed_io_circuit()
+    for seed in (0, 1):
+        w = circuit.sample_weights(np.random.default_rng(seed))
+        np.testing.assert_array_equal(w["x->a"], np.eye(4))
+        np.testing.assert_array_equal(w["b->y"], np.eye(3))
+    eligible = sum(int((c > 0).sum()) for c in counts.values())
+    full = ns.allocate(circuit, eligible, strategy="random")
+    assert full.counts["x->a"] == 0 and full.counts["b->y"] == 0 and full.size == eligible
+    with pytest.raises(AllocationError, match=f"must be <= {eligible}"):
+        ns.allocate(circuit, eligible + 1)
+    with pytest.raises(AllocationError, match="Fixed projections are never plastic"):
+        ns.Allocation.from_masks(circuit, {"x->a": np.eye(4, dtype=bool)})
+    assert ns.Circuit.from_toml_text(circuit.to_toml()) == circuit
+    # the steady outputs solved independently: r = W r + W_in x over (a, b, y), y = r_b
+    w = circuit.sample_weights(np.random.default_rng(5))
+    x = np.random.default_rng(6).standard_normal((2, 4))
+    a = np.zeros((10, 10))
+    a[:4, :4], a[4:7, :4], a[:4, 4:7], a[7:, 4:7] = w["a->a"], w["a->b"], w["b->a"], np.eye(3)
+    rates = np.linalg.solve(np.eye(10) - a, np.vstack([np.eye(4), np.zeros((6, 4))]) @ x.T)
+    tw = {k: torch.as_tensor(v)[None] for k, v in w.items()}
+    out = forward(circuit, tw, torch.as_tensor(x)[None])[0].numpy()
+    np.testing.assert_allclose(out, rates[7:].T, rtol=1e-12, atol=1e-14)
+
+
+def test_the_certificate_ignores_fixed_projections():
+    circuit, counts = _fixed_io_circuit()
+    full = ns.Allocation.from_masks(circuit, {k: c > 0 for k, c in counts.items()})
+    assert ns.certify(circuit, full, m=2).verdict in ("one", "positive")
+    assert int(ns.minimal_budget(circuit, m=2)) <= full.size
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda c, big, lab, nm: _build(big, names=[n if n != "A2" else "Q2" for n in nm]),
+     r"Region neuron\(s\) \['A2'\] are not among the matrix's 'names'. Allowed: \["),
+    (lambda c, big, lab, nm: _build({"a->b": c[("a", "b")].T}), r"connectivity\['a->b'\] has shape \(4, 3\); the "
+                                                                 r"regions need \(3, 4\) \(n_post, n_pre\)"),
+    (lambda c, big, lab, nm: _build(big[:-1, :-1], labels=lab[:-1]), r"2 neurons labelled 'y'.*region 'y' has size 3|"
+                                                                     r"1 neurons labelled 'y'; region 'y' has size 2"),
+    (lambda c, big, lab, nm: _build(big, labels=["zz"] + lab[1:]), r"labels name region\(s\) \['zz'\] that do not "
+                                                                   r"exist. Expected one of \['x', 'a', 'b', 'y'\]"),
+    (lambda c, big, lab, nm: _build({"a->b": -c[("a", "b")]}), r"synapse counts must be >= 0. Got -3"),
+    (lambda c, big, lab, nm: _build(_edges(c).assign(count=lambda d: d["count"] - 10)),
+     r"'count' must be a finite number >= 0"),
+    (lambda c, big, lab, nm: ns.Projection("a", "b", synapses=((0, 0, -1.0),)), r"synapse counts must be >= 0"),
+    (lambda c, big, lab, nm: _build(pd.concat([_edges(c), pd.DataFrame([{"pre": "A0", "post": "NOPE", "count": 1}])],
+                                              ignore_index=True)),
+     r"post neuron 'NOPE' is in no region. Allowed: the regions' neurons, e.g. \['A0'"),
+    (lambda c, big, lab, nm: _build(np.pad(big, ((0, 1), (0, 1)), constant_values=1), names=nm + ["LOOSE"]),
+     r"an edge touches neuron 'LOOSE', which is in no region"),
+    (lambda c, big, lab, nm: _build(_edges(c).drop(columns="count")), r"lacks column\(s\) \['count'\]"),
+    (lambda c, big, lab, nm: _build(_edges(c, sign=True).assign(sign=-1)), r"sign -1 differs from the sign of region 'x' \(None\); .*allowed None"),
+    (lambda c, big, lab, nm: _build(big, labels=lab, rows="col"), r"'rows' parameter must be one of \['post', 'pre'\]"),
+    (lambda c, big, lab, nm: _build({"a->q": c[("a", "b")]}), r"key 'a->q' must be 'PRE->POST'.*\['x', 'a', 'b', 'y'\]"),
+])
+def test_bad_input_is_one_line_naming_the_field_and_the_allowed_values(make, match):
+    counts = _counts()
+    big, labels, names = _full_matrix(counts)
+    with pytest.raises(CircuitSpecError, match=match) as err:
+        make(counts, big, labels, names)
+    assert "\n" not in str(err.value)
