@@ -30,6 +30,7 @@ from .circuit import Projection as Projection
 from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
+from .connectome import celegans as celegans  # cect itself is imported only when a connectome is built
 from .spiking import spiking_check as spiking_check  # brian2 itself is imported only when a check runs
 from .spiking import spiking_compare as spiking_compare
 from .spiking import spikecheck as spikecheck
@@ -52,7 +53,7 @@ __version__ = _version()
 
 __all__ = [
     # circuits
-    "Circuit", "Region", "Projection", "feedforward", "linear_rnn", "CircuitSpecError",
+    "Circuit", "Region", "Projection", "feedforward", "linear_rnn", "celegans", "CircuitSpecError",
     # allocations
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark

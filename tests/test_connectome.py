@@ -1,0 +1,94 @@
+"""The C. elegans connectome circuit against cect's own data (read here directly from cect, from its cache)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cect.Cells import get_SIM_class
+from cect.readers import Cook2019HermReader, Wang2024HermReader, WitvlietDataReader8
+
+import neurosubset as ns
+from neurosubset import CircuitSpecError
+
+
+def _cect_chemical(reader):
+    """cect's neurons and chemical neuron-to-neuron (pre, post) -> synapse count, straight from its reader."""
+    neurons, conns = reader.get_instance(from_cache=True).get_neuron_to_neuron_conns()
+    edges = {}
+    for c in conns:
+        if c.syntype == "Chemical":
+            edges[(c.pre_cell, c.post_cell)] = edges.get((c.pre_cell, c.post_cell), 0) + c.number
+    return set(neurons), edges
+
+
+def _circuit_chemical(worm):
+    """The worm circuit's hidden neurons and (pre, post) -> count over its non-fixed projections."""
+    names = worm.neurons
+    edges = {}
+    for p in worm.projections:
+        if not p.fixed:
+            for i, j, c in p.synapses:
+                edges[(names[p.pre][j], names[p.post][i])] = c
+    hidden = {n for r in worm.regions if r.role == "hidden" for n in names[r.name]}
+    return hidden, edges
+
+
+@pytest.fixture(scope="module")
+def worm():
+    return ns.celegans("cook2019-herm")
+
+
+def test_the_worm_has_cects_neurons_and_every_chemical_connection(worm):
+    neurons, edges = _cect_chemical(Cook2019HermReader)
+    hidden, got = _circuit_chemical(worm)
+    assert len(neurons) == 302 and len(edges) == 3709  # Cook et al. 2019, as cect reports them
+    assert hidden == neurons
+    assert got == edges
+    assert sum(int(worm.eligible[w].sum()) for w in worm.weight_names) == 3709
+    sensory = {n for n in neurons if get_SIM_class(n) == "Sensory"}
+    motor = {n for n in neurons if get_SIM_class(n) == "Motorneuron"}
+    assert {n[3:] for n in worm.neurons["probe"]} == sensory and {n[4:] for n in worm.neurons["readout"]} == motor
+    # the probe reaches each sensory neuron one to one, the read-out copies each motor neuron one to one
+    w = worm.sample_weights(np.random.default_rng(0))
+    for p in worm.projections:
+        if p.fixed:
+            rows, cols = np.nonzero(w[p.name])
+            pre, post = worm.neurons[p.pre], worm.neurons[p.post]
+            assert all(post[i].split(":")[-1] == pre[j].split(":")[-1] for i, j in zip(rows, cols))
+            assert (w[p.name][rows, cols] == 1).all() and len(rows) == len(post if p.pre == "probe" else pre)
+
+
+def test_dale_signs_follow_the_transmitters_and_teachers_are_stable(worm):
+    ds = Wang2024HermReader.get_instance(from_cache=True)
+    sends = {nt: {ds.nodes[i] for i in np.flatnonzero(np.asarray(ds.connections[nt]).sum(1))}
+             for nt in ("Acetylcholine", "GABA")}
+    for r in worm.regions:
+        if r.role != "hidden":
+            continue
+        for n in r.neurons:
+            ach, gaba = n in sends["Acetylcholine"], n in sends["GABA"]
+            assert r.sign == (1 if ach and not gaba else -1 if gaba and not ach else None), (r.name, n)
+    # max Re eig of the recurrent matrix over all 302 + 126 non-input neurons, assembled here from the blocks
+    order = [r.name for r in worm.regions if r.role != "input"]
+    start = dict(zip(order, np.cumsum([0] + [worm.region[k].size for k in order])))
+    for seed in range(3):
+        w = worm.sample_weights(np.random.default_rng(100 + seed))
+        big = np.zeros((start[order[-1]] + worm.region[order[-1]].size,) * 2)
+        for p in worm.projections:
+            if p.pre in start:
+                big[start[p.post]:start[p.post] + w[p.name].shape[0], start[p.pre]:start[p.pre] + w[p.name].shape[1]] \
+                    = w[p.name]
+        assert np.linalg.eigvals(big).real.max() < 1.0
+
+
+def test_the_worm_round_trips_through_toml_and_other_datasets_load(worm):
+    assert ns.Circuit.from_toml_text(worm.to_toml()) == worm
+    l1_adult = ns.celegans("witvliet2021-8", dale=False, init="gain")
+    neurons, edges = _cect_chemical(WitvlietDataReader8)
+    assert _circuit_chemical(l1_adult) == (neurons, edges)
+    assert all(r.sign is None for r in l1_adult.regions)
+
+
+def test_an_unknown_dataset_is_one_line_listing_the_allowed_names():
+    with pytest.raises(CircuitSpecError, match=r"The 'dataset' parameter must be one of \['cook2019-herm', "
+                                               r"'cook2019-male', 'witvliet2021-1'.*'white1986-whole'\]. Got 'cook2091'"):
+        ns.celegans("cook2091")
