@@ -116,15 +116,23 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
     check_fit(circuit, alloc, args.m, args.trials, _solver(args), what="mp")  # before any draw: fits the machine?
+    threads = _workers(args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
                            tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
-                           dale=args.dale, stable=args.stable)
+                           threads=threads, dale=args.dale, stable=args.stable)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
-          f"solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f})")
+          f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
+          f"{_estimate(ds)}, certificate {ds.attrs.get('certificate_verdict', 'not computed')})")
     _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), ds.sizes["trial"])
     if args.out:
         _write(ds, args.out, args.overwrite)
+
+
+def _estimate(ds) -> str:
+    """"exact" or "lower bound": how MP was decided (attr ``decision_kind``; ``mp_estimate`` in older files)."""
+    kind = str(ds.attrs.get("decision_kind", ds.attrs.get("mp_estimate", "unknown")))
+    return {"lower_bound": "lower bound"}.get(kind, kind)
 
 
 def _warn_non_finite(args: argparse.Namespace, count: int, total: int) -> None:
@@ -149,13 +157,12 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                        f"NAME=FRACTION pairs. Got {args.fractions!r}.")
     if args.workers is not None and args.scheduler:
         raise CLIError("Give either --workers (local processes) or --scheduler (a dask scheduler), not both.")
-    if args.workers is not None and args.workers < 1:
-        raise CLIError(f"--workers must be >= 1 (local worker processes). Got {args.workers}.")
+    workers = _workers(args)
     ds = sweep(circuit, budget=parse_list(args.budget, int, option="--budget"),
                fractions=simplex_grid(keys, args.step) if keys else None,
                strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
                trials=args.trials, seed=args.seed, store=args.out, overwrite=args.overwrite,
-               workers=1 if args.workers is None else args.workers,
+               workers=workers,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
                tol=args.tol, solver=_solver(args), progress=not args.quiet, dale=args.dale, stable=args.stable)
     status = ds["status"].values
@@ -165,6 +172,21 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if "fit_status" in ds:
         _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), int((status == DONE).sum() *
                                                                                           ds.sizes["trial"]))
+    _print_mp_table(ds)
+
+
+def _print_mp_table(ds, limit: int = 40) -> None:
+    """MP and its 95% interval per computed point, one column per ``m`` (up to ``limit`` rows; else a pointer)."""
+    frame = ds[["mp", "mp_low", "mp_high"]].to_dataframe().dropna(subset=["mp"])
+    if frame.empty:
+        return
+    cells = frame.apply(lambda r: f"{r['mp']:.2f} [{r['mp_low']:.2f}, {r['mp_high']:.2f}]", axis=1)
+    table = cells.unstack("m") if "m" in cells.index.names and cells.index.nlevels > 1 else cells
+    if len(table) > limit:
+        print(f"({len(frame)} MP values: see them with `neurosubset plot` or `neurosubset export`)")
+        return
+    print("MP [95% CI] per point (columns: m)" if "m" in cells.index.names else "MP [95% CI] per point")
+    print(table.to_string())
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
@@ -274,6 +296,61 @@ def _add_constraints(parser: argparse.ArgumentParser) -> None:
                              "required, teachers and students drawn stable)")
 
 
+DEFAULT_TRIALS = 100  # `mp` and `sweep` alike (mp had 200, sweep 100)
+_CIRCUIT_HELP = "TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')"
+
+
+def _add_mp_and_sweep(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
+    """Every option ``mp`` and ``sweep`` share: one name, one default, one meaning (tests/test_cli.py compares).
+
+    Where the two differ it is in how many values an option takes: ``sweep`` takes comma-separated lists for
+    ``--budget``, ``--strategy`` and ``--m``, and ``--fractions`` names the keys to sweep (``mp``: NAME=FRACTION
+    pairs); and ``sweep`` requires ``--out`` (its store). ``--workers``: ``mp`` fits all its trials as one batch,
+    so its workers are the torch threads of that batch; ``sweep`` starts that many worker processes, each on one
+    torch thread, and computes points side by side. Either way the numbers do not depend on ``--workers``.
+    """
+    if sweep:
+        parser.add_argument("circuit", help=_CIRCUIT_HELP)
+        parser.add_argument("--budget", required=True, help="comma-separated budgets M, e.g. '100,200'")
+        parser.add_argument("--strategy", default="random",
+                            help=f"comma-separated strategies from {list(STRATEGIES)} (default random)")
+        parser.add_argument("--fractions", help="comma-separated projection/region keys to split the budget over, "
+                                                "e.g. 'CA3->CA3,CA3->CA1' (all simplex points at --step)")
+        parser.add_argument("--within", help="comma-separated weight names eligible for plasticity")
+        parser.add_argument("--m", required=True, help="comma-separated probe counts, e.g. '5,10,20'")
+    else:
+        _add_allocation(parser, _CIRCUIT_HELP)
+        parser.add_argument("--m", type=int, required=True, help="number of probes")
+    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                        help=f"teacher/student/probe draws{' per point' if sweep else ''} (default {DEFAULT_TRIALS})")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of every draw (default 0)")
+    parser.add_argument("--workers", type=int,
+                        help="local worker processes, one torch thread each (default 1)" if sweep else
+                        "torch threads for the one batched fit of all trials (default 1; on a loaded machine one "
+                        "is fastest)")
+    _add_solver(parser)
+    _add_constraints(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    if sweep:
+        parser.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start the store over (after taking its lock: never while another sweep writes it)")
+    else:
+        parser.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without "
+                                          "--overwrite)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace an existing output file (never a sweep store)")
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """``--workers`` checked (>= 1), 1 when not given."""
+    if args.workers is None:
+        return 1
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1. Got {args.workers}.")
+    return args.workers
+
+
 def _solver(args: argparse.Namespace) -> Solver:
     """The solver object that ``--solver`` and the effort options describe."""
     effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen")
@@ -298,37 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mp = sub.add_parser("mp", help=_cmd_mp.__doc__, description=_cmd_mp.__doc__)
-    _add_allocation(mp, "TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
-    mp.add_argument("--m", type=int, required=True, help="number of probes")
-    mp.add_argument("--trials", type=int, default=200)
-    mp.add_argument("--seed", type=int, default=0)
-    _add_solver(mp)
+    _add_mp_and_sweep(mp, sweep=False)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
-    _add_constraints(mp)
-    mp.add_argument("--quiet", action="store_true", help="no progress bar")
-    mp.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
-    mp.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     mp.set_defaults(func=_cmd_mp)
 
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)
-    sw.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
-    sw.add_argument("--budget", required=True, help="comma-separated budgets M, e.g. '100,200'")
-    sw.add_argument("--fractions", help="comma-separated projection/region keys to split the budget over, "
-                                        "e.g. 'CA3->CA3,CA3->CA1' (all simplex points at --step)")
+    _add_mp_and_sweep(sw, sweep=True)
     sw.add_argument("--step", type=float, default=0.25, help="simplex grid spacing of --fractions (default 0.25)")
-    sw.add_argument("--strategy", default="random", help=f"comma-separated strategies from {list(STRATEGIES)}")
-    sw.add_argument("--m", required=True, help="comma-separated probe counts, e.g. '5,10,20'")
-    sw.add_argument("--trials", type=int, default=100)
-    sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--within", help="comma-separated weight names eligible for plasticity")
-    sw.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")
-    sw.add_argument("--overwrite", action="store_true",
-                    help="start the store over (after taking its lock: never while another sweep writes it)")
-    sw.add_argument("--workers", type=int, help="local worker processes (default 1)")
-    sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786")
-    _add_solver(sw)
-    _add_constraints(sw)
-    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786 (instead of "
+                                        "--workers)")
     sw.set_defaults(func=_cmd_sweep)
 
     pl = sub.add_parser("plot", help=_cmd_plot.__doc__, description=_cmd_plot.__doc__)

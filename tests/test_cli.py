@@ -105,3 +105,85 @@ def test_sweep_takes_no_dale_and_no_stable(tmp_path):
     kept, free = (xr.open_zarr(tmp_path / name) for name in ("kept.zarr", "free.zarr"))
     assert (kept.attrs["dale"], kept.attrs["stable"]) == (1, 1)
     assert (free.attrs["dale"], free.attrs["stable"]) == (0, 0)
+
+
+def _options(parser):
+    """Option string -> (dest, default, action class, required, choices) of one subcommand's parser."""
+    return {opt: (a.dest, a.default, type(a).__name__, a.required, a.choices)
+            for a in parser._actions for opt in a.option_strings}
+
+
+def _subparsers():
+    import argparse
+
+    from neurosubset.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_mp_and_sweep_share_option_names_and_defaults():
+    parsers = _subparsers()
+    mp, sw = _options(parsers["mp"]), _options(parsers["sweep"])
+    shared = set(mp) & set(sw)
+    # what the issue names, and everything else both have, is one option with one default in both
+    assert {"--tol", "--solver", "--workers", "--overwrite", "--seed", "--trials", "--quiet", "--within",
+            "--strategy", "--fractions", "--budget", "--m", "--out", "--no-dale", "--no-stable", "--restarts",
+            "--max-rounds", "--iterations", "--widen"} <= shared
+    for opt in shared:
+        assert (mp[opt][0], mp[opt][1], mp[opt][2]) == (sw[opt][0], sw[opt][1], sw[opt][2]), opt
+    assert mp["--trials"][1] == 100 and mp["--seed"][1] == 0 and mp["--workers"][1] is None
+    # the documented differences only: sweep requires its store; mp takes one strategy (choices), sweep a list
+    assert {o for o in shared if mp[o][3] != sw[o][3]} == {"--out"}
+    assert {o for o in shared if mp[o][4] != sw[o][4]} == {"--strategy"}
+    assert set(mp) - shared == {"--save-weights"}
+    assert set(sw) - shared == {"--step", "--scheduler"}
+    # the positional circuit comes first in both
+    positional = [[a.dest for a in p._actions if not a.option_strings] for p in (parsers["mp"], parsers["sweep"])]
+    assert positional == [["circuit"], ["circuit"]]
+
+
+def test_mp_workers_are_torch_threads_and_do_not_change_the_numbers(tmp_path, monkeypatch):
+    import neurosubset.benchmark as benchmark
+    import torch
+
+    seen = []
+    real = benchmark._fit
+
+    def spy(*args, **kwargs):  # records the thread count the fit runs with, then runs the real fit
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "_fit", spy)
+    before = torch.get_num_threads()
+    base = ["mp", "lrnn:5,2,1,3", "--budget", "6", "--within", "W", "--m", "2", "--trials", "4", "--quiet",
+            "--solver", "lm", "--restarts", "2", "--max-rounds", "2", "--iterations", "60"]
+    outs = [tmp_path / f"w{w}.nc" for w in (1, 2)]
+    assert main([*base, "--out", str(outs[0])]) == 0 and main([*base, "--workers", "2", "--out", str(outs[1])]) == 0
+    assert seen == [1, 2] and torch.get_num_threads() == before
+    with xr.open_dataset(outs[0], engine="h5netcdf") as one, xr.open_dataset(outs[1], engine="h5netcdf") as two:
+        assert (one.matched.values == two.matched.values).all() and float(one.mp) == float(two.mp)
+        assert abs(one.residual.values - two.residual.values).max() <= 1e-6 * max(1.0, one.residual.values.max())
+
+
+@pytest.mark.parametrize("command", ["mp", "sweep"])
+def test_workers_below_one_is_one_line_for_both(command, tmp_path, capsys):
+    args = [command, "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--workers", "0",
+            "--out", str(tmp_path / ("x.nc" if command == "mp" else "x.zarr"))]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--workers must be >= 1. Got 0." in lines[0], lines
+
+
+def test_sweep_prints_mp_with_intervals_per_point(tmp_path, capsys):
+    # lffn:6-3, 9 plastic W1 synapses, m = 3: spread-rows puts 3 in every row (each row >= m: MP = 1);
+    # concentrated-rows fills row 0 (6) and half of row 1, row 2 gets none (a row with < m: MP = 0).
+    # Wilson 95% with n = 20: 20/20 -> low 20 / (20 + z^2) = 0.839; 0/20 -> high z^2 / (20 + z^2) = 0.161
+    z2 = 1.959964 ** 2
+    assert main(["sweep", "lffn:6-3", "--budget", "9", "--strategy", "spread-rows,concentrated-rows", "--m", "3",
+                 "--trials", "20", "--quiet", "--out", str(tmp_path / "s.zarr")]) == 0
+    printed = capsys.readouterr().out
+    rows = {name: next(line for line in printed.splitlines() if f" {name} " in line)
+            for name in ("spread-rows", "concentrated-rows")}
+    assert f"1.00 [{20 / (20 + z2):.2f}, 1.00]" in rows["spread-rows"]
+    assert f"0.00 [0.00, {z2 / (20 + z2):.2f}]" in rows["concentrated-rows"]
