@@ -43,6 +43,10 @@ from .theory import certify as certify
 from .theory import heuristic as heuristic
 from .theory import minimal_budget as minimal_budget
 from .theory import optimal_allocation as optimal_allocation
+from .responses import fit_responses as fit_responses
+from .responses import localize as localize
+from .responses import projection_candidates as projection_candidates
+from .responses import region_candidates as region_candidates
 from .sweeps import FractionGrid as FractionGrid
 from .sweeps import SweepStoreError as SweepStoreError
 from .sweeps import simplex_grid as simplex_grid
@@ -67,6 +71,8 @@ __all__ = [
     "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
     # spiking check (optional extra neurosubset[spiking]; brian2 is imported only when a check runs)
     "spiking_check", "spiking_compare", "spikecheck", "SpikingSettings", "SpikingSettingsError",
+    # fitting recorded responses: which synapses could have changed?
+    "fit_responses", "localize", "projection_candidates", "region_candidates",
     # sweeps
     "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
 ]

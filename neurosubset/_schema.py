@@ -163,6 +163,49 @@ VARIABLES.update({
     "stable_required": {"long_name": "a match requires a stable student fixed point (steady circuits)"},
 })
 
+# fitting recorded responses (neurosubset.responses: fit_responses, localize); the Dataset names are in brackets
+VARIABLES.update({
+    "responses_matched": {"long_name": "fit reproduces the recorded responses (noise-free: residual < tol; with "
+                                       "noise: chi-square p-values >= alpha)", "units": "1"},  # [matched]
+    "responses_residual": {"long_name": "relative residual ||fit - recorded|| / ||recorded|| on the fit probes",
+                           "units": "1"},  # [residual]
+    "region_residual": {"long_name": "relative residual of one recorded region on the fit probes", "units": "1"},
+    "chi_square": {"long_name": "sum of squared noise-normalised residuals ((fit - recorded) / noise SD)^2 on the "
+                                "fit probes", "units": "1"},
+    "region_chi_square": {"long_name": "chi-square of one recorded region on the fit probes", "units": "1"},
+    "dof": {"long_name": "degrees of freedom of the chi-square: recorded values minus Jacobian rank", "units": "1"},
+    "p_value": {"long_name": "chi-square survival probability P(chi2(dof) >= chi_square)", "units": "1"},
+    "heldout_residual": {"long_name": "relative residual on the held-out probes (not used in the fit)",
+                         "units": "1"},
+    "heldout_chi_square": {"long_name": "chi-square on the held-out probes", "units": "1"},
+    "heldout_p_value": {"long_name": "P(chi2(held-out values) >= heldout_chi_square)", "units": "1"},
+    "identifiable": {"long_name": "Jacobian rank at the solution equals the number of plastic synapses",
+                     "units": "1"},
+    "jacobian_rank": {"long_name": "rank of d(recorded responses)/d(plastic values) at the solution",
+                      "units": "1"},  # [rank]
+    "n_plastic": {"long_name": "plastic synapses of the candidate", "units": "1"},
+    "place": {"long_name": "place of the candidate in the ranking (1: best explains the held-out responses)",
+              "units": "1"},
+    "decision_kind": {"long_name": "exact (a global minimum: affine responses) or lower bound (a local solver)"},
+    "theta_before": {"long_name": "plastic values before learning (the given weights)", "units": "1"},
+    "change": {"long_name": "fitted minus before-learning value of the synapse (0 where not plastic)", "units": "1"},
+    "plastic": {"long_name": "synapse is plastic in the candidate", "units": "1"},
+    "candidate": {"long_name": "candidate set of plastic synapses"},
+    "region": {"long_name": "recorded region"},
+    "synapse": {"long_name": "synapse (plastic in at least one candidate)"},
+    "synapse_weight": {"long_name": "weight (projection) the synapse belongs to"},
+    "synapse_post": {"long_name": "postsynaptic neuron of the synapse (row of its weight)", "units": "1"},
+    "synapse_pre": {"long_name": "presynaptic neuron of the synapse (column of its weight)", "units": "1"},
+})
+
+
+def response_meta(region: str, what: str = "response", **extra: Any) -> dict[str, Any]:
+    """Attrs of a responses file's variable of ``region``: ``what`` is "response" (recorded rates) or "noise"
+    (the SD of the recording noise per neuron, in the responses' units)."""
+    text = {"response": "recorded responses of region {}", "noise": "recording noise SD per neuron of region {}"}
+    return {"long_name": text[what].format(region), "region": region, "recording": what, **extra}
+
+
 # sweep stores (neurosubset.sweeps.store): integrity of the stored points and per-trial flags of meaningless outputs
 VARIABLES.update({
     "point_checksum": {"long_name": "blake2b-64 checksum of the point's stored values, written before its status",
@@ -193,11 +236,13 @@ def mask_meta(weight: str, **extra: Any) -> dict[str, Any]:
     return {"long_name": f"plastic synapses of {weight}", "weight": weight, "units": "1", **extra}
 
 
-_WEIGHT_ROLES = {"teacher": "teacher {}", "student_init": "student {} before fitting", "student": "fitted student {}"}
+_WEIGHT_ROLES = {"teacher": "teacher {}", "student_init": "student {} before fitting", "student": "fitted student {}",
+                 "before": "{} before learning"}
 
 
 def weight_meta(role: str, weight: str) -> dict[str, Any]:
-    """Attrs of a stored weight: ``role`` is "teacher", "student_init" (before fitting) or "student" (fitted)."""
+    """Attrs of a stored weight: ``role`` is "teacher", "student_init" (before fitting), "student" (fitted) or
+    "before" (a circuit's weights before learning, the weights file of :func:`neurosubset.localize`)."""
     return {"long_name": _WEIGHT_ROLES[role].format(weight), "weight": weight}
 
 

@@ -254,6 +254,26 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         print(f"wrote {spikecheck_figure(ds, args.fig)}")
 
 
+def _cmd_localize(args: argparse.Namespace) -> None:
+    """Which projection's (or region's) synapses could have changed to produce recorded responses? Fit each
+    candidate to the recording and rank them on held-out probes."""
+    from .responses import localize, projection_candidates, read_responses, read_weights, region_candidates
+
+    _check_out(args)
+    circuit = load_circuit(args.circuit)
+    weights = read_weights(args.weights, circuit)
+    probes, responses, noise = read_responses(args.responses, circuit)
+    candidates = projection_candidates(circuit) if args.candidates == "projections" else region_candidates(circuit)
+    ds = localize(circuit, weights, probes, responses, candidates, noise=noise, holdout=args.holdout,
+                  solver=_solver(args), tol=args.tol, alpha=args.alpha, dale=args.dale, stable=args.stable,
+                  seed=args.seed)
+    cols = ["place", "n_plastic", "residual", "heldout_residual", "matched", "identifiable", "rank",
+            "decision_kind"] + (["chi_square", "dof", "p_value"] if noise is not None else [])
+    print(ds[[c for c in cols if c in ds]].to_dataframe().rename_axis(None).to_string())  # best candidate first
+    if args.out:
+        _write(ds, args.out, args.overwrite)
+
+
 def _allocation(circuit: Circuit, args: argparse.Namespace):
     """The allocation the ``_add_allocation`` options describe."""
     return allocate(circuit, args.budget, strategy=args.strategy, fractions=parse_fractions(args.fractions),
@@ -412,6 +432,26 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--fig", help="figure path (.png, .pdf)")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     sc.set_defaults(func=_cmd_spikecheck)
+
+    lo = sub.add_parser("localize", help=_cmd_localize.__doc__, description=_cmd_localize.__doc__)
+    lo.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
+    lo.add_argument("--weights", required=True,
+                    help="W.nc: the weights before learning, one variable per projection (e.g. CA3_to_CA1, dims "
+                         "(CA3_to_CA1_post, CA3_to_CA1_pre), attr weight='CA3->CA1'); see neurosubset.responses.files")
+    lo.add_argument("--responses", required=True,
+                    help="R.nc: 'probes' (probe[, time], input) and per recorded region response_<region> (probe[, "
+                         "time], neuron) with attrs region, recording='response'; optional noise_<region> (neuron) SDs")
+    lo.add_argument("--candidates", default="projections", choices=("projections", "regions"),
+                    help="one candidate per projection (its synapses plastic) or per region (every synapse onto it)")
+    lo.add_argument("--holdout", type=int, help="probes held out of the fits to rank the candidates (default m // 4)")
+    lo.add_argument("--alpha", type=float, default=0.01,
+                    help="with noise: a candidate matches if its chi-square p-values are >= alpha (default 0.01)")
+    lo.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the LM starts (default 0)")
+    _add_solver(lo)
+    _add_constraints(lo)
+    lo.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
+    lo.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
+    lo.set_defaults(func=_cmd_localize)
     return parser
 
 

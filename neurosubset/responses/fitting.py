@@ -1,0 +1,354 @@
+"""Which synapses could have changed to produce a recording? Fit candidate sets of plastic synapses to responses.
+
+Given a circuit's weights before learning ``W0``, probes ``X`` and responses ``R`` recorded after learning (any
+regions, hidden or output), a candidate set ``A`` of synapses explains the recording if values ``theta_A`` exist
+with ``rates(W0 outside A, theta_A on A; X) = R`` (noise-free), or with a chi-square consistent with the noise.
+
+- :func:`fit_responses` fits one candidate (an :class:`~neurosubset.allocation.Allocation`);
+  :func:`localize` fits many, all in one batch (one problem per candidate, as the benchmark batches trials), and
+  ranks them by how well they predict held-out probes.
+- Solvers (``solver=Auto()``): where a candidate's responses are affine in its values (checked exactly, as
+  :func:`neurosubset.dynamics.is_affine`), least squares (bounded least squares under Dale's law) gives the global
+  minimum: ``decision_kind`` "exact"; otherwise the multi-start Levenberg-Marquardt of
+  :mod:`neurosubset.solvers.multistart`, a local minimum: "lower bound" (an unmatched candidate is not proven
+  unmatched).
+- With noise (an SD per recorded neuron) every residual is divided by its neuron's SD, so the solvers minimise the
+  chi-square ``sum ((fit - R) / sd)^2``; at the minimum of an affine, identifiable candidate with Gaussian noise
+  it follows ``chi2(dof)``, ``dof = recorded values - rank``.
+- Identifiability: the rank of ``d rates / d theta_A`` at the solution (SVD, LAPACK's default tolerance) against
+  ``|A|``: full rank means the recording pins every plastic value down locally.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import _schema
+from .._checks import AllocationError, ParameterError, check_real
+from .._schema import BOUNDED_DECISION, DECISION_KINDS, LEAST_SQUARES_DECISION, LM_DECISION, meta
+from .._stability import max_real_eig, plastic_in_loops
+from ..allocation import Allocation
+from ..benchmark import DEFAULT_TOL, _check_flag
+from ..circuit import Circuit
+from ..dynamics import DTYPE, torch_threads
+from ..solvers import Auto, LeastSquares, Solver, as_solver
+from ..solvers.bounded import sign_bounds, solve_exact
+from ..solvers.multistart import multistart
+from .inputs import Recording, check_recording, check_weights, holdout_rows
+from .rates import RecordedMap, flatten
+
+__all__ = ["fit_responses", "localize", "projection_candidates", "region_candidates"]
+
+
+def projection_candidates(circuit: Circuit, within: Sequence[str] | None = None) -> dict[str, Allocation]:
+    """One candidate per projection: every synapse of that projection plastic (``within``: only these weights)."""
+    names = list(circuit.weight_names if within is None else within)
+    _check_weight_names(circuit, names)
+    return {k: Allocation.from_masks(circuit, {k: circuit.structure[k]}, strategy="projection") for k in names}
+
+
+def region_candidates(circuit: Circuit) -> dict[str, Allocation]:
+    """One candidate per non-input region with inputs: every synapse onto that region plastic."""
+    out = {}
+    for r in circuit.regions:
+        into = [p.name for p in circuit.projections_into(r.name)]
+        if r.role != "input" and into:
+            out[r.name] = Allocation.from_masks(circuit, {k: circuit.structure[k] for k in into}, strategy="region")
+    return out
+
+
+def _check_weight_names(circuit: Circuit, names: Sequence[str]) -> None:
+    for k in names:
+        if k not in circuit.projection:
+            raise AllocationError(f"Weight {k!r} (in 'within') does not exist. Expected one of "
+                                  f"{list(circuit.weight_names)}.")
+
+
+def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: Mapping[str, np.ndarray],
+                  weights: Mapping[str, np.ndarray], *, noise=None, solver: Solver | str = Auto(),
+                  tol: float = DEFAULT_TOL, alpha: float = 0.01, dale: bool = True, stable: bool = True,
+                  seed: int = 0, threads: int | None = 1) -> xr.Dataset:
+    """Fit the plastic synapses of ``allocation`` so that ``circuit`` reproduces recorded ``responses``.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    allocation : Allocation
+        The synapses that may have changed; every other synapse keeps its value in ``weights``.
+    probes : array-like
+        ``(probe, n_in)``, or ``(probe, steps, n_in)`` for discrete dynamics.
+    responses : dict
+        Region (hidden or output) -> ``(probe, neuron)``; discrete circuits may give ``(probe, time, neuron)``
+        (every step ``t = 1..steps``). Rates in the circuit's units.
+    weights : dict
+        Weight name -> ``(n_post, n_pre)``: the weights before learning, every projection.
+    noise : float or dict, optional
+        Noise SD of the recorded neurons (one float, or region -> float or ``(neuron,)``), in the responses' units.
+    solver : Auto, LeastSquares, LevenbergMarquardt or str
+        See the module docstring.
+    tol : float
+        Noise-free match tolerance on the relative residual.
+    alpha : float
+        With noise: matched iff the chi-square's p-value is at least ``alpha``.
+    dale, stable : bool
+        As :func:`neurosubset.fit`: plastic values keep their presynaptic region's sign; steady circuits count a
+        match only where the fitted circuit's fixed point is stable (``max Re(eig W) < 1``).
+    seed : int
+        Seed of the affinity check and of the LM's random starts.
+    threads : int or None
+        torch intra-op threads while fitting.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``theta (synapse)`` fitted values, ``theta_before``, ``change``; ``residual`` (relative),
+        ``region_residual (region)``; with noise ``chi_square``, ``region_chi_square (region)``, ``dof``,
+        ``p_value``; ``matched``, ``identifiable``, ``rank`` (of the Jacobian at the solution), ``n_plastic``,
+        ``decision``; steady circuits ``stable``, ``max_real_eig``. Attrs: ``decision_kind`` ("exact" or
+        "lower bound"), the circuit spec (TOML), ``tolerance``, ``alpha``, ``dale``, ``stable``, versions.
+    """
+    if not isinstance(allocation, Allocation):
+        raise ParameterError(f"The 'allocation' parameter must be an Allocation. Got {type(allocation).__name__}.")
+    ds = _run(circuit, weights, probes, responses, {"fit": allocation}, noise=noise, holdout=0, solver=solver,
+              tol=tol, alpha=alpha, dale=dale, stable=stable, seed=seed, threads=threads)
+    one = ds.isel(candidate=0, drop=True).drop_vars("place")
+    one = one.isel(synapse=np.flatnonzero(one["plastic"].values)).drop_vars("plastic")
+    one.attrs["decision_kind"] = str(one["decision_kind"].values)
+    return one.drop_vars("decision_kind")
+
+
+def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, responses: Mapping[str, np.ndarray],
+             candidates: Mapping[str, Allocation], *, noise=None, holdout: int | None = None,
+             solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, alpha: float = 0.01, dale: bool = True,
+             stable: bool = True, seed: int = 0, threads: int | None = 1) -> xr.Dataset:
+    """Which candidate set of synapses could have changed to produce the recorded ``responses``?
+
+    Every candidate is fitted on the fit probes (all candidates in one batch); ``holdout`` probes, drawn at random,
+    are left out of the fits and judge them.
+
+    Parameters
+    ----------
+    circuit, weights, probes, responses, noise, solver, tol, alpha, dale, stable, seed, threads
+        See :func:`fit_responses`.
+    candidates : dict
+        Name -> Allocation, e.g. :func:`projection_candidates` or :func:`region_candidates`.
+    holdout : int, optional
+        Probes held out of the fits (default a quarter of them; 0: judge on the fit probes).
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``candidate``, in ranked order (``place`` 1 first): candidates whose held-out responses are matched
+        (noise-free: relative residual < ``tol``; with noise: held-out p-value >= ``alpha``) come first, fewer
+        plastic synapses first among them; the others follow by held-out residual (with noise: held-out
+        chi-square per value), ties by fewer synapses. Variables as :func:`fit_responses` per candidate, plus
+        ``heldout_residual`` (and ``heldout_chi_square``, ``heldout_p_value``), ``matched`` (on fit and held-out
+        probes), ``plastic (candidate, synapse)`` and ``change``, ``decision_kind (candidate)``.
+    """
+    if not isinstance(candidates, Mapping) or not candidates:
+        raise ParameterError(f"The 'candidates' parameter must be a non-empty mapping of name -> Allocation. Got "
+                             f"{candidates!r:.80}.")
+    for name, alloc in candidates.items():
+        if not isinstance(alloc, Allocation) or set(alloc.masks) != set(circuit.weight_names):
+            raise ParameterError(f"candidates[{name!r}] must be an Allocation of circuit {circuit.name!r} (weights "
+                                 f"{list(circuit.weight_names)}). Got {alloc!r:.80}.")
+    return _run(circuit, weights, probes, responses, dict(candidates), noise=noise, holdout=holdout, solver=solver,
+                tol=tol, alpha=alpha, dale=dale, stable=stable, seed=seed, threads=threads)
+
+
+def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, solver, tol, alpha, dale, stable,
+         seed, threads) -> xr.Dataset:
+    tol = check_real("tol", tol, low=0.0, low_open=True)
+    alpha = check_real("alpha", alpha, low=0.0, high=1.0)
+    dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
+    solver = as_solver(solver, where="localize")
+    w0 = check_weights(circuit, weights)
+    rec = check_recording(circuit, probes, responses, noise)
+    fit_rows, held_rows = holdout_rows(rec.m, holdout, seed)
+    with torch_threads(threads):
+        out = _fit_all(circuit, w0, rec.take(fit_rows), list(candidates.values()), solver, tol, alpha, dale,
+                       stable, seed)
+        held = _judge(out["map"], out["theta"], rec.take(held_rows), tol) if held_rows.size else None
+    return _dataset(circuit, candidates, rec, out, held, fit_rows, held_rows, tol=tol, alpha=alpha, dale=dale,
+                    stable=stable, seed=seed)
+
+
+def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs: list[Allocation], solver: Solver,
+             tol: float, alpha: float, dale: bool, stable: bool, seed: int) -> dict:
+    """Fit every candidate on ``rec``, one problem each: exact deciders where affine, the LM elsewhere."""
+    union = _restrict(circuit, allocs, Allocation({k: np.ones(circuit.shape(k), dtype=bool)
+                                                   for k in circuit.weight_names}))[0]
+    index = union.indices
+    mask = torch.as_tensor(np.stack([np.concatenate([a.masks[k].flat[index[k]] for k in circuit.weight_names])
+                                     for a in allocs]), dtype=DTYPE)
+    to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
+    sd = rec.noise or {r: np.ones(circuit.region[r].size) for r in rec.regions}
+    steps = circuit.steps if rec.time else 1
+    per_probe = np.concatenate([np.tile(1.0 / sd[r], steps) for r in rec.regions])
+    scale = to_t(np.tile(per_probe, rec.m))
+    fmap = RecordedMap(circuit, union, {k: to_t(v) for k, v in w0.items()}, to_t(rec.probes), rec.regions, rec.time,
+                       mask, scale)
+    n = len(allocs)
+    targets = (flatten({r: to_t(v) for r, v in rec.responses.items()}, rec.regions, rec.time) * scale).expand(n, -1)
+    affine = fmap.affine(circuit.init_scale(union), seed)
+    signs = sign_bounds(circuit, union)
+    bounds = signs if dale and signs.active else None
+    need_stable = stable and circuit.dynamics == "steady"
+    if isinstance(solver, LeastSquares):  # as asked, also where not affine (a linearisation, not a decision)
+        use_exact = np.ones(n, dtype=bool)
+    else:
+        use_exact = affine if isinstance(solver, Auto) else np.zeros(n, dtype=bool)
+    theta = fmap.before.expand(n, -1).clone()
+    decision = np.full(n, LM_DECISION, dtype=np.int8)
+    for group in (use_exact, ~use_exact):
+        if not group.any():
+            continue
+        # each group is solved over the union of its own candidates only (fewer Jacobian columns)
+        rows = np.flatnonzero(group)
+        sub, cols = _restrict(circuit, [allocs[i] for i in rows], union)
+        sub_map = RecordedMap(circuit, sub, {k: to_t(v) for k, v in w0.items()}, fmap.probes, rec.regions,
+                              rec.time, mask[rows][:, cols], scale)
+        sub_bounds = sign_bounds(circuit, sub) if bounds is not None else None
+        if group is use_exact:
+            values = solve_exact(sub_map, targets[rows], sub_bounds, tol=tol)[0]
+            decision[rows] = BOUNDED_DECISION if bounds is not None else LEAST_SQUARES_DECISION
+        else:
+            lm = solver.resolve(False) if isinstance(solver, Auto) else solver
+            admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
+            values = multistart(sub_map, targets[rows], circuit.init_scale(sub), lm, seed=seed, tol=tol,
+                                bounds=sub_bounds, admissible=admissible).theta
+        theta[torch.as_tensor(rows)[:, None], torch.as_tensor(cols)[None]] = sub_map.effective(values).detach()
+    theta = fmap.effective(theta).detach()
+    exact = use_exact & affine & np.array([not (need_stable and plastic_in_loops(circuit, a.counts)) for a in allocs])
+    with torch.no_grad():
+        judged = _judge(fmap, theta, rec, tol)
+    jac = fmap.jacobian(theta).detach()
+    # each candidate's own columns (the others are zero): SVDs of (E, |A|) instead of (E, |union|)
+    rank = np.array([int(torch.linalg.matrix_rank(jac[p][:, mask[p] > 0])) if allocs[p].size else 0
+                     for p in range(n)], dtype=np.int64)
+    sizes = np.array([a.size for a in allocs], dtype=np.int64)
+    out = {"map": fmap, "theta": theta, "rank": rank, "n_plastic": sizes, "identifiable": rank == sizes,
+           "decision": decision, "exact": exact, "union": union, **judged}
+    if rec.noise is not None:
+        from scipy.stats import chi2
+
+        out["dof"] = rec.values - rank
+        out["p_value"] = np.where(out["dof"] > 0, chi2.sf(judged["chi_square"], np.maximum(out["dof"], 1)), 1.0)
+        out["matched"] = out["p_value"] >= alpha
+    if circuit.dynamics == "steady":
+        out["max_real_eig"] = max_real_eig(circuit, fmap.weights(theta))
+        if need_stable:
+            out["matched"] = out["matched"] & (out["max_real_eig"] < 1.0)
+    return out
+
+
+def _restrict(circuit: Circuit, allocs: list[Allocation], union: Allocation) -> tuple[Allocation, np.ndarray]:
+    """The union of ``allocs`` and where its plastic values sit among ``union``'s (both in weight order)."""
+    sub = Allocation({k: np.logical_or.reduce([a.masks[k] for a in allocs]) for k in circuit.weight_names},
+                     strategy="union", circuit_name=circuit.name)
+    inside = np.concatenate([sub.masks[k].flat[union.indices[k]] for k in circuit.weight_names])
+    return sub, np.flatnonzero(inside)
+
+
+def _judge(fmap: RecordedMap, theta: torch.Tensor, rec: Recording, tol: float) -> dict[str, np.ndarray]:
+    """Residuals of the fitted ``theta`` on ``rec``'s probes: relative (overall and per region), and chi-squares."""
+    with torch.no_grad():
+        pred = fmap.rates(theta, torch.as_tensor(rec.probes, dtype=DTYPE))
+    out: dict[str, np.ndarray] = {}
+    diff = {r: pred[r].numpy() - rec.responses[r][None] for r in rec.regions}
+    axes = tuple(range(1, 3 + rec.time))
+    sq = np.stack([(diff[r] ** 2).sum(axes) for r in rec.regions], axis=-1)  # (candidate, region)
+    norm = np.array([(rec.responses[r] ** 2).sum() for r in rec.regions])
+    tiny = np.finfo(np.float64).tiny
+    out["region_residual"] = np.sqrt(sq / np.maximum(norm, tiny))
+    out["residual"] = np.sqrt(sq.sum(-1) / max(norm.sum(), tiny))
+    out["matched"] = out["residual"] < tol
+    if rec.noise is not None:
+        sd = {r: rec.noise[r] for r in rec.regions}
+        out["region_chi_square"] = np.stack([((diff[r] / sd[r]) ** 2).sum(axes) for r in rec.regions], axis=-1)
+        out["chi_square"] = out["region_chi_square"].sum(-1)
+    return out
+
+
+def _places(circuit_noise: bool, judged: dict, n_plastic: np.ndarray, tol: float, alpha: float) -> np.ndarray:
+    """Ranking order of the candidates (indices, best first); see :func:`localize`."""
+    if circuit_noise:
+        from scipy.stats import chi2
+
+        values = judged["values"]
+        score = judged["chi_square"] / values
+        good = chi2.sf(judged["chi_square"], values) >= alpha
+    else:
+        score, good = judged["residual"], judged["residual"] < tol
+    score = np.nan_to_num(score, nan=np.inf)
+    return np.lexsort((score, n_plastic, np.where(good, 0.0, score), ~good))
+
+
+def _dataset(circuit: Circuit, candidates: dict, rec: Recording, out: dict, held: dict | None, fit_rows, held_rows,
+             *, tol: float, alpha: float, dale: bool, stable: bool, seed: int) -> xr.Dataset:
+    from scipy.stats import chi2
+
+    noisy = rec.noise is not None
+    c, reg, syn = "candidate", "region", "synapse"
+    data = {
+        "residual": (c, out["residual"], meta("responses_residual", tolerance=tol)),
+        "region_residual": ((c, reg), out["region_residual"], meta("region_residual")),
+        "rank": (c, out["rank"], meta("jacobian_rank")),
+        "identifiable": (c, out["identifiable"], meta("identifiable")),
+        "n_plastic": (c, out["n_plastic"], meta("n_plastic")),
+        "decision": (c, out["decision"], meta("decision")),
+        "decision_kind": (c, np.array([DECISION_KINDS[0] if e else DECISION_KINDS[1] for e in out["exact"]]),
+                          meta("decision_kind")),
+    }
+    if noisy:
+        data.update({"chi_square": (c, out["chi_square"], meta("chi_square")),
+                     "region_chi_square": ((c, reg), out["region_chi_square"], meta("region_chi_square")),
+                     "dof": (c, out["dof"], meta("dof")), "p_value": (c, out["p_value"], meta("p_value"))})
+    matched = out["matched"].copy()
+    judged = {"residual": out["residual"], "chi_square": out.get("chi_square"), "values": rec.values}
+    if held is not None:
+        held_values = rec.take(held_rows).values
+        data["heldout_residual"] = (c, held["residual"], meta("heldout_residual", tolerance=tol))
+        judged = {"residual": held["residual"], "chi_square": held.get("chi_square"), "values": held_values}
+        if not noisy:
+            matched &= held["residual"] < tol
+        else:
+            p_held = chi2.sf(held["chi_square"], held_values)
+            data["heldout_chi_square"] = (c, held["chi_square"], meta("heldout_chi_square"))
+            data["heldout_p_value"] = (c, p_held, meta("heldout_p_value"))
+            matched &= p_held >= alpha
+    data["matched"] = (c, matched, meta("responses_matched"))
+    if "max_real_eig" in out:
+        data["stable"] = (c, out["max_real_eig"] < 1.0, meta("stable"))
+        data["max_real_eig"] = (c, out["max_real_eig"], meta("max_real_eig"))
+    fmap, theta = out["map"], out["theta"].numpy()
+    before = fmap.before.numpy()
+    plastic = fmap.mask.numpy() > 0
+    data["theta"] = ((c, syn), theta, meta("theta"))
+    data["theta_before"] = (syn, before, meta("theta_before"))
+    data["change"] = ((c, syn), np.where(plastic, theta - before, 0.0), meta("change"))
+    data["plastic"] = ((c, syn), plastic, meta("plastic"))
+    weight, post, pre = [], [], []
+    for k, idx in out["union"].indices.items():
+        weight += [k] * idx.size
+        post.append(idx // circuit.shape(k)[1])
+        pre.append(idx % circuit.shape(k)[1])
+    coords = {c: (c, np.array(list(candidates), dtype=str), meta("candidate")),
+              reg: (reg, np.array(rec.regions, dtype=str), meta("region")),
+              syn: (syn, np.arange(before.size), meta("synapse")),
+              "synapse_weight": (syn, np.array(weight, dtype=str), meta("synapse_weight")),
+              "synapse_post": (syn, np.concatenate(post).astype(np.int64), meta("synapse_post")),
+              "synapse_pre": (syn, np.concatenate(pre).astype(np.int64), meta("synapse_pre"))}
+    order = _places(noisy, judged, out["n_plastic"], tol, alpha)
+    data["place"] = (c, np.empty(len(order), dtype=np.int64), meta("place"))
+    data["place"][1][order] = np.arange(1, len(order) + 1)
+    attrs = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "dynamics": circuit.dynamics,
+             "recorded_regions": ",".join(rec.regions), "time_resolved": int(rec.time), "noise": int(noisy),
+             "fit_probes": int(fit_rows.size), "heldout_probes": int(held_rows.size),
+             "heldout_index": ",".join(map(str, held_rows)), "tolerance": tol, "alpha": alpha, "dale": int(dale),
+             "stable": int(stable), "seed": seed,
+             "decision_kind": DECISION_KINDS[0] if out["exact"].all() else DECISION_KINDS[1], **_schema.versions()}
+    return xr.Dataset(data, coords=coords, attrs=attrs).isel({c: order})

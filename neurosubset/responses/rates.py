@@ -1,0 +1,219 @@
+"""Rates of any region as functions of the weights, and the batched map from plastic values to recorded responses.
+
+:func:`region_rates` evaluates the activity of named regions (hidden or output) with the equations of
+:func:`neurosubset.dynamics.forward`; :class:`RecordedMap` is the problem batch the solvers take (the protocol of
+:class:`neurosubset.dynamics.PlasticMap`: ``value_and_jacobian``, ``__call__``, ``jacobian``, ``subset``,
+``size``, ``weights``) with the recorded responses, noise-normalised, as its outputs and one problem per candidate
+set of plastic synapses.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .._checks import ParameterError
+from ..allocation import Allocation
+from ..circuit import Circuit
+from ..dynamics import DTYPE, _adjoint_jacobian, _adjoint_layout, _blocks, _drive, _phi, _selector, assemble, forward
+
+_AFFINE_RTOL = 1e-9  # as dynamics.is_affine: second differences of an affine map are rounding noise (~1e-15)
+RATE_DYNAMICS = ("feedforward", "discrete", "steady")  # where hidden regions can be recorded (and time steps)
+
+
+def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                 regions: Sequence[str], *, time: bool = False) -> dict[str, torch.Tensor]:
+    """Activity of ``regions`` (hidden or output) of ``circuit`` with ``weights`` on ``probes``.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    weights : dict
+        Weight name -> tensor ``(..., n_post, n_pre)``.
+    probes : torch.Tensor
+        ``(..., m, n_in)``, or ``(..., m, steps, n_in)`` for discrete dynamics.
+    regions : list of str
+        Non-input region names.
+    time : bool
+        Discrete dynamics only: every step ``t = 1..T`` (hidden ``h(t)``; outputs ``sum W h(t)`` plus input
+        projections from ``x(t)``), else the last step, which is what :func:`~neurosubset.dynamics.forward` reads out.
+
+    Returns
+    -------
+    dict
+        Region -> ``(..., m, size)``, or ``(..., m, steps, size)`` with ``time``. Units: the circuit's rate units.
+        Output regions equal the matching columns of :func:`~neurosubset.dynamics.forward`.
+    """
+    slices = circuit.slices("input")
+    if circuit.dynamics not in RATE_DYNAMICS:  # e.g. a dynamics added later: its read-out is all we can see
+        if time or any(circuit.region[r].role != "output" for r in regions):
+            raise ParameterError(f"Recording hidden regions or time steps needs dynamics in {list(RATE_DYNAMICS)}; "
+                                 f"circuit {circuit.name!r} has {circuit.dynamics!r}: record output regions only.")
+        out, where = forward(circuit, weights, probes), circuit.slices("output")
+        return {r: out[..., where[r]] for r in regions}
+    if circuit.dynamics == "feedforward":
+        states = {name: probes[..., s] for name, s in slices.items()}
+        for name in circuit.order:
+            role = circuit.region[name].role
+            if role != "input":
+                drive = _drive(circuit, name, weights, states)
+                states[name] = _phi(circuit, drive) if role == "hidden" else drive
+        return {r: states[r] for r in regions}
+    if circuit.dynamics == "steady":
+        neurons = circuit.slices(("hidden", "output"))
+        w_rec = _blocks(circuit, weights, list(neurons), list(neurons))
+        w_in = _blocks(circuit, weights, list(neurons), list(slices))
+        eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype)
+        lu, pivots = torch.linalg.lu_factor(eye - w_rec)  # not linalg.solve: see dynamics.forward
+        rates = torch.linalg.lu_solve(lu, pivots, w_in @ probes.transpose(-1, -2)).transpose(-1, -2)
+        return {r: rates[..., neurons[r]] for r in regions}
+    hidden = [r.name for r in circuit.regions if r.role == "hidden"]
+    outputs = [r for r in regions if circuit.region[r].role == "output"]
+    states = {name: probes.new_zeros(probes.shape[:-2] + (circuit.region[name].size,)) for name in hidden}
+    kept: dict[str, list[torch.Tensor]] = {r: [] for r in regions}
+    for t in range(circuit.steps):
+        inputs = {name: probes[..., t, s] for name, s in slices.items()}
+        states = {name: _phi(circuit, _drive(circuit, name, weights, {**states, **inputs})) for name in hidden}
+        if time or t == circuit.steps - 1:
+            seen = {**states, **inputs}
+            for r in regions:
+                kept[r].append(_drive(circuit, r, weights, seen) if r in outputs else states[r])
+    return {r: torch.stack(v, dim=-2) if time else v[0] for r, v in kept.items()}
+
+
+class RecordedMap:
+    """``theta -> R(theta)``: the recorded responses of one problem per candidate, noise-normalised and flattened.
+
+    Every problem shares the weights before learning ``w0`` and the probes; problem ``p`` may change only the
+    synapses of its candidate: its effective plastic values are ``mask_p * theta + (1 - mask_p) * w0`` over the
+    union of all candidates' synapses, so the values outside its candidate have no effect (zero Jacobian columns)
+    and report their value before learning.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    union : Allocation
+        Every synapse plastic in at least one candidate (``theta`` has its ``M = union.size`` entries).
+    w0 : dict
+        Weight name -> ``(n_post, n_pre)`` tensor, the weights before learning.
+    probes : torch.Tensor
+        ``(m, n_in)`` or ``(m, steps, n_in)``.
+    regions : list of str
+        Recorded regions, in the order of the flattened responses.
+    time : bool
+        Responses at every step (discrete dynamics), see :func:`region_rates`.
+    mask : torch.Tensor
+        ``(problem, M)`` float64, 1 where the synapse belongs to the problem's candidate.
+    scale : torch.Tensor
+        ``(E,)`` 1 / noise SD of each flattened response (ones without noise).
+
+    Notes
+    -----
+    Outputs ``(problem, E)``, ``E = m * sum(steps * size)``, probe-major, then region, then step, then neuron.
+    """
+
+    closed_form = False  # the Jacobian comes from torch.func (multistart then keeps autograd on)
+
+    def __init__(self, circuit: Circuit, union: Allocation, w0: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                 regions: Sequence[str], time: bool, mask: torch.Tensor, scale: torch.Tensor):
+        self.circuit, self.probes, self.regions, self.time = circuit, probes, list(regions), time
+        self.index = {k: torch.as_tensor(v, dtype=torch.long) for k, v in union.indices.items()}
+        masks = {k: torch.from_numpy(union.masks[k].copy()) for k in circuit.weight_names}
+        self.base = {k: w0[k].masked_fill(masks[k], 0.0) for k in circuit.weight_names}
+        self.before = torch.cat([w0[k].flatten()[self.index[k]] for k in circuit.weight_names])
+        self.mask, self.scale = mask, scale
+        self.size = union.size
+        self._layout = None
+        if circuit.nonlinearity == "linear" and circuit.dynamics in ("steady", "feedforward") and not time:
+            # r = A r + B x over all non-input neurons: the closed-form adjoint of dynamics.PlasticMap, read out at
+            # the recorded neurons instead of the outputs
+            neurons = ("hidden", "output")
+            select = torch.cat([_selector(circuit, neurons, r, DTYPE) for r in self.regions], dim=0)
+            self._layout = {**_adjoint_layout(circuit, union), "select": select}
+
+    def effective(self, theta: torch.Tensor) -> torch.Tensor:
+        """``(problem, M)`` values in effect: ``theta`` on each candidate's synapses, ``w0`` elsewhere."""
+        return self.mask * theta + (1.0 - self.mask) * self.before
+
+    def weights(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weight name -> ``(problem, n_post, n_pre)`` for ``theta`` ``(problem, M)``."""
+        out = assemble(self.base, self.index, self.effective(theta))
+        lead = theta.shape[:-1]  # weights without plastic entries come back unbatched: every block needs the dims
+        return {k: v if v.shape[:-2] == lead else v.expand(lead + v.shape[-2:]) for k, v in out.items()}
+
+    def rates(self, theta: torch.Tensor, probes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Region -> ``(problem, m[, steps], size)`` responses (not noise-normalised), on ``probes`` if given."""
+        return region_rates(self.circuit, self.weights(theta), self.probes if probes is None else probes,
+                            self.regions, time=self.time)
+
+    def __call__(self, theta: torch.Tensor) -> torch.Tensor:
+        """``R(theta) / noise`` of shape ``(problem, E)``."""
+        return flatten(self.rates(theta), self.regions, self.time) * self.scale
+
+    def subset(self, select: torch.Tensor) -> RecordedMap:
+        """The map over problems ``select`` (long ``(problem,)``, repeats allowed)."""
+        out = object.__new__(RecordedMap)
+        out.__dict__.update(self.__dict__)
+        out.mask = self.mask[select]
+        return out
+
+    def value_and_jacobian(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``R(theta)`` ``(problem, E)`` and ``dR/dtheta`` ``(problem, E, M)``."""
+        if self._layout is None or not self.size:
+            return self(theta), self.jacobian(theta)
+        return self._closed_form(theta)
+
+    def _closed_form(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear steady / feed-forward circuits: ``dr/dW_ij = (I - A)^-1 e_i r_j`` (the adjoint), masked."""
+        n = theta.shape[0]
+        probes = self.probes.expand((n,) + self.probes.shape)
+        out, jac = _adjoint_jacobian(self.circuit, self._layout, self.weights(theta), probes, with_outputs=True)
+        return out * self.scale, jac * self.scale.unsqueeze(-1) * self.mask.unsqueeze(-2)
+
+    def jacobian(self, theta: torch.Tensor, *, method: str = "auto") -> torch.Tensor:
+        """``dR/dtheta`` ``(problem, E, M)``, exact (never finite differences): the closed-form adjoint for linear
+        steady and feed-forward circuits; otherwise torch.func, forward mode (one JVP per plastic value) when
+        ``M <= E``, reverse mode (one VJP per response) otherwise (``method="autograd"`` forces torch.func)."""
+        n, size = theta.shape
+        e = self.scale.numel()
+        if n == 0 or size == 0:
+            return theta.new_zeros((n, e, size))
+        if self._layout is not None and method == "auto":
+            return self._closed_form(theta)[1]
+        if size <= e:
+            basis = torch.eye(size, dtype=theta.dtype).unsqueeze(1).expand(size, n, size)
+            cols = torch.func.vmap(lambda v: torch.func.jvp(self, (theta,), (v,))[1])(basis)
+            return cols.permute(1, 2, 0)
+        _, vjp = torch.func.vjp(self, theta)
+        basis = torch.eye(e, dtype=theta.dtype).unsqueeze(1).expand(e, n, e)
+        return torch.func.vmap(vjp)(basis)[0].permute(1, 0, 2)
+
+    def affine(self, sigma: np.ndarray, seed: int) -> np.ndarray:
+        """``(problem,)`` bool: whether each problem's responses are affine in its candidate's values.
+
+        ReLU: affine iff every synapse of the candidate targets an output region (read-outs are linear and feed
+        nothing back; anything upstream passes a ReLU). Linear dynamics: the responses are polynomial (rational
+        for steady) in the weights, affine iff their second difference along a random direction vanishes at random
+        points (two points, as :func:`neurosubset.dynamics.is_affine`).
+        """
+        n = self.mask.shape[0]
+        if self.circuit.nonlinearity == "relu":
+            to_out = torch.cat([torch.full((self.index[k].numel(),), self.circuit.region[
+                self.circuit.projection[k].post].role == "output") for k in self.circuit.weight_names])
+            return ((self.mask > 0) <= to_out).all(-1).numpy() if self.size else np.ones(n, dtype=bool)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xAFF,)))
+        ok = np.ones(n, dtype=bool)
+        for _ in range(2):
+            a, d = (torch.as_tensor(rng.standard_normal((n, self.size)) * sigma, dtype=DTYPE) for _ in range(2))
+            fp, f0, fm = self(a + d), self(a), self(a - d)
+            second = (fp - 2 * f0 + fm).abs().amax(-1)
+            size = (fp.abs() + 2 * f0.abs() + fm.abs()).amax(-1)
+            ok &= (second <= _AFFINE_RTOL * size).numpy()  # NaN (a singular draw) counts as not affine
+        return ok
+
+
+def flatten(rates: Mapping[str, torch.Tensor], regions: Sequence[str], time: bool = False) -> torch.Tensor:
+    """Region -> ``(..., m[, steps], size)`` concatenated to ``(..., E)``, probe-major (then region, step, neuron)."""
+    parts = [rates[r].flatten(-2) if time else rates[r] for r in regions]
+    return torch.cat(parts, dim=-1).flatten(-2)

@@ -1,0 +1,315 @@
+"""Fitting recorded responses (neurosubset.responses): region rates, localize, fit_responses, files, CLI.
+
+References are independent of the code under test: the ground truth that made the synthetic recording, numpy
+solves of the fixed point, per-row numpy least squares of a single linear layer (ranks and chi-squares), the
+chi2 distribution of scipy.stats, torch autograd against the closed-form Jacobian.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from scipy import stats
+
+import neurosubset as ns
+from neurosubset.cli import main
+from neurosubset.responses import (fit_responses, localize, projection_candidates, region_candidates, region_rates,
+                                   responses_dataset, weights_dataset)
+from neurosubset.responses.rates import RecordedMap
+
+MATCH_TOL = 1e-8  # the toolkit's match tolerance: matched residuals sit at 1e-13 .. 1e-16, unmatched >= 1e-3
+GAP = 1e-4  # an unmatched candidate's relative residual is O(0.1) here; far above MATCH_TOL
+QUICK_LM = ns.Auto(restarts=2, max_rounds=2, iterations=100)  # the LM only has to show it cannot match
+
+_REGIONS = """
+[regions.X]
+size = 6
+role = "input"
+[regions.A]
+size = 6
+role = "hidden"
+[regions.B]
+size = 5
+role = "hidden"
+[regions.OUT]
+size = 2
+role = "output"
+"""
+_PROJ = """
+[[projections]]
+pre = "{pre}"
+post = "{post}"
+p = {p}
+gain = {gain}
+"""
+
+
+def _circuit(dynamics: str, *, recurrent: bool = True, nonlinearity: str = "linear") -> ns.Circuit:
+    """X -> A (-> A) -> B -> OUT, small enough for a test."""
+    edges = [("X", "A", 1.0, 1.0)] + ([("A", "A", 0.5, 0.5)] if recurrent else []) + [("A", "B", 1.0, 1.0),
+                                                                                       ("B", "OUT", 1.0, 1.0)]
+    text = (f'name = "toy_{dynamics}"\ndynamics = "{dynamics}"\nnonlinearity = "{nonlinearity}"\nsteps = 3\n'
+            f"seed = 1\n" + _REGIONS + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
+    return ns.Circuit.from_toml_text(text)
+
+
+def _record(circuit, weights, probes, regions, *, time=False):
+    t = {k: torch.as_tensor(v) for k, v in weights.items()}
+    return {r: v.numpy() for r, v in region_rates(circuit, t, torch.as_tensor(probes), regions, time=time).items()}
+
+
+def _changed(circuit, w0, projection, rng, fraction=1.0):
+    """The weights after learning: ``fraction`` of ``projection``'s synapses moved by N(0, init SD^2)."""
+    w1 = {k: v.copy() for k, v in w0.items()}
+    present = circuit.structure[projection] & (rng.random(w0[projection].shape) < fraction)
+    w1[projection] = w0[projection] + present * rng.standard_normal(present.shape) * circuit.init_std[projection]
+    return w1
+
+
+# ------------------------------------------------------------------------------------------------ region rates
+def test_region_rates_match_forward_and_a_numpy_fixed_point(rng):
+    for dyn in ("feedforward", "discrete", "steady"):
+        c = _circuit(dyn, recurrent=dyn != "feedforward")
+        w = c.sample_weights(rng)
+        x = c.sample_probes(4, rng)
+        rates = _record(c, w, x, ["A", "B", "OUT"])
+        out = ns.dynamics.forward(c, {k: torch.as_tensor(v) for k, v in w.items()}, torch.as_tensor(x)).numpy()
+        np.testing.assert_allclose(rates["OUT"], out, rtol=1e-13, atol=1e-14, err_msg=dyn)
+    # steady: r = W r + W_in x solved by numpy on the hand-built block matrix (A: 0..5, B: 6..10, OUT: 11..12)
+    c = _circuit("steady")
+    w, x = c.sample_weights(rng), c.sample_probes(4, rng)
+    big, w_in = np.zeros((13, 13)), np.zeros((13, 6))
+    big[0:6, 0:6], big[6:11, 0:6], big[11:13, 6:11] = w["A->A"], w["A->B"], w["B->OUT"]
+    w_in[0:6] = w["X->A"]
+    r = np.linalg.solve(np.eye(13) - big, w_in @ x.T).T
+    rates = _record(c, w, x, ["A", "B"])
+    np.testing.assert_allclose(rates["A"], r[:, 0:6], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(rates["B"], r[:, 6:11], rtol=1e-12, atol=1e-13)
+    # discrete, every step: h_A(t) = W_AA h_A(t-1) + W_XA x(t), h_B(t) = W_AB h_A(t-1), h(0) = 0
+    c = _circuit("discrete")
+    w, x = c.sample_weights(rng), c.sample_probes(2, rng)
+    rates = _record(c, w, x, ["A", "B"], time=True)
+    ha, hb = np.zeros((2, 6)), np.zeros((2, 5))
+    for t in range(3):
+        ha, hb = ha @ w["A->A"].T + x[:, t] @ w["X->A"].T, ha @ w["A->B"].T
+        np.testing.assert_allclose(rates["A"][:, t], ha, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(rates["B"][:, t], hb, rtol=1e-12, atol=1e-13)
+
+
+def test_closed_form_jacobian_equals_autograd(rng):
+    c = _circuit("steady")
+    union = ns.Allocation.from_masks(c, {"A->A": c.structure["A->A"], "A->B": c.structure["A->B"]})
+    w0 = {k: torch.as_tensor(v) for k, v in c.sample_weights(rng).items()}
+    mask = torch.as_tensor(rng.random((3, union.size)) < 0.6, dtype=torch.float64)
+    scale = torch.as_tensor(rng.uniform(0.5, 2.0, 5 * 11))
+    fmap = RecordedMap(c, union, w0, torch.as_tensor(c.sample_probes(5, rng)), ["A", "B"], False, mask, scale)
+    assert fmap._layout is not None  # the closed form is what runs
+    theta = torch.as_tensor(rng.standard_normal((3, union.size)) * 0.2)
+    value, jac = fmap.value_and_jacobian(theta)
+    np.testing.assert_allclose(value.numpy(), fmap(theta).numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(jac.numpy(), fmap.jacobian(theta, method="autograd").numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ localize
+@pytest.mark.parametrize("dynamics,time", [("steady", False), ("discrete", True), ("feedforward", False)])
+def test_localize_finds_the_changed_projection(dynamics, time):
+    # ground truth: only A->B changed; A, B and OUT recorded. A->B explains everything; every other projection
+    # leaves B's mismatch (B depends on A->B given the recorded A, and X->A / A->A would also move the recorded A)
+    rng = np.random.default_rng(7)
+    c = _circuit(dynamics, recurrent=dynamics != "feedforward")
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "A->B", rng)
+    x = c.sample_probes(20, rng)
+    rec = _record(c, w1, x, ["A", "B", "OUT"], time=time)
+    ds = localize(c, w0, x, rec, projection_candidates(c), holdout=5, solver=QUICK_LM)
+    assert str(ds.candidate[0].values) == "A->B" and int(ds.place[0]) == 1, ds[["residual", "place"]]
+    best = ds.sel(candidate="A->B")
+    assert bool(best.matched) and float(best.heldout_residual) < MATCH_TOL, float(best.heldout_residual)
+    assert best.decision_kind.item() == "exact"  # affine in A->B: least squares
+    others = ds.drop_sel(candidate="A->B")
+    assert not others.matched.any(), others[["residual", "matched"]]
+    assert (others.residual > GAP).all(), others.residual.values
+    # identifiable: A's activity on the 15 fit probes has rank 6 (6 inputs), each B row has 6 plastic synapses
+    assert bool(best.identifiable) and int(best["rank"]) == int(best.n_plastic) == 30
+    np.testing.assert_allclose(best.theta.values[best.plastic.values],
+                               w1["A->B"][c.structure["A->B"]], rtol=1e-9, atol=1e-12)
+
+
+def test_localize_ranks_ties_by_fewer_synapses():
+    # per-region candidates over the same truth: region B (= A->B only) and a superset candidate both match
+    rng = np.random.default_rng(3)
+    c = _circuit("feedforward", recurrent=False)
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "A->B", rng)
+    x = c.sample_probes(30, rng)
+    rec = _record(c, w1, x, ["A", "B", "OUT"])  # without A, X->A could stand in for A->B (B = W_AB W_XA x)
+    cands = region_candidates(c)
+    cands["A->B + B->OUT"] = ns.Allocation.from_masks(c, {"A->B": c.structure["A->B"],
+                                                          "B->OUT": c.structure["B->OUT"]})
+    ds = localize(c, w0, x, rec, cands)
+    assert list(ds.candidate.values[:2]) == ["B", "A->B + B->OUT"], ds[["residual", "n_plastic", "place"]]
+    assert ds.matched.values[:2].all() and not ds.matched.values[2:].any()
+
+
+# ------------------------------------------------------------------------------------------------ identifiability
+def _one_layer_rows(rng, counts, d=6):
+    c = ns.feedforward([d, len(counts)])
+    masks = np.zeros((len(counts), d), dtype=bool)
+    for i, k in enumerate(counts):
+        masks[i, rng.choice(d, size=k, replace=False)] = True
+    return c, ns.Allocation.from_masks(c, {"W1": masks}), masks
+
+
+@pytest.mark.parametrize("m", [2, 3, 8])
+def test_identifiability_against_a_hand_computed_rank(m):
+    # y = W x on m probes: the Jacobian of row i's plastic entries is X[:, A_i] (m x k_i), rows independent, so
+    # rank = sum_i rank(X[:, A_i]) (= sum_i min(k_i, m) for generic X), computed here by numpy
+    rng = np.random.default_rng(m)
+    c, alloc, masks = _one_layer_rows(rng, [4, 2, 0, 3])
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "W1", rng)
+    w1["W1"] = np.where(masks, w1["W1"], w0["W1"])  # only the allocation's synapses changed
+    x = c.sample_probes(m, rng)
+    ds = fit_responses(c, alloc, x, _record(c, w1, x, ["L1"]), w0)
+    hand = sum(np.linalg.matrix_rank(x[:, row]) for row in masks if row.any())
+    assert int(ds["rank"]) == hand == sum(min(int(k), m) for k in masks.sum(1)), (int(ds["rank"]), hand)
+    assert bool(ds.identifiable) == (hand == alloc.size) and bool(ds.matched)
+    assert ds.attrs["decision_kind"] == "exact" and float(ds.residual) < MATCH_TOL
+
+
+def test_region_residuals_and_fitted_values_of_one_allocation(rng):
+    # truth: A->B changed; candidate B->OUT cannot touch B, so B keeps its before-learning error, and the read-out
+    # rows are the least-squares fits of the recorded OUT on the before-learning B (numpy lstsq per row)
+    c = _circuit("steady")
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "A->B", rng)
+    x = c.sample_probes(12, rng)
+    rec = _record(c, w1, x, ["B", "OUT"])
+    ds = fit_responses(c, projection_candidates(c)["B->OUT"], x, rec, w0)
+    b0 = _record(c, w0, x, ["B"])["B"]
+    hand = np.linalg.norm(b0 - rec["B"]) / np.linalg.norm(rec["B"])
+    np.testing.assert_allclose(float(ds.region_residual.sel(region="B")), hand, rtol=1e-9)
+    rows = np.stack([np.linalg.lstsq(b0, rec["OUT"][:, i], rcond=None)[0] for i in range(2)])
+    np.testing.assert_allclose(ds.theta.values, rows.ravel(), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ds.theta_before.values, w0["B->OUT"].ravel(), rtol=0, atol=0)
+    assert not bool(ds.matched) and bool(ds.identifiable) and ds.attrs["decision_kind"] == "exact"
+
+
+# ------------------------------------------------------------------------------------------------ noise
+def test_chi_square_of_the_true_candidate_follows_its_degrees_of_freedom():
+    # single layer, every row with 3 plastic synapses, m = 10 probes, 4 outputs: N = 40 values, M = 12 => dof 28.
+    # The fit is weighted least squares, so at its minimum chi2 ~ chi2(28) exactly (Gaussian noise); per row the
+    # minimum is also computed here by numpy lstsq
+    sd, chis = 0.05, []
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        c, alloc, masks = _one_layer_rows(rng, [3, 3, 3, 3])
+        w0 = c.sample_weights(rng)
+        w1 = {"W1": np.where(masks, w0["W1"] + rng.standard_normal(masks.shape), w0["W1"])}
+        x = c.sample_probes(10, rng)
+        y = _record(c, w1, x, ["L1"])["L1"] + sd * rng.standard_normal((10, 4))
+        ds = fit_responses(c, alloc, x, {"L1": y}, w0, noise=sd)
+        hand = 0.0
+        for i, row in enumerate(masks):
+            target = y[:, i] - x[:, ~row] @ w0["W1"][i, ~row]
+            sol = np.linalg.lstsq(x[:, row], target, rcond=None)[0]
+            hand += float(((x[:, row] @ sol - target) ** 2).sum()) / sd**2
+        np.testing.assert_allclose(float(ds.chi_square), hand, rtol=1e-8)
+        assert int(ds.dof) == 28 and int(ds["rank"]) == 12
+        np.testing.assert_allclose(float(ds.p_value), stats.chi2.sf(hand, 28), rtol=1e-8)
+        chis.append(hand)
+    low, high = stats.chi2.ppf([0.0005, 0.9995], 28)
+    assert all(low < v < high for v in chis), chis
+    total_low, total_high = stats.chi2.ppf([0.001, 0.999], 28 * len(chis))
+    assert total_low < sum(chis) < total_high, (sum(chis), total_low, total_high)
+
+
+def test_localize_with_noise_keeps_the_true_projection_first():
+    rng = np.random.default_rng(11)
+    c = _circuit("steady", recurrent=False)
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "A->B", rng)
+    x = c.sample_probes(24, rng)
+    clean = _record(c, w1, x, ["A", "B", "OUT"])
+    sd = {r: 0.01 * clean[r].std(0) + 1e-3 for r in clean}
+    noisy = {r: v + sd[r] * rng.standard_normal(v.shape) for r, v in clean.items()}
+    ds = localize(c, w0, x, noisy, projection_candidates(c), noise=sd, holdout=6)
+    assert str(ds.candidate[0].values) == "A->B" and bool(ds.matched[0]), ds[["chi_square", "p_value"]]
+    assert not ds.matched.values[1:].any()
+    assert float(ds.heldout_p_value[0]) > 0.001 and (ds.heldout_p_value.values[1:] < 1e-6).all()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _toy_inputs(rng):
+    c = _circuit("steady")
+    w0 = c.sample_weights(rng)
+    x = c.sample_probes(6, rng)
+    return c, w0, x, _record(c, w0, x, ["B", "OUT"])
+
+
+@pytest.mark.parametrize("case,field", [
+    ("unknown region", "Region 'LGN' (in 'responses') does not exist"),
+    ("input region", "responses['X']: 'X' is an input region"),
+    ("probe count", "responses['B'] must have shape (6, 5)"),
+    ("neuron count", "responses['OUT'] must have shape (6, 2)"),
+    ("missing weight", "The 'weights' parameter lacks weight(s) ['A->B']"),
+    ("weight shape", "weights['B->OUT'] must have shape (2, 5)"),
+    ("probe shape", "The 'probes' parameter must have shape (m, 6)"),
+    ("noise region", "The 'noise' parameter lacks recorded region 'OUT'"),
+])
+def test_bad_input_is_refused_in_one_line_naming_the_field(rng, case, field):
+    c, w0, x, rec = _toy_inputs(rng)
+    noise = None
+    if case == "unknown region":
+        rec = {**rec, "LGN": rec["B"]}
+    elif case == "input region":
+        rec = {**rec, "X": x}
+    elif case == "probe count":
+        rec = {**rec, "B": rec["B"][:5]}
+    elif case == "neuron count":
+        rec = {**rec, "OUT": rec["OUT"][:, :1]}
+    elif case == "missing weight":
+        w0 = {k: v for k, v in w0.items() if k != "A->B"}
+    elif case == "weight shape":
+        w0 = {**w0, "B->OUT": w0["B->OUT"][:, :4]}
+    elif case == "probe shape":
+        x = x[:, :2]
+    elif case == "noise region":
+        noise = {"B": 0.1}
+    with pytest.raises(ns.ParameterError) as err:
+        localize(c, w0, x, rec, projection_candidates(c), noise=noise)
+    message = str(err.value)
+    assert field in message and "\n" not in message, message
+
+
+# ------------------------------------------------------------------------------------------------ files and CLI
+def test_cli_localize_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    c = _circuit("steady", recurrent=False)
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "B->OUT", rng)
+    x = c.sample_probes(16, rng)
+    rec = _record(c, w1, x, ["B", "OUT"])
+    spec = tmp_path / "toy.toml"
+    spec.write_text(c.to_toml())
+    weights_dataset(c, w0).to_netcdf(tmp_path / "W.nc", engine="h5netcdf")
+    responses_dataset(c, x, rec).to_netcdf(tmp_path / "R.nc", engine="h5netcdf")
+    out = tmp_path / "OUT.nc"
+    args = ["localize", str(spec), "--weights", str(tmp_path / "W.nc"), "--responses", str(tmp_path / "R.nc"),
+            "--candidates", "projections", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "B->OUT" in printed.splitlines()[1], printed  # the table's first row is the best candidate
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        ds = ds.load()
+    assert str(ds.candidate[0].values) == "B->OUT" and bool(ds.matched[0]) and not ds.matched[1:].any()
+    assert main(args) == 2  # the output exists: refused without --overwrite
+    # a weights file missing a projection: one line naming it, exit 2
+    weights_dataset(c, w0).drop_vars("A_to_B").to_netcdf(tmp_path / "W2.nc", engine="h5netcdf")
+    args[3] = str(tmp_path / "W2.nc")
+    args[-1] = str(tmp_path / "OUT2.nc")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks weight(s) ['A->B']" in err and "\n" not in err, err
