@@ -30,6 +30,7 @@ from .circuit import Projection as Projection
 from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
+from .simulate import simulate as simulate
 from .connectome import celegans as celegans  # cect itself is imported only when a connectome is built
 from .spiking import spiking_check as spiking_check  # brian2 itself is imported only when a check runs
 from .spiking import spiking_compare as spiking_compare
@@ -58,6 +59,8 @@ __version__ = _version()
 __all__ = [
     # circuits
     "Circuit", "Region", "Projection", "feedforward", "linear_rnn", "celegans", "CircuitSpecError",
+    # continuous-time trajectories
+    "simulate",
     # allocations
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark

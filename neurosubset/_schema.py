@@ -213,6 +213,17 @@ VARIABLES.update({
                                                 "are trusted by their status alone)"},
 })
 
+# continuous-time simulation (neurosubset.simulate); the package's time unit is the second
+VARIABLES.update({
+    "output": {"long_name": "output rates y(t) (output regions, linear read-outs)", "units": "1"},
+    "hidden_rate": {"long_name": "hidden rates h(t)", "units": "1"},
+    "time": {"long_name": "time since the probe's onset", "units": "s"},
+    "input": {"long_name": "probe input held over each interval", "units": "1"},
+    "interval_start": {"long_name": "start of each input interval", "units": "s"},
+    "max_real_jacobian": {"long_name": "largest real part of the eigenvalues of the vector field's Jacobian at "
+                                       "the final state (T^-1 (-I + diag(phi'(z)) W_rec))", "units": "s-1"},
+})
+
 
 def fill_value(dtype: np.dtype) -> Any:
     """The 'not computed' value of a stored variable: NaN for floats, False for booleans, 0 for integers (0 is

@@ -16,9 +16,10 @@ from typing import Any
 from ._checks import CircuitSpecError, check_choice, check_int, check_real
 
 ROLES = ("input", "hidden", "output")
-DYNAMICS = ("feedforward", "discrete", "steady")
-NONLINEARITIES = ("linear", "relu")
-_SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections")
+DYNAMICS = ("feedforward", "discrete", "steady", "continuous")
+NONLINEARITIES = ("linear", "relu", "tanh", "softplus")
+_CONTINUOUS_KEYS = ("tau", "duration", "dt", "readout")  # dynamics "continuous" only (seconds)
+_SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections") + _CONTINUOUS_KEYS
 _REGION_KEYS = ("size", "role", "sign", "neurons")
 _PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights")
 INIT_MODES = ("gain", "count")
@@ -233,7 +234,7 @@ def topological_order(regions: Sequence[Region], projections: Sequence[Projectio
     if len(order) != len(regions):
         cyc = [n for n in indeg if indeg[n] > 0 and _reaches(projections, n, n)]
         raise CircuitSpecError(f"'feedforward' dynamics needs an acyclic projection graph; regions {cyc} lie "
-                               f"on a cycle. Use dynamics 'discrete' or 'steady' for recurrent circuits.")
+                               f"on a cycle. Use dynamics 'discrete', 'steady' or 'continuous' for recurrent circuits.")
     return order
 
 
@@ -273,9 +274,15 @@ def to_spec(circuit: Any) -> dict[str, Any]:
             if getattr(p, key) is not None:
                 entry[key] = [[i, j, int(c) if c == int(c) else c] for i, j, c in getattr(p, key)]
         projections.append(entry)
-    return {"name": circuit.name, "dynamics": circuit.dynamics, "steps": circuit.steps,
-            "nonlinearity": circuit.nonlinearity, "seed": circuit.seed, "regions": regions,
-            "projections": projections}
+    out = {"name": circuit.name, "dynamics": circuit.dynamics, "steps": circuit.steps,
+           "nonlinearity": circuit.nonlinearity, "seed": circuit.seed, "regions": regions,
+           "projections": projections}
+    for key in _CONTINUOUS_KEYS:  # written only where set (continuous dynamics): other specs keep their text
+        value = getattr(circuit, key, None)
+        if value is not None:
+            out[key] = dict(value) if key == "tau" and isinstance(value, tuple) else (
+                list(value) if isinstance(value, tuple) else value)
+    return out
 
 
 def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any]:
@@ -325,7 +332,7 @@ def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any
     return {"regions": tuple(regions), "projections": tuple(projections),
             "dynamics": spec.get("dynamics", "feedforward"), "steps": spec.get("steps", 1),
             "nonlinearity": spec.get("nonlinearity", "linear"), "seed": spec.get("seed", 0),
-            "name": spec.get("name", "circuit")}
+            "name": spec.get("name", "circuit"), **{k: spec.get(k) for k in _CONTINUOUS_KEYS}}
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

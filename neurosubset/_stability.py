@@ -10,6 +10,13 @@ projection graph makes ``W`` block triangular, so ``eig W`` is the union of the 
 of each loop (a component with a cycle) and zeros (regions outside any loop, read-outs included, which never
 project). A projection between two components, from an input, or onto a read-out never moves an eigenvalue.
 
+Continuous dynamics (``T dh/dt = -h + W h + input``, ``T = diag(tau)`` over the hidden neurons): the linear fixed
+point is stable iff ``max Re eig(T^{-1} (W - I)) < 0``. A slow inhibitory population can destabilise a circuit
+that is stable with equal taus. ``T^{-1}`` keeps the block structure, so the loops still carry the eigenvalues
+(regions outside loops give ``-1 / tau < 0``). To keep one threshold (``< 1``) for every caller, a loop's value
+is reported on the steady scale ``1 + tau_max max Re eig(T^{-1} (W - I))`` (``tau_max`` the loop's largest tau):
+the same sign test, and exactly ``max Re(eig W)`` when the loop's taus are equal.
+
 This module reads circuits by duck typing (``regions``, ``projections``, ``region``, ``slices``, ``block_slices``,
 ``sample_weights``, ``structure``, ``seed``) so that :mod:`neurosubset.circuit` can call it while being built.
 """
@@ -103,6 +110,25 @@ def loop_matrix(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.ndar
     return out
 
 
+def stability_applies(circuit: Any) -> bool:
+    """Whether the ``stable`` option acts on ``circuit``: steady circuits and linear continuous ones (whose fixed
+    point is the limit of the trajectory); feed-forward, discrete and nonlinear continuous ones have none to keep."""
+    return circuit.dynamics == "steady" or (circuit.dynamics == "continuous" and circuit.nonlinearity == "linear")
+
+
+def _loop_values(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.ndarray:
+    """``max Re(eig)`` of ``loop``'s block per leading index; for continuous circuits on the steady scale
+    ``1 + tau_max max Re eig(T^-1 (W - I))`` (see the module docstring)."""
+    block = loop_matrix(circuit, loop, weights)
+    if getattr(circuit, "dynamics", None) != "continuous":
+        return _eigvals(block).real.max(-1)
+    from ._continuous import neuron_taus
+
+    taus = neuron_taus(circuit, loop.regions)
+    gen = (block - np.eye(taus.size)) / taus[:, None]
+    return 1.0 + taus.max() * _eigvals(gen).real.max(-1)
+
+
 def max_real_eig(circuit: Any, weights: Mapping[str, Any]) -> np.ndarray:
     """``max Re(eig W)`` of the recurrent matrix of the fixed point (all non-input neurons), per leading index.
 
@@ -120,8 +146,7 @@ def max_real_eig(circuit: Any, weights: Mapping[str, Any]) -> np.ndarray:
     lead = np.shape(next(iter(weights.values())))[:-2]
     best = np.zeros(lead)
     for loop in loops(circuit):
-        vals = _eigvals(loop_matrix(circuit, loop, _numpy(weights, loop.projections)))
-        best = np.maximum(best, vals.real.max(-1))
+        best = np.maximum(best, _loop_values(circuit, loop, _numpy(weights, loop.projections)))
     return best
 
 
@@ -206,7 +231,7 @@ def spec_stability(circuit: Any, draws: int | None = None) -> SpecStability:
         for name in names:
             stack[name].append(w[name])
     weights = {k: np.stack(v) for k, v in stack.items()}
-    per_loop = [_eigvals(loop_matrix(circuit, loop, weights)).real.max(-1) for loop in found]
+    per_loop = [_loop_values(circuit, loop, weights) for loop in found]
     worst = np.max(per_loop, axis=0)
     return SpecStability(draws, float((worst >= 1.0).mean()), found,
                          tuple(float((v >= 1.0).mean()) for v in per_loop),
@@ -225,6 +250,11 @@ def check_steady_spec(circuit: Any) -> SpecStability:
         lowers the fraction when followed.
     """
     found = spec_stability(circuit)
+    if found.unstable_fraction > REFUSE_FRACTION and circuit.dynamics == "continuous":
+        raise CircuitSpecError(
+            f"The recurrent part of linear continuous circuit {circuit.name!r} is unstable in "
+            f"{found.unstable_fraction:.0%} of {found.draws} teacher draws (max Re eig(T^-1 (W - I)) >= 0; at most "
+            f"{REFUSE_FRACTION:.0%} unstable draws are accepted). {_sentence(found.suggestion(circuit))}.")
     if found.unstable_fraction > REFUSE_FRACTION:
         raise CircuitSpecError(
             f"The recurrent part of steady circuit {circuit.name!r} is unstable in {found.unstable_fraction:.0%} of "

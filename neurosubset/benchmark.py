@@ -39,7 +39,7 @@ from . import _schema
 from ._checks import CircuitSpecError, NonFiniteOutputWarning, ParameterError, check_int, check_real
 from ._memory import check_fit
 from ._schema import NON_FINITE, UNSTABLE, meta, var_name, version
-from ._stability import loops, max_real_eig, plastic_in_loops
+from ._stability import loops, max_real_eig, plastic_in_loops, stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
@@ -89,7 +89,7 @@ def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int 
     drawn again from the same stream (the draws are then the init distribution conditioned on stability); a
     trial whose first draws are stable is the same as without ``stable``.
     """
-    stable = stable and circuit.dynamics == "steady" and bool(loops(circuit))
+    stable = stable and stability_applies(circuit) and bool(loops(circuit))
     teachers, students, probes = [], [], []
     rejected = np.zeros((trials, 2), dtype=np.int64)
     for k, i in enumerate(range(first, first + trials)):
@@ -221,7 +221,9 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     stable : bool
         Steady circuits: count a match only if the student's fixed point is stable (``max Re(eig W) < 1``), keep
         restarting trials that land on unstable solutions, and draw teacher and student from the init
-        distribution conditioned on stability (rejected draws counted). Ignored for other dynamics.
+        distribution conditioned on stability (rejected draws counted). Linear continuous circuits likewise, with
+        their criterion ``max Re eig(T^-1 (W - I)) < 0`` (``max_real_eig`` is then reported on the steady scale,
+        see :mod:`neurosubset._stability`). Ignored for other dynamics.
     restarts, max_rounds, steps, widen
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
@@ -260,7 +262,7 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     targets = forward(circuit, teacher, fmap.probes).flatten(-2)
     signs = sign_bounds(circuit, alloc)
     bounds = signs if dale and signs.active else None
-    steady = circuit.dynamics == "steady"
+    steady = stability_applies(circuit)  # steady, or linear continuous (max Re eig(T^-1 (W - I)) < 0)
     need_stable = stable and steady
     admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
     if isinstance(solver, Auto):  # exact deciders wherever the problem allows one, the LM otherwise

@@ -13,6 +13,9 @@ Dynamics (``x`` the probe, ``phi`` the nonlinearity of hidden regions, output re
 - ``"steady"``: the fixed point ``r = W_rec r + W_in x`` over all non-input neurons, i.e.
   ``r = (I - W_rec)^{-1} W_in x`` (linear only): the fixed point of ``tau dr/dt = -r + W_rec r + W_in x``,
   stable iff ``max Re(eig W_rec) < 1``; specs whose teacher draws are mostly unstable are rejected.
+- ``"continuous"``: ``T dh/dt = -h + phi(W_rec h + W_in x(t))`` over the hidden neurons for ``duration`` (s), ``x(t)``
+  constant over ``steps`` intervals, outputs read out at the ``readout`` times (default the end), concatenated;
+  ``tau``, ``dt``, the exact (linear) and RK4 integrators and the checks: :mod:`neurosubset._continuous`.
 
 Initial weights: entry ``(i, j)`` of projection ``pre->post`` is present with probability ``p`` (fixed by the
 circuit's structural ``seed``) and drawn ``N(0, gain^2 / (p * n_pre))`` (variance over the expected in-degree).
@@ -41,7 +44,8 @@ from ._spec import NONLINEARITIES as NONLINEARITIES
 from ._spec import ROLES as ROLES
 from ._spec import Projection as Projection
 from ._spec import Region as Region
-from ._stability import SpecStability, check_steady_spec, spec_stability
+from . import _continuous
+from ._stability import SpecStability, check_steady_spec, spec_stability, stability_applies
 from .connectivity import circuit_arguments, init_sd, resolve_connectivity_file, triples_to_dense
 from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to_spec, topological_order
 
@@ -54,15 +58,16 @@ class Circuit:
     ----------
     regions : tuple of Region
     projections : tuple of Projection
-    dynamics : {"feedforward", "discrete", "steady"}
+    dynamics : {"feedforward", "discrete", "steady", "continuous"}
     steps : int
-        Number of time steps ``T`` for ``"discrete"`` dynamics (ignored otherwise).
-    nonlinearity : {"linear", "relu"}
-        Applied to hidden regions (``"steady"`` must be linear).
+        Number of time steps ``T`` for ``"discrete"`` dynamics, of input intervals for ``"continuous"``.
+    nonlinearity : {"linear", "relu", "tanh", "softplus"}
+        Applied to hidden regions (``"steady"`` must be linear; tanh and softplus need ``"continuous"``).
     seed : int
         Seed of the structural sparsity (which synapses exist).
     name : str
         A label stored with results.
+    tau, duration, dt, readout : ``"continuous"`` only (seconds; ``tau`` a number or a dict per hidden region)
 
     Examples
     --------
@@ -77,6 +82,10 @@ class Circuit:
     nonlinearity: str = "linear"
     seed: int = 0
     name: str = "circuit"
+    tau: float | tuple[tuple[str, float], ...] | None = None  # continuous only (s); a dict is stored as pairs
+    duration: float | None = None
+    dt: float | None = None
+    readout: tuple[float, ...] | None = None
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -86,16 +95,17 @@ class Circuit:
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES, error=CircuitSpecError)
         object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1, error=CircuitSpecError))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
+        _continuous.check_fields(self)  # tau, duration, dt, readout, nonlinearity: checked and normalised
         check_graph(self.regions, self.projections)
         _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
         if self.dynamics == "feedforward":
             topological_order(self.regions, self.projections)  # raises on cycles
-        if self.dynamics == "steady":
-            if self.nonlinearity != "linear":
-                raise CircuitSpecError("'steady' dynamics needs nonlinearity 'linear' (the fixed point of a "
-                                       f"nonlinear circuit is not unique). Got {self.nonlinearity!r}.")
-            # stable iff max Re(eig W) < 1, judged on teacher draws; refused when most draws are unstable
-            # (inhibition-stabilized circuits, radius > 1 with real parts < 1, are accepted)
+        if self.dynamics == "steady" and self.nonlinearity != "linear":
+            raise CircuitSpecError("'steady' dynamics needs nonlinearity 'linear' (the fixed point of a "
+                                   f"nonlinear circuit is not unique). Got {self.nonlinearity!r}.")
+        if stability_applies(self):  # steady: max Re(eig W) < 1; linear continuous: max Re eig(T^-1 (W - I)) < 0
+            # judged on teacher draws; refused when most draws are unstable (inhibition-stabilized circuits, radius
+            # > 1 with real parts < 1, are accepted)
             object.__setattr__(self, "stability", check_steady_spec(self))
 
     # ------------------------------------------------------------------ derived structure
@@ -243,8 +253,8 @@ class Circuit:
 
     @property
     def n_out(self) -> int:
-        """Length of one output vector (output regions concatenated in declaration order)."""
-        return self.n_neurons("output")
+        """Length of one output vector (output regions in declaration order; continuous: once per read-out time)."""
+        return self.n_neurons("output") * (len(_continuous.readout_times(self)) if self.dynamics == "continuous" else 1)
 
     @cached_property
     def structure(self) -> dict[str, np.ndarray]:
@@ -296,7 +306,7 @@ class Circuit:
         Computed (and checked) when a steady circuit is built: :func:`neurosubset._stability.check_steady_spec`
         refuses a spec with more than half of 200 draws at ``max Re(eig W) >= 1``. Other dynamics: no draws.
         """
-        return spec_stability(self) if self.dynamics == "steady" else SpecStability(0, 0.0, (), (), ())
+        return spec_stability(self) if stability_applies(self) else SpecStability(0, 0.0, (), (), ())
 
     @cached_property
     def expected_spectral_radius(self) -> float:
@@ -348,8 +358,8 @@ class Circuit:
         return out
 
     def probe_shape(self, m: int) -> tuple[int, ...]:
-        """Shape of ``m`` probes: ``(m, n_in)``, or ``(m, steps, n_in)`` for discrete dynamics."""
-        return (m, self.steps, self.n_in) if self.dynamics == "discrete" else (m, self.n_in)
+        """Shape of ``m`` probes: ``(m, n_in)``, or ``(m, steps, n_in)`` for discrete and continuous dynamics."""
+        return (m, self.steps, self.n_in) if self.dynamics in ("discrete", "continuous") else (m, self.n_in)
 
     def sample_probes(self, m: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``m`` probes with iid N(0, 1) entries, shape :meth:`probe_shape`."""

@@ -1,6 +1,6 @@
 """Forward maps in torch (float64), batched over any leading dimensions, and the plastic-parameter map.
 
-Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for discrete dynamics), weights
+Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for discrete and continuous dynamics), weights
 ``(..., n_post, n_pre)``, outputs ``(..., m, n_out)``. All functions accept extra leading batch dims (``trial``,
 ``restart``), so one call evaluates many independent circuits at once.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import _continuous
 from ._checks import ParameterError, check_choice, check_int
 from .allocation import Allocation
 from .circuit import Circuit
@@ -118,6 +119,8 @@ def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch
         ``(..., m, n_out)``: output regions concatenated in declaration order.
     """
     _check_forward(circuit, weights, probes)
+    if circuit.dynamics == "continuous":  # exact matrix exponential (linear) or RK4: neurosubset._continuous
+        return _continuous.forward(circuit, weights, probes)
     slices = circuit.slices("input")
     if circuit.dynamics == "feedforward":
         states = {name: probes[..., s] for name, s in slices.items()}
@@ -241,7 +244,9 @@ class PlasticMap:
         self.frozen = {k: frozen[k].masked_fill(masks[k], 0.0) for k in circuit.weight_names}
         self.probes = probes
         self.size = alloc.size
-        self._layout = _adjoint_layout(circuit, alloc) if circuit.nonlinearity == "linear" else None
+        # continuous dynamics: no closed-form adjoint; the Jacobian comes from autograd through expm / RK4
+        closed = circuit.nonlinearity == "linear" and circuit.dynamics != "continuous"
+        self._layout = _adjoint_layout(circuit, alloc) if closed else None
 
     @property
     def closed_form(self) -> bool:

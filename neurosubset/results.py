@@ -17,6 +17,7 @@ import xarray as xr
 
 from . import _schema
 from ._schema import meta, var_name
+from ._stability import stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .solvers import LevenbergMarquardt, Solver
@@ -104,7 +105,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     # configuration and circuits that the flags cannot change keep their hashes
     if res.dale and any(r.sign is not None for r in circuit.regions):
         config["dale"] = 1
-    if res.stable and circuit.dynamics == "steady":
+    if res.stable and stability_applies(circuit):
         config["stable"] = 1
     attrs = {**config,
              "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
@@ -114,7 +115,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
              "mp_estimate": "exact" if res.exact else "lower_bound",
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
-    if circuit.dynamics == "steady":
+    if stability_applies(circuit):
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
     coords = {"trial": np.arange(trials), "round": np.arange(res.mp_by_round.size), "m": m}
     return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -5,6 +5,7 @@ Each returns an :class:`xarray.Dataset` whose variables take their attrs from :d
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,21 @@ def _prepare(circuit: Circuit, probes: Any, settings: SpikingSettings | None, se
     cfg = SpikingSettings.from_options(settings, options, caller=caller)
     probes = check_probes(probes, circuit.n_in)
     return cfg.resolved(probes), probes, check_seed(seed)
+
+
+def _rate_circuit(circuit: Circuit, cfg: SpikingSettings) -> Circuit:
+    """The rate circuit the spiking network is compared with. A linear continuous circuit whose every ``tau``
+    equals the kernel's: its steady twin, since the kernel-filtered mean rates of the Hawkes network obey
+    ``tau dr/dt = -r + W r + input``, whose stationary state (constant probes) is the fixed point. Other continuous
+    circuits are refused (one line)."""
+    if getattr(circuit, "dynamics", None) != "continuous":
+        return circuit
+    taus = sorted({v for _, v in circuit.tau} if isinstance(circuit.tau, tuple) else {circuit.tau})
+    if circuit.nonlinearity != "linear" or any(abs(t - cfg.tau) > 1e-12 * cfg.tau for t in taus):
+        raise SpikingSettingsError(f"The spiking check maps continuous circuits only when linear with tau equal to "
+                                   f"the kernel's tau ({cfg.tau:g} s); circuit {circuit.name!r} is "
+                                   f"{circuit.nonlinearity!r} with tau {taus} s.")
+    return dataclasses.replace(circuit, dynamics="steady", steps=1, tau=None, duration=None, dt=None, readout=None)
 
 
 def _input_rate(cfg: SpikingSettings, probes: np.ndarray) -> tuple:
@@ -112,6 +128,7 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     >>> float(chk.attrs["fraction_agree"])                                              # doctest: +SKIP
     """
     cfg, probes, seed = _prepare(circuit, probes, settings, seed, options, "spiking_check")
+    circuit = _rate_circuit(circuit, cfg)
     results, attrs = _run(circuit, {"circuit": weights}, cfg, probes, seed)
     r = results["circuit"]
     data = _check_vars(r)
@@ -161,6 +178,7 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
         ``fraction_agree``, ``median_abs_z``, ``fraction_abs_z_above_3``; attrs as :func:`spiking_check`.
     """
     cfg, probes, seed = _prepare(circuit, probes, settings, seed, options, "spiking_compare")
+    circuit = _rate_circuit(circuit, cfg)
     if not isinstance(student_weights, Mapping) or not student_weights:
         raise TypeError("The 'student_weights' parameter must be a non-empty dict.")
     many = all(isinstance(v, Mapping) for v in student_weights.values())
@@ -246,6 +264,9 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     ...                 settings=SpikingSettings(duration=1.0, repeats=2))     # doctest: +SKIP
     >>> ds.fraction_agree.sel(student="fitted")                                   # doctest: +SKIP
     """
+    if circuit.dynamics == "continuous":  # fitted on finite-time outputs, not stationary rates
+        raise SpikingSettingsError(f"spikecheck fits on finite-duration outputs, which the stationary spiking check "
+                                   f"cannot compare; circuit {circuit.name!r} is continuous. Use spiking_check.")
     _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
     if not isinstance(settings, SpikingSettings):
         raise TypeError(f"The 'settings' parameter of spikecheck must be a SpikingSettings. "

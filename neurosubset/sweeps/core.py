@@ -22,6 +22,7 @@ from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..benchmark import DEFAULT_TOL
+from .._stability import stability_applies
 from ..circuit import Circuit
 from ..solvers import Auto, Solver, as_solver
 from .config import SweepConfig, point_seed
@@ -133,7 +134,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
                       within=None if within is None else tuple(within), tol=tol, solver=solver,
                       certificate=bool(certificate), dale=bool(dale), stable=bool(stable),
                       dale_acts=any(r.sign is not None for r in circuit.regions),
-                      stable_acts=circuit.dynamics == "steady")
+                      stable_acts=stability_applies(circuit))
     path = None
     if store is not None:
         path = check_output(store, formats=(".zarr",), overwrite=True, what="the sweep store", store_ok=True)

@@ -152,6 +152,11 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     The full and the plastic Jacobian at a point share one computation: the plastic one is a column subset of the
     ``(E, N)`` full one. Cost: one Jacobian and two SVDs per point.
 
+    Continuous circuits: the outputs are analytic in the weights (matrix exponential; tanh and softplus are
+    analytic), so the rank argument holds with float ranks (autograd; there is no GF(p) path, expm is not rational,
+    and ``method="exact"`` / ``"adjoint"`` are refused): a rank deficit gives "zero", full rank "positive" (never
+    "one"), an indecisive gap or ReLU "unproven".
+
     ReLU circuits get the verdict ``"unproven"``. The rank argument needs ``V`` (the teacher outputs' set) to be
     an irreducible variety on which the teacher's output has a density. For ReLU nets hidden units that are dead
     on all probes happen with positive probability and lower the dimension of the teacher's output set on that
@@ -190,10 +195,17 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     _check_alloc(circuit, alloc)
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     cols = _columns(circuit, dict(alloc.masks))
-    ev = rank_evidence(circuit, m, seed, points, cols, rtol, method)
+    continuous = circuit.dynamics == "continuous"
+    if continuous and method in ("exact", "adjoint"):
+        raise TheoryError(f"The 'method' parameter {method!r} needs polynomial or rational outputs; continuous "
+                          f"circuit {circuit.name!r} has none (expm is not rational). Use 'auto' or 'autograd'.")
+    ev = rank_evidence(circuit, m, seed, points, cols, rtol, "autograd" if continuous and method == "auto" else method)
     full_rank, plastic_rank = ev.full_rank, ev.plastic_rank
     affine = is_affine(circuit, alloc, seed=seed)
-    if circuit.nonlinearity != "linear" or not ev.proven:  # never a verdict from an indecisive gap
+    if continuous:  # analytic maps (expm; tanh, softplus): a deficit proves MP = 0, full rank MP > 0; relu unproven
+        verdict = ("unproven" if circuit.nonlinearity == "relu" or not ev.proven
+                   else "zero" if plastic_rank < full_rank else "positive")
+    elif circuit.nonlinearity != "linear" or not ev.proven:  # never a verdict from an indecisive gap
         verdict = "unproven"
     elif plastic_rank < full_rank:
         verdict = "zero"
