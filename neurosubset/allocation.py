@@ -148,8 +148,13 @@ class Allocation:
     def __hash__(self) -> int:
         return hash(self.hash)
 
-    def __repr__(self) -> str:
-        return f"Allocation(size={self.size}, strategy={self.strategy!r}, counts={self.counts})"
+    def __repr__(self) -> str:  # budget, plastic per weight, rows / cols touched (neurosubset._repr)
+        from ._repr import allocation_text
+        return allocation_text(self)
+
+    def _repr_html_(self) -> str:
+        from ._repr import allocation_html
+        return allocation_html(self)
 
 
 def _pool(circuit: Circuit, names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -397,6 +397,14 @@ class Circuit:
         """Build a circuit from TOML text (e.g. the ``circuit`` attr of a result Dataset)."""
         return cls.from_dict(loads_toml(text))
 
+    def __repr__(self) -> str:  # regions, projections with p / gain / synapse count (neurosubset._repr)
+        from ._repr import circuit_text
+        return circuit_text(self)
+
+    def _repr_html_(self) -> str:
+        from ._repr import circuit_html
+        return circuit_html(self)
+
 
 def _check_circuit_memory(circuit: Circuit) -> None:
     """Refuse (one line) a spec whose dense weight matrices (structure mask, teacher and student draws) and, for

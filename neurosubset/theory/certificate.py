@@ -105,6 +105,14 @@ class Certificate:
             out[prefix + key] = int(value) if isinstance(value, bool) else value
         return out
 
+    def __repr__(self) -> str:  # verdict, ranks, method (neurosubset._repr)
+        from .._repr import certificate_text
+        return certificate_text(self)
+
+    def _repr_html_(self) -> str:
+        from .._repr import certificate_html
+        return certificate_html(self)
+
 
 
 def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, points: int = 2,
