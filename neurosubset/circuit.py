@@ -20,8 +20,7 @@ Dynamics (``x`` the probe, ``phi`` the nonlinearity of hidden regions, output re
 Initial weights: entry ``(i, j)`` of projection ``pre->post`` is present with probability ``p`` (fixed by the
 circuit's structural ``seed``) and drawn ``N(0, gain^2 / (p * n_pre))`` (variance over the expected in-degree).
 A region with ``sign = +1`` or ``-1`` (Dale's law) makes its outgoing weights ``sign * |N(...)|``.
-Data-given structure (``Projection.synapses``, :meth:`Circuit.from_connectivity`) replaces the Bernoulli draw;
-fixed projections (``Projection.weights``) hold the same given weights in every draw and are never plastic.
+Data-given structure (``Projection.synapses``) and fixed projections (``Projection.weights``): see connectivity.py.
 
 Block layout, defined here once: a neuron vector concatenates the regions of some roles in declaration order.
 :meth:`Circuit.slices` says where each region sits in one, :meth:`Circuit.block_slices` where each weight sits in
@@ -231,8 +230,7 @@ class Circuit:
                                           f"(n_post, n_pre). Got {np.shape(n)} instead.")
                 parts.append(self.init_sd[name][np.asarray(n, dtype=bool)])  # row-major: the order of theta
                 continue
-            sd = self.init_sd[name][self.structure[name]]
-            if n and sd.size and np.ptp(sd) > 0:
+            if n and np.unique(self.init_sd[name][self.structure[name]]).size > 1:  # init 'count'
                 raise AllocationError(f"plastic[{name!r}]: per-synapse init SDs (init 'count') need a bool mask.")
             parts.append(np.full(check_int(f"plastic[{name!r}]", n, minimum=0, error=AllocationError),
                                  self.init_std[name]))
@@ -347,11 +345,9 @@ class Circuit:
         """
         out = {}
         for p in self.projections:
-            if p.fixed:  # given weights, no draw
-                out[p.name] = triples_to_dense(p.weights, self.shape(p.name))
-                continue
-            w = rng.standard_normal(self.shape(p.name)) * self.init_sd[p.name]
-            sign = self.region[p.pre].sign
+            shape = self.shape(p.name)
+            w = triples_to_dense(p.weights, shape) if p.fixed else rng.standard_normal(shape) * self.init_sd[p.name]
+            sign = None if p.fixed else self.region[p.pre].sign  # fixed: the given weights, no draw
             if sign is not None:
                 w = sign * np.abs(w)
             out[p.name] = np.where(self.structure[p.name], w, 0.0)

@@ -201,9 +201,12 @@ def test_the_certificate_ignores_fixed_projections():
     (lambda c, big, lab, nm: _build(np.pad(big, ((0, 1), (0, 1)), constant_values=1), names=nm + ["LOOSE"]),
      r"an edge touches neuron 'LOOSE', which is in no region"),
     (lambda c, big, lab, nm: _build(_edges(c).drop(columns="count")), r"lacks column\(s\) \['count'\]"),
-    (lambda c, big, lab, nm: _build(_edges(c, sign=True).assign(sign=-1)), r"sign -1 differs from the sign of region 'x' \(None\); .*allowed None"),
-    (lambda c, big, lab, nm: _build(big, labels=lab, rows="col"), r"'rows' parameter must be one of \['post', 'pre'\]"),
-    (lambda c, big, lab, nm: _build({"a->q": c[("a", "b")]}), r"key 'a->q' must be 'PRE->POST'.*\['x', 'a', 'b', 'y'\]"),
+    (lambda c, big, lab, nm: _build(_edges(c, sign=True).assign(sign=-1)),
+     r"sign -1 differs from the sign of region 'x' \(None\); .*allowed None"),
+    (lambda c, big, lab, nm: _build(big, labels=lab, rows="col"),
+     r"'rows' parameter must be one of \['post', 'pre'\]"),
+    (lambda c, big, lab, nm: _build({"a->q": c[("a", "b")]}),
+     r"key 'a->q' must be 'PRE->POST'.*\['x', 'a', 'b', 'y'\]"),
 ])
 def test_bad_input_is_one_line_naming_the_field_and_the_allowed_values(make, match):
     counts = _counts()

@@ -89,6 +89,6 @@ def test_the_worm_round_trips_through_toml_and_other_datasets_load(worm):
 
 
 def test_an_unknown_dataset_is_one_line_listing_the_allowed_names():
-    with pytest.raises(CircuitSpecError, match=r"The 'dataset' parameter must be one of \['cook2019-herm', "
-                                               r"'cook2019-male', 'witvliet2021-1'.*'white1986-whole'\]. Got 'cook2091'"):
+    allowed = r"\['cook2019-herm', 'cook2019-male', 'witvliet2021-1'.*'white1986-whole'\]"
+    with pytest.raises(CircuitSpecError, match=rf"The 'dataset' parameter must be one of {allowed}. Got 'cook2091'"):
         ns.celegans("cook2091")
