@@ -1,6 +1,7 @@
 """The command line: real subprocesses for the exit codes and the one-line errors, main() for the rest."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,28 @@ def test_sweep_prints_mp_with_intervals_per_point(tmp_path, capsys):
             for name in ("spread-rows", "concentrated-rows")}
     assert f"1.00 [{20 / (20 + z2):.2f}, 1.00]" in rows["spread-rows"]
     assert f"0.00 [0.00, {z2 / (20 + z2):.2f}]" in rows["concentrated-rows"]
+
+
+def test_the_readme_quick_start_runs_and_writes_only_data_quickstart(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Ten lines of Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 10
+    shutil.copytree(ROOT / "circuits", tmp_path / "circuits")
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md quick-start", "exec"), {})
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["circuits", "data"]  # nothing in the root
+    written = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert written == ["quickstart_concentrated-rows.nc", "quickstart_spread-rows.nc"]
+    assert all(name.startswith("quickstart_") for name in written)
+    # spread rows: 16 CA1 rows x 3 plastic synapses cover all 4 m = 32 equations (MP = 1); concentrated rows fill
+    # 3 rows, whose outputs span 3 of the 4 read-out directions: 3 m = 24 < 32 (MP = 0); 100 trials each
+    for name, mp in (("spread-rows", 1.0), ("concentrated-rows", 0.0)):
+        with xr.open_dataset(tmp_path / "data" / f"quickstart_{name}.nc", engine="h5netcdf") as ds:
+            assert float(ds.mp) == mp and ds.sizes["trial"] == 100
+            assert f"{name}: MP = {mp:.2f} [{float(ds.mp_low):.2f}, {float(ds.mp_high):.2f}]" in printed
+    assert re.search(r"plastic \(dim S\)\s+24\s", printed) and re.search(r"full \(dim V\)\s+32\s", printed)
