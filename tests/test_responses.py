@@ -20,7 +20,7 @@ from neurosubset.responses.rates import RecordedMap
 
 MATCH_TOL = 1e-8  # the toolkit's match tolerance: matched residuals sit at 1e-13 .. 1e-16, unmatched >= 1e-3
 GAP = 1e-4  # an unmatched candidate's relative residual is O(0.1) here; far above MATCH_TOL
-QUICK_LM = ns.Auto(restarts=2, max_rounds=2, iterations=100)  # the LM only has to show it cannot match
+QUICK_LM = ns.Auto(restarts=1, max_rounds=1, iterations=40)  # the LM only has to fail where no solution exists
 
 _REGIONS = """
 [regions.X]
@@ -49,8 +49,9 @@ def _circuit(dynamics: str, *, recurrent: bool = True, nonlinearity: str = "line
     """X -> A (-> A) -> B -> OUT, small enough for a test."""
     edges = [("X", "A", 1.0, 1.0)] + ([("A", "A", 0.5, 0.5)] if recurrent else []) + [("A", "B", 1.0, 1.0),
                                                                                        ("B", "OUT", 1.0, 1.0)]
+    timing = "tau = 0.02\nduration = 0.06\ndt = 0.01\nreadout = [0.03, 0.06]\n" if dynamics == "continuous" else ""
     text = (f'name = "toy_{dynamics}"\ndynamics = "{dynamics}"\nnonlinearity = "{nonlinearity}"\nsteps = 3\n'
-            f"seed = 1\n" + _REGIONS + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
+            f"seed = 1\n" + timing + _REGIONS + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
     return ns.Circuit.from_toml_text(text)
 
 
@@ -76,6 +77,13 @@ def test_region_rates_match_forward_and_a_numpy_fixed_point(rng):
         rates = _record(c, w, x, ["A", "B", "OUT"])
         out = ns.dynamics.forward(c, {k: torch.as_tensor(v) for k, v in w.items()}, torch.as_tensor(x)).numpy()
         np.testing.assert_allclose(rates["OUT"], out, rtol=1e-13, atol=1e-14, err_msg=dyn)
+    # continuous: forward reads out at every read-out time, time-major; region_rates(time=True) has them per time
+    c = _circuit("continuous")
+    w, x = c.sample_weights(rng), c.sample_probes(4, rng)
+    rates = _record(c, w, x, ["A", "OUT"], time=True)
+    out = ns.dynamics.forward(c, {k: torch.as_tensor(v) for k, v in w.items()}, torch.as_tensor(x)).numpy()
+    assert rates["A"].shape == (4, 2, 6)
+    np.testing.assert_allclose(rates["OUT"].reshape(4, -1), out, rtol=1e-13, atol=1e-14)
     # steady: r = W r + W_in x solved by numpy on the hand-built block matrix (A: 0..5, B: 6..10, OUT: 11..12)
     c = _circuit("steady")
     w, x = c.sample_weights(rng), c.sample_probes(4, rng)
@@ -112,7 +120,8 @@ def test_closed_form_jacobian_equals_autograd(rng):
 
 
 # ------------------------------------------------------------------------------------------------ localize
-@pytest.mark.parametrize("dynamics,time", [("steady", False), ("discrete", True), ("feedforward", False)])
+@pytest.mark.parametrize("dynamics,time", [("steady", False), ("discrete", True), ("feedforward", False),
+                                           ("continuous", True)])
 def test_localize_finds_the_changed_projection(dynamics, time):
     # ground truth: only A->B changed; A, B and OUT recorded. A->B explains everything; every other projection
     # leaves B's mismatch (B depends on A->B given the recorded A, and X->A / A->A would also move the recorded A)
@@ -198,31 +207,43 @@ def test_region_residuals_and_fitted_values_of_one_allocation(rng):
 
 # ------------------------------------------------------------------------------------------------ noise
 def test_chi_square_of_the_true_candidate_follows_its_degrees_of_freedom():
-    # single layer, every row with 3 plastic synapses, m = 10 probes, 4 outputs: N = 40 values, M = 12 => dof 28.
-    # The fit is weighted least squares, so at its minimum chi2 ~ chi2(28) exactly (Gaussian noise); per row the
-    # minimum is also computed here by numpy lstsq
-    sd, chis = 0.05, []
+    # single layer, every row with 3 plastic synapses, 14 probes of which 4 held out, 4 outputs: the fit has N = 40
+    # values, M = 12 => dof 28, and 16 held-out values. The fit is weighted least squares, so at its minimum
+    # chi2 ~ chi2(28) exactly (Gaussian noise); the held-out residual of row i has covariance
+    # sd^2 (I + X_h (X_f^T X_f)^-1 X_h^T) on the row's plastic columns, so its chi-square ~ chi2(16). Both are
+    # also computed here per row by numpy.
+    sd, fits, helds = 0.05, [], []
     for seed in range(12):
         rng = np.random.default_rng(100 + seed)
         c, alloc, masks = _one_layer_rows(rng, [3, 3, 3, 3])
         w0 = c.sample_weights(rng)
         w1 = {"W1": np.where(masks, w0["W1"] + rng.standard_normal(masks.shape), w0["W1"])}
-        x = c.sample_probes(10, rng)
-        y = _record(c, w1, x, ["L1"])["L1"] + sd * rng.standard_normal((10, 4))
-        ds = fit_responses(c, alloc, x, {"L1": y}, w0, noise=sd)
-        hand = 0.0
+        x = c.sample_probes(14, rng)
+        y = _record(c, w1, x, ["L1"])["L1"] + sd * rng.standard_normal((14, 4))
+        ds = localize(c, w0, x, {"L1": y}, {"truth": alloc}, noise=sd, holdout=4).sel(candidate="truth")
+        held = np.array([int(v) for v in ds.attrs["heldout_index"].split(",")])
+        fit = np.setdiff1d(np.arange(14), held)
+        chi_fit = chi_held = 0.0
         for i, row in enumerate(masks):
             target = y[:, i] - x[:, ~row] @ w0["W1"][i, ~row]
-            sol = np.linalg.lstsq(x[:, row], target, rcond=None)[0]
-            hand += float(((x[:, row] @ sol - target) ** 2).sum()) / sd**2
-        np.testing.assert_allclose(float(ds.chi_square), hand, rtol=1e-8)
+            xf, xh = x[fit][:, row], x[held][:, row]
+            sol = np.linalg.lstsq(xf, target[fit], rcond=None)[0]
+            chi_fit += float(((xf @ sol - target[fit]) ** 2).sum()) / sd**2
+            r_h = xh @ sol - target[held]
+            cov = sd**2 * (np.eye(4) + xh @ np.linalg.inv(xf.T @ xf) @ xh.T)
+            chi_held += float(r_h @ np.linalg.solve(cov, r_h))
+        np.testing.assert_allclose(float(ds.chi_square), chi_fit, rtol=1e-8)
+        np.testing.assert_allclose(float(ds.heldout_chi_square), chi_held, rtol=1e-8)
         assert int(ds.dof) == 28 and int(ds["rank"]) == 12
-        np.testing.assert_allclose(float(ds.p_value), stats.chi2.sf(hand, 28), rtol=1e-8)
-        chis.append(hand)
-    low, high = stats.chi2.ppf([0.0005, 0.9995], 28)
-    assert all(low < v < high for v in chis), chis
-    total_low, total_high = stats.chi2.ppf([0.001, 0.999], 28 * len(chis))
-    assert total_low < sum(chis) < total_high, (sum(chis), total_low, total_high)
+        np.testing.assert_allclose(float(ds.p_value), stats.chi2.sf(chi_fit, 28), rtol=1e-8)
+        np.testing.assert_allclose(float(ds.heldout_p_value), stats.chi2.sf(chi_held, 16), rtol=1e-8)
+        fits.append(chi_fit)
+        helds.append(chi_held)
+    for values, dof in ((fits, 28), (helds, 16)):
+        low, high = stats.chi2.ppf([0.0005, 0.9995], dof)
+        assert all(low < v < high for v in values), (dof, values)
+        total_low, total_high = stats.chi2.ppf([0.001, 0.999], dof * len(values))
+        assert total_low < sum(values) < total_high, (dof, sum(values), total_low, total_high)
 
 
 def test_localize_with_noise_keeps_the_true_projection_first():

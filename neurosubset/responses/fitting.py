@@ -38,7 +38,7 @@ from ..solvers import Auto, LeastSquares, Solver, as_solver
 from ..solvers.bounded import sign_bounds, solve_exact
 from ..solvers.multistart import multistart
 from .inputs import Recording, check_recording, check_weights, holdout_rows
-from .rates import RecordedMap, flatten
+from .rates import RecordedMap, flatten, n_times
 
 __all__ = ["fit_responses", "localize", "projection_candidates", "region_candidates"]
 
@@ -172,6 +172,8 @@ def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, sol
         out = _fit_all(circuit, w0, rec.take(fit_rows), list(candidates.values()), solver, tol, alpha, dale,
                        stable, seed)
         held = _judge(out["map"], out["theta"], rec.take(held_rows), tol) if held_rows.size else None
+        if held is not None and rec.noise is not None:
+            held["chi_square"] = _prediction_chi_square(circuit, w0, out, rec.take(held_rows))
     return _dataset(circuit, candidates, rec, out, held, fit_rows, held_rows, tol=tol, alpha=alpha, dale=dale,
                     stable=stable, seed=seed)
 
@@ -185,14 +187,8 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
     mask = torch.as_tensor(np.stack([np.concatenate([a.masks[k].flat[index[k]] for k in circuit.weight_names])
                                      for a in allocs]), dtype=DTYPE)
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
-    sd = rec.noise or {r: np.ones(circuit.region[r].size) for r in rec.regions}
-    steps = circuit.steps if rec.time else 1
-    per_probe = np.concatenate([np.tile(1.0 / sd[r], steps) for r in rec.regions])
-    scale = to_t(np.tile(per_probe, rec.m))
-    fmap = RecordedMap(circuit, union, {k: to_t(v) for k, v in w0.items()}, to_t(rec.probes), rec.regions, rec.time,
-                       mask, scale)
+    fmap, targets = _map(circuit, union, w0, rec, mask)
     n = len(allocs)
-    targets = (flatten({r: to_t(v) for r, v in rec.responses.items()}, rec.regions, rec.time) * scale).expand(n, -1)
     affine = fmap.affine(circuit.init_scale(union), seed)
     signs = sign_bounds(circuit, union)
     bounds = signs if dale and signs.active else None
@@ -210,7 +206,7 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
         rows = np.flatnonzero(group)
         sub, cols = _restrict(circuit, [allocs[i] for i in rows], union)
         sub_map = RecordedMap(circuit, sub, {k: to_t(v) for k, v in w0.items()}, fmap.probes, rec.regions,
-                              rec.time, mask[rows][:, cols], scale)
+                              rec.time, mask[rows][:, cols], fmap.scale)
         sub_bounds = sign_bounds(circuit, sub) if bounds is not None else None
         if group is use_exact:
             values = solve_exact(sub_map, targets[rows], sub_bounds, tol=tol)[0]
@@ -230,7 +226,7 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
     rank = np.array([int(torch.linalg.matrix_rank(jac[p][:, mask[p] > 0])) if allocs[p].size else 0
                      for p in range(n)], dtype=np.int64)
     sizes = np.array([a.size for a in allocs], dtype=np.int64)
-    out = {"map": fmap, "theta": theta, "rank": rank, "n_plastic": sizes, "identifiable": rank == sizes,
+    out = {"map": fmap, "theta": theta, "rank": rank, "jacobian": jac, "n_plastic": sizes, "identifiable": rank == sizes,
            "decision": decision, "exact": exact, "union": union, **judged}
     if rec.noise is not None:
         from scipy.stats import chi2
@@ -243,6 +239,44 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
         if need_stable:
             out["matched"] = out["matched"] & (out["max_real_eig"] < 1.0)
     return out
+
+
+def _map(circuit: Circuit, union: Allocation, w0: dict[str, np.ndarray], rec: Recording,
+         mask: torch.Tensor) -> tuple[RecordedMap, torch.Tensor]:
+    """The map of ``rec``'s probes and its noise-normalised targets ``(problem, E)``."""
+    to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
+    sd = rec.noise or {r: np.ones(circuit.region[r].size) for r in rec.regions}
+    steps = n_times(circuit) if rec.time else 1
+    scale = to_t(np.tile(np.concatenate([np.tile(1.0 / sd[r], steps) for r in rec.regions]), rec.m))
+    fmap = RecordedMap(circuit, union, {k: to_t(v) for k, v in w0.items()}, to_t(rec.probes), rec.regions, rec.time,
+                       mask, scale)
+    targets = flatten({r: to_t(v) for r, v in rec.responses.items()}, rec.regions, rec.time) * scale
+    return fmap, targets.expand(mask.shape[0], -1)
+
+
+def _prediction_chi_square(circuit: Circuit, w0: dict[str, np.ndarray], out: dict, held: Recording) -> np.ndarray:
+    """``(candidate,)`` held-out chi-square that counts the uncertainty of the fitted values (linearised).
+
+    With whitened Jacobians ``J_f`` (fit probes) and ``J_h`` (held-out probes) of the candidate's synapses at the
+    solution, the held-out residual ``r_h`` has covariance ``I + J_h (J_f^T J_f)^+ J_h^T`` under Gaussian noise
+    (exact for affine responses), so ``r_h^T (I + B B^T)^-1 r_h`` with ``B = J_h V S^-1`` (``J_f = U S V^T``
+    truncated at its rank) follows ``chi2(held-out values)``; Woodbury keeps the solve ``rank x rank``.
+    """
+    hmap, targets = _map(circuit, out["union"], w0, held, out["map"].mask)
+    theta = out["theta"]
+    with torch.no_grad():
+        resid = (hmap(theta) - targets).numpy()
+    j_h, j_f, mask = hmap.jacobian(theta).detach().numpy(), out["jacobian"].numpy(), out["map"].mask.numpy() > 0
+    chi = (resid**2).sum(-1)
+    for p in range(mask.shape[0]):
+        k = int(out["rank"][p])
+        if not k:
+            continue
+        _, sv, vt = np.linalg.svd(j_f[p][:, mask[p]], full_matrices=False)
+        b = j_h[p][:, mask[p]] @ vt[:k].T / sv[:k]
+        bt_r = b.T @ resid[p]
+        chi[p] -= bt_r @ np.linalg.solve(np.eye(k) + b.T @ b, bt_r)
+    return chi
 
 
 def _restrict(circuit: Circuit, allocs: list[Allocation], union: Allocation) -> tuple[Allocation, np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._checks import ParameterError, check_int, check_names, check_real
 from ..circuit import Circuit
+from .rates import n_times
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def check_recording(circuit: Circuit, probes, responses, noise=None) -> Recordin
     probes : array-like
         ``(probe, n_in)``, or ``(probe, steps, n_in)`` for discrete dynamics.
     responses : dict
-        Region (hidden or output) -> ``(probe, size)``; for discrete dynamics ``(probe, steps, size)`` records
-        every step (all regions alike).
+        Region (hidden or output) -> ``(probe, size)``; ``(probe, time, size)`` records every step of a discrete
+        circuit or every read-out time of a continuous one (all regions alike).
     noise : float, dict or None
         Noise SD of every recorded neuron (a positive float), or region -> positive float or ``(size,)`` array,
         one entry per recorded region.
@@ -128,7 +129,8 @@ def check_recording(circuit: Circuit, probes, responses, noise=None) -> Recordin
                                  f" record one of {recordable}.")
         arr = np.asarray(value, dtype=np.float64)
         size = circuit.region[region].size
-        allowed = [(m, size)] + ([(m, circuit.steps, size)] if circuit.dynamics == "discrete" else [])
+        allowed = [(m, size)] + ([(m, n_times(circuit), size)] if circuit.dynamics in ("discrete", "continuous")
+                                 else [])
         if arr.shape not in allowed:
             raise ParameterError(f"responses[{region!r}] must have shape {' or '.join(map(str, allowed))} "
                                  f"((probe{', time' if len(allowed) > 1 else ''}, neuron) for {m} probes and "

@@ -19,7 +19,18 @@ from ..circuit import Circuit
 from ..dynamics import DTYPE, _adjoint_jacobian, _adjoint_layout, _blocks, _drive, _phi, _selector, assemble, forward
 
 _AFFINE_RTOL = 1e-9  # as dynamics.is_affine: second differences of an affine map are rounding noise (~1e-15)
-RATE_DYNAMICS = ("feedforward", "discrete", "steady")  # where hidden regions can be recorded (and time steps)
+RATE_DYNAMICS = ("feedforward", "discrete", "steady", "continuous")  # where hidden regions can be recorded
+
+
+def n_times(circuit: Circuit) -> int:
+    """Length of a response's time dim: the steps of a discrete circuit, the read-out times of a continuous one."""
+    if circuit.dynamics == "discrete":
+        return circuit.steps
+    if circuit.dynamics == "continuous":
+        from .. import _continuous
+
+        return len(_continuous.readout_times(circuit))
+    return 1
 
 
 def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
@@ -36,8 +47,9 @@ def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: 
     regions : list of str
         Non-input region names.
     time : bool
-        Discrete dynamics only: every step ``t = 1..T`` (hidden ``h(t)``; outputs ``sum W h(t)`` plus input
+        Discrete dynamics: every step ``t = 1..T`` (hidden ``h(t)``; outputs ``sum W h(t)`` plus input
         projections from ``x(t)``), else the last step, which is what :func:`~neurosubset.dynamics.forward` reads out.
+        Continuous dynamics: every read-out time of the circuit (``readout``, seconds), else the last one.
 
     Returns
     -------
@@ -52,6 +64,13 @@ def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: 
                                  f"circuit {circuit.name!r} has {circuit.dynamics!r}: record output regions only.")
         out, where = forward(circuit, weights, probes), circuit.slices("output")
         return {r: out[..., where[r]] for r in regions}
+    if circuit.dynamics == "continuous":  # hidden rates and read-outs at the read-out times: _continuous.integrate
+        from .. import _continuous
+
+        y, h = _continuous.integrate(circuit, weights, probes, _continuous.time_index(circuit))
+        where = {**circuit.slices("hidden"), **circuit.slices("output")}
+        out = {r: (h if circuit.region[r].role == "hidden" else y)[..., where[r]] for r in regions}
+        return out if time else {r: v[..., -1, :] for r, v in out.items()}
     if circuit.dynamics == "feedforward":
         states = {name: probes[..., s] for name, s in slices.items()}
         for name in circuit.order:
