@@ -9,7 +9,8 @@ verdict under each. Panel A: one budget split over the projections (single proje
 Panel B: read-out-only allocations (affine: every decision exact, by least squares or BVLS) against the budget,
 with and without Dale's law; they show how much the sign constraint alone changes the answer.
 
-Allocations fitted by Levenberg-Marquardt give lower bounds (``mp_estimate = "lower_bound"`` per point); affine
+Allocations fitted by Levenberg-Marquardt give lower bounds (``decision_kind = "lower bound"`` per point; files
+written before the merge with ``mp_estimate`` say "lower_bound", read by ``neurosubset.results.decision_kind``); affine
 ones are exact up to sampling. The wall time of each condition is recorded (same run, one torch thread), so the
 cost of the constraints is read off beside the unconstrained run.
 
@@ -59,7 +60,7 @@ def record(circuit, alloc, probes, trials, seed, solver, dale, stable, **keys):
     rec = {**keys, "dale": int(dale), "stable_required": int(stable),
            "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
            "n_matched": int(ds.matched.sum()), "trials": trials, "budget": alloc.size,
-           "solver": str(ds.attrs["solver"]), "mp_estimate": str(ds.attrs["mp_estimate"]),
+           "solver": str(ds.attrs["solver"]), "decision_kind": str(ds.attrs["decision_kind"]),
            "verdict": str(ds.attrs["certificate_verdict"]), "plastic_rank": int(ds.plastic_rank),
            "full_rank": int(ds.full_rank), "seconds": seconds,
            "n_unstable": int((status == flags["unstable"]).sum()),
@@ -104,14 +105,14 @@ def main(argv=None) -> None:
                           "over an inhibition-stabilized E/I circuit", circuit="circuits/ei_isn.toml", circuit_toml=circuit.to_toml(), budget=budget, m_split=m,
         m_readout=m_ro, trials_lm=trials_lm, trials_exact=trials_exact, solver=solver.to_attrs(),
         spec_unstable_fraction=circuit.stability.unstable_fraction,
-        note="MP of LM-fitted allocations is a lower bound (mp_estimate); affine ones are exact up to sampling"))
+        note="MP of LM-fitted allocations is a lower bound (decision_kind); affine ones are exact up to sampling"))
     for name, text in (("seconds", ("wall time of the estimate (one torch thread)", "s")),
                        ("n_unstable", ("trials whose best fit matched with an unstable student", "1")),
                        ("n_infeasible", ("trials proven solvable only with signs Dale's law forbids", "1")),
                        ("n_sign_violations", ("fitted plastic values of the wrong sign, summed over trials", "1")),
                        ("n_matched_unstable", ("matched trials whose student is unstable", "1")),
                        ("rejected_draws", ("unstable teacher/student draws rejected (stable only)", "1")),
-                       ("mp_estimate", ("exact (affine decisions) or lower_bound (local solver)", ""))):
+                       ("decision_kind", ("exact (exact deciders) or lower bound (local solver)", ""))):
         ds[name].attrs.update({"long_name": text[0], "units": text[1]})
     fig = _figure(ds, splits, per_row, circuit)
     save(ds, fig, args.out, NAME, started)

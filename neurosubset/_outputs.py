@@ -8,6 +8,8 @@
   single-result writer (``mp``, ``spikecheck``, ``export``), even with ``overwrite=True``.
 - Files are written next to their final path under a temporary name, fsync'ed, then renamed into place, so that a
   kill or a full disk leaves the old file (or nothing), never half a file.
+- netCDF files are written CF-clean (:func:`neurosubset._schema.cf_encoding`: strings as char arrays, coordinates
+  without ``_FillValue``; ``flag_values`` of the stored type), whatever store the Dataset was read from.
 """
 from __future__ import annotations
 
@@ -148,7 +150,10 @@ def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, 
         if path.suffix == ".zarr":
             ds.to_zarr(tmp, mode="w-", zarr_format=2)
         else:
-            ds.to_netcdf(tmp, engine="h5netcdf")
+            from ._schema import cf_attrs, cf_encoding
+
+            ds = cf_attrs(ds)
+            ds.to_netcdf(tmp, engine="h5netcdf", encoding=cf_encoding(ds))
         fsync_tree(tmp)
         if path.is_dir() and not path.is_symlink():  # overwrite=True on a (non-sweep) Zarr directory
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

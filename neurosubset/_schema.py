@@ -2,8 +2,14 @@
 
 Every Dataset the toolkit writes takes its variable metadata from :data:`VARIABLES` (through :func:`meta`), its
 flag variables from a :class:`Flags` (``flag_values`` as int8 beside ``flag_meanings``), and its version attrs from
-:func:`versions`. No other module spells a status number or a result variable's ``long_name``
-(``tests/test_schema.py`` checks that).
+:func:`versions` (with the ``Conventions`` attr, :data:`CONVENTIONS`). No other module spells a status number or a
+result variable's ``long_name`` (``tests/test_schema.py`` checks that).
+
+CF conventions (checked by ``tests/test_cf.py`` with cfchecker and the IOOS compliance-checker): names begin with a
+letter and hold letters, digits and underscores (:func:`var_name`; the original name in an attr), every variable
+and coordinate has a ``long_name`` (and ``units`` where it is a number), booleans and states carry
+``flag_values`` of the stored type with ``flag_meanings``, and :func:`cf_encoding` writes strings as char arrays
+and coordinates without ``_FillValue``.
 """
 from __future__ import annotations
 
@@ -23,15 +29,22 @@ def version() -> str:
         return "0+unknown"
 
 
+# the CF version results declare: the newest that both checkers know (cfchecker 4.1 checks up to CF-1.8; the
+# compliance-checker's cf:1.11 suite accepts it with a warning). CF-1.8 admits the netCDF-4 string type, but
+# cfchecker does not, so strings are written as char arrays (cf_encoding).
+CONVENTIONS = "CF-1.8"
+
+
 def versions() -> dict[str, str]:
-    """Version attrs of a result: ``neurosubset_version``, ``torch_version``, ``numpy_version``, ``xarray_version``.
+    """Version attrs of a result: ``Conventions`` (:data:`CONVENTIONS`), ``neurosubset_version``,
+    ``torch_version``, ``numpy_version``, ``xarray_version``.
 
     torch and xarray are imported here only when asked, so a reader of results needs neither to be imported early.
     """
     import torch
     import xarray as xr
 
-    return {"neurosubset_version": version(), "torch_version": str(torch.__version__),
+    return {"Conventions": CONVENTIONS, "neurosubset_version": version(), "torch_version": str(torch.__version__),
             "numpy_version": str(np.__version__), "xarray_version": str(xr.__version__)}
 
 
@@ -56,9 +69,14 @@ class Flags:
         return self.meanings.index(meaning)
 
     def attrs(self) -> dict[str, Any]:
-        """CF attrs of the variable: ``flag_values`` (int8, the variable's own type) and ``flag_meanings``."""
-        return {"flag_values": np.arange(len(self.meanings), dtype=np.int8), "flag_meanings": " ".join(self.meanings)}
+        """CF attrs of the variable: ``flag_values`` (int8, the variable's own type), ``flag_meanings`` and
+        ``units`` "1"."""
+        return {"units": "1", "flag_values": np.arange(len(self.meanings), dtype=np.int8),
+                "flag_meanings": " ".join(self.meanings)}
 
+
+# a boolean variable (stored by netCDF as int8 0 / 1)
+BOOLEAN = Flags(("false", "true"))
 
 # state of one sweep point (int8); 0 is the zarr fill value so off-grid cells cost no chunk files
 POINT_STATUS = Flags(("off_grid", "pending", "done", "infeasible_budget", "infeasible_share"))
@@ -83,10 +101,13 @@ FIT_STATUS = Flags(("not_fitted", "matched", "no_solution", "stalled", "iteratio
 # bounded least squares under Dale's law; the ReLU cone LP or activation-pattern LPs; the real roots of a univariate
 # polynomial) or the local Levenberg-Marquardt, whose unmatched trials are not proofs (a lower bound on MP)
 DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activation_patterns", "univariate_roots",
-                  "levenberg_marquardt"))
+                  "levenberg_marquardt", "rank_certificate"))
 (LEAST_SQUARES_DECISION, BOUNDED_DECISION, CONE_DECISION, PATTERN_DECISION, ROOTS_DECISION,
- LM_DECISION) = range(len(DECISION.meanings))
-# decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound"
+ LM_DECISION, CERTIFICATE_DECISION) = range(len(DECISION.meanings))
+# rank_certificate: fit(skip_zero=True) fitted nothing, the certificate's rank deficit proved MP = 0 (exact)
+# decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound".
+# The one spelling: results before this merge said the same in an ``mp_estimate`` attr ("exact" / "lower_bound"),
+# which neurosubset.results.decision_kind still reads.
 DECISION_KINDS = ("exact", "lower bound")
 # mp_high's comment where the decision is a lower bound: a local solver can miss solutions, so the Wilson interval
 # bounds the solver's match rate, not MP
@@ -98,7 +119,7 @@ _PROB = {"units": "1"}
 # result variables and coordinates: name -> attrs (long_name, units, ...)
 VARIABLES: dict[str, dict[str, Any]] = {
     # per trial
-    "matched": {"long_name": "student matches teacher on all probes", "units": "1"},
+    "matched": {"long_name": "student matches teacher on all probes", **BOOLEAN.attrs()},
     "residual": {"long_name": "relative residual ||y_s - y_t|| / ||y_t||", "units": "1"},
     "restarts": {"long_name": "random restarts used", "units": "1"},
     "fit_status": {"long_name": "how the fit of the trial ended", "units": "1", **FIT_STATUS.attrs()},
@@ -112,6 +133,7 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "mp_by_round": {"long_name": "match probability after each restart round", **_PROB},
     "last_round_gain": {"long_name": "match probability gained in the last restart round", **_PROB},
     "solver": {"long_name": "solver used ('lstsq' exact affine, 'lm' Levenberg-Marquardt)"},
+    # float64 everywhere (a sweep's not-computed points hold NaN), so that mp and sweep files agree
     "plastic_rank": {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"},
     "full_rank": {"long_name": "generic rank of d(outputs)/d(all weights): dim of teacher outputs", "units": "1"},
     "verdict": {"long_name": "certificate verdict (zero, one, positive, unproven: see neurosubset.certify)"},
@@ -120,13 +142,26 @@ VARIABLES: dict[str, dict[str, Any]] = {
                           "fraction's share of the budget exceeds the eligible synapses of its projections. Such "
                           "points hold NaN."},
     "probes": {"long_name": "probe inputs", "units": "1"},
-    "theta": {"long_name": "fitted plastic values", "units": "1"},
+    "theta": {"long_name": "fitted plastic values (the plastic synapses in the order of the synapse dim)",
+              "units": "1"},
+    # the allocation of one result, along the synapse dim (every synapse its circuit's structure allows, weight by
+    # weight in the circuit's order, row-major): mask, and the coordinates saying where each synapse sits
+    # (named mask_synapse: sweeps take no mask_* variable of a point, they store the allocation's own masks)
+    "mask_synapse": {"long_name": "synapse is plastic in the allocation", **BOOLEAN.attrs()},
+    "synapse_weight": {"long_name": "weight (projection) the synapse belongs to"},
+    "synapse_post": {"long_name": "postsynaptic neuron of the synapse (row of its weight)", "units": "1"},
+    "synapse_pre": {"long_name": "presynaptic neuron of the synapse (column of its weight)", "units": "1"},
     # coordinates
     "budget": {"long_name": "plastic synapses M", "units": "1"},
     "strategy": {"long_name": "allocation strategy"},
     "m": {"long_name": "number of probes", "units": "1"},
-    "trial": {"long_name": "teacher/student/probe draw"},
-    "round": {"long_name": "restart round"},
+    "trial": {"long_name": "teacher/student/probe draw", "units": "1"},
+    "round": {"long_name": "restart round", "units": "1"},
+    "probe": {"long_name": "probe input", "units": "1"},
+    "neuron": {"long_name": "output neuron", "units": "1"},
+    "neuron_region": {"long_name": "region of the neuron"},
+    "index_in_region": {"long_name": "index of the neuron within its region", "units": "1"},
+    "student": {"long_name": "student network"},
     # spiking check (neurosubset.spiking: spiking_check, spiking_compare, spikecheck). Templates: "{who}" is "" in
     # spiking_check and "teacher " / "student " in spiking_compare, whose variables take the suffix _teacher /
     # _student; "agree" takes the agreement rule's z and percent. "z_compare" is spiking_compare's variable "z".
@@ -135,7 +170,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "rate_spiking_se": {"long_name": "{who}standard error of the spiking rate (std over repeats / sqrt(repeats))",
                         "units": "Hz"},
     "clipped_fraction": {"long_name": "{who}fraction of time steps with negative (clipped) intensity", "units": "1"},
-    "agree": {"long_name": "|difference| <= {z:g} standard errors or <= {percent:g}% relative", "units": "1"},
+    "agree": {"long_name": "|difference| <= {z:g} standard errors or <= {percent:g}% relative",
+              **BOOLEAN.attrs()},
     "z": {"long_name": "(rate_spiking - rate_model) / rate_spiking_se", "units": "1"},
     "z_compare": {"long_name": "(rate_spiking_student - rate_spiking_teacher) / sqrt(se_s^2 + se_t^2)", "units": "1"},
     "z_model_teacher": {"long_name": "(teacher spiking - teacher rate model) / se", "units": "1"},
@@ -148,11 +184,20 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "mu_teacher": {"long_name": "teacher intensity offsets (all simulated neurons)", "units": "Hz"},
     "mu_student": {"long_name": "student intensity offsets", "units": "Hz"},
     "input_rate": {"long_name": "input Poisson rates", "units": "Hz"},
+    "baseline_rate": {"long_name": "stationary rate of every simulated (non-input) neuron at probe 0",
+                      "units": "Hz"},
+    # the settings of the simulation (scalars, so that they carry units)
+    "tau": {"long_name": "time constant of the unit-area exponential synaptic kernel", "units": "s"},
+    "dt": {"long_name": "simulation time step", "units": "s"},
+    "duration": {"long_name": "simulated time per repeat, after the warm-up", "units": "s"},
+    "warmup": {"long_name": "discarded time before counting spikes", "units": "s"},
+    "rate_unit": {"long_name": "Hz per unit of probe value and of rate-model activity", "units": "Hz"},
+    "input_baseline": {"long_name": "input rate at probe value 0", "units": "Hz"},
 }
 
 # biological constraints (neurosubset.benchmark: dale, stable): per trial, and the flags as sweep coordinates
 VARIABLES.update({
-    "stable": {"long_name": "fitted student's fixed point is stable (max Re(eig W) < 1)", "units": "1"},
+    "stable": {"long_name": "fitted student's fixed point is stable (max Re(eig W) < 1)", **BOOLEAN.attrs()},
     "max_real_eig": {"long_name": "largest real part of the eigenvalues of the fitted student's recurrent matrix",
                      "units": "1"},
     "sign_violations": {"long_name": "plastic values whose sign breaks Dale's law for their presynaptic region",
@@ -213,6 +258,22 @@ VARIABLES.update({
                                                 "are trusted by their status alone)"},
 })
 
+
+# paired comparisons of two allocations of a paired sweep (neurosubset.sweeps.paired.paired_difference)
+VARIABLES.update({
+    "mp_a": {"long_name": "match probability of allocation a", "units": "1"},
+    "mp_b": {"long_name": "match probability of allocation b", "units": "1"},
+    "mp_difference": {"long_name": "paired difference of match probability, a minus b", "units": "1"},
+    "mp_difference_low": {"long_name": "paired MP difference, 95% exact (conditional Clopper-Pearson) lower bound",
+                          "units": "1"},
+    "mp_difference_high": {"long_name": "paired MP difference, 95% exact (conditional Clopper-Pearson) upper bound",
+                           "units": "1"},
+    "discordant_a": {"long_name": "trials matched by allocation a only", "units": "1"},
+    "discordant_b": {"long_name": "trials matched by allocation b only", "units": "1"},
+    "mcnemar_pvalue": {"long_name": "exact McNemar p-value (two-sided binomial test of the discordant pairs)",
+                       "units": "1"},
+})
+
 # continuous-time simulation (neurosubset.simulate); the package's time unit is the second
 VARIABLES.update({
     "output": {"long_name": "output rates y(t) (output regions, linear read-outs)", "units": "1"},
@@ -223,6 +284,11 @@ VARIABLES.update({
     "max_real_jacobian": {"long_name": "largest real part of the eigenvalues of the vector field's Jacobian at "
                                        "the final state (T^-1 (-I + diag(phi'(z)) W_rec))", "units": "s-1"},
 })
+
+
+def density_meta(key: str) -> dict[str, Any]:
+    """Attrs of a density coordinate: the fraction of ``key``'s eligible synapses that is plastic."""
+    return {"long_name": f"plastic fraction of the eligible synapses of {key}", "units": "1"}
 
 
 def fill_value(dtype: np.dtype) -> Any:
@@ -243,8 +309,8 @@ def meta(name: str, **extra: Any) -> dict[str, Any]:
 
 
 def mask_meta(weight: str, **extra: Any) -> dict[str, Any]:
-    """Attrs of the ``mask_<weight>`` variable: which synapses of ``weight`` are plastic."""
-    return {"long_name": f"plastic synapses of {weight}", "weight": weight, "units": "1", **extra}
+    """Attrs of the ``mask_<weight>`` variable: which synapses of ``weight`` are plastic (a boolean flag)."""
+    return {"long_name": f"plastic synapses of {weight}", "weight": weight, **BOOLEAN.attrs(), **extra}
 
 
 _WEIGHT_ROLES = {"teacher": "teacher {}", "student_init": "student {} before fitting", "student": "fitted student {}",
@@ -258,5 +324,49 @@ def weight_meta(role: str, weight: str) -> dict[str, Any]:
 
 
 def fraction_meta(key: str) -> dict[str, Any]:
-    """Attrs of a fraction coordinate: the share of the budget given to ``key``."""
-    return {"long_name": f"fraction of the budget given to {key}", "units": "1"}
+    """Attrs of a fraction coordinate (named :func:`var_name` of ``key``): the share of the budget given to
+    ``key``, which attr ``fraction_key`` holds as spelled (``"CA3->CA3"``)."""
+    return {"long_name": f"fraction of the budget given to {key}", "units": "1", "fraction_key": key}
+
+
+def cf_attrs(ds: Any) -> Any:
+    """A shallow copy of the Dataset ``ds`` whose ``flag_values`` have the type its variables are stored with.
+
+    A Zarr store keeps attrs as JSON, so ``flag_values`` read back from a sweep store are int64 whatever the
+    variable's type; CF requires the variable's own type (int8 for booleans, which netCDF stores as int8).
+    """
+    out = ds.copy(deep=False)
+    for name, var in out.variables.items():
+        if "flag_values" in var.attrs:
+            stored = np.dtype(np.int8) if var.dtype.kind == "b" else var.dtype
+            out[name].attrs["flag_values"] = np.asarray(var.attrs["flag_values"]).astype(stored)
+    return out
+
+
+def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
+    """The netCDF encoding of ``ds`` that keeps it CF-clean: strings as char arrays (netCDF-4 string variables
+    are not in cfchecker's CF), coordinates without ``_FillValue`` (CF 2.5.1). Other variables keep xarray's.
+
+    Returns
+    -------
+    dict
+        Variable name -> encoding, for ``Dataset.to_netcdf(encoding=...)``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        enc: dict[str, Any] = {}
+        if var.dtype.kind in "USO":
+            enc["dtype"] = "S1"
+        if name in ds.coords and var.dtype.kind in "fc":
+            enc["_FillValue"] = None
+        if enc:
+            out[str(name)] = enc
+    return out
+
+
+def with_cf_encoding(ds: Any) -> Any:
+    """``ds`` with :func:`cf_encoding` set on its variables (in place), so that a plain ``ds.to_netcdf(path)``
+    writes it CF-clean too; returns ``ds``."""
+    for name, enc in cf_encoding(ds).items():
+        ds[name].encoding.update(enc)
+    return ds

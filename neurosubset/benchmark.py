@@ -334,12 +334,15 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     xarray.Dataset
         ``matched (trial)`` bool, ``residual (trial)`` relative residual, ``restarts (trial)``,
         ``fit_status (trial)`` int8 flags, ``mp``, ``mp_low``, ``mp_high`` (95% Wilson interval),
-        ``mp_first_round`` and ``mp_by_round (round)``, one ``mask_<weight>`` per weight; steady circuits add
+        ``mp_first_round`` and ``mp_by_round (round)``, the allocation as ``mask_synapse (synapse)`` with the
+        coordinates ``synapse_weight``, ``synapse_post``, ``synapse_pre`` (read back by
+        :func:`neurosubset.results.stored_masks`); steady circuits add
         ``stable (trial)`` and ``max_real_eig (trial)`` of the fitted student (and with ``stable`` the rejected
         unstable draws ``teacher_rejected``, ``student_rejected``), signed plastic synapses ``sign_violations
         (trial)``. Attrs hold the configuration (circuit spec as TOML, allocation, solver, tolerance, ``dale`` and
-        ``stable`` as 0/1, versions, a config hash) and ``mp_estimate``: "exact" (affine decisions) or
-        "lower_bound" (a local solver's count, which can miss solutions).
+        ``stable`` as 0/1, versions and ``Conventions``, a config hash) and ``decision_kind``: "exact" (exact
+        deciders) or "lower bound" (a local solver's count, which can miss solutions). ``plastic_rank`` and
+        ``full_rank`` are float64, as in sweeps.
 
     Examples
     --------
@@ -359,7 +362,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     if certificate:
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=m, seed=seed, dale=res.dale, stable=res.stable)
-        ds["plastic_rank"] = ((), np.int64(cert.plastic_rank), meta("plastic_rank"))
-        ds["full_rank"] = ((), np.int64(cert.full_rank), meta("full_rank"))
+        ds["plastic_rank"] = ((), np.float64(cert.plastic_rank), meta("plastic_rank"))
+        ds["full_rank"] = ((), np.float64(cert.full_rank), meta("full_rank"))
         ds.attrs.update(cert.to_attrs())
     return ds

@@ -239,7 +239,7 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     print(f"fit: student {verdict}, relative residual {residual:.2e} (M = {alloc.size}, m = {args.m})")
     print(f"teacher spikes vs rate model: {ds.attrs['fraction_agree_teacher_model']:.0%} of (probe, neuron) pairs "
           f"agree (3 s.e. or 5%); max clipped fraction {ds.attrs['clipped_fraction_all_max']:.2%}; "
-          f"{ds.attrs['repeats']} x {ds.attrs['duration']:g} s, dt {1e3 * ds.attrs['dt']:g} ms, "
+          f"{ds.attrs['repeats']} x {float(ds['duration']):g} s, dt {1e3 * float(ds['dt']):g} ms, "
           f"{ds.attrs['codegen_target']}")
     for s in ds["student"].values:
         row = ds.sel(student=s)

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from ._checks import ParameterError
 from ._schema import DONE  # status flag of a computed sweep point
 from .circuit import Circuit
+from .results import stored_masks
 
 _LINESTYLES = ("-", "--", ":", "-.")
 _MASK_CMAP = ListedColormap(["white", "0.82", "crimson"])  # absent, frozen synapse, plastic synapse
@@ -224,10 +225,10 @@ def _draw_masks(ax: Any, circuit: Circuit, masks: Mapping[str, np.ndarray], titl
 
 
 def _masks_of(ds: xr.Dataset, circuit: Circuit) -> dict[str, np.ndarray]:
-    out = {}
-    for name, var in ds.data_vars.items():
-        if str(name).startswith("mask_") and "weight" in var.attrs:
-            out[var.attrs["weight"]] = np.asarray(var.values, bool)
+    try:
+        out = stored_masks(ds)  # the synapse dim of mp results, or one mask_<weight> per weight
+    except KeyError:
+        out = {}
     missing = set(circuit.weight_names) - set(out)
     if missing:
         raise ParameterError(f"The Dataset has no mask variables for weights {sorted(missing)}.")
@@ -392,8 +393,9 @@ def spike_rates(ds: xr.Dataset) -> Figure:
     right.set_xlabel("teacher spiking rate (Hz)")
     right.set_ylabel("student spiking rate (Hz)")
     right.set_title("teacher vs student in spikes (output neurons × probes)")
-    fig.suptitle(f"{ds.attrs.get('circuit_name', '')}: tau {1e3 * ds.attrs['tau']:g} ms, "
-                 f"{ds.attrs['repeats']} x {ds.attrs['duration']:g} s, brian2 {ds.attrs['brian2_version']} "
+    setting = (lambda k: float(ds[k]) if k in ds else float(ds.attrs[k]))  # variables (s); attrs in older files
+    fig.suptitle(f"{ds.attrs.get('circuit_name', '')}: tau {1e3 * setting('tau'):g} ms, "
+                 f"{ds.attrs['repeats']} x {setting('duration'):g} s, brian2 {ds.attrs['brian2_version']} "
                  f"({ds.attrs['codegen_target']})", fontsize=10)
     return fig
 

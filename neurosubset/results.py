@@ -1,9 +1,11 @@
 """The result Dataset of one match-probability estimate, and the weights stored in it.
 
 :func:`fit_dataset` packages a :class:`neurosubset.benchmark.FitResult` (per-trial ``matched``, ``residual``,
-``restarts``, ``fit_status``; ``mp`` with its 95% Wilson interval; masks; optionally the weights and probes) with
-attrs that hold the full configuration and a config hash; :func:`student_weights` / :func:`teacher_weights` read
-the stored weights back. Variable attrs come from :mod:`neurosubset._schema`.
+``restarts``, ``fit_status``; ``mp`` with its 95% Wilson interval; the allocation along one ``synapse`` dim;
+optionally the weights and probes) with attrs that hold the full configuration and a config hash;
+:func:`student_weights` / :func:`teacher_weights` read the stored weights back, :func:`stored_masks` the
+allocation and :func:`decision_kind` whether MP is exact, from files of this and of earlier versions. Variable
+attrs come from :mod:`neurosubset._schema`; the Dataset follows CF-1.8 (``tests/test_cf.py``).
 """
 from __future__ import annotations
 
@@ -68,9 +70,8 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         **_constraint_variables(res),
         **({} if res.decision is None else {"decision": ("trial", res.decision, meta("decision"))}),
     }
-    for name, mask in alloc.masks.items():
-        stem = var_name(name)
-        data[f"mask_{stem}"] = ((f"{stem}_post", f"{stem}_pre"), mask, _schema.mask_meta(name))
+    synapses = _synapses(circuit, alloc)
+    data["mask_synapse"] = ("synapse", synapses.pop("plastic"), meta("mask_synapse"))
     if return_weights:
         for name in circuit.weight_names:
             stem = var_name(name)
@@ -80,7 +81,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
                 data[f"{role}_{stem}"] = (dims, values[name], _schema.weight_meta(role, name))
         probe_dims = ("trial", "probe", "step", "input") if res.trials.probes.ndim == 4 else ("trial", "probe", "input")
         data["probes"] = (probe_dims, res.trials.probes, meta("probes"))
-        data["theta"] = (("trial", "synapse"), res.theta, meta("theta"))
+        data["theta"] = (("trial", "plastic_synapse"), res.theta, meta("theta"))
     last_gain = float(res.mp_by_round[-1] - res.mp_by_round[-2]) if res.mp_by_round.size > 1 else 0.0
     lm = res.options if isinstance(res.options, LevenbergMarquardt) else None
     config = {
@@ -107,18 +108,91 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         config["dale"] = 1
     if res.stable and stability_applies(circuit):
         config["stable"] = 1
-    attrs = {**config,
+    attrs = {"title": f"neurosubset match probability of {circuit.name}", **config,
              "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
              "solver_requested": (requested or res.options).name,
              "last_round_gain": last_gain,
              "dale": int(res.dale), "stable": int(res.stable),
-             "mp_estimate": "exact" if res.exact else "lower_bound",
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
     if stability_applies(circuit):
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
-    coords = {"trial": np.arange(trials), "round": np.arange(res.mp_by_round.size), "m": m}
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    coords = {"trial": ("trial", np.arange(trials), meta("trial")),
+              "round": ("round", np.arange(res.mp_by_round.size), meta("round")), "m": ((), m, meta("m")),
+              **{f"synapse_{k}": ("synapse", v, meta(f"synapse_{k}")) for k, v in synapses.items()}}
+    return _schema.with_cf_encoding(xr.Dataset(data, coords=coords, attrs=attrs))
+
+
+def _synapses(circuit: Circuit, alloc: Allocation) -> dict[str, np.ndarray]:
+    """The synapse dim of a result: every synapse the structure allows (or the allocation makes plastic), weight
+    by weight in the circuit's order, row-major; ``weight``, ``post``, ``pre`` and ``plastic`` per synapse.
+
+    One dim for all weights, so that ``to_dataframe()`` of a result does not broadcast over one pair of dims per
+    weight; the plastic ones, in this order, are the entries of ``theta``.
+    """
+    parts = []
+    for name in circuit.weight_names:
+        mask = np.asarray(alloc.masks[name], bool)
+        post, pre = np.nonzero(np.asarray(circuit.structure[name], bool) | mask)
+        parts.append((np.full(post.size, name), post, pre, mask[post, pre]))
+    weight, post, pre, plastic = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    return {"weight": weight.astype(str), "post": post.astype(np.int64), "pre": pre.astype(np.int64),
+            "plastic": plastic.astype(bool)}
+
+
+def stored_masks(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """The allocation stored in a :func:`match_probability` Dataset: weight name -> ``(n_post, n_pre)`` bool.
+
+    Reads the ``mask_synapse`` layout (the ``synapse`` dim, shapes from the circuit in ``attrs["circuit"]``) and
+    the one-variable-per-weight ``mask_<weight>`` layout of earlier files (and of sweeps, after selecting one
+    point).
+
+    Raises
+    ------
+    KeyError
+        The Dataset holds no masks.
+    """
+    if "mask_synapse" in ds.data_vars:
+        circuit = Circuit.from_toml_text(ds.attrs["circuit"])
+        out = {name: np.zeros(circuit.shape(name), bool) for name in circuit.weight_names}
+        plastic = np.asarray(ds["mask_synapse"].values, bool)
+        for name, post, pre in zip(ds["synapse_weight"].values[plastic], ds["synapse_post"].values[plastic],
+                                   ds["synapse_pre"].values[plastic]):
+            out[str(name)][int(post), int(pre)] = True
+        return out
+    out = {var.attrs["weight"]: np.asarray(var.values, bool) for name, var in ds.data_vars.items()
+           if str(name).startswith("mask_") and "weight" in var.attrs}
+    if not out:
+        raise KeyError("The Dataset has no masks (neither mask_synapse nor mask_<weight> variables).")
+    return out
+
+
+_OLD_KINDS = {"exact": _schema.DECISION_KINDS[0], "lower_bound": _schema.DECISION_KINDS[1]}
+
+
+def decision_kind(ds: xr.Dataset) -> Any:
+    """Whether the MP of a result is exact: ``"exact"`` or ``"lower bound"``
+    (:data:`neurosubset._schema.DECISION_KINDS`).
+
+    Reads the ``decision_kind`` attr, or the ``mp_estimate`` attr ("exact" / "lower_bound") that results written
+    before the two were merged carry; for a Dataset of many results (an analysis table) the ``decision_kind`` or
+    ``mp_estimate`` variable, as a DataArray of the same two spellings.
+
+    Raises
+    ------
+    KeyError
+        The Dataset says neither.
+    """
+    if "decision_kind" in ds.attrs:
+        return str(ds.attrs["decision_kind"])
+    if "mp_estimate" in ds.attrs:
+        return _OLD_KINDS[str(ds.attrs["mp_estimate"])]
+    if "decision_kind" in ds.variables:
+        return ds["decision_kind"]
+    if "mp_estimate" in ds.variables:
+        old = ds["mp_estimate"]
+        return old.copy(data=np.vectorize(lambda v: _OLD_KINDS.get(str(v), str(v)), otypes=[object])(old.values))
+    raise KeyError("The Dataset has no decision_kind (nor mp_estimate) attr or variable.")
 
 
 def _constraint_variables(res: Any) -> dict[str, tuple]:
@@ -164,3 +238,49 @@ def _weights(ds: xr.Dataset, prefix: str) -> dict[str, np.ndarray]:
         raise KeyError(f"The Dataset has no {prefix}* variables; call match_probability(..., return_weights=True).")
     return out
 
+
+
+def mcnemar_interval(only_a: int, only_b: int, trials: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Exact paired interval on ``MP(a) - MP(b)`` from the discordant pairs, and the exact McNemar p-value.
+
+    On paired trials (the same teacher, student draw and probes for both allocations) only the discordant trials
+    carry information about the difference: ``only_a`` matched by ``a`` alone, ``only_b`` by ``b`` alone,
+    ``N = only_a + only_b``. Conditional on ``N``, ``only_a ~ Binomial(N, pi)``; the Clopper-Pearson interval of
+    ``pi`` is ``[Beta^-1(alpha/2; k, N - k + 1), Beta^-1(1 - alpha/2; k + 1, N - k)]`` (``k = only_a``, 0 and 1 at
+    the ends) and, since ``MP(a) - MP(b) = (N / n) (2 pi - 1)`` given the observed discordant share ``N / n``, the
+    interval on the difference is ``(N / n) (2 low - 1) .. (N / n) (2 high - 1)`` (conditional on ``N``; ``[0, 0]``
+    when no trial is discordant). The p-value is the two-sided exact binomial test of ``pi = 1/2`` (McNemar's
+    exact test): ``min(1, 2 min(P(X <= k), P(X >= k)))``, ``X ~ Binomial(N, 1/2)``; 1 when ``N = 0``.
+
+    Parameters
+    ----------
+    only_a, only_b : int
+        Discordant trial counts (>= 0).
+    trials : int
+        Paired trials ``n`` (>= ``only_a + only_b``, >= 1).
+    confidence : float
+        Two-sided confidence level in (0, 1).
+
+    Returns
+    -------
+    (low, high, p_value) : tuple of float
+        Bounds on the MP difference (units 1, in [-1, 1]) and the p-value.
+    """
+    from scipy.stats import beta, binom
+
+    from ._checks import ParameterError
+
+    k, n_disc, n = int(only_a), int(only_a) + int(only_b), int(trials)
+    if min(k, int(only_b)) < 0 or n < max(n_disc, 1):
+        raise ParameterError(f"mcnemar_interval needs 0 <= only_a, only_b and only_a + only_b <= trials >= 1. Got "
+                             f"only_a={only_a}, only_b={only_b}, trials={trials}.")
+    if not 0.0 < confidence < 1.0:
+        raise ParameterError(f"The 'confidence' parameter must be in (0, 1). Got {confidence!r}.")
+    if n_disc == 0:
+        return 0.0, 0.0, 1.0
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n_disc - k + 1))
+    high = 1.0 if k == n_disc else float(beta.ppf(1 - alpha / 2, k + 1, n_disc - k))
+    share = n_disc / n
+    p = min(1.0, 2.0 * min(float(binom.cdf(k, n_disc, 0.5)), float(binom.sf(k - 1, n_disc, 0.5))))
+    return share * (2 * low - 1), share * (2 * high - 1), p

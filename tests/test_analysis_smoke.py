@@ -134,7 +134,7 @@ def test_ei_allocations(tmp_path):
         assert (split.mp.sel(dale=dale, stable_required=stable).values <= free + 1 / 6 + 1e-12).all()
     ro = ds.sel(panel="readout", stable_required=1).dropna("allocation", subset=["mp"], how="all")
     # read-out only is affine: exact decisions; 2 per row < m = 3 probes is rank-deficient (certificate zero, MP 0)
-    assert (ro.solver.sel(dale=1) == "lstsq").all() and (ro.mp_estimate.sel(dale=1) == "exact").all()
+    assert (ro.solver.sel(dale=1) == "lstsq").all() and (ro.decision_kind.sel(dale=1) == "exact").all()
     two = ro.sel(allocation="read-out 2 per row")
     assert float(two.mp.sel(dale=0)) == float(two.mp.sel(dale=1)) == 0.0 and two.verdict.sel(dale=1).item() == "zero"
     # without signs a full-rank read-out always matches (certificate one); Dale's law never raises it

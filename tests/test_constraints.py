@@ -187,7 +187,7 @@ def test_every_matched_student_is_stable_and_refused_matches_are_flagged():
                                  return_weights=True, certificate=False)
     loose_re = _max_re(circuit, ns.student_weights(loose))
     assert (loose_re[loose.matched.values] >= 1).any(), loose_re
-    assert ds.attrs["dale"] == 1 and ds.attrs["stable"] == 1 and ds.attrs["mp_estimate"] == "lower_bound"
+    assert ds.attrs["dale"] == 1 and ds.attrs["stable"] == 1 and ds.attrs["decision_kind"] == "lower bound"
     assert loose.attrs["stable"] == 0
 
 

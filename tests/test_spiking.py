@@ -137,8 +137,10 @@ def test_spiking_check_dataset_feedforward_and_state_restored(tmp_path):
     for name in ("rate_model", "rate_spiking", "rate_spiking_se"):
         assert chk[name].attrs["units"] == "Hz"
     assert chk.clipped_fraction.attrs["units"] == "1"
-    for key in ("tau", "baselines", "brian2_version", "codegen_target"):
+    for key in ("brian2_version", "codegen_target"):
         assert key in chk.attrs
+    assert chk.tau.attrs["units"] == "s" and float(chk.tau) == ns.SpikingSettings().tau  # settings carry units
+    assert chk.baseline_rate.dims == ("cell",) and chk.baseline_rate.attrs["units"] == "Hz"
     assert chk.attrs["brian2_version"] == brian2.__version__ and chk.attrs["codegen_target"] == "numpy"
     # independent reference: feed-forward Hawkes rates layer by layer
     a = np.zeros((9, 9))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr
 
-from .._schema import meta
+from .._schema import meta, versions
 from .._stability import max_real_part
 from ..circuit import Circuit, spectral_radius
 from ..dynamics import DTYPE, forward
@@ -34,8 +34,10 @@ def _agree_meta() -> dict[str, Any]:
 
 
 def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: SpikingSettings, probes: np.ndarray,
-         seed: int) -> tuple[dict, dict]:
-    """Check, choose the operating point, simulate all networks together; per-network arrays and common attrs.
+         seed: int) -> tuple[dict, dict, dict]:
+    """Check, choose the operating point, simulate all networks together; per-network arrays, common attrs, and
+    the settings as Dataset variables (they carry units: ``tau``, ``dt``, ``duration``, ``warmup`` in s,
+    ``rate_unit``, ``input_baseline`` and ``baseline_rate (cell)`` in Hz).
 
     ``cfg`` is resolved (:meth:`SpikingSettings.resolved`), ``probes`` ``(probe, n_in)`` checked, ``seed`` the
     brian2 seed.
@@ -140,10 +142,12 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
             warnings.warn(f"Spiking rates of the {label} network are not in the linear regime: {'; '.join(flag)}. "
                           f"They are flagged in the Dataset attrs ('rectification_dominated').", SpikingWarning,
                           stacklevel=3)
+    settings = {name: ((), float(value), meta(name)) for name, value in (
+        ("tau", tau), ("dt", dt), ("duration", cfg.duration), ("warmup", cfg.warmup), ("rate_unit", r0),
+        ("input_baseline", cfg.input_baseline))}
+    settings["baseline_rate"] = ("cell", np.asarray(rb, dtype=np.float64), meta("baseline_rate"))
     attrs = {
-        "tau": tau, "dt": dt, "duration": cfg.duration, "warmup": cfg.warmup,
-        "repeats": cfg.repeats, "seed": seed, "rate_unit": r0,
-        "baseline_rate": np.asarray(rb, dtype=np.float64), "input_baseline": cfg.input_baseline,
+        "title": f"neurosubset spiking check of {circuit.name}", **versions(), "repeats": cfg.repeats, "seed": seed,
         "margin": cfg.margin,
         "max_clipped": cfg.max_clipped, "brian2_version": sim["brian2_version"], "codegen_target": cfg.target,
         "circuit": circuit.to_toml(), "circuit_name": circuit.name,
@@ -152,7 +156,7 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
                    "area (tau); input rates nu = input_baseline + rate_unit * probe; rates in Hz = baseline_rate + "
                    "rate_unit * rate-model activity",
     }
-    return results, attrs
+    return results, attrs, settings
 
 
 def _round_down(x: float) -> float:

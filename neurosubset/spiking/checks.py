@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import meta
+from .._schema import meta, with_cf_encoding
 from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, fit
 from ..circuit import Circuit
@@ -39,8 +39,10 @@ def _agree(diff: np.ndarray, se: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def _coords(circuit: Circuit, m: int) -> dict:
     regions = np.concatenate([[o] * circuit.region[o].size for o in circuit.output_regions])
     within = np.concatenate([np.arange(circuit.region[o].size) for o in circuit.output_regions])
-    return {"probe": np.arange(m), "neuron": np.arange(circuit.n_out), "region": ("neuron", regions.astype(str)),
-            "index_in_region": ("neuron", within)}
+    return {"probe": ("probe", np.arange(m), meta("probe")),
+            "neuron": ("neuron", np.arange(circuit.n_out), meta("neuron")),
+            "region": ("neuron", regions.astype(str), meta("neuron_region")),
+            "index_in_region": ("neuron", within, meta("index_in_region"))}
 
 
 def _check_vars(r: dict, suffix: str = "", who: str = "") -> dict:
@@ -106,8 +108,9 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
         Dims ``(probe, neuron)`` over the output regions: ``rate_model`` (Hz), ``rate_spiking`` (Hz),
         ``rate_spiking_se`` (Hz), ``clipped_fraction`` (1), ``z = (rate_spiking - rate_model) / rate_spiking_se``,
         ``agree`` (within 3 standard errors or 5% relative), ``mu`` (``cell``: the offsets of all simulated
-        neurons, Hz), ``input_rate`` ``(probe, input)`` (Hz). Attrs: ``tau``, ``baselines`` (``mu``),
-        ``baseline_rate``, ``rate_unit``, ``input_baseline``, ``brian2_version``, ``codegen_target``,
+        neurons, Hz), ``input_rate`` ``(probe, input)`` (Hz); the settings as variables with units: ``tau``,
+        ``dt``, ``duration``, ``warmup`` (s), ``rate_unit``, ``input_baseline`` (Hz) and ``baseline_rate``
+        (``cell``, Hz). Attrs: ``repeats``, ``seed``, ``brian2_version``, ``codegen_target``,
         ``fraction_agree``, ``spectral_radius``, ``max_real_eig``, ``inhibition_stabilized`` (0/1: radius >= 1
         with real parts < 1, held by inhibition), ``clipped_fraction_all_max`` (hidden neurons included),
         ``rectification_dominated`` (0/1), the circuit as TOML.
@@ -129,7 +132,7 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     """
     cfg, probes, seed = _prepare(circuit, probes, settings, seed, options, "spiking_check")
     circuit = _rate_circuit(circuit, cfg)
-    results, attrs = _run(circuit, {"circuit": weights}, cfg, probes, seed)
+    results, attrs, setting_vars = _run(circuit, {"circuit": weights}, cfg, probes, seed)
     r = results["circuit"]
     data = _check_vars(r)
     diff = r["rate_spiking"] - r["rate_model"]
@@ -140,14 +143,15 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     data["agree"] = (_DIMS, agree, _agree_meta())
     data["mu"] = ("cell", r["mu"], meta("mu"))
     data["input_rate"] = _input_rate(cfg, probes)
-    attrs.update({"baselines": np.asarray(r["mu"], dtype=np.float64), "fraction_agree": float(agree.mean()),
+    data.update(setting_vars)
+    attrs.update({"fraction_agree": float(agree.mean()),
                   "spectral_radius": r["spectral_radius"], "max_real_eig": r["max_real_eig"],
                   "inhibition_stabilized": r["inhibition_stabilized"],
                   "clipped_fraction_all_max": r["clipped_fraction_all_max"],
                   "saturated_fraction_max": r["saturated_fraction_max"],
                   "predicted_clipped_fraction_max": r["predicted_clipped_fraction_max"],
                   "rectification_dominated": int(bool(r["flags"])), "flags": r["flags"]})
-    return xr.Dataset(data, coords=_coords(circuit, probes.shape[0]), attrs=attrs)
+    return with_cf_encoding(xr.Dataset(data, coords=_coords(circuit, probes.shape[0]), attrs=attrs))
 
 
 def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], student_weights: Mapping[str, Any],
@@ -185,7 +189,7 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
     students = dict(student_weights) if many else {"student": student_weights}
     if "teacher" in students:
         raise SpikingSettingsError("Student labels must differ from 'teacher'.")
-    results, attrs = _run(circuit, {"teacher": teacher_weights, **students}, cfg, probes, seed)
+    results, attrs, setting_vars = _run(circuit, {"teacher": teacher_weights, **students}, cfg, probes, seed)
     t = results["teacher"]
     data = _check_vars(t, "_teacher", "teacher")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -214,8 +218,8 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
     data["input_rate"] = _input_rate(cfg, probes)
     teacher_agree = _agree(t["rate_spiking"] - t["rate_model"], t["rate_spiking_se"], t["rate_model"])
     flags = {lab: r["flags"] for lab, r in results.items() if r["flags"]}
-    attrs.update({"baselines": np.asarray(t["mu"], dtype=np.float64),
-                  "fraction_agree_teacher_model": float(teacher_agree.mean()),
+    data.update(setting_vars)
+    attrs.update({"fraction_agree_teacher_model": float(teacher_agree.mean()),
                   "spectral_radius_teacher": t["spectral_radius"], "max_real_eig_teacher": t["max_real_eig"],
                   "inhibition_stabilized": int(any(r["inhibition_stabilized"] for r in results.values())),
                   "clipped_fraction_all_max": max(r["clipped_fraction_all_max"] for r in results.values()),
@@ -223,8 +227,9 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
                   "predicted_clipped_fraction_max": t["predicted_clipped_fraction_max"],
                   "rectification_dominated": int(bool(flags)),
                   "flags": "; ".join(f"{k}: {v}" for k, v in flags.items())})
-    ds = xr.Dataset(data, coords={**_coords(circuit, probes.shape[0]), "student": labels}, attrs=attrs)
-    return ds if many else ds.squeeze("student", drop=True)
+    ds = xr.Dataset(data, coords={**_coords(circuit, probes.shape[0]),
+                                  "student": ("student", labels, meta("student"))}, attrs=attrs)
+    return with_cf_encoding(ds if many else ds.squeeze("student", drop=True))
 
 
 def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,

@@ -1,0 +1,190 @@
+"""CF conventions of every file the toolkit writes, checked by the two public checkers, and the one-liners of the
+ecosystem (``to_dataframe``) on each result.
+
+The checkers run in this process on real files: an ``mp`` CLI result (with and without weights), a fit Dataset
+written by plain ``to_netcdf``, a sweep ``export`` and a ``spikecheck`` CLI result (brian2, short). cfchecker
+cannot download its tables here, so it reads the standard-name table that compliance-checker ships and two
+one-entry area-type / region tables written below (our files use neither). Its dependency cfunits needs the
+UDUNITS-2 C library: without a system one, the copy bundled in the cf_units wheel is used (see :func:`_cfchecks`).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import neurosubset as ns
+from neurosubset import cli
+from neurosubset._schema import CONVENTIONS, DECISION_KINDS
+from neurosubset.results import decision_kind, stored_masks
+from neurosubset.sweeps import export
+
+ROOT = Path(__file__).resolve().parents[1]
+_TABLE = ('<?xml version="1.0"?>\n<{root}><version_number>1</version_number><date>2024-01-01</date>'
+          '<entry id="global"/></{root}>\n')
+
+
+def _site(package: str) -> Path:
+    return Path(importlib.util.find_spec(package).origin).parent
+
+
+@pytest.fixture(scope="module")
+def cfchecks(tmp_path_factory):
+    """A function path -> (errors, messages) running cfchecker 4 on one file (CF version from its Conventions)."""
+    folder = tmp_path_factory.mktemp("cf_tables")
+    for name, root in (("area.xml", "area_type_table"), ("region.xml", "standardized_region_list")):
+        (folder / name).write_text(_TABLE.format(root=root))
+    standard = _site("compliance_checker") / "data" / "cf-standard-name-table.xml"
+    checker_class = _cfchecks()
+
+    def run(path: Path) -> tuple[int, list[str]]:
+        inst = checker_class(cfStandardNamesXML=str(standard), cfAreaTypesXML=str(folder / "area.xml"),
+                             cfRegionNamesXML=str(folder / "region.xml"), silent=True)
+        inst.checker(str(path))
+        totals = inst.get_total_counts()
+        return totals["FATAL"] + totals["ERROR"], [m for m in inst.all_messages if m.startswith(("ERROR:", "FATAL:"))]
+    return run
+
+
+def _cfchecks():
+    """cfchecker's CFChecker class. cfunits (imported by it) opens ``ctypes.util.find_library("udunits2")``; where
+    the system has none, the library bundled in the cf_units wheel (``cf_units.libs/libudunits2-*.so*``) is
+    loaded and named to it for the duration of the import, with its XML unit database (UDUNITS2_XML_PATH)."""
+    if ctypes.util.find_library("udunits2") is None:
+        bundled = sorted((_site("cf_units").parent / "cf_units.libs").glob("libudunits2*.so*"))
+        assert bundled, "no udunits2: neither a system library nor the one bundled with cf_units"
+        os.environ.setdefault("UDUNITS2_XML_PATH", str(_site("cf_units") / "etc" / "share" / "udunits2.xml"))
+        ctypes.CDLL(str(bundled[0]), mode=ctypes.RTLD_GLOBAL)
+        find = ctypes.util.find_library
+        ctypes.util.find_library = lambda name: str(bundled[0]) if name == "udunits2" else find(name)
+        try:
+            from cfchecker.cfchecks import CFChecker
+        finally:
+            ctypes.util.find_library = find
+    else:  # pragma: no cover - a machine with UDUNITS-2 installed
+        from cfchecker.cfchecks import CFChecker
+    return CFChecker
+
+
+def _compliance(path: Path, tmp_path: Path) -> tuple[int, list[str]]:
+    """IOOS compliance-checker ``--test=cf`` (its newest CF suite): the high-priority failures ("Errors")."""
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    CheckSuite.load_all_available_checkers()
+    report = tmp_path / f"{path.stem}.cc.json"
+    ComplianceChecker.run_checker(str(path), ["cf"], 0, "normal", output_filename=str(report),
+                                  output_format="json")
+    result = json.loads(report.read_text())["cf"]
+    failed = [f"{r['name']}: {m}" for r in result["high_priorities"] if r["value"][0] < r["value"][1]
+              for m in r["msgs"] or ["(no message)"]]
+    return len(failed), failed
+
+
+def _both(path: Path, tmp_path: Path, cfchecks) -> None:
+    errors, messages = cfchecks(path)
+    assert errors == 0, f"cfchecks: {errors} errors in {path.name}: {messages}"
+    errors, messages = _compliance(path, tmp_path)
+    assert errors == 0, f"compliance-checker: {errors} errors in {path.name}: {messages}"
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert ds.attrs["Conventions"] == CONVENTIONS
+        for name, var in ds.variables.items():  # CF 2.3 names; a long_name on every variable and coordinate
+            assert str(name)[0].isalpha() and str(name).replace("_", "").isalnum(), name
+            assert var.attrs.get("long_name"), f"{path.name}: {name} has no long_name"
+
+
+def test_mp_files_pass_both_checkers_and_keep_their_allocation(tmp_path, cfchecks):
+    ca = ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
+    out = tmp_path / "mp_ca3.nc"  # steady: stability variables, rejected draws, decision flags (exact read-out)
+    assert cli.main(["mp", str(ROOT / "circuits" / "ca3_ca1.toml"), "--budget", "40", "--strategy", "spread-rows",
+                     "--within", "CA1->OUT", "--m", "2", "--trials", "3", "--quiet", "--out", str(out)]) == 0
+    _both(out, tmp_path, cfchecks)
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        masks = stored_masks(ds.load())
+        # the same allocation drawn again (allocate is deterministic in its seed): the stored masks are it
+        alloc = ns.allocate(ca, 40, strategy="spread-rows", within=["CA1->OUT"], seed=0)
+        for name in ca.weight_names:
+            np.testing.assert_array_equal(masks[name], alloc.masks[name], err_msg=name)
+        counts = json.loads(ds.attrs["allocation_counts"])
+        assert {k: int(v.sum()) for k, v in masks.items()} == counts
+        assert ds.plastic_rank.dtype == np.float64 and ds.attrs["decision_kind"] in DECISION_KINDS
+        assert "mp_estimate" not in ds.attrs
+
+
+def test_a_fit_dataset_with_weights_written_by_plain_to_netcdf_passes_both_checkers(tmp_path, cfchecks):
+    rnn = ns.linear_rnn(5, 2, 1, steps=3)
+    ds = ns.match_probability(rnn, ns.allocate(rnn, 6, within=["W"], seed=0), m=3, trials=4, return_weights=True)
+    path = tmp_path / "fit.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    _both(path, tmp_path, cfchecks)
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        xr.testing.assert_identical(back.load(), ds)
+    # theta lists the plastic synapses in the order of the synapse dim: the fitted student holds them there
+    plastic = ds.mask_synapse.values
+    student = ns.student_weights(ds)
+    where = zip(ds.synapse_weight.values[plastic], ds.synapse_post.values[plastic], ds.synapse_pre.values[plastic])
+    for k, (name, post, pre) in enumerate(where):
+        np.testing.assert_array_equal(student[str(name)][:, post, pre], ds.theta.values[:, k])
+
+
+def test_sweep_export_passes_both_checkers(tmp_path, cfchecks):
+    ff = ns.feedforward([4, 3, 2])
+    store = tmp_path / "s.zarr"
+    ns.sweep(ff, budget=[6], fractions=ns.simplex_grid(["W1", "W2"], step=0.5), strategy=["spread-rows"],
+             m=[2], trials=3, seed=1, store=store, certificate=False)
+    nc = export(store, tmp_path / "s.nc")
+    _both(nc, tmp_path, cfchecks)
+    with xr.open_dataset(nc, engine="h5netcdf") as ds:
+        for name in ds.coords:
+            assert "_FillValue" not in ds[name].encoding, name
+        assert ds.status.attrs["flag_values"].dtype == np.int8
+
+
+@pytest.mark.requires_brian2
+def test_spikecheck_file_passes_both_checkers_and_carries_its_units(tmp_path, cfchecks):
+    out = tmp_path / "spikes.nc"
+    assert cli.main(["spikecheck", "lffn:4-6-3", "--budget", "10", "--m", "2", "--duration", "0.2", "--repeats", "2",
+                     "--target", "numpy", "--out", str(out)]) == 0
+    _both(out, tmp_path, cfchecks)
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        for name in ("tau", "dt", "duration", "warmup"):
+            assert ds[name].attrs["units"] == "s" and ds[name].ndim == 0, name
+        assert ds.baseline_rate.dims == ("cell",) and ds.baseline_rate.attrs["units"] == "Hz"
+        assert not any(isinstance(v, np.ndarray) and v.size > 1 for v in ds.attrs.values())
+        # the input rates are nu_0 + rate_unit * probe (SpikingSettings): the scalars say what the array holds
+        assert float(ds.tau) == ns.SpikingSettings().tau
+        # main variables as a table: one row per (student, probe, neuron)
+        df = ds[["rate_spiking_student", "z", "agree"]].to_dataframe()
+        assert len(df) == ds.sizes["student"] * ds.sizes["probe"] * ds.sizes["neuron"] == 2 * 2 * 3
+
+
+def test_to_dataframe_of_an_mp_result_does_not_broadcast_over_weights():
+    ca = ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
+    ds = ns.match_probability(ca, ns.allocate(ca, 20, within=["CA1->OUT"], seed=0), m=2, trials=5)
+    df = ds[["mp", "matched", "residual"]].to_dataframe()
+    assert len(df) == 5 and list(df.columns[:3]) == ["mp", "matched", "residual"]
+    assert (df.mp == ds.mp.item()).all() and df.matched.sum() == int(ds.matched.sum())
+    # the whole result: trial x round x synapse rows; synapses = structural entries (structure of each weight)
+    synapses = sum(int(np.count_nonzero(ca.structure[w])) for w in ca.weight_names)
+    whole = ds.to_dataframe()
+    assert len(whole) == 5 * ds.sizes["round"] * synapses, (len(whole), synapses)
+
+
+def test_decision_kind_is_one_attr_and_old_results_still_say_theirs():
+    ff = ns.feedforward([4, 3])
+    ds = ns.match_probability(ff, ns.allocate(ff, 6, seed=0), m=2, trials=3)
+    assert decision_kind(ds) == ds.attrs["decision_kind"] == "exact" and "mp_estimate" not in ds.attrs
+    with xr.open_dataset(ROOT / "data" / "ei_allocations.nc", engine="h5netcdf") as old:  # shipped, mp_estimate
+        kinds, solver = decision_kind(old.load()), old.solver
+    known = solver.notnull() & (solver != "")
+    # exact least squares decides exactly (affine outputs); the Levenberg-Marquardt gives lower bounds
+    assert (kinds.where(solver == "lstsq") == "exact").sum() == int((solver == "lstsq").sum()) > 0
+    assert (kinds.where(solver == "lm") == "lower bound").sum() == int((solver == "lm").sum()) > 0
+    assert set(np.unique(kinds.values[known.values])) <= set(DECISION_KINDS)
+    assert decision_kind(xr.Dataset(attrs={"mp_estimate": "lower_bound"})) == "lower bound"
