@@ -4,7 +4,8 @@
 LAPACK ``gelsd`` works on a copy of the batched Jacobian, so the peak is about twice the Jacobian;
 ``tests/test_sweeps_safety.py`` checks the estimate within 2x of the measured peak RSS at three sizes).
 :func:`check_memory` raises :class:`~neurosubset.ParameterError` in one line when the estimate exceeds the memory
-available now, saying the estimate and what to lower.
+available now, saying the estimate and what to lower. :func:`chunk_trials` sizes the chunks of trials a fit
+processes one after another so that memory stays bounded whatever the number of trials.
 """
 from __future__ import annotations
 
@@ -123,3 +124,66 @@ def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None,
     restarts = getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
     terms = estimate_fit(circuit, alloc.size, m, trials, problems_per_trial=restarts, certificate=certificate)
     check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower="'trials' or 'm'")
+
+
+_CHUNK_SHARE = 0.5  # of the memory available now, what one chunk of trials may take (the rest: results, others)
+_FACTOR_COPIES = 4.0  # steady circuits: I - W, its LU factors and the blocks they are built from, per problem
+
+
+def per_trial_bytes(circuit: Any, plastic: int, m: int, solver: Any = None) -> int:
+    """Bytes one more trial adds to a fit's peak: :func:`estimate_fit` of one trial, plus (steady circuits) the
+    dense ``I - W`` factorisations of its problems and, for the LM, the continued restarts beside the fresh ones."""
+    lm = type(solver).__name__ == "LevenbergMarquardt"
+    problems = 2 * getattr(solver, "restarts", 1) if lm else 1  # fresh starts and the ones continued into a round
+    terms = estimate_fit(circuit, plastic, m, 1, problems_per_trial=problems)
+    total = terms["total"]
+    if getattr(circuit, "dynamics", None) == "steady":
+        n = sum(r.size for r in circuit.regions if r.role != "input")
+        total += int(_F64 * _FACTOR_COPIES * problems * n * n)
+    return int(total)
+
+
+def chunk_trials(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None, *, chunk: int | None = None,
+                 max_memory: float | None = None, what: str = "fit", available: int | None = None) -> int:
+    """How many trials a fit processes at once: all of them when they fit, else chunks sized from memory.
+
+    Parameters
+    ----------
+    circuit, alloc, m, trials, solver
+        The request (``solver``: the LM's restarts multiply the problems per trial).
+    chunk : int, optional
+        An explicit chunk size (trials, >= 1); overrides the memory-based size.
+    max_memory : float, optional
+        Bytes one chunk may use (default: half the memory available now).
+    what : str
+        The request as an error names it.
+    available : int, optional
+        Bytes available (default: :func:`available_bytes`).
+
+    Returns
+    -------
+    int
+        Trials per chunk, ``1 <= chunk <= trials``. Decisions do not depend on it (each trial's draws and restarts
+        come from its own seeds).
+
+    Raises
+    ------
+    ParameterError
+        ``chunk`` or ``max_memory`` invalid, or a single trial needs more than the memory available.
+    """
+    from ._checks import check_int, check_real
+
+    if chunk is not None:
+        return min(check_int("chunk", chunk, minimum=1), trials)
+    available = available_bytes() if available is None else available
+    one = per_trial_bytes(circuit, alloc.size, m, solver)
+    restarts = getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
+    terms = estimate_fit(circuit, alloc.size, m, 1, problems_per_trial=restarts)
+    terms["total"] = max(terms["total"], one)
+    check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size}) with one trial at a time", terms,
+                 lower="'m' (of 'trials' or 'm', only 'm' helps: trials are fitted in chunks) or the circuit's size",
+                 available=available)
+    budget = _CHUNK_SHARE * available
+    if max_memory is not None:
+        budget = min(budget, check_real("max_memory", max_memory, low=0.0, low_open=True))
+    return int(min(trials, max(1, budget // max(one, 1))))

@@ -28,6 +28,7 @@ bit):
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -37,18 +38,20 @@ import xarray as xr
 
 from . import _schema
 from ._checks import CircuitSpecError, NonFiniteOutputWarning, ParameterError, check_int, check_real
-from ._memory import check_fit
-from ._schema import NON_FINITE, UNSTABLE, meta, var_name, version
+from ._memory import chunk_trials
+from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
 from ._stability import loops, max_real_eig, plastic_in_loops, stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
+from .solvers._device import check_device
 from .solvers.bounded import sign_bounds, solve_exact
 from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
+from .solvers.lm import relative_residual
 from .solvers.multistart import multistart
 from .results import fit_dataset, student_weights, teacher_weights, wilson_interval
-from .theory import certify
+from .theory import Certificate, certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
 # cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
@@ -185,8 +188,13 @@ class FitResult:
 def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
         solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, threads: int | None = 1, progress: bool = False,
         dale: bool = True, stable: bool = True, restarts: int | None = None, max_rounds: int | None = None,
-        steps: int | None = None, widen: float | None = None) -> FitResult:
-    """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, all trials in one batch.
+        steps: int | None = None, widen: float | None = None, device: str | torch.device = "cpu",
+        chunk: int | None = None, max_memory: float | None = None, skip_zero: bool = False) -> FitResult:
+    """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, batched over trials.
+
+    Trials are processed in chunks sized from the memory available (all in one batch when they fit), so memory
+    does not grow with ``trials`` beyond the per-trial results; every trial's draws and restarts come from its own
+    seeds, so the decisions do not depend on the chunk size.
 
     Parameters
     ----------
@@ -226,25 +234,112 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         see :mod:`neurosubset._stability`). Ignored for other dynamics.
     restarts, max_rounds, steps, widen
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
+    device : {"cpu", "cuda"} or torch.device
+        Where the batched fitting runs (``"cuda"`` needs a torch that sees a GPU); decisions agree to rounding.
+        Draws are always made on the CPU (numpy) and results come back as numpy arrays.
+    chunk : int, optional
+        Trials per batch (default: as many as half the available memory holds, see
+        :func:`neurosubset._memory.chunk_trials`).
+    max_memory : float, optional
+        Bytes one batch may take (an upper bound on the default chunk size).
+    skip_zero : bool
+        Certify first (:func:`neurosubset.theory.certify` with the same ``m``, ``seed``, ``dale``, ``stable``) and,
+        where the verdict is "zero" (a rank deficit: no plastic values reproduce a generic teacher), fit nothing:
+        every trial is recorded with ``decision`` "rank_certificate", ``fit_status`` no_solution, no restarts,
+        and the student as drawn (``theta`` its own plastic values, ``residual`` its actual residual). Off by
+        default (then every trial is fitted, whatever the certificate).
 
     Returns
     -------
     FitResult
     """
+    solver = as_solver(solver, where="fit", restarts=restarts, max_rounds=max_rounds, steps=steps, widen=widen)
+    return _request(circuit, alloc, m, trials, seed, solver=solver, tol=tol, threads=threads, progress=progress,
+                    dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero)
+
+
+def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, solver: Solver, tol: float,
+             threads: int | None, progress: bool, dale: bool, stable: bool, device: str | torch.device,
+             chunk: int | None, max_memory: float | None, skip_zero: bool, keep_weights: bool = True,
+             cert: Certificate | None = None) -> FitResult:
+    """:func:`fit` after its deprecated aliases: the checks, the certificate where asked, the chunked fit."""
     m = check_int("m", m, minimum=1)
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     tol = check_real("tol", tol, low=0.0, low_open=True)
-    solver = as_solver(solver, where="fit", restarts=restarts, max_rounds=max_rounds, steps=steps, widen=widen)
     if set(alloc.masks) != set(circuit.weight_names):
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
-    check_fit(circuit, alloc, m, trials, solver, what="fit")  # refuse, before any draw, what the machine cannot hold
-    draws = draw_trials(circuit, m, trials, seed, stable=stable)
+    device = check_device(device)
+    if not _check_flag("skip_zero", skip_zero):
+        cert = None
+    elif cert is None:
+        with torch_threads(threads):
+            cert = certify(circuit, alloc, m=m, seed=seed, dale=dale, stable=stable)
+    return _fit_trials(circuit, alloc, m, trials, seed, solver=solver, tol=tol, threads=threads, progress=progress,
+                       dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, cert=cert,
+                       keep_weights=keep_weights)
+
+
+def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, solver: Solver, tol: float,
+                threads: int | None, progress: bool, dale: bool, stable: bool, device: torch.device,
+                chunk: int | None, max_memory: float | None, cert: Certificate | None,
+                keep_weights: bool = True) -> FitResult:
+    """Trials in chunks (the solver resolved once for all of them), results concatenated in trial order.
+
+    ``keep_weights=False`` drops the per-trial weight matrices and probes of each chunk once it is fitted (what a
+    Dataset without ``return_weights`` needs), so memory stays at one chunk plus per-trial scalars.
+    """
     with torch_threads(threads):
-        return _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
-                    stable=stable)
+        solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
+        # refuse, before any draw, what the machine cannot hold even one trial at a time
+        size = chunk_trials(circuit, alloc, m, trials, solver, chunk=chunk, max_memory=max_memory, what="fit")
+        zero = cert is not None and cert.verdict == "zero"
+        parts = []
+        for first in range(0, trials, size):
+            draws = draw_trials(circuit, m, min(size, trials - first), seed, first=first, stable=stable)
+            part = _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
+                        stable=stable, first=first, device=device, zero=zero)
+            parts.append(part if keep_weights else _without_weights(part))
+    return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _resolve(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, solver: Solver,
+             dale: bool) -> Solver:
+    """:class:`Auto` made concrete (exact deciders wherever the problem allows one, the LM otherwise)."""
+    if not isinstance(solver, Auto):
+        return solver
+    signs = sign_bounds(circuit, alloc)
+    affine = is_affine(circuit, alloc, seed=seed)
+    return (not affine and exact_decider(circuit, alloc, m, dale and signs.active, trials)) or solver.resolve(affine)
+
+
+def _without_weights(res: FitResult) -> FitResult:
+    """``res`` without its weight matrices and probes (per-trial scalars, ``theta`` and rejection counts kept)."""
+    t = res.trials
+    light = Trials({}, {}, np.zeros((res.matched.size, 0)), t.teacher_rejected, t.student_rejected)
+    return dataclasses.replace(res, trials=light, student={})
+
+
+def _concat(parts: list[FitResult]) -> FitResult:
+    """The chunks' results as one, in trial order; ``mp_by_round`` recounted over all trials."""
+    cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
+    field = (lambda name: cat([getattr(p, name) for p in parts]))
+    dicts = (lambda ds: {k: np.concatenate([d[k] for d in ds]) for k in ds[0]})
+    ts = [p.trials for p in parts]
+    draws = Trials(dicts([t.teacher for t in ts]), dicts([t.student_init for t in ts]),
+                   np.concatenate([t.probes for t in ts]), cat([t.teacher_rejected for t in ts]),
+                   cat([t.student_rejected for t in ts]))
+    matched = field("matched")
+    sizes = [p.matched.size for p in parts]
+    # each chunk's fractions are exact counts / chunk size: recount, then divide once (as over one batch)
+    counts = sum(np.rint(p.mp_by_round * n) for p, n in zip(parts, sizes))
+    return dataclasses.replace(
+        parts[0], trials=draws, student=dicts([p.student for p in parts]), theta=field("theta"),
+        residual=field("residual"), matched=matched, restarts=field("restarts"), mp_by_round=counts / matched.size,
+        status=field("status"), exact=all(p.exact for p in parts), max_real_eig=field("max_real_eig"),
+        sign_violations=field("sign_violations"), decision=field("decision"))
 
 
 def _check_flag(field: str, value) -> bool:
@@ -254,9 +349,11 @@ def _check_flag(field: str, value) -> bool:
 
 
 def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
-         progress: bool, dale: bool = False, stable: bool = False) -> FitResult:
+         progress: bool, dale: bool = False, stable: bool = False, first: int = 0,
+         device: torch.device = torch.device("cpu"), zero: bool = False) -> FitResult:
+    """Fit trials ``first .. first + len(draws) - 1`` (restart seeds use the global trial index)."""
     trials, m = draws.probes.shape[:2]
-    to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))
+    to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))  # exact deciders run on the CPU; the LM on `device`
     fmap = PlasticMap(circuit, alloc, {k: to_t(v) for k, v in draws.student_init.items()}, to_t(draws.probes))
     teacher = {k: to_t(v) for k, v in draws.teacher.items()}
     targets = forward(circuit, teacher, fmap.probes).flatten(-2)
@@ -264,11 +361,16 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     bounds = signs if dale and signs.active else None
     steady = stability_applies(circuit)  # steady, or linear continuous (max Re eig(T^-1 (W - I)) < 0)
     need_stable = stable and steady
-    admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
-    if isinstance(solver, Auto):  # exact deciders wherever the problem allows one, the LM otherwise
-        affine = is_affine(circuit, alloc, seed=seed)
-        solver = (not affine and exact_decider(circuit, alloc, m, bounds is not None, trials)) or solver.resolve(affine)
-    if isinstance(solver, (ReluFeasibility, UnivariateRoots)) and alloc.size:
+    admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()}) < 1.0
+                  ) if need_stable else None
+    solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
+    if zero:  # the certificate's rank deficit decides every trial: nothing to fit, the student stays as drawn
+        own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
+        theta = to_t(np.concatenate(own, axis=-1) if own else np.zeros((trials, 0)))
+        resid = relative_residual(fmap(theta), targets)
+        status, n_rest = np.full(trials, NO_SOLUTION, dtype=np.int8), np.zeros(trials, dtype=np.int64)
+        history, exact, decision = [0.0] * getattr(solver, "max_rounds", 1), True, _schema.CERTIFICATE_DECISION
+    elif isinstance(solver, (ReluFeasibility, UnivariateRoots)) and alloc.size:
         theta, resid, status, decision = solve_decider(solver, fmap, targets, alloc, bounds, tol=tol)
         n_rest, exact = np.zeros(trials, dtype=np.int64), not (status == _schema.STALLED).any()  # stalled: undecided
     elif isinstance(solver, LeastSquares) or alloc.size == 0:
@@ -280,20 +382,24 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
         exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
     else:
         sigma = circuit.init_scale(alloc)
-        out = multistart(fmap, targets, sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
-                         admissible=admissible)
-        theta, resid, n_rest, history, status = out.theta, out.residual, out.restarts, out.history, out.status
+        on = (lambda a: a.to(device))
+        work = fmap if device.type == "cpu" else PlasticMap(
+            circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes))
+        out = multistart(work, on(targets), sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
+                         admissible=admissible, first=first)
+        theta, resid, n_rest, history, status = out.theta.cpu(), out.residual.cpu(), out.restarts, out.history, \
+            out.status
         exact, decision = False, _schema.LM_DECISION
-    student = {k: v.numpy() for k, v in fmap.weights(theta).items()}
-    resid_np = resid.numpy()
-    matched = resid_np < tol
+    student = {k: v.cpu().numpy() for k, v in fmap.weights(theta).items()}
+    resid_np = resid.cpu().numpy()
+    matched = (resid_np < tol) & (not zero)
     max_re = max_real_eig(circuit, student) if steady else None
     if need_stable:  # checked on the weights reported, whatever the solver did
         unstable = matched & ~(max_re < 1.0)
         matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
-    if isinstance(solver, (LeastSquares, ReluFeasibility, UnivariateRoots)):
+    if isinstance(solver, (LeastSquares, ReluFeasibility, UnivariateRoots)) and not zero:
         history = [float((resid < tol).double().mean())] if not need_stable else [float(matched.mean())]
-    theta_np = theta.numpy()
+    theta_np = theta.cpu().numpy()
     return FitResult(draws, student, theta_np, resid_np, matched, n_rest, np.array(history), solver.name, tol,
                      status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
                      sign_violations=signs.violations(theta_np) if signs.active else None,
@@ -304,7 +410,9 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, return_weights: bool = False,
                       progress: bool = False, certificate: bool = True, threads: int | None = 1,
                       dale: bool = True, stable: bool = True, restarts: int | None = None,
-                      max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
+                      max_rounds: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
+                      chunk: int | None = None, max_memory: float | None = None,
+                      skip_zero: bool = False) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -317,8 +425,10 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         Number of teacher/student/probe draws.
     seed : int
         Base seed; the same seed gives an identical Dataset and trial ``i`` does not depend on ``trials``.
-    solver, tol, progress, threads, dale, stable
-        See :func:`fit` (``dale=False, stable=False``: the unconstrained benchmark).
+    solver, tol, progress, threads, dale, stable, device, chunk, max_memory, skip_zero
+        See :func:`fit` (``dale=False, stable=False``: the unconstrained benchmark). Without ``return_weights``
+        only per-trial results are kept between chunks, so memory stays at one chunk's. With ``skip_zero`` and
+        ``certificate`` the certificate is computed once, before fitting.
     return_weights : bool
         Also store teacher, initial and fitted student weights, probes and ``theta`` per trial.
     certificate : bool
@@ -351,8 +461,14 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     >>> float(ds.mp)                                                         # doctest: +SKIP
     """
     solver = as_solver(solver, where="match_probability", restarts=restarts, max_rounds=max_rounds, steps=steps)
-    res = fit(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads,
-              dale=dale, stable=stable)
+    cert = None
+    if certificate and skip_zero is True:  # certified first: a "zero" verdict spares the fitting
+        with torch_threads(threads):
+            cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
+                           dale=_check_flag("dale", dale), stable=_check_flag("stable", stable))
+    res = _request(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads,
+                   dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero,
+                   keep_weights=return_weights, cert=cert)
     ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=solver, return_weights=return_weights)
     overflowed = int((res.status == NON_FINITE).sum())
     if overflowed:
@@ -360,8 +476,9 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       f"non_finite; they count as unmatched, so MP says nothing about them): lower the gains or the "
                       f"time steps of {circuit.name!r}.", NonFiniteOutputWarning, stacklevel=2)
     if certificate:
-        with torch_threads(threads):
-            cert = certify(circuit, alloc, m=m, seed=seed, dale=res.dale, stable=res.stable)
+        if cert is None:
+            with torch_threads(threads):
+                cert = certify(circuit, alloc, m=m, seed=seed, dale=res.dale, stable=res.stable)
         ds["plastic_rank"] = ((), np.float64(cert.plastic_rank), meta("plastic_rank"))
         ds["full_rank"] = ((), np.float64(cert.full_rank), meta("full_rank"))
         ds.attrs.update(cert.to_attrs())

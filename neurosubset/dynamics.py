@@ -146,7 +146,7 @@ def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch
         neurons = circuit.slices(("hidden", "output"))
         w_rec = _blocks(circuit, weights, list(neurons), list(neurons))
         w_in = _blocks(circuit, weights, list(neurons), list(slices))
-        eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype)
+        eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype, device=w_rec.device)
         # lu_factor/lu_solve, not linalg.solve: in torch 2.13 vmap(jacfwd(linalg.solve)) returns wrong
         # derivatives (tests/test_dynamics.py checks the Jacobian against finite differences)
         lu, pivots = torch.linalg.lu_factor(eye - w_rec)
@@ -239,14 +239,17 @@ class PlasticMap:
     def __init__(self, circuit: Circuit, alloc: Allocation, frozen: Mapping[str, torch.Tensor],
                  probes: torch.Tensor):
         self.circuit = circuit
-        self.index = {k: torch.as_tensor(v, dtype=torch.long) for k, v in alloc.indices.items()}
-        masks = {k: torch.from_numpy(v.copy()) for k, v in alloc.masks.items()}
+        device = probes.device  # every tensor of the map lives where the probes do
+        self.index = {k: torch.as_tensor(v, dtype=torch.long, device=device) for k, v in alloc.indices.items()}
+        masks = {k: torch.from_numpy(v.copy()).to(device) for k, v in alloc.masks.items()}
         self.frozen = {k: frozen[k].masked_fill(masks[k], 0.0) for k in circuit.weight_names}
         self.probes = probes
         self.size = alloc.size
         # continuous dynamics: no closed-form adjoint; the Jacobian comes from autograd through expm / RK4
         closed = circuit.nonlinearity == "linear" and circuit.dynamics != "continuous"
         self._layout = _adjoint_layout(circuit, alloc) if closed else None
+        if self._layout is not None and device.type != "cpu":
+            self._layout = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self._layout.items()}
 
     @property
     def closed_form(self) -> bool:
@@ -332,12 +335,12 @@ class PlasticMap:
                 return forward(self.circuit, assemble(sub_frozen, self.index, t), sub_probes).flatten(-2)
 
             if size <= e:
-                basis = torch.eye(size, dtype=th.dtype).unsqueeze(1).expand(size, th.shape[0], size)
+                basis = torch.eye(size, dtype=th.dtype, device=th.device).unsqueeze(1).expand(size, th.shape[0], size)
                 cols = torch.func.vmap(lambda v, fn=fn, th=th: torch.func.jvp(fn, (th,), (v,))[1])(basis)
                 parts.append(cols.permute(1, 2, 0))
             else:
                 _, vjp = torch.func.vjp(fn, th)
-                basis = torch.eye(e, dtype=th.dtype).unsqueeze(1).expand(e, th.shape[0], e)
+                basis = torch.eye(e, dtype=th.dtype, device=th.device).unsqueeze(1).expand(e, th.shape[0], e)
                 parts.append(torch.func.vmap(vjp)(basis)[0].permute(1, 0, 2))
         return torch.cat(parts)
 
@@ -385,7 +388,7 @@ def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torc
         rows = layout["rows"]
         a = _blocks(circuit, weights, rows, rows)
         b = _blocks(circuit, weights, rows, inputs)
-        lu, piv = torch.linalg.lu_factor(torch.eye(a.shape[-1], dtype=a.dtype) - a)
+        lu, piv = torch.linalg.lu_factor(torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - a)
         x = probes.transpose(-1, -2)  # (P, n_in, m)
         rates = torch.linalg.lu_solve(lu, piv, b @ x)  # (P, N, m)
         select = layout["select"]  # (n_out, N)

@@ -46,9 +46,10 @@ class Bounds:
         """Whether any value is bounded (an inactive box leaves every solver on its unconstrained path)."""
         return bool(np.isfinite(self.lower).any() or np.isfinite(self.upper).any())
 
-    def tensors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(lower, upper)`` as torch tensors ``(M,)``."""
-        return torch.as_tensor(self.lower, dtype=dtype), torch.as_tensor(self.upper, dtype=dtype)
+    def tensors(self, dtype: torch.dtype, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)`` as torch tensors ``(M,)`` (on ``device``, default the CPU)."""
+        return (torch.as_tensor(self.lower, dtype=dtype, device=device),
+                torch.as_tensor(self.upper, dtype=dtype, device=device))
 
     def inside(self, starts: np.ndarray) -> np.ndarray:
         """Random starts ``(..., M)`` moved into the box by sign: ``|z|`` on ``[0, inf)``, ``-|z|`` on ``(-inf, 0]``.

@@ -153,17 +153,18 @@ def levenberg_marquardt(fmap: PlasticMap, owner: torch.Tensor, targets: torch.Te
     n, size = theta0.shape
     tiny = torch.finfo(theta0.dtype).tiny
     # results, filled in as problems leave the working set
-    theta, cost = theta0.clone(), torch.full((n,), torch.inf, dtype=theta0.dtype)
-    iters, capped = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-    status = torch.full((n,), LM_CAPPED, dtype=torch.int8)
-    mu_all = torch.full((n,), 1e-3, dtype=theta0.dtype) if mu0 is None else mu0.clone()
-    nu_all = torch.full((n,), 2.0, dtype=theta0.dtype) if nu0 is None else nu0.clone()
+    dev = theta0.device
+    theta, cost = theta0.clone(), torch.full((n,), torch.inf, dtype=theta0.dtype, device=dev)
+    iters, capped = torch.zeros(n, dtype=torch.long, device=dev), torch.zeros(n, dtype=torch.bool, device=dev)
+    status = torch.full((n,), LM_CAPPED, dtype=torch.int8, device=dev)
+    mu_all = torch.full((n,), 1e-3, dtype=theta0.dtype, device=dev) if mu0 is None else mu0.clone()
+    nu_all = torch.full((n,), 2.0, dtype=theta0.dtype, device=dev) if nu0 is None else nu0.clone()
     norm_all = torch.linalg.vector_norm(targets, dim=-1).clamp_min(tiny)
     if n == 0:
         return LMResult(theta, cost, iters, mu_all, nu_all, capped, status)
-    done_trial = torch.zeros(int(owner.max()) + 1, dtype=torch.bool)  # a restart of the trial converged
+    done_trial = torch.zeros(int(owner.max()) + 1, dtype=torch.bool, device=dev)  # a restart of it converged
     # the working set: compact tensors over the still-running problems, `pos` their indices into the results
-    pos, work = torch.arange(n), fmap.subset(owner)
+    pos, work = torch.arange(n, device=dev), fmap.subset(owner)
     th, tgt, norm_t, own = theta0.clone(), targets, norm_all, owner
     f, jac = work.value_and_jacobian(th)
     r = f - tgt
@@ -255,7 +256,7 @@ def _refused(admissible, work: PlasticMap, th: torch.Tensor, converged: torch.Te
     out = torch.zeros_like(converged)
     hit = torch.nonzero(converged).flatten()
     if hit.numel():
-        out[hit] = ~torch.as_tensor(admissible(work.subset(hit), th[hit]), dtype=torch.bool)
+        out[hit] = ~torch.as_tensor(admissible(work.subset(hit), th[hit]), dtype=torch.bool, device=out.device)
     return out
 
 

@@ -68,7 +68,7 @@ def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
 
 def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
                tol: float, progress: bool = False, bounds: Bounds | None = None,
-               admissible: Callable | None = None) -> MultiStartResult:
+               admissible: Callable | None = None, first: int = 0) -> MultiStartResult:
     """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
 
     Parameters
@@ -91,6 +91,9 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         A box on ``theta`` (Dale's law); ``None`` or an inactive box: unconstrained.
     admissible : callable, optional
         ``admissible(fmap_subset, theta) -> (problem,) bool``: which matches count (see the module docstring).
+    first : int
+        Global index of the map's first trial: row ``k`` is trial ``first + k`` of the restart seeds, so a chunk of
+        trials is fitted exactly as inside one batch of all of them.
 
     Returns
     -------
@@ -98,56 +101,59 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     """
     restarts, max_rounds, widen = solver.restarts, solver.max_rounds, solver.widen
     trials, size = targets.shape[0], fmap.size
-    dtype = targets.dtype
+    dtype, device = targets.dtype, targets.device
     best_theta = targets.new_zeros((trials, size))
-    best = torch.full((trials,), torch.inf, dtype=dtype)
-    best_why = torch.full((trials,), LM_CAPPED, dtype=torch.int8)
+    best = torch.full((trials,), torch.inf, dtype=dtype, device=device)
+    best_why = torch.full((trials,), LM_CAPPED, dtype=torch.int8, device=device)
     n_rest = np.zeros(trials, dtype=np.int64)
     history: list[float] = []
-    carry = _Carry.empty(size, dtype)  # restarts that hit their round's cap while still descending
-    box = bounds.tensors(dtype) if bounds is not None and bounds.active else (None, None)
-    refused = _Refused.empty(trials, size, dtype) if admissible is not None else None
+    carry = _Carry.empty(size, dtype, device)  # restarts that hit their round's cap while still descending
+    box = bounds.tensors(dtype, device) if bounds is not None and bounds.active else (None, None)
+    refused = _Refused.empty(trials, size, dtype, device) if admissible is not None else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_rounds, desc="restart rounds", unit="round", leave=False)
     for rnd in range(max_rounds):
-        todo = torch.nonzero(~(best < tol)).flatten()
+        todo = torch.nonzero(~(best < tol)).flatten().cpu()
         if todo.numel() == 0:
             history.extend([history[-1]] * (max_rounds - rnd))
             break
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
-            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(i), 1, rnd))).standard_normal(
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(first + int(i), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * scales for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)
         fresh = starts.shape[0]
+        todo = todo.to(device)
         owner = torch.cat([todo.repeat_interleave(restarts), carry.owner])
-        theta0 = torch.cat([torch.as_tensor(starts, dtype=dtype), carry.theta])
-        mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=dtype), carry.mu])
-        nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=dtype), carry.nu])
+        theta0 = torch.cat([torch.as_tensor(starts, dtype=dtype, device=device), carry.theta])
+        mu0 = torch.cat([torch.full((fresh,), 1e-3, dtype=dtype, device=device), carry.mu])
+        nu0 = torch.cat([torch.full((fresh,), 2.0, dtype=dtype, device=device), carry.nu])
         # no autograd bookkeeping where the Jacobian is the closed form (~20% faster on small batches)
         with torch.inference_mode() if fmap.closed_form else contextlib.nullcontext():
             res = levenberg_marquardt(fmap, owner, targets[owner], theta0,
                                       steps=solver.iterations * 2 ** min(rnd, _MAX_DOUBLINGS), stop=tol * 1e-3,
                                       mu0=mu0, nu0=nu0, lower=box[0], upper=box[1], admissible=admissible)
-        n_rest[todo.numpy()] += restarts
+        n_rest[todo.cpu().numpy()] += restarts
         # best problem of each trial (lowest residual; ties -> the lowest index: fresh restarts in order, then
         # the continued ones)
         resid = res.residual.nan_to_num(torch.inf)
         if refused is not None:  # refused matches never count; the best of them is kept for the report
             resid = refused.update(fmap, res, owner, resid, tol, admissible)
-        low = torch.full((trials,), torch.inf, dtype=dtype).scatter_reduce(0, owner, resid, reduce="amin")
-        index = torch.arange(owner.numel())
+        low = torch.full((trials,), torch.inf, dtype=dtype, device=device).scatter_reduce(0, owner, resid,
+                                                                                            reduce="amin")
+        index = torch.arange(owner.numel(), device=device)
         at_low = resid == low[owner]
-        first = torch.full((trials,), owner.numel()).scatter_reduce(0, owner[at_low], index[at_low], reduce="amin")
+        lead = torch.full((trials,), owner.numel(), device=device).scatter_reduce(0, owner[at_low], index[at_low],
+                                                                                  reduce="amin")
         better = low[todo] < best[todo]
         rows = todo[better]
         best[rows] = low[rows]
-        best_theta[rows] = res.theta[first[rows]]
-        best_why[rows] = res.status[first[rows]]
+        best_theta[rows] = res.theta[lead[rows]]
+        best_why[rows] = res.status[lead[rows]]
         history.append(float((best < tol).double().mean()))
         carry = _Carry.keep(res, owner, best >= tol, restarts)  # only trials still open go on
         if bar is not None:
@@ -155,11 +161,11 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             bar.set_postfix(matched=f"{history[-1]:.3f}")
     if bar is not None:
         bar.close()
-    unmatched = np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why], dtype=np.int8)
+    unmatched = np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why.cpu()], dtype=np.int8)
     if refused is not None:  # no admissible match but a refused one: report it, flagged unstable
         only = ~(best < tol) & (refused.residual < tol)
         best_theta[only] = refused.theta[only]
-        unmatched[only.numpy()] = UNSTABLE
+        unmatched[only.cpu().numpy()] = UNSTABLE
     # the reported residual is recomputed from the assembled weights, not taken from the solver
     resid = relative_residual(fmap(best_theta), targets)
     status = trial_status(resid, tol, unmatched=unmatched)
@@ -170,7 +176,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
 
 def trial_status(residual: torch.Tensor, tol: float, *, unmatched: np.ndarray | int) -> np.ndarray:
     """``(trial,)`` int8 FIT_STATUS: matched below ``tol``, non_finite for inf/NaN, else ``unmatched``."""
-    res = residual.numpy()
+    res = residual.cpu().numpy()
     out = np.broadcast_to(np.asarray(unmatched, dtype=np.int8), res.shape).copy()
     out[~np.isfinite(res)] = NON_FINITE
     out[res < tol] = MATCHED
@@ -187,9 +193,9 @@ class _Carry:
     nu: torch.Tensor
 
     @classmethod
-    def empty(cls, size: int, dtype: torch.dtype) -> _Carry:
-        return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, size), dtype=dtype),
-                   torch.zeros(0, dtype=dtype), torch.zeros(0, dtype=dtype))
+    def empty(cls, size: int, dtype: torch.dtype, device: torch.device = torch.device("cpu")) -> _Carry:
+        return cls(torch.zeros(0, dtype=torch.long, device=device), torch.zeros((0, size), dtype=dtype, device=device),
+                   torch.zeros(0, dtype=dtype, device=device), torch.zeros(0, dtype=dtype, device=device))
 
     @classmethod
     def keep(cls, res: LMResult, owner: torch.Tensor, open_trial: torch.Tensor, most: int) -> _Carry:
@@ -201,7 +207,7 @@ class _Carry:
             cand = cand[torch.argsort(owner[cand], stable=True)]
             own = owner[cand]
             start = torch.searchsorted(own, own, side="left")
-            cand = cand[torch.arange(own.numel()) - start < most]
+            cand = cand[torch.arange(own.numel(), device=own.device) - start < most]
         return cls(owner[cand], res.theta[cand], res.mu[cand], res.nu[cand])
 
 
@@ -213,8 +219,10 @@ class _Refused:
     theta: torch.Tensor
 
     @classmethod
-    def empty(cls, trials: int, size: int, dtype: torch.dtype) -> _Refused:
-        return cls(torch.full((trials,), torch.inf, dtype=dtype), torch.zeros((trials, size), dtype=dtype))
+    def empty(cls, trials: int, size: int, dtype: torch.dtype, device: torch.device = torch.device("cpu")
+              ) -> _Refused:
+        return cls(torch.full((trials,), torch.inf, dtype=dtype, device=device),
+                   torch.zeros((trials, size), dtype=dtype, device=device))
 
     def update(self, fmap, res: LMResult, owner: torch.Tensor, resid: torch.Tensor, tol: float,
                admissible: Callable) -> torch.Tensor:
@@ -226,7 +234,8 @@ class _Refused:
         hit = torch.nonzero(resid < tol).flatten()
         bad = torch.zeros_like(resid, dtype=torch.bool)
         if hit.numel():
-            bad[hit] = ~torch.as_tensor(admissible(fmap.subset(owner[hit]), res.theta[hit]), dtype=torch.bool)
+            bad[hit] = ~torch.as_tensor(admissible(fmap.subset(owner[hit]), res.theta[hit]), dtype=torch.bool,
+                                        device=bad.device)
         for k in torch.nonzero(bad).flatten().tolist():
             t = int(owner[k])
             if resid[k] < self.residual[t]:
