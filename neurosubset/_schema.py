@@ -345,7 +345,9 @@ def cf_attrs(ds: Any) -> Any:
 
 def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
     """The netCDF encoding of ``ds`` that keeps it CF-clean: strings as char arrays (netCDF-4 string variables
-    are not in cfchecker's CF), coordinates without ``_FillValue`` (CF 2.5.1). Other variables keep xarray's.
+    are not in cfchecker's CF), 64-bit integers as int32 where their values fit (int64 is CF only from 1.9 on;
+    xarray reads them back as int32), coordinates without ``_FillValue`` (CF 2.5.1). Other variables keep
+    xarray's.
 
     Returns
     -------
@@ -357,11 +359,18 @@ def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
         enc: dict[str, Any] = {}
         if var.dtype.kind in "USO":
             enc["dtype"] = "S1"
+        elif var.dtype.kind in "iu" and var.dtype.itemsize == 8 and _fits_int32(var.values):
+            enc["dtype"] = "int32"
         if name in ds.coords and var.dtype.kind in "fc":
             enc["_FillValue"] = None
         if enc:
             out[str(name)] = enc
     return out
+
+
+def _fits_int32(values: np.ndarray) -> bool:
+    info = np.iinfo(np.int32)
+    return values.size == 0 or (int(values.min()) >= info.min and int(values.max()) <= info.max)
 
 
 def with_cf_encoding(ds: Any) -> Any:

@@ -16,13 +16,14 @@ import json
 import os
 from pathlib import Path
 
+import h5netcdf
 import numpy as np
 import pytest
 import xarray as xr
 
 import neurosubset as ns
 from neurosubset import cli
-from neurosubset._schema import CONVENTIONS, DECISION_KINDS
+from neurosubset._schema import CONVENTIONS, DECISION_KINDS, DONE
 from neurosubset.results import decision_kind, stored_masks
 from neurosubset.sweeps import export
 
@@ -92,6 +93,9 @@ def _both(path: Path, tmp_path: Path, cfchecks) -> None:
     assert errors == 0, f"cfchecks: {errors} errors in {path.name}: {messages}"
     errors, messages = _compliance(path, tmp_path)
     assert errors == 0, f"compliance-checker: {errors} errors in {path.name}: {messages}"
+    with h5netcdf.File(path, "r") as raw:  # CF-1.8 types: no netCDF-4 strings, no 64-bit integers
+        kinds = {name: (v.dtype.kind, v.dtype.itemsize) for name, v in raw.variables.items()}
+    assert not [n for n, (kind, size) in kinds.items() if kind == "O" or (kind in "iu" and size == 8)], kinds
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert ds.attrs["Conventions"] == CONVENTIONS
         for name, var in ds.variables.items():  # CF 2.3 names; a long_name on every variable and coordinate
@@ -141,6 +145,8 @@ def test_sweep_export_passes_both_checkers(tmp_path, cfchecks):
     nc = export(store, tmp_path / "s.nc")
     _both(nc, tmp_path, cfchecks)
     with xr.open_dataset(nc, engine="h5netcdf") as ds:
+        df = ds[["mp", "mp_low", "mp_high"]].to_dataframe()  # main variables as a table: NaN only where not done
+        assert len(df.dropna()) == int((ds.status == DONE).sum()) > 0, df
         for name in ds.coords:
             assert "_FillValue" not in ds[name].encoding, name
         assert ds.status.attrs["flag_values"].dtype == np.int8
