@@ -13,6 +13,7 @@ import xarray as xr
 from scipy import stats
 
 import neurosubset as ns
+from neurosubset._schema import BOUNDED_DECISION
 from neurosubset.cli import main
 from neurosubset.responses import (fit_responses, localize, projection_candidates, region_candidates, region_rates,
                                    responses_dataset, weights_dataset)
@@ -45,13 +46,15 @@ gain = {gain}
 """
 
 
-def _circuit(dynamics: str, *, recurrent: bool = True, nonlinearity: str = "linear") -> ns.Circuit:
-    """X -> A (-> A) -> B -> OUT, small enough for a test."""
+def _circuit(dynamics: str, *, recurrent: bool = True, nonlinearity: str = "linear", sign: bool = False
+             ) -> ns.Circuit:
+    """X -> A (-> A) -> B -> OUT, small enough for a test; ``sign``: A is excitatory (Dale's law)."""
     edges = [("X", "A", 1.0, 1.0)] + ([("A", "A", 0.5, 0.5)] if recurrent else []) + [("A", "B", 1.0, 1.0),
                                                                                        ("B", "OUT", 1.0, 1.0)]
     timing = "tau = 0.02\nduration = 0.06\ndt = 0.01\nreadout = [0.03, 0.06]\n" if dynamics == "continuous" else ""
     text = (f'name = "toy_{dynamics}"\ndynamics = "{dynamics}"\nnonlinearity = "{nonlinearity}"\nsteps = 3\n'
-            f"seed = 1\n" + timing + _REGIONS + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
+            f"seed = 1\n" + timing + (_REGIONS.replace('role = "hidden"\n', 'role = "hidden"\nsign = 1\n', 1)
+                                      if sign else _REGIONS) + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
     return ns.Circuit.from_toml_text(text)
 
 
@@ -159,6 +162,26 @@ def test_localize_ranks_ties_by_fewer_synapses():
     ds = localize(c, w0, x, rec, cands)
     assert list(ds.candidate.values[:2]) == ["B", "A->B + B->OUT"], ds[["residual", "n_plastic", "place"]]
     assert ds.matched.values[:2].all() and not ds.matched.values[2:].any()
+
+
+def test_dale_keeps_the_sign_of_fitted_synapses():
+    # A is excitatory: A->B synapses stay >= 0 under Dale's law. A change that keeps the signs is found by bounded
+    # least squares; one that makes A->B synapses negative cannot be matched with dale=True, only without it
+    rng = np.random.default_rng(2)
+    c = _circuit("feedforward", recurrent=False, sign=True)
+    w0 = c.sample_weights(rng)
+    x = c.sample_probes(16, rng)
+    cand = projection_candidates(c)["A->B"]
+    for flip, dale, matched in ((False, True, True), (True, True, False), (True, False, True)):
+        w1 = {k: v.copy() for k, v in w0.items()}
+        w1["A->B"] = np.abs(w0["A->B"] + rng.standard_normal(w0["A->B"].shape) * c.init_std["A->B"])
+        if flip:
+            w1["A->B"][0, :3] *= -1
+        ds = fit_responses(c, cand, x, _record(c, w1, x, ["A", "B"]), w0, dale=dale)
+        assert bool(ds.matched) == matched, (flip, dale, float(ds.residual))
+        assert (int(ds.decision) == BOUNDED_DECISION) == dale
+        if dale:
+            assert (ds.theta.values >= 0).all(), ds.theta.values.min()
 
 
 # ------------------------------------------------------------------------------------------------ identifiability

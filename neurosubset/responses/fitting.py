@@ -226,8 +226,8 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
     rank = np.array([int(torch.linalg.matrix_rank(jac[p][:, mask[p] > 0])) if allocs[p].size else 0
                      for p in range(n)], dtype=np.int64)
     sizes = np.array([a.size for a in allocs], dtype=np.int64)
-    out = {"map": fmap, "theta": theta, "rank": rank, "jacobian": jac, "n_plastic": sizes, "identifiable": rank == sizes,
-           "decision": decision, "exact": exact, "union": union, **judged}
+    out = {"map": fmap, "theta": theta, "rank": rank, "jacobian": jac, "n_plastic": sizes,
+           "identifiable": rank == sizes, "decision": decision, "exact": exact, "union": union, **judged}
     if rec.noise is not None:
         from scipy.stats import chi2
 
