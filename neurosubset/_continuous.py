@@ -276,3 +276,97 @@ def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: to
     n = w_rec.shape[-1]
     jac = (slope.unsqueeze(-1) * w_rec.unsqueeze(-3) - torch.eye(n, dtype=z.dtype)) * inv.unsqueeze(-1)
     return torch.linalg.eigvals(jac).real.amax(-1)
+
+
+# ---------------------------------------------------------------------------------------------- RK4 Jacobian
+def _dphi(name: str, z: torch.Tensor) -> torch.Tensor:
+    if name == "tanh":
+        return 1.0 - torch.tanh(z) ** 2
+    if name == "softplus":
+        return torch.sigmoid(z)
+    return (z > 0).to(z.dtype)  # relu: the derivative torch's autograd uses (0 at z = 0)
+
+
+def _directions(circuit: Any, index: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per kind of block (``rec``, ``in``, ``out``, ``dir``): (position k in theta, post row, pre column) of each
+    plastic synapse in the block layout of :func:`integrate` (hidden / input / output neuron vectors)."""
+    pos = {role: circuit.slices(role) for role in ("input", "hidden", "output")}
+    kinds: dict[str, list[list[np.ndarray]]] = {k: [[], [], []] for k in ("rec", "in", "out", "dir")}
+    first = np.cumsum([0] + [index[name].numel() for name in circuit.weight_names])  # theta layout: weight order
+    for name, start in zip(circuit.weight_names, first):
+        idx = index[name].numpy()
+        proj = circuit.projection[name]
+        n_pre = circuit.shape(name)[1]
+        post_role, pre_role = circuit.region[proj.post].role, circuit.region[proj.pre].role
+        kind = {("hidden", "hidden"): "rec", ("hidden", "input"): "in", ("output", "hidden"): "out",
+                ("output", "input"): "dir"}[(post_role, pre_role)]
+        for lst, part in zip(kinds[kind], (np.arange(start, start + idx.size),
+                                           idx // n_pre + pos[post_role][proj.post].start,
+                                           idx % n_pre + pos[pre_role][proj.pre].start)):
+            lst.append(part)
+    return {k: tuple(torch.as_tensor(np.concatenate(v) if v else np.zeros(0, dtype=np.int64), dtype=torch.long)
+                     for v in parts) for k, parts in kinds.items()}
+
+
+def _scatter(values: torch.Tensor, direction: tuple[torch.Tensor, ...], rows: int, size: int) -> torch.Tensor:
+    """``out[..., post_k, k] = values[..., pre_k]``: the derivative of ``W v`` along each plastic direction of one
+    block, ``(..., rows, size)`` from ``values`` ``(..., n_pre)``."""
+    out = values.new_zeros(values.shape[:-1] + (rows, size))
+    k, post, pre = direction
+    if k.numel():
+        out[..., post, k] = values[..., pre]
+    return out
+
+
+def rk4_jacobian(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                 index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(..., m * n_out)`` and their exact derivative in the plastic weights ``(..., m * n_out, M)``.
+
+    Forward sensitivities of the RK4 scheme itself (the derivative of the discrete map that :func:`forward`
+    computes, not of the ODE): every stage carries its tangents ``dh (..., m, N, M)`` along all ``M`` plastic
+    directions at once, ``d rate = (phi'(z) dz - dh) / tau`` with ``dz = W_rec dh + dW_rec h + dW_in x``.
+    ``index``: weight name -> flat plastic indices (:attr:`Allocation.indices`), ``theta`` in weight order.
+    """
+    hidden, inputs, outputs = list(circuit.slices("hidden")), list(circuit.input_regions), list(circuit.output_regions)
+    ref = _lead(weights)
+    w_rec, w_in = _blocks(circuit, weights, hidden, hidden, ref), _blocks(circuit, weights, hidden, inputs, ref)
+    w_out, w_dir = _blocks(circuit, weights, outputs, hidden, ref), _blocks(circuit, weights, outputs, inputs, ref)
+    dirs = _directions(circuit, index)
+    n, name, dt = w_rec.shape[-1], circuit.nonlinearity, circuit.dt
+    per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
+    inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
+    drive = probes @ w_in.mT.unsqueeze(-3)  # (..., m, steps, N)
+    w_t, w_4 = w_rec.mT, w_rec.unsqueeze(-3)  # (..., N, N) and (..., 1, N, N) for the tangents
+    drive_tan = _scatter(probes, dirs["in"], n, size)  # (..., m, steps, N, M): dW_in x of each interval
+
+    def rate(h, dh, d, dd):
+        z = h @ w_t + d
+        dz = w_4 @ dh + _scatter(h, dirs["rec"], n, size) + dd
+        return (_phi(name, z) - h) * inv, (_dphi(name, z).unsqueeze(-1) * dz - dh) * inv.unsqueeze(-1)
+
+    h = probes.new_zeros(drive.shape[:-2] + (n,))
+    dh = probes.new_zeros(h.shape + (size,))
+    ys, jacs = [], []
+    for step in range(read[-1]):
+        d, dd = drive[..., step // per, :], drive_tan[..., step // per, :, :]
+        k1, t1 = rate(h, dh, d, dd)
+        k2, t2 = rate(h + (0.5 * dt) * k1, dh + (0.5 * dt) * t1, d, dd)
+        k3, t3 = rate(h + (0.5 * dt) * k2, dh + (0.5 * dt) * t2, d, dd)
+        k4, t4 = rate(h + dt * k3, dh + dt * t3, d, dd)
+        h = h + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+        dh = dh + (dt / 6.0) * (t1 + 2 * t2 + 2 * t3 + t4)
+        if step + 1 in read:
+            x = probes[..., step // per, :]
+            o = w_out.shape[-2]
+            ys.append(h @ w_out.mT + x @ w_dir.mT)
+            jacs.append(w_out.unsqueeze(-3) @ dh + _scatter(h, dirs["out"], o, size)
+                        + _scatter(x, dirs["dir"], o, size))
+    y = torch.stack(ys, dim=-2).flatten(-3)  # (..., m * R * n_out): probe-major, then time, then neuron
+    return y, torch.stack(jacs, dim=-3).flatten(-4, -2)
+
+
+def has_tangents(circuit: Any) -> bool:
+    """Whether :func:`rk4_jacobian` serves ``circuit``'s Jacobian (continuous, nonlinear, with hidden neurons):
+    :meth:`neurosubset.dynamics.PlasticMap.jacobian` uses it for ``method="auto"`` (``"autograd"`` stays
+    available; tests/test_continuous.py checks the two agree)."""
+    return circuit.dynamics == "continuous" and circuit.nonlinearity != "linear" and bool(circuit.slices("hidden"))

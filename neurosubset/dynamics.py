@@ -1,6 +1,6 @@
 """Forward maps in torch (float64), batched over any leading dimensions, and the plastic-parameter map.
 
-Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for discrete and continuous dynamics), weights
+Shapes use named dims: ``(..., m, n_in)`` probes (``(..., m, steps, n_in)`` for discrete and continuous), weights
 ``(..., n_post, n_pre)``, outputs ``(..., m, n_out)``. All functions accept extra leading batch dims (``trial``,
 ``restart``), so one call evaluates many independent circuits at once.
 """
@@ -288,6 +288,8 @@ class PlasticMap:
         For linear circuits both come from one pass of the closed-form adjoint (the outputs are a by-product of the
         presynaptic activity it computes); otherwise ``F`` is a plain forward pass beside the autograd Jacobian.
         """
+        if _continuous.has_tangents(self.circuit):  # continuous nonlinear: forward sensitivities of the RK4 scheme
+            return _continuous.rk4_jacobian(self.circuit, self.weights(theta), self.probes, self.index, self.size)
         if self._layout is None:
             return self(theta), self.jacobian(theta)
         return _adjoint_jacobian(self.circuit, self._layout, assemble(self.frozen, self.index, theta), self.probes,
@@ -313,6 +315,9 @@ class PlasticMap:
         """
         frozen, probes = self._subset(select)
         check_choice("method", method, ("auto", "adjoint", "autograd"))
+        if method == "auto" and _continuous.has_tangents(self.circuit):  # RK4 sensitivities (neurosubset._continuous)
+            return _continuous.rk4_jacobian(self.circuit, assemble(frozen, self.index, theta), probes, self.index,
+                                            self.size)[1]
         if method == "auto":
             method = "adjoint" if self._layout is not None else "autograd"
         if method == "adjoint":

@@ -92,7 +92,8 @@ def test_dale_sign_fixes_the_sign_of_outgoing_weights():
      "The 'regions.h.role' parameter must be one of ['input', 'hidden', 'output']. Got 'middle'"),
     (_spec(regions={"x": {"size": 0, "role": "input"}, "h": {"size": 5}, "y": {"size": 2, "role": "output"}}),
      "'regions.x.size' parameter must be >= 1. Got 0"),
-    (_spec(dynamics="chaotic"), "The 'dynamics' parameter must be one of ['feedforward', 'discrete', 'steady']"),
+    (_spec(dynamics="chaotic"), "The 'dynamics' parameter must be one of ['feedforward', 'discrete', 'steady', "
+                                  "'continuous']"),
     (_spec(projections=[{"pre": "x", "post": "h", "p": 1.5}, {"pre": "h", "post": "y"}]),
      "'projections[x->h].p' parameter must be <= 1.0. Got 1.5"),
     (_spec(projections=[{"pre": "x", "post": "h"}, {"pre": "h", "post": "h"}, {"pre": "h", "post": "y"}]),

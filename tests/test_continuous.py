@@ -150,17 +150,23 @@ def _fd(fn, theta):
     return torch.stack(cols, dim=-1)
 
 
-@pytest.mark.parametrize("nonlinearity,budget", [("linear", 5), ("tanh", 5), ("tanh", 20), ("softplus", 7)])
-def test_jacobian_equals_autograd_and_finite_differences(nonlinearity, budget):
-    c = rnn(nonlinearity, steps=2, gain=1.2, dt=0.01, readout=[0.05, 0.1], n=5)
-    alloc = ns.allocate(c, budget, strategy="random", seed=1)
+@pytest.mark.parametrize("nonlinearity,budget,direct", [("linear", 5, False), ("tanh", 5, True), ("tanh", 20, False),
+                                                         ("softplus", 9, True), ("relu", 7, False)])
+def test_jacobian_equals_autograd_and_finite_differences(nonlinearity, budget, direct):
+    c = rnn(nonlinearity, steps=2, gain=1.2, dt=0.01, readout=[0.05, 0.1], n=5, direct=direct)
+    alloc = ns.allocate(c, budget, strategy="random", seed=1)  # every block kind: B, W, C (and D)
     trials = [draw(c, m=2, seed=s) for s in range(2)]
     frozen = {k: torch.as_tensor(np.stack([t[0][k] for t in trials]), dtype=DTYPE) for k in c.weight_names}
     probes = torch.as_tensor(np.stack([t[1] for t in trials]), dtype=DTYPE)
     fmap = PlasticMap(c, alloc, frozen, probes)
     theta = torch.as_tensor(np.random.default_rng(2).standard_normal((2, budget)) * 0.3, dtype=DTYPE)
-    jac = fmap.jacobian(theta)  # forward mode when M <= E (= 8), reverse mode otherwise
+    jac = fmap.jacobian(theta)  # nonlinear: RK4 forward sensitivities; linear: autograd through matrix_exp
     assert jac.shape == (2, 8, budget)
+    # torch.func (forward mode when M <= E = 8, reverse mode otherwise), and the outputs beside the Jacobian
+    torch.testing.assert_close(jac, fmap.jacobian(theta, method="autograd"), rtol=1e-10, atol=1e-13)
+    value, jac2 = fmap.value_and_jacobian(theta)
+    torch.testing.assert_close(value, fmap(theta), rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(jac2, jac, rtol=1e-13, atol=1e-15)
     for p in range(2):
         auto = torch.autograd.functional.jacobian(lambda t: fmap(t.unsqueeze(0), torch.tensor([p]))[0], theta[p])
         torch.testing.assert_close(jac[p], auto, rtol=1e-10, atol=1e-13)
