@@ -2,7 +2,8 @@
 ecosystem (``to_dataframe``) on each result.
 
 The checkers run in this process on real files: an ``mp`` CLI result (with and without weights), a fit Dataset
-written by plain ``to_netcdf``, a sweep ``export`` and a ``spikecheck`` CLI result (brian2, short). cfchecker
+written by plain ``to_netcdf``, a sweep ``export``, a ``localize`` result and a ``spikecheck`` CLI result
+(brian2, short). cfchecker
 cannot download its tables here, so it reads the standard-name table that compliance-checker ships and two
 one-entry area-type / region tables written below (our files use neither). Its dependency cfunits needs the
 UDUNITS-2 C library: without a system one, the copy bundled in the cf_units wheel is used (see :func:`_cfchecks`).
@@ -19,10 +20,12 @@ from pathlib import Path
 import h5netcdf
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 import neurosubset as ns
 from neurosubset import cli
+from neurosubset._outputs import write_dataset
 from neurosubset._schema import CONVENTIONS, DECISION_KINDS, DONE
 from neurosubset.results import decision_kind, stored_masks
 from neurosubset.sweeps import export
@@ -150,6 +153,17 @@ def test_sweep_export_passes_both_checkers(tmp_path, cfchecks):
         for name in ds.coords:
             assert "_FillValue" not in ds[name].encoding, name
         assert ds.status.attrs["flag_values"].dtype == np.int8
+
+
+def test_localize_result_passes_both_checkers(tmp_path, cfchecks):
+    ff = ns.feedforward([4, 3, 2])
+    rng = np.random.default_rng(0)
+    before, probes = ff.sample_weights(rng), ff.sample_probes(8, rng)
+    after = {**before, "W2": before["W2"] + 0.3}  # learning changed W2 only
+    y = ns.dynamics.forward(ff, {k: torch.as_tensor(v) for k, v in after.items()}, torch.as_tensor(probes)).numpy()
+    ds = ns.localize(ff, before, probes, {ff.output_regions[0]: y}, ns.projection_candidates(ff))
+    path = write_dataset(ds, tmp_path / "localize.nc")
+    _both(path, tmp_path, cfchecks)
 
 
 @pytest.mark.requires_brian2
