@@ -48,8 +48,12 @@ from .responses import fit_responses as fit_responses
 from .responses import localize as localize
 from .responses import projection_candidates as projection_candidates
 from .responses import region_candidates as region_candidates
+from .sweeps import DensityGrid as DensityGrid
 from .sweeps import FractionGrid as FractionGrid
 from .sweeps import SweepStoreError as SweepStoreError
+from .sweeps import density_grid as density_grid
+from .sweeps import dirichlet_grid as dirichlet_grid
+from .sweeps import paired_difference as paired_difference
 from .sweeps import simplex_grid as simplex_grid
 from .sweeps import sweep as sweep
 from ._schema import version as _version
@@ -78,4 +82,15 @@ __all__ = [
     "fit_responses", "localize", "projection_candidates", "region_candidates",
     # sweeps
     "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
+    "dirichlet_grid", "density_grid", "DensityGrid", "paired_difference", "plot_allocation",
 ]
+
+
+def plot_allocation(circuit, alloc, **kwargs):
+    """Draw which synapses of ``circuit`` the allocation ``alloc`` makes plastic (no result Dataset needed).
+
+    See :func:`neurosubset.plot.plot_allocation` (matplotlib is imported only when this is called).
+    """
+    from .plot import plot_allocation as _plot_allocation
+
+    return _plot_allocation(circuit, alloc, **kwargs)

@@ -62,10 +62,44 @@ def test_mp_curves_lines_bands_and_labels(swept):
     assert _labels(axes[0])[1] == "match probability MP (1)"
     # the plotted values are the dataset's mp (spread-rows, m = 2, budget 6)
     line = axes[0].get_lines()[0]
-    expected = swept["mp"].sel(budget=6, strategy="spread-rows", m=2).values
-    expected = [expected[0, 2], expected[1, 1], expected[2, 0]]  # (A, B) = (0, 1), (.5, .5), (1, 0)
-    np.testing.assert_array_equal(line.get_ydata(), expected)
-    assert fig.legends and len(fig.legends[0].get_texts()) == 4
+    expected = swept["mp"].sel(budget=6, strategy="spread-rows", m=2)
+    assert list(expected["A_to_O"].values) == [0.0, 0.5, 1.0]  # the points in simplex order
+    np.testing.assert_array_equal(line.get_ydata(), expected.values)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(texts) == 4 + 4 and texts[4:] == [f"verdict {v}" for v in ("zero", "one", "positive", "unproven")]
+    # verdict markers: every computed point of a line carries the marker of its certificate verdict
+    markers = [c for c in axes[0].collections if not isinstance(c, PolyCollection)]
+    assert sum(len(c.get_offsets()) for c in markers) == int((swept["status"].sel(budget=6) == 2).sum())
+    verdicts = swept["verdict"].sel(budget=6).values.ravel()
+    assert set(verdicts) <= {"zero", "one"}  # affine single layer: the rank theorem decides every point
+    n_zero = int((verdicts == "zero").sum())
+    down = [c for c in markers if _marker_of(c) == _marker_of_symbol("v")]
+    assert sum(len(c.get_offsets()) for c in down) == n_zero > 0
+    # the marked MP values: 0 under "zero", 1 under "one"
+    for c in down:
+        np.testing.assert_array_equal(np.asarray(c.get_offsets())[:, 1], 0.0)
+
+
+def _marker_of(collection) -> bytes:
+    return np.round(collection.get_paths()[0].vertices, 6).tobytes()
+
+
+def _marker_of_symbol(symbol: str) -> bytes:
+    from matplotlib.markers import MarkerStyle
+
+    style = MarkerStyle(symbol)
+    return np.round(style.get_path().transformed(style.get_transform()).vertices, 6).tobytes()
+
+
+def test_m_axes_have_integer_ticks(swept):
+    nokeys = ns.sweep(two_inputs(), budget=[6, 9], strategy=["spread-rows"], m=[2, 3, 5], trials=3)
+    ax = [a for a in mp_curves(nokeys).axes if a.get_title()][0]
+    assert ax.get_xlabel() == "number of probes m (1)"
+    assert list(ax.get_xticks()) == [2, 3, 5]
+    heat = [a for a in mp_heatmap(swept).axes if a.get_title()][0]
+    assert list(heat.get_yticks()) == [2, 3]
+    heat = [a for a in mp_heatmap(nokeys).axes if a.get_title()][0]
+    assert list(heat.get_yticks()) == [2, 3, 5] and list(heat.get_xticks()) == [6, 9]
 
 
 def test_mp_heatmap_cells(swept, swept3):
@@ -76,7 +110,14 @@ def test_mp_heatmap_cells(swept, swept3):
     mesh = [c for c in axes[0].collections if isinstance(c, QuadMesh)][0]
     assert mesh.get_array().shape == (2, 3)  # m x fraction levels
     np.testing.assert_array_equal(np.asarray(mesh.get_array())[:, 2],
-                                  swept["mp"].sel(budget=6, strategy="spread-rows", **{"A->O": 1.0, "B->O": 0.0}))
+                                  swept["mp"].sel(budget=6, strategy="spread-rows", A_to_O=1.0, B_to_O=0.0))
+    # verdict hatching: one hatched cell per "zero" (////) and "one" (....) point
+    from matplotlib.patches import Rectangle
+
+    hatched = [p for p in axes[0].patches if isinstance(p, Rectangle) and p.get_hatch()]
+    verdicts = swept["verdict"].sel(budget=6, strategy="spread-rows").values
+    assert sorted(p.get_hatch() for p in hatched) == sorted({"zero": "////", "one": "...."}[str(v)]
+                                                           for v in verdicts.ravel())
     assert any("match probability" in ax.get_ylabel() for ax in fig.axes)  # the colour bar
     fig3 = mp_heatmap(swept3)
     ax3 = [ax for ax in fig3.axes if ax.get_title()][0]
@@ -97,7 +138,7 @@ def test_allocation_masks_show_each_strategy(swept):
         mat = np.asarray(img.get_array())
         assert mat.shape == (3, 7)  # O rows x (A, B) columns
         assert (mat == 2).sum() == 9  # the plastic synapses
-        expected = swept["mask_A_to_O"].sel(budget=9, strategy=strat, **{"A->O": 1.0, "B->O": 0.0}).values
+        expected = swept["mask_A_to_O"].sel(budget=9, strategy=strat, A_to_O=1.0, B_to_O=0.0).values
         np.testing.assert_array_equal(mat[:, :4] == 2, expected)
         assert strat in ax.get_title()
         assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
@@ -116,6 +157,47 @@ def test_mp_summary_histogram_tolerance_and_masks(single):
     assert f"MP = {float(single['mp']):.3f}" in ax_h.get_title()
     mat = np.asarray(fig.axes[1].get_images()[0].get_array())
     assert (mat == 2).sum() == 8  # budget
+
+
+def test_plot_allocation_without_a_result():
+    c = two_inputs()
+    alloc = ns.allocate(c, 5, strategy="concentrated-rows", within=["B->O"], seed=1)
+    fig = ns.plot_allocation(c, alloc)
+    mat = np.asarray(fig.axes[0].get_images()[0].get_array())
+    assert mat.shape == (3, 7) and (mat == 2).sum() == 5
+    np.testing.assert_array_equal(mat[:, 4:] == 2, alloc.masks["B->O"])  # B's columns come after A's 4
+    assert (mat[:, :4] == 1).all()  # A->O: present, frozen
+    with pytest.raises(ns.ParameterError, match="Circuit and an Allocation"):
+        ns.plot_allocation(c, alloc.masks)
+
+
+def test_ternary_plot_of_three_keys(swept3):
+    from neurosubset.plot import mp_ternary
+
+    fig = mp_ternary(swept3)
+    ax = [a for a in fig.axes if a.name == "ternary"][0]
+    points = np.concatenate([np.asarray(c.get_offsets()) for c in ax.collections])
+    assert len(points) == int((swept3["status"] == 2).sum()) == 6  # every simplex point at step 0.5
+    values = np.concatenate([np.asarray(c.get_array()) for c in ax.collections])
+    np.testing.assert_array_equal(np.sort(values), np.sort(swept3["mp"].values.ravel()))
+    assert (ax.get_tlabel(), ax.get_llabel(), ax.get_rlabel()) == ("A->O", "B->O", "C->O")
+    assert set(figures(swept3)) == {"curves", "heatmap", "masks", "ternary"}
+    with pytest.raises(ns.ParameterError, match="three fraction keys"):
+        mp_ternary(ns.sweep(two_inputs(), budget=[6], fractions=ns.simplex_grid(["A->O", "B->O"], step=0.5),
+                            strategy=["spread-rows"], m=[2], trials=2))
+
+
+def test_paired_difference_plot(swept):
+    from neurosubset.plot import plot_paired_difference
+
+    diff = ns.paired_difference(swept, a={"strategy": "spread-rows"}, b={"strategy": "concentrated-rows"})
+    fig = plot_paired_difference(diff.sel(budget=9))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "m (1)" and list(ax.get_xticks()) == [2, 3]
+    lines = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]  # the data lines (not the error-bar caps)
+    assert len(lines) == swept.sizes["point"]  # a series per fraction point
+    got = np.sort(np.concatenate([ln.get_ydata() for ln in lines]))
+    np.testing.assert_array_equal(got, np.sort(diff["mp_difference"].sel(budget=9).values.ravel()))
 
 
 def test_figures_and_files(swept, single, tmp_path):

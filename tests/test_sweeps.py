@@ -25,7 +25,7 @@ import neurosubset as ns
 from neurosubset import cli
 from neurosubset.circuit import Circuit, Projection, Region
 from neurosubset._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, OFF_GRID
-from neurosubset.sweeps import export, open_sweep
+from neurosubset.sweeps import export, flat_points, open_sweep
 
 D_IN = 7  # inputs of the two-input circuit (4 + 3)
 
@@ -108,13 +108,17 @@ def test_bad_scalar_options_name_the_field():
 # ------------------------------------------------------------------------------------------------- the result
 def test_result_layout_and_metadata(small):
     ds = small
-    assert ds["mp"].dims == ("budget", "A->O", "B->O", "strategy", "m")
-    assert ds["matched"].dims == ("budget", "A->O", "B->O", "strategy", "m", "trial")
+    assert ds["mp"].dims == ("budget", "point", "strategy", "m")
+    assert ds["matched"].dims == ("budget", "point", "strategy", "m", "trial")
+    # the fraction keys are coordinates on `point` under CF names (the key in an attr), a MultiIndex when returned
+    assert list(ds.indexes["point"].names) == ["A_to_O", "B_to_O"]
+    assert (ds["A_to_O"].attrs["fraction_key"], ds["B_to_O"].attrs["fraction_key"]) == ("A->O", "B->O")
     assert ds["residual"].dims[-1] == "trial" and ds.sizes["trial"] == SMALL["trials"]
     assert list(ds["budget"].values) == [9, 12] and list(ds["m"].values) == [2, 3]
     assert list(ds["strategy"].values) == ["spread-rows", "concentrated-rows"]
-    np.testing.assert_array_equal(ds["A->O"].values, [0.0, 0.5, 1.0])
-    for name in ("mp", "mp_low", "mp_high", "residual", "matched", "status", "budget", "m", "A->O"):
+    np.testing.assert_array_equal(ds["A_to_O"].values, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(ds["A_to_O"].values + ds["B_to_O"].values, 1.0)  # only simplex points
+    for name in ("mp", "mp_low", "mp_high", "residual", "matched", "status", "budget", "m", "A_to_O"):
         assert ds[name].attrs.get("long_name"), name
         assert ds[name].attrs.get("units") == "1", name
     for key, value in ds.attrs.items():
@@ -137,15 +141,38 @@ def test_result_layout_and_metadata(small):
 def test_grid_cells_status_and_infeasible_points(small):
     ds = small
     status = ds["status"]
-    # off-simplex cells (fractions not summing to 1) are never computed
-    off = status.sel({"A->O": 0.0, "B->O": 0.0})
-    assert (off == OFF_GRID).all() and np.isnan(ds["mp"].sel({"A->O": 0.0, "B->O": 0.0})).all()
+    # only simplex points are stored: no off-grid cells
+    assert not (status == OFF_GRID).any() and ds.sizes["point"] == 3
     # B->O has 3 x 3 = 9 synapses: all 12 of budget 12 on it is infeasible, 9 of budget 9 is fine
-    infeasible = status.sel(budget=12, **{"A->O": 0.0, "B->O": 1.0})
+    infeasible = status.sel(budget=12, A_to_O=0.0, B_to_O=1.0)
     assert (infeasible == INFEASIBLE_SHARE).all(), infeasible.values
-    assert np.isnan(ds["mp"].sel(budget=12, **{"A->O": 0.0, "B->O": 1.0})).all()
-    assert (status.sel(budget=9, **{"A->O": 0.0, "B->O": 1.0}) == DONE).all()
+    assert np.isnan(ds["mp"].sel(budget=12, A_to_O=0.0, B_to_O=1.0)).all()
+    assert (status.sel(budget=9, A_to_O=0.0, B_to_O=1.0) == DONE).all()
     assert int((status == DONE).sum()) == 2 * 3 * 2 * 2 - 2 * 2  # budgets*points*strategies*m minus infeasible
+
+
+def test_tidy_layout_nan_only_at_infeasible_points_and_tidy_frames(small):
+    ds = small
+    for strategy in SMALL["strategy"]:
+        for m in SMALL["m"]:
+            mp = ds["mp"].sel(strategy=strategy, m=m)
+            infeasible = np.isin(ds["status"].sel(strategy=strategy, m=m).values, [INFEASIBLE_SHARE, INFEASIBLE_BUDGET])
+            np.testing.assert_array_equal(np.isnan(mp.values), infeasible)
+            assert infeasible.sum() == 1  # budget 12 with everything on B->O
+    # tidy frames of the main variables: one row per (budget, fractions, strategy, m[, trial]), keys as columns
+    frame = ds[["mp", "mp_low", "mp_high"]].to_dataframe().reset_index()
+    assert len(frame) == 2 * 3 * 2 * 2
+    assert list(frame.columns[:5]) == ["budget", "A_to_O", "B_to_O", "strategy", "m"]
+    assert frame["mp"].isna().sum() == 2 * 2  # the infeasible point, for each strategy and m
+    np.testing.assert_array_equal(frame["A_to_O"] + frame["B_to_O"], 1.0)
+    trials = ds[["matched", "residual"]].to_dataframe()
+    assert len(trials) == 2 * 3 * 2 * 2 * SMALL["trials"] and trials.index.names[-1] == "trial"
+    # a matched trial has a residual below the tolerance, whichever row it is on
+    done = trials["residual"].notna()
+    np.testing.assert_array_equal(trials["matched"][done], trials["residual"][done] < ns.DEFAULT_TOL)
+    by_hand = trials.groupby(["budget", "A_to_O", "B_to_O", "strategy", "m"])["matched"].mean()
+    joined = frame.set_index(["budget", "A_to_O", "B_to_O", "strategy", "m"])["mp"].dropna()
+    np.testing.assert_array_equal(by_hand.loc[joined.index].values, joined.values)
 
 
 def test_budget_above_all_eligible_is_recorded_not_raised():
@@ -219,7 +246,7 @@ def test_mp_and_plastic_rank_follow_the_rank_theorem(small):
     done = ds["status"] == DONE
     checked = 0
     for idx in zip(*np.nonzero(done.values)):
-        cell = ds[dict(zip(ds["mp"].dims, idx))]
+        cell = ds.isel(dict(zip(ds["mp"].dims, idx)))
         rows = cell["mask_A_to_O"].values.sum(axis=1) + cell["mask_B_to_O"].values.sum(axis=1)
         need = min(int(cell["m"]), D_IN)
         expected = 1.0 if rows.min() >= need else 0.0
@@ -230,24 +257,25 @@ def test_mp_and_plastic_rank_follow_the_rank_theorem(small):
     assert checked == int(done.sum()) > 0
     assert {str(v) for v in ds["verdict"].values[done.values]} <= {"zero", "one"}
     # spreading over rows beats concentrating at the same budget (9 synapses of A->O, m 3: rows 3,3,3 vs 4,4,1)
-    point = {"budget": 9, "A->O": 1.0, "B->O": 0.0, "m": 3}
+    point = {"budget": 9, "A_to_O": 1.0, "B_to_O": 0.0, "m": 3}
     assert float(ds["mp"].sel(strategy="spread-rows", **point)) == 1.0
     assert float(ds["mp"].sel(strategy="concentrated-rows", **point)) == 0.0
 
 
 def test_point_values_depend_only_on_seed_and_coordinates(small):
     # a sub-grid (one budget, one strategy, one m, other fraction points) computes the same values where it overlaps
+    # (paired draws: trial i's draws depend on the seed, m and i alone, so the grid around a point cannot matter)
     sub = ns.sweep(two_inputs(), budget=[12], fractions=[{"A->O": 0.5, "B->O": 0.5}, {"A->O": 1.0, "B->O": 0.0}],
                    strategy="concentrated-rows", m=[3], trials=SMALL["trials"], seed=SMALL["seed"])
     for point in ({"A->O": 0.5, "B->O": 0.5}, {"A->O": 1.0, "B->O": 0.0}):
-        where = dict(budget=12, strategy="concentrated-rows", m=3, **point)
+        where = dict(budget=12, strategy="concentrated-rows", m=3, A_to_O=point["A->O"], B_to_O=point["B->O"])
         a, b = small.sel(where), sub.sel(where)
         for name in ("residual", "matched", "mp", "mask_A_to_O", "mask_B_to_O"):
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
     other = ns.sweep(two_inputs(), budget=[12], fractions=[{"A->O": 0.5, "B->O": 0.5}],
                      strategy="concentrated-rows", m=[3], trials=SMALL["trials"], seed=SMALL["seed"] + 1)
     assert not np.array_equal(other["residual"].values.ravel(),
-                              small.sel(budget=12, strategy="concentrated-rows", m=3, **{"A->O": 0.5, "B->O": 0.5})
+                              small.sel(budget=12, strategy="concentrated-rows", m=3, A_to_O=0.5, B_to_O=0.5)
                               ["residual"].values)
 
 
@@ -263,12 +291,15 @@ def test_store_matches_memory_and_exports_to_netcdf(small, tmp_path):
     with pytest.warns(UserWarning, match="infeasible"):
         stored = ns.sweep(two_inputs(), **SMALL, store=store)
     xr.testing.assert_identical(small, stored)
-    with xr.open_zarr(store) as plain:  # plain xarray can read it (the store also holds each point's checksum)
-        xr.testing.assert_identical(plain.load().drop_vars("point_checksum"), stored)
+    with xr.open_zarr(store) as plain:  # plain xarray reads it: plain coordinates on `point` (+ point checksums)
+        plain = plain.load().drop_vars("point_checksum")
+        assert "point" not in plain.coords and "A_to_O" in plain.coords
+        xr.testing.assert_identical(plain, flat_points(stored))
     (tmp_path / "out").mkdir()
     nc = export(store, tmp_path / "out" / "s.nc")
     with xr.open_dataset(nc, engine="h5netcdf") as back:
-        xr.testing.assert_identical(back.load(), stored)
+        xr.testing.assert_identical(back.load(), flat_points(stored))
+    xr.testing.assert_identical(open_sweep(nc), stored)  # the library reader indexes `point` again
 
 
 def test_rerun_computes_nothing_and_other_config_is_refused(tmp_path):

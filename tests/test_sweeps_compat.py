@@ -7,6 +7,7 @@ before anything touches them.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import xarray as xr
 import neurosubset as ns
 from neurosubset._schema import DONE, PENDING
 from neurosubset.plot import is_sweep, save_figures
-from neurosubset.sweeps import export, open_sweep
+from neurosubset.sweeps import as_points, export, open_sweep
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,15 +78,42 @@ def test_old_store_resumes_with_its_hash_and_reproduces_its_values(old_store):
 
 
 def test_new_sweep_computes_the_old_values_everywhere():
+    # a new sweep (store format 2: points along one dim) with paired=False draws what the old code drew: at every
+    # simplex point the values equal the old dense store's cell, selected by the key levels in the old layout
     original = open_sweep(OLD_STORE)
-    fresh = ns.sweep(ca3_ca1(), **OLD_SETTINGS)
-    assert fresh.attrs["sweep_config"] == original.attrs["sweep_config"]
-    assert fresh.attrs["config_hash"] == original.attrs["config_hash"]
-    for name, var in original.data_vars.items():
-        assert fresh[name].dtype == var.dtype, (name, fresh[name].dtype, var.dtype)
-        xr.testing.assert_equal(fresh[name], var)  # values, dims and coords (attrs now come from _schema)
+    fresh = ns.sweep(ca3_ca1(), **OLD_SETTINGS, paired=False)
+    old_cfg, new_cfg = json.loads(original.attrs["sweep_config"]), json.loads(fresh.attrs["sweep_config"])
+    assert (old_cfg["store_format"], new_cfg["store_format"], new_cfg["paired"]) == (1, 2, False)
+    assert {k: v for k, v in new_cfg.items() if k not in ("store_format", "paired")} == \
+        {k: v for k, v in old_cfg.items() if k != "store_format"}
+    points = json.loads(original.attrs["fraction_points"])
+    assert fresh.sizes["point"] == len(points) == 3
+    for point in points:
+        old_cell = original.sel({"CA3->CA3": point[0], "CA3->CA1": point[1]})
+        new_cell = fresh.sel(CA3_to_CA3=point[0], CA3_to_CA1=point[1])
+        for name, var in old_cell.data_vars.items():
+            assert new_cell[name].dtype == var.dtype, (name, new_cell[name].dtype, var.dtype)
+            np.testing.assert_array_equal(new_cell[name].values, var.values, err_msg=f"{name} at {point}")
     # variables added since: fit_status; the fitted student's stability (steady circuits, issue 14); decision
     assert set(fresh.data_vars) - set(original.data_vars) == {"fit_status", "stable", "max_real_eig", "decision"}
+
+
+def test_old_store_converts_to_the_point_layout(old_store):
+    # as_points of the dense store: the on-grid cells along `point`, NaN only where a point is not done
+    ds = open_sweep(old_store)
+    tidy = as_points(ds)
+    assert tidy["mp"].dims == ("budget", "point", "strategy", "m")
+    assert list(tidy.indexes["point"].names) == ["CA3_to_CA3", "CA3_to_CA1"]
+    assert tidy["CA3_to_CA3"].attrs["fraction_key"] == "CA3->CA3"
+    assert not np.isnan(tidy["mp"].values).any() and (tidy["status"] == DONE).all()
+    for p in json.loads(ds.attrs["fraction_points"]):
+        np.testing.assert_array_equal(tidy["residual"].sel(CA3_to_CA3=p[0], CA3_to_CA1=p[1]).values,
+                                      ds["residual"].sel({"CA3->CA3": p[0], "CA3->CA1": p[1]}).values)
+    frame = tidy[["mp", "matched", "residual"]].to_dataframe()
+    assert len(frame) == 1 * 3 * 2 * 2 * 8 and not frame["mp"].isna().any()
+    # paired draws cannot be mixed into an unpaired store: refused, naming the field
+    with pytest.raises(ns.SweepStoreError, match="'paired'"):
+        ns.sweep(ca3_ca1(), **OLD_SETTINGS, paired=True, store=old_store)
 
 
 def test_old_mp_file_opens_and_plots(tmp_path):

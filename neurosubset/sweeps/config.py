@@ -3,7 +3,12 @@
 :class:`SweepConfig` holds every setting that changes a sweep's results. Its JSON (``sweep_config`` attr) and the
 hash of that JSON (``config_hash``) decide whether a store may be resumed, so :meth:`SweepConfig.as_dict` must stay
 byte-identical for the same settings across versions: new settings enter it only when they differ from the value
-they had before they existed. :func:`point_seed` hashes a point's seeds from the sweep seed and its coordinates.
+they had before they existed. :func:`point_seed` hashes a point's seeds from the sweep seed and its coordinates;
+:func:`paired_seed` is the one trial seed of every point of a paired sweep.
+
+Store formats: 1 (``layout="dense"``) is the layout before issue 13, one dimension per fraction key; its hashed
+configuration is unchanged, so such stores still resume (always unpaired). 2 (``layout="point"``) stores the fraction
+points along one dim ``point`` and hashes ``paired`` (and ``dale`` / ``stable`` when they are sweep dims).
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from typing import Any
 
 from ..solvers import LevenbergMarquardt, Solver, lm_fields
 
-_STORE_FORMAT = 1  # bump when the store layout changes; part of the configuration hash
+_STORE_FORMAT = 2  # bump when the store layout changes; part of the configuration hash (new stores)
+_DENSE_FORMAT = 1  # the dense layout (one dim per fraction key) of stores written before store format 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +49,15 @@ class SweepConfig:
         a store written before they existed holds unconstrained points and resumes only with them off there.
     dale_acts, stable_acts : bool
         Whether the circuit has signed regions (Dale's law can act) and is steady (stability can act).
+    layout : {"point", "dense"}
+        Store format 2 (fraction points along one dim ``point``) or 1 (a dim per fraction key; old stores only).
+    paired : bool
+        Every point's trials use one seed (:func:`paired_seed`): trial ``i``'s draws depend on ``(seed, m, i)`` only.
+    dales, stables : tuple of bool or None
+        ``dale`` / ``stable`` as sweep dims (``dale``, ``stable_required``); None: the scalar ``dale`` / ``stable``.
+    density : bool
+        ``points`` are per-key plastic densities (:func:`neurosubset.sweeps.density_grid`); ``budgets`` is empty and
+        each point's budget follows from its densities.
     """
 
     circuit_toml: str
@@ -61,6 +76,11 @@ class SweepConfig:
     stable: bool = False
     dale_acts: bool = False
     stable_acts: bool = False
+    layout: str = "dense"
+    paired: bool = False
+    dales: tuple[bool, ...] | None = None
+    stables: tuple[bool, ...] | None = None
+    density: bool = False
 
     @property
     def max_rounds(self) -> int:
@@ -70,7 +90,9 @@ class SweepConfig:
     def as_dict(self) -> dict[str, Any]:
         """The hashed configuration (keys and values exactly as the stores written since store format 1)."""
         lm = lm_fields(self.solver)
-        out = {"store_format": _STORE_FORMAT, "circuit": self.circuit_toml, "budget": list(self.budgets),
+        dense = self.layout == "dense"
+        out = {"store_format": _DENSE_FORMAT if dense else _STORE_FORMAT, "circuit": self.circuit_toml,
+               "budget": list(self.budgets),
                "fraction_keys": list(self.keys), "fraction_points": [list(p) for p in self.points],
                "strategy": list(self.strategies), "m": list(self.ms), "trials": self.trials, "seed": self.seed,
                "within": None if self.within is None else list(self.within), "tolerance": self.tol,
@@ -83,6 +105,15 @@ class SweepConfig:
             out["dale"] = True
         if self.stable and self.stable_acts:
             out["stable"] = True
+        if dense:  # format 1: byte-identical to the stores written before format 2
+            return out
+        out["paired"] = self.paired
+        if self.dales is not None:
+            out["dale"] = list(self.dales)
+        if self.stables is not None:
+            out["stable"] = list(self.stables)
+        if self.density:
+            out["grid"] = "density"
         return out
 
     @property
@@ -95,11 +126,27 @@ class SweepConfig:
 
     @property
     def dims(self) -> tuple[str, ...]:
-        """The point dims: ``budget``, one per fraction key, ``strategy``, ``m``."""
-        return ("budget", *self.keys, "strategy", "m")
+        """The point dims: ``budget``, ``point`` (dense layout: one per fraction key), ``dale`` and
+        ``stable_required`` where swept, ``strategy``, ``m`` (density grids: no ``budget``)."""
+        if self.layout == "dense":
+            return ("budget", *self.keys, "strategy", "m")
+        flags = (*(("dale",) if self.dales is not None else ()),
+                 *(("stable_required",) if self.stables is not None else ()))
+        return (*(() if self.density else ("budget",)), *(("point",) if self.keys else ()), *flags, "strategy", "m")
+
+    @property
+    def alloc_dims(self) -> tuple[str, ...]:
+        """The dims an allocation depends on (the mask variables' leading dims)."""
+        return tuple(d for d in self.dims if d not in ("m", "dale", "stable_required"))
 
 
 def point_seed(seed: int, purpose: str, budget: int, fracs: tuple[float, ...], strategy: str) -> int:
     """A 63-bit seed hashed from the sweep seed and a point's allocation coordinates (not from ``m``)."""
     text = json.dumps([seed, purpose, budget, [repr(f) for f in fracs], strategy])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def paired_seed(seed: int) -> int:
+    """The trial seed of every point of a paired sweep (63 bits hashed from the sweep seed alone)."""
+    text = json.dumps([seed, "paired trials"])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

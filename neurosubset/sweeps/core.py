@@ -19,41 +19,49 @@ import xarray as xr
 from .._checks import AllocationError, ParameterError, check_choice, check_int, check_real
 from .._memory import check_memory, estimate_fit
 from .._outputs import check_output
-from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING
+from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..benchmark import DEFAULT_TOL
 from .._stability import stability_applies
 from ..circuit import Circuit
 from ..solvers import Auto, Solver, as_solver
-from .config import SweepConfig, point_seed
+from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
-from .grid import FractionGrid
+from .grid import DensityGrid, FractionGrid
 from .point import PointTask, point_values, point_variables, run_point
-from .store import MemoryTarget, ZarrTarget, store_lock, store_versions
+from .layout import index_points
+from .store import MemoryTarget, SweepStoreError, ZarrTarget, store_lock, store_versions
 from .template import levels, skeleton
 
-_RESERVED = ("budget", "strategy", "m", "trial", "round", "status")  # dims and variables a fraction key may not name
+# dims and variables a fraction key may not name
+_RESERVED = ("budget", "strategy", "m", "trial", "round", "status", "point", "dale", "stable_required")
 
 
-def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[int],
-          fractions: FractionGrid | Sequence[Mapping[str, float]] | None = None,
+def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int | Sequence[int],
+          fractions: FractionGrid | DensityGrid | Sequence[Mapping[str, float]] | None = None,
           strategy: str | Sequence[str] = "random", trials: int = 100, seed: int = 0,
           store: str | os.PathLike | None = None, overwrite: bool = False, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, solver: Solver | str = Auto(), tol: float = DEFAULT_TOL,
-          certificate: bool = True, progress: bool = False, dale: bool = True, stable: bool = True,
-          restarts: int | None = None, max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
+          certificate: bool = True, progress: bool = False, dale: bool | Sequence[bool] = True,
+          stable: bool | Sequence[bool] = True, paired: bool | None = None, restarts: int | None = None,
+          max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
     Parameters
     ----------
     circuit : Circuit
     budget : int or list of int
-        ``M``, plastic synapses per allocation; one ``budget`` coordinate each.
+        ``M``, plastic synapses per allocation; one ``budget`` coordinate each. Not given with a
+        :func:`density_grid` (each point's budget follows from its densities).
     m : int or list of int
         Numbers of probes; one ``m`` coordinate each.
-    fractions : FractionGrid or list of dict, optional
-        Share of the budget per projection or region name, e.g. :func:`simplex_grid`. Each key becomes a dimension
-        named after it (coordinate: the key's levels, units 1). Checked up front: unknown names, negative values or
+    fractions : FractionGrid, DensityGrid or list of dict, optional
+        Share of the budget per projection or region name, e.g. :func:`simplex_grid` or :func:`dirichlet_grid`, or
+        per-key plastic densities (:func:`density_grid`). The points lie along one dim ``point``; each key's share
+        is a coordinate on it named :func:`neurosubset._schema.var_name` of the key (``CA3_to_CA1``; attr
+        ``fraction_key`` holds ``"CA3->CA1"``), a pandas MultiIndex of the keys in the returned Dataset (plain
+        coordinates in the store), so ``ds.mp.sel(strategy=..., m=...)`` holds NaN only at infeasible points and
+        ``ds[["mp", "matched"]].to_dataframe()`` is tidy. Checked up front: unknown names, negative values or
         points not summing to 1 raise :class:`~neurosubset.AllocationError` naming the key. A point whose share
         exceeds the eligible synapses of its projections (or a budget above all eligible synapses) is not an
         error: it is recorded with ``status`` ``infeasible_share`` (``infeasible_budget``) and NaN values, and a
@@ -63,7 +71,13 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     trials : int
         Teacher/student/probe draws per point.
     seed : int
-        Sweep seed; every point's seeds are hashed from it and the point's coordinates.
+        Sweep seed; every allocation's seed is hashed from it and the allocation's coordinates.
+    paired : bool, optional
+        Paired draws (the default for new sweeps): every point uses the same trial seed, so trial ``i``'s teacher,
+        frozen student draw and probes depend only on ``(seed, m, i)``, identical across strategies, fractions,
+        budgets and constraint flags (compare allocations with :func:`paired_difference`). ``False``: a trial seed
+        per allocation, hashed from its coordinates (the numbers of earlier versions, bit for bit). A store written
+        before store format 2 (a dim per fraction key) resumes unpaired; ``paired=True`` is refused there.
     store : str or path, optional
         A ``.zarr`` directory written as the sweep goes (see :mod:`neurosubset.sweeps`): rerunning the same call
         resumes (done points are verified against their checksums; damaged ones are recomputed, with a warning
@@ -86,10 +100,11 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
         Also store the exact certificate's ``plastic_rank``, ``full_rank`` and ``verdict`` per point.
     progress : bool
         Show a progress bar (points done / total, ETA).
-    dale, stable : bool
+    dale, stable : bool or list of bool
         As in :func:`neurosubset.match_probability`: Dale's law kept while fitting, and only stable students of
-        steady circuits count. They enter the configuration hash only where they can act (signed regions; steady
-        dynamics), so a store written before they existed (unconstrained) resumes with ``dale=False`` /
+        steady circuits count. A list (``[True, False]``) becomes a sweep dim ``dale`` / ``stable_required`` (the
+        draws and allocations do not depend on it). Scalars enter the configuration hash only where they can act
+        (signed regions; steady dynamics), so a store written before they existed (unconstrained) resumes with ``dale=False`` /
         ``stable=False`` there and is refused otherwise, naming the field.
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
@@ -97,12 +112,14 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     Returns
     -------
     xarray.Dataset
-        Dims ``budget``, one per fraction key, ``strategy``, ``m`` (+ ``trial``, ``round`` and the mask dims).
+        Dims ``budget``, ``point`` (with fractions), ``dale`` / ``stable_required`` (when swept), ``strategy``, ``m``
+        (+ ``trial``, ``round`` and the mask dims). A resumed store of format 1 keeps its dense layout (one dim per
+        fraction key; :func:`neurosubset.sweeps.store.as_points` converts it).
         ``status`` (flags), every variable of :func:`~neurosubset.match_probability` with the point dims in front
         (``mp``, ``mp_low``, ``mp_high`` (95% Wilson), ``mp_first_round``, ``mp_by_round (..., round)``, per-trial
         ``matched``, ``residual``, ``restarts``, ``fit_status (..., trial)``, ``plastic_rank``, ``full_rank``),
         ``last_round_gain``, ``solver`` and ``verdict`` per point, and
-        ``mask_<weight> (budget, fractions..., strategy, post, pre)``. Points not computed hold NaN, False or 0.
+        ``mask_<weight> (budget, point, strategy, post, pre)``. Points not computed hold NaN, False or 0.
         Attrs: the configuration, package versions, ``config_hash``. Identical for any ``workers``/``scheduler``
         and after resuming.
 
@@ -115,7 +132,14 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
     """
     if not isinstance(circuit, Circuit):
         raise ParameterError(f"The 'circuit' parameter must be a Circuit. Got {type(circuit).__name__}.")
-    budgets = tuple(check_int("budget", b, minimum=0) for b in _as_list("budget", budget))
+    density = isinstance(fractions, DensityGrid)
+    if density and budget is not None:
+        raise ParameterError("The 'budget' parameter must not be given with a density_grid: each point's budget "
+                             "follows from its densities.")
+    if budget is None and not density:
+        raise ParameterError("The 'budget' parameter is required (an int or a list of ints) unless fractions is a "
+                             "density_grid.")
+    budgets = () if density else tuple(check_int("budget", b, minimum=0) for b in _as_list("budget", budget))
     ms = tuple(check_int("m", v, minimum=1) for v in _as_list("m", m))
     strategies = tuple(_as_list("strategy", strategy))
     for s in strategies:
@@ -129,16 +153,53 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int], m: int | Sequence[in
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
     names = list(circuit.weight_names) if within is None else list(within)
     grid = _grid(circuit, fractions, names)
-    cfg = SweepConfig(circuit_toml=circuit.to_toml(), budgets=budgets, keys=grid.keys if grid else (),
-                      points=grid.points if grid else ((),), strategies=strategies, ms=ms, trials=trials, seed=seed,
-                      within=None if within is None else tuple(within), tol=tol, solver=solver,
-                      certificate=bool(certificate), dale=bool(dale), stable=bool(stable),
-                      dale_acts=any(r.sign is not None for r in circuit.regions),
-                      stable_acts=stability_applies(circuit))
+    dales, stables = _flags("dale", dale), _flags("stable", stable)
     path = None
     if store is not None:
         path = check_output(store, formats=(".zarr",), overwrite=True, what="the sweep store", store_ok=True)
+    dense = path is not None and not overwrite and _dense_store(path)
+    if dense:  # a store written before store format 2: resumed in its own layout, unpaired
+        for field, bad in (("paired", paired is True), ("dale", dales is not None), ("stable", stables is not None),
+                           ("fractions", density)):
+            if bad:
+                raise SweepStoreError(f"The store {str(path)!r} was written before store format 2 (a dim per "
+                                      f"fraction key, unpaired draws); it resumes only without {field!r} as a "
+                                      f"list/density grid/paired=True. Use another store path or overwrite=True.")
+    if paired is not None and not isinstance(paired, (bool, np.bool_)):
+        raise ParameterError(f"The 'paired' parameter must be True, False or None. Got {paired!r}.")
+    cfg = SweepConfig(circuit_toml=circuit.to_toml(), budgets=budgets, keys=grid.keys if grid else (),
+                      points=grid.points if grid else ((),), strategies=strategies, ms=ms, trials=trials, seed=seed,
+                      within=None if within is None else tuple(within), tol=tol, solver=solver,
+                      certificate=bool(certificate), dale=bool(dale) if dales is None else False,
+                      stable=bool(stable) if stables is None else False,
+                      dale_acts=any(r.sign is not None for r in circuit.regions),
+                      stable_acts=stability_applies(circuit), layout="dense" if dense else "point",
+                      paired=(not dense) if paired is None else bool(paired), dales=dales, stables=stables,
+                      density=density)
     return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite))
+
+
+def _flags(field: str, value: Any) -> tuple[bool, ...] | None:
+    """A constraint flag: None for a scalar (today's behaviour), else the tuple of values of its sweep dim."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    values = _as_list(field, value)
+    if not all(isinstance(v, (bool, np.bool_)) for v in values):
+        raise ParameterError(f"The {field!r} parameter must be True, False or a list of them. Got {value!r}.")
+    return tuple(bool(v) for v in values)
+
+
+def _dense_store(path: Path) -> bool:
+    """Whether ``path`` holds a sweep store written before store format 2 (dense layout)."""
+    import json
+
+    from .._outputs import is_sweep_store
+
+    if not is_sweep_store(path):
+        return False
+    with xr.open_zarr(path, chunks=None) as stored:
+        cfg = json.loads(stored.attrs["sweep_config"])
+    return cfg.get("store_format") == 1
 
 
 def _as_list(field: str, value: Any) -> list:
@@ -159,7 +220,12 @@ def _grid(circuit: Circuit, fractions: Any, names: list[str]) -> FractionGrid | 
     """The fraction grid, each point checked against the circuit (unknown names, negative, sum != 1, overlaps)."""
     if fractions is None:
         return None
-    if isinstance(fractions, FractionGrid):
+    if isinstance(fractions, DensityGrid):
+        eligible = _eligible(circuit, fractions.keys, names)
+        for point in fractions.points:
+            check_fractions(circuit, fractions.allocation(eligible, point)[1], names)
+        grid = fractions
+    elif isinstance(fractions, FractionGrid):
         grid = fractions
     elif isinstance(fractions, Mapping):
         raise AllocationError("The 'fractions' parameter of sweep takes a grid of points (simplex_grid(...) or a list "
@@ -167,51 +233,90 @@ def _grid(circuit: Circuit, fractions: Any, names: list[str]) -> FractionGrid | 
                               f"in a list.")
     else:
         grid = FractionGrid.from_points(fractions)
-    for point in grid:
-        check_fractions(circuit, point, names)
-    clash = set(_RESERVED).intersection(grid.keys)
+    if not isinstance(grid, DensityGrid):
+        for point in grid:
+            check_fractions(circuit, point, names)
+    clash = set(_RESERVED).intersection(grid.keys) | set(_RESERVED).intersection(map(var_name, grid.keys))
+    stems = [var_name(k) for k in grid.keys]
+    if len(set(stems)) != len(stems):
+        raise AllocationError(f"Fraction keys {list(grid.keys)} map to clashing coordinate names {stems}.")
     if clash:
         raise AllocationError(f"Fraction keys {sorted(clash)} clash with the sweep's own dimensions.")
     return grid
 
 
+def _eligible(circuit: Circuit, keys: Sequence[str], names: Sequence[str]) -> dict[str, int]:
+    """Eligible synapses per density key (a region: every eligible projection into it)."""
+    out = {}
+    for key in keys:
+        members = [key] if key in circuit.projection else [p.name for p in circuit.projections_into(key)]
+        out[key] = sum(int(circuit.structure[w].sum()) for w in members if w in names)
+    return out
+
+
+def _sizes(cfg: SweepConfig) -> dict[str, int]:
+    """Length of every point dim."""
+    fraction_levels = dict(zip(cfg.keys, levels(cfg)))
+    flags = {"dale": cfg.dales, "stable_required": cfg.stables}
+    return {d: len(cfg.budgets) if d == "budget" else len(cfg.points) if d == "point" else
+            len(flags[d]) if d in flags else len(cfg.strategies) if d == "strategy" else len(cfg.ms) if d == "m"
+            else len(fraction_levels[d]) for d in cfg.dims}
+
+
 def _allocations(cfg: SweepConfig, circuit: Circuit, names: list[str]
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[tuple[tuple[int, ...], int, Allocation]], list[str]]:
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[tuple[dict[str, int], int, Allocation]], list[str],
+                            list[int]]:
     """Allocate every ``(budget, fractions, strategy)``: statuses, masks, the feasible ones, why others are not.
 
     Returns ``status`` (point dims), ``masks`` (weight -> (allocation dims, post, pre)), a list of
-    ``(index without m, trial seed, Allocation)`` and one message per infeasible allocation.
+    ``(position along each allocation dim, trial seed, Allocation)``, one message per infeasible allocation and
+    the budget of each point of a density grid.
     """
-    fraction_levels = levels(cfg)
-    shape = (len(cfg.budgets), *(len(v) for v in fraction_levels), len(cfg.strategies), len(cfg.ms))
-    status = np.zeros(shape, np.int8)
-    masks = {w: np.zeros(shape[:-1] + circuit.shape(w), bool) for w in circuit.weight_names}
+    sizes = _sizes(cfg)
+    status = np.zeros(tuple(sizes.values()), np.int8)
+    alloc_dims = ("budget", *cfg.keys, "strategy") if cfg.layout == "dense" else cfg.alloc_dims
+    masks = {w: np.zeros(tuple(sizes[d] for d in alloc_dims) + circuit.shape(w), bool) for w in circuit.weight_names}
     eligible = sum(int(circuit.structure[w].sum()) for w in names)
+    fraction_levels = levels(cfg)
+    per_key = _eligible(circuit, cfg.keys, names) if cfg.density else {}
+    point_budgets = []
     feasible, infeasible = [], []
-    for ib, b in enumerate(cfg.budgets):
-        for point in cfg.points:
-            fidx = tuple(lv.index(v) for lv, v in zip(fraction_levels, point))
+    for ib, b0 in enumerate(cfg.budgets or (None,)):
+        for ip, point in enumerate(cfg.points):
+            if cfg.density:
+                b, fr = DensityGrid(cfg.keys, cfg.points).allocation(per_key, point)
+                point_budgets.append(b)
+            else:
+                b, fr = b0, dict(zip(cfg.keys, point)) if cfg.keys else None
+            where = {"budget": ib, "point": ip, **{k: lv.index(v) for k, lv, v in zip(cfg.keys, fraction_levels,
+                                                                                         point)}}
             for js, strat in enumerate(cfg.strategies):
-                index = (ib, *fidx, js)
-                fr = dict(zip(cfg.keys, point)) if cfg.keys else None
+                at = {**where, "strategy": js}
+                index = tuple(at[d] for d in alloc_dims)
                 try:
                     alloc = allocate(circuit, b, strategy=strat, fractions=fr, within=names,
                                      seed=point_seed(cfg.seed, "allocation", b, point, strat))
                 except AllocationError as exc:
-                    status[index] = INFEASIBLE_BUDGET if b > eligible else INFEASIBLE_SHARE
+                    status[_full(status, cfg.dims, at)] = INFEASIBLE_BUDGET if b > eligible else INFEASIBLE_SHARE
                     infeasible.append(f"budget={b}, fractions={fr}, strategy={strat!r}: {exc}")
                     continue
-                status[index] = PENDING
+                status[_full(status, cfg.dims, at)] = PENDING
                 for w in circuit.weight_names:
                     masks[w][index] = alloc.masks[w]
-                feasible.append((index, point_seed(cfg.seed, "trials", b, point, strat), alloc))
-    return status, masks, feasible, infeasible
+                seed = paired_seed(cfg.seed) if cfg.paired else point_seed(cfg.seed, "trials", b, point, strat)
+                feasible.append((at, seed, alloc))
+    return status, masks, feasible, infeasible, point_budgets
+
+
+def _full(status: np.ndarray, dims: Sequence[str], at: Mapping[str, int]) -> tuple:
+    """The index of every point of an allocation (slices along the dims it does not fix: m and flag dims)."""
+    return tuple(at.get(d, slice(None)) for d in dims)
 
 
 def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None, workers: int, scheduler: Any,
          progress: bool, overwrite: bool) -> xr.Dataset:
-    status, masks, feasible, infeasible = _allocations(cfg, circuit, names)
-    base = skeleton(cfg, circuit, status, masks, store_versions())
+    status, masks, feasible, infeasible, point_budgets = _allocations(cfg, circuit, names)
+    base = skeleton(cfg, circuit, status, masks, store_versions(), point_budgets)
     if infeasible:
         warnings.warn(f"{len(infeasible)} sweep point(s) cannot be allocated and are recorded as NaN with an "
                       f"'infeasible_*' status, e.g. {infeasible[0]}", UserWarning, stacklevel=3)
@@ -228,13 +333,21 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                           f"recomputed: {'; '.join(target.damaged[:3])}", UserWarning, stacklevel=3)
         done = target.done()
         tasks = []
-        for index, trial_seed, alloc in feasible:
-            for jm, mm in enumerate(cfg.ms):
-                if not done[(*index, jm)]:
-                    tasks.append(PointTask(index=(*index, jm), circuit_toml=cfg.circuit_toml, alloc=alloc,
-                                           m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
-                                           solver=cfg.solver, certificate=cfg.certificate, dale=cfg.dale,
-                                           stable=cfg.stable))
+        flags = [{}]
+        for dim, values in (("dale", cfg.dales), ("stable_required", cfg.stables)):
+            if values is not None:
+                flags = [{**f, dim: j} for f in flags for j in range(len(values))]
+        for at, trial_seed, alloc in feasible:
+            for flag in flags:
+                dale = cfg.dale if cfg.dales is None else cfg.dales[flag["dale"]]
+                stable = cfg.stable if cfg.stables is None else cfg.stables[flag["stable_required"]]
+                for jm, mm in enumerate(cfg.ms):
+                    index = tuple({**at, **flag, "m": jm}[d] for d in cfg.dims)
+                    if not done[index]:
+                        tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
+                                               m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
+                                               solver=cfg.solver, certificate=cfg.certificate, dale=dale,
+                                               stable=stable))
         sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
         total = int((status == PENDING).sum())
         bar = None
@@ -258,4 +371,4 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                                      m=cfg.ms[0], trials=1, seed=0, tol=cfg.tol, solver=cfg.solver,
                                      certificate=cfg.certificate, dale=cfg.dale, stable=cfg.stable))
             target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
-        return target.result()
+        return index_points(target.result())

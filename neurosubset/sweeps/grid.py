@@ -1,7 +1,9 @@
-"""Fraction grids: the plasticity fractions a sweep visits, one sweep dimension per fraction key.
+"""Fraction grids: the plasticity fractions a sweep visits, along its ``point`` dim (each key a coordinate).
 
 :class:`FractionGrid` holds the points (each a tuple of fractions aligned with the keys, summing to 1);
-:func:`simplex_grid` builds every point of the simplex at a given spacing. Fraction levels are rounded to
+:func:`simplex_grid` builds every point of the simplex at a given spacing, :func:`dirichlet_grid` draws seeded
+points for many keys. :class:`DensityGrid` (:func:`density_grid`) is a product grid of per-key plastic densities,
+whose budget follows from the densities (:meth:`DensityGrid.allocation`). Fraction levels are rounded to
 ``_FRACTION_DIGITS`` decimals, so ``k * step`` lands on one value whatever the float arithmetic.
 """
 from __future__ import annotations
@@ -10,7 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._checks import AllocationError, check_real
+import numpy as np
+
+from .._checks import AllocationError, check_int, check_real
 
 _FRACTION_DIGITS = 12  # fraction levels are rounded to this many decimals (they come from k * step)
 
@@ -130,3 +134,114 @@ def simplex_grid(keys: Sequence[str], step: float) -> FractionGrid:
 
     points = tuple(tuple(c / n for c in comp) for comp in compositions(n, len(keys)))
     return FractionGrid(keys, points)
+
+
+def dirichlet_grid(keys: Sequence[str], n: int, seed: int, alpha: float = 1.0) -> FractionGrid:
+    """``n`` fraction points drawn from a symmetric Dirichlet distribution over ``keys`` (for many keys).
+
+    Parameters
+    ----------
+    keys : list of str
+        Projection or region names (the point dim's coordinates).
+    n : int
+        Number of points (>= 1).
+    seed : int
+        ``numpy.random.default_rng(seed).dirichlet(alpha * ones(len(keys)), n)``: the same seed gives the same grid.
+    alpha : float
+        Concentration (> 0): 1 is uniform on the simplex, large values cluster near the centre, small near corners.
+
+    Returns
+    -------
+    FractionGrid
+        Fractions rounded to 12 decimals (their sum is 1 within 1e-11).
+    """
+    if isinstance(keys, str):
+        raise AllocationError(f"The 'keys' parameter of dirichlet_grid must be a list of names. Got {keys!r}.")
+    keys = tuple(keys)
+    if not keys:
+        raise AllocationError("The 'keys' parameter of dirichlet_grid needs at least one name.")
+    n = check_int("n", n, minimum=1, error=AllocationError)
+    seed = check_int("seed", seed, minimum=0, error=AllocationError)
+    alpha = check_real("alpha", alpha, low=0.0, low_open=True, error=AllocationError)
+    draws = np.random.default_rng(seed).dirichlet(np.full(len(keys), alpha), n)
+    return FractionGrid(keys, tuple(tuple(float(v) for v in row) for row in draws))
+
+
+@dataclass(frozen=True)
+class DensityGrid:
+    """A product grid of per-key plastic densities (the fraction of a key's eligible synapses that is plastic).
+
+    Parameters
+    ----------
+    keys : tuple of str
+        Projection or region names (a region: every eligible projection into it).
+    points : tuple of tuple of float
+        One density in [0, 1] per key and point.
+
+    Notes
+    -----
+    Point ``d`` maps to an allocation by :meth:`allocation`: key ``k`` with ``E_k`` eligible synapses gets
+    ``n_k = floor(d_k * E_k + 1/2)`` plastic synapses, the budget is ``M = sum_k n_k`` and the fractions are
+    ``n_k / M`` (all keys ``1 / K`` when ``M = 0``); the largest-remainder split of :func:`neurosubset.allocate`
+    then gives every key exactly ``n_k``, placed inside its projections by the strategy.
+    """
+
+    keys: tuple[str, ...]
+    points: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        keys = tuple(self.keys)
+        if not keys or any(not isinstance(k, str) or not k for k in keys) or len(set(keys)) != len(keys):
+            raise AllocationError(f"The density keys must be distinct projection or region names. Got {keys!r}.")
+        points = tuple(tuple(_level(v, k) for v, k in zip(p, keys)) for p in self.points)
+        if not points or any(len(p) != len(keys) for p in points):
+            raise AllocationError(f"Each density point needs one value per key {list(keys)}.")
+        for p in points:
+            for k, v in zip(keys, p):
+                if not 0.0 <= v <= 1.0:
+                    raise AllocationError(f"density[{k!r}] must be in [0, 1]. Got {v!r}.")
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "points", points)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        return (dict(zip(self.keys, p)) for p in self.points)
+
+    def allocation(self, eligible: Mapping[str, int], point: Sequence[float]) -> tuple[int, dict[str, float]]:
+        """The budget and fractions of one density point, given each key's eligible synapse count ``E_k``."""
+        counts = [int(np.floor(d * eligible[k] + 0.5)) for k, d in zip(self.keys, point)]
+        budget = sum(counts)
+        if budget == 0:
+            return 0, {k: 1.0 / len(self.keys) for k in self.keys}
+        return budget, {k: c / budget for k, c in zip(self.keys, counts)}
+
+
+def density_grid(levels: Mapping[str, Sequence[float]]) -> DensityGrid:
+    """Every combination of per-key plastic densities: ``{"CA3->CA3": [0, 0.1], "CA3->CA1": [0.05, 0.2]}``.
+
+    Parameters
+    ----------
+    levels : dict
+        Projection or region name -> list of densities in [0, 1] (the fraction of that key's eligible synapses
+        that is plastic). The grid has ``prod(len(levels[k]))`` points.
+
+    Returns
+    -------
+    DensityGrid
+        A sweep over it has no ``budget`` dim: each point's budget follows from its densities (see the Notes of
+        :class:`DensityGrid`) and is a coordinate on ``point``.
+    """
+    if not isinstance(levels, Mapping) or not levels:
+        raise AllocationError(f"density_grid takes a mapping of name -> list of densities. Got {levels!r}.")
+    import itertools
+
+    lists = []
+    for key, values in levels.items():
+        values = [values] if isinstance(values, (int, float)) else list(values)
+        if not values or len(set(values)) != len(values):
+            raise AllocationError(f"density_grid[{key!r}] must be a non-empty list of distinct densities. "
+                                  f"Got {values!r}.")
+        lists.append(values)
+    return DensityGrid(tuple(levels), tuple(itertools.product(*lists)))

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .._checks import NeurosubsetError
-from .._schema import PENDING
+from .._schema import PENDING, var_name
 
 CHECKSUM = "point_checksum"  # store-only variable: not part of the Dataset a sweep returns or a reader loads
 
@@ -57,7 +57,11 @@ def _one_line(exc: BaseException) -> str:
 def _point_label(ds: xr.Dataset, dims: Sequence[str], index: tuple[int, ...]) -> str:
     """``(budget=9, A->O=0.5, B->O=0.5, strategy='spread-rows', m=2)``."""
     parts = []
+    keys = json.loads(ds.attrs.get("fraction_keys", "[]"))
     for d, i in zip(dims, index):
+        if d == "point" and keys and all(var_name(k) in ds.coords for k in keys):  # the point by its key values
+            parts += [f"{k}={float(ds[var_name(k)].values[i])!r}" for k in keys]
+            continue
         value = ds[d].values[i] if d in ds.coords else i
         parts.append(f"{d}={value.item() if hasattr(value, 'item') else value!r}")
     return "(" + ", ".join(parts) + ")"

@@ -36,6 +36,7 @@ from .._outputs import check_output, fsync_dir, fsync_tree, write_dataset
 from .._schema import DONE, PENDING, fill_value, meta
 from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _is_extension,
                         _one_line, _point_label, _point_names, _read_status, _verify, checksum)
+from .layout import flat_points, index_points
 
 
 def store_versions() -> dict[str, str]:
@@ -148,7 +149,7 @@ class ZarrTarget:
     def _extend(self) -> None:
         """Rebuild the store for a grid that adds ``m``, ``budget`` or ``strategy`` values: every done point keeps
         its values (verified) at its new index, the new points are pending. Written beside the store and swapped in."""
-        old = open_sweep(self.path)  # verified: a damaged store is refused before it is extended
+        old = flat_points(open_sweep(self.path))  # verified: a damaged store is refused before it is extended
         new = self.skeleton
         dims = self.dims
         where = []
@@ -356,7 +357,7 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
         raise FileNotFoundError(f"No sweep store or file at {str(path)!r}.")
     if not path.is_dir():
         with xr.open_dataset(path, engine="h5netcdf") as ds:
-            return ds.load()
+            return index_points(ds.load())
     from .._outputs import is_sweep_store
 
     if not is_sweep_store(path):  # a Zarr result of `mp --out x.zarr`
@@ -389,7 +390,7 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
         for name in names:
             var = ds[name]
             var.values[pending] = fill_value(var.dtype)
-    return ds
+    return index_points(ds)
 
 
 def export(store: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -418,4 +419,5 @@ def export(store: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool 
         ``out`` exists (without ``overwrite``), is not ``.nc``, lies in a missing folder or in a sweep store.
     """
     check_output(out, formats=(".nc",), overwrite=overwrite, what="the export file")
-    return write_dataset(open_sweep(store), out, overwrite=overwrite, what="the export file", formats=(".nc",))
+    return write_dataset(flat_points(open_sweep(store)), out, overwrite=overwrite, what="the export file",
+                         formats=(".nc",))

@@ -11,44 +11,70 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import fraction_meta, mask_meta, meta, var_name, versions
+from .._schema import density_meta, fraction_meta, mask_meta, meta, var_name, versions
 from ..circuit import Circuit
 from ..solvers import lm_fields
-from .config import SweepConfig
+from .config import SweepConfig, paired_seed
 from .grid import FractionGrid
 
 _SEEDING = ("allocation seed and trial seed per (budget, fractions, strategy): sha256 of the sweep seed and those "
             "coordinates; the m probes of a trial are the first m of one sequence")
+_PAIRED = ("paired: allocation seed per (budget, fractions, strategy) hashed from the sweep seed and those coordinates;"
+           " one trial seed for every point (sha256 of the sweep seed), so trial i's teacher, student draw and probes "
+           "depend only on (seed, m, i); the m probes of a trial are the first m of one sequence")
+_FLAG_DIMS = {"dale": "dales", "stable_required": "stables"}
 
 
 def levels(cfg: SweepConfig) -> list[list[float]]:
-    """The coordinate of each fraction dim (the sorted levels of its key)."""
-    if not cfg.keys:
+    """The coordinate of each fraction dim (the sorted levels of its key; dense layout only)."""
+    if not cfg.keys or cfg.layout != "dense":
         return []
     grid = FractionGrid(cfg.keys, cfg.points)
     return [grid.levels(k) for k in cfg.keys]
 
 
+def point_coords(cfg: SweepConfig, point_budgets: list[int] | None = None) -> dict[str, Any]:
+    """The plain coordinates along ``point`` (store format 2): each key's share (density grids: density), under
+    its CF name (:func:`neurosubset._schema.var_name`; the key in attr ``fraction_key``), and a density grid's
+    per-point ``budget``."""
+    if cfg.layout == "dense" or not cfg.keys:
+        return {}
+    out: dict[str, Any] = {}
+    for i, key in enumerate(cfg.keys):
+        attrs = density_meta(key) if cfg.density else fraction_meta(key)
+        out[var_name(key)] = ("point", np.array([p[i] for p in cfg.points], np.float64), {**attrs, "fraction_key": key})
+    if cfg.density and point_budgets is not None:
+        out["budget"] = ("point", np.array(point_budgets, np.int64), meta("budget"))
+    return out
+
+
 def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict[str, np.ndarray],
-             extra_attrs: dict[str, str]) -> xr.Dataset:
+             extra_attrs: dict[str, str], point_budgets: list[int] | None = None) -> xr.Dataset:
     """The sweep Dataset without its per-point variables: ``status``, ``mask_<weight>``, coords and attrs.
 
-    ``extra_attrs`` are version attrs beyond :func:`neurosubset._schema.versions` (the store's ``zarr_version``).
+    ``extra_attrs`` are version attrs beyond :func:`neurosubset._schema.versions` (the store's ``zarr_version``);
+    ``point_budgets`` the budget of each point of a density grid. Coordinates are plain (no pandas index on
+    ``point``: :func:`neurosubset.sweeps.store.index_points` adds it when a result is returned or opened).
     """
     data: dict[str, Any] = {"status": (cfg.dims, status, meta("status"))}
-    alloc_dims = ("budget", *cfg.keys, "strategy")
+    alloc_dims = ("budget", *cfg.keys, "strategy") if cfg.layout == "dense" else cfg.alloc_dims
     for name in circuit.weight_names:
         stem = var_name(name)
         data[f"mask_{stem}"] = ((*alloc_dims, f"{stem}_post", f"{stem}_pre"), masks[name], mask_meta(name))
     coords: dict[str, Any] = {
-        "budget": ("budget", np.array(cfg.budgets, np.int64), meta("budget")),
+        **({} if cfg.density else {"budget": ("budget", np.array(cfg.budgets, np.int64), meta("budget"))}),
         "strategy": ("strategy", np.array(cfg.strategies), meta("strategy")),
         "m": ("m", np.array(cfg.ms, np.int64), meta("m")),
         "trial": ("trial", np.arange(cfg.trials), meta("trial")),
         "round": ("round", np.arange(cfg.max_rounds), meta("round")),
     }
-    for key, values in zip(cfg.keys, levels(cfg)):
-        coords[key] = (key, np.array(values, np.float64), fraction_meta(key))
+    if cfg.layout == "dense":
+        for key, values in zip(cfg.keys, levels(cfg)):
+            coords[key] = (key, np.array(values, np.float64), fraction_meta(key))
+    coords.update(point_coords(cfg, point_budgets))
+    for dim, field in _FLAG_DIMS.items():
+        if getattr(cfg, field) is not None:
+            coords[dim] = (dim, np.array(getattr(cfg, field), bool), meta(dim))
     lm = lm_fields(cfg.solver)
     attrs = {
         "title": f"neurosubset sweep of {circuit.name}",
@@ -65,9 +91,12 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
         "max_rounds": cfg.max_rounds,
         "lm_steps": lm["iterations"],
         "certificate": int(cfg.certificate),
-        "dale": int(cfg.dale and cfg.dale_acts),
-        "stable": int(cfg.stable and cfg.stable_acts),
-        "seeding": _SEEDING,
+        "dale": "swept (the dale dim)" if cfg.dales is not None else int(cfg.dale and cfg.dale_acts),
+        "stable": "swept (the stable_required dim)" if cfg.stables is not None else int(cfg.stable and cfg.stable_acts),
+        "seeding": _PAIRED if cfg.paired else _SEEDING,
+        **({"trial_seed": paired_seed(cfg.seed)} if cfg.paired else {}),
+        **({} if cfg.layout == "dense" else {"layout": "point", "paired": int(cfg.paired),
+                                              "fraction_grid": "density" if cfg.density else "fractions"}),
         "sweep_config": cfg.json,
         "config_hash": cfg.hash,
         **versions(),

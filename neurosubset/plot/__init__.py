@@ -1,0 +1,74 @@
+"""Figures from Datasets only: sweep results (:func:`neurosubset.sweep`) and single ``match_probability`` results.
+
+Every function takes an :class:`xarray.Dataset` (or, for :func:`plot_allocation`, a circuit and an allocation)
+and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure state, no display
+needed); :func:`save_figures` writes PNGs. Sweep figures take the ``point`` layout and the dense layout of stores
+written before store format 2, and mark certificate verdicts ("zero", "one", "positive", "unproven").
+
+- :func:`mp_curves`: MP against one fraction key (or ``m``) with 95% Wilson bands and verdict markers.
+- :func:`mp_heatmap`: MP over two swept axes (two fraction keys, or a fraction x ``m``), verdict hatching.
+- :func:`mp_ternary`: MP on the simplex of three fraction keys (mpltern).
+- :func:`allocation_masks`: the plastic synapses of allocations as one connectivity matrix, regions as blocks;
+  :func:`plot_allocation` the same from a circuit and an :class:`~neurosubset.Allocation`, without results.
+- :func:`plot_paired_difference`: paired MP differences with exact McNemar intervals.
+- :func:`mp_summary`: one ``match_probability`` Dataset: residual histogram (log axis, tolerance line) + masks.
+- :func:`spike_rates`: a spiking comparison (:func:`neurosubset.spiking.spiking_compare`): rates against the rate
+  model, teacher against students; :func:`spikecheck_figure` writes it.
+
+Modules: :mod:`._common` (layout, verdict styles, integer axes), :mod:`.sweep`, :mod:`.masks`, :mod:`.spiking`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+from matplotlib.figure import Figure
+
+from ._common import fraction_keys, is_sweep
+from .masks import _draw_masks, _mask_matrix, _masks_of, allocation_masks, mp_summary, plot_allocation
+from .spiking import spike_rates, spikecheck_figure
+from .sweep import mp_curves, mp_heatmap, mp_ternary, plot_paired_difference
+
+__all__ = ["is_sweep", "mp_curves", "mp_heatmap", "mp_ternary", "allocation_masks", "plot_allocation",
+           "plot_paired_difference", "mp_summary", "figures", "save_figures", "spike_rates", "spikecheck_figure",
+           "_draw_masks", "_mask_matrix", "_masks_of"]
+
+
+def figures(ds: xr.Dataset) -> dict[str, Figure]:
+    """Every standard figure for ``ds``: ``curves``, ``heatmap``, ``masks`` (and ``ternary`` with three fraction
+    keys) for a sweep; ``mp`` for one MP estimate."""
+    if is_sweep(ds):
+        out = {"curves": mp_curves(ds), "heatmap": mp_heatmap(ds), "masks": allocation_masks(ds)}
+        if len(fraction_keys(ds)) == 3 and ds.attrs.get("fraction_grid") != "density":
+            out["ternary"] = mp_ternary(ds)
+        return out
+    return {"mp": mp_summary(ds)}
+
+
+def save_figures(ds: xr.Dataset, out: str | Path, *, dpi: int = 120) -> list[Path]:
+    """Write :func:`figures` as PNG files.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    out : path
+        ``x.png`` for a single figure; with several figures, or a path without ``.png``, the files are
+        ``<stem>_<name>.png`` next to it.
+    dpi : int
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    out = Path(out)
+    figs = figures(ds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png" and len(figs) == 1:
+        paths = [out]
+    else:
+        stem = out.with_suffix("") if out.suffix == ".png" else out
+        paths = [stem.with_name(f"{stem.name}_{name}.png") for name in figs]
+    for path, fig in zip(paths, figs.values()):
+        fig.savefig(path, dpi=dpi)
+    return paths
