@@ -127,6 +127,9 @@ def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None,
 
 
 _CHUNK_SHARE = 0.5  # of the memory available now, what one chunk of trials may take (the rest: results, others)
+# and at most this much by default: batching more trials gains nothing measurable beyond a few hundred MB (the
+# batched LAPACK calls loop over problems), while the machine's other users keep their memory
+_CHUNK_BYTES = 2**30
 _FACTOR_COPIES = 4.0  # steady circuits: I - W, its LU factors and the blocks they are built from, per problem
 
 
@@ -154,7 +157,7 @@ def chunk_trials(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = No
     chunk : int, optional
         An explicit chunk size (trials, >= 1); overrides the memory-based size.
     max_memory : float, optional
-        Bytes one chunk may use (default: half the memory available now).
+        Bytes one chunk may use (default: half the memory available now, at most 1 GiB).
     what : str
         The request as an error names it.
     available : int, optional
@@ -184,6 +187,8 @@ def chunk_trials(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = No
                  lower="'m' (of 'trials' or 'm', only 'm' helps: trials are fitted in chunks) or the circuit's size",
                  available=available)
     budget = _CHUNK_SHARE * available
-    if max_memory is not None:
+    if max_memory is None:
+        budget = min(budget, _CHUNK_BYTES)
+    else:
         budget = min(budget, check_real("max_memory", max_memory, low=0.0, low_open=True))
     return int(min(trials, max(1, budget // max(one, 1))))

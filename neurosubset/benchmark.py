@@ -238,7 +238,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         Where the batched fitting runs (``"cuda"`` needs a torch that sees a GPU); decisions agree to rounding.
         Draws are always made on the CPU (numpy) and results come back as numpy arrays.
     chunk : int, optional
-        Trials per batch (default: as many as half the available memory holds, see
+        Trials per batch (default: as many as half the available memory, at most 1 GiB, holds; see
         :func:`neurosubset._memory.chunk_trials`).
     max_memory : float, optional
         Bytes one batch may take (an upper bound on the default chunk size).

@@ -16,12 +16,16 @@ import torch
 
 from . import _continuous
 from ._checks import ParameterError, check_choice, check_int
+from ._steady import split_steady
 from .allocation import Allocation
 from .circuit import Circuit
 
 DTYPE = torch.float64
 _AFFINE_RTOL = 1e-9  # second differences of an affine map are rounding noise (~1e-15); others are O(1)
 _BROADCAST_MAX = 2**22  # elements (32 MB) of the broadcast intermediate of _sum_outer; beyond it, einsum
+# steady circuits with at least this many hidden neurons factor only I - W_hidden (outputs are sinks); smaller ones
+# keep the one LU over all neurons their results were made with, bit for bit
+_SPLIT_MIN = 128
 
 
 _THREADS_LOCK = threading.Condition()  # guards _THREADS_HELD and every set_num_threads of torch_threads
@@ -248,6 +252,8 @@ class PlasticMap:
         # continuous dynamics: no closed-form adjoint; the Jacobian comes from autograd through expm / RK4
         closed = circuit.nonlinearity == "linear" and circuit.dynamics != "continuous"
         self._layout = _adjoint_layout(circuit, alloc) if closed else None
+        if closed and circuit.dynamics == "steady" and circuit.n_neurons("hidden") >= _SPLIT_MIN:
+            self._layout["split"] = True  # PlasticMap's own select (output regions): see _steady.split_steady
         if self._layout is not None and device.type != "cpu":
             self._layout = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self._layout.items()}
 
@@ -389,6 +395,8 @@ def _adjoint_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, torc
     outputs = list(circuit.output_regions)
     post, pre = layout["post"], layout["pre"]
     n_prob, m = probes.shape[0], probes.shape[1]
+    if layout.get("split"):
+        return split_steady(circuit, layout, weights, probes, with_outputs, blocks=_blocks, sum_outer=_sum_outer)
     if circuit.dynamics != "discrete":
         rows = layout["rows"]
         a = _blocks(circuit, weights, rows, rows)

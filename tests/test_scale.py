@@ -80,6 +80,7 @@ def test_chunk_size_follows_the_memory_budget():
     assert chunk_trials(circuit, alloc, 3, 100, max_memory=3.5 * one) == 3
     assert chunk_trials(circuit, alloc, 3, 100, max_memory=one / 10) == 1  # never below one trial
     assert chunk_trials(circuit, alloc, 3, 100, available=10 ** 12) == 100
+    assert chunk_trials(circuit, alloc, 3, 10 ** 6, available=10 ** 12) == 2 ** 30 // one  # default cap: 1 GiB
     assert chunk_trials(circuit, alloc, 3, 100, chunk=7) == 7
     with pytest.raises(ns.ParameterError, match="'chunk' parameter must be >= 1"):
         chunk_trials(circuit, alloc, 3, 100, chunk=0)
@@ -141,3 +142,25 @@ def test_skip_zero_records_the_certificate_per_trial_and_fits_nothing():
         assert abs(float(skipped.residual[i]) - expect) <= 1e-12 * expect
         assert float(skipped.residual[i]) >= float(fitted.residual[i])  # fitting can only lower it
     np.testing.assert_array_equal(ns.student_weights(skipped)["W1"], draws.student_init["W1"])  # never moved
+
+
+def test_large_steady_circuits_factor_the_hidden_block_only_and_agree_with_autograd():
+    # >= 128 hidden neurons: the adjoint goes through I - W_hidden alone (outputs are sinks); reference: torch.func
+    # forward-mode derivatives of forward(), which factors I - W over all non-input neurons
+    from neurosubset.dynamics import PlasticMap, forward
+
+    regions = (Region("X", 4, "input"), Region("A", 70), Region("B", 60), Region("O", 5, "output"))
+    links = (("X", "A", 0.3, 1.0), ("A", "A", 0.05, 0.5), ("A", "B", 0.05, 0.5), ("B", "A", 0.05, 0.5),
+             ("B", "O", 0.2, 1.0), ("X", "O", 0.5, 1.0))
+    circuit = Circuit(regions, tuple(Projection(*x) for x in links), dynamics="steady", name="big_steady")
+    alloc = ns.allocate(circuit, 40, strategy="spread-rows", seed=2)
+    draws = draw_trials(circuit, 3, 2, 0)
+    frozen = {k: torch.as_tensor(v) for k, v in draws.student_init.items()}
+    fmap = PlasticMap(circuit, alloc, frozen, torch.as_tensor(draws.probes))
+    assert fmap._layout.get("split")
+    theta = torch.as_tensor(np.random.default_rng(0).standard_normal((2, alloc.size)) * 0.05)
+    out, jac = fmap.value_and_jacobian(theta)
+    ref = fmap.jacobian(theta, method="autograd")
+    np.testing.assert_allclose(jac.numpy(), ref.numpy(), rtol=0, atol=1e-12 * float(ref.abs().max()))
+    full = forward(circuit, fmap.weights(theta), fmap.probes).flatten(-2)
+    np.testing.assert_allclose(out.numpy(), full.numpy(), rtol=0, atol=1e-12 * float(full.abs().max()))
