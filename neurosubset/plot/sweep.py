@@ -26,7 +26,8 @@ def _verdicts(cells: xr.Dataset) -> np.ndarray | None:
 
 def _curve_points(ds: xr.Dataset, keys: list[str], x: str) -> np.ndarray:
     """Indices along ``point`` of the curve of key ``x``: the simplex edge ``x`` <-> the last other key (the
-    remaining keys at 0); density grids: the other keys at their first point's value. Sorted by ``x``."""
+    remaining keys at 0); density grids: the other keys at their first point's value; points off any grid (fewer
+    than two on the edge, e.g. Dirichlet draws): all of them. Sorted by ``x``."""
     if ds.attrs.get("fraction_grid") == "density":
         first = {k: key_values(ds, k)[0] for k in keys if k != x}
         hit = np.all([np.isclose(key_values(ds, k), v) for k, v in first.items()], axis=0) if first else \
@@ -36,6 +37,8 @@ def _curve_points(ds: xr.Dataset, keys: list[str], x: str) -> np.ndarray:
         others = [k for k in keys if k not in (x, partner)]
         hit = np.all([key_values(ds, k) == 0 for k in others], axis=0) if others else np.ones(ds.sizes["point"], bool)
     idx = np.nonzero(hit)[0]
+    if idx.size < 2:  # scattered points (dirichlet_grid): every point, drawn as points with error bars
+        idx = np.arange(ds.sizes["point"])
     return idx[np.argsort(key_values(ds, x)[idx], kind="stable")]
 
 
@@ -71,6 +74,7 @@ def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
             raise ParameterError(f"The 'x' parameter must be one of the fraction keys {keys}. Got {x!r}.")
         on_curve = _curve_points(ds, keys, x)
         xs = key_values(ds, x)[on_curve]
+        scattered = len(on_curve) == ds.sizes["point"] and len(keys) > 2
     for ax, b in zip(axes, budgets):
         panel = ds if b is None else ds.sel(budget=b)
         for js, (sel, label) in enumerate(series(ds)):
@@ -79,7 +83,8 @@ def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
             if keys:
                 for jm, mm in enumerate(ms):
                     cells = sub.sel(m=mm).isel(point=on_curve)
-                    _line(ax, xs, cells, colour=cols[jm], style=style, label=f"{label}, m = {mm}")
+                    _line(ax, xs, cells, colour=cols[jm], style=style, label=f"{label}, m = {mm}",
+                          scattered=scattered)
             else:
                 _line(ax, ms, sub, colour=f"C{js}", style=style, label=label)
         if b is not None:
@@ -100,10 +105,15 @@ def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
     return fig
 
 
-def _line(ax: Any, xs: np.ndarray, cells: xr.Dataset, *, colour: Any, style: str, label: str) -> None:
+def _line(ax: Any, xs: np.ndarray, cells: xr.Dataset, *, colour: Any, style: str, label: str,
+          scattered: bool = False) -> None:
     y, lo, hi = (done_values(cells, n) for n in ("mp", "mp_low", "mp_high"))
-    ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, linewidth=0)
-    ax.plot(xs, y, linestyle=style, marker="o", markersize=3.5, color=colour, label=label)
+    if scattered:  # points that do not lie on one curve: the Wilson interval as error bars
+        ax.errorbar(xs, y, yerr=np.vstack([y - lo, hi - y]), fmt="o", markersize=3.5, color=colour, label=label,
+                    alpha=0.8)
+    else:
+        ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, linewidth=0)
+        ax.plot(xs, y, linestyle=style, marker="o", markersize=3.5, color=colour, label=label)
     verdicts = _verdicts(cells)
     if verdicts is not None:
         verdict_markers(ax, np.asarray(xs, float), y, verdicts, colour)
