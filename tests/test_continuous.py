@@ -346,3 +346,24 @@ def test_simulate_refuses_bad_arguments():
         ns.simulate(c, w, x[:, 0])
     with pytest.raises(ns.ParameterError, match="simulate needs dynamics 'continuous'"):
         ns.simulate(ns.linear_rnn(3, 1, 1, steps=2), w, x)
+
+
+def test_final_jacobian_and_theory_helpers():
+    """max_real_jacobian against numpy on the returned hidden rates; optimal allocation and exact refusals."""
+    c = ei("tanh", tau_e=0.02, tau_i=0.01, steps=2)
+    w, x = draw(c, m=2)
+    ds = ns.simulate(c, w, x, hidden=True)
+    rec = np.block([[w["E->E"], w["I->E"]], [w["E->I"], w["I->I"]]])
+    taus = np.r_[np.full(4, 0.02), np.full(3, 0.01)]
+    for p in range(2):
+        h = ds.hidden_rate.values[p, -1]
+        z = rec @ h + np.r_[w["in->E"] @ x[p, -1], np.zeros(3)]
+        jac = (np.diag(1 - np.tanh(z) ** 2) @ rec - np.eye(7)) / taus[:, None]
+        assert abs(ds.max_real_jacobian.values[p] - np.linalg.eigvals(jac).real.max()) < 1e-9
+    # linear continuous: the greedy optimum of 6 read-out synapses at m = 3 gives each output row 3 (MP = 1)
+    lin = rnn(steps=2, n=6)
+    best = ns.optimal_allocation(lin, 6, m=3, within=["C"])
+    assert sorted(best.masks["C"].sum(axis=1).tolist()) == [3, 3], best.masks["C"]
+    from neurosubset.theory.exact import mod_jacobian
+    with pytest.raises(ns.TheoryError, match="continuous circuit 'rnn_linear' has none"):
+        mod_jacobian(lin, *draw(lin, m=2), 2**31 - 1)

@@ -136,6 +136,9 @@ def mod_jacobian(circuit: Circuit, weights: Mapping[str, np.ndarray], probes: np
     if circuit.nonlinearity != "linear":
         raise TheoryError(f"Exact ranks need a linear (polynomial or rational) circuit; circuit {circuit.name!r} "
                           f"is {circuit.nonlinearity!r}, whose outputs are piecewise.")
+    if circuit.dynamics == "continuous":
+        raise TheoryError(f"Exact ranks need polynomial or rational outputs; continuous circuit {circuit.name!r} has "
+                          f"none (expm is not rational). Use float ranks (method='autograd').")
     full = Allocation.from_masks(circuit, dict(circuit.eligible), strategy="full")
     lay = _adjoint_layout(circuit, full)
     m, n_out = probes.shape[0], circuit.n_out
@@ -348,7 +351,7 @@ def rank_evidence(circuit: Circuit, m: int, seed: int, points: int, cols: np.nda
     from ._ranks import _ranks
 
     nan = float("nan")
-    linear = circuit.nonlinearity == "linear"
+    linear = circuit.nonlinearity == "linear" and circuit.dynamics != "continuous"  # continuous: float ranks only
     if method == "exact" and not linear:
         raise TheoryError(f"method='exact' needs a linear circuit; circuit {circuit.name!r} is "
                           f"{circuit.nonlinearity!r} (piecewise outputs have no exact rank). Use method='auto'.")

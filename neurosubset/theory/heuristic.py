@@ -160,7 +160,8 @@ def _required(circuit: Circuit, m: int, r_in: dict[str, int], r_out: dict[str, i
         return int(min(e, circuit.n_synapses - hidden))
     if circuit.nonlinearity == "linear":
         # linear outputs are Y = M Xbar with Xbar the (n_in * steps) x m stacked probes: dim V <= n_out rank(Xbar)
-        e = min(e, circuit.n_out * min(m, circuit.n_in * (circuit.steps if circuit.dynamics == "discrete" else 1)))
+        steps = circuit.steps if circuit.dynamics in ("discrete", "continuous") else 1
+        e = min(e, circuit.n_out * min(m, circuit.n_in * steps))
     full = sum(_effective(circuit.eligible[w], r_in[w], r_out[w]) for w in circuit.weight_names)
     return int(min(e, full))
 

@@ -34,7 +34,7 @@ def _within(circuit: Circuit, within: Sequence[str] | None) -> list[str]:
 
 def _levels(circuit: Circuit) -> int:
     """``q``: the stacked input dimension of a probe; for ``m >= q`` a linear circuit's column matroid is fixed."""
-    return circuit.n_in * (circuit.steps if circuit.dynamics == "discrete" else 1)
+    return circuit.n_in * (circuit.steps if circuit.dynamics in ("discrete", "continuous") else 1)
 
 
 def _gf_jacobian(circuit: Circuit, m: int, seed: int) -> tuple[np.ndarray, int]:
@@ -184,7 +184,7 @@ def _optimal_at(circuit: Circuit, budget: int, m: int, names: list[str], allowed
                 method: str) -> Allocation:
     """The single-``m`` greedy: QR with column pivoting on the float Jacobian's allowed columns at one point."""
     if method == "auto":
-        method = "adjoint" if circuit.nonlinearity == "linear" else "autograd"
+        method = "adjoint" if circuit.nonlinearity == "linear" and circuit.dynamics != "continuous" else "autograd"
     if method == "exact":
         method = "adjoint"
     m, seed, _, rtol = _check_common(m, seed, 2, rtol, method)
@@ -258,7 +258,7 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     names = _within(circuit, within)
     cols = _columns(circuit, {w: circuit.eligible[w] for w in names})
-    if circuit.nonlinearity == "linear" and method in ("auto", "exact"):
+    if circuit.nonlinearity == "linear" and circuit.dynamics != "continuous" and method in ("auto", "exact"):
         jac, p = _gf_jacobian(circuit, m, seed)
         rank = (lambda c: gf_rank(jac[:, c], p))
     else:
