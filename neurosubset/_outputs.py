@@ -152,8 +152,8 @@ def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, 
         else:
             from ._schema import cf_attrs, cf_encoding
 
-            ds = cf_attrs(ds)
-            ds.to_netcdf(tmp, engine="h5netcdf", encoding=cf_encoding(ds))
+            encoding = cf_encoding(ds)
+            cf_attrs(ds, encoding).to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         fsync_tree(tmp)
         if path.is_dir() and not path.is_symlink():  # overwrite=True on a (non-sweep) Zarr directory
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

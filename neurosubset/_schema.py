@@ -211,7 +211,7 @@ VARIABLES.update({
 # fitting recorded responses (neurosubset.responses: fit_responses, localize); the Dataset names are in brackets
 VARIABLES.update({
     "responses_matched": {"long_name": "fit reproduces the recorded responses (noise-free: residual < tol; with "
-                                       "noise: chi-square p-values >= alpha)", "units": "1"},  # [matched]
+                                       "noise: chi-square p-values >= alpha)", **BOOLEAN.attrs()},  # [matched]
     "responses_residual": {"long_name": "relative residual ||fit - recorded|| / ||recorded|| on the fit probes",
                            "units": "1"},  # [residual]
     "region_residual": {"long_name": "relative residual of one recorded region on the fit probes", "units": "1"},
@@ -225,7 +225,7 @@ VARIABLES.update({
     "heldout_chi_square": {"long_name": "chi-square on the held-out probes", "units": "1"},
     "heldout_p_value": {"long_name": "P(chi2(held-out values) >= heldout_chi_square)", "units": "1"},
     "identifiable": {"long_name": "Jacobian rank at the solution equals the number of plastic synapses",
-                     "units": "1"},
+                     **BOOLEAN.attrs()},
     "jacobian_rank": {"long_name": "rank of d(recorded responses)/d(plastic values) at the solution",
                       "units": "1"},  # [rank]
     "n_plastic": {"long_name": "plastic synapses of the candidate", "units": "1"},
@@ -234,7 +234,7 @@ VARIABLES.update({
     "decision_kind": {"long_name": "exact (a global minimum: affine responses) or lower bound (a local solver)"},
     "theta_before": {"long_name": "plastic values before learning (the given weights)", "units": "1"},
     "change": {"long_name": "fitted minus before-learning value of the synapse (0 where not plastic)", "units": "1"},
-    "plastic": {"long_name": "synapse is plastic in the candidate", "units": "1"},
+    "plastic": {"long_name": "synapse is plastic in the candidate", **BOOLEAN.attrs()},
     "candidate": {"long_name": "candidate set of plastic synapses"},
     "region": {"long_name": "recorded region"},
     "synapse": {"long_name": "synapse (plastic in at least one candidate)"},
@@ -329,18 +329,25 @@ def fraction_meta(key: str) -> dict[str, Any]:
     return {"long_name": f"fraction of the budget given to {key}", "units": "1", "fraction_key": key}
 
 
-def cf_attrs(ds: Any) -> Any:
+def cf_attrs(ds: Any, encoding: dict[str, dict[str, Any]] | None = None) -> Any:
     """A shallow copy of the Dataset ``ds`` whose ``flag_values`` have the type its variables are stored with.
 
     A Zarr store keeps attrs as JSON, so ``flag_values`` read back from a sweep store are int64 whatever the
-    variable's type; CF requires the variable's own type (int8 for booleans, which netCDF stores as int8).
+    variable's type; CF requires the stored type: int8 for booleans (netCDF stores them as int8), the ``dtype`` of
+    ``encoding`` (:func:`cf_encoding`) where it sets one, else the variable's own.
     """
     out = ds.copy(deep=False)
     for name, var in out.variables.items():
         if "flag_values" in var.attrs:
-            stored = np.dtype(np.int8) if var.dtype.kind == "b" else var.dtype
-            out[name].attrs["flag_values"] = np.asarray(var.attrs["flag_values"]).astype(stored)
+            out[name].attrs["flag_values"] = np.asarray(var.attrs["flag_values"]).astype(
+                _stored_dtype(var, (encoding or {}).get(str(name), {})))
     return out
+
+
+def _stored_dtype(var: Any, enc: dict[str, Any]) -> np.dtype:
+    if "dtype" in enc:
+        return np.dtype(enc["dtype"])
+    return np.dtype(np.int8) if var.dtype.kind == "b" else var.dtype
 
 
 def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
@@ -378,4 +385,7 @@ def with_cf_encoding(ds: Any) -> Any:
     writes it CF-clean too; returns ``ds``."""
     for name, enc in cf_encoding(ds).items():
         ds[name].encoding.update(enc)
+        attrs = ds[name].attrs
+        if "flag_values" in attrs:
+            attrs["flag_values"] = np.asarray(attrs["flag_values"]).astype(_stored_dtype(ds[name], enc))
     return ds

@@ -184,6 +184,23 @@ def test_spikecheck_file_passes_both_checkers_and_carries_its_units(tmp_path, cf
         assert len(df) == ds.sizes["student"] * ds.sizes["probe"] * ds.sizes["neuron"] == 2 * 2 * 3
 
 
+def test_flag_values_have_the_stored_type(tmp_path):
+    # CF 3.5: flag_values of the variable's stored type. Booleans are stored as int8; 64-bit integers as int32;
+    # flag_values read back from a Zarr store (JSON) are int64 whatever the variable
+    ds = xr.Dataset({"ok": ("i", np.array([True, False]), ns._schema.meta("matched")),
+                     "state": ("i", np.array([0, 2], np.int64), {"long_name": "state", "flag_values": [0, 1, 2],
+                                                                 "flag_meanings": "a b c"})})
+    write_dataset(ds, tmp_path / "flags.nc")
+    ns._schema.with_cf_encoding(ds).to_netcdf(tmp_path / "plain.nc", engine="h5netcdf")
+    for name in ("flags.nc", "plain.nc"):
+        with h5netcdf.File(tmp_path / name, "r") as raw:
+            for var in ("ok", "state"):
+                stored, flags = raw[var].dtype, np.asarray(raw[var].attrs["flag_values"])
+                assert stored in (np.int8, np.int32) and flags.dtype == stored, (name, var, stored, flags.dtype)
+    with xr.open_dataset(tmp_path / "flags.nc", engine="h5netcdf") as back:  # values and bools survive
+        assert back.ok.dtype == bool and list(back.state.values) == [0, 2]
+
+
 def test_to_dataframe_of_an_mp_result_does_not_broadcast_over_weights():
     ca = ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
     ds = ns.match_probability(ca, ns.allocate(ca, 20, within=["CA1->OUT"], seed=0), m=2, trials=5)
