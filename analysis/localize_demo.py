@@ -6,7 +6,7 @@ synapses of one projection (CA3->CA1, a fraction of them moved by N(0, init SD^2
 regions are recorded on ``m`` random probes; :func:`neurosubset.localize` fits each projection as the candidate
 (all its synapses plastic, every other synapse at its before-learning value, all candidates in one batch) on the
 fit probes and ranks them on held-out probes (a quarter of them). Conditions: the recorded regions (CA3 + CA1 + OUT,
-CA1 + OUT, OUT only) x the noise SD (0, 1% and 5% of each neuron's response SD across probes) x seeds (weights,
+CA1 + OUT, OUT only) x the noise SD (0, 5%, 25% and 100% of each neuron's response SD across probes) x seeds (weights,
 change, probes and noise drawn again).
 
 Read-outs per case: the true projection's place (1 = found), whether it and the others matched (noise-free:
@@ -41,7 +41,7 @@ from common import REPO, base_attrs, figure, parse_args, plain_attrs, save
 NAME = "localize_demo"
 TRUE = "CA3->CA1"
 RECORDINGS = {"CA3+CA1+OUT": ["CA3", "CA1", "OUT"], "CA1+OUT": ["CA1", "OUT"], "OUT only": ["OUT"]}
-NOISE = [0.0, 0.01, 0.05]  # SD relative to each neuron's response SD across probes
+NOISE = [0.0, 0.05, 0.25, 1.0]  # SD relative to each neuron's response SD across probes
 FRACTION = 0.3  # of the true projection's synapses that changed
 
 
@@ -139,40 +139,46 @@ def main(argv=None) -> None:
 
 def _figure(ds):
     fig, axes = figure(3, width=4.4, height=3.6)
-    recs, cands = list(ds.recording.values), list(ds.candidate.values)
-    x = np.arange(len(recs))
+    recs, cands, levels = list(ds.recording.values), list(ds.candidate.values), ds.noise.values
     ax = axes[0, 0]
-    for j, level in enumerate(ds.noise.values):
-        found = (ds.true_place.sel(noise=level) == 1).mean("seed").values
-        ax.bar(x + (j - 1) * 0.25, found, width=0.24, label=f"noise {level:.0%}")
-    ax.set_xticks(x, recs)
-    ax.set_ylim(0, 1.05)
+    for i, rec in enumerate(recs):
+        found = (ds.true_place.sel(recording=rec) == 1).mean("seed").values
+        ax.plot(np.arange(len(levels)) + (i - 1) * 0.04, found, marker="o", ms=4, label=rec)
+    ax.set_xticks(np.arange(len(levels)), [f"{v:.0%}" for v in levels])
+    ax.set_xlabel("noise SD / response SD")
+    ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel(f"fraction of seeds with {TRUE} ranked first")
     ax.set_title("A. is the changed projection found?")
     ax.legend(frameon=False)
-    for panel, (ax, level, var, label) in enumerate([
-            (axes[0, 1], 0.0, "heldout_residual", "held-out relative residual"),
-            (axes[0, 2], ds.noise.values[-1], "heldout_chi2_per_value", "held-out chi-square per value")]):
-        if level not in ds.noise.values or (var == "heldout_chi2_per_value" and level == 0):
-            ax.set_axis_off()
-            continue
-        for c_i, cand in enumerate(cands):
-            vals = ds[var].sel(noise=level, candidate=cand)
-            for k in range(ds.sizes["seed"]):
-                ax.scatter(x + (c_i - 1.5) * 0.15, np.maximum(vals.isel(seed=k).values, 1e-17), s=14,
-                           marker="o*sd"[c_i % 4], color=f"C{c_i}", label=cand if k == 0 else None)
-        ax.set_yscale("log")
-        ax.set_xticks(x, recs)
-        ax.set_ylabel(label)
-        if var == "heldout_residual":
-            ax.axhline(1e-8, color="0.5", lw=0.8, ls="--")
-            ax.set_title("B. noise-free: held-out residual per candidate (dashed: tol)")
-        else:
-            ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-            ax.set_title(f"C. noise {level:.0%}: held-out chi-square / value")
-        ax.legend(frameon=False, fontsize=6)
-    fig.text(0.01, -0.01, f"ca3_ca1, {TRUE}: {FRACTION:.0%} of its synapses changed; candidates = one projection "
-             "each; CA3->CA3 fitted by the LM (a lower bound)", fontsize=7, ha="left", va="top")
+    ax = axes[0, 1]
+    x = np.arange(len(recs))
+    for c_i, cand in enumerate(cands):
+        vals = ds["heldout_residual"].sel(noise=0.0, candidate=cand)
+        for k in range(ds.sizes["seed"]):
+            ax.scatter(x + (c_i - 1.5) * 0.15, np.maximum(vals.isel(seed=k).values, 1e-17), s=14,
+                       marker="o*sd"[c_i % 4], color=f"C{c_i}", label=cand if k == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xticks(x, recs)
+    ax.set_ylabel("held-out relative residual")
+    ax.axhline(1e-8, color="0.5", lw=0.8, ls="--")
+    ax.set_title("B. noise-free: held-out residual (dashed: tol)")
+    ax.legend(frameon=False, fontsize=6)
+    ax = axes[0, 2]
+    rec = recs[1] if len(recs) > 1 else recs[0]
+    noisy = [v for v in levels if v > 0]
+    for c_i, cand in enumerate(cands):
+        vals = ds["heldout_chi2_per_value"].sel(recording=rec, candidate=cand, noise=noisy)
+        ax.plot(np.arange(len(noisy)), vals.mean("seed").values, marker="o*sd"[c_i % 4], color=f"C{c_i}",
+                label=cand)
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(noisy)), [f"{v:.0%}" for v in noisy])
+    ax.set_xlabel("noise SD / response SD")
+    ax.set_ylabel("held-out chi-square per value (mean over seeds)")
+    ax.set_title(f"C. {rec} recorded: held-out fit vs noise (1 = consistent)")
+    ax.legend(frameon=False, fontsize=6)
+    fig.text(0.01, -0.01, f"ca3_ca1, {TRUE}: {FRACTION:.0%} of its synapses changed by N(0, init SD^2); candidates = "
+             "one projection each; CA3->CA3 fitted by the LM (a lower bound)", fontsize=7, ha="left", va="top")
     return fig
 
 
