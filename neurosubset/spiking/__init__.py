@@ -23,13 +23,14 @@ Units and choices (fields of :class:`SpikingSettings`):
 
 - ``rate_unit`` ``r_0`` (Hz): one unit of probe value and of rate-model activity is ``r_0`` Hz.
 - ``input_baseline`` ``nu_0`` (Hz): the input rate at probe value 0; must keep every ``nu_k >= 0``.
-- ``baseline`` ``r_b`` (Hz): the stationary rate of non-input neuron ``i`` at probe 0 (``r_b,i``). The offsets
-  ``mu = (I - A) r_b - nu_0 B 1`` (Hz, the "baselines" attr) make it so; ``mu`` may be negative, only the total
-  intensity must stay positive. By default ``r_b,i`` is chosen per neuron: the smallest rate at which, for every
-  probe, the predicted mean intensity is at least ``margin`` standard deviations of its fluctuations (and at
-  least ``rate_unit``) above zero, using an independent-Poisson estimate ``var_i = sum_j W_ij^2 r_j / (2 tau)``
-  that ignores network correlations (measured clipping is therefore reported, not assumed). When networks are
-  compared (teacher, students) they share one ``r_b``, so equal rate-model outputs mean equal spiking rates.
+- ``baseline`` ``r_b`` (Hz): the stationary rate of non-input neuron ``i`` at probe 0 (``r_b,i``, the
+  ``baseline_rate`` variable). The offsets ``mu = (I - A) r_b - nu_0 B 1`` (Hz, the ``mu`` variable) make it so;
+  ``mu`` may be negative, only the total intensity must stay positive. By default ``r_b,i`` is chosen per
+  neuron: the smallest rate at which, for every probe, the predicted mean intensity is at least ``margin``
+  standard deviations of its fluctuations (and at least ``rate_unit``) above zero, using an independent-Poisson
+  estimate ``var_i = sum_j W_ij^2 r_j / (2 tau)`` that ignores network correlations (measured clipping is
+  therefore reported, not assumed). When networks are compared (teacher, students) they share one ``r_b``, so
+  equal rate-model outputs mean equal spiking rates.
   Large weights (e.g. a fitted student's) need high baselines: the fluctuation grows with ``|W|``.
 - Rate-model prediction for output neuron ``o``: ``rate_model = r_b,o + r_0 * y_o`` (Hz), ``y`` from
   :func:`neurosubset.dynamics.forward`.
