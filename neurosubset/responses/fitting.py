@@ -110,8 +110,9 @@ def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: M
         ``decision``; steady circuits ``stable``, ``max_real_eig``. Attrs: ``decision_kind`` ("exact" or
         "lower bound"), the circuit spec (TOML), ``tolerance``, ``alpha``, ``dale``, ``stable``, versions.
     """
-    if not isinstance(allocation, Allocation):
-        raise ParameterError(f"The 'allocation' parameter must be an Allocation. Got {type(allocation).__name__}.")
+    if not isinstance(allocation, Allocation) or set(allocation.masks) != set(circuit.weight_names):
+        raise ParameterError(f"The 'allocation' parameter must be an Allocation of circuit {circuit.name!r} (weights "
+                             f"{list(circuit.weight_names)}). Got {allocation!r:.80}.")
     ds = _run(circuit, weights, probes, responses, {"fit": allocation}, noise=noise, holdout=0, solver=solver,
               tol=tol, alpha=alpha, dale=dale, stable=stable, seed=seed, threads=threads)
     one = ds.isel(candidate=0, drop=True).drop_vars("place")
@@ -136,7 +137,8 @@ def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, respon
     candidates : dict
         Name -> Allocation, e.g. :func:`projection_candidates` or :func:`region_candidates`.
     holdout : int, optional
-        Probes held out of the fits (default a quarter of them; 0: judge on the fit probes).
+        Probes held out of the fits (default a quarter of them; 0: rank on the fit probes, with noise by the fit's
+        chi-square against its degrees of freedom).
 
     Returns
     -------
@@ -307,9 +309,9 @@ def _judge(fmap: RecordedMap, theta: torch.Tensor, rec: Recording, tol: float) -
     return out
 
 
-def _places(circuit_noise: bool, judged: dict, n_plastic: np.ndarray, tol: float, alpha: float) -> np.ndarray:
+def _places(noisy: bool, judged: dict, n_plastic: np.ndarray, tol: float, alpha: float) -> np.ndarray:
     """Ranking order of the candidates (indices, best first); see :func:`localize`."""
-    if circuit_noise:
+    if noisy:
         from scipy.stats import chi2
 
         values = judged["values"]
@@ -342,7 +344,9 @@ def _dataset(circuit: Circuit, candidates: dict, rec: Recording, out: dict, held
                      "region_chi_square": ((c, reg), out["region_chi_square"], meta("region_chi_square")),
                      "dof": (c, out["dof"], meta("dof")), "p_value": (c, out["p_value"], meta("p_value"))})
     matched = out["matched"].copy()
-    judged = {"residual": out["residual"], "chi_square": out.get("chi_square"), "values": rec.values}
+    # without held-out probes the fit itself ranks: its chi-square against its own degrees of freedom
+    judged = {"residual": out["residual"], "chi_square": out.get("chi_square"),
+              "values": np.maximum(out["dof"], 1) if noisy else rec.values}
     if held is not None:
         held_values = rec.take(held_rows).values
         data["heldout_residual"] = (c, held["residual"], meta("heldout_residual", tolerance=tol))
