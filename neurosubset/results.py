@@ -249,8 +249,11 @@ def mcnemar_interval(only_a: int, only_b: int, trials: int, confidence: float = 
     ``pi`` is ``[Beta^-1(alpha/2; k, N - k + 1), Beta^-1(1 - alpha/2; k + 1, N - k)]`` (``k = only_a``, 0 and 1 at
     the ends) and, since ``MP(a) - MP(b) = (N / n) (2 pi - 1)`` given the observed discordant share ``N / n``, the
     interval on the difference is ``(N / n) (2 low - 1) .. (N / n) (2 high - 1)`` (conditional on ``N``; ``[0, 0]``
-    when no trial is discordant). The p-value is the two-sided exact binomial test of ``pi = 1/2`` (McNemar's
-    exact test): ``min(1, 2 min(P(X <= k), P(X >= k)))``, ``X ~ Binomial(N, 1/2)``; 1 when ``N = 0``.
+    when no trial is discordant). Being conditional, it leaves out the sampling variation of the discordant share
+    ``N / n``: when every discordant trial favours one allocation, that end of the interval is the observed
+    difference itself (the difference cannot exceed ``N / n`` given ``N``). The p-value is the two-sided exact
+    binomial test of ``pi = 1/2`` (McNemar's exact test): ``min(1, 2 min(P(X <= k), P(X >= k)))``,
+    ``X ~ Binomial(N, 1/2)``; 1 when ``N = 0``.
 
     Parameters
     ----------

@@ -22,7 +22,8 @@ from .layout import as_points
 
 _METHOD = ("exact McNemar: Clopper-Pearson interval of P(a only | discordant) from the discordant trial counts, "
            "mapped to MP(a) - MP(b) = (discordant / trials) (2 pi - 1), conditional on the discordant count; p-value "
-           "of the two-sided exact binomial test of pi = 1/2")
+           "of the two-sided exact binomial test of pi = 1/2. Conditional: the sampling variation of the discordant "
+           "share is left out, so where every discordant trial favours one side that bound is the observed difference")
 
 
 def _select(ds: xr.Dataset, where: Mapping[str, Any], what: str) -> xr.Dataset:
