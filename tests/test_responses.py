@@ -349,6 +349,13 @@ def test_cli_localize_end_to_end(tmp_path, capsys):
         ds = ds.load()
     assert str(ds.candidate[0].values) == "B->OUT" and bool(ds.matched[0]) and not ds.matched[1:].any()
     assert main(args) == 2  # the output exists: refused without --overwrite
+    # noise SDs in R.nc: the fit becomes a chi-square one
+    sd = {r: np.full(v.shape[1], 1e-3) for r, v in rec.items()}
+    noisy = {r: v + 1e-3 * rng.standard_normal(v.shape) for r, v in rec.items()}
+    responses_dataset(c, x, noisy, sd).to_netcdf(tmp_path / "Rn.nc", engine="h5netcdf")
+    assert main(args[:5] + [str(tmp_path / "Rn.nc")] + args[6:-1] + [str(tmp_path / "OUTn.nc")]) == 0
+    with xr.open_dataset(tmp_path / "OUTn.nc", engine="h5netcdf") as ds:
+        assert str(ds.candidate[0].values) == "B->OUT" and "chi_square" in ds and bool(ds.matched[0])
     # a weights file missing a projection: one line naming it, exit 2
     weights_dataset(c, w0).drop_vars("A_to_B").to_netcdf(tmp_path / "W2.nc", engine="h5netcdf")
     args[3] = str(tmp_path / "W2.nc")
