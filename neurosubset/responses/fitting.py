@@ -44,19 +44,23 @@ __all__ = ["fit_responses", "localize", "projection_candidates", "region_candida
 
 
 def projection_candidates(circuit: Circuit, within: Sequence[str] | None = None) -> dict[str, Allocation]:
-    """One candidate per projection: every synapse of that projection plastic (``within``: only these weights)."""
+    """One candidate per projection: every eligible synapse of that projection plastic (``within``: only these
+    weights; fixed projections, which are never plastic, are left out)."""
     names = list(circuit.weight_names if within is None else within)
     _check_weight_names(circuit, names)
-    return {k: Allocation.from_masks(circuit, {k: circuit.structure[k]}, strategy="projection") for k in names}
+    eligible = circuit.eligible
+    return {k: Allocation.from_masks(circuit, {k: eligible[k]}, strategy="projection") for k in names
+            if eligible[k].any()}
 
 
 def region_candidates(circuit: Circuit) -> dict[str, Allocation]:
-    """One candidate per non-input region with inputs: every synapse onto that region plastic."""
-    out = {}
+    """One candidate per non-input region: every eligible synapse onto that region plastic (regions without any
+    are left out)."""
+    out, eligible = {}, circuit.eligible
     for r in circuit.regions:
-        into = [p.name for p in circuit.projections_into(r.name)]
+        into = [p.name for p in circuit.projections_into(r.name) if eligible[p.name].any()]
         if r.role != "input" and into:
-            out[r.name] = Allocation.from_masks(circuit, {k: circuit.structure[k] for k in into}, strategy="region")
+            out[r.name] = Allocation.from_masks(circuit, {k: eligible[k] for k in into}, strategy="region")
     return out
 
 
