@@ -20,7 +20,7 @@ from neurosubset import _continuous
 from neurosubset._stability import max_real_eig
 from neurosubset.benchmark import draw_trials
 from neurosubset.circuit import Circuit, Projection, Region
-from neurosubset.dynamics import DTYPE, PlasticMap, forward
+from neurosubset.dynamics import DTYPE, PlasticMap, forward, torch_threads
 from neurosubset.spiking import SpikingSettings, SpikingSettingsError, spiking_check
 from neurosubset.spiking.checks import _rate_circuit
 
@@ -160,6 +160,11 @@ def test_jacobian_equals_autograd_and_finite_differences(nonlinearity, budget, d
     probes = torch.as_tensor(np.stack([t[1] for t in trials]), dtype=DTYPE)
     fmap = PlasticMap(c, alloc, frozen, probes)
     theta = torch.as_tensor(np.random.default_rng(2).standard_normal((2, budget)) * 0.3, dtype=DTYPE)
+    with torch_threads(1):  # as fit does: two threads on a loaded 2-core machine made matrix_exp's JVP 100x slower
+        _check_jacobian(fmap, theta, budget)
+
+
+def _check_jacobian(fmap, theta, budget):
     jac = fmap.jacobian(theta)  # nonlinear: RK4 forward sensitivities; linear: autograd through matrix_exp
     assert jac.shape == (2, 8, budget)
     # torch.func (forward mode when M <= E = 8, reverse mode otherwise), and the outputs beside the Jacobian

@@ -87,7 +87,8 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     Parameters
     ----------
     circuit : Circuit
-        Linear, ``"steady"`` or ``"feedforward"`` dynamics.
+        Linear, ``"steady"`` or ``"feedforward"`` dynamics, or linear ``"continuous"`` with every ``tau`` equal to
+        the kernel's (compared as its steady twin: the stationary rates, its limit under constant probes).
     weights : dict
         Weight name -> array ``(n_post, n_pre)`` (numpy or torch), e.g. one trial of a fitted student.
     probes : array-like
