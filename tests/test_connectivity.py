@@ -214,3 +214,13 @@ def test_bad_input_is_one_line_naming_the_field_and_the_allowed_values(make, mat
     with pytest.raises(CircuitSpecError, match=match) as err:
         make(counts, big, labels, names)
     assert "\n" not in str(err.value)
+
+
+def test_a_sweep_counts_only_eligible_synapses():
+    from neurosubset._schema import INFEASIBLE_BUDGET
+
+    circuit, counts = _fixed_io_circuit()
+    eligible = sum(int((c > 0).sum()) for c in counts.values())  # 15; the 7 fixed identity entries do not count
+    with pytest.warns(UserWarning, match=f"must be <= {eligible}"):
+        ds = ns.sweep(circuit, budget=[eligible + 1], m=[2], strategy=["random"], trials=2, certificate=False)
+    assert (ds["status"].values == INFEASIBLE_BUDGET).all(), ds["status"].values

@@ -250,7 +250,7 @@ def _eligible(circuit: Circuit, keys: Sequence[str], names: Sequence[str]) -> di
     out = {}
     for key in keys:
         members = [key] if key in circuit.projection else [p.name for p in circuit.projections_into(key)]
-        out[key] = sum(int(circuit.structure[w].sum()) for w in members if w in names)
+        out[key] = sum(int(circuit.eligible[w].sum()) for w in members if w in names)
     return out
 
 
@@ -276,7 +276,7 @@ def _allocations(cfg: SweepConfig, circuit: Circuit, names: list[str]
     status = np.zeros(tuple(sizes.values()), np.int8)
     alloc_dims = ("budget", *cfg.keys, "strategy") if cfg.layout == "dense" else cfg.alloc_dims
     masks = {w: np.zeros(tuple(sizes[d] for d in alloc_dims) + circuit.shape(w), bool) for w in circuit.weight_names}
-    eligible = sum(int(circuit.structure[w].sum()) for w in names)
+    eligible = sum(int(circuit.eligible[w].sum()) for w in names)
     fraction_levels = levels(cfg)
     per_key = _eligible(circuit, cfg.keys, names) if cfg.density else {}
     point_budgets = []
