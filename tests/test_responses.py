@@ -184,6 +184,23 @@ def test_dale_keeps_the_sign_of_fitted_synapses():
             assert (ds.theta.values >= 0).all(), ds.theta.values.min()
 
 
+def test_candidates_solved_in_chunks_give_the_same_answer(monkeypatch):
+    # large problems are solved in chunks of candidates (memory): one candidate per chunk must change nothing
+    rng = np.random.default_rng(4)
+    c = _circuit("feedforward", recurrent=False)
+    w0 = c.sample_weights(rng)
+    x = c.sample_probes(12, rng)
+    noise = 0.01
+    rec = {r: v + noise * rng.standard_normal(v.shape)
+           for r, v in _record(c, _changed(c, w0, "A->B", rng), x, ["A", "B", "OUT"]).items()}
+    together = localize(c, w0, x, rec, region_candidates(c), noise=noise)
+    monkeypatch.setattr(ns.responses.fitting, "_CHUNK_BYTES", 1)
+    alone = localize(c, w0, x, rec, region_candidates(c), noise=noise)
+    for name in ("residual", "chi_square", "heldout_chi_square", "theta"):
+        np.testing.assert_allclose(alone[name].values, together[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert (alone["rank"].values == together["rank"].values).all() and (alone.place == together.place).all()
+
+
 # ------------------------------------------------------------------------------------------------ identifiability
 def _one_layer_rows(rng, counts, d=6):
     c = ns.feedforward([d, len(counts)])

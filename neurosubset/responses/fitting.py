@@ -42,6 +42,8 @@ from .rates import RecordedMap, flatten, n_times
 
 __all__ = ["fit_responses", "localize", "projection_candidates", "region_candidates"]
 
+_CHUNK_BYTES = 2.5e8  # of one batched Jacobian (candidates x restarts x responses x union columns, float64)
+
 
 def projection_candidates(circuit: Circuit, within: Sequence[str] | None = None) -> dict[str, Allocation]:
     """One candidate per projection: every eligible synapse of that projection plastic (``within``: only these
@@ -205,34 +207,39 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
         use_exact = affine if isinstance(solver, Auto) else np.zeros(n, dtype=bool)
     theta = fmap.before.expand(n, -1).clone()
     decision = np.full(n, LM_DECISION, dtype=np.int8)
+    rank, own_jac, chunks = np.zeros(n, dtype=np.int64), [None] * n, []
+    lm = solver.resolve(False) if isinstance(solver, Auto) else solver
     for group in (use_exact, ~use_exact):
-        if not group.any():
-            continue
-        # each group is solved over the union of its own candidates only (fewer Jacobian columns)
-        rows = np.flatnonzero(group)
-        sub, cols = _restrict(circuit, [allocs[i] for i in rows], union)
-        sub_map = RecordedMap(circuit, sub, {k: to_t(v) for k, v in w0.items()}, fmap.probes, rec.regions,
-                              rec.time, mask[rows][:, cols], fmap.scale)
-        sub_bounds = sign_bounds(circuit, sub) if bounds is not None else None
-        if group is use_exact:
-            values = solve_exact(sub_map, targets[rows], sub_bounds, tol=tol)[0]
-            decision[rows] = BOUNDED_DECISION if bounds is not None else LEAST_SQUARES_DECISION
-        else:
-            lm = solver.resolve(False) if isinstance(solver, Auto) else solver
-            admissible = (lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable else None
-            values = multistart(sub_map, targets[rows], circuit.init_scale(sub), lm, seed=seed, tol=tol,
-                                bounds=sub_bounds, admissible=admissible).theta
-        theta[torch.as_tensor(rows)[:, None], torch.as_tensor(cols)[None]] = sub_map.effective(values).detach()
+        # each chunk is solved over the union of its own candidates only (fewer Jacobian columns), in chunks whose
+        # batched Jacobian (problems x restarts x E x union) stays under _CHUNK_BYTES
+        per = 1 if group is use_exact else getattr(lm, "restarts", 1) * 2  # fresh and continued restarts
+        for rows in _chunks(circuit, allocs, np.flatnonzero(group), per * targets.shape[-1]):
+            sub, cols = _restrict(circuit, [allocs[i] for i in rows], union)
+            sub_map = RecordedMap(circuit, sub, {k: to_t(v) for k, v in w0.items()}, fmap.probes, rec.regions,
+                                  rec.time, mask[rows][:, cols], fmap.scale)
+            sub_bounds = sign_bounds(circuit, sub) if bounds is not None else None
+            if group is use_exact:
+                values = solve_exact(sub_map, targets[rows], sub_bounds, tol=tol)[0]
+                decision[rows] = BOUNDED_DECISION if bounds is not None else LEAST_SQUARES_DECISION
+            else:
+                admissible = ((lambda work, th: max_real_eig(circuit, work.weights(th)) < 1.0) if need_stable
+                              else None)
+                values = multistart(sub_map, targets[rows], circuit.init_scale(sub), lm, seed=seed, tol=tol,
+                                    bounds=sub_bounds, admissible=admissible).theta
+            values = sub_map.effective(values).detach()
+            theta[torch.as_tensor(rows)[:, None], torch.as_tensor(cols)[None]] = values
+            # the Jacobian at the solution, each candidate's own columns (the others are zero): rank by SVD
+            jac = sub_map.jacobian(values).detach()
+            for k, p in enumerate(rows):
+                own_jac[p] = jac[k][:, sub_map.mask[k] > 0].numpy()
+                rank[p] = int(np.linalg.matrix_rank(own_jac[p])) if allocs[p].size else 0
+            chunks.append((rows, sub, cols))
     theta = fmap.effective(theta).detach()
     exact = use_exact & affine & np.array([not (need_stable and plastic_in_loops(circuit, a.counts)) for a in allocs])
     with torch.no_grad():
         judged = _judge(fmap, theta, rec, tol)
-    jac = fmap.jacobian(theta).detach()
-    # each candidate's own columns (the others are zero): SVDs of (E, |A|) instead of (E, |union|)
-    rank = np.array([int(torch.linalg.matrix_rank(jac[p][:, mask[p] > 0])) if allocs[p].size else 0
-                     for p in range(n)], dtype=np.int64)
     sizes = np.array([a.size for a in allocs], dtype=np.int64)
-    out = {"map": fmap, "theta": theta, "rank": rank, "jacobian": jac, "n_plastic": sizes,
+    out = {"map": fmap, "theta": theta, "rank": rank, "jacobian": own_jac, "chunks": chunks, "n_plastic": sizes,
            "identifiable": rank == sizes, "decision": decision, "exact": exact, "union": union, **judged}
     if rec.noise is not None:
         from scipy.stats import chi2
@@ -268,21 +275,43 @@ def _prediction_chi_square(circuit: Circuit, w0: dict[str, np.ndarray], out: dic
     (exact for affine responses), so ``r_h^T (I + B B^T)^-1 r_h`` with ``B = J_h V S^-1`` (``J_f = U S V^T``
     truncated at its rank) follows ``chi2(held-out values)``; Woodbury keeps the solve ``rank x rank``.
     """
-    hmap, targets = _map(circuit, out["union"], w0, held, out["map"].mask)
-    theta = out["theta"]
-    with torch.no_grad():
-        resid = (hmap(theta) - targets).numpy()
-    j_h, j_f, mask = hmap.jacobian(theta).detach().numpy(), out["jacobian"].numpy(), out["map"].mask.numpy() > 0
-    chi = (resid**2).sum(-1)
-    for p in range(mask.shape[0]):
-        k = int(out["rank"][p])
-        if not k:
-            continue
-        _, sv, vt = np.linalg.svd(j_f[p][:, mask[p]], full_matrices=False)
-        b = j_h[p][:, mask[p]] @ vt[:k].T / sv[:k]
-        bt_r = b.T @ resid[p]
-        chi[p] -= bt_r @ np.linalg.solve(np.eye(k) + b.T @ b, bt_r)
+    mask = out["map"].mask
+    chi = np.zeros(mask.shape[0])
+    for rows, sub, cols in out["chunks"]:  # the chunks the fit was solved in: their unions' columns only
+        hmap, targets = _map(circuit, sub, w0, held, mask[rows][:, cols])
+        theta = out["theta"][torch.as_tensor(rows)[:, None], torch.as_tensor(cols)[None]]
+        with torch.no_grad():
+            resid = (hmap(theta) - targets).numpy()
+        j_h = hmap.jacobian(theta).detach().numpy()
+        for k, p in enumerate(rows):
+            chi[p] = (resid[k] ** 2).sum()
+            r = int(out["rank"][p])
+            if not r:
+                continue
+            _, sv, vt = np.linalg.svd(out["jacobian"][p], full_matrices=False)
+            b = j_h[k][:, hmap.mask[k].numpy() > 0] @ vt[:r].T / sv[:r]
+            bt_r = b.T @ resid[k]
+            chi[p] -= bt_r @ np.linalg.solve(np.eye(r) + b.T @ b, bt_r)
     return chi
+
+
+def _chunks(circuit: Circuit, allocs: list[Allocation], rows: np.ndarray, width: int) -> list[np.ndarray]:
+    """``rows`` in consecutive groups whose Jacobian, ``len(group) * width * |union of the group|`` float64 values,
+    stays under :data:`_CHUNK_BYTES` (a group holds at least one candidate)."""
+    out: list[list[int]] = []
+    union: dict[str, np.ndarray] = {}
+    for i in rows:
+        grown = {k: union[k] | allocs[i].masks[k] for k in union} if union else dict(allocs[i].masks)
+        columns = sum(int(v.sum()) for v in grown.values())
+        if out and out[-1] and (len(out[-1]) + 1) * width * columns * 8 > _CHUNK_BYTES:
+            out.append([int(i)])
+            union = dict(allocs[i].masks)
+        else:
+            if not out:
+                out.append([])
+            out[-1].append(int(i))
+            union = grown
+    return [np.array(g, dtype=np.int64) for g in out]
 
 
 def _restrict(circuit: Circuit, allocs: list[Allocation], union: Allocation) -> tuple[Allocation, np.ndarray]:
