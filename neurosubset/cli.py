@@ -148,7 +148,7 @@ def _write(ds, out: str, overwrite: bool) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
     """Sweep MP over budgets, plasticity fractions, strategies and probe counts into a resumable Zarr store."""
-    from .sweeps import simplex_grid, sweep
+    from .sweeps import dirichlet_grid, simplex_grid, sweep
 
     circuit = load_circuit(args.circuit)
     keys = parse_list(args.fractions, option="--fractions")
@@ -158,13 +158,18 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if args.workers is not None and args.scheduler:
         raise CLIError("Give either --workers (local processes) or --scheduler (a dask scheduler), not both.")
     workers = _workers(args)
-    ds = sweep(circuit, budget=parse_list(args.budget, int, option="--budget"),
-               fractions=simplex_grid(keys, args.step) if keys else None,
+    if args.dirichlet is not None and not keys:
+        raise CLIError("--dirichlet N draws fraction points over the --fractions keys: give --fractions too.")
+    grid = (dirichlet_grid(keys, args.dirichlet, args.seed) if args.dirichlet is not None else
+            simplex_grid(keys, args.step)) if keys else None
+    ds = sweep(circuit, budget=parse_list(args.budget, int, option="--budget"), fractions=grid, paired=args.paired,
                strategy=parse_list(args.strategy, option="--strategy"), m=parse_list(args.m, int, option="--m"),
                trials=args.trials, seed=args.seed, store=args.out, overwrite=args.overwrite,
                workers=workers,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
-               tol=args.tol, solver=_solver(args), progress=not args.quiet, dale=args.dale, stable=args.stable)
+               tol=args.tol, solver=_solver(args), progress=not args.quiet,
+               dale=[True, False] if args.compare_dale else args.dale,
+               stable=[True, False] if args.compare_stable else args.stable)
     status = ds["status"].values
     infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
     print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
@@ -402,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)
     _add_mp_and_sweep(sw, sweep=True)
     sw.add_argument("--step", type=float, default=0.25, help="simplex grid spacing of --fractions (default 0.25)")
+    sw.add_argument("--dirichlet", type=int, metavar="N",
+                    help="N fraction points drawn from a flat Dirichlet (seeded by --seed) instead of the grid")
+    sw.add_argument("--unpaired", dest="paired", action="store_false", default=None,
+                    help="draw each point's trials from its own seed (default: paired, trial i identical everywhere)")
+    sw.add_argument("--compare-dale", action="store_true", help="a 'dale' dim with Dale's law on and off")
+    sw.add_argument("--compare-stable", action="store_true", help="a 'stable_required' dim with stability on and off")
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786 (instead of "
                                         "--workers)")
     sw.set_defaults(func=_cmd_sweep)

@@ -108,6 +108,28 @@ def test_sweep_takes_no_dale_and_no_stable(tmp_path):
     assert (free.attrs["dale"], free.attrs["stable"]) == (0, 0)
 
 
+
+def test_sweep_compares_dale_draws_dirichlet_points_and_unpairs(tmp_path):
+    import numpy as np
+
+    ei = str(ROOT / "circuits" / "ei_isn.toml")
+    base = ["sweep", ei, "--budget", "12", "--strategy", "spread-rows", "--within", "E->OUT", "--m", "3",
+            "--trials", "6", "--quiet", "--no-stable"]
+    assert main([*base, "--compare-dale", "--out", str(tmp_path / "both.zarr")]) == 0
+    assert main([*base, "--no-dale", "--out", str(tmp_path / "free.zarr")]) == 0
+    both, free = (xr.open_zarr(tmp_path / name) for name in ("both.zarr", "free.zarr"))
+    assert list(both["dale"].values) == [True, False]
+    # paired draws: the dale=False slice is the --no-dale sweep, trial by trial
+    np.testing.assert_array_equal(both["residual"].sel(dale=False).values.ravel(), free["residual"].values.ravel())
+    ff = ["sweep", "lffn:6-4-3", "--budget", "12", "--m", "2", "--trials", "4", "--quiet"]
+    assert main([*ff, "--fractions", "W1,W2", "--dirichlet", "3", "--seed", "5", "--unpaired",
+                 "--out", str(tmp_path / "dir.zarr")]) == 0
+    with xr.open_zarr(tmp_path / "dir.zarr") as ds:
+        drawn = np.random.default_rng(5).dirichlet(np.ones(2), 3)   # the documented draw of dirichlet_grid
+        np.testing.assert_allclose(np.c_[ds["W1"].values, ds["W2"].values], drawn, atol=1e-11)
+        assert not ds.attrs["paired"]
+    assert main([*ff, "--dirichlet", "3", "--out", str(tmp_path / "bad.zarr")]) == 2
+
 def _options(parser):
     """Option string -> (dest, default, action class, required, choices) of one subcommand's parser."""
     return {opt: (a.dest, a.default, type(a).__name__, a.required, a.choices)
@@ -138,7 +160,8 @@ def test_mp_and_sweep_share_option_names_and_defaults():
     assert {o for o in shared if mp[o][3] != sw[o][3]} == {"--out"}
     assert {o for o in shared if mp[o][4] != sw[o][4]} == {"--strategy"}
     assert set(mp) - shared == {"--save-weights"}
-    assert set(sw) - shared == {"--step", "--scheduler"}
+    assert set(sw) - shared == {"--step", "--scheduler", "--dirichlet", "--unpaired", "--compare-dale",
+                                "--compare-stable"}
     # the positional circuit comes first in both
     positional = [[a.dest for a in p._actions if not a.option_strings] for p in (parsers["mp"], parsers["sweep"])]
     assert positional == [["circuit"], ["circuit"]]
