@@ -12,7 +12,8 @@ minutes). Measured, each with its wall time and its peak resident memory above t
     (a lower bound on the cost: ``--lm-rounds`` rounds only);
 (d) per-trial ``scipy.optimize.least_squares`` (TRF, exact closed-form Jacobian of the same PlasticMap, Dale's box
     as bounds) on the first ``--scipy-trials`` trials, one start each, ``max_nfev = --scipy-nfev``.
-(e) optionally (``--positive BUDGET``) (b)-(d) at a budget whose certificate is "positive", where fitting decides.
+(e) optionally (``--positive BUDGET``) (a), (c), (d) at a budget whose certificate is "positive", where fitting
+    decides and (b) would fit every trial with the full restart policy (hours on this workload): skipped there.
 
 Usage: python benchmarks/bench_connectome.py [--budget 251] [--json out.json] [--threads 1]
 """
@@ -35,6 +36,7 @@ from neurosubset.dynamics import PlasticMap, forward
 from neurosubset.solvers.bounded import sign_bounds
 
 _CLEAR = Path("/proc/self/clear_refs")
+PEAKS: list[tuple[str, int]] = []  # (what, peak resident bytes of the process during it)
 
 
 def _rss(key: str) -> int:
@@ -45,7 +47,8 @@ def _rss(key: str) -> int:
 
 
 def measured(fn, *args, **kwargs):
-    """``(result, seconds, peak bytes above the memory before)`` of ``fn(*args, **kwargs)``."""
+    """``(result, seconds, peak bytes above the memory before)`` of ``fn(*args, **kwargs)``; the process's own peak
+    resident set during the call (``VmHWM``, what the 4 GB limit is about) goes to :data:`PEAKS`."""
     if _CLEAR.exists():
         _CLEAR.write_text("5")  # reset VmHWM to the current resident set
         base = _rss("VmRSS")
@@ -54,8 +57,9 @@ def measured(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
-    peak = (_rss("VmHWM") - base) if _CLEAR.exists() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out, seconds, peak
+    total = _rss("VmHWM") if _CLEAR.exists() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    PEAKS.append((getattr(fn, "__name__", str(fn)), total))
+    return out, seconds, (total - base)
 
 
 def standin() -> ns.Circuit:
@@ -109,13 +113,14 @@ def workload(circuit, budget, args, label):
     out["plastic_rank"], out["full_rank"] = cert.plastic_rank, cert.full_rank
     print(f"[{label}] budget {budget}: certify {out['certify_s']:.1f} s, peak {out['certify_peak_bytes'] / 1e6:.0f} MB,"
           f" verdict {cert.verdict} ({cert.plastic_rank}/{cert.full_rank})", flush=True)
-    ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=args.trials, seed=0, skip_zero=True,
-                             threads=args.threads)
-    out["mp_skip_zero"] = {"trials": args.trials, "seconds": sec, "peak_bytes": peak, "mp": float(ds.mp),
-                           "fit_status": np.bincount(ds.fit_status.values, minlength=9).tolist(),
-                           "decision": np.bincount(ds.decision.values, minlength=7).tolist()}
-    print(f"[{label}] match_probability({args.trials} trials, skip_zero=True): {sec:.1f} s, peak {peak / 1e6:.0f} MB,"
-          f" MP {float(ds.mp):.3f}", flush=True)
+    if cert.verdict == "zero":
+        ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=args.trials, seed=0,
+                                 skip_zero=True, threads=args.threads)
+        out["mp_skip_zero"] = {"trials": args.trials, "seconds": sec, "peak_bytes": peak, "mp": float(ds.mp),
+                               "fit_status": np.bincount(ds.fit_status.values, minlength=9).tolist(),
+                               "decision": np.bincount(ds.decision.values, minlength=7).tolist()}
+        print(f"[{label}] match_probability({args.trials} trials, skip_zero=True): {sec:.1f} s, peak "
+              f"{peak / 1e6:.0f} MB, MP {float(ds.mp):.3f}", flush=True)
     if args.lm_trials:
         solver = ns.LevenbergMarquardt(max_rounds=args.lm_rounds)
         ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=args.lm_trials, seed=0,
@@ -164,10 +169,16 @@ def main(argv=None):
         print(f"minimal_budget(m=2) = {int(mb)} in {sec:.1f} s, peak {peak / 1e6:.0f} MB", flush=True)
     else:
         meta["minimal_budget"] = args.budget
-    results = [workload(circuit, int(round(1.1 * meta["minimal_budget"])), args, "1.1 x minimal budget")]
-    if args.positive:
-        results.append(workload(circuit, args.positive, args, "positive"))
+    results = []
+    budgets = [(int(round(1.1 * meta["minimal_budget"])), "1.1 x minimal budget")]
+    for budget, label in budgets + ([(args.positive, "positive")] if args.positive else []):
+        results.append(workload(circuit, budget, args, label))
+        if args.json:  # after each workload: a stopped run keeps what it measured
+            Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     meta["process_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    meta["peaks"] = PEAKS
+    print("peak resident memory of the process during each call (MB):",
+          [(k, round(v / 1e6)) for k, v in PEAKS], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
 
