@@ -103,6 +103,9 @@ def test_bad_scalar_options_name_the_field():
         ns.sweep(two_inputs(), budget=6, m=[0], trials=2)
     with pytest.raises(ValueError, match="'budget' parameter repeats"):
         ns.sweep(two_inputs(), budget=[6, 6], m=2, trials=2)
+    c = two_inputs()
+    with pytest.raises(ns.AllocationError, match="'nope'.*'within'.*Expected one of"):
+        ns.sweep(c, budget=6, m=2, within=[c.weight_names[0], "nope"], trials=2)
 
 
 # ------------------------------------------------------------------------------------------------- the result

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import AllocationError, ParameterError, check_choice, check_int, check_real
+from .._checks import AllocationError, ParameterError, check_choice, check_int, check_names, check_real
 from .._memory import check_memory, estimate_fit
 from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
@@ -151,6 +151,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
     solver = as_solver(solver, where="sweep", restarts=restarts, max_rounds=max_rounds, steps=steps)
     if isinstance(within, str):
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
+    if within is not None:
+        check_names("within", within, circuit.weight_names, what="Weight", error=AllocationError)
     names = list(circuit.weight_names) if within is None else list(within)
     grid = _grid(circuit, fractions, names)
     dales, stables = _flags("dale", dale), _flags("stable", stable)
