@@ -16,6 +16,9 @@ Questions, at ``m = 2`` and the issue's budget ``1.1 x minimal_budget``:
 3. the same spread allocation over all chemical synapses without Dale signs (rank verdicts do not depend on signs).
 4. where the greedy optimal allocation (``ns.optimal_allocation``, a maximal-rank column basis) puts the same budget,
    and how large a spread or random budget over all chemical synapses must be to become learnable (2x .. 8x).
+5. the same question over Witvliet et al. 2021's eight developmental stages (L1 to adult; nerve-ring neurons
+   only): per stage dim V, the capacity of all synapses onto motor neurons and of all but motor->motor, and where
+   the optimal allocation of 1.1 x minimal_budget puts its synapses.
 
 MP by fitting is not computed: on the worm, Levenberg-Marquardt fitting is too slow on this machine for the table
 (see analysis/README.md); the certificates answer the question exactly where they say "zero".
@@ -163,7 +166,44 @@ def run(args) -> xr.Dataset:
         alloc = ns.allocate(plain, budget, strategy="spread-rows", within=names, seed=args.seed)
         records.append(_record(plain, _blocks(plain), "all chemical, spread-rows, no Dale", "all chemical",
                                "spread-rows", budget, alloc, m, args.seed, dale=False))
-    return _dataset(records, worm, dataset, m, minimal, need, budget, minimal_s)
+    ds = _dataset(records, worm, dataset, m, minimal, need, budget, minimal_s)
+    return ds.merge(_stages(args, m))
+
+
+STAGE_ALLOCATIONS = ("all onto motor", "all but motor->motor", "spread-rows, 1.1x minimal", "optimal, 1.1x minimal")
+
+
+def _stages(args, m: int) -> xr.Dataset:
+    """Question 5: per Witvliet 2021 stage, dim V, ranks of four allocations and the optimal one's share onto motor."""
+    stages = (1, 8) if args.quick else tuple(range(1, 9))
+    rank = np.zeros((len(stages), len(STAGE_ALLOCATIONS)), dtype=np.int64)
+    full, minimal, onto_motor, neurons, chemical = (np.zeros(len(stages), dtype=np.int64) for _ in range(5))
+    for k, stage in enumerate(stages):
+        worm = ns.celegans(f"witvliet2021-{stage}", seed=args.seed)
+        groups = _groups(_blocks(worm))
+        minimal[k] = int(ns.minimal_budget(worm, m=m, seed=args.seed))
+        budget = int(round(1.1 * minimal[k]))
+        allocs = [ns.Allocation.from_masks(worm, {w: worm.eligible[w] for w in groups[g]})
+                  for g in ("into motor", "all but motor->motor")]
+        allocs.append(ns.allocate(worm, budget, strategy="spread-rows", within=groups["all chemical"],
+                                  seed=args.seed))
+        allocs.append(ns.optimal_allocation(worm, budget, m=m, within=groups["all chemical"], seed=args.seed))
+        for j, alloc in enumerate(allocs):
+            cert = ns.certify(worm, alloc, m=m, seed=args.seed)
+            rank[k, j], full[k] = cert.plastic_rank, cert.full_rank
+        onto_motor[k] = sum(allocs[-1].counts[w] for w in groups["into motor"])
+        neurons[k] = sum(r.size for r in worm.regions if r.role == "hidden")
+        chemical[k] = _eligible(worm, groups["all chemical"])
+        print(f"witvliet2021-{stage}: {neurons[k]} neurons, {chemical[k]} chemical, dim V {full[k]}, ranks "
+              f"{dict(zip(STAGE_ALLOCATIONS, rank[k].tolist()))}, optimal onto motor {onto_motor[k]}/{budget}",
+              flush=True)
+    one = {"units": "1"}
+    return xr.Dataset({"stage_plastic_rank": (("stage", "stage_allocation"), rank, meta("plastic_rank")),
+                       "stage_full_rank": ("stage", full, meta("full_rank")),
+                       "stage_minimal_budget": ("stage", minimal, one),
+                       "stage_optimal_onto_motor": ("stage", onto_motor, one),
+                       "stage_neurons": ("stage", neurons, one), "stage_chemical": ("stage", chemical, one)},
+                      coords={"stage": np.array(stages), "stage_allocation": list(STAGE_ALLOCATIONS)})
 
 
 def _dataset(records, worm, dataset, m, minimal, need, budget, minimal_s) -> xr.Dataset:
@@ -195,7 +235,8 @@ def _dataset(records, worm, dataset, m, minimal, need, budget, minimal_s) -> xr.
 
 
 def _figure(ds: xr.Dataset):
-    fig, axes = figure(1, 1, width=9.5, height=0.22 * ds.sizes["allocation"] + 1.4)
+    fig, axes = figure(1, 2, width=9.5, height=0.22 * ds.sizes["allocation"] + 1.4)
+    _stage_panel(axes[1, 0], ds)
     ax = axes[0, 0]
     y = np.arange(ds.sizes["allocation"])
     full = int(ds.attrs["minimal_budget"])
@@ -212,6 +253,19 @@ def _figure(ds: xr.Dataset):
     ax.set_title(f"C. elegans ({ds.attrs['dataset']}): where must plastic synapses be? Budget M = "
                  f"{ds.attrs['budget']} (1.1 x minimal) unless stated; exact certificates, MP not fitted")
     return fig
+
+
+def _stage_panel(ax, ds: xr.Dataset) -> None:
+    stages = ds.stage.values
+    for j, name in enumerate(ds.stage_allocation.values):
+        frac = ds.stage_plastic_rank.values[:, j] / ds.stage_full_rank.values
+        ax.plot(stages, frac, marker="os^v"[j % 4], label=str(name))
+    ax.plot(stages, ds.stage_optimal_onto_motor.values / np.round(1.1 * ds.stage_minimal_budget.values), "k:",
+            label="share of the optimal allocation onto motor neurons")
+    ax.set_xlabel("Witvliet 2021 developmental stage (1 = L1 ... 8 = adult)")
+    ax.set_ylabel("plastic rank / dim V (1 = learnable); share")
+    ax.set_title(f"Developmental stages, m = {ds.attrs['m']}: exact certificates")
+    ax.legend(loc="lower left")
 
 
 def main(argv=None) -> None:
