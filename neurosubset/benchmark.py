@@ -235,8 +235,9 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     restarts, max_rounds, steps, widen
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
     device : {"cpu", "cuda"} or torch.device
-        Where the batched fitting runs (``"cuda"`` needs a torch that sees a GPU); decisions agree to rounding.
-        Draws are always made on the CPU (numpy) and results come back as numpy arrays.
+        Where the LM's batched iterations run (``"cuda"`` needs a torch that sees a GPU); decisions agree to
+        rounding. Draws (numpy) and the exact deciders (least squares, BVLS, LPs, roots) stay on the CPU; results
+        come back as numpy arrays.
     chunk : int, optional
         Trials per batch (default: as many as half the available memory, at most 1 GiB, holds; see
         :func:`neurosubset._memory.chunk_trials`).

@@ -164,3 +164,29 @@ def test_large_steady_circuits_factor_the_hidden_block_only_and_agree_with_autog
     np.testing.assert_allclose(jac.numpy(), ref.numpy(), rtol=0, atol=1e-12 * float(ref.abs().max()))
     full = forward(circuit, fmap.weights(theta), fmap.probes).flatten(-2)
     np.testing.assert_allclose(out.numpy(), full.numpy(), rtol=0, atol=1e-12 * float(full.abs().max()))
+
+
+def test_separable_least_squares_equals_the_full_minimum_norm_solution():
+    # a single layer's Jacobian splits into one block per output row; reference: numpy's lstsq (minimum-norm) over
+    # the whole Jacobian of each trial
+    from neurosubset.dynamics import PlasticMap
+    from neurosubset.solvers.lm import _SEPARATE_MIN, _separable, solve_affine
+
+    layer = ns.feedforward([40, 8])
+    alloc = ns.allocate(layer, _SEPARATE_MIN + 12, strategy="random", seed=5)  # uneven rows of 8..27 values
+    draws = draw_trials(layer, 20, 4, 0)  # m = 20: some rows under-, some overdetermined
+    fmap = PlasticMap(layer, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    targets = torch.as_tensor(np.einsum("tmi,toi->tmo", draws.probes, draws.teacher["W1"]).reshape(4, -1))
+    zero = torch.zeros((4, alloc.size), dtype=torch.float64)
+    jac = fmap.jacobian(zero)
+    assert _separable(jac) is not None and len(_separable(jac)) >= 2  # several block shapes, batched by shape
+    theta = solve_affine(fmap, targets).numpy()
+    for i in range(4):
+        ref = np.linalg.lstsq(jac[i].numpy(), (targets[i] - fmap(zero)[i]).numpy(), rcond=None)[0]
+        np.testing.assert_allclose(theta[i], ref, rtol=0, atol=1e-12 * max(1.0, np.abs(ref).max()))
+    rows = ns.Allocation.from_masks(layer, {"W1": np.eye(8, 40, dtype=bool) | np.eye(8, 40, k=1, dtype=bool)})
+    one = ns.Allocation.from_masks(layer, {"W1": np.zeros((8, 40), dtype=bool) | (np.arange(8)[:, None] == 0)})
+    for a, split in ((rows, True), (one, False)):  # one row holds every value: no block of <= M / 2 values
+        f = PlasticMap(layer, a, fmap.frozen, fmap.probes)
+        assert (_separable(f.jacobian(torch.zeros((4, a.size), dtype=torch.float64))) is not None) == split
