@@ -161,6 +161,9 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "neuron": {"long_name": "output neuron", "units": "1"},
     "neuron_region": {"long_name": "region of the neuron"},
     "index_in_region": {"long_name": "index of the neuron within its region", "units": "1"},
+    "neuron_name": {"long_name": "name of the neuron (Region.neurons)"},
+    "synapse_post_name": {"long_name": "name of the postsynaptic neuron of the synapse"},
+    "synapse_pre_name": {"long_name": "name of the presynaptic neuron of the synapse"},
     "student": {"long_name": "student network"},
     # spiking check (neurosubset.spiking: spiking_check, spiking_compare, spikecheck). Templates: "{who}" is "" in
     # spiking_check and "teacher " / "student " in spiking_compare, whose variables take the suffix _teacher /

@@ -19,6 +19,12 @@ proportional to the synapse count ``c_ij`` with the same mean row variance ``gai
 
 A TOML spec may name a connectivity file next to it (``connectivity = "FILE.npz"`` or ``"FILE.csv"``, see
 :func:`resolve_connectivity_file`); :meth:`Circuit.to_toml` writes the data inline, never the path.
+
+Neuron names in results: where any region names its neurons, every per-neuron dim of a result (weights'
+``*_post`` / ``*_pre``, the ``synapse`` dim's post and pre neurons, outputs, responses, the spiking check) gets a
+string coordinate ``<dim>_neuron_name`` (:func:`name_coords`; ``synapse_post_name`` / ``synapse_pre_name`` on
+``synapse``) holding :attr:`Circuit.neurons <neurosubset.circuit.Circuit.neurons>` (``"REGION[i]"`` for a neuron
+of a region that names none). Circuits without names get no such coordinate.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import CircuitSpecError, check_choice
+from ._schema import meta
 from ._spec import Projection, Region
 
 EDGE_COLUMNS = ("pre", "post", "count")
@@ -65,6 +72,40 @@ def init_sd(proj: Projection, mask: np.ndarray, *, scalar: bool = False) -> Any:
             norm = np.sqrt((counts**2).sum(axis=1).mean())
             return proj.gain * counts / norm if norm > 0 else counts
     return sd if scalar else np.where(mask, sd, 0.0)
+
+
+def named(circuit: Any) -> bool:
+    """Whether any region of ``circuit`` names its neurons (``Region.neurons``)."""
+    return any(r.neurons is not None for r in circuit.regions)
+
+
+def name_coords(circuit: Any, dim: str, regions: Sequence[str], name: str | None = None) -> dict[str, tuple]:
+    """``{name: (dim, names)}``: the neuron names along ``dim``, whose entries are the neurons of ``regions`` in
+    order (``name`` default ``"<dim>_neuron_name"``, or ``"neuron_name"`` for ``dim == "neuron"``); ``{}`` where
+    the circuit names no neurons."""
+    if not named(circuit):
+        return {}
+    names = np.array([n for r in regions for n in circuit.neurons[r]], dtype=str)
+    label = name or ("neuron_name" if dim == "neuron" else f"{dim}_neuron_name")
+    return {label: (dim, names, meta("neuron_name"))}
+
+
+def weight_name_coords(circuit: Any, weight: str, stem: str) -> dict[str, tuple]:
+    """Neuron-name coordinates of a weight's dims ``<stem>_post`` / ``<stem>_pre`` (see :func:`name_coords`)."""
+    proj = circuit.projection[weight]
+    return {**name_coords(circuit, f"{stem}_post", [proj.post]), **name_coords(circuit, f"{stem}_pre", [proj.pre])}
+
+
+def synapse_name_coords(circuit: Any, weight: np.ndarray, post: np.ndarray, pre: np.ndarray) -> dict[str, tuple]:
+    """``synapse_post_name`` / ``synapse_pre_name`` along ``synapse``: the names of each synapse's neurons."""
+    if not named(circuit):
+        return {}
+    names = circuit.neurons
+    out = {}
+    for end, index in (("post", post), ("pre", pre)):
+        values = [names[getattr(circuit.projection[str(w)], end)][int(k)] for w, k in zip(weight, index)]
+        out[f"synapse_{end}_name"] = ("synapse", np.array(values, dtype=str), meta(f"synapse_{end}_name"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- inputs

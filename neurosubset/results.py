@@ -22,6 +22,7 @@ from ._schema import meta, var_name
 from ._stability import stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
+from .connectivity import synapse_name_coords, weight_name_coords
 from .solvers import LevenbergMarquardt, Solver
 
 
@@ -119,7 +120,11 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
     coords = {"trial": ("trial", np.arange(trials), meta("trial")),
               "round": ("round", np.arange(res.mp_by_round.size), meta("round")), "m": ((), m, meta("m")),
-              **{f"synapse_{k}": ("synapse", v, meta(f"synapse_{k}")) for k, v in synapses.items()}}
+              **{f"synapse_{k}": ("synapse", v, meta(f"synapse_{k}")) for k, v in synapses.items()},
+              **synapse_name_coords(circuit, synapses["weight"], synapses["post"], synapses["pre"])}
+    if return_weights:  # neuron names along the weights' dims, where the circuit names its neurons
+        for name in circuit.weight_names:
+            coords.update(weight_name_coords(circuit, name, var_name(name)))
     return _schema.with_cf_encoding(xr.Dataset(data, coords=coords, attrs=attrs))
 
 

@@ -16,6 +16,7 @@ from . import _continuous, _schema
 from ._checks import ParameterError
 from ._schema import meta
 from .circuit import Circuit
+from .connectivity import name_coords
 from .dynamics import DTYPE
 
 __all__ = ["simulate"]
@@ -124,4 +125,4 @@ def _neuron_coords(circuit: Circuit, role: str, dim: str) -> dict[str, tuple]:
     within = np.array([i for n in names for i in range(circuit.region[n].size)], dtype=np.int64)
     prefix = "" if dim == "neuron" else f"{role}_"
     return {dim: np.arange(regions.size), f"{prefix}region": (dim, regions),
-            f"{prefix}index_in_region": (dim, within)}
+            f"{prefix}index_in_region": (dim, within), **name_coords(circuit, dim, names)}

@@ -224,3 +224,34 @@ def test_a_sweep_counts_only_eligible_synapses():
     with pytest.warns(UserWarning, match=f"must be <= {eligible}"):
         ds = ns.sweep(circuit, budget=[eligible + 1], m=[2], strategy=["random"], trials=2, certificate=False)
     assert (ds["status"].values == INFEASIBLE_BUDGET).all(), ds["status"].values
+
+
+def test_results_carry_the_given_neuron_names_as_coordinates(tmp_path):
+    import xarray as xr
+
+    from neurosubset._schema import cf_encoding, var_name
+    from neurosubset.responses import weights_dataset
+
+    circuit = _build(_edges(_counts()))
+    alloc = ns.Allocation.from_masks(circuit, {"a->b": circuit.structure["a->b"]})
+    ds = ns.match_probability(circuit, alloc, m=2, trials=2, seed=1, return_weights=True)
+    for name in circuit.weight_names:  # weights' dims: the names given, in region order
+        pre, post = name.split("->")
+        post_dim, pre_dim = ds[f"teacher_{var_name(name)}"].dims[1:]
+        assert list(ds[f"{post_dim}_neuron_name"].values) == list(NAMES[post])
+        assert list(ds[f"{pre_dim}_neuron_name"].values) == list(NAMES[pre])
+    # the synapse dim: each synapse's neurons, by name, from the given counts
+    want = sorted((f"{pre}->{post}", NAMES[post][i], NAMES[pre][j])
+                  for (pre, post), c in _counts().items() for i, j in zip(*np.nonzero(c)))
+    got = sorted(zip(ds["synapse_weight"].values, ds["synapse_post_name"].values, ds["synapse_pre_name"].values))
+    assert got == want
+    ds.to_netcdf(tmp_path / "r.nc", engine="h5netcdf", encoding=cf_encoding(ds))
+    with xr.open_dataset(tmp_path / "r.nc", engine="h5netcdf") as back:  # char arrays read back as the names
+        assert list(back["synapse_post_name"].values.astype(str)) == list(ds["synapse_post_name"].values)
+    w = weights_dataset(circuit, circuit.sample_weights(np.random.default_rng(0)))
+    assert list(w[f"{var_name('b->y')}_pre_neuron_name"].values) == list(NAMES["b"])
+    unnamed = ns.Circuit.from_connectivity(_regions(named=False), {f"{a}->{b}": c for (a, b), c in _counts().items()},
+                                           gain=GAIN, seed=3)
+    plain = ns.match_probability(unnamed, ns.Allocation.from_masks(unnamed, {"a->b": unnamed.structure["a->b"]}),
+                                 m=2, trials=2, seed=1)
+    assert not [c for c in plain.coords if str(c).endswith("_name")]

@@ -22,6 +22,7 @@ import xarray as xr
 from .._checks import ParameterError
 from .._schema import meta, response_meta, var_name, versions, weight_meta
 from ..circuit import Circuit
+from ..connectivity import name_coords, weight_name_coords
 from .inputs import check_recording, check_weights
 
 
@@ -32,7 +33,9 @@ def weights_dataset(circuit: Circuit, weights: Mapping[str, np.ndarray]) -> xr.D
     for name in circuit.weight_names:
         stem = var_name(name)
         data[stem] = ((f"{stem}_post", f"{stem}_pre"), w[name], weight_meta("before", name))
-    return xr.Dataset(data, attrs={"circuit": circuit.to_toml(), "circuit_name": circuit.name, **versions()})
+    coords = {k: v for name in circuit.weight_names
+              for k, v in weight_name_coords(circuit, name, var_name(name)).items()}
+    return xr.Dataset(data, coords=coords, attrs={"circuit": circuit.to_toml(), "circuit_name": circuit.name, **versions()})
 
 
 def responses_dataset(circuit: Circuit, probes, responses: Mapping[str, np.ndarray], noise=None) -> xr.Dataset:
@@ -47,7 +50,9 @@ def responses_dataset(circuit: Circuit, probes, responses: Mapping[str, np.ndarr
         data[f"response_{stem}"] = (dims, value, response_meta(region))
         if rec.noise is not None:
             data[f"noise_{stem}"] = ((f"{stem}_neuron",), rec.noise[region], response_meta(region, "noise"))
-    return xr.Dataset(data, attrs={"circuit_name": circuit.name, **versions()})
+    coords = {k: v for region in rec.responses for k, v in name_coords(circuit, f"{var_name(region)}_neuron",
+                                                                           [region]).items()}
+    return xr.Dataset(data, coords=coords, attrs={"circuit_name": circuit.name, **versions()})
 
 
 def _open(source, what: str) -> xr.Dataset:

@@ -16,6 +16,7 @@ from .._schema import meta, with_cf_encoding
 from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, fit
 from ..circuit import Circuit
+from ..connectivity import name_coords
 from ._driver import AGREE_REL, AGREE_Z, _agree_meta, _run
 from .hawkes import _check_circuit
 from .settings import SpikingSettings, SpikingSettingsError, check_probes, check_seed
@@ -42,7 +43,8 @@ def _coords(circuit: Circuit, m: int) -> dict:
     return {"probe": ("probe", np.arange(m), meta("probe")),
             "neuron": ("neuron", np.arange(circuit.n_out), meta("neuron")),
             "region": ("neuron", regions.astype(str), meta("neuron_region")),
-            "index_in_region": ("neuron", within, meta("index_in_region"))}
+            "index_in_region": ("neuron", within, meta("index_in_region")),
+            **name_coords(circuit, "neuron", circuit.output_regions)}
 
 
 def _check_vars(r: dict, suffix: str = "", who: str = "") -> dict:
@@ -233,8 +235,47 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
     return with_cf_encoding(ds if many else ds.squeeze("student", drop=True))
 
 
+def continuous_kernel_tau(circuit: Circuit) -> float:
+    """The kernel tau (s) that runs continuous ``circuit`` in spikes: its one ``tau``.
+
+    The circuit must be linear, with one ``tau`` (global, or equal in every hidden region) and ``steps = 1`` (the
+    Poisson inputs are stationary); otherwise :class:`SpikingSettingsError`, one line naming what cannot be mapped.
+    """
+    who = f"spikecheck cannot map continuous circuit {circuit.name!r}"
+    if circuit.nonlinearity != "linear":
+        raise SpikingSettingsError(f"{who}: its nonlinearity {circuit.nonlinearity!r} (the Hawkes mapping is "
+                                   f"linear). Expected 'linear'.")
+    per = dict(circuit.tau) if isinstance(circuit.tau, tuple) else {}
+    taus = sorted(set(per.values())) if per else [circuit.tau]
+    if len(taus) > 1:
+        raise SpikingSettingsError(f"{who}: its per-region tau {per} s differ (the network has one kernel tau). "
+                                   f"Expected one tau for every hidden region.")
+    if circuit.steps != 1:
+        raise SpikingSettingsError(f"{who}: its input changes over {circuit.steps} intervals (the Poisson inputs "
+                                   f"are stationary). Expected steps = 1.")
+    return float(taus[0])
+
+
+def _spikecheck_settings(circuit: Circuit, settings: SpikingSettings | None) -> SpikingSettings:
+    """The settings ``spikecheck`` runs ``circuit`` with: for a continuous circuit the kernel's tau is the
+    circuit's (:func:`continuous_kernel_tau`); ``settings=None`` takes it, a given ``settings.tau`` must equal it."""
+    if settings is not None and not isinstance(settings, SpikingSettings):
+        raise TypeError(f"The 'settings' parameter of spikecheck must be a SpikingSettings or None. "
+                        f"Got {type(settings).__name__}.")
+    if circuit.dynamics != "continuous":
+        return SpikingSettings() if settings is None else settings
+    tau = continuous_kernel_tau(circuit)
+    if settings is None:
+        return SpikingSettings(tau=tau)
+    if abs(settings.tau - tau) > 1e-12 * tau:
+        raise SpikingSettingsError(f"The 'tau' setting ({settings.tau:g} s) must equal the tau of continuous "
+                                   f"circuit {circuit.name!r} ({tau:g} s), the kernel its rates obey; pass "
+                                   f"tau={tau:g} or settings=None.")
+    return settings
+
+
 def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
-               settings: SpikingSettings = SpikingSettings(), tol: float = DEFAULT_TOL,
+               settings: SpikingSettings | None = None, tol: float = DEFAULT_TOL,
                threads: int | None = 1) -> xr.Dataset:
     """Fit one student, then run the teacher, the fitted and the unfitted student as linear Poisson networks.
 
@@ -245,15 +286,21 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     Parameters
     ----------
     circuit : Circuit
-        Linear, ``"steady"`` or ``"feedforward"`` dynamics (checked before fitting).
+        Linear, ``"steady"`` or ``"feedforward"`` dynamics, or linear ``"continuous"`` with one ``tau`` (global or
+        equal in every hidden region) and ``steps = 1`` (checked before fitting). A continuous circuit is fitted on
+        its outputs at the read-out times and compared in spikes at its stationary rates (its long-time limit
+        under a constant probe, see :func:`spiking_check`): a matched student agrees in spikes only where the two
+        coincide (duration much longer than ``tau / (1 - max Re eig W)``, or the teacher's map recovered);
+        ``rate_model_difference`` shows the stationary difference and the attr ``duration_over_tau`` the ratio.
     alloc : Allocation
         The plastic synapses of the student.
     m : int
         Number of probes; each is simulated.
     seed : int
         Seed of the fit's draw and of brian2.
-    settings : SpikingSettings
-        How the networks are simulated (duration, repeats, tau, rate_unit, target, ...).
+    settings : SpikingSettings, optional
+        How the networks are simulated (duration, repeats, tau, rate_unit, target, ...). ``None`` (default):
+        ``SpikingSettings()``, with ``tau`` the circuit's for a continuous circuit (a given ``tau`` must equal it).
     tol, threads
         As in :func:`neurosubset.fit`.
 
@@ -262,7 +309,13 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     xarray.Dataset
         :func:`spiking_compare`'s Dataset with a ``student`` dim (``"fitted"``, ``"unfitted"``), plus the attrs
         ``budget`` (``M``), ``m``, ``allocation_strategy``, ``matched`` (0/1: the fit matched the teacher) and
-        ``residual`` (the fit's relative residual).
+        ``residual`` (the fit's relative residual); continuous circuits add ``duration_over_tau``.
+
+    Raises
+    ------
+    SpikingSettingsError
+        A circuit the mapping cannot represent (one line naming what: the nonlinearity, discrete dynamics,
+        per-region tau that differ, a piecewise input, a ``tau`` setting other than the circuit's).
 
     Examples
     --------
@@ -270,18 +323,20 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     ...                 settings=SpikingSettings(duration=1.0, repeats=2))     # doctest: +SKIP
     >>> ds.fraction_agree.sel(student="fitted")                                   # doctest: +SKIP
     """
-    if circuit.dynamics == "continuous":  # fitted on finite-time outputs, not stationary rates
-        raise SpikingSettingsError(f"spikecheck fits on finite-duration outputs, which the stationary spiking check "
-                                   f"cannot compare; circuit {circuit.name!r} is continuous. Use spiking_check.")
-    _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
-    if not isinstance(settings, SpikingSettings):
-        raise TypeError(f"The 'settings' parameter of spikecheck must be a SpikingSettings. "
-                        f"Got {type(settings).__name__}.")
+    settings = _spikecheck_settings(circuit, settings)
+    continuous = circuit.dynamics == "continuous"
+    if not continuous:
+        _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
     res = fit(circuit, alloc, m, trials=1, seed=seed, tol=tol, threads=threads)
     one = (lambda weights: {k: v[0] for k, v in weights.items()})
+    probes = res.trials.probes[0]
+    if continuous:  # (m, steps = 1, n_in): one constant input per probe
+        probes = probes.reshape(probes.shape[0], -1)
     ds = spiking_compare(circuit, one(res.trials.teacher),
                          {"fitted": one(res.student), "unfitted": one(res.trials.student_init)},
-                         res.trials.probes[0], settings=settings, seed=seed)
+                         probes, settings=settings, seed=seed)
     ds.attrs.update({"budget": alloc.size, "m": int(m), "allocation_strategy": alloc.strategy,
                      "matched": int(res.matched[0]), "residual": float(res.residual[0])})
+    if continuous:
+        ds.attrs["duration_over_tau"] = float(circuit.duration / settings.tau)
     return ds
