@@ -230,12 +230,16 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     """Fit one student, then run teacher, fitted and unfitted student as linear Poisson networks in brian2."""
     from .plot import spikecheck_figure
     from .spiking import SpikingSettings, spikecheck
+    from .spiking.checks import continuous_kernel_tau
+    from .spiking.settings import DEFAULT_TAU
 
     _check_out(args)
     if args.out and Path(args.out).suffix != ".nc":
         raise CLIError(f"spikecheck --out takes a .nc (netCDF) file. Got {args.out!r}.")
     circuit = load_circuit(args.circuit)
-    settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=args.tau,
+    tau = args.tau if args.tau is not None else (  # unset: a continuous circuit's own tau, else the default
+        continuous_kernel_tau(circuit) if circuit.dynamics == "continuous" else DEFAULT_TAU)
+    settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=tau,
                                rate_unit=args.rate_unit, target=args.target)
     alloc = _allocation(circuit, args)
     ds = spikecheck(circuit, alloc, args.m, seed=args.seed, settings=settings)
@@ -436,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seed", type=int, default=0, help="fit draw and brian2 seed")
     sc.add_argument("--duration", type=float, default=10.0, help="simulated seconds per repeat (default 10)")
     sc.add_argument("--repeats", type=int, default=4, help="independent repeats for the standard errors (>= 2)")
-    sc.add_argument("--tau", type=float, default=0.05, help="synaptic kernel time constant in s (default 0.05)")
+    sc.add_argument("--tau", type=float,
+                    help="synaptic kernel time constant in s (default: a continuous circuit's tau, else 0.05)")
     sc.add_argument("--rate-unit", type=float, default=40.0, help="Hz per unit of rate-model activity (default 40)")
     sc.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="brian2 codegen target")
     sc.add_argument("--out", help="output .nc (netCDF); the figure goes next to it as .png unless --fig is given")

@@ -14,15 +14,17 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 import torch
+import xarray as xr
 
 import neurosubset as ns
 from neurosubset import _continuous
 from neurosubset._stability import max_real_eig
 from neurosubset.benchmark import draw_trials
 from neurosubset.circuit import Circuit, Projection, Region
+from neurosubset.cli import main
 from neurosubset.dynamics import DTYPE, PlasticMap, forward, torch_threads
-from neurosubset.spiking import SpikingSettings, SpikingSettingsError, spiking_check
-from neurosubset.spiking.checks import _rate_circuit
+from neurosubset.spiking import SpikingSettings, SpikingSettingsError, spikecheck, spiking_check
+from neurosubset.spiking.checks import _rate_circuit, continuous_kernel_tau
 
 EXACT_RTOL = 1e-11  # expm products vs scipy's expm: both at rounding level (~1e-14) on these well-conditioned cases
 REF_RTOL = 1e-12  # solve_ivp (DOP853) tolerances of the RK4 reference, far below the RK4 errors measured (>1e-9)
@@ -340,6 +342,46 @@ def test_spiking_check_maps_only_linear_circuits_with_the_kernel_tau():
     assert twin.dynamics == "steady"
     x = np.random.default_rng(0).standard_normal((3, 2))
     np.testing.assert_allclose(run(long, w, x[:, None, :]), run(twin, w, x), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.requires_brian2
+def test_spikecheck_takes_the_circuit_tau_and_refuses_what_it_cannot_map(tmp_path, capsys):
+    """Fit then compare on a linear continuous circuit (duration 50 tau, so its read-out is at the fixed point to
+    e^-25): the kernel tau is the circuit's, the teacher's stationary rate model is numpy's C (I - W)^-1 B x, and
+    the fitted student's stationary rates equal the teacher's."""
+    c = rnn(tau=0.02, n=3, n_in=2, n_out=2, gain=0.5, duration=1.0, dt=0.02)
+    alloc = ns.allocate(c, 6, within=["C"], seed=0)
+    ds = spikecheck(c, alloc, 2, seed=1, settings=SpikingSettings(tau=0.02, duration=0.3, repeats=2))
+    assert float(ds["tau"]) == 0.02 and ds.attrs["matched"] == 1 and ds.attrs["duration_over_tau"] == 50.0
+    res = ns.fit(c, alloc, 2, trials=1, seed=1)  # the same draw
+    w = {k: v[0] for k, v in res.trials.teacher.items()}
+    x = res.trials.probes[0][:, 0, :]
+    y = w["C"] @ np.linalg.solve(np.eye(3) - w["W"], w["B"] @ x.T)  # (n_out, probe), rate-model units
+    r0 = float(ds["rate_unit"])
+    np.testing.assert_allclose(ds.rate_model_teacher.values[1] - ds.rate_model_teacher.values[0],
+                               r0 * (y[:, 1] - y[:, 0]), rtol=1e-9)
+    fitted = ds.rate_model_difference.sel(student="fitted").values
+    assert np.abs(fitted).max() < 1e-6 * r0, fitted
+    # refusals, each one line naming what cannot be mapped (before any fit)
+    cases = [(rnn("tanh", tau=0.02), "its nonlinearity 'tanh'"), (ei(), "per-region tau"),
+             (rnn(tau=0.02, steps=2, dt=0.01), "changes over 2 intervals")]
+    for bad, message in cases:
+        with pytest.raises(SpikingSettingsError, match=message) as info:
+            spikecheck(bad, ns.allocate(bad, 2, seed=0), 1)
+        assert "\n" not in str(info.value)
+    with pytest.raises(SpikingSettingsError, match=r"'tau' setting \(0.05 s\) must equal the tau") as info:
+        spikecheck(c, alloc, 2, settings=SpikingSettings())
+    assert "\n" not in str(info.value)
+    assert continuous_kernel_tau(ei(tau_e=0.03, tau_i=0.03)) == 0.03  # equal per-region taus map
+    # the CLI takes the circuit's tau when --tau is not given
+    spec = tmp_path / "c.toml"
+    spec.write_text(c.to_toml())
+    out = tmp_path / "s.nc"
+    code = main(["spikecheck", str(spec), "--budget", "6", "--within", "C", "--m", "2", "--seed", "1",
+                 "--duration", "0.3", "--repeats", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    with xr.open_dataset(out) as back:
+        assert float(back["tau"]) == 0.02
 
 
 def test_simulate_refuses_bad_arguments():
