@@ -4,8 +4,9 @@
 nothing is downloaded) and builds a steady, linear :class:`~neurosubset.circuit.Circuit`:
 
 - every neuron with a connection in the dataset is a hidden (recurrent) neuron, in a region by cell type
-  (cect's ``get_SIM_class``: ``"sensory"``, ``"inter"``, ``"motor"``; its two neurons of unknown function, CANL/R,
-  go to ``"inter"``), optionally split by Dale sign (below);
+  (``regions="type"``, cect's ``get_SIM_class``: ``"sensory"``, ``"inter"``, ``"motor"``; its two neurons of
+  unknown function, CANL/R, go to ``"inter"``) or by cell class (``regions="class"``, :func:`cell_classes`, e.g.
+  ``AVA``, ``RME``, ``DA``), optionally split by Dale sign (below);
 - every chemical neuron-to-neuron connection is one projection entry with its synapse count (``Generic_CS``;
   gap junctions are not modelled);
 - probes enter through a fixed one-to-one projection from the input region ``"probe"`` (one entry per sensory
@@ -19,10 +20,26 @@ nothing is downloaded) and builds a steady, linear :class:`~neurosubset.circuit.
   inhibitory receptors, so the sign of a synapse depends on the postsynaptic receptor, which is not modelled.
 - gains: one gain on every chemical projection, by default scaled so that the largest ``max Re(eig W)`` over the
   spec's stability draws is :data:`TARGET_MAX_RE` (< 1: those teacher draws are stable).
+
+Cell classes (cect 0.3.5 has no class function) follow the WormAtlas naming convention, applied to each name in
+three steps over the name universe ``U`` (the dataset's neurons and cect's ``ALL_NEURON_NAMES_COOK``):
+
+1. left/right: a name ending in ``L`` or ``R`` whose contralateral name (last letter swapped) is in ``U`` loses
+   that letter (``ADAL``/``ADAR`` -> ``ADA``, ``CEPDL`` -> ``CEPD``, ``OLLL`` -> ``OLL``; ``AVL``, ``PVR``, ``RIR``,
+   ``AQR`` have no partner and stay);
+2. dorsal/ventral: a result of step 1 of four or more letters ending in ``D`` or ``V`` whose dorsal/ventral
+   partner is also a result of step 1 loses that letter (``RMED``/``RMEV`` -> ``RME``, ``CEPD`` -> ``CEP``,
+   ``SABD``/``SABV`` -> ``SAB``, ``IL1D`` -> ``IL1``; the three-letter ``RID`` stays, apart from class ``RIV``);
+3. numbered ventral-cord motor neurons (:data:`NUMBERED_CLASSES`: ``AS``, ``DA``, ``DB``, ``DD``, ``VA``,
+   ``VB``, ``VC``, ``VD`` and the male ``CA``, ``CP``) lose their number (``DA1`` .. ``DA9`` -> ``DA``); other
+   digits are part of the class (``IL1``, ``I2``, ``M3``).
+
+On Cook 2019's hermaphrodite this gives WormAtlas's 118 classes of the 302 neurons.
 """
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import numpy as np
@@ -42,6 +59,10 @@ DATASETS = {
 developmental datasets (L1 ... adult), White 1986 the whole-animal reconstruction."""
 TYPES = ("sensory", "inter", "motor")
 _CECT_TYPES = {"Sensory": "sensory", "Interneuron": "inter", "Motorneuron": "motor", "Other": "inter"}
+REGIONS = ("type", "class")
+"""Region schemes of :func:`celegans`: by cell type or by cell class."""
+NUMBERED_CLASSES = ("AS", "DA", "DB", "DD", "VA", "VB", "VC", "VD", "CA", "CP")
+"""Classes whose members are numbered along the ventral cord (``DA1`` .. ``DA9``)."""
 TARGET_MAX_RE = 0.8
 """The largest max Re(eig W) over the spec's stability draws after the default gain scaling."""
 
@@ -92,8 +113,35 @@ def cell_types(neurons: list[str]) -> dict[str, str]:
     return {n: _CECT_TYPES[cells.get_SIM_class(n)] for n in neurons}
 
 
-def celegans(dataset: str = "cook2019-herm", *, dale: bool = True, init: str = "count", gain: float | None = None,
-             seed: int = 0, name: str | None = None) -> Circuit:
+def cell_classes(neurons: list[str]) -> dict[str, str]:
+    """Cell class of each neuron name by the WormAtlas convention (the module docstring's three steps).
+
+    Parameters
+    ----------
+    neurons : list of str
+        Neuron names (cect's preferred names, e.g. ``"AVAL"``, ``"RMED"``, ``"DA1"``).
+
+    Returns
+    -------
+    dict
+        Neuron name -> class name (``"AVA"``, ``"RME"``, ``"DA"``).
+    """
+    universe = set(neurons) | set(getattr(_cect("cect.Cells"), "ALL_NEURON_NAMES_COOK", ()))
+    swap = {"L": "R", "R": "L", "D": "V", "V": "D"}
+    side = {n: n[:-1] if n[-1:] in "LR" and n[:-1] + swap[n[-1]] in universe else n for n in universe}
+    bases = set(side.values())
+    out = {}
+    for n in neurons:
+        b = side[n]
+        if len(b) >= 4 and b[-1] in "DV" and b[:-1] + swap[b[-1]] in bases:
+            b = b[:-1]
+        number = re.fullmatch(r"([A-Z]{2})\d+", b)
+        out[n] = number.group(1) if number and number.group(1) in NUMBERED_CLASSES else b
+    return out
+
+
+def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: bool = True, init: str = "count",
+             gain: float | None = None, seed: int = 0, name: str | None = None) -> Circuit:
     """The C. elegans chemical connectome of ``dataset`` as a steady linear circuit (module docstring).
 
     Parameters
@@ -101,8 +149,12 @@ def celegans(dataset: str = "cook2019-herm", *, dale: bool = True, init: str = "
     dataset : str
         One of :data:`DATASETS` (``"cook2019-herm"``: Cook et al. 2019, adult hermaphrodite, 302 neurons,
         3,709 chemical connections).
+    regions : {"type", "class"}
+        Hidden regions by cell type (``sensory``, ``inter``, ``motor``) or by cell class (:func:`cell_classes`,
+        in type order, classes sorted within a type).
     dale : bool
-        Split each cell type by transmitter sign (regions ``TYPE_ach`` +1, ``TYPE_gaba`` -1, ``TYPE`` unsigned).
+        Split each region by transmitter sign (regions ``NAME_ach`` +1, ``NAME_gaba`` -1, ``NAME`` unsigned; with
+        ``regions="class"`` a class is split only where its members differ, else it keeps its name and sign).
     init : {"count", "gain"}
         Initial SD proportional to the synapse count, or one SD per projection (see
         :func:`neurosubset.connectivity.init_sd`).
@@ -121,25 +173,20 @@ def celegans(dataset: str = "cook2019-herm", *, dale: bool = True, init: str = "
     Raises
     ------
     CircuitSpecError
-        An unknown dataset (one line listing the allowed names).
+        An unknown dataset or region scheme (one line listing the allowed names).
     MissingExtraError
         cect is not installed.
     """
     check_choice("dataset", dataset, DATASETS, error=CircuitSpecError)
+    check_choice("regions", regions, REGIONS, error=CircuitSpecError)
     neurons, edges = chemical_edges(dataset)
     types = cell_types(neurons)
     signs = transmitter_signs(neurons) if dale else dict.fromkeys(neurons)
-    suffix = {1: "_ach", -1: "_gaba", None: ""}
-    groups: dict[str, list[str]] = {}
-    for t in TYPES:
-        for s in (1, -1, None):
-            members = [n for n in neurons if types[n] == t and signs[n] == s]
-            if members:
-                groups[t + suffix[s]] = members
+    groups, type_of = _groups(neurons, types, signs, regions)
     sign_of = {g: signs[members[0]] for g, members in groups.items()}
     hidden = [Region(g, len(v), "hidden", sign_of[g], tuple(v)) for g, v in groups.items()]
-    sensory = [g for g in groups if g.startswith("sensory")]
-    motor = [g for g in groups if g.startswith("motor")]
+    sensory = [g for g in groups if type_of[g] == "sensory"]
+    motor = [g for g in groups if type_of[g] == "motor"]
     n_in, n_out = sum(len(groups[g]) for g in sensory), sum(len(groups[g]) for g in motor)
     probe = Region("probe", n_in, "input", None, tuple(f"in:{n}" for g in sensory for n in groups[g]))
     readout = Region("readout", n_out, "output", None, tuple(f"out:{n}" for g in motor for n in groups[g]))
@@ -164,6 +211,28 @@ def celegans(dataset: str = "cook2019-herm", *, dale: bool = True, init: str = "
         gain = _stable_gain(circuit_arguments(regions, counts, gain=1.0, dynamics="discrete", **kwargs))
     gain = check_real("gain", gain, low=0.0, low_open=True, error=CircuitSpecError)
     return Circuit(**circuit_arguments(regions, counts, gain=gain, dynamics="steady", **kwargs))
+
+
+def _groups(neurons: list[str], types: dict[str, str], signs: dict[str, int | None], regions: str
+            ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Hidden region name -> its neurons (sorted), and region -> cell type, by type or by class and Dale sign."""
+    suffix = {1: "_ach", -1: "_gaba", None: ""}
+    label = dict(types) if regions == "type" else cell_classes(neurons)
+    groups: dict[str, list[str]] = {}
+    type_of: dict[str, str] = {}
+    for t in TYPES:
+        for lab in sorted({label[n] for n in neurons if types[n] == t}, key=lambda x: (x != t, x)):
+            members = [n for n in neurons if types[n] == t and label[n] == lab]
+            if len({types[n] for n in neurons if label[n] == lab}) > 1:
+                raise CircuitSpecError(f"Cell class {lab!r} holds neurons of different cell types; regions='class' "
+                                       f"needs one type per class. Use regions='type'.")
+            split = regions == "type" or len({signs[n] for n in members}) > 1
+            for s in (1, -1, None):
+                part = [n for n in members if signs[n] == s]
+                if part:
+                    groups[lab + suffix[s] if split else lab] = part
+                    type_of[lab + suffix[s] if split else lab] = t
+    return groups, type_of
 
 
 def _stable_gain(kwargs: dict[str, Any]) -> float:

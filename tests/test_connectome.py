@@ -88,6 +88,42 @@ def test_the_worm_round_trips_through_toml_and_other_datasets_load(worm):
     assert all(r.sign is None for r in l1_adult.regions)
 
 
+# WormAtlas cell classes (wormatlas.org, "Individual Neurons" / neuron class lists), written out by hand
+WORMATLAS = {
+    "ADA": {"ADAL", "ADAR"}, "AVA": {"AVAL", "AVAR"}, "RME": {"RMED", "RMEV", "RMEL", "RMER"},
+    "SAB": {"SABD", "SABVL", "SABVR"}, "IL1": {"IL1DL", "IL1DR", "IL1L", "IL1R", "IL1VL", "IL1VR"},
+    "CEP": {"CEPDL", "CEPDR", "CEPVL", "CEPVR"}, "RMD": {"RMDDL", "RMDDR", "RMDL", "RMDR", "RMDVL", "RMDVR"},
+    "OLL": {"OLLL", "OLLR"}, "RID": {"RID"}, "RIV": {"RIVL", "RIVR"}, "RIR": {"RIR"}, "AVL": {"AVL"},
+    "PVR": {"PVR"}, "AQR": {"AQR"}, "DVA": {"DVA"}, "I2": {"I2L", "I2R"}, "M3": {"M3L", "M3R"}, "MC": {"MCL", "MCR"},
+    "DA": {f"DA{k}" for k in range(1, 10)}, "VB": {f"VB{k}" for k in range(1, 12)},
+    "AS": {f"AS{k}" for k in range(1, 12)}, "DD": {f"DD{k}" for k in range(1, 7)}, "VC": {f"VC{k}" for k in range(1, 7)},
+}
+
+
+def test_cell_classes_follow_wormatlas_and_keep_every_connection():
+    neurons, edges = _cect_chemical(Cook2019HermReader)
+    classes = ns.connectome.cell_classes(sorted(neurons))
+    for cls, members in WORMATLAS.items():
+        assert {n for n, c in classes.items() if c == cls} == members, cls
+    assert len(set(classes.values())) == 118  # WormAtlas: 118 classes of the hermaphrodite's 302 neurons
+    worm = ns.celegans("cook2019-herm", regions="class")
+    hidden = [r for r in worm.regions if r.role == "hidden"]
+    placed = [n for r in hidden for n in r.neurons]
+    assert sorted(placed) == sorted(neurons)  # every neuron in exactly one class region
+    assert all(len({classes[n] for n in r.neurons}) == 1 for r in hidden)
+    assert {n for r in hidden if r.name.split("_")[0] == "RME" for n in r.neurons} == WORMATLAS["RME"]
+    assert _circuit_chemical(worm) == (neurons, edges)  # all 3,709 chemical pairs, their counts
+    assert sum(int(worm.eligible[w].sum()) for w in worm.weight_names) == 3709
+    assert {n[3:] for n in worm.neurons["probe"]} == {n for n in neurons if get_SIM_class(n) == "Sensory"}
+
+
+def test_an_unknown_region_scheme_is_one_line_listing_the_allowed_ones():
+    with pytest.raises(CircuitSpecError, match=r"The 'regions' parameter must be one of \['type', 'class'\]. Got "
+                                               r"'cells'") as err:
+        ns.celegans("cook2019-herm", regions="cells")
+    assert "\n" not in str(err.value)
+
+
 def test_an_unknown_dataset_is_one_line_listing_the_allowed_names():
     allowed = r"\['cook2019-herm', 'cook2019-male', 'witvliet2021-1'.*'white1986-whole'\]"
     with pytest.raises(CircuitSpecError, match=rf"The 'dataset' parameter must be one of {allowed}. Got 'cook2091'"):
