@@ -261,7 +261,8 @@ def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: to
     """``max Re eig`` of the Jacobian of the vector field at the final state, ``(..., m)`` (1/s).
 
     ``J = T^{-1} (-I + diag(phi'(z)) W_rec)`` with ``z = W_rec h(duration) + W_in x`` (last interval's input):
-    negative where the trajectory ends near a locally stable state. ``-inf`` without hidden neurons.
+    negative where the trajectory ends near a locally stable state. ``-inf`` without hidden neurons, NaN where the
+    final state or the weights are not finite.
     """
     hidden, inputs = list(circuit.slices("hidden")), list(circuit.input_regions)
     if not hidden:
@@ -275,7 +276,31 @@ def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: to
     inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=z.dtype)
     n = w_rec.shape[-1]
     jac = (slope.unsqueeze(-1) * w_rec.unsqueeze(-3) - torch.eye(n, dtype=z.dtype)) * inv.unsqueeze(-1)
-    return torch.linalg.eigvals(jac).real.amax(-1)
+    finite = torch.isfinite(jac).all(-1).all(-1)  # a diverged student: NaN, without handing LAPACK a NaN
+    out = torch.linalg.eigvals(torch.where(finite[..., None, None], jac, 0.0)).real.amax(-1)
+    return torch.where(finite, out, float("nan"))
+
+
+def final_max_real_eig(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> np.ndarray:
+    """Per-trial stability of a nonlinear continuous student at the end of its probes, on the steady scale.
+
+    ``max(0, 1 + tau_max * max_p max Re eig J_p)``, ``(...)`` float64 (1), with ``J_p`` the Jacobian of the vector
+    field at probe ``p``'s final state (:func:`final_max_real`, 1/s), ``max_p`` over the trial's probes (a trial
+    counts as stable only if every probe's final linearisation is), ``tau_max`` the largest hidden tau
+    (s). It is ``< 1`` iff every ``J_p`` has all real parts ``< 0``, and with equal taus it is
+    ``max_p max Re eig(diag(phi'(z_p)) W_rec)``, floored at 0 as ``max Re(eig W)`` of the linear circuits is
+    (their read-outs' zero eigenvalues): the same threshold and the same value as the linear criterion at
+    ``phi' = 1``. The final state is not a fixed point in general, so this is local, per-probe information:
+    ``stable=True`` does not act on it (see :func:`neurosubset.match_probability`).
+
+    ``weights``: weight name -> ``(..., n_post, n_pre)``; ``probes`` ``(..., m, steps, n_in)`` (torch, float64).
+    """
+    taus = neuron_taus(circuit)
+    if not taus.size:
+        return np.zeros(probes.shape[:-3])
+    with torch.no_grad():
+        per_probe = final_max_real(circuit, weights, probes)  # (..., m) 1/s
+    return np.maximum(0.0, 1.0 + taus.max() * per_probe.amax(-1).cpu().numpy())
 
 
 # ---------------------------------------------------------------------------------------------- RK4 Jacobian

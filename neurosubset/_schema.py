@@ -200,9 +200,18 @@ VARIABLES: dict[str, dict[str, Any]] = {
 
 # biological constraints (neurosubset.benchmark: dale, stable): per trial, and the flags as sweep coordinates
 VARIABLES.update({
-    "stable": {"long_name": "fitted student's fixed point is stable (max Re(eig W) < 1)", **BOOLEAN.attrs()},
-    "max_real_eig": {"long_name": "largest real part of the eigenvalues of the fitted student's recurrent matrix",
-                     "units": "1"},
+    "stable": {"long_name": "fitted student is stable (max_real_eig < 1): its fixed point (steady, linear "
+                         "continuous) or every probe's final state (nonlinear continuous, not a constraint)",
+               **BOOLEAN.attrs()},
+    "max_real_eig": {"long_name": "largest real part of the eigenvalues of the fitted student's recurrent matrix "
+                                  "(continuous circuits: rescaled to the steady scale, so the < 1 threshold holds)",
+                     "units": "1",
+                     "comment": "steady: max Re eig(W), stable iff < 1. Continuous circuits, on the steady scale "
+                                "1 + tau_max max Re eig(J) (tau_max in s; equal to max Re eig(W) for linear "
+                                "circuits with equal taus), < 1 iff max Re eig(J) < 0: linear, J = T^-1 (W - I) per "
+                                "recurrent loop (tau_max the loop's largest tau), the fixed point's criterion; "
+                                "nonlinear, J = T^-1 (-I + diag(phi'(z)) W) at each probe's final state, maxed over "
+                                "the trial's probes (tau_max over all hidden neurons), reported only. At least 0."},
     "sign_violations": {"long_name": "plastic values whose sign breaks Dale's law for their presynaptic region",
                         "units": "1"},
     "teacher_rejected": {"long_name": "unstable teacher draws rejected before the trial's teacher", "units": "1"},

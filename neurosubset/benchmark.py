@@ -38,6 +38,7 @@ import xarray as xr
 
 from . import _schema
 from ._checks import CircuitSpecError, NonFiniteOutputWarning, ParameterError, check_int, check_real
+from ._continuous import final_max_real_eig
 from ._memory import chunk_trials
 from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
 from ._stability import loops, max_real_eig, plastic_in_loops, stability_applies
@@ -153,7 +154,9 @@ class FitResult:
         Whether MP is exact up to sampling (affine decisions, and stability either not required or not moved by the
         plastic values); otherwise a lower bound (a local solver can miss solutions).
     max_real_eig : numpy.ndarray or None
-        ``(trial,)`` ``max Re(eig W)`` of the fitted student's recurrent matrix (steady circuits, else None).
+        ``(trial,)`` ``max Re(eig W)`` of the fitted student's recurrent matrix (steady circuits); continuous ones
+        on the steady scale (linear: ``T^-1 (W - I)``, :mod:`neurosubset._stability`; nonlinear: the Jacobian at
+        the final states, maxed over probes, :func:`neurosubset._continuous.final_max_real_eig`); else None.
     sign_violations : numpy.ndarray or None
         ``(trial,)`` int64 plastic values of the wrong sign for their presynaptic region (None if no plastic
         synapse is signed; always 0 with ``dale``).
@@ -181,7 +184,8 @@ class FitResult:
 
     @property
     def student_stable(self) -> np.ndarray | None:
-        """``(trial,)`` bool: the fitted student's fixed point is stable (steady circuits, else None)."""
+        """``(trial,)`` bool: ``max_real_eig < 1`` (steady and linear continuous: the fixed point is stable;
+        nonlinear continuous: the Jacobian at every probe's final state has all real parts < 0), else None."""
         return None if self.max_real_eig is None else self.max_real_eig < 1.0
 
 
@@ -231,7 +235,10 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         restarting trials that land on unstable solutions, and draw teacher and student from the init
         distribution conditioned on stability (rejected draws counted). Linear continuous circuits likewise, with
         their criterion ``max Re eig(T^-1 (W - I)) < 0`` (``max_real_eig`` is then reported on the steady scale,
-        see :mod:`neurosubset._stability`). Ignored for other dynamics.
+        see :mod:`neurosubset._stability`). Ignored for other dynamics: nonlinear continuous circuits report
+        ``max_real_eig`` per trial (the Jacobian at each probe's final state, maxed over probes) without acting on
+        it, since that state is not a fixed point in general (local, probe-dependent information, not the
+        stability of a steady state).
     restarts, max_rounds, steps, widen
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
     device : {"cpu", "cuda"} or torch.device
@@ -394,7 +401,8 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     student = {k: v.cpu().numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.cpu().numpy()
     matched = (resid_np < tol) & (not zero)
-    max_re = max_real_eig(circuit, student) if steady else None
+    max_re = max_real_eig(circuit, student) if steady else (  # nonlinear continuous: reported, not a constraint
+        final_max_real_eig(circuit, fmap.weights(theta), fmap.probes) if circuit.dynamics == "continuous" else None)
     if need_stable:  # checked on the weights reported, whatever the solver did
         unstable = matched & ~(max_re < 1.0)
         matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
@@ -447,7 +455,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         ``fit_status (trial)`` int8 flags, ``mp``, ``mp_low``, ``mp_high`` (95% Wilson interval),
         ``mp_first_round`` and ``mp_by_round (round)``, the allocation as ``mask_synapse (synapse)`` with the
         coordinates ``synapse_weight``, ``synapse_post``, ``synapse_pre`` (read back by
-        :func:`neurosubset.results.stored_masks`); steady circuits add
+        :func:`neurosubset.results.stored_masks`); steady and continuous circuits add
         ``stable (trial)`` and ``max_real_eig (trial)`` of the fitted student (and with ``stable`` the rejected
         unstable draws ``teacher_rejected``, ``student_rejected``), signed plastic synapses ``sign_violations
         (trial)``. Attrs hold the configuration (circuit spec as TOML, allocation, solver, tolerance, ``dale`` and

@@ -306,6 +306,38 @@ def test_fit_levenberg_marquardt_on_an_underdetermined_tanh_circuit():
         np.testing.assert_allclose(student, teacher, rtol=1e-7, atol=1e-9)
 
 
+def test_fit_reports_final_state_stability_of_nonlinear_students():
+    """Per trial max_real_eig = max(0, 1 + tau_max max_p max Re eig J_p), J_p = T^-1 (-I + diag(phi'(z)) W) at
+    probe p's final state: against numpy's eigenvalues, the final state from solve_ivp and the fitted weights."""
+    c = ei("tanh", tau_e=0.02, tau_i=0.01, steps=2, duration=0.06, dt=0.0005)
+    lm = ns.LevenbergMarquardt(restarts=1, max_rounds=1, iterations=30)
+    alloc = ns.allocate(c, 6, within=["in->E", "I->E"], seed=0)
+    res = ns.fit(c, alloc, m=2, trials=2, seed=0, dale=False, solver=lm)
+    taus = np.r_[np.full(4, 0.02), np.full(3, 0.01)]
+    expected = []
+    for t in range(2):
+        w = {k: v[t] for k, v in res.student.items()}
+        rec = np.block([[w["E->E"], w["I->E"]], [w["E->I"], w["I->I"]]])
+        worst = -np.inf
+        for x in res.trials.probes[t]:
+            h = np.zeros(7)
+            for k in range(c.steps):
+                drive = np.r_[w["in->E"] @ x[k], np.zeros(3)]
+                h = scipy.integrate.solve_ivp(lambda _, v: (np.tanh(rec @ v + drive) - v) / taus, (0, 0.03), h,
+                                              method="DOP853", rtol=REF_RTOL, atol=REF_RTOL).y[:, -1]
+            jac = (np.diag(1 - np.tanh(rec @ h + drive) ** 2) @ rec - np.eye(7)) / taus[:, None]
+            worst = max(worst, np.linalg.eigvals(jac).real.max())
+        expected.append(max(0.0, 1 + 0.02 * worst))
+    np.testing.assert_allclose(res.max_real_eig, expected, rtol=0, atol=1e-7)  # RK4 at dt/tau = 0.05
+    assert res.student_stable.tolist() == [e < 1 for e in expected]
+    ds = ns.results.fit_dataset(c, alloc, res, m=2, seed=0)
+    np.testing.assert_array_equal(ds.max_real_eig.values, res.max_real_eig)
+    assert "steady scale" in ds.max_real_eig.attrs["long_name"] + ds.max_real_eig.attrs["comment"]
+    # stable=True does not act on it: the same fit with stable=False matches the same trials
+    loose = ns.fit(c, alloc, m=2, trials=2, seed=0, dale=False, solver=lm, stable=False)
+    np.testing.assert_array_equal(loose.matched, res.matched)
+
+
 @pytest.mark.parametrize("nonlinearity", ["linear", "tanh", "relu"])
 def test_certify_continuous(nonlinearity):
     c = rnn(nonlinearity, steps=2, n=6)
