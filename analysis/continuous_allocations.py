@@ -51,8 +51,10 @@ def main(argv=None) -> None:
     quick = args.quick
     ratios = [0.1, 10.0] if quick else [0.1, 0.5, 2.0, 10.0]
     strategies = ("spread-rows", "concentrated-rows") if quick else W_STRATEGIES
-    trials_lm, trials_exact = (6, 10) if quick else (16, 40)
-    lm = ns.LevenbergMarquardt(restarts=2, max_rounds=2, iterations=100)
+    trials_lm, trials_exact = (3, 6) if quick else (16, 40)
+    # --quick (the smoke test, a few seconds): fewer trials and one LM round of one start
+    lm = ns.LevenbergMarquardt(restarts=1, max_rounds=1, iterations=60) if quick else ns.LevenbergMarquardt(
+        restarts=2, max_rounds=2, iterations=100)
     records = []
     for ratio in ratios:
         circuit = tanh_rnn(ratio * DURATION)

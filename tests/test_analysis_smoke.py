@@ -156,3 +156,24 @@ def test_scaling(tmp_path):
         assert int(lffn.sel(strategy="concentrated-cols")) == 1
         assert int(lffn.sel(strategy="concentrated-rows")) == 0
         assert int(lffn.sel(strategy="spread-cols")) == n // 2
+
+
+def test_continuous_allocations(tmp_path):
+    ds = _run("continuous_allocations", tmp_path)  # into tmp_path: the shipped data/continuous_allocations.* stay
+    assert set(ds.mp.dims) == {"case", "tau_ratio"}
+    _check_mp(ds, "continuous_allocations")
+    # quick: tau / D in {0.1, 10} with D = 0.1 s, dt = min(D / 10, tau / 2) => tau 0.01 s, 1 s; dt 5 ms, 10 ms
+    np.testing.assert_allclose(ds.tau_ratio.values, [0.1, 10.0])
+    np.testing.assert_allclose(ds.tau.values, np.broadcast_to([0.01, 1.0], ds.tau.shape))
+    np.testing.assert_allclose(ds.dt.values, np.broadcast_to([0.005, 0.01], ds.dt.shape))
+    # read-out C (affine: exact least squares): y_i = (C_i + d_i) h(D) with h(D) of rank min(m, n, n_in steps)
+    # = min(3, 6, 4) = 3 over the 3 probes, so row i matches iff it holds >= 3 plastic synapses: 3 + 3 => MP = 1,
+    # 6 + 0 => MP = 0 at every tau; the full-row Jacobian has rank 3 of the 6 = 2 outputs x 3 probes (zero)
+    assert (ds.mp.sel(case="C: one per row") == 1).all() and (ds.mp.sel(case="C: one full row") == 0).all()
+    assert (ds.plastic_rank.sel(case="C: one full row") == 3).all() and (ds.full_rank.sel(case="C: one full row")
+                                                                        == 6).all()
+    assert (ds.verdict.sel(case="C: one full row") == "zero").all()
+    assert (ds.decision_kind.sel(case=["C: one per row", "C: one full row"]) == "exact").all()
+    # W (tanh, not affine): LM lower bounds; E = m n_out = 2 x 2 = 4 equations
+    w = ds.sel(case=["W: one per row", "W: one full row"])
+    assert (w.decision_kind == "lower bound").all() and (w.full_rank == 4).all() and (w.plastic_rank <= 4).all()
