@@ -23,7 +23,6 @@ import numpy as np
 
 from . import __version__
 from ._checks import NeurosubsetError, NonFiniteOutputWarning
-from ._memory import check_fit
 from ._outputs import OutputError, check_output, check_writable, inside_sweep_store, write_dataset
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE
 from .allocation import STRATEGIES, allocate
@@ -115,11 +114,10 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     _check_out(args)
     circuit = load_circuit(args.circuit)
     alloc = _allocation(circuit, args)
-    check_fit(circuit, alloc, args.m, args.trials, _solver(args), what="mp")  # before any draw: fits the machine?
     threads = _workers(args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
                            tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
-                           threads=threads, dale=args.dale, stable=args.stable)
+                           threads=threads, dale=args.dale, stable=args.stable, device=args.device)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
@@ -169,7 +167,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
                tol=args.tol, solver=_solver(args), progress=not args.quiet,
                dale=[True, False] if args.compare_dale else args.dale,
-               stable=[True, False] if args.compare_stable else args.stable)
+               stable=[True, False] if args.compare_stable else args.stable, device=args.device)
     status = ds["status"].values
     infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
     print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
@@ -359,6 +357,7 @@ def _add_mp_and_sweep(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
                         "is fastest)")
     _add_solver(parser)
     _add_constraints(parser)
+    parser.add_argument("--device", default="cpu", help="where the LM runs: cpu (default) or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     if sweep:
         parser.add_argument("--out", required=True, help="the .zarr store (rerun the same command to resume)")

@@ -106,6 +106,8 @@ def test_bad_scalar_options_name_the_field():
     c = two_inputs()
     with pytest.raises(ns.AllocationError, match="'nope'.*'within'.*Expected one of"):
         ns.sweep(c, budget=6, m=2, within=[c.weight_names[0], "nope"], trials=2)
+    with pytest.raises(ns.ParameterError, match="'device'.*'cpu' or 'cuda'"):
+        ns.sweep(c, budget=6, m=2, trials=2, device="tpu")
 
 
 # ------------------------------------------------------------------------------------------------- the result

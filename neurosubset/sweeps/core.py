@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .._checks import AllocationError, ParameterError, check_choice, check_int, check_names, check_real
-from .._memory import check_memory, estimate_fit
+from .._memory import available_bytes, chunk_trials
 from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
@@ -25,6 +25,7 @@ from ..benchmark import DEFAULT_TOL
 from .._stability import stability_applies
 from ..circuit import Circuit
 from ..solvers import Auto, Solver, as_solver
+from ..solvers._device import check_device
 from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
 from .grid import DensityGrid, FractionGrid
@@ -43,7 +44,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
           store: str | os.PathLike | None = None, overwrite: bool = False, workers: int = 1, scheduler: Any = None,
           within: Sequence[str] | None = None, solver: Solver | str = Auto(), tol: float = DEFAULT_TOL,
           certificate: bool = True, progress: bool = False, dale: bool | Sequence[bool] = True,
-          stable: bool | Sequence[bool] = True, paired: bool | None = None, restarts: int | None = None,
+          stable: bool | Sequence[bool] = True, paired: bool | None = None, device: str = "cpu",
+          restarts: int | None = None,
           max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
@@ -106,6 +108,9 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
         draws and allocations do not depend on it). Scalars enter the configuration hash only where they can act
         (signed regions; steady dynamics), so a store written before they existed (unconstrained) resumes with ``dale=False`` /
         ``stable=False`` there and is refused otherwise, naming the field.
+    device : {"cpu", "cuda"}
+        Where each point's LM runs (:func:`neurosubset.match_probability`); exact deciders stay on the CPU. Not part
+        of the configuration hash (decisions are identical to rounding). ``"cuda"`` without a GPU: ParameterError.
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
 
@@ -178,7 +183,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
                       stable_acts=stability_applies(circuit), layout="dense" if dense else "point",
                       paired=(not dense) if paired is None else bool(paired), dales=dales, stables=stables,
                       density=density)
-    return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite))
+    device = str(check_device(device))
+    return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite), device)
 
 
 def _flags(field: str, value: Any) -> tuple[bool, ...] | None:
@@ -316,18 +322,19 @@ def _full(status: np.ndarray, dims: Sequence[str], at: Mapping[str, int]) -> tup
 
 
 def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None, workers: int, scheduler: Any,
-         progress: bool, overwrite: bool) -> xr.Dataset:
+         progress: bool, overwrite: bool, device: str = "cpu") -> xr.Dataset:
     status, masks, feasible, infeasible, point_budgets = _allocations(cfg, circuit, names)
     base = skeleton(cfg, circuit, status, masks, store_versions(), point_budgets)
     if infeasible:
         warnings.warn(f"{len(infeasible)} sweep point(s) cannot be allocated and are recorded as NaN with an "
                       f"'infeasible_*' status, e.g. {infeasible[0]}", UserWarning, stacklevel=3)
-    if feasible:  # refuse up front (one line) what the largest point times the points computed at once cannot hold
-        biggest = estimate_fit(circuit, max(a.size for _, _, a in feasible), max(cfg.ms), cfg.trials)
+    if feasible:  # refuse up front (one line) what one trial of the largest point, times the points computed at
+        # once, cannot hold (match_probability fits the trials of a point in chunks sized from the memory left)
         at_once = 1 if scheduler is not None else min(workers, len(feasible) * len(cfg.ms))
-        check_memory(f"sweep (largest point M={max(a.size for _, _, a in feasible)}, m={max(cfg.ms)}, "
-                     f"trials={cfg.trials}; {at_once} point(s) at once)",
-                     {k: v * at_once for k, v in biggest.items()}, lower="'trials', 'm' or 'workers'")
+        largest = max((a for _, _, a in feasible), key=lambda a: a.size)
+        worst = cfg.solver.resolve(False) if isinstance(cfg.solver, Auto) else cfg.solver  # the LM, if it may run
+        chunk_trials(circuit, largest, max(cfg.ms), cfg.trials, worst, available=available_bytes() // at_once,
+                     what="sweep point" if at_once == 1 else f"sweep point (one of {at_once} at once)")
     with contextlib.nullcontext() if path is None else store_lock(path):
         target = MemoryTarget(base) if path is None else ZarrTarget(path, base, cfg.dims, overwrite=overwrite)
         if getattr(target, "damaged", None):
@@ -349,7 +356,7 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                         tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
                                                m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
                                                solver=cfg.solver, certificate=cfg.certificate, dale=dale,
-                                               stable=stable))
+                                               stable=stable, device=device))
         sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
         total = int((status == PENDING).sum())
         bar = None

@@ -45,6 +45,8 @@ class PointTask:
     certificate : bool
     dale, stable : bool
         Passed to :func:`neurosubset.match_probability`.
+    device : str
+        Where the LM runs (``"cpu"`` or ``"cuda"``; decisions identical to rounding, so it is not hashed).
     """
 
     index: tuple[int, ...]
@@ -58,6 +60,7 @@ class PointTask:
     certificate: bool
     dale: bool
     stable: bool
+    device: str = "cpu"
 
 
 @lru_cache(maxsize=8)
@@ -70,7 +73,7 @@ def run_point(task: PointTask) -> xr.Dataset:
     # one torch thread (threads=1): every point computes the same way whichever worker runs it
     return match_probability(_circuit(task.circuit_toml), task.alloc, task.m, task.trials, task.seed,
                              solver=task.solver, tol=task.tol, certificate=task.certificate, threads=1,
-                             dale=task.dale, stable=task.stable)
+                             dale=task.dale, stable=task.stable, device=task.device)
 
 
 def _is_point_variable(name: str) -> bool:
