@@ -147,9 +147,11 @@ def _blocks(circuit: Any, weights: Mapping[str, torch.Tensor], rows: list[str], 
     for post in rows:
         blocks = []
         for pre in cols:
-            name = next((p.name for p in circuit.projections_into(post) if p.pre == pre), None)
+            names = [p.name for p in circuit.projections_into(post) if p.pre == pre]  # same regions: summed
             shape = (circuit.region[post].size, circuit.region[pre].size)
-            w = weights[name] if name is not None else ref.new_zeros(shape)
+            w = weights[names[0]] if names else ref.new_zeros(shape)
+            for name in names[1:]:
+                w = w + weights[name]
             blocks.append(w.expand(lead + shape) if w.shape[:-2] != lead else w)
         lines.append(torch.cat(blocks, dim=-1) if blocks else ref.new_zeros(lead + (circuit.region[post].size, 0)))
     return torch.cat(lines, dim=-2)

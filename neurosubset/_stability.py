@@ -106,7 +106,7 @@ def loop_matrix(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.ndar
     out = np.zeros(ref.shape[:-2] + (start, start))
     for name in loop.projections:
         p = circuit.projection[name]
-        out[..., pos[p.post], pos[p.pre]] = np.asarray(weights[name])
+        out[..., pos[p.post], pos[p.pre]] += np.asarray(weights[name])  # same region pair: summed
     return out
 
 

@@ -321,11 +321,11 @@ class Circuit:
             sign = self.region[self.projection[name].pre].sign
             std = self.init_sd[name]
             if self.projection[name].fixed:
-                mean[block] = triples_to_dense(self.projection[name].weights, self.shape(name))
+                mean[block] += triples_to_dense(self.projection[name].weights, self.shape(name))
                 continue
             mu, v = (0.0, std**2) if sign is None else (sign * std * np.sqrt(2 / np.pi), std**2 * (1 - 2 / np.pi))
-            mean[block] = mu
-            var[block] = v
+            mean[block] += mu
+            var[block] += v
         if n == 0 or not var.any():
             return 0.0
         return float(max(spectral_radius(mean), np.sqrt(spectral_radius(var))))

@@ -7,8 +7,16 @@ nothing is downloaded) and builds a steady, linear :class:`~neurosubset.circuit.
   (``regions="type"``, cect's ``get_SIM_class``: ``"sensory"``, ``"inter"``, ``"motor"``; its two neurons of
   unknown function, CANL/R, go to ``"inter"``) or by cell class (``regions="class"``, :func:`cell_classes`, e.g.
   ``AVA``, ``RME``, ``DA``), optionally split by Dale sign (below);
-- every chemical neuron-to-neuron connection is one projection entry with its synapse count (``Generic_CS``;
-  gap junctions are not modelled);
+- every chemical neuron-to-neuron connection is one projection entry with its synapse count (``Generic_CS``);
+- gap junctions (``gap_junctions=True``; cect's ``GapJunction`` connections) are FIXED: one symmetric, unsigned
+  conductance per neuron pair, ``g_ij = g_ji = gap_gain * n_ij / sqrt(mean_i sum_j n_ij^2)`` (``n_ij`` the pair's
+  gap-junction count, the larger of cect's two directed records, which are equal in every dataset checked; a
+  neuron's junctions with itself carry no current and are dropped), identical in teacher and student, never
+  plastic, never redrawn. They enter the linear steady dynamics as the graph-Laplacian current
+  ``sum_j g_ij (r_j - r_i)``, i.e. the fixed matrix ``L = G - diag(G 1)`` added to ``W``: one fixed projection
+  ``gap:PRE->POST`` per region pair with junctions (diagonal blocks hold ``-sum_j g_ij``). Projections between the
+  same two regions are summed wherever the block matrix is assembled. Plastic gap junctions (one tied parameter per
+  pair) are not modelled: the allocation model has one free value per matrix entry;
 - probes enter through a fixed one-to-one projection from the input region ``"probe"`` (one entry per sensory
   neuron) onto the sensory neurons, and the output region ``"readout"`` copies the motor neurons' rates through a
   fixed identity, so no edge into a sensory neuron or out of a motor neuron is dropped. Fixed projections are
@@ -63,6 +71,8 @@ REGIONS = ("type", "class")
 """Region schemes of :func:`celegans`: by cell type or by cell class."""
 NUMBERED_CLASSES = ("AS", "DA", "DB", "DD", "VA", "VB", "VC", "VD", "CA", "CP")
 """Classes whose members are numbered along the ventral cord (``DA1`` .. ``DA9``)."""
+GAP_GAIN = 0.5
+"""Default RMS over neurons of the norm of a neuron's gap conductances ``||g_i||`` (dimensionless)."""
 TARGET_MAX_RE = 0.8
 """The largest max Re(eig W) over the spec's stability draws after the default gain scaling."""
 
@@ -79,6 +89,37 @@ def cect_dataset(dataset: str) -> Any:
     """The cect ``ConnectomeDataset`` of ``dataset`` (one of :data:`DATASETS`), loaded from cect's cache."""
     check_choice("dataset", dataset, DATASETS, error=CircuitSpecError)
     return _cect(f"cect.readers.{DATASETS[dataset]}").get_instance(from_cache=True)
+
+
+def electrical_pairs(dataset: str) -> dict[tuple[str, str], float]:
+    """``(a, b) -> gap-junction count`` (``a < b``) of every electrical neuron pair of ``dataset``: the larger of
+    cect's two directed records' counts (``GapJunction`` connections, repeated records summed); self pairs
+    dropped."""
+    _, conns = cect_dataset(dataset).get_neuron_to_neuron_conns()
+    directed: dict[tuple[str, str], float] = {}
+    for c in conns:
+        if c.syntype == "GapJunction" and c.number and c.pre_cell != c.post_cell:
+            directed[(c.pre_cell, c.post_cell)] = directed.get((c.pre_cell, c.post_cell), 0.0) + float(c.number)
+    pairs: dict[tuple[str, str], float] = {}
+    for (a, b), n in directed.items():
+        key = (min(a, b), max(a, b))
+        pairs[key] = max(pairs.get(key, 0.0), n)
+    return pairs
+
+
+def gap_laplacian(neurons: list[str], pairs: dict[tuple[str, str], float], gap_gain: float) -> np.ndarray:
+    """The fixed gap-junction matrix ``L = G - diag(G 1)`` ``(N, N)`` over ``neurons`` (module docstring).
+
+    ``G`` is symmetric with ``G_ij = gap_gain * n_ij / sqrt(mean_i sum_j n_ij^2)`` (0 without a junction), so
+    ``(L r)_i = sum_j G_ij (r_j - r_i)``; rows of ``L`` sum to 0.
+    """
+    index = {n: i for i, n in enumerate(neurons)}
+    g = np.zeros((len(neurons), len(neurons)))
+    for (a, b), n in pairs.items():
+        g[index[a], index[b]] = g[index[b], index[a]] = n
+    norm = np.sqrt((g**2).sum(axis=1).mean())
+    g = gap_gain * g / norm if norm > 0 else g
+    return g - np.diag(g.sum(axis=1))
 
 
 def chemical_edges(dataset: str) -> tuple[list[str], dict[tuple[str, str], float]]:
@@ -141,7 +182,8 @@ def cell_classes(neurons: list[str]) -> dict[str, str]:
 
 
 def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: bool = True, init: str = "count",
-             gain: float | None = None, seed: int = 0, name: str | None = None) -> Circuit:
+             gain: float | None = None, gap_junctions: bool = False, gap_gain: float = GAP_GAIN, seed: int = 0,
+             name: str | None = None) -> Circuit:
     """The C. elegans chemical connectome of ``dataset`` as a steady linear circuit (module docstring).
 
     Parameters
@@ -160,7 +202,11 @@ def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: boo
         :func:`neurosubset.connectivity.init_sd`).
     gain : float, optional
         The gain of every chemical projection; default: scaled so that the spec's stability draws have
-        ``max Re(eig W) <=`` :data:`TARGET_MAX_RE`.
+        ``max Re(eig W) <=`` :data:`TARGET_MAX_RE` (gap junctions included).
+    gap_junctions : bool
+        Add the fixed gap-junction Laplacian (projections ``gap:PRE->POST``; module docstring).
+    gap_gain : float
+        Scale of the gap conductances (dimensionless, > 0): the RMS over neurons of ``||g_i||``.
     seed : int
         The circuit's seed (its stability draws).
 
@@ -200,6 +246,9 @@ def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: boo
         k = len(groups[g])
         fixed.append(Projection(g, "readout", weights=tuple((start + i, i, 1.0) for i in range(k))))
         start += k
+    if gap_junctions:
+        fixed += _gap_projections(groups, gap_laplacian(neurons, electrical_pairs(dataset), check_real(
+            "gap_gain", gap_gain, low=0.0, low_open=True, error=CircuitSpecError)), neurons)
     index = {n: i for i, n in enumerate(neurons)}
     counts = np.zeros((len(neurons), len(neurons)))
     for (pre, post), c in edges.items():
@@ -235,19 +284,49 @@ def _groups(neurons: list[str], types: dict[str, str], signs: dict[str, int | No
     return groups, type_of
 
 
+def _gap_projections(groups: dict[str, list[str]], lap: np.ndarray, neurons: list[str]) -> list[Projection]:
+    """One fixed projection ``gap:PRE->POST`` per pair of hidden regions whose block of ``lap`` is non-zero."""
+    index = {n: i for i, n in enumerate(neurons)}
+    out = []
+    for post, rows in groups.items():
+        for pre, cols in groups.items():
+            block = lap[np.ix_([index[n] for n in rows], [index[n] for n in cols])]
+            i, j = np.nonzero(block)
+            if i.size:
+                out.append(Projection(pre, post, name=f"gap:{pre}->{post}",
+                                      weights=tuple(zip(i.tolist(), j.tolist(), block[i, j].tolist()))))
+    return out
+
+
 def _stable_gain(kwargs: dict[str, Any]) -> float:
     """The gain that brings the largest max Re(eig W) of the spec's stability draws to :data:`TARGET_MAX_RE`.
 
-    Every loop runs through chemical projections only (the fixed ones start at the input or end at the
-    read-out), so scaling their common gain by ``c`` scales each draw's eigenvalues by ``c``; the draws are those
-    of the steady circuit's own check (same seeds), so that check sees exactly the scaled values.
+    Without gap junctions every loop runs through chemical projections only (the other fixed ones start at the
+    input or end at the read-out), so scaling their common gain by ``c`` scales each draw's eigenvalues by ``c``;
+    the draws are those of the steady circuit's own check (same seeds), so that check sees exactly the scaled
+    values. With the fixed gap Laplacian ``L`` (negative semi-definite) the draws are ``c W + L``: the gain of the
+    chemical-only scaling is kept where ``c W + L`` stays at or below the target, else lowered (``c <- c *
+    target / value``) until it does.
     """
     twin = Circuit(**kwargs)  # discrete: no stability check while building
     if not loops(twin):
         return 1.0
-    draws = spec_stability(twin).draws
-    worst = 0.0
-    for k in range(draws):
-        rng = np.random.default_rng(np.random.SeedSequence(twin.seed, spawn_key=(_SEED_KEY, k)))
-        worst = max(worst, float(max_real_eig(twin, twin.sample_weights(rng))))
-    return TARGET_MAX_RE / worst if worst > 0 else 1.0
+    draws = [twin.sample_weights(np.random.default_rng(np.random.SeedSequence(twin.seed, spawn_key=(_SEED_KEY, k))))
+             for k in range(spec_stability(twin).draws)]
+    gap = {p.name for p in twin.projections if p.fixed and p.name.startswith("gap:")}
+
+    def worst(c: float, with_gap: bool) -> float:  # over the draws, chemical weights times c, L as given or 0
+        out = 0.0
+        for w in draws:
+            scaled = {k: (v if with_gap else 0 * v) if k in gap else c * v for k, v in w.items()}
+            out = max(out, float(max_real_eig(twin, scaled)))
+        return out
+
+    top = worst(1.0, with_gap=False)
+    c = TARGET_MAX_RE / top if top > 0 else 1.0
+    for _ in range(20):
+        value = worst(c, with_gap=True) if gap else TARGET_MAX_RE
+        if value <= TARGET_MAX_RE * (1 + 1e-9):
+            break
+        c *= TARGET_MAX_RE / value
+    return c

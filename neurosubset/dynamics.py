@@ -171,20 +171,24 @@ def _check_forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes
 
 
 def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str]) -> torch.Tensor:
-    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` regions onto ``rows`` regions."""
+    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` regions onto ``rows`` regions
+    (projections between the same two regions, e.g. chemical and gap-junction ones, are summed)."""
     if len(rows) == 1 and len(cols) == 1:  # one projection (a layer, an RNN's B, W or C): no copy
-        name = next((p.name for p in circuit.projections_into(rows[0]) if p.pre == cols[0]), None)
-        if name is not None:
-            return weights[name]
+        names = [p.name for p in circuit.projections_into(rows[0]) if p.pre == cols[0]]
+        if len(names) == 1:
+            return weights[names[0]]
     ref = next(iter(weights.values()))
     lead = ref.shape[:-2]
     lines = []
     for post in rows:
         blocks = []
         for pre in cols:
-            name = next((p.name for p in circuit.projections_into(post) if p.pre == pre), None)
+            names = [p.name for p in circuit.projections_into(post) if p.pre == pre]
             shape = (circuit.region[post].size, circuit.region[pre].size)
-            blocks.append(weights[name] if name is not None else ref.new_zeros(lead + shape))
+            block = weights[names[0]] if names else ref.new_zeros(lead + shape)
+            for name in names[1:]:
+                block = block + weights[name]
+            blocks.append(block)
         lines.append(torch.cat(blocks, dim=-1))
     return torch.cat(lines, dim=-2)
 

@@ -255,3 +255,34 @@ def test_results_carry_the_given_neuron_names_as_coordinates(tmp_path):
     plain = ns.match_probability(unnamed, ns.Allocation.from_masks(unnamed, {"a->b": unnamed.structure["a->b"]}),
                                  m=2, trials=2, seed=1)
     assert not [c for c in plain.coords if str(c).endswith("_name")]
+
+
+def test_projections_between_the_same_regions_are_summed_in_the_steady_solve_and_its_jacobian():
+    from neurosubset.dynamics import _adjoint_jacobian, _adjoint_layout
+
+    circuit, _ = _fixed_io_circuit()
+    leak = ns.Projection("a", "a", name="gap:a->a", weights=((0, 0, -0.3), (0, 1, 0.3), (1, 0, 0.3), (1, 1, -0.3)))
+    dup = ns.Circuit(regions=circuit.regions, projections=(leak, *circuit.projections), dynamics="steady", name="dup")
+    w = dup.sample_weights(np.random.default_rng(5))
+    x = np.random.default_rng(6).standard_normal((2, 4))
+
+    def numpy_outputs(w):  # r = (W_chem + W_gap) r + x over (a, b, y), y = r_b, written here
+        a = np.zeros((10, 10))
+        a[:4, :4], a[4:7, :4], a[:4, 4:7], a[7:, 4:7] = w["a->a"] + w["gap:a->a"], w["a->b"], w["b->a"], np.eye(3)
+        return np.linalg.solve(np.eye(10) - a, np.vstack([np.eye(4), np.zeros((6, 4))]) @ x.T)[7:].T
+
+    tw = {k: torch.as_tensor(v)[None] for k, v in w.items()}
+    out = forward(dup, tw, torch.as_tensor(x)[None])[0].numpy()
+    np.testing.assert_allclose(out, numpy_outputs(w), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(out, numpy_outputs({**w, "gap:a->a": 0 * w["gap:a->a"]}))  # the gap term counts
+    # the adjoint Jacobian of the plastic a->a entries against central differences of the numpy solve
+    alloc = ns.Allocation.from_masks(dup, {"a->a": dup.structure["a->a"]})
+    jac = _adjoint_jacobian(dup, _adjoint_layout(dup, alloc), tw, torch.as_tensor(x)[None])[0].numpy()
+    cols = []
+    for i, j in zip(*np.nonzero(dup.structure["a->a"])):
+        step = {k: v.copy() for k, v in w.items()}
+        step["a->a"][i, j] += 1e-6
+        hi = numpy_outputs(step)
+        step["a->a"][i, j] -= 2e-6
+        cols.append(((hi - numpy_outputs(step)) / 2e-6).reshape(-1))
+    np.testing.assert_allclose(jac.reshape(len(cols[0]), -1), np.stack(cols, axis=1), rtol=1e-6, atol=1e-8)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from cect.Cells import get_SIM_class
 from cect.readers import Cook2019HermReader, Wang2024HermReader, WitvlietDataReader8
 
 import neurosubset as ns
 from neurosubset import CircuitSpecError
+from neurosubset.dynamics import forward
 
 
 def _cect_chemical(reader):
@@ -115,6 +117,80 @@ def test_cell_classes_follow_wormatlas_and_keep_every_connection():
     assert _circuit_chemical(worm) == (neurons, edges)  # all 3,709 chemical pairs, their counts
     assert sum(int(worm.eligible[w].sum()) for w in worm.weight_names) == 3709
     assert {n[3:] for n in worm.neurons["probe"]} == {n for n in neurons if get_SIM_class(n) == "Sensory"}
+
+
+def _gap_counts():
+    """cect's gap junctions as {(a, b): count} over unordered pairs of distinct neurons, from the reader."""
+    _, conns = Cook2019HermReader.get_instance(from_cache=True).get_neuron_to_neuron_conns()
+    pairs = {}
+    for c in conns:
+        if c.syntype == "GapJunction" and c.pre_cell != c.post_cell:
+            key = tuple(sorted((c.pre_cell, c.post_cell)))
+            pairs[key] = max(pairs.get(key, 0), c.number)  # cect lists each junction in both directions
+    return pairs
+
+
+def _dense(circuit, w, order, names):
+    """The matrix over the neurons ``order`` (region names) of weights ``w`` whose names pass ``names``."""
+    start = dict(zip(order, np.cumsum([0] + [circuit.region[k].size for k in order])))
+    n = start[order[-1]] + circuit.region[order[-1]].size
+    big = np.zeros((n, n))
+    for p in circuit.projections:
+        if p.pre in start and p.post in start and names(p.name):
+            rows = slice(start[p.post], start[p.post] + w[p.name].shape[0])
+            big[rows, start[p.pre]:start[p.pre] + w[p.name].shape[1]] += w[p.name]
+    return big
+
+
+def test_gap_junctions_are_a_fixed_symmetric_laplacian_and_enter_the_steady_state(worm):
+    plain, worm = worm, ns.celegans("cook2019-herm", gap_junctions=True, gap_gain=0.5)
+    hidden = [r.name for r in worm.regions if r.role == "hidden"]
+    names = [n for r in hidden for n in worm.neurons[r]]
+    w = worm.sample_weights(np.random.default_rng(5))
+    lap = _dense(worm, w, hidden, lambda k: k.startswith("gap:"))
+    g = lap - np.diag(np.diag(lap))
+    np.testing.assert_array_equal(g, g.T)
+    assert (g >= 0).all()
+    np.testing.assert_allclose(np.diag(lap), -g.sum(axis=1), rtol=1e-13, atol=1e-15)
+    pairs = _gap_counts()
+    assert len(pairs) == 1091 and int((np.triu(g) > 0).sum()) == len(pairs)
+    # the conductances written here: gap_gain * n_ij / sqrt(mean_i sum_j n_ij^2)
+    at = {n: i for i, n in enumerate(names)}
+    n_ij = np.zeros_like(g)
+    for (a, b), c in pairs.items():
+        n_ij[at[a], at[b]] = n_ij[at[b], at[a]] = c
+    want = 0.5 * n_ij / np.sqrt((n_ij**2).sum(axis=1).mean())
+    np.testing.assert_allclose(g, want, rtol=1e-13, atol=0)
+    # fixed: never plastic, the same in every draw; the chemical synapses are as without gap junctions
+    assert all(worm.projection[k].fixed and not worm.eligible[k].any() for k in worm.weight_names if k[:4] == "gap:")
+    assert sum(int(worm.eligible[k].sum()) for k in worm.weight_names) == 3709
+    assert _circuit_chemical(worm) == _circuit_chemical(plain)
+    w2 = worm.sample_weights(np.random.default_rng(6))
+    assert all(np.array_equal(w[k], w2[k]) for k in worm.weight_names if k[:4] == "gap:")
+    # steady output = numpy's solve of r = W r + sum_j g_ij (r_j - r_i) + B x, the Laplacian term written here
+    order = hidden + ["readout"]
+    chem = _dense(worm, w, order, lambda k: not k.startswith("gap:"))
+    nh = len(names)
+    gap_term = np.zeros_like(chem)
+    gap_term[:nh, :nh] = want - np.diag(want.sum(axis=1))
+    x = np.random.default_rng(7).normal(size=(3, worm.n_in))
+    b = np.zeros((chem.shape[0], worm.n_in))
+    probe_of = {n[3:]: k for k, n in enumerate(worm.neurons["probe"])}
+    for i, n in enumerate(names):
+        if n in probe_of:
+            b[i, probe_of[n]] = 1.0
+    rates = np.linalg.solve(np.eye(chem.shape[0]) - chem - gap_term, b @ x.T)
+    tw = {k: torch.as_tensor(v)[None] for k, v in w.items()}
+    out = forward(worm, tw, torch.as_tensor(x)[None])[0].numpy()
+    np.testing.assert_allclose(out, rates[nh:].T, rtol=1e-9, atol=1e-12)
+    assert np.linalg.eigvals(chem + gap_term).real.max() < 1.0  # stable with gap junctions
+    for seed in range(3):
+        ws = worm.sample_weights(np.random.default_rng(200 + seed))
+        full = _dense(worm, ws, order, lambda k: True)
+        assert np.linalg.eigvals(full).real.max() < 1.0
+    with pytest.raises(CircuitSpecError, match=r"The 'gap_gain' parameter must be > 0") as err:
+        ns.celegans("cook2019-herm", gap_junctions=True, gap_gain=-1.0)
+    assert "\n" not in str(err.value)
 
 
 def test_an_unknown_region_scheme_is_one_line_listing_the_allowed_ones():

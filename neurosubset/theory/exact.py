@@ -100,7 +100,7 @@ def gf_rank(mat: np.ndarray, p: int) -> int:
 def _block(circuit: Circuit, weights: Mapping[str, np.ndarray], rows, cols) -> np.ndarray:
     out = np.zeros((circuit.n_neurons(rows), circuit.n_neurons(cols)), dtype=np.int64)
     for name, (post, pre) in circuit.block_slices(rows, cols).items():
-        out[post, pre] = weights[name]
+        out[post, pre] += weights[name]  # projections between the same regions are summed
     return out
 
 
