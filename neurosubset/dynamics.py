@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import reduce
 
 import numpy as np
 import torch
@@ -171,8 +172,7 @@ def _check_forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes
 
 
 def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str]) -> torch.Tensor:
-    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` regions onto ``rows`` regions
-    (projections between the same two regions, e.g. chemical and gap-junction ones, are summed)."""
+    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` onto ``rows`` (same pair: summed)."""
     if len(rows) == 1 and len(cols) == 1:  # one projection (a layer, an RNN's B, W or C): no copy
         names = [p.name for p in circuit.projections_into(rows[0]) if p.pre == cols[0]]
         if len(names) == 1:
@@ -185,10 +185,7 @@ def _blocks(circuit: Circuit, weights: Mapping[str, torch.Tensor], rows: list[st
         for pre in cols:
             names = [p.name for p in circuit.projections_into(post) if p.pre == pre]
             shape = (circuit.region[post].size, circuit.region[pre].size)
-            block = weights[names[0]] if names else ref.new_zeros(lead + shape)
-            for name in names[1:]:
-                block = block + weights[name]
-            blocks.append(block)
+            blocks.append(reduce(torch.add, [weights[n] for n in names]) if names else ref.new_zeros(lead + shape))
         lines.append(torch.cat(blocks, dim=-1))
     return torch.cat(lines, dim=-2)
 
