@@ -117,7 +117,8 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     threads = _workers(args)
     ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
                            tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
-                           threads=threads, dale=args.dale, stable=args.stable, device=args.device)
+                           threads=threads, dale=args.dale, stable=args.stable, device=args.device,
+                           skip_zero=args.skip_zero)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
@@ -405,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("mp", help=_cmd_mp.__doc__, description=_cmd_mp.__doc__)
     _add_mp_and_sweep(mp, sweep=False)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
+    mp.add_argument("--skip-zero", action="store_true", help="certify first; on a 'zero' verdict (rank deficit: "
+                                                             "MP = 0 exactly) record every trial without fitting")
     mp.set_defaults(func=_cmd_mp)
 
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)

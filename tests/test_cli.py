@@ -130,6 +130,22 @@ def test_sweep_compares_dale_draws_dirichlet_points_and_unpairs(tmp_path):
         assert not ds.attrs["paired"]
     assert main([*ff, "--dirichlet", "3", "--out", str(tmp_path / "bad.zarr")]) == 2
 
+
+def test_mp_skip_zero_records_a_rank_deficit_without_fitting(tmp_path):
+    # 6 plastic recurrent synapses cannot span the m * n_out = 16 output equations: a rank deficit, MP = 0
+    base = ["mp", "lrnn:16,2,2,5", "--budget", "6", "--within", "W", "--strategy", "spread-rows", "--m", "8",
+            "--trials", "4", "--quiet"]
+    assert main([*base, "--skip-zero", "--out", str(tmp_path / "skip.nc")]) == 0
+    assert main([*base, "--out", str(tmp_path / "fit.nc")]) == 0
+    with xr.open_dataset(tmp_path / "skip.nc", engine="h5netcdf") as skip, \
+            xr.open_dataset(tmp_path / "fit.nc", engine="h5netcdf") as fitted:
+        assert skip.attrs["certificate_verdict"] == "zero" and int(skip["plastic_rank"]) <= 6 < 16
+        flags = dict(zip(skip["decision"].attrs["flag_values"].tolist(),
+                         skip["decision"].attrs["flag_meanings"].split()))
+        assert {flags[int(v)] for v in skip["decision"].values} == {"rank_certificate"}
+        assert int(skip["restarts"].sum()) == 0 < int(fitted["restarts"].sum())  # nothing fitted vs the LM's starts
+        assert float(skip.mp) == float(fitted.mp) == 0.0
+
 def _options(parser):
     """Option string -> (dest, default, action class, required, choices) of one subcommand's parser."""
     return {opt: (a.dest, a.default, type(a).__name__, a.required, a.choices)
@@ -159,7 +175,7 @@ def test_mp_and_sweep_share_option_names_and_defaults():
     # the documented differences only: sweep requires its store; mp takes one strategy (choices), sweep a list
     assert {o for o in shared if mp[o][3] != sw[o][3]} == {"--out"}
     assert {o for o in shared if mp[o][4] != sw[o][4]} == {"--strategy"}
-    assert set(mp) - shared == {"--save-weights"}
+    assert set(mp) - shared == {"--save-weights", "--skip-zero"}
     assert set(sw) - shared == {"--step", "--scheduler", "--dirichlet", "--unpaired", "--compare-dale",
                                 "--compare-stable"}
     # the positional circuit comes first in both
