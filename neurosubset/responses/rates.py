@@ -16,9 +16,9 @@ import torch
 from .._checks import ParameterError
 from ..allocation import Allocation
 from ..circuit import Circuit
-from ..dynamics import DTYPE, _adjoint_jacobian, _adjoint_layout, _blocks, _drive, _phi, _selector, assemble, forward
+from ..dynamics import (_AFFINE_RTOL, DTYPE, _adjoint_jacobian, _adjoint_layout, _blocks, _drive, _phi, _selector,
+                        assemble, forward)
 
-_AFFINE_RTOL = 1e-9  # as dynamics.is_affine: second differences of an affine map are rounding noise (~1e-15)
 RATE_DYNAMICS = ("feedforward", "discrete", "steady", "continuous")  # where hidden regions can be recorded
 
 
