@@ -161,9 +161,12 @@ def stored_masks(ds: xr.Dataset) -> dict[str, np.ndarray]:
         circuit = Circuit.from_toml_text(ds.attrs["circuit"])
         out = {name: np.zeros(circuit.shape(name), bool) for name in circuit.weight_names}
         plastic = np.asarray(ds["mask_synapse"].values, bool)
-        for name, post, pre in zip(ds["synapse_weight"].values[plastic], ds["synapse_post"].values[plastic],
-                                   ds["synapse_pre"].values[plastic]):
-            out[str(name)][int(post), int(pre)] = True
+        weight = ds["synapse_weight"].values[plastic].astype(str)
+        post = ds["synapse_post"].values[plastic].astype(np.int64)
+        pre = ds["synapse_pre"].values[plastic].astype(np.int64)
+        for name, mask in out.items():  # one fancy-index assignment per weight, not one per synapse
+            here = weight == name
+            mask[post[here], pre[here]] = True
         return out
     out = {var.attrs["weight"]: np.asarray(var.values, bool) for name, var in ds.data_vars.items()
            if str(name).startswith("mask_") and "weight" in var.attrs}
