@@ -21,7 +21,8 @@ import torch
 
 from .._schema import ITERATION_CAP, MATCHED, NO_DESCENT, NON_FINITE, STALLED, UNSTABLE
 from .bounded import Bounds
-from .lm import LM_CAPPED, LM_NO_DESCENT, LM_NON_FINITE, LM_STALLED, LMResult, levenberg_marquardt, relative_residual
+from .lm import (LM_CAPPED, LM_CONVERGED, LM_INADMISSIBLE, LM_NO_DESCENT, LM_NON_FINITE, LM_STALLED, LMResult,
+                 levenberg_marquardt, relative_residual)
 from .options import LevenbergMarquardt
 
 _MAX_DOUBLINGS = 3  # round r runs iterations * 2**min(r, 3) LM iterations
@@ -229,10 +230,12 @@ class _Refused:
         """Record this round's refused matches; return ``resid`` with them set to inf (they never count).
 
         A problem below ``tol`` is refused if the LM refused it at its stop or ``admissible`` refuses it now (a
-        problem that stopped between the LM's ``stop`` and ``tol`` was not asked by the LM).
+        problem that stopped between the LM's ``stop`` and ``tol`` was not asked by the LM). The LM's answers are
+        reused: it asked at the very values it returned (``LM_CONVERGED``: accepted, ``LM_INADMISSIBLE``: refused).
         """
-        hit = torch.nonzero(resid < tol).flatten()
-        bad = torch.zeros_like(resid, dtype=torch.bool)
+        asked = (res.status == LM_CONVERGED) | (res.status == LM_INADMISSIBLE)
+        hit = torch.nonzero((resid < tol) & ~asked).flatten()
+        bad = res.status == LM_INADMISSIBLE
         if hit.numel():
             bad[hit] = ~torch.as_tensor(admissible(fmap.subset(owner[hit]), res.theta[hit]), dtype=torch.bool,
                                         device=bad.device)
