@@ -189,8 +189,7 @@ def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, sol
 def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs: list[Allocation], solver: Solver,
              tol: float, alpha: float, dale: bool, stable: bool, seed: int) -> dict:
     """Fit every candidate on ``rec``, one problem each: exact deciders where affine, the LM elsewhere."""
-    union = _restrict(circuit, allocs, Allocation({k: np.ones(circuit.shape(k), dtype=bool)
-                                                   for k in circuit.weight_names}))[0]
+    union = _union(circuit, allocs)
     index = union.indices
     mask = torch.as_tensor(np.stack([np.concatenate([a.masks[k].flat[index[k]] for k in circuit.weight_names])
                                      for a in allocs]), dtype=DTYPE)
@@ -314,10 +313,15 @@ def _chunks(circuit: Circuit, allocs: list[Allocation], rows: np.ndarray, width:
     return [np.array(g, dtype=np.int64) for g in out]
 
 
+def _union(circuit: Circuit, allocs: list[Allocation]) -> Allocation:
+    """Every synapse plastic in at least one of ``allocs``."""
+    return Allocation({k: np.logical_or.reduce([a.masks[k] for a in allocs]) for k in circuit.weight_names},
+                      strategy="union", circuit_name=circuit.name)
+
+
 def _restrict(circuit: Circuit, allocs: list[Allocation], union: Allocation) -> tuple[Allocation, np.ndarray]:
     """The union of ``allocs`` and where its plastic values sit among ``union``'s (both in weight order)."""
-    sub = Allocation({k: np.logical_or.reduce([a.masks[k] for a in allocs]) for k in circuit.weight_names},
-                     strategy="union", circuit_name=circuit.name)
+    sub = _union(circuit, allocs)
     inside = np.concatenate([sub.masks[k].flat[union.indices[k]] for k in circuit.weight_names])
     return sub, np.flatnonzero(inside)
 
