@@ -287,12 +287,13 @@ def _allocations(cfg: SweepConfig, circuit: Circuit, names: list[str]
     eligible = sum(int(circuit.eligible[w].sum()) for w in names)
     fraction_levels = levels(cfg)
     per_key = _eligible(circuit, cfg.keys, names) if cfg.density else {}
+    density = DensityGrid(cfg.keys, cfg.points) if cfg.density else None  # built (and checked) once, not per point
     point_budgets = []
     feasible, infeasible = [], []
     for ib, b0 in enumerate(cfg.budgets or (None,)):
         for ip, point in enumerate(cfg.points):
             if cfg.density:
-                b, fr = DensityGrid(cfg.keys, cfg.points).allocation(per_key, point)
+                b, fr = density.allocation(per_key, point)
                 point_budgets.append(b)
             else:
                 b, fr = b0, dict(zip(cfg.keys, point)) if cfg.keys else None
