@@ -239,8 +239,13 @@ class _Refused:
         if hit.numel():
             bad[hit] = ~torch.as_tensor(admissible(fmap.subset(owner[hit]), res.theta[hit]), dtype=torch.bool,
                                         device=bad.device)
-        for k in torch.nonzero(bad).flatten().tolist():
-            t = int(owner[k])
-            if resid[k] < self.residual[t]:
-                self.residual[t], self.theta[t] = resid[k], res.theta[k]
+        # per trial, the lowest refused residual (ties: the lowest index), kept where it beats the recorded one
+        cand = torch.where(bad, resid, torch.full_like(resid, torch.inf))
+        low = torch.full_like(self.residual, torch.inf).scatter_reduce(0, owner, cand, reduce="amin")
+        at_low = bad & (cand == low[owner])
+        index = torch.arange(owner.numel(), device=owner.device)
+        lead = torch.full(low.shape, owner.numel(), dtype=torch.long, device=owner.device).scatter_reduce(
+            0, owner[at_low], index[at_low], reduce="amin")
+        rows = torch.nonzero(low < self.residual).flatten()
+        self.residual[rows], self.theta[rows] = low[rows], res.theta[lead[rows]]
         return torch.where(bad, torch.full_like(resid, torch.inf), resid)
