@@ -113,17 +113,22 @@ def check_writable(path: str | os.PathLike) -> None:
 def fsync_tree(path: str | os.PathLike) -> None:
     """fsync every file under ``path`` (a file or a directory), then the directories themselves."""
     path = Path(path)
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    entries = list(path.rglob("*")) if path.is_dir() else []  # one walk of the tree for files and folders
+    files = [path] if path.is_file() else [p for p in entries if p.is_file()]
     for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    dirs = [path] if path.is_dir() else []
-    dirs += [p for p in path.rglob("*") if p.is_dir()] if path.is_dir() else []
+        fsync_file(f)
+    dirs = [path, *(p for p in entries if p.is_dir())] if path.is_dir() else []
     for d in [*dirs, path.resolve().parent]:
         fsync_dir(d)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """fsync one file (makes its contents durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._outputs import check_output, fsync_dir, fsync_tree, write_dataset
+from .._outputs import check_output, fsync_dir, fsync_file, fsync_tree, write_dataset
 from .._schema import DONE, PENDING, fill_value, meta
 from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _is_extension,
                         _one_line, _point_label, _point_names, _read_status, _verify, checksum)
@@ -249,11 +249,7 @@ class ZarrTarget:
             folder = self.path / name
             chunk = folder / _chunk_key(index, len(self._array(name).shape))
             if chunk.exists():  # a chunk equal to the fill value is not stored
-                fd = os.open(chunk, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_file(chunk)
             fsync_dir(folder)
 
     def _array(self, name: str) -> Any:
