@@ -203,8 +203,9 @@ def _cmd_plot(args: argparse.Namespace) -> None:
     folder = out.resolve().parent
     if not folder.is_dir():
         raise OutputError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist. Create it first.")
-    if inside_sweep_store(folder) is not None:
-        raise OutputError(f"--out {str(out)!r} is inside the sweep store {str(inside_sweep_store(folder))!r}; "
+    store = inside_sweep_store(folder)
+    if store is not None:
+        raise OutputError(f"--out {str(out)!r} is inside the sweep store {str(store)!r}; "
                           f"figures never go into a store. Choose another path.")
     with tempfile.TemporaryDirectory(dir=folder, prefix=".plot-") as tmp:  # drawn aside, moved in if allowed
         made = save_figures(ds, Path(tmp) / out.name, dpi=args.dpi)
