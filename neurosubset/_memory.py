@@ -59,7 +59,8 @@ def estimate_fit(circuit: Any, plastic: int, m: int, trials: int, *, problems_pe
     n_out = sum(r.size for r in circuit.regions if r.role == "output")
     n_all = sum(r.size for r in circuit.regions)
     steps = int(getattr(circuit, "steps", 1) or 1)
-    weights = sum(p.n_post * p.n_pre for p in _shapes(circuit))
+    size = {r.name: r.size for r in circuit.regions}
+    weights = sum(size[p.post] * size[p.pre] for p in circuit.projections)
     equations = m * n_out
     problems = trials * problems_per_trial
     terms = {
@@ -70,16 +71,6 @@ def estimate_fit(circuit: Any, plastic: int, m: int, trials: int, *, problems_pe
     }
     terms["total"] = sum(terms.values())
     return terms
-
-
-class _Shape:
-    def __init__(self, n_post: int, n_pre: int) -> None:
-        self.n_post, self.n_pre = n_post, n_pre
-
-
-def _shapes(circuit: Any) -> list[_Shape]:
-    size = {r.name: r.size for r in circuit.regions}
-    return [_Shape(size[p.post], size[p.pre]) for p in circuit.projections]
 
 
 def check_memory(what: str, terms: dict[str, int], *, lower: str, available: int | None = None,
