@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_cmd_spikecheck)
 
     lo = sub.add_parser("localize", help=_cmd_localize.__doc__, description=_cmd_localize.__doc__)
-    lo.add_argument("circuit", help="TOML spec path or builtin ('lffn:8-6-3', 'relu:8-6-3', 'lrnn:16,2,2,5')")
+    lo.add_argument("circuit", help=_CIRCUIT_HELP)
     lo.add_argument("--weights", required=True,
                     help="W.nc: the weights before learning, one variable per projection (e.g. CA3_to_CA1, dims "
                          "(CA3_to_CA1_post, CA3_to_CA1_pre), attr weight='CA3->CA1'); see neurosubset.responses.files")
