@@ -259,21 +259,24 @@ def forward(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Ten
     return y.flatten(-2)
 
 
-def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
+def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                   final: torch.Tensor | None = None) -> torch.Tensor:
     """``max Re eig`` of the Jacobian of the vector field at the final state, ``(..., m)`` (1/s).
 
     ``J = T^{-1} (-I + diag(phi'(z)) W_rec)`` with ``z = W_rec h(duration) + W_in x`` (last interval's input):
     negative where the trajectory ends near a locally stable state. ``-inf`` without hidden neurons, NaN where the
-    final state or the weights are not finite.
+    final state or the weights are not finite. ``final``: ``h(duration)`` ``(..., m, N)`` where the caller already
+    integrated it (else integrated here).
     """
     hidden, inputs = list(circuit.slices("hidden")), list(circuit.input_regions)
     if not hidden:
         return probes.new_full(probes.shape[:-2], -float("inf"))
     ref = _lead(weights)
     w_rec, w_in = _blocks(circuit, weights, hidden, hidden, ref), _blocks(circuit, weights, hidden, inputs, ref)
-    _, h = integrate(circuit, weights, probes, time_index(circuit, (circuit.duration,)))
+    if final is None:
+        final = integrate(circuit, weights, probes, time_index(circuit, (circuit.duration,)))[1][..., -1, :]
     with torch.enable_grad():
-        z = (h[..., -1, :] @ w_rec.mT + probes[..., -1, :] @ w_in.mT).detach().requires_grad_(True)
+        z = (final @ w_rec.mT + probes[..., -1, :] @ w_in.mT).detach().requires_grad_(True)
         slope = torch.autograd.grad(_phi(circuit.nonlinearity, z).sum(), z)[0]  # phi'(z), elementwise
     inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=z.dtype)
     n = w_rec.shape[-1]
