@@ -250,9 +250,7 @@ VARIABLES.update({
     "candidate": {"long_name": "candidate set of plastic synapses"},
     "region": {"long_name": "recorded region"},
     "synapse": {"long_name": "synapse (plastic in at least one candidate)"},
-    "synapse_weight": {"long_name": "weight (projection) the synapse belongs to"},
-    "synapse_post": {"long_name": "postsynaptic neuron of the synapse (row of its weight)", "units": "1"},
-    "synapse_pre": {"long_name": "presynaptic neuron of the synapse (column of its weight)", "units": "1"},
+    # synapse_weight, synapse_post, synapse_pre: the entries of a result's synapse dim above
 })
 
 
