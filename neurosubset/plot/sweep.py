@@ -124,12 +124,13 @@ def _grid(ds: xr.Dataset, xkey: str, ykey: str | None, values: np.ndarray, verdi
     (the other keys take what makes the point sum to 1)."""
     xv = key_values(ds, xkey)
     xl = np.unique(xv)
-    yl = np.unique(key_values(ds, ykey)) if ykey else None
+    yv = key_values(ds, ykey) if ykey else None
+    yl = np.unique(yv) if ykey else None
     out = np.full((1 if yl is None else len(yl), len(xl)), np.nan)
     verdict = np.full(out.shape, "", dtype=object)
     for i, v in enumerate(values):
         c = np.searchsorted(xl, xv[i])
-        r = 0 if yl is None else np.searchsorted(yl, key_values(ds, ykey)[i])
+        r = 0 if yl is None else np.searchsorted(yl, yv[i])
         if np.isfinite(v) and not (out[r, c] >= v):
             out[r, c] = v
             if verdicts is not None:
