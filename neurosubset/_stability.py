@@ -129,7 +129,7 @@ def _loop_values(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.nda
     return 1.0 + taus.max() * _eigvals(gen).real.max(-1)
 
 
-def max_real_eig(circuit: Any, weights: Mapping[str, Any]) -> np.ndarray:
+def max_real_eig(circuit: Any, weights: Mapping[str, Any], found: tuple[Loop, ...] | None = None) -> np.ndarray:
     """``max Re(eig W)`` of the recurrent matrix of the fixed point (all non-input neurons), per leading index.
 
     Parameters
@@ -137,6 +137,8 @@ def max_real_eig(circuit: Any, weights: Mapping[str, Any]) -> np.ndarray:
     circuit : Circuit
     weights : dict
         Weight name -> array ``(..., n_post, n_pre)`` (numpy, or torch on the CPU).
+    found : tuple of Loop, optional
+        ``loops(circuit)``, where a caller asks about many draws of one circuit (default: computed here).
 
     Returns
     -------
@@ -145,7 +147,7 @@ def max_real_eig(circuit: Any, weights: Mapping[str, Any]) -> np.ndarray:
     """
     lead = np.shape(next(iter(weights.values())))[:-2]
     best = np.zeros(lead)
-    for loop in loops(circuit):
+    for loop in loops(circuit) if found is None else found:
         best = np.maximum(best, _loop_values(circuit, loop, _numpy(weights, loop.projections)))
     return best
 

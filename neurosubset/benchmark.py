@@ -93,14 +93,15 @@ def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int 
     drawn again from the same stream (the draws are then the init distribution conditioned on stability); a
     trial whose first draws are stable is the same as without ``stable``.
     """
-    stable = stable and stability_applies(circuit) and bool(loops(circuit))
+    found = loops(circuit) if stable and stability_applies(circuit) else ()  # once: every draw asks about these
+    stable = bool(found)
     teachers, students, probes = [], [], []
     rejected = np.zeros((trials, 2), dtype=np.int64)
     for k, i in enumerate(range(first, first + trials)):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
         for j, out in enumerate((teachers, students)):
             w = circuit.sample_weights(rng)
-            while stable and max_real_eig(circuit, w) >= 1.0:
+            while stable and max_real_eig(circuit, w, found) >= 1.0:
                 rejected[k, j] += 1
                 if rejected[k, j] > _MAX_REJECTIONS:
                     raise CircuitSpecError(
@@ -369,8 +370,9 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     bounds = signs if dale and signs.active else None
     steady = stability_applies(circuit)  # steady, or linear continuous (max Re eig(T^-1 (W - I)) < 0)
     need_stable = stable and steady
-    admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()}) < 1.0
-                  ) if need_stable else None
+    found = loops(circuit) if need_stable else ()  # once: the LM asks about many iterates
+    admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()},
+                                                found) < 1.0) if need_stable else None
     solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
     if zero:  # the certificate's rank deficit decides every trial: nothing to fit, the student stays as drawn
         own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
