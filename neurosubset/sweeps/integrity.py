@@ -114,8 +114,9 @@ def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndar
     if not indices:
         return bad
     data: dict[str, Any] = {}
+    arrays = {name: group[name] for name in (*names, CHECKSUM)}  # opened once (each group[...] reads metadata)
     for name in (*names, CHECKSUM):
-        arr = group[name]
+        arr = arrays[name]
         try:
             data[name] = np.asarray(arr[...])
         except Exception:  # find the point chunks that cannot be decoded
@@ -130,10 +131,10 @@ def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndar
     for index in indices:
         if index in bad:
             continue
-        values = [np.asarray(data[n][index], dtype=group[n].dtype) for n in names]  # the bytes as stored
+        values = [np.asarray(data[n][index], dtype=arrays[n].dtype) for n in names]  # the bytes as stored
         stored = int(np.asarray(data[CHECKSUM][index]))
         if stored != checksum(index, values):
-            missing = [n for n in names if not (path / n / _chunk_key(index, len(group[n].shape))).exists()]
+            missing = [n for n in names if not (path / n / _chunk_key(index, arrays[n].ndim)).exists()]
             bad[index] = (f"its values do not match its checksum (a chunk was changed or deleted"
                           f"{'; no chunk file for ' + ', '.join(repr(n) for n in missing) if missing else ''})")
     return bad
