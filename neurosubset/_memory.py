@@ -112,9 +112,14 @@ def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None,
     ``solver``: a LevenbergMarquardt multiplies the Jacobian by its starts per round; least squares and ``Auto``
     (whose affine path is least squares) count one problem per trial.
     """
-    restarts = getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
+    restarts = _lm_restarts(solver)
     terms = estimate_fit(circuit, alloc.size, m, trials, problems_per_trial=restarts, certificate=certificate)
     check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower="'trials' or 'm'")
+
+
+def _lm_restarts(solver: Any) -> int:
+    """The starts per trial a solver runs side by side: a LevenbergMarquardt's ``restarts``, else 1."""
+    return getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
 
 
 _CHUNK_SHARE = 0.5  # of the memory available now, what one chunk of trials may take (the rest: results, others)
@@ -128,7 +133,7 @@ def per_trial_bytes(circuit: Any, plastic: int, m: int, solver: Any = None) -> i
     """Bytes one more trial adds to a fit's peak: :func:`estimate_fit` of one trial, plus (steady circuits) the
     dense ``I - W`` factorisations of its problems and, for the LM, the continued restarts beside the fresh ones."""
     lm = type(solver).__name__ == "LevenbergMarquardt"
-    problems = 2 * getattr(solver, "restarts", 1) if lm else 1  # fresh starts and the ones continued into a round
+    problems = 2 * _lm_restarts(solver) if lm else 1  # fresh starts and the ones continued into a round
     terms = estimate_fit(circuit, plastic, m, 1, problems_per_trial=problems)
     total = terms["total"]
     if getattr(circuit, "dynamics", None) == "steady":
@@ -171,7 +176,7 @@ def chunk_trials(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = No
         return min(check_int("chunk", chunk, minimum=1), trials)
     available = available_bytes() if available is None else available
     one = per_trial_bytes(circuit, alloc.size, m, solver)
-    restarts = getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
+    restarts = _lm_restarts(solver)
     terms = estimate_fit(circuit, alloc.size, m, 1, problems_per_trial=restarts)
     terms["total"] = max(terms["total"], one)
     check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size}) with one trial at a time", terms,
