@@ -280,6 +280,9 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
+    if str(device) != "cpu" and circuit.dynamics == "continuous":  # its integrators build CPU tensors
+        raise ParameterError("The 'device' parameter must be 'cpu' for continuous circuits (their integrators "
+                             f"are CPU-only here). Got {str(device)!r}.")
     device = check_device(device)
     if not _check_flag("skip_zero", skip_zero):
         cert = None

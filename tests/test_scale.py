@@ -117,6 +117,15 @@ def test_device_cpu_is_the_default_and_unknown_devices_are_refused():
         np.testing.assert_allclose(gpu.residual, base.residual, rtol=0, atol=1e-10)
 
 
+
+def test_continuous_circuits_are_refused_off_the_cpu():
+    from pathlib import Path
+
+    cont = ns.Circuit.from_toml(Path(__file__).resolve().parents[1] / "circuits" / "ei_continuous.toml")
+    alloc = ns.allocate(cont, 4, strategy="spread-rows", seed=0)
+    with pytest.raises(ns.ParameterError, match="'device' parameter must be 'cpu' for continuous circuits"):
+        ns.fit(cont, alloc, 2, 2, device="cuda")
+
 def test_skip_zero_records_the_certificate_per_trial_and_fits_nothing():
     # y = W x with 5 outputs, m = 3 probes: row i is solvable iff it has >= 3 plastic synapses (SCIENCE.md); two
     # plastic per row leaves every row short, so the rank deficit proves MP = 0 (the certificate says "zero")
