@@ -117,9 +117,12 @@ def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None,
     check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower="'trials' or 'm'")
 
 
+_LM = ("LevenbergMarquardt", "SteadyLifting")  # the solvers that run LM restarts side by side
+
+
 def _lm_restarts(solver: Any) -> int:
     """The starts per trial a solver runs side by side: a LevenbergMarquardt's ``restarts``, else 1."""
-    return getattr(solver, "restarts", 1) if type(solver).__name__ == "LevenbergMarquardt" else 1
+    return getattr(solver, "restarts", 1) if type(solver).__name__ in _LM else 1
 
 
 _CHUNK_SHARE = 0.5  # of the memory available now, what one chunk of trials may take (the rest: results, others)
@@ -132,7 +135,7 @@ _FACTOR_COPIES = 4.0  # steady circuits: I - W, its LU factors and the blocks th
 def per_trial_bytes(circuit: Any, plastic: int, m: int, solver: Any = None) -> int:
     """Bytes one more trial adds to a fit's peak: :func:`estimate_fit` of one trial, plus (steady circuits) the
     dense ``I - W`` factorisations of its problems and, for the LM, the continued restarts beside the fresh ones."""
-    lm = type(solver).__name__ == "LevenbergMarquardt"
+    lm = type(solver).__name__ in _LM
     problems = 2 * _lm_restarts(solver) if lm else 1  # fresh starts and the ones continued into a round
     terms = estimate_fit(circuit, plastic, m, 1, problems_per_trial=problems)
     total = terms["total"]

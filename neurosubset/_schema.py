@@ -101,10 +101,11 @@ FIT_STATUS = Flags(("not_fitted", "matched", "no_solution", "stalled", "iteratio
 # bounded least squares under Dale's law; the ReLU cone LP or activation-pattern LPs; the real roots of a univariate
 # polynomial) or the local Levenberg-Marquardt, whose unmatched trials are not proofs (a lower bound on MP)
 DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activation_patterns", "univariate_roots",
-                  "levenberg_marquardt", "rank_certificate"))
+                  "levenberg_marquardt", "rank_certificate", "lifted_rates"))
 (LEAST_SQUARES_DECISION, BOUNDED_DECISION, CONE_DECISION, PATTERN_DECISION, ROOTS_DECISION,
- LM_DECISION, CERTIFICATE_DECISION) = range(len(DECISION.meanings))
+ LM_DECISION, CERTIFICATE_DECISION, LIFTED_DECISION) = range(len(DECISION.meanings))
 # rank_certificate: fit(skip_zero=True) fitted nothing, the certificate's rank deficit proved MP = 0 (exact)
+# lifted_rates: linear steady circuits, the rates as unknowns (neurosubset.solvers.steady): a witness or a proof
 # decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound".
 # The one spelling: results before this merge said the same in an ``mp_estimate`` attr ("exact" / "lower_bound"),
 # which neurosubset.results.decision_kind still reads.

@@ -37,13 +37,14 @@ import torch
 import xarray as xr
 
 from . import _schema
-from ._checks import CircuitSpecError, NonFiniteOutputWarning, ParameterError, check_int, check_real
+from ._checks import NonFiniteOutputWarning, ParameterError, check_int, check_real
 from ._continuous import final_max_real_eig
 from ._memory import chunk_trials
 from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
 from ._stability import loops, max_real_eig, plastic_in_loops, stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
+from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
 from .solvers._device import check_device
@@ -51,68 +52,18 @@ from .solvers.bounded import sign_bounds, solve_exact
 from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .solvers.lm import relative_residual
 from .solvers.multistart import multistart
+from .solvers.options import LIFT_HIDDEN, SteadyLifting
+from .solvers.steady import lifted_then_lm, lifting_applicable
 from .results import fit_dataset, student_weights, teacher_weights, wilson_interval
 from .theory import Certificate, certify
 
 # Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
 # cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
 DEFAULT_TOL = 1e-8
-_MAX_REJECTIONS = 1000  # unstable draws rejected in a row before a trial gives up (specs allow <= 50% unstable)
+SKIP_ZERO_HIDDEN = 128  # skip_zero's default: certify first on circuits with at least this many hidden neurons
 
 __all__ = ["DEFAULT_TOL", "FitResult", "Trials", "draw_trials", "fit", "fit_dataset", "match_probability",
            "student_weights", "teacher_weights", "version", "var_name", "wilson_interval"]
-
-
-@dataclass(frozen=True)
-class Trials:
-    """The random draws of a batch of trials (numpy, float64).
-
-    Attributes
-    ----------
-    teacher, student_init : dict
-        Weight name -> ``(trial, n_post, n_pre)``: the teacher and the student's own draw (the frozen values).
-    probes : numpy.ndarray
-        ``(trial, m, n_in)`` or ``(trial, m, steps, n_in)``.
-    teacher_rejected, student_rejected : numpy.ndarray
-        ``(trial,)`` int64 unstable draws rejected before the teacher / the student's draw (``stable`` only).
-    """
-
-    teacher: dict[str, np.ndarray]
-    student_init: dict[str, np.ndarray]
-    probes: np.ndarray
-    teacher_rejected: np.ndarray | None = None
-    student_rejected: np.ndarray | None = None
-
-
-def draw_trials(circuit: Circuit, m: int, trials: int, seed: int, *, first: int = 0,
-                stable: bool = False) -> Trials:
-    """Draw teachers, student initial weights and probes for trials ``first .. first + trials - 1``.
-
-    Trial ``i`` depends only on ``(seed, i)``: teacher and student do not depend on ``m`` either. With ``stable``
-    (steady circuits), a teacher or student draw whose recurrent matrix has ``max Re(eig W) >= 1`` is rejected and
-    drawn again from the same stream (the draws are then the init distribution conditioned on stability); a
-    trial whose first draws are stable is the same as without ``stable``.
-    """
-    found = loops(circuit) if stable and stability_applies(circuit) else ()  # once: every draw asks about these
-    stable = bool(found)
-    teachers, students, probes = [], [], []
-    rejected = np.zeros((trials, 2), dtype=np.int64)
-    for k, i in enumerate(range(first, first + trials)):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
-        for j, out in enumerate((teachers, students)):
-            w = circuit.sample_weights(rng)
-            while stable and max_real_eig(circuit, w, found) >= 1.0:
-                rejected[k, j] += 1
-                if rejected[k, j] > _MAX_REJECTIONS:
-                    raise CircuitSpecError(
-                        f"Trial {i} of circuit {circuit.name!r}: {_MAX_REJECTIONS} draws in a row were unstable "
-                        f"(max Re(eig W) >= 1); the spec's estimate was {circuit.stability.unstable_fraction:.0%}. "
-                        f"{circuit.stability.suggestion(circuit)}.")
-                w = circuit.sample_weights(rng)
-            out.append(w)
-        probes.append(circuit.sample_probes(m, rng))
-    stack = (lambda ds: {k: np.stack([d[k] for d in ds]) for k in circuit.weight_names})
-    return Trials(stack(teachers), stack(students), np.stack(probes), rejected[:, 0], rejected[:, 1])
 
 
 @dataclass(frozen=True)
@@ -194,7 +145,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, threads: int | None = 1, progress: bool = False,
         dale: bool = True, stable: bool = True, restarts: int | None = None, max_rounds: int | None = None,
         steps: int | None = None, widen: float | None = None, device: str | torch.device = "cpu",
-        chunk: int | None = None, max_memory: float | None = None, skip_zero: bool = False) -> FitResult:
+        chunk: int | None = None, max_memory: float | None = None, skip_zero: bool | None = None) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, batched over trials.
 
     Trials are processed in chunks sized from the memory available (all in one batch when they fit), so memory
@@ -251,12 +202,14 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         :func:`neurosubset._memory.chunk_trials`).
     max_memory : float, optional
         Bytes one batch may take (an upper bound on the default chunk size).
-    skip_zero : bool
+    skip_zero : bool, optional
         Certify first (:func:`neurosubset.theory.certify` with the same ``m``, ``seed``, ``dale``, ``stable``) and,
         where the verdict is "zero" (a rank deficit: no plastic values reproduce a generic teacher), fit nothing:
         every trial is recorded with ``decision`` "rank_certificate", ``fit_status`` no_solution, no restarts,
-        and the student as drawn (``theta`` its own plastic values, ``residual`` its actual residual). Off by
-        default (then every trial is fitted, whatever the certificate).
+        and the student as drawn (``theta`` its own plastic values, ``residual`` its actual residual). Default
+        (None): on for circuits with at least :data:`SKIP_ZERO_HIDDEN` hidden neurons, where fitting a trial the
+        certificate already decides costs minutes (the worm: seconds to certify, hours of LM), off otherwise;
+        ``False`` fits every trial, whatever the certificate.
 
     Returns
     -------
@@ -284,7 +237,7 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
         raise ParameterError("The 'device' parameter must be 'cpu' for continuous circuits (their integrators "
                              f"are CPU-only here). Got {str(device)!r}.")
     device = check_device(device)
-    if not _check_flag("skip_zero", skip_zero):
+    if not _skips_zero(circuit, skip_zero):
         cert = None
     elif cert is None:
         with torch_threads(threads):
@@ -320,11 +273,16 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
 def _resolve(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, solver: Solver,
              dale: bool) -> Solver:
     """:class:`Auto` made concrete (exact deciders wherever the problem allows one, the LM otherwise)."""
+    if isinstance(solver, SteadyLifting) and not lifting_applicable(circuit, alloc, solver):
+        raise ParameterError(f"solver 'lifted' needs a linear steady circuit with plastic synapses; {circuit.name!r} "
+                             f"is {circuit.nonlinearity} {circuit.dynamics}. Use one of 'auto', 'lstsq', 'lm'.")
     if not isinstance(solver, Auto):
         return solver
     signs = sign_bounds(circuit, alloc)
     affine = is_affine(circuit, alloc, seed=seed)
-    return (not affine and exact_decider(circuit, alloc, m, dale and signs.active, trials)) or solver.resolve(affine)
+    large = circuit.n_neurons("hidden") >= LIFT_HIDDEN
+    return (not affine and (exact_decider(circuit, alloc, m, dale and signs.active, trials)
+                            or (large and lifting_applicable(circuit, alloc, solver)))) or solver.resolve(affine)
 
 
 def _without_weights(res: FitResult) -> FitResult:
@@ -354,6 +312,13 @@ def _concat(parts: list[FitResult]) -> FitResult:
         sign_violations=field("sign_violations"), decision=field("decision"))
 
 
+def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
+    """``skip_zero`` resolved: None means "on for circuits with >= SKIP_ZERO_HIDDEN hidden neurons"."""
+    if skip_zero is None:
+        return circuit.n_neurons("hidden") >= SKIP_ZERO_HIDDEN
+    return _check_flag("skip_zero", skip_zero)
+
+
 def _check_flag(field: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ParameterError(f"The {field!r} parameter must be True or False. Got {value!r} instead.")
@@ -377,9 +342,13 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()},
                                                 found) < 1.0) if need_stable else None
     solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
+    own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
+    own = to_t(np.concatenate(own, axis=-1) if own else np.zeros((trials, 0)))  # the student's own plastic values
+    sigma, on = circuit.init_scale(alloc), (lambda a: a.to(device))
+    work = fmap if device.type == "cpu" else PlasticMap(
+        circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes))
     if zero:  # the certificate's rank deficit decides every trial: nothing to fit, the student stays as drawn
-        own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
-        theta = to_t(np.concatenate(own, axis=-1) if own else np.zeros((trials, 0)))
+        theta = own
         resid = relative_residual(fmap(theta), targets)
         status, n_rest = np.full(trials, NO_SOLUTION, dtype=np.int8), np.zeros(trials, dtype=np.int64)
         history, exact, decision = [0.0] * getattr(solver, "max_rounds", 1), True, _schema.CERTIFICATE_DECISION
@@ -393,11 +362,12 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
         n_rest = np.zeros(trials, dtype=np.int64)
         # a plastic synapse inside a recurrent loop can move eig W: one exact fit being unstable then proves nothing
         exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
+    elif isinstance(solver, SteadyLifting):  # exact where the lifted rates decide, the LM for the rest
+        theta, resid, n_rest, history, status, decision = lifted_then_lm(
+            fmap, work, targets, own, alloc, solver, sigma=sigma, seed=seed, tol=tol, progress=progress,
+            bounds=bounds, admissible=admissible, first=first, device=device)
+        exact = bool((decision == _schema.LIFTED_DECISION).all())
     else:
-        sigma = circuit.init_scale(alloc)
-        on = (lambda a: a.to(device))
-        work = fmap if device.type == "cpu" else PlasticMap(
-            circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes))
         out = multistart(work, on(targets), sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
                          admissible=admissible, first=first)
         theta, resid, n_rest, history, status = out.theta.cpu(), out.residual.cpu(), out.restarts, out.history, \
@@ -426,7 +396,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       dale: bool = True, stable: bool = True, restarts: int | None = None,
                       max_rounds: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
                       chunk: int | None = None, max_memory: float | None = None,
-                      skip_zero: bool = False) -> xr.Dataset:
+                      skip_zero: bool | None = None) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -476,7 +446,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     """
     solver = as_solver(solver, where="match_probability", restarts=restarts, max_rounds=max_rounds, steps=steps)
     cert = None
-    if certificate and skip_zero is True:  # certified first: a "zero" verdict spares the fitting
+    if certificate and _skips_zero(circuit, skip_zero):  # certified first: a "zero" verdict spares the fitting
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
                            dale=_check_flag("dale", dale), stable=_check_flag("stable", stable))

@@ -407,8 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("mp", help=_cmd_mp.__doc__, description=_cmd_mp.__doc__)
     _add_mp_and_sweep(mp, sweep=False)
     mp.add_argument("--save-weights", action="store_true", help="store teacher/student weights and probes")
-    mp.add_argument("--skip-zero", action="store_true", help="certify first; on a 'zero' verdict (rank deficit: "
-                                                             "MP = 0 exactly) record every trial without fitting")
+    mp.add_argument("--skip-zero", action=argparse.BooleanOptionalAction, default=None,
+                    help="certify first; on a 'zero' verdict (rank deficit: MP = 0 exactly) record every trial "
+                         "without fitting (default: only circuits with >= 128 hidden neurons)")
     mp.set_defaults(func=_cmd_mp)
 
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__, description=_cmd_sweep.__doc__)

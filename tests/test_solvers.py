@@ -8,7 +8,8 @@ import torch
 import neurosubset as ns
 from neurosubset.benchmark import draw_trials
 from neurosubset.dynamics import PlasticMap, forward
-from neurosubset.solvers import as_solver, levenberg_marquardt, relative_residual, solve_affine, solver_from_attrs
+from neurosubset.solvers import (SteadyLifting, as_solver, levenberg_marquardt, relative_residual, solve_affine,
+                                 solver_from_attrs)
 from neurosubset.solvers.lm import _marquardt_step
 
 # the LM stop criterion is 1e-11 relative; matched problems must end below it
@@ -123,8 +124,9 @@ def test_solver_objects_validate_their_fields(kwargs, field):
 def test_as_solver_takes_strings_and_refuses_unknown_ones():
     assert as_solver("auto") == ns.Auto() and as_solver("lstsq") == ns.LeastSquares()
     assert as_solver("lm") == ns.LevenbergMarquardt()
+    assert as_solver("lifted") == SteadyLifting() and SteadyLifting().name == "lifted"
     assert as_solver(ns.LevenbergMarquardt(restarts=3)) == ns.LevenbergMarquardt(restarts=3)
-    with pytest.raises(ns.NeurosubsetError, match=r"must be one of \['auto', 'lstsq', 'lm'\]"):
+    with pytest.raises(ns.NeurosubsetError, match=r"must be one of \['auto', 'lstsq', 'lm', 'lifted'\]"):
         as_solver("adam")
     with pytest.raises(ns.NeurosubsetError, match="not both"):
         as_solver("lm", steps=3, iterations=4)

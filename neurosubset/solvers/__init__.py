@@ -5,7 +5,8 @@
 - :mod:`.lm`: exact batched least squares (affine maps) and batched Levenberg-Marquardt with a per-problem status.
 - :mod:`.multistart`: the restart policy of the LM over rounds (start scales, continued restarts).
 - :mod:`.bounded`: sign bounds (Dale's law) and bounded least squares; :mod:`.exact`: the other exact deciders
-  (shallow ReLU feasibility by LPs, the real roots of a univariate polynomial) that :class:`Auto` picks.
+  (shallow ReLU feasibility by LPs, the real roots of a univariate polynomial) that :class:`Auto` picks;
+  :mod:`.steady`: linear steady circuits with the rates as unknowns (a witness or a proof, else the LM).
 
 A problem batch is any object with ``value_and_jacobian(theta)``, ``__call__(theta)``, ``jacobian(theta)``,
 ``subset(index)`` and ``size`` (:class:`neurosubset.dynamics.PlasticMap` is the one the benchmark uses).
@@ -19,9 +20,10 @@ from .options import Auto as Auto
 from .options import LeastSquares as LeastSquares
 from .options import LevenbergMarquardt as LevenbergMarquardt
 from .options import Solver as Solver
+from .options import SteadyLifting as SteadyLifting
 from .options import as_solver as as_solver
 from .options import lm_fields as lm_fields
 from .options import solver_from_attrs as solver_from_attrs
 
-__all__ = ["Auto", "LeastSquares", "LevenbergMarquardt", "Solver", "SOLVERS", "as_solver", "lm_fields",
+__all__ = ["Auto", "LeastSquares", "LevenbergMarquardt", "SteadyLifting", "Solver", "SOLVERS", "as_solver", "lm_fields",
            "solver_from_attrs", "LMResult", "levenberg_marquardt", "relative_residual", "solve_affine"]

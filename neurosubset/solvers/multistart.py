@@ -69,7 +69,8 @@ def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
 
 def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
                tol: float, progress: bool = False, bounds: Bounds | None = None,
-               admissible: Callable | None = None, first: int = 0) -> MultiStartResult:
+               admissible: Callable | None = None, first: int = 0,
+               trial_ids: np.ndarray | None = None) -> MultiStartResult:
     """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
 
     Parameters
@@ -95,6 +96,8 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     first : int
         Global index of the map's first trial: row ``k`` is trial ``first + k`` of the restart seeds, so a chunk of
         trials is fitted exactly as inside one batch of all of them.
+    trial_ids : numpy.ndarray, optional
+        ``(trial,)`` global index of each row (a subset of a batch's trials); overrides ``first``.
 
     Returns
     -------
@@ -102,6 +105,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     """
     restarts, max_rounds, widen = solver.restarts, solver.max_rounds, solver.widen
     trials, size = targets.shape[0], fmap.size
+    ids = np.arange(first, first + trials) if trial_ids is None else np.asarray(trial_ids)
     dtype, device = targets.dtype, targets.device
     best_theta = targets.new_zeros((trials, size))
     best = torch.full((trials,), torch.inf, dtype=dtype, device=device)
@@ -123,7 +127,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             break
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
-            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(first + int(i), 1, rnd))).standard_normal(
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), 1, rnd))).standard_normal(
                 (restarts, size)) * sigma * scales for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)

@@ -71,7 +71,9 @@ class Auto(LevenbergMarquardt):
     Dale's law); for a shallow ReLU net whose plastic synapses all feed hidden units with a frozen read-out, the
     cone LP or the activation-pattern LPs (:class:`~neurosubset.solvers.exact.ReluFeasibility`); for one plastic
     synapse of a discrete linear circuit, the real roots of its output polynomial
-    (:class:`~neurosubset.solvers.exact.UnivariateRoots`); the LM for everything else. The fields are those of
+    (:class:`~neurosubset.solvers.exact.UnivariateRoots`); for a linear steady circuit with at least
+    :data:`LIFT_HIDDEN` hidden neurons, the lifted rates (:class:`SteadyLifting`: a witness or a proof per trial,
+    the LM for the trials it leaves open); the LM for everything else. The fields are those of
     :class:`LevenbergMarquardt`, used when the LM runs. Which decider settled each trial is recorded
     (``decision``), and a result says ``decision_kind = "exact"`` or ``"lower bound"`` (the LM's).
     """
@@ -84,8 +86,24 @@ class Auto(LevenbergMarquardt):
                                                                 self.widen)
 
 
-Solver = Union[LeastSquares, LevenbergMarquardt, Auto]
-SOLVERS = {"auto": Auto, "lstsq": LeastSquares, "lm": LevenbergMarquardt}
+@dataclass(frozen=True)
+class SteadyLifting(LevenbergMarquardt):
+    """Linear steady circuits: the rates on the probes as unknowns beside the plastic values, then the LM.
+
+    Per trial a witness (matched) or a proof (no_solution) where the lifted linear system decides, the LM with these
+    fields for the trials it leaves open (:mod:`neurosubset.solvers.steady`). :class:`Auto` uses it on circuits with
+    at least :data:`LIFT_HIDDEN` hidden neurons; ask for it by name (``"lifted"``) on smaller ones.
+    """
+
+    name: ClassVar[str] = "lifted"
+
+
+# Auto lifts steady circuits this large (the LM stalls there: minutes per worm trial); smaller ones keep the LM, so
+# that results and sweep stores made before the lifted decider reproduce bit for bit
+LIFT_HIDDEN = 128
+
+Solver = Union[LeastSquares, LevenbergMarquardt, Auto, SteadyLifting]
+SOLVERS = {"auto": Auto, "lstsq": LeastSquares, "lm": LevenbergMarquardt, "lifted": SteadyLifting}
 _EFFORT = ("restarts", "max_rounds", "iterations", "widen")
 
 

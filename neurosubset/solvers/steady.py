@@ -1,0 +1,266 @@
+"""Exact decisions for linear steady circuits by lifting the rates (:class:`SteadyLifting`).
+
+A linear steady circuit has rates ``r = W r + U x`` over its non-input neurons; the outputs are the rates of the
+output neurons. With the rates ``R`` ``(N, m)`` on the ``m`` probes as unknowns beside the plastic values, every
+equation is bilinear: row ``i`` reads ``R_i - W0_i R - U0_i X = theta_Si Z_Si`` with ``W0, U0`` the frozen
+weights, ``S_i`` the row's plastic synapses and ``Z = [R; X]`` the presynaptic activity. The outputs' rows of
+``R`` are the teacher's outputs ``Y``. Three kinds of rows:
+
+- *free* rows (plastic synapses from ``>= m`` distinct presynaptic neurons or inputs): wherever ``Z_Si`` has rank
+  ``m`` (a generic ``R``), ``theta_Si`` solves the row for any right-hand side, so the row constrains nothing;
+- *fixed* rows (no plastic synapse): linear equations in ``R``;
+- *short* rows (plastic synapses from 1 .. m-1 presynaptic cells): their values are held at the student's own
+  draw ``theta_0``, which makes them linear too; a restriction, so it can find solutions but never refute one.
+
+The fixed and short rows are a linear system in the hidden rates; its solution closest to the student's own
+rates ``R_0`` (minimum-norm correction, SVD least squares) gives ``R``, and each free row's values follow by least
+squares closest to ``theta_0`` (bounded least squares, BVLS, inside Dale's box where that minimum-norm correction
+leaves it). Per trial:
+
+- **matched** where the student assembled from those values reproduces the teacher (relative residual recomputed
+  from its weights below ``tol``): a witness, exact;
+- **no_solution** where no row is short and the linear system is inconsistent (relative least-squares residual
+  above ``tol``): no rates satisfy even the rows without plastic synapses, so no plastic values exist, whatever
+  their signs (exact);
+- otherwise undecided: :func:`lifted_then_lm` fits those trials with the LM (a lower bound), as it does matches
+  the stability requirement refuses.
+
+The linear algebra per trial is one least-squares problem of ``N x N_hidden`` (worm: 428 x 302) plus one small
+one per free row: milliseconds where the LM needs minutes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._schema import LIFTED_DECISION, LM_DECISION, MATCHED, NO_SOLUTION, STALLED
+from ..dynamics import _blocks
+from .lm import relative_residual
+from .multistart import multistart
+from .options import LevenbergMarquardt, SteadyLifting
+
+__all__ = ["SteadyLifting", "lifting_applicable", "solve_lifted", "lifted_then_lm"]
+
+
+def lifting_applicable(circuit, alloc, solver: LevenbergMarquardt) -> SteadyLifting | None:
+    """:class:`SteadyLifting` with ``solver``'s LM fields for a linear steady circuit with plastic synapses."""
+    if circuit.dynamics != "steady" or circuit.nonlinearity != "linear" or alloc.size == 0:
+        return None
+    return SteadyLifting(solver.restarts, solver.max_rounds, solver.iterations, solver.widen)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the plastic values sit in ``[W | U]`` and which rows are free or short (same for every trial)."""
+
+    rows: np.ndarray  # (M,) postsynaptic position among the N non-input neurons
+    cols: np.ndarray  # (M,) presynaptic position in [neurons; inputs]
+    free: list[tuple[int, np.ndarray]]  # (row, plastic indices) of the free rows
+    short: list[tuple[int, np.ndarray]]  # (row, plastic indices) of the short rows
+    fixed: np.ndarray  # rows without plastic synapses: linear equations in R
+    hidden: np.ndarray  # positions of the hidden neurons (the unknown rates)
+    outputs: np.ndarray  # positions of the output neurons, in output order
+
+
+def _layout(circuit, alloc, m: int) -> _Layout:
+    neurons, inputs = circuit.slices(("hidden", "output")), circuit.slices("input")
+    n = sum(s.stop - s.start for s in neurons.values())
+    rows, cols = [], []
+    for name in circuit.weight_names:
+        proj, idx = circuit.projection[name], np.asarray(alloc.indices[name], dtype=np.int64)
+        post, pre = divmod(idx, circuit.region[proj.pre].size)
+        rows.append(neurons[proj.post].start + post)
+        cols.append(neurons[proj.pre].start + pre if proj.pre in neurons else n + inputs[proj.pre].start + pre)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    free, short = [], []
+    for r in np.unique(rows).tolist():
+        ks = np.flatnonzero(rows == r)
+        (free if np.unique(cols[ks]).size >= m else short).append((r, ks))
+    fixed = np.setdiff1d(np.arange(n), np.unique(rows))
+    outputs = np.concatenate([np.arange(neurons[r].start, neurons[r].stop) for r in circuit.output_regions])
+    return _Layout(rows, cols, free, short, fixed, np.setdiff1d(np.arange(n), outputs), outputs)
+
+
+class _Rows:
+    """Row equations ``R_i - w_i [R; X] = 0`` of one trial as linear equations in ``u = vec(R_hidden)``.
+
+    ``u`` is neuron-major (``u[l m + j]`` is hidden neuron ``l``'s rate on probe ``j``); output rates are ``y``.
+    """
+
+    def __init__(self, lay: _Layout, x: np.ndarray, y: np.ndarray):
+        self.lay, self.x, self.y, self.m = lay, x, y, x.shape[1]
+        self.n = lay.hidden.size + lay.outputs.size
+
+    def equations(self, rows: np.ndarray, w: np.ndarray, basis: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """``(K, k)`` with ``K u = k`` the equations of ``rows`` (weights ``w`` ``(len(rows), N + n_in)``); with
+        ``basis`` ``(m, q)`` only their components along it (one row at a time)."""
+        n, m = self.n, self.m
+        coef = -w[:, :n]
+        coef[np.arange(rows.size), rows] += 1.0
+        const = coef[:, self.lay.outputs] @ self.y - w[:, n:] @ self.x  # (rows, m)
+        if basis is None:
+            return np.kron(coef[:, self.lay.hidden], np.eye(m)), -const.reshape(-1)
+        return np.kron(coef[:, self.lay.hidden], basis.T), -(const @ basis).reshape(-1)
+
+    def rates(self, u: np.ndarray) -> np.ndarray:
+        """All rates ``(N, m)`` for ``u``."""
+        out = np.empty((self.n, self.m))
+        out[self.lay.hidden], out[self.lay.outputs] = u.reshape(-1, self.m), self.y
+        return out
+
+
+def _solve(k_mat: np.ndarray, k_vec: np.ndarray, u0: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """The solution of ``K u = k`` closest to ``u0``, its relative residual, and the coordinates fixed by it."""
+    if k_mat.shape[0] == 0:
+        return u0, 0.0, np.zeros(u0.size, dtype=bool)
+    _, sv, vt = np.linalg.svd(k_mat, full_matrices=True)
+    rank = int((sv > sv[0] * max(k_mat.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
+    u = u0 + np.linalg.lstsq(k_mat, k_vec - k_mat @ u0, rcond=None)[0]
+    scale = np.linalg.norm(k_vec)
+    resid = float(np.linalg.norm(k_mat @ u - k_vec) / scale) if scale > 0 else 0.0
+    return u, resid, np.linalg.norm(vt[rank:], axis=0) < 1e-9
+
+
+def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, theta0: np.ndarray,
+           lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, float, bool]:
+    """Plastic values ``(M,)`` from the lifted system, the relative residual of its linear part, and whether that
+    part holds only necessary conditions (no short row held at ``theta0``).
+
+    ``a`` ``(N, N)`` and ``b`` ``(N, n_in)`` frozen weights (zero at plastic entries), ``x`` ``(n_in, m)`` probes,
+    ``y`` ``(n_out, m)`` teacher outputs, ``theta0`` ``(M,)`` the student's own values (inside the box).
+
+    A short row whose plastic synapses all come from cells with rates fixed by the necessary equations (outputs,
+    inputs, neurons pinned by them) is exact: its right-hand side must lie in the span of those known rates, a
+    linear condition (the components orthogonal to the span vanish). The others are held at ``theta0``.
+    """
+    from scipy.optimize import lsq_linear
+
+    n, m = a.shape[0], x.shape[1]
+    full = np.hstack([a, b])  # (N, N + n_in)
+    own = full.copy()
+    np.add.at(own, (lay.rows, lay.cols), theta0)
+    u0 = np.linalg.lstsq(np.eye(n) - own[:, :n], own[:, n:] @ x, rcond=None)[0][lay.hidden].reshape(-1)
+    eq = _Rows(lay, x, y)
+    k_mat, k_vec = eq.equations(lay.fixed, full[lay.fixed])
+    known_cell = np.ones(n + x.shape[0], dtype=bool)  # inputs and outputs always; hidden ones once pinned
+    held, exact = list(lay.short), []
+    while True:
+        u, resid, pinned = _solve(k_mat, k_vec, u0)
+        known_cell[lay.hidden] = pinned.reshape(-1, m).all(axis=1)
+        ready = [(r, ks) for r, ks in held if known_cell[lay.cols[ks]].all()]
+        if not ready:
+            break
+        z = np.vstack([eq.rates(u), x])
+        for r, ks in ready:
+            held.remove((r, ks))
+            exact.append((r, ks))
+            _, sv, vt = np.linalg.svd(z[lay.cols[ks]], full_matrices=True)
+            rank = int((sv > sv[0] * m * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
+            if rank < m:  # the right-hand side has no component outside the span of the presynaptic rates
+                km, kv = eq.equations(np.array([r]), full[[r]], basis=vt[rank:].T)
+                k_mat, k_vec = np.vstack([k_mat, km]), np.concatenate([k_vec, kv])
+    if held:  # the rest of the short rows at theta0: a restriction (finds solutions, refutes nothing)
+        rows = np.array([r for r, _ in held])
+        w = full[rows].copy()
+        for i, (r, ks) in enumerate(held):
+            np.add.at(w[i], lay.cols[ks], theta0[ks])
+        km, kv = eq.equations(rows, w)
+        u, resid, _ = _solve(np.vstack([k_mat, km]), np.concatenate([k_vec, kv]), u0)
+    z = np.vstack([eq.rates(u), x])  # presynaptic activity (N + n_in, m)
+    theta = theta0.copy()
+    for r, ks in lay.free + exact:
+        g = z[lay.cols[ks]].T  # (m, |ks|)
+        need = z[r] - full[r] @ z
+        theta[ks] = theta0[ks] + np.linalg.lstsq(g, need - g @ theta0[ks], rcond=None)[0]
+        if lower is not None and ((theta[ks] < lower[ks]).any() or (theta[ks] > upper[ks]).any()):
+            theta[ks] = lsq_linear(g, need, bounds=(lower[ks], upper[ks]), method="bvls").x
+    return theta, resid, not held
+
+
+def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bounds, *, tol: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Run the lifted decider on every trial of ``fmap``: ``(theta, residual, status)``.
+
+    Parameters
+    ----------
+    fmap : PlasticMap
+        The students (a linear steady circuit), on the CPU.
+    targets : torch.Tensor
+        ``(trial, m * n_out)`` teacher outputs, probe-major.
+    theta0 : torch.Tensor
+        ``(trial, M)`` the students' own plastic values (held in short rows, the centre of the least squares).
+    alloc : Allocation
+    bounds : Bounds or None
+        Dale's box on the plastic values (None: free).
+    tol : float
+        Match tolerance on the relative residual.
+
+    Returns
+    -------
+    tuple
+        ``theta (trial, M)``, ``residual (trial,)`` recomputed from the assembled weights, ``status (trial,)`` int8
+        matched / no_solution (both exact) or stalled (undecided).
+    """
+    circuit = fmap.circuit
+    trials, m = fmap.probes.shape[:2]
+    lay = _layout(circuit, alloc, m)
+    neurons, inputs = list(circuit.slices(("hidden", "output"))), list(circuit.slices("input"))
+    a_all = _blocks(circuit, fmap.frozen, neurons, neurons).numpy()
+    b_all = _blocks(circuit, fmap.frozen, neurons, inputs).numpy()
+    lower = upper = None
+    th0 = theta0.numpy().copy()
+    if bounds is not None and bounds.active:
+        lower, upper = bounds.lower, bounds.upper
+        th0 = np.clip(th0, lower, upper)
+    y_all = targets.reshape(trials, m, -1).transpose(-1, -2).numpy()
+    x_all = fmap.probes.transpose(-1, -2).numpy()
+    theta, lin, proof = np.empty_like(th0), np.empty(trials), np.zeros(trials, dtype=bool)
+    for p in range(trials):
+        theta[p], lin[p], proof[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
+    theta_t = torch.as_tensor(theta, dtype=targets.dtype)
+    resid = relative_residual(fmap(theta_t), targets)
+    res = resid.numpy()
+    status = np.where(res < tol, MATCHED, STALLED).astype(np.int8)
+    # only necessary conditions: an inconsistent linear part proves that no plastic values exist
+    status[(status != MATCHED) & proof & (lin > tol)] = NO_SOLUTION
+    return theta_t, resid, status
+
+
+def lifted_then_lm(fmap, work, targets: torch.Tensor, theta0: torch.Tensor, alloc, solver: SteadyLifting, *,
+                   sigma: np.ndarray, seed: int, tol: float, progress: bool, bounds, admissible: Callable | None,
+                   first: int, device: torch.device) -> tuple[Any, ...]:
+    """:func:`solve_lifted` on every trial, then the LM's multi-start on the trials it left undecided.
+
+    A lifted match that ``admissible`` refuses (an unstable student) is undecided too. ``work`` is ``fmap`` on
+    ``device`` (where the LM runs); restart seeds use the trials' global indices, as in one batch.
+
+    Returns
+    -------
+    tuple
+        ``theta``, ``residual`` (CPU tensors), ``restarts (trial,)``, ``history`` (matched fraction after each of
+        ``solver.max_rounds`` rounds, over all trials), ``status (trial,)`` int8, ``decision (trial,)`` int8.
+    """
+    theta, resid, status = solve_lifted(fmap, targets, theta0, alloc, bounds, tol=tol)
+    if admissible is not None and (status == MATCHED).any():
+        hit = torch.as_tensor(np.flatnonzero(status == MATCHED))
+        ok = np.asarray(admissible(fmap.subset(hit), theta[hit]), dtype=bool)
+        status[hit.numpy()[~ok]] = STALLED
+    trials = status.size
+    n_rest, decision = np.zeros(trials, dtype=np.int64), np.full(trials, LIFTED_DECISION, dtype=np.int8)
+    rest = np.flatnonzero(status == STALLED)
+    done = float((status == MATCHED).sum())
+    if rest.size == 0:
+        return theta, resid, n_rest, [done / trials] * solver.max_rounds, status, decision
+    sel = torch.as_tensor(rest)
+    out = multistart(work.subset(sel.to(device)), targets[sel].to(device), sigma, solver, seed=seed, tol=tol,
+                     progress=progress, bounds=bounds, admissible=admissible, trial_ids=first + rest)
+    theta, resid = theta.clone(), resid.clone()
+    theta[sel], resid[sel] = out.theta.cpu(), out.residual.cpu()
+    status[rest], n_rest[rest], decision[rest] = out.status, out.restarts, LM_DECISION
+    history = [(done + h * rest.size) / trials for h in out.history]
+    return theta, resid, n_rest, history, status, decision
