@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from .._schema import LIFTED_DECISION, LM_DECISION, MATCHED, NO_SOLUTION, STALLED
 from ..dynamics import _blocks
@@ -115,15 +116,16 @@ class _Rows:
 
 
 def _solve(k_mat: np.ndarray, k_vec: np.ndarray, u0: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """The solution of ``K u = k`` closest to ``u0``, its relative residual, and the coordinates fixed by it."""
+    """The solution of ``K u = k`` closest to ``u0`` (one thin SVD), its relative residual, and the coordinates
+    it fixes (those with no component in the null space of ``K``)."""
     if k_mat.shape[0] == 0:
         return u0, 0.0, np.zeros(u0.size, dtype=bool)
-    _, sv, vt = np.linalg.svd(k_mat, full_matrices=True)
-    rank = int((sv > sv[0] * max(k_mat.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
-    u = u0 + np.linalg.lstsq(k_mat, k_vec - k_mat @ u0, rcond=None)[0]
+    left, sv, vt = np.linalg.svd(k_mat, full_matrices=False)
+    rank = int((sv > sv[0] * max(k_mat.shape) * np.finfo(float).eps).sum()) if sv[0] > 0 else 0
+    u = u0 + vt[:rank].T @ ((left[:, :rank].T @ (k_vec - k_mat @ u0)) / sv[:rank])
     scale = np.linalg.norm(k_vec)
     resid = float(np.linalg.norm(k_mat @ u - k_vec) / scale) if scale > 0 else 0.0
-    return u, resid, np.linalg.norm(vt[rank:], axis=0) < 1e-9
+    return u, resid, 1.0 - (vt[:rank] ** 2).sum(axis=0) < 1e-10  # squared norm of the null-space component
 
 
 def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, theta0: np.ndarray,
@@ -220,8 +222,11 @@ def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bound
     y_all = targets.reshape(trials, m, -1).transpose(-1, -2).numpy()
     x_all = fmap.probes.transpose(-1, -2).numpy()
     theta, lin, proof = np.empty_like(th0), np.empty(trials), np.zeros(trials, dtype=bool)
-    for p in range(trials):
-        theta[p], lin[p], proof[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
+    # numpy's BLAS on torch's thread count (fit's `threads`): its SVDs are 14x slower on 2 threads than on 1 when
+    # the machine is loaded (270 x 604, load average 5: 0.35 s vs 0.025 s)
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        for p in range(trials):
+            theta[p], lin[p], proof[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
     theta_t = torch.as_tensor(theta, dtype=targets.dtype)
     resid = relative_residual(fmap(theta_t), targets)
     res = resid.numpy()
