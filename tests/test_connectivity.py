@@ -250,6 +250,15 @@ def test_results_carry_the_given_neuron_names_as_coordinates(tmp_path):
         assert list(back["synapse_post_name"].values.astype(str)) == list(ds["synapse_post_name"].values)
     w = weights_dataset(circuit, circuit.sample_weights(np.random.default_rng(0)))
     assert list(w[f"{var_name('b->y')}_pre_neuron_name"].values) == list(NAMES["b"])
+    # a sweep store: the masks' dims carry the names too, in memory and read back from the zarr store
+    swept = ns.sweep(circuit, budget=[2], m=[1], strategy=["random"], trials=1, certificate=False,
+                     store=tmp_path / "s.zarr")
+    for held in (swept, xr.open_zarr(tmp_path / "s.zarr")):
+        for name in circuit.weight_names:
+            pre, post = name.split("->")
+            post_dim, pre_dim = held[f"mask_{var_name(name)}"].dims[-2:]
+            assert [str(v) for v in held[f"{post_dim}_neuron_name"].values] == list(NAMES[post])
+            assert [str(v) for v in held[f"{pre_dim}_neuron_name"].values] == list(NAMES[pre])
     unnamed = ns.Circuit.from_connectivity(_regions(named=False), {f"{a}->{b}": c for (a, b), c in _counts().items()},
                                            gain=GAIN, seed=3)
     plain = ns.match_probability(unnamed, ns.Allocation.from_masks(unnamed, {"a->b": unnamed.structure["a->b"]}),

@@ -13,6 +13,7 @@ import xarray as xr
 
 from .._schema import density_meta, fraction_meta, mask_meta, meta, var_name, versions
 from ..circuit import Circuit
+from ..connectivity import weight_name_coords
 from ..solvers import lm_fields
 from .config import SweepConfig, paired_seed
 from .grid import FractionGrid
@@ -58,10 +59,13 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
     """
     data: dict[str, Any] = {"status": (cfg.dims, status, meta("status"))}
     alloc_dims = ("budget", *cfg.keys, "strategy") if cfg.layout == "dense" else cfg.alloc_dims
+    names: dict[str, Any] = {}  # neuron names along the masks' dims, where the circuit names its neurons
     for name in circuit.weight_names:
         stem = var_name(name)
         data[f"mask_{stem}"] = ((*alloc_dims, f"{stem}_post", f"{stem}_pre"), masks[name], mask_meta(name))
+        names.update(weight_name_coords(circuit, name, stem))
     coords: dict[str, Any] = {
+        **names,
         **({} if cfg.density else {"budget": ("budget", np.array(cfg.budgets, np.int64), meta("budget"))}),
         "strategy": ("strategy", np.array(cfg.strategies), meta("strategy")),
         "m": ("m", np.array(cfg.ms, np.int64), meta("m")),
