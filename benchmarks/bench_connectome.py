@@ -7,13 +7,18 @@ minutes). Measured, each with its wall time and its peak resident memory above t
 (``VmHWM`` reset through ``/proc/self/clear_refs`` on Linux; ``ru_maxrss`` of the process elsewhere):
 
 (a) ``certify(worm, alloc, m=2)``;
-(b) ``match_probability(..., trials=32, skip_zero=True)``: where the certificate says "zero" no trial is fitted;
-(c) ``match_probability(..., trials=--lm-trials, skip_zero=False)`` on the same allocation, the LM on every trial
-    (a lower bound on the cost: ``--lm-rounds`` rounds only);
-(d) per-trial ``scipy.optimize.least_squares`` (TRF, exact closed-form Jacobian of the same PlasticMap, Dale's box
-    as bounds) on the first ``--scipy-trials`` trials, one start each, ``max_nfev = --scipy-nfev``.
-(e) optionally (``--positive BUDGET``) (a), (c), (d) at a budget whose certificate is "positive", where fitting
-    decides and (b) would fit every trial with the full restart policy (hours on this workload): skipped there.
+(b) where the verdict is "zero": ``match_probability(..., trials=32)`` with the defaults (Dale, stability, and
+    ``skip_zero`` on for a circuit this large): no trial is fitted;
+(c) where it is "positive": ``match_probability(..., dale=False, stable=False)`` (the unconstrained benchmark: the
+    lifted-rates decider of :mod:`neurosubset.solvers.steady`, exact where it decides) on ``--trials`` trials, and
+    with Dale and stability (lifted where its witness is admissible, a bounded LM otherwise: a lower bound) on
+    ``--lm-trials``;
+(d) the LM alone on the same problem (``solver=LevenbergMarquardt(max_rounds=--lm-rounds)``, no skip) on
+    ``--lm-trials`` trials: the code before the certificate skip and the lifted decider;
+(e) per-trial ``scipy.optimize.least_squares`` (TRF, exact closed-form Jacobian of the same PlasticMap, Dale's box
+    as bounds on the "zero" budget, unbounded on the "positive" one) on the first ``--scipy-trials`` trials, one
+    start each, ``max_nfev = --scipy-nfev``.
+``--positive BUDGET`` adds a budget whose certificate is "positive".
 
 Usage: python benchmarks/bench_connectome.py [--budget 251] [--json out.json] [--threads 1]
 """
@@ -74,11 +79,12 @@ def standin() -> ns.Circuit:
     return Circuit(regions, tuple(Projection(*x) for x in links), dynamics="steady", name="worm_standin", seed=1)
 
 
-def scipy_trials(circuit, alloc, m, n, seed, *, nfev):
-    """Per-trial TRF from the student's own draw, bounded by Dale's box; returns matched, residuals, seconds."""
-    draws = draw_trials(circuit, m, n, seed, stable=True)
+def scipy_trials(circuit, alloc, m, n, seed, *, nfev, dale=True):
+    """Per-trial TRF from the student's own draw (bounded by Dale's box with ``dale``, stable draws alike); returns
+    matched, residuals, seconds."""
+    draws = draw_trials(circuit, m, n, seed, stable=dale)
     box = sign_bounds(circuit, alloc)
-    lower, upper = box.lower, box.upper
+    lower, upper = (box.lower, box.upper) if dale else (np.full(alloc.size, -np.inf), np.full(alloc.size, np.inf))
     matched, resid = [], []
     t0 = time.perf_counter()
     for i in range(n):
@@ -105,6 +111,21 @@ def scipy_trials(circuit, alloc, m, n, seed, *, nfev):
     return np.array(matched), np.array(resid), time.perf_counter() - t0
 
 
+def _mp(out, key, label, args, circuit, alloc, trials, **kwargs):
+    """``match_probability`` measured; its MP, decisions, statuses and residuals recorded under ``out[key]``."""
+    ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=trials, seed=0, threads=args.threads,
+                             **kwargs)
+    out[key] = {"trials": trials, "seconds": sec, "peak_bytes": peak, "mp": float(ds.mp),
+                "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high), "decision_kind": ds.attrs["decision_kind"],
+                "fit_status": np.bincount(ds.fit_status.values, minlength=9).tolist(),
+                "decision": np.bincount(ds.decision.values, minlength=8).tolist(),
+                "residual": ds.residual.values.tolist(), "seconds_per_trial": sec / trials,
+                "options": {k: str(v) for k, v in kwargs.items()}}
+    print(f"[{label}] {key} ({trials} trials): {sec:.1f} s, peak {peak / 1e6:.0f} MB, MP {float(ds.mp):.3f} "
+          f"[{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}] ({ds.attrs['decision_kind']}), decisions "
+          f"{out[key]['decision']}", flush=True)
+
+
 def workload(circuit, budget, args, label):
     alloc = ns.allocate(circuit, budget, strategy="spread-rows", seed=0)
     out = {"label": label, "budget": budget, "M": alloc.size}
@@ -113,33 +134,28 @@ def workload(circuit, budget, args, label):
     out["plastic_rank"], out["full_rank"] = cert.plastic_rank, cert.full_rank
     print(f"[{label}] budget {budget}: certify {out['certify_s']:.1f} s, peak {out['certify_peak_bytes'] / 1e6:.0f} MB,"
           f" verdict {cert.verdict} ({cert.plastic_rank}/{cert.full_rank})", flush=True)
-    if cert.verdict == "zero":
-        ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=args.trials, seed=0,
-                                 skip_zero=True, threads=args.threads)
-        out["mp_skip_zero"] = {"trials": args.trials, "seconds": sec, "peak_bytes": peak, "mp": float(ds.mp),
-                               "fit_status": np.bincount(ds.fit_status.values, minlength=9).tolist(),
-                               "decision": np.bincount(ds.decision.values, minlength=7).tolist()}
-        print(f"[{label}] match_probability({args.trials} trials, skip_zero=True): {sec:.1f} s, peak "
-              f"{peak / 1e6:.0f} MB, MP {float(ds.mp):.3f}", flush=True)
-    if args.lm_trials:
-        solver = ns.LevenbergMarquardt(max_rounds=args.lm_rounds)
-        ds, sec, peak = measured(ns.match_probability, circuit, alloc, m=2, trials=args.lm_trials, seed=0,
-                                 solver=solver, certificate=False, threads=args.threads)
-        out["mp_lm"] = {"trials": args.lm_trials, "rounds": args.lm_rounds, "seconds": sec, "peak_bytes": peak,
-                        "mp": float(ds.mp), "residual": ds.residual.values.tolist(),
-                        "seconds_per_trial": sec / args.lm_trials}
-        print(f"[{label}] match_probability({args.lm_trials} trials, LM {args.lm_rounds} rounds): {sec:.1f} s, peak "
-              f"{peak / 1e6:.0f} MB, MP {float(ds.mp):.3f}, residuals {np.round(ds.residual.values, 6).tolist()}",
-              flush=True)
+    rounds = ns.Auto(restarts=2, max_rounds=args.lm_rounds, iterations=200)  # a bounded LM where it runs
+    if cert.verdict == "zero":  # the defaults (Dale, stable; skip_zero on for a circuit this large)
+        _mp(out, "mp_default", label, args, circuit, alloc, args.trials)
+    else:  # unconstrained: the lifted decider (exact where it decides); Dale + stable: a lower bound
+        _mp(out, "mp_unconstrained", label, args, circuit, alloc, args.trials, dale=False, stable=False,
+            solver=rounds)
+        if args.lm_trials:
+            _mp(out, "mp_dale_stable", label, args, circuit, alloc, args.lm_trials, solver=rounds)
+    if args.lm_trials:  # the LM alone on the same problem (the code before the lifted decider)
+        dale = cert.verdict == "zero"
+        _mp(out, "mp_lm", label, args, circuit, alloc, args.lm_trials, dale=dale, stable=dale, certificate=False,
+            skip_zero=False, solver=ns.LevenbergMarquardt(max_rounds=args.lm_rounds))
     if args.scipy_trials:
+        dale = cert.verdict == "zero"
         (matched, resid, sec), _, peak = measured(scipy_trials, circuit, alloc, 2, args.scipy_trials, 0,
-                                                  nfev=args.scipy_nfev)
-        out["scipy_trf"] = {"trials": args.scipy_trials, "max_nfev": args.scipy_nfev, "seconds": sec,
+                                                  nfev=args.scipy_nfev, dale=dale)
+        out["scipy_trf"] = {"trials": args.scipy_trials, "max_nfev": args.scipy_nfev, "seconds": sec, "dale": dale,
                             "peak_bytes": peak, "mp": float(matched.mean()), "residual": resid.tolist(),
                             "seconds_per_trial": sec / args.scipy_trials}
-        print(f"[{label}] scipy least_squares ({args.scipy_trials} trials, max_nfev {args.scipy_nfev}): {sec:.1f} s, "
-              f"peak {peak / 1e6:.0f} MB, MP {matched.mean():.3f}, residuals {np.round(resid, 6).tolist()}",
-              flush=True)
+        print(f"[{label}] scipy least_squares ({args.scipy_trials} trials, max_nfev {args.scipy_nfev}, dale {dale}): "
+              f"{sec:.1f} s, peak {peak / 1e6:.0f} MB, MP {matched.mean():.3f}, residuals "
+              f"{np.round(resid, 6).tolist()}", flush=True)
     return out
 
 
