@@ -274,7 +274,7 @@ def _resolve(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
              dale: bool) -> Solver:
     """:class:`Auto` made concrete (exact deciders wherever the problem allows one, the LM otherwise)."""
     if isinstance(solver, SteadyLifting) and not lifting_applicable(circuit, alloc, solver):
-        raise ParameterError(f"solver 'lifted' needs a linear steady circuit with plastic synapses; {circuit.name!r} "
+        raise ParameterError(f"solver 'lifted' needs a linear steady circuit; {circuit.name!r} "
                              f"is {circuit.nonlinearity} {circuit.dynamics}. Use one of 'auto', 'lstsq', 'lm'.")
     if not isinstance(solver, Auto):
         return solver

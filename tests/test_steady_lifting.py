@@ -280,3 +280,13 @@ def test_under_dale_lifted_witnesses_keep_their_signs_and_open_trials_get_the_lm
     np.testing.assert_array_equal(chunked.theta, lifted.theta)
     np.testing.assert_array_equal(chunked.decision, lifted.decision)
     np.testing.assert_array_equal(chunked.status, lifted.status)
+
+
+def test_lifted_on_an_empty_allocation_is_least_squares_and_is_refused_off_steady_circuits():
+    ei = ns.Circuit.from_toml("circuits/ei_isn.toml")
+    res = ns.fit(ei, ns.allocate(ei, 0), m=2, trials=3, seed=0, solver="lifted", dale=False, stable=False)
+    # nothing plastic: the student is its own draw, which differs from the teacher's on every trial
+    assert res.solver == "lstsq" and not res.matched.any() and (res.status == NO_SOLUTION).all()
+    ff = ns.feedforward([4, 3, 2])
+    with pytest.raises(ns.ParameterError, match="needs a linear steady circuit.*one of 'auto', 'lstsq', 'lm'"):
+        ns.fit(ff, ns.allocate(ff, 3), m=2, trials=2, solver="lifted")

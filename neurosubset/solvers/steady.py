@@ -48,8 +48,9 @@ __all__ = ["SteadyLifting", "lifting_applicable", "solve_lifted", "lifted_then_l
 
 
 def lifting_applicable(circuit, alloc, solver: LevenbergMarquardt) -> SteadyLifting | None:
-    """:class:`SteadyLifting` with ``solver``'s LM fields for a linear steady circuit with plastic synapses."""
-    if circuit.dynamics != "steady" or circuit.nonlinearity != "linear" or alloc.size == 0:
+    """:class:`SteadyLifting` with ``solver``'s LM fields for a linear steady circuit (an empty allocation goes to
+    least squares in ``fit`` before any decider)."""
+    if circuit.dynamics != "steady" or circuit.nonlinearity != "linear":
         return None
     return SteadyLifting(solver.restarts, solver.max_rounds, solver.iterations, solver.widen)
 
