@@ -164,7 +164,9 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         Trial ``i`` uses ``SeedSequence(seed, spawn_key=(i, 0))``; restarts ``(i, 1, round)``.
     solver : Auto, LeastSquares, LevenbergMarquardt or {"auto", "lstsq", "lm"}
         :class:`~neurosubset.solvers.Auto` (default) uses exact least squares when the outputs are affine in the
-        plastic weights (:func:`neurosubset.dynamics.is_affine`) and Levenberg-Marquardt otherwise. The LM's
+        plastic weights (:func:`neurosubset.dynamics.is_affine`), the exact deciders of
+        :mod:`neurosubset.solvers.exact` and :mod:`neurosubset.solvers.steady` where they apply (``"lifted"``:
+        linear steady circuits, by default from 128 hidden neurons) and Levenberg-Marquardt otherwise. The LM's
         multi-start policy (:mod:`neurosubset.solvers.multistart`): every still-unmatched trial gets a new round
         until it matches or reaches ``max_rounds``; restart ``j`` of round ``r`` starts from
         ``N(0, (widen^(r j / (restarts - 1)) sigma)^2)`` with ``sigma`` the init std, and runs up to
