@@ -381,3 +381,26 @@ def test_cli_localize_end_to_end(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "lacks weight(s) ['A->B']" in err and "\n" not in err, err
+
+
+def test_localize_names_each_synapses_neurons_where_the_circuit_names_them():
+    names = {"A": [f"a{i}" for i in range(6)], "B": [f"b{i}" for i in range(5)]}
+    text = _circuit("steady").to_toml()
+    for region, given in names.items():  # the same toy circuit with named A and B neurons
+        text = text.replace(f"[regions.{region}]\n", f"[regions.{region}]\nneurons = {given}\n".replace("'", '"'))
+    c = ns.Circuit.from_toml_text(text)
+    assert c.neurons["A"] == tuple(names["A"])
+    rng = np.random.default_rng(3)
+    w0 = c.sample_weights(rng)
+    x = c.sample_probes(12, rng)
+    rec = _record(c, _changed(c, w0, "A->B", rng), x, ["A", "B", "OUT"])
+    ds = localize(c, w0, x, rec, projection_candidates(c), holdout=3, solver=QUICK_LM)
+    checked = 0
+    for end in ("post", "pre"):  # each synapse's neuron, looked up by hand from its weight's regions and index
+        for w, k, got in zip(ds.synapse_weight.values, ds[f"synapse_{end}"].values, ds[f"synapse_{end}_name"].values):
+            region = getattr(c.projection[str(w)], end)
+            if region in names:
+                assert str(got) == names[region][int(k)], (w, end, k)
+                checked += 1
+    assert checked == 2 * int(c.structure["A->B"].sum()) + int(c.structure["A->A"].sum()) * 2 + int(
+        c.structure["X->A"].sum()) + int(c.structure["B->OUT"].sum())

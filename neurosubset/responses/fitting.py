@@ -33,6 +33,7 @@ from .._stability import max_real_eig, plastic_in_loops
 from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, _check_flag
 from ..circuit import Circuit
+from ..connectivity import synapse_name_coords
 from ..dynamics import DTYPE, torch_threads
 from ..solvers import Auto, LeastSquares, Solver, as_solver
 from ..solvers.bounded import sign_bounds, solve_exact
@@ -417,6 +418,8 @@ def _dataset(circuit: Circuit, candidates: dict, rec: Recording, out: dict, held
               "synapse_weight": (syn, np.array(weight, dtype=str), meta("synapse_weight")),
               "synapse_post": (syn, np.concatenate(post).astype(np.int64), meta("synapse_post")),
               "synapse_pre": (syn, np.concatenate(pre).astype(np.int64), meta("synapse_pre"))}
+    coords.update(synapse_name_coords(circuit, coords["synapse_weight"][1], coords["synapse_post"][1],
+                                      coords["synapse_pre"][1]))  # the neurons' names, where the circuit has them
     order = _places(noisy, judged, out["n_plastic"], tol, alpha)
     data["place"] = (c, np.empty(len(order), dtype=np.int64), meta("place"))
     data["place"][1][order] = np.arange(1, len(order) + 1)
