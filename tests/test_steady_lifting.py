@@ -290,3 +290,30 @@ def test_lifted_on_an_empty_allocation_is_least_squares_and_is_refused_off_stead
     ff = ns.feedforward([4, 3, 2])
     with pytest.raises(ns.ParameterError, match="needs a linear steady circuit.*one of 'auto', 'lstsq', 'lm'"):
         ns.fit(ff, ns.allocate(ff, 3), m=2, trials=2, solver="lifted")
+
+
+def test_a_witness_without_a_steady_state_leaves_its_trial_open_instead_of_raising():
+    from neurosubset.solvers.steady import _residuals
+
+    text = """name = "pair"\ndynamics = "steady"\nseed = 0
+[regions.X]\nsize = 1\nrole = "input"\n[regions.A]\nsize = 2\nrole = "hidden"\n[regions.O]\nsize = 1\nrole = "output"
+[[projections]]\npre = "X"\npost = "A"\np = 1.0\n[[projections]]\npre = "A"\npost = "A"\np = 1.0
+[[projections]]\npre = "A"\npost = "O"\np = 1.0\n"""
+    c = ns.Circuit.from_toml_text(text)
+    alloc = ns.Allocation.from_masks(c, {"A->A": c.structure["A->A"]})
+    assert alloc.size == 4  # w00, w01, w10, w11 (row-major; autapses included)
+    d = draw_trials(c, 1, 2, 0)
+    t = (lambda v: torch.as_tensor(v, dtype=torch.float64))
+    fmap = PlasticMap(c, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
+    targets = forward(c, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
+    # trial 0 at w01 = w10 = 1: I - W_AA = [[1, -1], [-1, 1]] is singular; trial 1 at 0.5 has a steady state
+    theta = t(np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 0.5, 0.5, 0.0]]))
+    with pytest.raises(RuntimeError):
+        fmap(theta)
+    resid = _residuals(fmap, theta, targets)
+    assert torch.isinf(resid[0]) and torch.isfinite(resid[1])
+    a = np.array([[1.0, -0.5], [-0.5, 1.0]])  # I - W_AA of trial 1, by hand
+    w_in, w_out = d.student_init["X->A"][1], d.student_init["A->O"][1]
+    y = w_out @ np.linalg.solve(a, w_in @ d.probes[1].T)
+    want = np.linalg.norm(y.T.ravel() - targets[1].numpy()) / np.linalg.norm(targets[1].numpy())
+    np.testing.assert_allclose(float(resid[1]), want, rtol=1e-12)

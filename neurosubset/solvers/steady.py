@@ -229,12 +229,28 @@ def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bound
         for p in range(trials):
             theta[p], lin[p], proof[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
     theta_t = torch.as_tensor(theta, dtype=targets.dtype)
-    resid = relative_residual(fmap(theta_t), targets)
+    resid = _residuals(fmap, theta_t, targets)
     res = resid.numpy()
     status = np.where(res < tol, MATCHED, STALLED).astype(np.int8)
     # only necessary conditions: an inconsistent linear part proves that no plastic values exist
     status[(status != MATCHED) & proof & (lin > tol)] = NO_SOLUTION
     return theta_t, resid, status
+
+
+def _residuals(fmap, theta: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Relative residuals of the assembled students; inf where ``I - W`` is exactly singular (no steady state: a
+    bounded least-squares witness can land there, e.g. on the worm under Dale's box), so that trial stays open."""
+    try:
+        return relative_residual(fmap(theta), targets)
+    except RuntimeError:  # torch.linalg.lu_factor refuses a singular batch element: judge the trials one by one
+        out = torch.full((theta.shape[0],), torch.inf, dtype=targets.dtype)
+        for p in range(theta.shape[0]):
+            sel = torch.tensor([p])
+            try:
+                out[p] = relative_residual(fmap(theta[sel], select=sel), targets[sel])[0]
+            except RuntimeError:
+                pass
+        return out
 
 
 def lifted_then_lm(fmap, work, targets: torch.Tensor, theta0: torch.Tensor, alloc, solver: SteadyLifting, *,
