@@ -9,24 +9,26 @@ weights, ``S_i`` the row's plastic synapses and ``Z = [R; X]`` the presynaptic a
 - *free* rows (plastic synapses from ``>= m`` distinct presynaptic neurons or inputs): wherever ``Z_Si`` has rank
   ``m`` (a generic ``R``), ``theta_Si`` solves the row for any right-hand side, so the row constrains nothing;
 - *fixed* rows (no plastic synapse): linear equations in ``R``;
-- *short* rows (plastic synapses from 1 .. m-1 presynaptic cells): their values are held at the student's own
-  draw ``theta_0``, which makes them linear too; a restriction, so it can find solutions but never refute one.
+- *short* rows (plastic synapses from 1 .. m-1 distinct presynaptic cells): once the necessary equations pin
+  those cells' rates (outputs, inputs, neurons fixed by them), the row's right-hand side must lie in the span of
+  known rates, a linear condition ("exact" short rows); the others stay bilinear.
 
-The fixed and short rows are a linear system in the hidden rates; its solution closest to the student's own
-rates ``R_0`` (minimum-norm correction, SVD least squares) gives ``R``, and each free row's values follow by least
-squares closest to ``theta_0`` (bounded least squares, BVLS, inside Dale's box where that minimum-norm correction
-leaves it). Per trial:
+The fixed and exact short rows are linear equations ``K u = k`` in the hidden rates ``u`` (solved with one thin SVD,
+closest to the student's own rates ``R_0``), and they are necessary conditions: if they are inconsistent, no plastic
+values exist whatever their signs. The bilinear short rows are then solved by minimum-norm Gauss-Newton in the null
+space of ``K`` and their own values, from the student's own values ``theta_0`` (:func:`_newton`: a local method, so
+it finds solutions but refutes none), and each free or exact row's values follow by least squares closest to
+``theta_0`` (bounded least squares, BVLS, inside Dale's box where that leaves it). Per trial:
 
 - **matched** where the student assembled from those values reproduces the teacher (relative residual recomputed
   from its weights below ``tol``): a witness, exact;
-- **no_solution** where no row is short and the linear system is inconsistent (relative least-squares residual
-  above ``tol``): no rates satisfy even the rows without plastic synapses, so no plastic values exist, whatever
-  their signs (exact);
+- **no_solution** where the necessary linear equations are inconsistent (relative least-squares residual above
+  ``tol``), exact;
 - otherwise undecided: :func:`lifted_then_lm` fits those trials with the LM (a lower bound), as it does matches
   the stability requirement refuses.
 
-The linear algebra per trial is one least-squares problem of ``N x N_hidden`` (worm: 428 x 302) plus one small
-one per free row: milliseconds where the LM needs minutes.
+The linear algebra per trial is a few SVDs of at most ``N m x N_hidden m`` (worm, m = 2: 856 x 604) plus one small
+least-squares problem per row: under a second per worm trial where the LM needs minutes.
 """
 from __future__ import annotations
 
@@ -129,17 +131,84 @@ def _solve(k_mat: np.ndarray, k_vec: np.ndarray, u0: np.ndarray) -> tuple[np.nda
     return u, resid, 1.0 - (vt[:rank] ** 2).sum(axis=0) < 1e-10  # squared norm of the null-space component
 
 
+_NEWTON_STEPS = 200  # Gauss-Newton iterations on the held short rows (quadratic convergence where it converges)
+_NEWTON_MAX_UNKNOWNS = 3000  # hidden rates x probes beyond which the null space is not formed (then theta_0 held)
+
+
+def _newton(eq: _Rows, lay: _Layout, full: np.ndarray, k_mat: np.ndarray, u: np.ndarray, theta0: np.ndarray,
+            held: list, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rates ``u`` (still solving ``K u = k``) and plastic values where the held short rows hold too, if found.
+
+    Unknowns: ``c`` in ``u = u_p + N c`` (``N`` the null space of the necessary equations ``K``) and the held rows'
+    values; residual ``(G - T(theta)) Z(u)`` with ``G`` the rows' ``e_r - w_r`` and ``T`` their plastic values. Each
+    step is the minimum-norm Gauss-Newton step, halved until the residual falls. Starts at the student's own
+    values, with ``c`` fitting the held rows at those values in least squares.
+    """
+    m, n = eq.m, eq.n
+    theta = theta0.copy()
+    if u.size > _NEWTON_MAX_UNKNOWNS:
+        return u, theta
+    if k_mat.shape[0]:
+        _, sv, vt = np.linalg.svd(k_mat, full_matrices=True)
+        rank = int((sv > sv[0] * max(k_mat.shape) * np.finfo(float).eps).sum()) if sv[0] > 0 else 0
+        null = vt[rank:].T  # (nh m, d)
+    else:
+        null = np.eye(u.size)
+    rows = np.array([r for r, _ in held])
+    g = -full[rows]
+    g[np.arange(rows.size), rows] += 1.0  # (h, N + n_in)
+    ks = np.concatenate([k for _, k in held])
+    owner = np.concatenate([np.full(k.size, i) for i, (_, k) in enumerate(held)])
+    basis = null.reshape(lay.hidden.size, m, -1)  # (nh, m, d)
+
+    def residual(u_now, th):
+        z = np.vstack([eq.rates(u_now), x])
+        t = np.zeros_like(g)
+        np.add.at(t, (owner, lay.cols[ks]), th[ks])
+        return (g - t) @ z, z, t
+
+    def jacobian(z, t):
+        j_c = np.einsum("hl,lmd->hmd", (g - t)[:, lay.hidden], basis).reshape(rows.size * m, -1)
+        j_t = np.zeros((rows.size, m, ks.size))
+        j_t[owner, :, np.arange(ks.size)] = -z[lay.cols[ks]]
+        return np.hstack([j_c, j_t.reshape(rows.size * m, -1)])
+
+    res, z, t = residual(u, theta)  # start: the rates that fit the held rows at theta_0 best
+    u = u + null @ np.linalg.lstsq(jacobian(z, t)[:, :null.shape[1]], -res.reshape(-1), rcond=None)[0]
+    res, z, t = residual(u, theta)
+    scale = max(np.linalg.norm(g[:, :n] @ z[:n]), np.finfo(float).tiny)
+    mu = 1e-3 * max(np.linalg.norm(jacobian(z, t)) ** 2 / max(ks.size + null.shape[1], 1), np.finfo(float).tiny)
+    for _ in range(_NEWTON_STEPS):
+        size = np.linalg.norm(res)
+        if size <= 1e-14 * scale:
+            break
+        jac = jacobian(z, t)
+        eye = np.sqrt(mu) * np.eye(jac.shape[1])
+        step = np.linalg.lstsq(np.vstack([jac, eye]), np.concatenate([-res.reshape(-1), np.zeros(jac.shape[1])]),
+                               rcond=None)[0]
+        u_try, th_try = u + null @ step[:null.shape[1]], theta.copy()
+        th_try[ks] += step[null.shape[1]:]
+        res_try, z_try, t_try = residual(u_try, th_try)
+        if np.linalg.norm(res_try) < size:  # accept, trust more (Nielsen-style damping)
+            u, theta, res, z, t, mu = u_try, th_try, res_try, z_try, t_try, mu / 3
+        else:
+            mu *= 4
+            if mu > 1e20:
+                break
+    return u, theta
+
+
 def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, theta0: np.ndarray,
-           lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, float, bool]:
-    """Plastic values ``(M,)`` from the lifted system, the relative residual of its linear part, and whether that
-    part holds only necessary conditions (no short row held at ``theta0``).
+           lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Plastic values ``(M,)`` from the lifted system and the relative residual of its linear part (necessary
+    conditions only: above ``tol`` it proves that no plastic values exist).
 
     ``a`` ``(N, N)`` and ``b`` ``(N, n_in)`` frozen weights (zero at plastic entries), ``x`` ``(n_in, m)`` probes,
     ``y`` ``(n_out, m)`` teacher outputs, ``theta0`` ``(M,)`` the student's own values (inside the box).
 
     A short row whose plastic synapses all come from cells with rates fixed by the necessary equations (outputs,
     inputs, neurons pinned by them) is exact: its right-hand side must lie in the span of those known rates, a
-    linear condition (the components orthogonal to the span vanish). The others are held at ``theta0``.
+    linear condition (the components orthogonal to the span vanish). The others are bilinear: :func:`_newton`.
     """
     from scipy.optimize import lsq_linear
 
@@ -167,22 +236,19 @@ def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndar
             if rank < m:  # the right-hand side has no component outside the span of the presynaptic rates
                 km, kv = eq.equations(np.array([r]), full[[r]], basis=vt[rank:].T)
                 k_mat, k_vec = np.vstack([k_mat, km]), np.concatenate([k_vec, kv])
-    if held:  # the rest of the short rows at theta0: a restriction (finds solutions, refutes nothing)
-        rows = np.array([r for r, _ in held])
-        w = full[rows].copy()
-        for i, (r, ks) in enumerate(held):
-            np.add.at(w[i], lay.cols[ks], theta0[ks])
-        km, kv = eq.equations(rows, w)
-        u, resid, _ = _solve(np.vstack([k_mat, km]), np.concatenate([k_vec, kv]), u0)
-    z = np.vstack([eq.rates(u), x])  # presynaptic activity (N + n_in, m)
     theta = theta0.copy()
+    if held:  # the other short rows are bilinear: Gauss-Newton from the student's own values (finds, never refutes)
+        u, theta = _newton(eq, lay, full, k_mat, u, theta0, held, x)
+        if lower is not None:
+            theta = np.clip(theta, lower, upper)
+    z = np.vstack([eq.rates(u), x])  # presynaptic activity (N + n_in, m)
     for r, ks in lay.free + exact:
         g = z[lay.cols[ks]].T  # (m, |ks|)
         need = z[r] - full[r] @ z
         theta[ks] = theta0[ks] + np.linalg.lstsq(g, need - g @ theta0[ks], rcond=None)[0]
         if lower is not None and ((theta[ks] < lower[ks]).any() or (theta[ks] > upper[ks]).any()):
             theta[ks] = lsq_linear(g, need, bounds=(lower[ks], upper[ks]), method="bvls").x
-    return theta, resid, not held
+    return theta, resid
 
 
 def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bounds, *, tol: float
@@ -222,18 +288,18 @@ def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bound
         th0 = np.clip(th0, lower, upper)
     y_all = targets.reshape(trials, m, -1).transpose(-1, -2).numpy()
     x_all = fmap.probes.transpose(-1, -2).numpy()
-    theta, lin, proof = np.empty_like(th0), np.empty(trials), np.zeros(trials, dtype=bool)
+    theta, lin = np.empty_like(th0), np.empty(trials)
     # numpy's BLAS on torch's thread count (fit's `threads`): its SVDs are 14x slower on 2 threads than on 1 when
     # the machine is loaded (270 x 604, load average 5: 0.35 s vs 0.025 s)
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         for p in range(trials):
-            theta[p], lin[p], proof[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
+            theta[p], lin[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
     theta_t = torch.as_tensor(theta, dtype=targets.dtype)
     resid = _residuals(fmap, theta_t, targets)
     res = resid.numpy()
     status = np.where(res < tol, MATCHED, STALLED).astype(np.int8)
-    # only necessary conditions: an inconsistent linear part proves that no plastic values exist
-    status[(status != MATCHED) & proof & (lin > tol)] = NO_SOLUTION
+    # the linear part holds only necessary conditions: inconsistent, it proves that no plastic values exist
+    status[(status != MATCHED) & (lin > tol)] = NO_SOLUTION
     return theta_t, resid, status
 
 
