@@ -20,8 +20,8 @@ Questions, at ``m = 2`` and the issue's budget ``1.1 x minimal_budget``:
    only): per stage dim V, the capacity of all synapses onto motor neurons and of all but motor->motor, and where
    the optimal allocation of 1.1 x minimal_budget puts its synapses.
 
-MP by fitting is not computed: on the worm, Levenberg-Marquardt fitting is too slow on this machine for the table
-(see analysis/README.md); the certificates answer the question exactly where they say "zero".
+MP by fitting is not computed here (the certificates answer the question exactly where they say "zero"); it is in
+``analysis/celegans_mp.py`` (the lifted-rates decider of ``neurosubset/solvers/steady.py``, exact where it decides).
 
 Run: ``python analysis/celegans_allocations.py [--quick] [--out DIR]`` (``--quick``: Witvliet 2021 stage 1, m = 1).
 """
