@@ -131,7 +131,7 @@ def _solve(k_mat: np.ndarray, k_vec: np.ndarray, u0: np.ndarray) -> tuple[np.nda
     return u, resid, 1.0 - (vt[:rank] ** 2).sum(axis=0) < 1e-10  # squared norm of the null-space component
 
 
-_NEWTON_STEPS = 200  # Gauss-Newton iterations on the held short rows (quadratic convergence where it converges)
+_NEWTON_STEPS = 100  # damped Gauss-Newton iterations on the held short rows (a local search: finds, never refutes)
 _NEWTON_MAX_UNKNOWNS = 3000  # hidden rates x probes beyond which the null space is not formed (then theta_0 held)
 
 
@@ -199,9 +199,9 @@ def _newton(eq: _Rows, lay: _Layout, full: np.ndarray, k_mat: np.ndarray, u: np.
 
 
 def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, theta0: np.ndarray,
-           lower: np.ndarray | None, upper: np.ndarray | None) -> tuple[np.ndarray, float]:
+           lower: np.ndarray | None, upper: np.ndarray | None, tol: float) -> tuple[np.ndarray, float]:
     """Plastic values ``(M,)`` from the lifted system and the relative residual of its linear part (necessary
-    conditions only: above ``tol`` it proves that no plastic values exist).
+    conditions only: above ``tol`` it proves that no plastic values exist, and nothing more is solved).
 
     ``a`` ``(N, N)`` and ``b`` ``(N, n_in)`` frozen weights (zero at plastic entries), ``x`` ``(n_in, m)`` probes,
     ``y`` ``(n_out, m)`` teacher outputs, ``theta0`` ``(M,)`` the student's own values (inside the box).
@@ -237,6 +237,8 @@ def _trial(lay: _Layout, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndar
                 km, kv = eq.equations(np.array([r]), full[[r]], basis=vt[rank:].T)
                 k_mat, k_vec = np.vstack([k_mat, km]), np.concatenate([k_vec, kv])
     theta = theta0.copy()
+    if resid > tol:  # refuted: no rates satisfy the necessary equations
+        return theta0.copy(), resid
     if held:  # the other short rows are bilinear: Gauss-Newton from the student's own values (finds, never refutes)
         u, theta = _newton(eq, lay, full, k_mat, u, theta0, held, x)
         if lower is not None:
@@ -293,7 +295,7 @@ def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bound
     # the machine is loaded (270 x 604, load average 5: 0.35 s vs 0.025 s)
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         for p in range(trials):
-            theta[p], lin[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper)
+            theta[p], lin[p] = _trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], th0[p], lower, upper, tol)
     theta_t = torch.as_tensor(theta, dtype=targets.dtype)
     resid = _residuals(fmap, theta_t, targets)
     res = resid.numpy()
