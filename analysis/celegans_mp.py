@@ -18,7 +18,9 @@ Allocations: budgets relative to ``minimal_budget(worm, m=2) = 251`` (measured b
 68-109 s per call, so not recomputed here; the certificates' ``full_rank`` = dim V = 251 is checked instead):
 spread-rows and random over all chemical synapses at 1.1x, 2x, 4x that budget, spread-rows onto motor neurons, all
 synapses onto motor neurons, the even three-way split over sensory->inter / inter->inter / inter->motor, the greedy
-optimal allocation, and all chemical synapses.
+optimal allocation, and all chemical synapses; then spread-rows at 4x and all chemical synapses again on the worm
+with its gap junctions (``ns.celegans(gap_junctions=True)``: a fixed Laplacian, one symmetric conductance per pair,
+never plastic, so the budget stays over chemical synapses; dim V there is the certificate's ``full_rank``).
 
 Run: ``python analysis/celegans_mp.py [--quick] [--out DIR]`` (``--quick``: Witvliet 2021 stage 1, m = 1, two
 allocations, 4 trials; minimal_budget is computed there, as it is fast).
@@ -122,8 +124,32 @@ def run(args) -> xr.Dataset:
                   f"{f['decision_kind']:<11} median residual {f['median_residual']:.1e} "
                   f"status {dict(zip(FIT_STATUS.meanings, f['fit_status'].tolist()))} "
                   f"decisions {f['decisions']} ({f['fit_s']:.0f} s)", flush=True)
-        rows.append({"label": label, "strategy": strategy, "budget": alloc.size, **cert, "fits": fits})
+        rows.append({"label": label, "strategy": strategy, "budget": alloc.size, **cert, "fits": fits,
+                     "gap": False})
+    if not args.quick:  # the same chemical allocations with the fixed gap-junction Laplacian in the circuit
+        rows += _gap_rows(dataset, m, minimal, args.seed)
     return _dataset(rows, worm, dataset, m, minimal)
+
+
+def _gap_rows(dataset: str, m: int, minimal: int, seed: int) -> list[dict]:
+    """Spread-rows at 4x and all chemical synapses plastic, on ``ns.celegans(gap_junctions=True)`` (gap junctions
+    fixed: one symmetric conductance per pair, never plastic; the budget is over chemical synapses only)."""
+    worm = ns.celegans(dataset, gap_junctions=True, seed=seed)
+    chem = _groups(_blocks(worm))["all chemical"]
+    allocs = [(f"all chemical, spread-rows, 4x ({round(4 * minimal)}), + gap junctions", "spread-rows",
+               ns.allocate(worm, round(4 * minimal), strategy="spread-rows", within=chem, seed=seed)),
+              ("all chemical synapses, + gap junctions", "full",
+               ns.Allocation.from_masks(worm, {w: worm.eligible[w] for w in chem}, strategy="full"))]
+    rows = []
+    for label, strategy, alloc in allocs:
+        cert = _certify(worm, alloc, m, seed)
+        fits = {c: _fit(worm, alloc, m, c, TRIALS[c], seed) for c in CONSTRAINTS}
+        for c, f in fits.items():
+            print(f"{label:<52} {c:<11} rank {cert['plastic_rank']}/{cert['full_rank']} {cert['verdict']:<8} MP "
+                  f"{f['mp']:.3f} [{f['mp_low']:.3f}, {f['mp_high']:.3f}] {f['decision_kind']} ({f['fit_s']:.0f} s)",
+                  flush=True)
+        rows.append({"label": label, "strategy": strategy, "budget": alloc.size, **cert, "fits": fits, "gap": True})
+    return rows
 
 
 def _dataset(rows, worm, dataset, m, minimal) -> xr.Dataset:
@@ -158,7 +184,9 @@ def _dataset(rows, worm, dataset, m, minimal) -> xr.Dataset:
     coords = {"allocation": [r["label"] for r in rows], "constraint": list(CONSTRAINTS),
               "fit_status": list(FIT_STATUS.meanings),
               "strategy": ("allocation", [r["strategy"] for r in rows]),
-              "budget": ("allocation", np.array([r["budget"] for r in rows]), one)}
+              "budget": ("allocation", np.array([r["budget"] for r in rows]), one),
+              "gap_junctions": ("allocation", np.array([r["gap"] for r in rows]),
+                                {"comment": "the circuit has the fixed gap-junction Laplacian (never plastic)"})}
     ds = xr.Dataset(data, coords=coords)
     for name in ("decision_kind", "decision_counts", "solver", "verdict"):
         ds[name] = ds[name].astype(str).assign_attrs(ds[name].attrs)
