@@ -132,7 +132,7 @@ def test_return_weights_stores_reusable_weights():
     ({"m": 0}, "The 'm' parameter must be >= 1. Got 0"),
     ({"m": 2, "trials": 0}, "The 'trials' parameter must be >= 1. Got 0"),
     ({"m": 2, "tol": -1.0}, "The 'tol' parameter must be > 0.0"),
-    ({"m": 2, "solver": "adam"}, "The 'solver' parameter must be one of ['auto', 'lstsq', 'lm']"),
+    ({"m": 2, "solver": "adam"}, "The 'solver' parameter must be one of ['auto', 'lstsq', 'lm', 'lifted']"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     layer = ns.feedforward([4, 2])

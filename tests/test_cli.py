@@ -175,7 +175,7 @@ def test_mp_and_sweep_share_option_names_and_defaults():
     # the documented differences only: sweep requires its store; mp takes one strategy (choices), sweep a list
     assert {o for o in shared if mp[o][3] != sw[o][3]} == {"--out"}
     assert {o for o in shared if mp[o][4] != sw[o][4]} == {"--strategy"}
-    assert set(mp) - shared == {"--save-weights", "--skip-zero"}
+    assert set(mp) - shared == {"--save-weights", "--skip-zero", "--no-skip-zero"}
     assert set(sw) - shared == {"--step", "--scheduler", "--dirichlet", "--unpaired", "--compare-dale",
                                 "--compare-stable"}
     # the positional circuit comes first in both
