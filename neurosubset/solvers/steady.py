@@ -41,7 +41,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .._schema import LIFTED_DECISION, LM_DECISION, MATCHED, NO_SOLUTION, STALLED
-from ..dynamics import _blocks
+from ..dynamics import _adjoint_layout, _blocks
 from .lm import relative_residual
 from .multistart import multistart
 from .options import LevenbergMarquardt, SteadyLifting
@@ -71,15 +71,10 @@ class _Layout:
 
 
 def _layout(circuit, alloc, m: int) -> _Layout:
-    neurons, inputs = circuit.slices(("hidden", "output")), circuit.slices("input")
-    n = sum(s.stop - s.start for s in neurons.values())
-    rows, cols = [], []
-    for name in circuit.weight_names:
-        proj, idx = circuit.projection[name], np.asarray(alloc.indices[name], dtype=np.int64)
-        post, pre = divmod(idx, circuit.region[proj.pre].size)
-        rows.append(neurons[proj.post].start + post)
-        cols.append(neurons[proj.pre].start + pre if proj.pre in neurons else n + inputs[proj.pre].start + pre)
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    neurons = circuit.slices(("hidden", "output"))
+    n = circuit.n_neurons(("hidden", "output"))
+    where = _adjoint_layout(circuit, alloc)  # the adjoint's indexing: rows over neurons, columns [neurons; inputs]
+    rows, cols = where["post"].numpy(), where["pre"].numpy()
     free, short = [], []
     for r in np.unique(rows).tolist():
         ks = np.flatnonzero(rows == r)
