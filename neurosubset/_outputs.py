@@ -132,12 +132,8 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory (makes renames and new entries in it durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """fsync a directory (makes renames and new entries in it durable): the same call as on a file."""
+    fsync_file(path)
 
 
 def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, what: str = "output",
