@@ -347,8 +347,8 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
     own = to_t(np.concatenate(own, axis=-1) if own else np.zeros((trials, 0)))  # the student's own plastic values
     sigma, on = circuit.init_scale(alloc), (lambda a: a.to(device))
-    work = fmap if device.type == "cpu" else PlasticMap(
-        circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes))
+    work = (lambda: fmap if device.type == "cpu" else PlasticMap(  # the LM's copy, built only where it runs
+        circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes)))
     if zero:  # the certificate's rank deficit decides every trial: nothing to fit, the student stays as drawn
         theta = own
         resid = relative_residual(fmap(theta), targets)
@@ -366,11 +366,11 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
         exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
     elif isinstance(solver, SteadyLifting):  # exact where the lifted rates decide, the LM for the rest
         theta, resid, n_rest, history, status, decision = lifted_then_lm(
-            fmap, work, targets, own, alloc, solver, sigma=sigma, seed=seed, tol=tol, progress=progress,
+            fmap, work(), targets, own, alloc, solver, sigma=sigma, seed=seed, tol=tol, progress=progress,
             bounds=bounds, admissible=admissible, first=first, device=device)
         exact = bool((decision == _schema.LIFTED_DECISION).all())
     else:
-        out = multistart(work, on(targets), sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
+        out = multistart(work(), on(targets), sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
                          admissible=admissible, first=first)
         theta, resid, n_rest, history, status = out.theta.cpu(), out.residual.cpu(), out.restarts, out.history, \
             out.status
