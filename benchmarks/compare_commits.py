@@ -171,25 +171,33 @@ def _fingerprint(circuit, alloc, m: int, trials: int, seed: int) -> str:
 
 
 def _find_forward(ns):
-    """``forward(circuit, weights, probes)`` of the tree: neurosubset.dynamics, else any submodule that has one."""
+    """``forward(circuit, weights, probes)`` of the tree: neurosubset.dynamics (a module or a package re-exporting
+    it), its plastic_map module, else any submodule that has one (not a dynamics-specific integrator's)."""
     import importlib
+    import inspect
     import pkgutil
 
-    for mod in ("neurosubset.dynamics", "neurosubset.dynamics.forward", "neurosubset.core.dynamics"):
+    def usable(fn):
+        try:
+            return callable(fn) and list(inspect.signature(fn).parameters)[:3] == ["circuit", "weights", "probes"]
+        except (TypeError, ValueError):
+            return False
+
+    for mod in ("neurosubset.dynamics", "neurosubset.dynamics.plastic_map"):
         try:
             fn = getattr(importlib.import_module(mod), "forward", None)
         except ImportError:
             continue
-        if callable(fn):
+        if usable(fn):
             return fn, f"{mod}.forward"
     for info in pkgutil.walk_packages(ns.__path__, "neurosubset."):
-        if any(part in info.name for part in (".plot", ".spiking", ".cli")):
+        if any(part in info.name for part in (".plot", ".spiking", ".cli", "continuous", "steady", "discrete")):
             continue
         try:
             fn = getattr(importlib.import_module(info.name), "forward", None)
         except Exception:  # noqa: BLE001 -- optional extras may be missing
             continue
-        if callable(fn):
+        if usable(fn):
             return fn, f"{info.name}.forward"
     return None, None
 
@@ -252,21 +260,34 @@ def _outputs(ns, circuit, alloc, res, seed: int, forward) -> tuple[dict, dict]:
         out["teacher"] = forward(circuit, {k: t(v) for k, v in draws.teacher.items()}, probes).numpy()
         out["student_init"] = forward(circuit, {k: t(v) for k, v in draws.student_init.items()}, probes).numpy()
         if res.solver == "lm" and alloc.size:
-            restarts = int(getattr(res.options, "restarts", 4))
-            sigma = np.asarray(circuit.init_scale(alloc), dtype=np.float64)
-            trials = probes.shape[0]
-            starts = np.stack([np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1, 0)))
-                               .standard_normal((restarts, alloc.size)) * sigma for i in range(trials)])
-            if res.dale:
-                sign = _sign_box(circuit, alloc)
-                starts = np.where(sign > 0, np.abs(starts), starts)
-                starts = np.where(sign < 0, -np.abs(starts), starts)
-            weights = _assemble(circuit, alloc, draws.student_init, starts)
-            rep = probes.unsqueeze(1).expand((trials, restarts) + tuple(probes.shape[1:]))
-            out["lm_start"] = forward(circuit, {k: t(v) for k, v in weights.items()}, rep).numpy()
-            notes["lm_start"] = (f"F at the round-0 starts ({restarts} per trial; dale={bool(res.dale)}): "
-                                 f"what LM iteration 0 evaluates")
+            try:
+                out["lm_start"], notes["lm_start"] = _lm_start(circuit, alloc, res, seed, forward, probes)
+            except Exception as exc:  # noqa: BLE001 -- reported; the decisions are still compared
+                notes["lm_start_error"] = f"{type(exc).__name__}: {exc}"
     return out, notes
+
+
+def _lm_start(circuit, alloc, res, seed: int, forward, probes):
+    """F at each restart's start of round 0 (what LM iteration 0 evaluates), ``(trial, restart, m, n_out)``."""
+    import numpy as np
+    import torch
+
+    draws = res.trials
+    t = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64))
+    restarts = int(getattr(res.options, "restarts", 4))
+    sigma = np.asarray(circuit.init_scale(alloc), dtype=np.float64)
+    trials = probes.shape[0]
+    starts = np.stack([np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1, 0)))
+                       .standard_normal((restarts, alloc.size)) * sigma for i in range(trials)])
+    if res.dale:
+        sign = _sign_box(circuit, alloc)
+        starts = np.where(sign > 0, np.abs(starts), starts)
+        starts = np.where(sign < 0, -np.abs(starts), starts)
+    weights = _assemble(circuit, alloc, draws.student_init, starts)
+    rep = probes.unsqueeze(1).expand((trials, restarts) + tuple(probes.shape[1:]))
+    return (forward(circuit, {k: t(v) for k, v in weights.items()}, rep).numpy(),
+            f"F at the round-0 starts ({restarts} per trial; dale={bool(res.dale)}): what LM iteration 0 "
+            f"evaluates")
 
 
 def worker_list(tree: Path, out: Path) -> None:
@@ -431,7 +452,7 @@ def _compare_runs(a: dict, b: dict, a_npz, b_npz) -> dict:
         else:
             outs[key] = {"missing_on": "new" if key in a_npz.files else "base"}
     out["outputs"] = outs
-    out["output_notes"] = a.get("output_notes") or b.get("output_notes")
+    out["output_notes"] = {"base": a.get("output_notes"), "new": b.get("output_notes")}
     return out
 
 
@@ -575,6 +596,9 @@ def main(argv=None) -> int:
         for key, v in outs.items():
             if "missing_on" in v:
                 print(f"    outputs {key!r} missing on {v['missing_on']}")
+        for side, notes in (r.get("output_notes") or {}).items():
+            if notes and "lm_start_error" in notes:
+                print(f"    {side}: iteration-0 outputs not computed: {notes['lm_start_error']}")
         for side, bad in r["rounds_differing_from_round_1"].items():
             if bad:
                 print(f"    WARNING: {side} gave different answers in rounds {[k + 1 for k in bad]} than in round 1")
