@@ -21,7 +21,7 @@ Questions, at ``m = 2`` and the issue's budget ``1.1 x minimal_budget``:
    the optimal allocation of 1.1 x minimal_budget puts its synapses.
 
 MP by fitting is not computed here (the certificates answer the question exactly where they say "zero"); it is in
-``analysis/celegans_mp.py`` (the lifted-rates decider of ``neurosubset/solvers/steady.py``, exact where it decides).
+``analysis/celegans_mp.py`` (the lifted-rates decider of ``neurosubset/solvers/lifted.py``, exact where it decides).
 
 Run: ``python analysis/celegans_allocations.py [--quick] [--out DIR]`` (``--quick``: Witvliet 2021 stage 1, m = 1).
 """

@@ -4,7 +4,7 @@
 ``ns.match_probability`` for a handful of its allocations on ``ns.celegans("cook2019-herm")`` at ``m = 2``:
 
 - **unconstrained** (``dale=False, stable=False``, 32 trials): ``ns.Auto`` uses the exact lifted-rates decider of
-  ``neurosubset.solvers.steady`` (a witness or a proof per trial) and does not fit the allocations certified "zero"
+  ``neurosubset.solvers.lifted`` (a witness or a proof per trial) and does not fit the allocations certified "zero"
   (their MP = 0 is proven: decision "rank_certificate"). Trials the lifted decider leaves open (rows with fewer
   plastic synapses than m, as in the minimal optimal allocation) go to the LM; ``decision_kind`` says per
   allocation whether every trial was decided exactly; it is read from each result, not assumed.

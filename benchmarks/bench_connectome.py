@@ -10,7 +10,7 @@ minutes). Measured, each with its wall time and its peak resident memory above t
 (b) where the verdict is "zero": ``match_probability(..., trials=32)`` with the defaults (Dale, stability, and
     ``skip_zero`` on for a circuit this large): no trial is fitted;
 (c) where it is "positive": ``match_probability(..., dale=False, stable=False)`` (the unconstrained benchmark: the
-    lifted-rates decider of :mod:`neurosubset.solvers.steady`, exact where it decides) on ``--trials`` trials, and
+    lifted-rates decider of :mod:`neurosubset.solvers.lifted`, exact where it decides) on ``--trials`` trials, and
     with Dale and stability (lifted where its witness is admissible, a bounded LM otherwise: a lower bound) on
     ``--lm-trials``;
 (d) the LM alone on the same problem (``solver=LevenbergMarquardt(max_rounds=--lm-rounds)``, no skip) on

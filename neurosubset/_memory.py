@@ -10,9 +10,14 @@ processes one after another so that memory stays bounded whatever the number of 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._checks import ParameterError
+
+if TYPE_CHECKING:
+    from .allocation import Allocation
+    from .circuit import Circuit
+    from .solvers import Solver
 
 _F64 = 8
 _JACOBIAN_COPIES = 2.0  # the Jacobian and LAPACK's working copy of it (measured: peak / Jacobian = 2.03-2.04)
@@ -34,7 +39,7 @@ def available_bytes() -> int:
         return 1 << 62
 
 
-def estimate_fit(circuit: Any, plastic: int, m: int, trials: int, *, problems_per_trial: int = 1,
+def estimate_fit(circuit: Circuit, plastic: int, m: int, trials: int, *, problems_per_trial: int = 1,
                  certificate: bool = False) -> dict[str, int]:
     """Bytes of the largest arrays a fit of ``trials`` draws with ``m`` probes and ``plastic`` plastic synapses holds.
 
@@ -105,7 +110,7 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
 
 
-def check_fit(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None, *, what: str = "fit",
+def check_fit(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *, what: str = "fit",
               certificate: bool = False) -> None:
     """Refuse (one line) a fit of ``trials`` draws with ``m`` probes on ``alloc`` that the machine cannot hold.
 
@@ -132,20 +137,19 @@ _CHUNK_BYTES = 2**30
 _FACTOR_COPIES = 4.0  # steady circuits: I - W, its LU factors and the blocks they are built from, per problem
 
 
-def per_trial_bytes(circuit: Any, plastic: int, m: int, solver: Any = None) -> int:
+def per_trial_bytes(circuit: Circuit, plastic: int, m: int, solver: Solver | None = None) -> int:
     """Bytes one more trial adds to a fit's peak: :func:`estimate_fit` of one trial, plus (steady circuits) the
     dense ``I - W`` factorisations of its problems and, for the LM, the continued restarts beside the fresh ones."""
     lm = type(solver).__name__ in _LM
     problems = 2 * _lm_restarts(solver) if lm else 1  # fresh starts and the ones continued into a round
     terms = estimate_fit(circuit, plastic, m, 1, problems_per_trial=problems)
     total = terms["total"]
-    if getattr(circuit, "dynamics", None) == "steady":
-        n = sum(r.size for r in circuit.regions if r.role != "input")
-        total += int(_F64 * _FACTOR_COPIES * problems * n * n)
+    n = circuit.dynamics.factor_size(circuit)  # e.g. steady: the dense I - W of every problem
+    total += int(_F64 * _FACTOR_COPIES * problems * n * n)
     return int(total)
 
 
-def chunk_trials(circuit: Any, alloc: Any, m: int, trials: int, solver: Any = None, *, chunk: int | None = None,
+def chunk_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *, chunk: int | None = None,
                  max_memory: float | None = None, what: str = "fit", available: int | None = None) -> int:
     """How many trials a fit processes at once: all of them when they fit, else chunks sized from memory.
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .dynamics import Continuous, Discrete, Steady
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
 
 MAX_ROWS = 20  # rows per table before "... N more"
 
@@ -52,9 +57,9 @@ def _html(heading: str, lines: Sequence[str], tables: Sequence[Table]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- circuit
-def _circuit_parts(c: Any) -> tuple[str, list[str], list[Table]]:
-    dyn = c.dynamics + (f", {c.steps} steps" if c.dynamics == "discrete" else "")
-    if c.dynamics == "continuous":  # fields of continuous circuits (s)
+def _circuit_parts(c: Circuit) -> tuple[str, list[str], list[Table]]:
+    dyn = c.dynamics.name + (f", {c.steps} steps" if isinstance(c.dynamics, Discrete) else "")
+    if isinstance(c.dynamics, Continuous):  # fields of continuous circuits (s)
         tau = getattr(c, "tau", None)
         tau = ", ".join(f"{k} {_g(v)}" for k, v in tau) if isinstance(tau, tuple) else tau
         dyn += (f", {c.steps} input intervals, tau {tau} s, duration {getattr(c, 'duration', None)} s, "
@@ -63,7 +68,7 @@ def _circuit_parts(c: Any) -> tuple[str, list[str], list[Table]]:
     heading = (f"Circuit {c.name!r}: {dyn}, {c.nonlinearity}; {n_neurons} neurons, {c.n_synapses} synapses, "
                f"structure seed {c.seed}")
     lines = []
-    if c.dynamics == "steady":
+    if isinstance(c.dynamics, Steady):
         lines.append("steady = the fixed point r = W r + input of the rate dynamics (not a simulation); "
                      "stable iff max Re(eig W) < 1")
     regions = [(r.name, str(r.size), r.role, {None: "free", 1: "+1 (exc.)", -1: "-1 (inh.)"}[r.sign])
@@ -78,12 +83,12 @@ def _circuit_parts(c: Any) -> tuple[str, list[str], list[Table]]:
                             ("projections", ("projection", "p", "gain", "synapses", "post x pre"), projections)]
 
 
-def circuit_text(c: Any) -> str:
+def circuit_text(c: Circuit) -> str:
     """Text view of a circuit: dynamics, regions (size, role, sign), projections (p, gain, synapse count)."""
     return _text(*_circuit_parts(c))
 
 
-def circuit_html(c: Any) -> str:
+def circuit_html(c: Circuit) -> str:
     """The same view as an HTML table (Jupyter)."""
     return _html(*_circuit_parts(c))
 

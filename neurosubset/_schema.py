@@ -105,7 +105,7 @@ DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activati
 (LEAST_SQUARES_DECISION, BOUNDED_DECISION, CONE_DECISION, PATTERN_DECISION, ROOTS_DECISION,
  LM_DECISION, CERTIFICATE_DECISION, LIFTED_DECISION) = range(len(DECISION.meanings))
 # rank_certificate: fit(skip_zero=True) fitted nothing, the certificate's rank deficit proved MP = 0 (exact)
-# lifted_rates: linear steady circuits, the rates as unknowns (neurosubset.solvers.steady): a witness or a proof
+# lifted_rates: linear steady circuits, the rates as unknowns (neurosubset.solvers.lifted): a witness or a proof
 # decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound".
 # The one spelling: results before this merge said the same in an ``mp_estimate`` attr ("exact" / "lower_bound"),
 # which neurosubset.results.decision_kind still reads.

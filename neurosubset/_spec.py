@@ -11,12 +11,14 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._checks import CircuitSpecError, check_choice, check_int, check_real
 
+if TYPE_CHECKING:
+    from .circuit import Circuit
+
 ROLES = ("input", "hidden", "output")
-DYNAMICS = ("feedforward", "discrete", "steady", "continuous")
 NONLINEARITIES = ("linear", "relu", "tanh", "softplus")
 _CONTINUOUS_KEYS = ("tau", "duration", "dt", "readout")  # dynamics "continuous" only (seconds)
 _SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections") + _CONTINUOUS_KEYS
@@ -253,7 +255,7 @@ def _reaches(projections: Sequence[Projection], source: str, target: str) -> boo
     return False
 
 
-def to_spec(circuit: Any) -> dict[str, Any]:
+def to_spec(circuit: Circuit) -> dict[str, Any]:
     """Plain-type dictionary of ``circuit`` in the TOML layout (the inverse of :func:`from_spec`)."""
     regions = {}
     for r in circuit.regions:
@@ -274,7 +276,7 @@ def to_spec(circuit: Any) -> dict[str, Any]:
             if getattr(p, key) is not None:
                 entry[key] = [[i, j, int(c) if c == int(c) else c] for i, j, c in getattr(p, key)]
         projections.append(entry)
-    out = {"name": circuit.name, "dynamics": circuit.dynamics, "steps": circuit.steps,
+    out = {"name": circuit.name, "dynamics": circuit.dynamics.name, "steps": circuit.steps,
            "nonlinearity": circuit.nonlinearity, "seed": circuit.seed, "regions": regions,
            "projections": projections}
     for key in _CONTINUOUS_KEYS:  # written only where set (continuous dynamics): other specs keep their text

@@ -38,10 +38,9 @@ import xarray as xr
 
 from . import _schema
 from ._checks import NonFiniteOutputWarning, ParameterError, check_int, check_real
-from ._continuous import final_max_real_eig
 from ._memory import chunk_trials
 from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
-from ._stability import loops, max_real_eig, plastic_in_loops, stability_applies
+from .dynamics.stability import loops, max_real_eig, plastic_in_loops, stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .draws import Trials, draw_trials
@@ -53,7 +52,7 @@ from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solv
 from .solvers.lm import relative_residual
 from .solvers.multistart import multistart
 from .solvers.options import LIFT_HIDDEN, SteadyLifting
-from .solvers.steady import lifted_then_lm, lifting_applicable
+from .solvers.lifted import lifted_then_lm, lifting_applicable
 from .results import fit_dataset, student_weights, teacher_weights, wilson_interval
 from .theory import Certificate, certify
 
@@ -107,8 +106,8 @@ class FitResult:
         plastic values); otherwise a lower bound (a local solver can miss solutions).
     max_real_eig : numpy.ndarray or None
         ``(trial,)`` ``max Re(eig W)`` of the fitted student's recurrent matrix (steady circuits); continuous ones
-        on the steady scale (linear: ``T^-1 (W - I)``, :mod:`neurosubset._stability`; nonlinear: the Jacobian at
-        the final states, maxed over probes, :func:`neurosubset._continuous.final_max_real_eig`); else None.
+        on the steady scale (linear: ``T^-1 (W - I)``, :mod:`neurosubset.dynamics.stability`; nonlinear: the Jacobian at
+        the final states, maxed over probes, :func:`neurosubset.dynamics.continuous.final_max_real_eig`); else None.
     sign_violations : numpy.ndarray or None
         ``(trial,)`` int64 plastic values of the wrong sign for their presynaptic region (None if no plastic
         synapse is signed; always 0 with ``dale``).
@@ -165,7 +164,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
     solver : Auto, LeastSquares, LevenbergMarquardt or {"auto", "lstsq", "lm"}
         :class:`~neurosubset.solvers.Auto` (default) uses exact least squares when the outputs are affine in the
         plastic weights (:func:`neurosubset.dynamics.is_affine`), the exact deciders of
-        :mod:`neurosubset.solvers.exact` and :mod:`neurosubset.solvers.steady` where they apply (``"lifted"``:
+        :mod:`neurosubset.solvers.exact` and :mod:`neurosubset.solvers.lifted` where they apply (``"lifted"``:
         linear steady circuits, by default from 128 hidden neurons) and Levenberg-Marquardt otherwise. The LM's
         multi-start policy (:mod:`neurosubset.solvers.multistart`): every still-unmatched trial gets a new round
         until it matches or reaches ``max_rounds``; restart ``j`` of round ``r`` starts from
@@ -189,7 +188,7 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         restarting trials that land on unstable solutions, and draw teacher and student from the init
         distribution conditioned on stability (rejected draws counted). Linear continuous circuits likewise, with
         their criterion ``max Re eig(T^-1 (W - I)) < 0`` (``max_real_eig`` is then reported on the steady scale,
-        see :mod:`neurosubset._stability`). Ignored for other dynamics: nonlinear continuous circuits report
+        see :mod:`neurosubset.dynamics.stability`). Ignored for other dynamics: nonlinear continuous circuits report
         ``max_real_eig`` per trial (the Jacobian at each probe's final state, maxed over probes) without acting on
         it, since that state is not a fixed point in general (local, probe-dependent information, not the
         stability of a steady state).
@@ -235,9 +234,9 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
-    if str(device) != "cpu" and circuit.dynamics == "continuous":  # its integrators build CPU tensors
-        raise ParameterError("The 'device' parameter must be 'cpu' for continuous circuits (their integrators "
-                             f"are CPU-only here). Got {str(device)!r}.")
+    if str(device) != "cpu" and circuit.dynamics.cpu_only:  # e.g. continuous: its integrators build CPU tensors
+        raise ParameterError(f"The 'device' parameter must be 'cpu' for {circuit.dynamics.name} circuits (their "
+                             f"maps are CPU-only here). Got {str(device)!r}.")
     device = check_device(device)
     if not _skips_zero(circuit, skip_zero):
         cert = None
@@ -378,8 +377,8 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     student = {k: v.cpu().numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.cpu().numpy()
     matched = (resid_np < tol) & (not zero)
-    max_re = max_real_eig(circuit, student) if steady else (  # nonlinear continuous: reported, not a constraint
-        final_max_real_eig(circuit, fmap.weights(theta), fmap.probes) if circuit.dynamics == "continuous" else None)
+    max_re = max_real_eig(circuit, student) if steady else (  # e.g. nonlinear continuous: reported, not required
+        circuit.dynamics.local_stability(circuit, fmap.weights(theta), fmap.probes))
     if need_stable:  # checked on the weights reported, whatever the solver did
         unstable = matched & ~(max_re < 1.0)
         matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)

@@ -15,21 +15,20 @@ Dynamics (``x`` the probe, ``phi`` the nonlinearity of hidden regions, output re
   stable iff ``max Re(eig W_rec) < 1``; specs whose teacher draws are mostly unstable are rejected.
 - ``"continuous"``: ``T dh/dt = -h + phi(W_rec h + W_in x(t))`` over the hidden neurons for ``duration`` (s), ``x(t)``
   constant over ``steps`` intervals, outputs read out at the ``readout`` times (default the end), concatenated;
-  ``tau``, ``dt``, the exact (linear) and RK4 integrators and the checks: :mod:`neurosubset._continuous`.
+  ``tau``, ``dt``, the exact (linear) and RK4 integrators and the checks: :mod:`neurosubset.dynamics.continuous`.
 
 Initial weights: entry ``(i, j)`` of projection ``pre->post`` is present with probability ``p`` (fixed by the
 circuit's structural ``seed``) and drawn ``N(0, gain^2 / (p * n_pre))`` (variance over the expected in-degree).
 A region with ``sign = +1`` or ``-1`` (Dale's law) makes its outgoing weights ``sign * |N(...)|``.
 Data-given structure (``Projection.synapses``) and fixed projections (``Projection.weights``): see connectivity.py.
 
-Block layout, defined here once: a neuron vector concatenates the regions of some roles in declaration order.
-:meth:`Circuit.slices` says where each region sits in one, :meth:`Circuit.block_slices` where each weight sits in
-the block matrix between two, and :meth:`Circuit.init_scale` gives the initial SD of each plastic synapse in the
-order of the plastic values ``theta``.
+The index layout (:mod:`neurosubset.layout`), the weight distribution (:mod:`neurosubset.distribution`) and the
+equations (:mod:`neurosubset.dynamics`) live beside this module; :meth:`Circuit.blocks` assembles the weights of
+any two lists of regions into one operator.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -37,27 +36,36 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import AllocationError, CircuitSpecError, ParameterError, check_choice, check_int, check_names
-from ._spec import DYNAMICS as DYNAMICS
+from ._checks import CircuitSpecError, check_choice, check_int, check_names
 from ._spec import NONLINEARITIES as NONLINEARITIES
 from ._spec import ROLES as ROLES
 from ._spec import Projection as Projection
 from ._spec import Region as Region
-from . import _continuous
-from ._stability import SpecStability, check_steady_spec, spec_stability, stability_applies
-from .connectivity import circuit_arguments, init_sd, resolve_connectivity_file, triples_to_dense
-from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to_spec, topological_order
+from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to_spec
+from .connectivity import circuit_arguments, resolve_connectivity_file, triples_to_dense
+from .distribution import WeightDistribution
+from .dynamics import Dynamics
+from .dynamics.base import names as dynamics_names
+from .dynamics.base import resolve as resolve_dynamics
+from .dynamics.stability import SpecStability, check_steady_spec, spec_stability, stability_applies
+from .layout import IndexLayout
 
 
 @dataclass(frozen=True)
-class Circuit:
+class Circuit(IndexLayout, WeightDistribution):
     """A circuit specification: regions, projections, dynamics. Validated when built; holds no tensors.
+
+    The index layout of its neurons (:class:`~neurosubset.layout.IndexLayout`) and its weight distribution
+    (:class:`~neurosubset.distribution.WeightDistribution`) are its bases; its equations are the ``dynamics``
+    object (:class:`neurosubset.dynamics.Dynamics`).
 
     Parameters
     ----------
     regions : tuple of Region
     projections : tuple of Projection
-    dynamics : {"feedforward", "discrete", "steady", "continuous"}
+    dynamics : Dynamics or {"feedforward", "discrete", "steady", "continuous"}
+        The equations; a registered name is resolved to its object (:func:`neurosubset.dynamics.register` adds
+        names). Stored as the object: ``circuit.dynamics.name`` is the string.
     steps : int
         Number of time steps ``T`` for ``"discrete"`` dynamics, of input intervals for ``"continuous"``.
     nonlinearity : {"linear", "relu", "tanh", "softplus"}
@@ -76,7 +84,7 @@ class Circuit:
 
     regions: tuple[Region, ...]
     projections: tuple[Projection, ...]
-    dynamics: str = "feedforward"
+    dynamics: Dynamics | str = "feedforward"
     steps: int = 1
     nonlinearity: str = "linear"
     seed: int = 0
@@ -90,18 +98,13 @@ class Circuit:
     def __post_init__(self) -> None:
         object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "projections", tuple(self.projections))
-        check_choice("dynamics", self.dynamics, DYNAMICS, error=CircuitSpecError)
+        object.__setattr__(self, "dynamics", resolve_dynamics(self.dynamics))
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES, error=CircuitSpecError)
         object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1, error=CircuitSpecError))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
-        _continuous.check_fields(self)  # tau, duration, dt, readout, nonlinearity: checked and normalised
         check_graph(self.regions, self.projections)
+        self.dynamics.validate(self)  # e.g. tau, duration, dt, readout, nonlinearity; a DAG for feedforward
         _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
-        if self.dynamics == "feedforward":
-            topological_order(self.regions, self.projections)  # raises on cycles
-        if self.dynamics == "steady" and self.nonlinearity != "linear":
-            raise CircuitSpecError("'steady' dynamics needs nonlinearity 'linear' (the fixed point of a "
-                                   f"nonlinear circuit is not unique). Got {self.nonlinearity!r}.")
         if stability_applies(self):  # steady: max Re(eig W) < 1; linear continuous: max Re eig(T^-1 (W - I)) < 0
             # judged on teacher draws; refused when most draws are unstable (inhibition-stabilized circuits, radius
             # > 1 with real parts < 1, are accepted)
@@ -116,9 +119,7 @@ class Circuit:
     @cached_property
     def order(self) -> tuple[str, ...]:
         """Region evaluation order (topological for feedforward, declaration order otherwise)."""
-        if self.dynamics == "feedforward":
-            return tuple(topological_order(self.regions, self.projections))
-        return tuple(r.name for r in self.regions)
+        return self.dynamics.order(self)
 
     @property
     def weight_names(self) -> tuple[str, ...]:
@@ -140,119 +141,6 @@ class Circuit:
             check_names("name", [name], self.weight_names, what="Weight")
         p = self.projection[name]
         return (self.region[p.post].size, self.region[p.pre].size)
-
-    # ------------------------------------------------------------------ block layout
-    def slices(self, roles: str | Iterable[str] = ROLES) -> dict[str, slice]:
-        """Where each region sits in the neuron vector of the regions with a role in ``roles``.
-
-        Parameters
-        ----------
-        roles : str or iterable of {"input", "hidden", "output"}
-            The vector concatenates, in declaration order, the regions whose role is one of these: ``"input"`` is
-            one probe vector ``x``, ``("hidden", "output")`` the rates ``r`` of ``r = W_rec r + W_in x``.
-
-        Returns
-        -------
-        dict
-            Region name -> ``slice`` of that vector, in declaration order.
-
-        Examples
-        --------
-        >>> linear_rnn(n=6, n_in=2, n_out=1, steps=3).slices(("hidden", "output"))   # doctest: +SKIP
-        {'rec': slice(0, 6, None), 'out': slice(6, 7, None)}
-        """
-        key = _roles(roles)
-        if key not in self._slices:
-            self._slices[key] = _concatenate((r.name, r.size) for r in self.regions if r.role in key)
-        return dict(self._slices[key])
-
-    @cached_property
-    def _slices(self) -> dict[tuple[str, ...], dict[str, slice]]:
-        return {}
-
-    def n_neurons(self, roles: str | Iterable[str] = ROLES) -> int:
-        """Length of the neuron vector of the regions with a role in ``roles`` (see :meth:`slices`)."""
-        return sum(s.stop - s.start for s in self.slices(roles).values())
-
-    def block_slices(self, rows: str | Iterable[str], cols: str | Iterable[str]) -> dict[str, tuple[slice, slice]]:
-        """Where each weight sits in the block matrix that maps the ``cols`` neuron vector onto the ``rows`` one.
-
-        Parameters
-        ----------
-        rows, cols : str or iterable of {"input", "hidden", "output"}
-            Roles of the postsynaptic (row) and presynaptic (column) neuron vectors, as in :meth:`slices`.
-
-        Returns
-        -------
-        dict
-            Weight name -> ``(post, pre)`` slices, ``post`` of ``slices(rows)`` and ``pre`` of ``slices(cols)``,
-            for every projection between those regions, in declaration order: ``A[post, pre] = weights[name]``
-            fills the ``(n_neurons(rows), n_neurons(cols))`` matrix.
-        """
-        post, pre = self.slices(rows), self.slices(cols)
-        return {p.name: (post[p.post], pre[p.pre]) for p in self.projections if p.post in post and p.pre in pre}
-
-    def offsets(self, names: Sequence[str]) -> dict[str, int]:
-        """Start index of each region in the concatenation of regions ``names`` (in that order).
-
-        :meth:`slices` gives the role-based vectors the toolkit uses; this takes any order of region names.
-        """
-        names = list(names)
-        check_names("names", names, self.region, what="Region")
-        return {n: s.start for n, s in _concatenate((n, self.region[n].size) for n in names).items()}
-
-    def init_scale(self, plastic: Any) -> np.ndarray:
-        """Initial standard deviation of each plastic synapse, in the order of the plastic values ``theta``.
-
-        Parameters
-        ----------
-        plastic : Allocation or dict
-            An allocation, or weight name -> number of plastic synapses (int) or bool mask ``(n_post, n_pre)``;
-            weights not named have none.
-
-        Returns
-        -------
-        numpy.ndarray
-            ``(M,)`` float64: :attr:`init_std` of each weight repeated over its plastic synapses, weights in
-            declaration order (the layout of ``theta``, see :attr:`Allocation.indices`).
-        """
-        counts = getattr(plastic, "masks", plastic)
-        if not isinstance(counts, Mapping):
-            raise AllocationError(f"The 'plastic' parameter must be an Allocation or a mapping of weight name -> "
-                                  f"count or mask. Got {type(plastic).__name__}.")
-        check_names("plastic", counts, self.weight_names, what="Weight", error=AllocationError)
-        parts = []
-        for name in self.weight_names:
-            n = counts.get(name, 0)
-            if np.ndim(n):
-                if np.shape(n) != self.shape(name):
-                    raise AllocationError(f"The mask for weight {name!r} must have shape {self.shape(name)} "
-                                          f"(n_post, n_pre). Got {np.shape(n)} instead.")
-                parts.append(self.init_sd[name][np.asarray(n, dtype=bool)])  # row-major: the order of theta
-                continue
-            if n and np.unique(self.init_sd[name][self.structure[name]]).size > 1:  # init 'count'
-                raise AllocationError(f"plastic[{name!r}]: per-synapse init SDs (init 'count') need a bool mask.")
-            parts.append(np.full(check_int(f"plastic[{name!r}]", n, minimum=0, error=AllocationError),
-                                 self.init_std[name]))
-        return np.concatenate(parts)
-
-    @cached_property
-    def input_regions(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.regions if r.role == "input")
-
-    @cached_property
-    def output_regions(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.regions if r.role == "output")
-
-    @property
-    def n_in(self) -> int:
-        """Length of one input vector (input regions concatenated in declaration order)."""
-        return self.n_neurons("input")
-
-    @property
-    def n_out(self) -> int:
-        """Length of one output vector (output regions in declaration order; continuous: once per read-out time)."""
-        return self.n_neurons("output") * (len(_continuous.readout_times(self)) if self.dynamics == "continuous" else 1)
 
     @cached_property
     def structure(self) -> dict[str, np.ndarray]:
@@ -282,16 +170,6 @@ class Circuit:
         """Region name -> its neuron names (``Region.neurons``, default ``"NAME[i]"``), declaration order."""
         return {r.name: r.neurons or tuple(f"{r.name}[{i}]" for i in range(r.size)) for r in self.regions}
 
-    @cached_property
-    def init_std(self) -> dict[str, float]:
-        """SD of each weight's initial distribution, ``gain / sqrt(p * n_pre)`` (see :func:`connectivity.init_sd`)."""
-        return {p.name: init_sd(p, self.structure[p.name], scalar=True) for p in self.projections}
-
-    @cached_property
-    def init_sd(self) -> dict[str, np.ndarray]:
-        """Per-synapse initial SD, weight name -> ``(n_post, n_pre)`` float64, 0 where no synapse is drawn."""
-        return {p.name: init_sd(p, self.structure[p.name]) for p in self.projections}
-
     @property
     def n_synapses(self) -> int:
         """Number of structurally present synapses."""
@@ -301,65 +179,21 @@ class Circuit:
     def stability(self) -> SpecStability:
         """How often the teacher draws of a steady circuit are unstable, overall and per recurrent loop.
 
-        Computed (and checked) when a steady circuit is built: :func:`neurosubset._stability.check_steady_spec`
+        Computed (and checked) when a steady circuit is built: :func:`neurosubset.dynamics.stability.check_steady_spec`
         refuses a spec with more than half of 200 draws at ``max Re(eig W) >= 1``. Other dynamics: no draws.
         """
         return spec_stability(self) if stability_applies(self) else SpecStability(0, 0.0, (), (), ())
 
-    @cached_property
-    def expected_spectral_radius(self) -> float:
-        """Estimated spectral radius of the recurrent (non-input to non-input) weights at initialisation.
+    def blocks(self, weights: Mapping[str, Any], rows: str | Sequence[str], cols: str | Sequence[str]) -> Any:
+        """The weights from the ``cols`` regions onto the ``rows`` ones as one block matrix ``(..., N_rows, N_cols)``.
 
-        ``max(rho(E[W]), sqrt(rho(Var[W])))``: the outlier of the mean matrix (Dale's law) and the bulk radius of
-        a random matrix with the given variance profile. Zero when there is no recurrence.
+        ``rows`` / ``cols``: region names or roles (``"hidden"``, ``("hidden", "output")``); ``weights``: weight
+        name -> ``(..., n_post, n_pre)`` torch tensors or numpy arrays. See
+        :func:`neurosubset.dynamics.blocks.block_matrix`, the one assembly every part of the package uses.
         """
-        neurons = ("hidden", "output")
-        n = self.n_neurons(neurons)
-        mean = np.zeros((n, n))
-        var = np.zeros((n, n))
-        for name, block in self.block_slices(neurons, neurons).items():
-            sign = self.region[self.projection[name].pre].sign
-            std = self.init_sd[name]
-            if self.projection[name].fixed:
-                mean[block] += triples_to_dense(self.projection[name].weights, self.shape(name))
-                continue
-            mu, v = (0.0, std**2) if sign is None else (sign * std * np.sqrt(2 / np.pi), std**2 * (1 - 2 / np.pi))
-            mean[block] += mu
-            var[block] += v
-        if n == 0 or not var.any():
-            return 0.0
-        return float(max(spectral_radius(mean), np.sqrt(spectral_radius(var))))
+        from .dynamics.blocks import block_matrix
 
-    # ------------------------------------------------------------------ random draws
-    def sample_weights(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Draw one set of weights from the initial distribution.
-
-        Parameters
-        ----------
-        rng : numpy.random.Generator
-
-        Returns
-        -------
-        dict
-            Weight name -> float64 array ``(n_post, n_pre)``, zero where no synapse exists.
-        """
-        out = {}
-        for p in self.projections:
-            shape = self.shape(p.name)
-            w = triples_to_dense(p.weights, shape) if p.fixed else rng.standard_normal(shape) * self.init_sd[p.name]
-            sign = None if p.fixed else self.region[p.pre].sign  # fixed: the given weights, no draw
-            if sign is not None:
-                w = sign * np.abs(w)
-            out[p.name] = np.where(self.structure[p.name], w, 0.0)
-        return out
-
-    def probe_shape(self, m: int) -> tuple[int, ...]:
-        """Shape of ``m`` probes: ``(m, n_in)``, or ``(m, steps, n_in)`` for discrete and continuous dynamics."""
-        return (m, self.steps, self.n_in) if self.dynamics in ("discrete", "continuous") else (m, self.n_in)
-
-    def sample_probes(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw ``m`` probes with iid N(0, 1) entries, shape :meth:`probe_shape`."""
-        return rng.standard_normal(self.probe_shape(m))
+        return block_matrix(self, weights, rows, cols)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -410,43 +244,9 @@ def _check_circuit_memory(circuit: Circuit) -> None:
     size = {r.name: r.size for r in circuit.regions}
     dense = sum(size[p.post] * size[p.pre] for p in circuit.projections)
     n = sum(size.values())
-    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 8 * 4 * n * n if circuit.dynamics == "steady" else 0}
+    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 0, **circuit.dynamics.spec_memory_terms(circuit)}
     terms["total"] = sum(terms.values())
     check_memory(f"Circuit {circuit.name!r} ({n} neurons)", terms, lower="the region sizes", error=CircuitSpecError)
-
-
-def _roles(roles: str | Iterable[str]) -> tuple[str, ...]:
-    """``roles`` as a tuple in the order of :data:`ROLES` (the key of a neuron vector's layout)."""
-    given = (roles,) if isinstance(roles, str) else tuple(roles)
-    for role in given:
-        check_choice("roles", role, ROLES, error=ParameterError)
-    return tuple(r for r in ROLES if r in given)
-
-
-def _concatenate(sizes: Iterable[tuple[str, int]]) -> dict[str, slice]:
-    """Name -> slice of each ``(name, size)`` block laid end to end, in the given order."""
-    out, start = {}, 0
-    for name, size in sizes:
-        out[name] = slice(start, start + size)
-        start += size
-    return out
-
-
-def spectral_radius(a: np.ndarray) -> float:
-    """Largest ``|eigenvalue|`` of a square matrix: dense LAPACK up to 300 rows, ARPACK (sparse) above."""
-    if not a.any():
-        return 0.0
-    if a.shape[0] > 300:
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.linalg import ArpackNoConvergence, eigs
-
-        try:
-            vals = eigs(csr_matrix(a), k=1, which="LM", tol=1e-8, maxiter=20 * a.shape[0],
-                        v0=np.ones(a.shape[0]), return_eigenvectors=False)
-            return float(np.abs(vals).max())
-        except ArpackNoConvergence:  # pragma: no cover - rare; fall back to the dense solver
-            pass
-    return float(np.abs(np.linalg.eigvals(a)).max())
 
 
 # ---------------------------------------------------------------------- the paper's architectures

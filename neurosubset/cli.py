@@ -24,10 +24,11 @@ import numpy as np
 from . import __version__
 from ._checks import NeurosubsetError, NonFiniteOutputWarning
 from ._outputs import OutputError, check_output, check_writable, inside_sweep_store, write_dataset
-from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE
+from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_name
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
 from .circuit import Circuit, feedforward, linear_rnn
+from .dynamics import Continuous
 from .solvers import SOLVERS, LeastSquares, LevenbergMarquardt, Solver
 
 EXIT_USER_ERROR = 2
@@ -238,7 +239,7 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         raise CLIError(f"spikecheck --out takes a .nc (netCDF) file. Got {args.out!r}.")
     circuit = load_circuit(args.circuit)
     tau = args.tau if args.tau is not None else (  # unset: a continuous circuit's own tau, else the default
-        continuous_kernel_tau(circuit) if circuit.dynamics == "continuous" else DEFAULT_TAU)
+        continuous_kernel_tau(circuit) if isinstance(circuit.dynamics, Continuous) else DEFAULT_TAU)
     settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=tau,
                                rate_unit=args.rate_unit, target=args.target)
     alloc = _allocation(circuit, args)
@@ -281,6 +282,36 @@ def _cmd_localize(args: argparse.Namespace) -> None:
     print(ds[[c for c in cols if c in ds]].to_dataframe().rename_axis(None).to_string())  # best candidate first
     if args.out:
         _write(ds, args.out, args.overwrite)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    """Simulate a circuit on given weights and probes and write the responses file (R.nc) that ``localize`` reads:
+    probes and the rates of the chosen regions, for any dynamics."""
+    from .responses import read_weights, responses_dataset
+    from .simulate import simulate
+
+    _check_out(args)
+    circuit = load_circuit(args.circuit)
+    weights = read_weights(args.weights, circuit)
+    probes = _read_probes(args.probes)
+    regions = parse_list(args.regions, option="--regions") or [r.name for r in circuit.regions if r.role != "input"]
+    ds = simulate(circuit, weights, probes, regions=regions)
+    responses = {r: ds[f"rate_{var_name(r)}"].values for r in regions}
+    _write(responses_dataset(circuit, probes, responses), args.out, args.overwrite)
+    print(f"wrote {args.out}: responses of {regions} to {ds.sizes['probe']} probes")
+
+
+def _read_probes(path: str) -> np.ndarray:
+    """The ``probes`` variable of a netCDF file ((probe, input) or (probe, time, input)), one line on failure."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            if "probes" not in ds.data_vars:
+                raise CLIError(f"--probes {path!r} has no 'probes' variable (probe, input) or (probe, time, input).")
+            return ds["probes"].values
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--probes {path!r} is not a readable netCDF file ({exc}).") from None
 
 
 def _allocation(circuit: Circuit, args: argparse.Namespace):
@@ -472,6 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--out", help="output .nc (netCDF) or .zarr (an existing file is refused without --overwrite)")
     lo.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     lo.set_defaults(func=_cmd_localize)
+
+    si = sub.add_parser("simulate", help=_cmd_simulate.__doc__, description=_cmd_simulate.__doc__)
+    si.add_argument("circuit", help=_CIRCUIT_HELP)
+    si.add_argument("--weights", required=True, help="W.nc: one variable per projection (as localize --weights)")
+    si.add_argument("--probes", required=True, help="P.nc: a 'probes' variable (probe, input) or (probe, time, input)")
+    si.add_argument("--regions", help="comma-separated non-input regions to record (default: all of them)")
+    si.add_argument("--out", required=True, help="output R.nc (refused if it exists, without --overwrite)")
+    si.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
+    si.set_defaults(func=_cmd_simulate)
     return parser
 
 

@@ -30,13 +30,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._checks import CircuitSpecError, check_choice
 from ._schema import meta
 from ._spec import Projection, Region
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
 
 EDGE_COLUMNS = ("pre", "post", "count")
 ROW_ORDERS = ("post", "pre")
@@ -74,12 +77,12 @@ def init_sd(proj: Projection, mask: np.ndarray, *, scalar: bool = False) -> Any:
     return sd if scalar else np.where(mask, sd, 0.0)
 
 
-def named(circuit: Any) -> bool:
+def named(circuit: Circuit) -> bool:
     """Whether any region of ``circuit`` names its neurons (``Region.neurons``)."""
     return any(r.neurons is not None for r in circuit.regions)
 
 
-def name_coords(circuit: Any, dim: str, regions: Sequence[str], name: str | None = None) -> dict[str, tuple]:
+def name_coords(circuit: Circuit, dim: str, regions: Sequence[str], name: str | None = None) -> dict[str, tuple]:
     """``{name: (dim, names)}``: the neuron names along ``dim``, whose entries are the neurons of ``regions`` in
     order (``name`` default ``"<dim>_neuron_name"``, or ``"neuron_name"`` for ``dim == "neuron"``); ``{}`` where
     the circuit names no neurons."""
@@ -90,13 +93,13 @@ def name_coords(circuit: Any, dim: str, regions: Sequence[str], name: str | None
     return {label: (dim, names, meta("neuron_name"))}
 
 
-def weight_name_coords(circuit: Any, weight: str, stem: str) -> dict[str, tuple]:
+def weight_name_coords(circuit: Circuit, weight: str, stem: str) -> dict[str, tuple]:
     """Neuron-name coordinates of a weight's dims ``<stem>_post`` / ``<stem>_pre`` (see :func:`name_coords`)."""
     proj = circuit.projection[weight]
     return {**name_coords(circuit, f"{stem}_post", [proj.post]), **name_coords(circuit, f"{stem}_pre", [proj.pre])}
 
 
-def synapse_name_coords(circuit: Any, weight: np.ndarray, post: np.ndarray, pre: np.ndarray) -> dict[str, tuple]:
+def synapse_name_coords(circuit: Circuit, weight: np.ndarray, post: np.ndarray, pre: np.ndarray) -> dict[str, tuple]:
     """``synapse_post_name`` / ``synapse_pre_name`` along ``synapse``: the names of each synapse's neurons."""
     if not named(circuit):
         return {}

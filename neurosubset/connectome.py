@@ -54,7 +54,7 @@ import numpy as np
 
 from ._checks import CircuitSpecError, MissingExtraError, check_choice, check_real
 from ._spec import Projection, Region
-from ._stability import _SEED_KEY, loops, max_real_eig, spec_stability
+from .dynamics.stability import SPEC_SEED_KEY, loops, max_real_eig, spec_stability
 from .circuit import Circuit
 from .connectivity import circuit_arguments
 
@@ -311,7 +311,7 @@ def _stable_gain(kwargs: dict[str, Any]) -> float:
     twin = Circuit(**kwargs)  # discrete: no stability check while building
     if not loops(twin):
         return 1.0
-    draws = [twin.sample_weights(np.random.default_rng(np.random.SeedSequence(twin.seed, spawn_key=(_SEED_KEY, k))))
+    draws = [twin.sample_weights(np.random.default_rng(np.random.SeedSequence(twin.seed, spawn_key=(SPEC_SEED_KEY, k))))
              for k in range(spec_stability(twin).draws)]
     gap = {p.name for p in twin.projections if p.fixed and p.name.startswith("gap:")}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import CircuitSpecError
-from ._stability import loops, max_real_eig, stability_applies
+from .dynamics.stability import loops, max_real_eig, stability_applies
 from .circuit import Circuit
 
 _MAX_REJECTIONS = 1000  # unstable draws rejected in a row before a trial gives up (specs allow <= 50% unstable)

@@ -19,7 +19,7 @@ import xarray as xr
 
 from . import _schema
 from ._schema import meta, var_name
-from ._stability import stability_applies
+from .dynamics.stability import stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .connectivity import synapse_name_coords, weight_name_coords

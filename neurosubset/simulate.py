@@ -1,7 +1,8 @@
-"""Trajectories of a continuous-time circuit: :func:`simulate` returns outputs (and hidden rates) over time.
+"""Rates of any circuit on given weights and probes: :func:`simulate` returns one Dataset layout for every dynamics.
 
-The dynamics are those of :mod:`neurosubset._continuous` (the forward map the benchmark fits): exact matrix
-exponential for linear circuits, fixed-step RK4 otherwise, all probes in one batch. Times are in seconds.
+The equations are the circuit's dynamics object's (:mod:`neurosubset.dynamics`, the maps the benchmark fits):
+the fixed point of steady circuits, the layers of feed-forward ones, the steps of discrete ones, the exact matrix
+exponential or RK4 trajectory of continuous ones (times in seconds), all probes in one batch.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import _continuous, _schema
-from ._checks import ParameterError
-from ._schema import meta
+from . import _schema
+from ._checks import ParameterError, check_names
+from ._schema import meta, response_meta, var_name
 from .circuit import Circuit
 from .connectivity import name_coords
 from .dynamics import DTYPE
@@ -22,84 +23,93 @@ from .dynamics import DTYPE
 __all__ = ["simulate"]
 
 
-def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
+def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regions: Sequence[str] | None = None,
              times: Sequence[float] | str | None = None, hidden: bool = False) -> xr.Dataset:
-    """Integrate a continuous circuit on ``probes`` and return its outputs at ``times``.
-
-    ``T dh/dt = -h + phi(W_rec h + W_in x(t))`` from ``h(0) = 0``, outputs ``y(t) = W_out h(t) + W_direct x(t)``,
-    ``x(t)`` held constant over each of the circuit's ``steps`` input intervals (see
-    :class:`~neurosubset.circuit.Circuit`).
+    """The rates of ``circuit`` with ``weights`` on ``probes``: its outputs and the rates of any region.
 
     Parameters
     ----------
     circuit : Circuit
-        ``dynamics = "continuous"``.
+        Any dynamics (see :mod:`neurosubset.dynamics`).
     weights : dict
         Weight name -> array ``(n_post, n_pre)`` (numpy or torch; dimensionless), one circuit.
     probes : array-like
-        ``(probe, steps, n_in)``: the input of each interval.
+        ``(probe, n_in)``, or ``(probe, steps, n_in)`` for sequence dynamics (discrete, continuous: the input of
+        each step / interval).
+    regions : sequence of str, optional
+        Non-input regions whose rates are returned as ``rate_<REGION>`` (default: every non-input region).
     times : sequence of float, "all" or None
-        Read-out times (s, increasing, on the ``dt`` grid, in ``(0, duration]``); ``"all"`` every ``dt`` step;
-        ``None`` (default) the circuit's ``readout`` times (the end of the duration unless set).
+        Dynamics with time only. Continuous: read-out times (s, increasing, on the ``dt`` grid, in
+        ``(0, duration]``), ``"all"`` every ``dt`` step, ``None`` the circuit's ``readout`` times. Discrete: steps
+        (``1..steps``), ``"all"`` or ``None`` every step.
     hidden : bool
-        Also return the hidden rates.
+        Also ``hidden_rate`` (all hidden regions concatenated; kept for continuous-time users of earlier versions).
 
     Returns
     -------
     xarray.Dataset
-        ``output (probe, time, neuron)``; with ``hidden`` also ``hidden_rate (probe, time, hidden_neuron)``;
-        ``max_real_jacobian (probe)`` (1/s) of the vector field at the final state (negative: the trajectory
-        ends near a locally stable state); ``input (probe, interval, input_neuron)``. Coords: ``time`` (s),
-        ``region`` and ``index_in_region`` per neuron. Attrs: the circuit as TOML, the integrator, versions.
+        ``output (probe[, time], neuron)``: output regions concatenated; ``rate_<REGION> (probe[, time],
+        <REGION>_neuron)`` per region (the stem as in result files, e.g. ``rate_CA3``); ``input`` (the probes).
+        ``time`` (steps, or s for continuous circuits) only where the dynamics has time. Coords ``region`` and
+        ``index_in_region`` per neuron (and neuron names where the circuit has them). Attrs: the circuit as TOML,
+        its dynamics, versions, and what the dynamics adds (continuous: the integrator, ``dt``, ``duration``,
+        ``max_real_jacobian (probe)``).
 
     Examples
     --------
-    >>> c = Circuit.from_toml("circuits/ei_continuous.toml")                             # doctest: +SKIP
+    >>> c = Circuit.from_toml("circuits/ei_isn.toml")                                    # doctest: +SKIP
     >>> w = c.sample_weights(np.random.default_rng(0))                                    # doctest: +SKIP
-    >>> ds = simulate(c, w, c.sample_probes(3, np.random.default_rng(1)), times="all")     # doctest: +SKIP
-    >>> ds.output.sel(probe=0).plot.line(x="time")                                        # doctest: +SKIP
+    >>> ds = simulate(c, w, c.sample_probes(3, np.random.default_rng(1)))                 # doctest: +SKIP
+    >>> ds.rate_E.sel(probe=0).plot()                                                     # doctest: +SKIP
     """
     if not isinstance(circuit, Circuit):
         raise TypeError(f"The 'circuit' parameter must be a neurosubset.Circuit. Got {type(circuit).__name__}.")
-    if circuit.dynamics != "continuous":
-        raise ParameterError(f"simulate needs dynamics 'continuous'; circuit {circuit.name!r} has "
-                             f"{circuit.dynamics!r}. Use neurosubset.dynamics.forward for the others.")
     if not isinstance(hidden, (bool, np.bool_)):
         raise ParameterError(f"The 'hidden' parameter must be True or False. Got {hidden!r} instead.")
+    dyn = circuit.dynamics
+    non_input = [r.name for r in circuit.regions if r.role != "input"]
+    regions = non_input if regions is None else list(regions)
+    check_names("regions", regions, non_input, what="Non-input region")
     w = _weights(circuit, weights)
     x = torch.as_tensor(np.asarray(probes, dtype=np.float64), dtype=DTYPE)
     shape = circuit.probe_shape(1)[1:]
-    if x.dim() != 3 or tuple(x.shape[1:]) != shape:
-        raise ParameterError(f"The 'probes' parameter must have shape (probe, {shape[0]}, {shape[1]}) (probe, steps, "
-                             f"n_in) for circuit {circuit.name!r}. Got {tuple(x.shape)} instead.")
-    n = _continuous.n_dt(circuit)
-    if isinstance(times, str):
-        if times != "all":
-            raise ParameterError(f"The 'times' parameter must be a list of times (s), 'all' or None. Got {times!r}.")
-        index = np.arange(1, n + 1)
-    else:
-        index = _continuous.grid_steps(_continuous.readout_times(circuit) if times is None else times,
-                                       circuit.dt, n, "times", ParameterError)
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        dims = "(probe, steps, n_in)" if len(shape) == 2 else "(probe, n_in)"
+        raise ParameterError(f"The 'probes' parameter must have shape (probe, {', '.join(map(str, shape))}) {dims} "
+                             f"for circuit {circuit.name!r}. Got {tuple(x.shape)} instead.")
+    timed = dyn.sequences
+    if times is not None and not timed:
+        raise ParameterError(f"The 'times' parameter applies to dynamics with time; circuit {circuit.name!r} has "
+                             f"{dyn.name!r} dynamics. Leave it None.")
+    hid = [r.name for r in circuit.regions if r.role == "hidden"]
+    wanted = list(dict.fromkeys([*regions, *circuit.output_regions, *(hid if hidden else [])]))
     with torch.no_grad():
-        y, h = _continuous.integrate(circuit, w, x, index)
-        # RK4's trajectory does not depend on the read-outs: reuse h(duration) where it was read out (the exact
-        # linear solution's segments, so its rounding, do; recomputing it there costs a few matrix exponentials)
-        last = h[..., -1, :] if circuit.nonlinearity != "linear" and index[-1] == n else None
-        final = _continuous.final_max_real(circuit, w, x, last)
-    data = {"output": (("probe", "time", "neuron"), y.numpy(), meta("output")),
-            "max_real_jacobian": (("probe",), final.numpy(), meta("max_real_jacobian")),
-            "input": (("probe", "interval", "input_neuron"), x.numpy(), meta("input"))}
+        rates, time_values = dyn.simulate(circuit, w, x, wanted, times)
+    lead = ("probe", "time") if timed else ("probe",)
+    cat = (lambda names: torch.cat([rates[r] for r in names], dim=-1).numpy() if names
+           else np.zeros(tuple(rates[wanted[0]].shape[:-1]) + (0,)))
+    data = {"output": ((*lead, "neuron"), cat(list(circuit.output_regions)), meta("output")),
+            "input": (("probe", "interval", "input_neuron") if timed else ("probe", "input_neuron"), x.numpy(),
+                      meta("input"))}
+    coords = {"probe": np.arange(x.shape[0]), **_neuron_coords(circuit, "output", "neuron"),
+              **_neuron_coords(circuit, "input", "input_neuron")}
+    for r in regions:
+        stem = var_name(r)
+        data[f"rate_{stem}"] = ((*lead, f"{stem}_neuron"), rates[r].numpy(),
+                                response_meta(r, long_name=f"rates of region {r}", units="1", recording="rate"))
+        coords.update(name_coords(circuit, f"{stem}_neuron", [r]))
     if hidden:
-        data["hidden_rate"] = (("probe", "time", "hidden_neuron"), h.numpy(), meta("hidden_rate"))
-    per = n // circuit.steps
-    coords = {"probe": np.arange(x.shape[0]), "time": ("time", index * circuit.dt, meta("time")),
-              "interval_start": ("interval", np.arange(circuit.steps) * per * circuit.dt, meta("interval_start")),
-              **_neuron_coords(circuit, "output", "neuron"), **_neuron_coords(circuit, "input", "input_neuron")}
-    if hidden:
+        data["hidden_rate"] = ((*lead, "hidden_neuron"), cat(hid), meta("hidden_rate"))
         coords.update(_neuron_coords(circuit, "hidden", "hidden_neuron"))
-    attrs = {"circuit": circuit.to_toml(), "integrator": "expm" if circuit.nonlinearity == "linear" else "rk4",
-             "dt": float(circuit.dt), "duration": float(circuit.duration), "time_units": "s",
-             **_schema.versions()}
+    if timed:
+        coords["time"] = ("time", time_values, meta("time", units=dyn.time_units(circuit),
+                                                      long_name="time since the probe's onset"
+                                                      if dyn.time_units(circuit) == "s" else "time step"))
+    extra_vars, extra_coords, extra_attrs = dyn.simulate_extras(circuit, w, x, rates, time_values)
+    data.update(extra_vars)
+    coords.update(extra_coords)
+    attrs = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "dynamics": dyn.name,
+             "time_units": dyn.time_units(circuit) if timed else "", **extra_attrs, **_schema.versions()}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

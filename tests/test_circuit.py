@@ -46,7 +46,7 @@ def test_builders_have_the_contract_shapes():
     rnn = ns.linear_rnn(n=6, n_in=2, n_out=1, steps=3, gain=0.9)
     assert rnn.weight_names == ("B", "W", "C")
     assert (rnn.shape("B"), rnn.shape("W"), rnn.shape("C")) == ((6, 2), (6, 6), (1, 6))
-    assert rnn.dynamics == "discrete" and rnn.steps == 3
+    assert rnn.dynamics.name == "discrete" and rnn.steps == 3
     assert rnn.probe_shape(4) == (4, 3, 2) and ff.probe_shape(4) == (4, 8)
 
 

@@ -267,7 +267,6 @@ def test_results_carry_the_given_neuron_names_as_coordinates(tmp_path):
 
 
 def test_projections_between_the_same_regions_are_summed_in_the_steady_solve_and_its_jacobian():
-    from neurosubset.dynamics import _adjoint_jacobian, _adjoint_layout
 
     circuit, _ = _fixed_io_circuit()
     leak = ns.Projection("a", "a", name="gap:a->a", weights=((0, 0, -0.3), (0, 1, 0.3), (1, 0, 0.3), (1, 1, -0.3)))
@@ -286,7 +285,7 @@ def test_projections_between_the_same_regions_are_summed_in_the_steady_solve_and
     assert not np.allclose(out, numpy_outputs({**w, "gap:a->a": 0 * w["gap:a->a"]}))  # the gap term counts
     # the adjoint Jacobian of the plastic a->a entries against central differences of the numpy solve
     alloc = ns.Allocation.from_masks(dup, {"a->a": dup.structure["a->a"]})
-    jac = _adjoint_jacobian(dup, _adjoint_layout(dup, alloc), tw, torch.as_tensor(x)[None])[0].numpy()
+    jac = dup.dynamics.adjoint_jacobian(dup, dup.dynamics.adjoint_layout(dup, alloc), tw, torch.as_tensor(x)[None])[0].numpy()
     cols = []
     for i, j in zip(*np.nonzero(dup.structure["a->a"])):
         step = {k: v.copy() for k, v in w.items()}

@@ -99,7 +99,7 @@ def test_an_unstable_spec_is_refused_naming_only_the_loop_and_its_suggestion_low
 def test_max_real_eig_of_the_toolkit_equals_the_dense_eigenvalues():
     circuit = ns.Circuit.from_toml(EI_ISN)
     draws = draw_trials(circuit, 2, 20, seed=3)
-    from neurosubset._stability import max_real_eig
+    from neurosubset.dynamics.stability import max_real_eig
     np.testing.assert_allclose(max_real_eig(circuit, draws.teacher), np.maximum(_max_re(circuit, draws.teacher), 0.0),
                                rtol=1e-10)
 

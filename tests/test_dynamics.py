@@ -124,7 +124,7 @@ def test_large_adjoint_jacobians_take_the_einsum_path_and_agree_with_autograd(na
     # certificates build Jacobians with ~10^4 columns: there the broadcast intermediate is replaced by an einsum
     c = _circuits()[name]
     fmap, theta = _map_at_random_point(c, 20)
-    monkeypatch.setattr("neurosubset.dynamics._BROADCAST_MAX", 0)
+    monkeypatch.setattr("neurosubset.dynamics.adjoint._BROADCAST_MAX", 0)
     np.testing.assert_allclose(fmap.jacobian(theta, method="adjoint").numpy(),
                                fmap.jacobian(theta, method="autograd").numpy(), rtol=0, atol=EXACT)
 

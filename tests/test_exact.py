@@ -1,4 +1,4 @@
-"""Exact ranks over GF(p) (neurosubset.theory.exact) against independent references.
+"""Exact ranks over GF(p) (neurosubset.theory.modular_ranks) against independent references.
 
 References: the Markov-parameter closed form of a linear RNN (SCIENCE.md, "Exactness": for T >= 2n, m >= T n_in,
 n_in, n_out <= n, dim V = n (n_in + n_out) and a W-only allocation reaches n (n_in + n_out) - n_in n_out, since W
@@ -13,7 +13,7 @@ import torch
 
 import neurosubset as ns
 from neurosubset.dynamics import DTYPE, PlasticMap
-from neurosubset.theory import exact
+from neurosubset.theory import modular_ranks as exact
 
 P_SMALL = 1_000_003  # a prime; the integer test points keep every float64 intermediate exact
 
@@ -79,6 +79,15 @@ gain = 1.0
 """
 
 
+def _recurrent(circuit, weights):
+    """``W`` over the non-input neurons, assembled here from the layout's block positions (an independent sum)."""
+    n = circuit.n_neurons(("hidden", "output"))
+    a = np.zeros((n, n))
+    for name, (post, pre) in circuit.block_slices(("hidden", "output"), ("hidden", "output")).items():
+        a[post, pre] += weights[name]
+    return a
+
+
 def test_mod_jacobian_of_a_steady_circuit_is_the_rational_jacobian_mod_p():
     # J = N / det(I - W)^2 with N an integer matrix: det^2 * J from the float adjoint (exact to rounding at this
     # size) equals det^2 * (the GF(p) Jacobian) mod p
@@ -87,7 +96,7 @@ def test_mod_jacobian_of_a_steady_circuit_is_the_rational_jacobian_mod_p():
     det = 0
     while det == 0:  # a point where I - W is invertible over Q
         weights, probes = _int_point(circuit, 3, rng, low=-1, high=2)
-        a = exact._block(circuit, weights, ("hidden", "output"), ("hidden", "output"))
+        a = _recurrent(circuit, weights)
         det = round(float(np.linalg.det(np.eye(a.shape[0]) - a)))
     ref = _float_jacobian(circuit, weights, probes) * det**2
     ref_int = np.rint(ref).astype(np.int64)

@@ -64,7 +64,7 @@ def _owner(circuit):
 
 def _affine_chain(circuit, cols):
     owners = {_owner(circuit)[c] for c in cols}
-    if circuit.dynamics == "discrete":
+    if circuit.dynamics.name == "discrete":
         return "W" not in owners and not {"B", "C"} <= owners
     return len(owners) <= 1
 
@@ -75,7 +75,7 @@ def _affine_chain(circuit, cols):
     (ns.linear_rnn(2, 1, 1, steps=3), [2, 3, 4]),
 ], ids=lambda x: getattr(x, "name", str(x)))
 def test_optimal_allocation_equals_brute_force(circuit, budgets):
-    top = circuit.n_in * (circuit.steps if circuit.dynamics == "discrete" else 1)
+    top = circuit.n_in * (circuit.steps if circuit.dynamics.name == "discrete" else 1)
     jac = _reference_jacobian(circuit, top)
     n = jac.shape[1]
     for budget in budgets:

@@ -15,7 +15,7 @@ from neurosubset._schema import CERTIFICATE_DECISION, LIFTED_DECISION, MATCHED, 
 from neurosubset.draws import draw_trials
 from neurosubset.dynamics import PlasticMap, forward, torch_threads
 from neurosubset.solvers.multistart import multistart
-from neurosubset.solvers.steady import solve_lifted
+from neurosubset.solvers.lifted import solve_lifted
 
 TOL = 1e-8  # the package's match tolerance (benchmark.DEFAULT_TOL)
 FREE = {"dale": False, "stable": False}  # the plain question: no sign box, no stability requirement
@@ -293,7 +293,7 @@ def test_lifted_on_an_empty_allocation_is_least_squares_and_is_refused_off_stead
 
 
 def test_a_witness_without_a_steady_state_leaves_its_trial_open_instead_of_raising():
-    from neurosubset.solvers.steady import _residuals
+    from neurosubset.solvers.lifted import _residuals
 
     text = """name = "pair"\ndynamics = "steady"\nseed = 0
 [regions.X]\nsize = 1\nrole = "input"\n[regions.A]\nsize = 2\nrole = "hidden"\n[regions.O]\nsize = 1\nrole = "output"

@@ -29,12 +29,12 @@ import xarray as xr
 from .. import _schema
 from .._checks import AllocationError, ParameterError, check_real
 from .._schema import BOUNDED_DECISION, DECISION_KINDS, LEAST_SQUARES_DECISION, LM_DECISION, meta
-from .._stability import max_real_eig, plastic_in_loops
+from ..dynamics.stability import max_real_eig, plastic_in_loops
 from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, _check_flag
 from ..circuit import Circuit
 from ..connectivity import synapse_name_coords
-from ..dynamics import DTYPE, torch_threads
+from ..dynamics import DTYPE, Steady, torch_threads
 from ..solvers import Auto, LeastSquares, Solver, as_solver
 from ..solvers.bounded import sign_bounds, solve_exact
 from ..solvers.multistart import multistart
@@ -200,7 +200,7 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
     affine = fmap.affine(circuit.init_scale(union), seed)
     signs = sign_bounds(circuit, union)
     bounds = signs if dale and signs.active else None
-    need_stable = stable and circuit.dynamics == "steady"
+    need_stable = stable and isinstance(circuit.dynamics, Steady)
     if isinstance(solver, LeastSquares):  # as asked, also where not affine (a linearisation, not a decision)
         use_exact = np.ones(n, dtype=bool)
     else:
@@ -247,7 +247,7 @@ def _fit_all(circuit: Circuit, w0: dict[str, np.ndarray], rec: Recording, allocs
         out["dof"] = rec.values - rank
         out["p_value"] = np.where(out["dof"] > 0, chi2.sf(judged["chi_square"], np.maximum(out["dof"], 1)), 1.0)
         out["matched"] = out["p_value"] >= alpha
-    if circuit.dynamics == "steady":
+    if isinstance(circuit.dynamics, Steady):
         out["max_real_eig"] = max_real_eig(circuit, fmap.weights(theta))
         if need_stable:
             out["matched"] = out["matched"] & (out["max_real_eig"] < 1.0)
@@ -423,7 +423,7 @@ def _dataset(circuit: Circuit, candidates: dict, rec: Recording, out: dict, held
     order = _places(noisy, judged, out["n_plastic"], tol, alpha)
     data["place"] = (c, np.empty(len(order), dtype=np.int64), meta("place"))
     data["place"][1][order] = np.arange(1, len(order) + 1)
-    attrs = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "dynamics": circuit.dynamics,
+    attrs = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "dynamics": circuit.dynamics.name,
              "recorded_regions": ",".join(rec.regions), "time_resolved": int(rec.time), "noise": int(noisy),
              "fit_probes": int(fit_rows.size), "heldout_probes": int(held_rows.size),
              "heldout_index": ",".join(map(str, held_rows)), "tolerance": tol, "alpha": alpha, "dale": int(dale),

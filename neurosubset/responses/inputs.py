@@ -129,7 +129,7 @@ def check_recording(circuit: Circuit, probes, responses, noise=None) -> Recordin
                                  f" record one of {recordable}.")
         arr = np.asarray(value, dtype=np.float64)
         size = circuit.region[region].size
-        allowed = [(m, size)] + ([(m, n_times(circuit), size)] if circuit.dynamics in ("discrete", "continuous")
+        allowed = [(m, size)] + ([(m, n_times(circuit), size)] if circuit.dynamics.sequences
                                  else [])
         if arr.shape not in allowed:
             raise ParameterError(f"responses[{region!r}] must have shape {' or '.join(map(str, allowed))} "

@@ -16,21 +16,14 @@ import torch
 from .._checks import ParameterError
 from ..allocation import Allocation
 from ..circuit import Circuit
-from ..dynamics import (_AFFINE_RTOL, DTYPE, _adjoint_jacobian, _adjoint_layout, _blocks, _drive, _phi, _selector,
-                        assemble, forward)
-
-RATE_DYNAMICS = ("feedforward", "discrete", "steady", "continuous")  # where hidden regions can be recorded
-
+from ..dynamics import DTYPE, assemble
+from ..dynamics.adjoint import FIXED_POINT, fixed_point_jacobian, plastic_layout
+from ..dynamics.blocks import selector
+from ..dynamics.plastic_map import _AFFINE_RTOL
 
 def n_times(circuit: Circuit) -> int:
     """Length of a response's time dim: the steps of a discrete circuit, the read-out times of a continuous one."""
-    if circuit.dynamics == "discrete":
-        return circuit.steps
-    if circuit.dynamics == "continuous":
-        from .. import _continuous
-
-        return len(_continuous.readout_times(circuit))
-    return 1
+    return circuit.dynamics.recorded_times(circuit)
 
 
 def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
@@ -43,62 +36,21 @@ def region_rates(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: 
     weights : dict
         Weight name -> tensor ``(..., n_post, n_pre)``.
     probes : torch.Tensor
-        ``(..., m, n_in)``, or ``(..., m, steps, n_in)`` for discrete dynamics.
+        ``(..., m, n_in)``, or ``(..., m, steps, n_in)`` for sequence dynamics.
     regions : list of str
         Non-input region names.
     time : bool
-        Discrete dynamics: every step ``t = 1..T`` (hidden ``h(t)``; outputs ``sum W h(t)`` plus input
-        projections from ``x(t)``), else the last step, which is what :func:`~neurosubset.dynamics.forward` reads out.
-        Continuous dynamics: every read-out time of the circuit (``readout``, seconds), else the last one.
+        Every time point of the dynamics (:meth:`~neurosubset.dynamics.Dynamics.recorded_times`: the steps of a
+        discrete circuit, the read-out times of a continuous one), else the last one, which is what
+        :func:`~neurosubset.dynamics.forward` reads out.
 
     Returns
     -------
     dict
-        Region -> ``(..., m, size)``, or ``(..., m, steps, size)`` with ``time``. Units: the circuit's rate units.
+        Region -> ``(..., m, size)``, or ``(..., m, times, size)`` with ``time``. Units: the circuit's rate units.
         Output regions equal the matching columns of :func:`~neurosubset.dynamics.forward`.
     """
-    slices = circuit.slices("input")
-    if circuit.dynamics not in RATE_DYNAMICS:  # e.g. a dynamics added later: its read-out is all we can see
-        if time or any(circuit.region[r].role != "output" for r in regions):
-            raise ParameterError(f"Recording hidden regions or time steps needs dynamics in {list(RATE_DYNAMICS)}; "
-                                 f"circuit {circuit.name!r} has {circuit.dynamics!r}: record output regions only.")
-        out, where = forward(circuit, weights, probes), circuit.slices("output")
-        return {r: out[..., where[r]] for r in regions}
-    if circuit.dynamics == "continuous":  # hidden rates and read-outs at the read-out times: _continuous.integrate
-        from .. import _continuous
-
-        y, h = _continuous.integrate(circuit, weights, probes, _continuous.time_index(circuit))
-        where = {**circuit.slices("hidden"), **circuit.slices("output")}
-        out = {r: (h if circuit.region[r].role == "hidden" else y)[..., where[r]] for r in regions}
-        return out if time else {r: v[..., -1, :] for r, v in out.items()}
-    if circuit.dynamics == "feedforward":
-        states = {name: probes[..., s] for name, s in slices.items()}
-        for name in circuit.order:
-            role = circuit.region[name].role
-            if role != "input":
-                drive = _drive(circuit, name, weights, states)
-                states[name] = _phi(circuit, drive) if role == "hidden" else drive
-        return {r: states[r] for r in regions}
-    if circuit.dynamics == "steady":
-        neurons = circuit.slices(("hidden", "output"))
-        w_rec = _blocks(circuit, weights, list(neurons), list(neurons))
-        w_in = _blocks(circuit, weights, list(neurons), list(slices))
-        eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype)
-        lu, pivots = torch.linalg.lu_factor(eye - w_rec)  # not linalg.solve: see dynamics.forward
-        rates = torch.linalg.lu_solve(lu, pivots, w_in @ probes.transpose(-1, -2)).transpose(-1, -2)
-        return {r: rates[..., neurons[r]] for r in regions}
-    hidden = [r.name for r in circuit.regions if r.role == "hidden"]
-    outputs = [r for r in regions if circuit.region[r].role == "output"]
-    states = {name: probes.new_zeros(probes.shape[:-2] + (circuit.region[name].size,)) for name in hidden}
-    kept: dict[str, list[torch.Tensor]] = {r: [] for r in regions}
-    for t in range(circuit.steps):
-        inputs = {name: probes[..., t, s] for name, s in slices.items()}
-        states = {name: _phi(circuit, _drive(circuit, name, weights, {**states, **inputs})) for name in hidden}
-        if time or t == circuit.steps - 1:
-            seen = {**states, **inputs}
-            for r in regions:
-                kept[r].append(_drive(circuit, r, weights, seen) if r in outputs else states[r])
-    return {r: torch.stack(v, dim=-2) if time else v[0] for r, v in kept.items()}
+    return circuit.dynamics.rates(circuit, weights, probes, regions, time=time)
 
 
 class RecordedMap:
@@ -144,12 +96,11 @@ class RecordedMap:
         self.mask, self.scale = mask, scale
         self.size = union.size
         self._layout = None
-        if circuit.nonlinearity == "linear" and circuit.dynamics in ("steady", "feedforward") and not time:
+        if circuit.nonlinearity == "linear" and circuit.dynamics.fixed_point and not time:
             # r = A r + B x over all non-input neurons: the closed-form adjoint of dynamics.PlasticMap, read out at
             # the recorded neurons instead of the outputs
-            neurons = ("hidden", "output")
-            select = torch.cat([_selector(circuit, neurons, r, DTYPE) for r in self.regions], dim=0)
-            self._layout = {**_adjoint_layout(circuit, union), "select": select}
+            select = torch.cat([selector(circuit, FIXED_POINT, r, DTYPE) for r in self.regions], dim=0)
+            self._layout = {**plastic_layout(circuit, union, FIXED_POINT), "select": select}
 
     def effective(self, theta: torch.Tensor) -> torch.Tensor:
         """``(problem, M)`` values in effect: ``theta`` on each candidate's synapses, ``w0`` elsewhere."""
@@ -187,7 +138,7 @@ class RecordedMap:
         """Linear steady / feed-forward circuits: ``dr/dW_ij = (I - A)^-1 e_i r_j`` (the adjoint), masked."""
         n = theta.shape[0]
         probes = self.probes.expand((n,) + self.probes.shape)
-        out, jac = _adjoint_jacobian(self.circuit, self._layout, self.weights(theta), probes, with_outputs=True)
+        out, jac = fixed_point_jacobian(self.circuit, self._layout, self.weights(theta), probes, with_outputs=True)
         return out * self.scale, jac * self.scale.unsqueeze(-1) * self.mask.unsqueeze(-2)
 
     def jacobian(self, theta: torch.Tensor, *, method: str = "auto") -> torch.Tensor:

@@ -6,7 +6,7 @@
 - :mod:`.multistart`: the restart policy of the LM over rounds (start scales, continued restarts).
 - :mod:`.bounded`: sign bounds (Dale's law) and bounded least squares; :mod:`.exact`: the other exact deciders
   (shallow ReLU feasibility by LPs, the real roots of a univariate polynomial) that :class:`Auto` picks;
-  :mod:`.steady`: linear steady circuits with the rates as unknowns (a witness or a proof, else the LM).
+  :mod:`.lifted`: linear steady circuits with the rates as unknowns (a witness or a proof, else the LM).
 
 A problem batch is any object with ``value_and_jacobian(theta)``, ``__call__(theta)``, ``jacobian(theta)``,
 ``subset(index)`` and ``size`` (:class:`neurosubset.dynamics.PlasticMap` is the one the benchmark uses).

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from .._schema import CONE_DECISION, MATCHED, NO_SOLUTION, PATTERN_DECISION, ROOTS_DECISION, STALLED
+from ..dynamics import Discrete, Feedforward
+from ..dynamics.blocks import block_matrix
 from .lm import relative_residual
 
 MAX_LPS = 10_000  # LPs per trial the pattern enumeration may need (the issue's bound for an exact decision)
@@ -74,7 +76,7 @@ class UnivariateRoots:
 # ---------------------------------------------------------------------------------------------- applicability
 def _shallow(circuit) -> tuple[str, str] | None:
     """``(W1, W2)`` names of a single-hidden-layer ReLU chain, else None."""
-    if circuit.dynamics != "feedforward" or circuit.nonlinearity != "relu" or len(circuit.weight_names) != 2:
+    if not isinstance(circuit.dynamics, Feedforward) or circuit.nonlinearity != "relu" or len(circuit.weight_names) != 2:
         return None
     first, second = (circuit.projection[w] for w in circuit.weight_names)
     roles = [circuit.region[r].role for r in (first.pre, first.post, second.post)]
@@ -108,7 +110,7 @@ def relu_applicable(circuit, alloc, m: int, signed: bool, trials: int = 1) -> Re
 
 def roots_applicable(circuit, alloc) -> UnivariateRoots | None:
     """The univariate decider: one plastic synapse of a discrete linear circuit."""
-    if alloc.size == 1 and circuit.dynamics == "discrete" and circuit.nonlinearity == "linear":
+    if alloc.size == 1 and isinstance(circuit.dynamics, Discrete) and circuit.nonlinearity == "linear":
         return UnivariateRoots()
     return None
 
@@ -231,8 +233,6 @@ def real_roots(coeffs: np.ndarray, *, imag_tol: float = 1e-7) -> np.ndarray:
 
 def output_polynomials(fmap, targets: torch.Tensor, steps: int) -> np.ndarray:
     """``(trial, E, D + 1)`` ascending coefficients of ``F(theta) - target`` for one plastic synapse (discrete)."""
-    from ..dynamics import _blocks
-
     circuit = fmap.circuit
     n = targets.shape[0]
     w0 = fmap.weights(targets.new_zeros((n, 1)))
@@ -240,8 +240,8 @@ def output_polynomials(fmap, targets: torch.Tensor, steps: int) -> np.ndarray:
     hid, inp, out = ([r.name for r in circuit.regions if r.role == role] for role in ("hidden", "input", "output"))
     blk = {}  # block -> (value at theta = 0, its derivative in theta): every block is affine in one synapse
     for key, rows, cols in (("a", hid, hid), ("b", hid, inp), ("c", out, hid), ("d", out, inp)):
-        lo = _blocks(circuit, w0, rows, cols)
-        blk[key] = (lo, _blocks(circuit, w1, rows, cols) - lo)
+        lo = block_matrix(circuit, w0, rows, cols)
+        blk[key] = (lo, block_matrix(circuit, w1, rows, cols) - lo)
     x = fmap.probes  # (n, m, T, n_in)
     deg = steps + 2
     h = x.new_zeros((n, deg, blk["a"][0].shape[-1], x.shape[1]))  # (trial, degree, N_h, m)

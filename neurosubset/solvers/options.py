@@ -91,7 +91,7 @@ class SteadyLifting(LevenbergMarquardt):
     """Linear steady circuits: the rates on the probes as unknowns beside the plastic values, then the LM.
 
     Per trial a witness (matched) or a proof (no_solution) where the lifted linear system decides, the LM with these
-    fields for the trials it leaves open (:mod:`neurosubset.solvers.steady`). :class:`Auto` uses it on circuits with
+    fields for the trials it leaves open (:mod:`neurosubset.solvers.lifted`). :class:`Auto` uses it on circuits with
     at least :data:`LIFT_HIDDEN` hidden neurons; ask for it by name (``"lifted"``) on smaller ones.
     """
 

@@ -15,8 +15,9 @@ import torch
 from scipy.special import ndtr
 
 from .._schema import meta, versions
-from .._stability import max_real_part
-from ..circuit import Circuit, spectral_radius
+from ..dynamics.stability import max_real_part
+from ..circuit import Circuit
+from ..distribution import spectral_radius
 from ..dynamics import DTYPE, forward
 from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
 from .settings import DEFAULT_DT, SpikingSettings, SpikingSettingsError, SpikingWarning

@@ -17,6 +17,7 @@ from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, fit
 from ..circuit import Circuit
 from ..connectivity import name_coords
+from ..dynamics import Continuous
 from ._driver import AGREE_REL, AGREE_Z, _agree_meta, _run
 from .hawkes import _check_circuit
 from .settings import SpikingSettings, SpikingSettingsError, check_probes, check_seed
@@ -66,7 +67,7 @@ def _rate_circuit(circuit: Circuit, cfg: SpikingSettings) -> Circuit:
     equals the kernel's: its steady twin, since the kernel-filtered mean rates of the Hawkes network obey
     ``tau dr/dt = -r + W r + input``, whose stationary state (constant probes) is the fixed point. Other continuous
     circuits are refused (one line)."""
-    if getattr(circuit, "dynamics", None) != "continuous":
+    if not isinstance(circuit.dynamics, Continuous):
         return circuit
     taus = sorted({v for _, v in circuit.tau} if isinstance(circuit.tau, tuple) else {circuit.tau})
     if circuit.nonlinearity != "linear" or any(abs(t - cfg.tau) > 1e-12 * cfg.tau for t in taus):
@@ -262,7 +263,7 @@ def _spikecheck_settings(circuit: Circuit, settings: SpikingSettings | None) -> 
     if settings is not None and not isinstance(settings, SpikingSettings):
         raise TypeError(f"The 'settings' parameter of spikecheck must be a SpikingSettings or None. "
                         f"Got {type(settings).__name__}.")
-    if circuit.dynamics != "continuous":
+    if not isinstance(circuit.dynamics, Continuous):
         return SpikingSettings() if settings is None else settings
     tau = continuous_kernel_tau(circuit)
     if settings is None:
@@ -324,7 +325,7 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     >>> ds.fraction_agree.sel(student="fitted")                                   # doctest: +SKIP
     """
     settings = _spikecheck_settings(circuit, settings)
-    continuous = circuit.dynamics == "continuous"
+    continuous = isinstance(circuit.dynamics, Continuous)
     if not continuous:
         _check_circuit(circuit)  # refuse relu / discrete circuits before fitting
     res = fit(circuit, alloc, m, trials=1, seed=seed, tol=tol, threads=threads)

@@ -12,19 +12,21 @@ from typing import Any
 import numpy as np
 
 from ..circuit import Circuit
+from ..dynamics import Feedforward, Steady
+from ..dynamics.blocks import block_matrix
 from .settings import SpikingSettingsError
 
-SPIKING_DYNAMICS = ("steady", "feedforward")
+SPIKING_DYNAMICS = tuple(d.name for d in (Steady(), Feedforward()) if d.spiking)  # names, for messages
 _NEURONS = ("hidden", "output")  # the simulated (non-input) neurons: roles of the rows and columns of A
 
 
 def _check_circuit(circuit: Circuit) -> None:
     if not isinstance(circuit, Circuit):
         raise TypeError(f"The 'circuit' parameter must be a neurosubset.Circuit. Got {type(circuit).__name__}.")
-    if circuit.dynamics not in SPIKING_DYNAMICS:
+    if not circuit.dynamics.spiking:
         raise SpikingSettingsError(
             f"The spiking check maps linear rate circuits onto linear Poisson networks; circuit {circuit.name!r} "
-            f"has dynamics {circuit.dynamics!r}. Expected one of {list(SPIKING_DYNAMICS)}.")
+            f"has dynamics {circuit.dynamics.name!r}. Expected one of {list(SPIKING_DYNAMICS)}.")
     if circuit.nonlinearity != "linear":
         raise SpikingSettingsError(
             f"The spiking check needs nonlinearity 'linear' (the Hawkes mapping is linear); circuit "
@@ -77,12 +79,8 @@ def linear_form(circuit: Circuit, weights: Mapping[str, Any]) -> tuple[np.ndarra
     """
     _check_circuit(circuit)
     weights = _check_weights(circuit, weights, "weights")
-    n = circuit.n_neurons(_NEURONS)
-    a, b = np.zeros((n, n)), np.zeros((n, circuit.n_in))
-    for mat, cols in ((a, _NEURONS), (b, "input")):
-        for name, (post, pre) in circuit.block_slices(_NEURONS, cols).items():
-            mat[post, pre] += weights[name]
-    return a, b
+    weights = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    return block_matrix(circuit, weights, _NEURONS, _NEURONS), block_matrix(circuit, weights, _NEURONS, "input")
 
 
 def _output_index(circuit: Circuit) -> np.ndarray:

@@ -22,7 +22,7 @@ from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..benchmark import DEFAULT_TOL
-from .._stability import stability_applies
+from ..dynamics.stability import stability_applies
 from ..circuit import Circuit
 from ..solvers import Auto, Solver, as_solver
 from ..solvers._device import check_device

@@ -19,7 +19,7 @@ and ``S`` is a subset of ``V``; then (Schlisselberg & Darshan 2025, and /work/sh
 Generic ranks are computed at random points. Float ranks (weights from :meth:`Circuit.sample_weights`, probes
 from :meth:`Circuit.sample_probes`, maximum over several points, columns in units of each weight's init standard
 deviation) carry a verdict only where their singular-value gap is decisive; otherwise linear circuits get exact
-ranks over GF(p) (:mod:`~neurosubset.theory.exact`: the adjoint Jacobian evaluated in arithmetic mod a random prime
+ranks over GF(p) (:mod:`~neurosubset.theory.modular_ranks`: the adjoint Jacobian evaluated in arithmetic mod a random prime
 ``p < 2^62`` at a uniform point), which are lower bounds on the generic ranks and equal them except with
 probability ``<= r d / p`` (Schwartz-Zippel), and ReLU circuits stay "unproven".
 
@@ -30,7 +30,7 @@ over all m, affine allocations first among ties), and the fewest plastic synapse
 
 Modules: :mod:`~neurosubset.theory.certificate` (:func:`certify`), :mod:`~neurosubset.theory.optimal`
 (:func:`optimal_allocation`, :func:`minimal_budget`), :mod:`~neurosubset.theory.heuristic` (:func:`heuristic`),
-:mod:`~neurosubset.theory.exact` (ranks over GF(p)) and the private float rank machinery, ``_ranks``.
+:mod:`~neurosubset.theory.modular_ranks` (ranks over GF(p)) and the private float rank machinery, ``_ranks``.
 """
 from .certificate import METHODS as METHODS
 from .certificate import RANK_RTOL as RANK_RTOL

@@ -17,7 +17,7 @@ from ..circuit import Circuit
 from ..dynamics import DTYPE, PlasticMap
 
 # "auto": float ranks where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits);
-# "exact": GF(p) only; the others: float only (see neurosubset.theory.exact)
+# "exact": GF(p) only; the others: float only (see neurosubset.theory.modular_ranks)
 METHODS = ("auto", "exact", "autograd", "adjoint", "sketch")
 # Relative SVD tolerance: a singular value counts when it exceeds RANK_RTOL * (largest singular value).
 # Rounding noise of the float64 Jacobians here is ~1e-15 relative; the smallest generic singular values of the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .._stability import plastic_in_loops
+from ..dynamics.stability import plastic_in_loops, stability_applies
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import is_affine
@@ -18,7 +18,7 @@ from ._ranks import METHODS as METHODS
 from ._ranks import RANK_RTOL as RANK_RTOL
 from ._ranks import TheoryError as TheoryError
 from ._ranks import _check_alloc, _check_common, _columns
-from .exact import rank_evidence
+from .modular_ranks import rank_evidence
 
 VERDICTS = ("zero", "one", "positive", "unproven")
 
@@ -50,7 +50,7 @@ class Certificate:
         Relative singular-value tolerance used for the float ranks.
     method : {"autograd", "adjoint", "sketch", "exact"}
         What produced the ranks: a float Jacobian, or ``"exact"``, the Jacobian evaluated exactly at a random point
-        of GF(p) (:mod:`neurosubset.theory.exact`).
+        of GF(p) (:mod:`neurosubset.theory.modular_ranks`).
     estimate : bool
         ``True`` for ``method="sketch"``: the ranks are randomised estimates (see :func:`certify`), not exact
         numerical ranks of the Jacobian, and the verdict inherits that.
@@ -137,7 +137,7 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
         ``"auto"`` (default): float ranks (adjoint closed form for linear circuits, autograd otherwise) where their
         singular-value gap is decisive, otherwise exact ranks over GF(p) (linear circuits) or the verdict
         ``"unproven"``. ``"exact"``: the Jacobian evaluated exactly at one random point of GF(p), ``p`` a random
-        prime below ``2^62`` (:mod:`neurosubset.theory.exact`; polynomial and rational maps, a point with
+        prime below ``2^62`` (:mod:`neurosubset.theory.modular_ranks`; polynomial and rational maps, a point with
         ``det(I - W) = 0 mod p`` redrawn). Its ranks are lower bounds on the generic ranks and equal them except
         with probability ``error_bound = r d / p`` (Schwartz-Zippel, ``d`` the degree of the Jacobian's entries:
         ``T + 1`` for discrete circuits). ``"autograd"``/``"adjoint"``: float Jacobian by torch autograd or by
@@ -203,10 +203,11 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     _check_alloc(circuit, alloc)
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     cols = _columns(circuit, dict(alloc.masks))
-    continuous = circuit.dynamics == "continuous"
+    continuous = not circuit.dynamics.rational  # analytic outputs (expm; tanh, softplus), not rational ones
     if continuous and method in ("exact", "adjoint"):
-        raise TheoryError(f"The 'method' parameter {method!r} needs polynomial or rational outputs; continuous "
-                          f"circuit {circuit.name!r} has none (expm is not rational). Use 'auto' or 'autograd'.")
+        raise TheoryError(f"The 'method' parameter {method!r} needs polynomial or rational outputs; "
+                          f"{circuit.dynamics.name} circuit {circuit.name!r} has none (e.g. expm is not rational). "
+                          f"Use 'auto' or 'autograd'.")
     ev = rank_evidence(circuit, m, seed, points, cols, rtol, "autograd" if continuous and method == "auto" else method)
     full_rank, plastic_rank = ev.full_rank, ev.plastic_rank
     affine = is_affine(circuit, alloc, seed=seed)
@@ -218,7 +219,7 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     elif plastic_rank < full_rank:
         verdict = "zero"
     elif affine and not (dale and _signed(circuit, alloc)) and not (
-            stable and circuit.dynamics == "steady" and plastic_in_loops(circuit, alloc.counts)):
+            stable and stability_applies(circuit) and plastic_in_loops(circuit, alloc.counts)):
         verdict = "one"
     else:
         verdict = "positive"

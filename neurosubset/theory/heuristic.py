@@ -13,7 +13,7 @@ import numpy as np
 from .._checks import check_int
 from ..allocation import Allocation
 from ..circuit import Circuit
-from ..dynamics import is_affine
+from ..dynamics import Feedforward, Steady, is_affine
 from ._ranks import _check_alloc
 
 HEURISTIC_VERDICTS = ("zero", "one", "in-between")
@@ -60,7 +60,7 @@ def _layer_ranks(circuit: Circuit, m: int) -> tuple[dict[str, int], dict[str, in
     size = {r.name: r.size for r in circuit.regions}
     relu = circuit.nonlinearity == "relu"
     r_in, r_out = {}, {}
-    if circuit.dynamics == "feedforward":
+    if isinstance(circuit.dynamics, Feedforward):
         rk: dict[str, int] = {}
         for q in circuit.order:
             if circuit.region[q].role == "input":
@@ -78,7 +78,7 @@ def _layer_ranks(circuit: Circuit, m: int) -> tuple[dict[str, int], dict[str, in
         for p in circuit.projections:
             r_in[p.name], r_out[p.name] = rk[p.pre], co[p.post]
         return r_in, r_out
-    if circuit.dynamics == "steady":
+    if isinstance(circuit.dynamics, Steady):
         for p in circuit.projections:
             role = circuit.region[p.pre].role
             r_in[p.name] = min(size[p.pre], m) if role == "input" else min(size[p.pre], m, circuit.n_in)
@@ -130,7 +130,7 @@ def _effective(mask: np.ndarray, a: int, b: int) -> int:
 
 def _chain_sizes(circuit: Circuit) -> list[int] | None:
     """Layer sizes ``[d_0, ..., d_L]`` if the circuit is a dense feed-forward chain, else ``None``."""
-    if circuit.dynamics != "feedforward" or len(circuit.input_regions) != 1 or len(circuit.output_regions) != 1:
+    if not isinstance(circuit.dynamics, Feedforward) or len(circuit.input_regions) != 1 or len(circuit.output_regions) != 1:
         return None
     if any(not mask.all() for mask in circuit.structure.values()):
         return None
@@ -160,7 +160,7 @@ def _required(circuit: Circuit, m: int, r_in: dict[str, int], r_out: dict[str, i
         return int(min(e, circuit.n_synapses - hidden))
     if circuit.nonlinearity == "linear":
         # linear outputs are Y = M Xbar with Xbar the (n_in * steps) x m stacked probes: dim V <= n_out rank(Xbar)
-        steps = circuit.steps if circuit.dynamics in ("discrete", "continuous") else 1
+        steps = circuit.dynamics.input_steps(circuit)
         e = min(e, circuit.n_out * min(m, circuit.n_in * steps))
     full = sum(_effective(circuit.eligible[w], r_in[w], r_out[w]) for w in circuit.weight_names)
     return int(min(e, full))

@@ -5,7 +5,7 @@ with ``m``, so every column set independent in ``J(m)`` stays independent in ``J
 ``M_1, M_2, ...`` are nested (weak maps). Hence one allocation reaches, at every ``m`` at once, the largest plastic
 rank any allocation of the budget can have, ``min(budget, r_allowed(m))``: start from a basis of ``M_{m*}`` and
 extend it greedily level by level (matroid augmentation). Linear circuits use exact ranks over GF(p)
-(:mod:`neurosubset.theory.exact`; beyond ``m = q``, the stacked input dimension, the matroid no longer changes).
+(:mod:`neurosubset.theory.modular_ranks`; beyond ``m = q``, the stacked input dimension, the matroid no longer changes).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import is_affine
 from ._ranks import RANK_RTOL, TheoryError, _check_common, _columns, _full_jacobian, _point, _rank
-from .exact import _GF_KEY, _POINT_KEY, _mat, gf_rank, mod_jacobian, mod_point, random_prime
+from .modular_ranks import _GF_KEY, _POINT_KEY, _mat, gf_rank, mod_jacobian, mod_point, random_prime
 
 __all__ = ["optimal_allocation", "minimal_budget", "MinimalBudget"]
 
@@ -34,7 +34,7 @@ def _within(circuit: Circuit, within: Sequence[str] | None) -> list[str]:
 
 def _levels(circuit: Circuit) -> int:
     """``q``: the stacked input dimension of a probe; for ``m >= q`` a linear circuit's column matroid is fixed."""
-    return circuit.n_in * (circuit.steps if circuit.dynamics in ("discrete", "continuous") else 1)
+    return circuit.n_in * circuit.dynamics.input_steps(circuit)
 
 
 def _gf_jacobian(circuit: Circuit, m: int, seed: int) -> tuple[np.ndarray, int]:
@@ -142,7 +142,7 @@ def optimal_allocation(circuit: Circuit, budget: int, m: int | None = None, with
     The nested greedy (module docstring) attains the upper bound ``min(budget, r_allowed(m))`` at every ``m``
     simultaneously, so it is optimal for (1) and (2); ``m* = max{m : r_allowed(m) = dim V(m) <= budget}``.
     Ranks are exact over GF(p) at one random point (lower bounds on the generic ranks, exact except with
-    probability ``<= r d / p``, see :mod:`neurosubset.theory.exact`), for ``m = 1 .. q`` with ``q`` the stacked
+    probability ``<= r d / p``, see :mod:`neurosubset.theory.modular_ranks`), for ``m = 1 .. q`` with ``q`` the stacked
     input dimension (``n_in``, or ``n_in T`` for discrete circuits): beyond ``q`` no rank changes. Linear circuits
     only; ReLU circuits need an integer ``m``.
     """
@@ -184,7 +184,7 @@ def _optimal_at(circuit: Circuit, budget: int, m: int, names: list[str], allowed
                 method: str) -> Allocation:
     """The single-``m`` greedy: QR with column pivoting on the float Jacobian's allowed columns at one point."""
     if method == "auto":
-        method = "adjoint" if circuit.nonlinearity == "linear" and circuit.dynamics != "continuous" else "autograd"
+        method = "adjoint" if circuit.dynamics.closed_adjoint(circuit) else "autograd"
     if method == "exact":
         method = "adjoint"
     m, seed, _, rtol = _check_common(m, seed, 2, rtol, method)
@@ -258,7 +258,7 @@ def minimal_budget(circuit: Circuit, m: int = 8, within: Sequence[str] | None = 
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
     names = _within(circuit, within)
     cols = _columns(circuit, {w: circuit.eligible[w] for w in names})
-    if circuit.nonlinearity == "linear" and circuit.dynamics != "continuous" and method in ("auto", "exact"):
+    if circuit.dynamics.rank_method(circuit) == "gfp" and method in ("auto", "exact"):
         jac, p = _gf_jacobian(circuit, m, seed)
         rank = (lambda c: gf_rank(jac[:, c], p))
     else:

@@ -41,7 +41,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .._schema import LIFTED_DECISION, LM_DECISION, MATCHED, NO_SOLUTION, STALLED
-from ..dynamics import _adjoint_layout, _blocks
+from ..dynamics import Steady
+from ..dynamics.blocks import block_matrix
 from .lm import relative_residual
 from .multistart import multistart
 from .options import LevenbergMarquardt, SteadyLifting
@@ -52,7 +53,7 @@ __all__ = ["SteadyLifting", "lifting_applicable", "solve_lifted", "lifted_then_l
 def lifting_applicable(circuit, alloc, solver: LevenbergMarquardt) -> SteadyLifting | None:
     """:class:`SteadyLifting` with ``solver``'s LM fields for a linear steady circuit (an empty allocation goes to
     least squares in ``fit`` before any decider)."""
-    if circuit.dynamics != "steady" or circuit.nonlinearity != "linear":
+    if not isinstance(circuit.dynamics, Steady) or circuit.nonlinearity != "linear":
         return None
     return SteadyLifting(solver.restarts, solver.max_rounds, solver.iterations, solver.widen)
 
@@ -73,7 +74,7 @@ class _Layout:
 def _layout(circuit, alloc, m: int) -> _Layout:
     neurons = circuit.slices(("hidden", "output"))
     n = circuit.n_neurons(("hidden", "output"))
-    where = _adjoint_layout(circuit, alloc)  # the adjoint's indexing: rows over neurons, columns [neurons; inputs]
+    where = circuit.dynamics.adjoint_layout(circuit, alloc)  # the adjoint's indexing: rows over neurons, columns [neurons; inputs]
     rows, cols = where["post"].numpy(), where["pre"].numpy()
     free, short = [], []
     for r in np.unique(rows).tolist():
@@ -276,8 +277,8 @@ def solve_lifted(fmap, targets: torch.Tensor, theta0: torch.Tensor, alloc, bound
     trials, m = fmap.probes.shape[:2]
     lay = _layout(circuit, alloc, m)
     neurons, inputs = list(circuit.slices(("hidden", "output"))), list(circuit.slices("input"))
-    a_all = _blocks(circuit, fmap.frozen, neurons, neurons).numpy()
-    b_all = _blocks(circuit, fmap.frozen, neurons, inputs).numpy()
+    a_all = block_matrix(circuit, fmap.frozen, neurons, neurons).numpy()
+    b_all = block_matrix(circuit, fmap.frozen, neurons, inputs).numpy()
     lower = upper = None
     th0 = theta0.numpy().copy()
     if bounds is not None and bounds.active:

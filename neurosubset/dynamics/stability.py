@@ -17,20 +17,25 @@ that is stable with equal taus. ``T^{-1}`` keeps the block structure, so the loo
 is reported on the steady scale ``1 + tau_max max Re eig(T^{-1} (W - I))`` (``tau_max`` the loop's largest tau):
 the same sign test, and exactly ``max Re(eig W)`` when the loop's taus are equal.
 
-This module reads circuits by duck typing (``regions``, ``projections``, ``region``, ``slices``, ``block_slices``,
-``sample_weights``, ``structure``, ``seed``) so that :mod:`neurosubset.circuit` can call it while being built.
+A dynamics with a steady state to keep hands out a :class:`Stability` object
+(:meth:`neurosubset.dynamics.Dynamics.stability`): its loops, their values on the steady scale, the spectral
+abscissa with its exact gradient in the weights, and the spec check. Circuits call it while being built.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import contextlib
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.linalg
 
-from ._checks import CircuitSpecError
+from .._checks import CircuitSpecError
+from .blocks import block_matrix
+
+if TYPE_CHECKING:
+    from ..circuit import Circuit
 
 try:  # ships with scipy's usual installs; without it eigensolves use OpenBLAS's own thread count
     from threadpoolctl import threadpool_limits as _blas_limits
@@ -41,7 +46,7 @@ NEURONS = ("hidden", "output")  # the neuron vector of the fixed point
 SPEC_DRAWS = 200  # teacher draws behind a steady circuit's unstable fraction
 REFUSE_FRACTION = 0.5  # a steady spec whose draws are unstable more often than this is refused
 _SUGGEST_QUANTILE, _SUGGEST_TARGET = 0.9, 0.95  # the suggested scale brings this quantile of max Re to this value
-_SEED_KEY = 0x57AB  # spawn key of the spec check's draws (with the circuit's structural seed)
+SPEC_SEED_KEY = 0x57AB  # spawn key of the spec check's draws (with the circuit's structural seed)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class Loop:
     projections: tuple[str, ...]
 
 
-def loops(circuit: Any) -> tuple[Loop, ...]:
+def loops(circuit: Circuit) -> tuple[Loop, ...]:
     """The recurrent loops of ``circuit`` (components of its projection graph with a cycle), declaration order."""
     names = [r.name for r in circuit.regions if r.role != "input"]
     succ = {n: {p.post for p in circuit.projections if p.pre == n} for n in names}
@@ -77,7 +82,7 @@ def loops(circuit: Any) -> tuple[Loop, ...]:
     return tuple(out)
 
 
-def plastic_in_loops(circuit: Any, counts: Mapping[str, int]) -> bool:
+def plastic_in_loops(circuit: Circuit, counts: Mapping[str, int]) -> bool:
     """Whether any plastic synapse (``counts``: weight name -> number plastic) lies inside a recurrent loop, the
     only place where a plastic value can move ``eig W``."""
     return any(counts.get(k, 0) for loop in loops(circuit) for k in loop.projections)
@@ -95,41 +100,18 @@ def _reachable(succ: Mapping[str, set[str]], source: str) -> set[str]:
     return seen
 
 
-def loop_matrix(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.ndarray:
+def loop_matrix(circuit: Circuit, loop: Loop, weights: Mapping[str, Any]) -> np.ndarray:
     """The block ``(..., n, n)`` of ``W`` between the neurons of ``loop`` (numpy float64)."""
-    pos, start = {}, 0
-    for name in loop.regions:
-        size = circuit.region[name].size
-        pos[name] = slice(start, start + size)
-        start += size
-    ref = np.asarray(weights[loop.projections[0]])
-    out = np.zeros(ref.shape[:-2] + (start, start))
-    for name in loop.projections:
-        p = circuit.projection[name]
-        out[..., pos[p.post], pos[p.pre]] += np.asarray(weights[name])  # same region pair: summed
-    return out
+    return block_matrix(circuit, _numpy(weights, loop.projections), loop.regions, loop.regions).astype(np.float64)
 
 
-def stability_applies(circuit: Any) -> bool:
-    """Whether the ``stable`` option acts on ``circuit``: steady circuits and linear continuous ones (whose fixed
-    point is the limit of the trajectory); feed-forward, discrete and nonlinear continuous ones have none to keep."""
-    return circuit.dynamics == "steady" or (circuit.dynamics == "continuous" and circuit.nonlinearity == "linear")
+def stability_applies(circuit: Circuit) -> bool:
+    """Whether the ``stable`` option acts on ``circuit`` (its dynamics has a steady state to keep: steady circuits
+    and linear continuous ones; feed-forward, discrete and nonlinear continuous ones have none)."""
+    return circuit.dynamics.stability(circuit) is not None
 
 
-def _loop_values(circuit: Any, loop: Loop, weights: Mapping[str, Any]) -> np.ndarray:
-    """``max Re(eig)`` of ``loop``'s block per leading index; for continuous circuits on the steady scale
-    ``1 + tau_max max Re eig(T^-1 (W - I))`` (see the module docstring)."""
-    block = loop_matrix(circuit, loop, weights)
-    if getattr(circuit, "dynamics", None) != "continuous":
-        return _eigvals(block).real.max(-1)
-    from ._continuous import neuron_taus
-
-    taus = neuron_taus(circuit, loop.regions)
-    gen = (block - np.eye(taus.size)) / taus[:, None]
-    return 1.0 + taus.max() * _eigvals(gen).real.max(-1)
-
-
-def max_real_eig(circuit: Any, weights: Mapping[str, Any], found: tuple[Loop, ...] | None = None) -> np.ndarray:
+def max_real_eig(circuit: Circuit, weights: Mapping[str, Any], found: tuple[Loop, ...] | None = None) -> np.ndarray:
     """``max Re(eig W)`` of the recurrent matrix of the fixed point (all non-input neurons), per leading index.
 
     Parameters
@@ -145,11 +127,7 @@ def max_real_eig(circuit: Any, weights: Mapping[str, Any], found: tuple[Loop, ..
     numpy.ndarray
         ``(...)`` float64. At least 0: read-out neurons never project, so ``W`` always has zero eigenvalues.
     """
-    lead = np.shape(next(iter(weights.values())))[:-2]
-    best = np.zeros(lead)
-    for loop in loops(circuit) if found is None else found:
-        best = np.maximum(best, _loop_values(circuit, loop, _numpy(weights, loop.projections)))
-    return best
+    return circuit.dynamics.stability(circuit).max_real_eig(weights, found)
 
 
 def max_real_part(a: np.ndarray) -> float:
@@ -192,7 +170,7 @@ class SpecStability:
     loop_fractions: tuple[float, ...]
     loop_quantiles: tuple[float, ...]
 
-    def suggestion(self, circuit: Any) -> str:
+    def suggestion(self, circuit: Circuit) -> str:
         """How to make the spec stable: scale the gains of each unstable loop's projections (never a read-out).
 
         Scaling every weight of a loop by ``c > 0`` scales its eigenvalues by ``c``, so with the same draws each
@@ -212,7 +190,7 @@ class SpecStability:
         return "; ".join(parts)
 
 
-def spec_stability(circuit: Any, draws: int | None = None) -> SpecStability:
+def spec_stability(circuit: Circuit, draws: int | None = None) -> SpecStability:
     """The unstable fraction of ``circuit``'s teacher draws, overall and per loop.
 
     Draw ``k`` is ``circuit.sample_weights`` with ``SeedSequence(circuit.seed, spawn_key=(0x57AB, k))``. The
@@ -228,19 +206,20 @@ def spec_stability(circuit: Any, draws: int | None = None) -> SpecStability:
     names = sorted({k for loop in found for k in loop.projections})
     stack: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for k in range(draws):
-        rng = np.random.default_rng(np.random.SeedSequence(circuit.seed, spawn_key=(_SEED_KEY, k)))
+        rng = np.random.default_rng(np.random.SeedSequence(circuit.seed, spawn_key=(SPEC_SEED_KEY, k)))
         w = circuit.sample_weights(rng)
         for name in names:
             stack[name].append(w[name])
     weights = {k: np.stack(v) for k, v in stack.items()}
-    per_loop = [_loop_values(circuit, loop, weights) for loop in found]
+    rule = circuit.dynamics.stability(circuit)
+    per_loop = [rule.loop_values(loop, weights) for loop in found]
     worst = np.max(per_loop, axis=0)
     return SpecStability(draws, float((worst >= 1.0).mean()), found,
                          tuple(float((v >= 1.0).mean()) for v in per_loop),
                          tuple(float(np.quantile(v, _SUGGEST_QUANTILE)) for v in per_loop))
 
 
-def check_steady_spec(circuit: Any) -> SpecStability:
+def check_steady_spec(circuit: Circuit) -> SpecStability:
     """Refuse a steady circuit whose teacher draws are unstable in more than :data:`REFUSE_FRACTION` of cases.
 
     Returns the :class:`SpecStability` of an accepted spec (its fraction is reported with results).
@@ -252,19 +231,113 @@ def check_steady_spec(circuit: Any) -> SpecStability:
         lowers the fraction when followed.
     """
     found = spec_stability(circuit)
-    if found.unstable_fraction > REFUSE_FRACTION and circuit.dynamics == "continuous":
-        raise CircuitSpecError(
-            f"The recurrent part of linear continuous circuit {circuit.name!r} is unstable in "
-            f"{found.unstable_fraction:.0%} of {found.draws} teacher draws (max Re eig(T^-1 (W - I)) >= 0; at most "
-            f"{REFUSE_FRACTION:.0%} unstable draws are accepted). {_sentence(found.suggestion(circuit))}.")
     if found.unstable_fraction > REFUSE_FRACTION:
         raise CircuitSpecError(
-            f"The recurrent part of steady circuit {circuit.name!r} is unstable in {found.unstable_fraction:.0%} of "
-            f"{found.draws} teacher draws (max Re(eig W) >= 1; the fixed point of tau dr/dt = -r + W r + input "
-            f"is stable iff max Re(eig W) < 1, and at most {REFUSE_FRACTION:.0%} unstable draws are accepted). "
-            f"{_sentence(found.suggestion(circuit))}.")
+            f"The recurrent part of {circuit.dynamics.stability(circuit).refusal(found.unstable_fraction, found.draws)}"
+            f"{REFUSE_FRACTION:.0%} unstable draws are accepted). {_sentence(found.suggestion(circuit))}.")
     return found
 
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+class Stability:
+    """The stability criterion of a steady circuit: ``max Re(eig W) < 1`` over its recurrent loops.
+
+    Parameters
+    ----------
+    circuit : Circuit
+
+    Notes
+    -----
+    :meth:`loop_values` and :meth:`max_real_eig` report every loop on the steady scale (stable below 1);
+    :meth:`abscissa` adds the exact gradient of that value in every weight, from the left and right eigenvectors
+    of the rightmost eigenvalue (``d lambda = u^H dW v / u^H v``; defined where that eigenvalue is simple).
+    """
+
+    limit = 1.0  # stable iff the value is below this
+
+    def __init__(self, circuit: Circuit):
+        self.circuit = circuit
+
+    def refusal(self, fraction: float, draws: int) -> str:
+        """The middle of the spec refusal: which circuit, how often unstable, the criterion."""
+        return (f"steady circuit {self.circuit.name!r} is unstable in {fraction:.0%} of {draws} teacher draws "
+                f"(max Re(eig W) >= 1; the fixed point of tau dr/dt = -r + W r + input is stable iff "
+                f"max Re(eig W) < 1, and at most ")
+
+    def loops(self) -> tuple[Loop, ...]:
+        """The circuit's recurrent loops (:func:`loops`)."""
+        return loops(self.circuit)
+
+    def _generator(self, loop: Loop, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(matrix, row_scale, offset, scale)``: the matrix whose eigenvalues decide, ``d matrix / d W`` per row,
+        and ``value = offset + scale * max Re eig(matrix)``. Steady: ``W`` itself."""
+        return block, np.ones(block.shape[-1]), 0.0, 1.0
+
+    def loop_values(self, loop: Loop, weights: Mapping[str, Any]) -> np.ndarray:
+        """``max Re(eig)`` of ``loop``'s block per leading index, on the steady scale."""
+        gen, _, offset, scale = self._generator(loop, loop_matrix(self.circuit, loop, weights))
+        return offset + scale * _eigvals(gen).real.max(-1)
+
+    def max_real_eig(self, weights: Mapping[str, Any], found: tuple[Loop, ...] | None = None) -> np.ndarray:
+        """``max Re(eig W)`` of the recurrent matrix of the fixed point (all non-input neurons), per leading index.
+
+        Parameters
+        ----------
+        weights : dict
+            Weight name -> array ``(..., n_post, n_pre)`` (numpy, or torch on the CPU).
+        found : tuple of Loop, optional
+            ``loops(circuit)``, where a caller asks about many draws of one circuit (default: computed here).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(...)`` float64. At least 0: read-out neurons never project, so ``W`` always has zero eigenvalues.
+        """
+        lead = np.shape(next(iter(weights.values())))[:-2]
+        best = np.zeros(lead)
+        for loop in self.loops() if found is None else found:
+            best = np.maximum(best, self.loop_values(loop, _numpy(weights, loop.projections)))
+        return best
+
+    def abscissa(self, weights: Mapping[str, Any]) -> tuple[float, dict[str, np.ndarray]]:
+        """The spectral abscissa on the steady scale and its exact gradient, for one set of weights.
+
+        Parameters
+        ----------
+        weights : dict
+            Weight name -> array ``(n_post, n_pre)`` (one circuit).
+
+        Returns
+        -------
+        value : float
+            :meth:`max_real_eig` (at least 0: the read-outs' zero eigenvalues).
+        gradient : dict
+            Weight name -> ``(n_post, n_pre)`` float64, ``d value / d W``; zero outside the loop that attains the
+            value (and everywhere when the floor 0 does).
+        """
+        circuit = self.circuit
+        w = _numpy(weights, circuit.weight_names)
+        grad = {k: np.zeros(circuit.shape(k)) for k in circuit.weight_names}
+        best, arg = 0.0, None
+        for loop in self.loops():
+            block = loop_matrix(circuit, loop, w)
+            gen, row_scale, offset, scale = self._generator(loop, block)
+            vals, left, right = scipy.linalg.eig(gen, left=True, right=True)
+            k = int(np.argmax(vals.real))
+            value = offset + scale * float(vals[k].real)
+            if value > best:
+                u, v = left[:, k], right[:, k]
+                d = scale * (np.conj(u)[:, None] * v[None, :] / (np.conj(u) @ v)).real * row_scale[:, None]
+                best, arg = value, (loop, d)
+        if arg is not None:
+            loop, d = arg
+            pos, start = {}, 0
+            for name in loop.regions:
+                pos[name], start = slice(start, start + circuit.region[name].size), start + circuit.region[name].size
+            for name in loop.projections:
+                p = circuit.projection[name]
+                grad[name] = d[pos[p.post], pos[p.pre]].copy()
+        return best, grad

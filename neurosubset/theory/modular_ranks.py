@@ -30,7 +30,6 @@ import numpy as np
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..connectivity import triples_to_dense
-from ..dynamics import _adjoint_layout
 from ._ranks import _POINT_KEY, TheoryError
 
 PRIME_BITS = 62
@@ -97,13 +96,6 @@ def gf_rank(mat: np.ndarray, p: int) -> int:
     return int(_mat(np.mod(mat, p), p).rank())
 
 
-def _block(circuit: Circuit, weights: Mapping[str, np.ndarray], rows, cols) -> np.ndarray:
-    out = np.zeros((circuit.n_neurons(rows), circuit.n_neurons(cols)), dtype=np.int64)
-    for name, (post, pre) in circuit.block_slices(rows, cols).items():
-        out[post, pre] += weights[name]  # projections between the same regions are summed
-    return out
-
-
 def _stacked_inputs(circuit: Circuit, probes: np.ndarray) -> np.ndarray:
     """``(m, q)``: each probe's inputs as one vector (all steps for discrete dynamics)."""
     return probes.reshape(probes.shape[0], -1)
@@ -136,44 +128,19 @@ def mod_jacobian(circuit: Circuit, weights: Mapping[str, np.ndarray], probes: np
     if circuit.nonlinearity != "linear":
         raise TheoryError(f"Exact ranks need a linear (polynomial or rational) circuit; circuit {circuit.name!r} "
                           f"is {circuit.nonlinearity!r}, whose outputs are piecewise.")
-    if circuit.dynamics == "continuous":
-        raise TheoryError(f"Exact ranks need polynomial or rational outputs; continuous circuit {circuit.name!r} has "
-                          f"none (expm is not rational). Use float ranks (method='autograd').")
+    if circuit.dynamics.rank_method(circuit) != "gfp":
+        raise TheoryError(f"Exact ranks need polynomial or rational outputs; {circuit.dynamics.name} circuit "
+                          f"{circuit.name!r} has none (e.g. expm is not rational). Use float ranks "
+                          f"(method='autograd').")
     full = Allocation.from_masks(circuit, dict(circuit.eligible), strategy="full")
-    lay = _adjoint_layout(circuit, full)
+    lay = circuit.dynamics.adjoint_layout(circuit, full)
     m, n_out = probes.shape[0], circuit.n_out
     xs = np.mod(probes, p)
-    eye = (lambda n: _mat(np.eye(n, dtype=np.int64), p))
-    if circuit.dynamics == "discrete":
-        a = _mat(_block(circuit, weights, "hidden", "hidden"), p)
-        b = _mat(_block(circuit, weights, "hidden", "input"), p)
-        c = _mat(_block(circuit, weights, "output", "hidden"), p)
-        steps = circuit.steps
-        n_h = a.nrows()
-        h = [_mat(np.zeros((n_h, m), dtype=np.int64), p)]  # h_0 = 0
-        for t in range(steps):
-            h.append(a * h[-1] + b * _mat(xs[:, t, :].T, p))
-        g = [c]  # G_T = C, G_{t-1} = G_t A
-        for _ in range(steps - 1):
-            g.append(g[-1] * a)
-        g_np = np.stack([_np(x) for x in g[::-1]])  # (T, n_out, N_h): index t-1 for step t
-        act = np.concatenate([np.stack([_np(x) for x in h[:-1]]), xs.transpose(1, 2, 0)], axis=1)  # (T, N_h+n_in, m)
-        last = np.concatenate([_np(h[-1]), xs[:, -1, :].T], axis=0)  # (N_h + n_in, m): what a read-out sees
-    else:
-        rows = ("hidden", "output")
-        a = _mat(_block(circuit, weights, rows, rows), p)
-        b = _mat(_block(circuit, weights, rows, "input"), p)
-        try:
-            inv = (eye(a.nrows()) - a).inv()
-        except ZeroDivisionError:
-            raise TheoryError("det(I - W) = 0 mod p at this point: the rational outputs are undefined there; draw "
-                              "another point.") from None
-        x = _mat(xs.T, p)
-        rates = inv * (b * x)
-        select = np.rint(lay["select"].numpy()).astype(np.int64)  # 0/1 rows picking the output neurons
-        g_np = _np(_mat(select, p) * inv)[None]  # (1, n_out, N)
-        act = np.concatenate([_np(rates), xs.T], axis=0)[None]  # (1, N + n_in, m)
-        last = None
+    try:
+        g_np, act, last = circuit.dynamics.mod_adjoint(circuit, weights, xs, lambda a: _mat(a, p), _np, lay)
+    except ZeroDivisionError:
+        raise TheoryError("det(I - W) = 0 mod p at this point: the rational outputs are undefined there; draw "
+                          "another point.") from None
     post, pre = lay["post"].numpy(), lay["pre"].numpy()
     to_out = lay["to_output"].numpy()
     cols = []
@@ -210,15 +177,7 @@ def entry_degree(circuit: Circuit) -> int:
     ``det(I - W)^2 dF/dtheta`` (adjugate entries have degree ``n - 1``), which has the rank of the Jacobian
     wherever ``det(I - W) != 0``.
     """
-    if circuit.dynamics == "discrete":
-        return circuit.steps + 1
-    if circuit.dynamics == "steady":
-        return 2 * circuit.n_neurons(("hidden", "output"))
-    depth = {}
-    for q in circuit.order:
-        into = circuit.projections_into(q)
-        depth[q] = 0 if not into else max(depth[pr.pre] + 1 for pr in into)
-    return max([depth[o] for o in circuit.output_regions] + [1])
+    return circuit.dynamics.entry_degree(circuit)
 
 
 # ---------------------------------------------------------------------------------------------- ranks
@@ -351,12 +310,12 @@ def rank_evidence(circuit: Circuit, m: int, seed: int, points: int, cols: np.nda
     from ._ranks import _ranks
 
     nan = float("nan")
-    linear = circuit.nonlinearity == "linear" and circuit.dynamics != "continuous"  # continuous: float ranks only
+    linear = circuit.dynamics.rank_method(circuit) == "gfp"  # e.g. continuous: float ranks only
     if method == "exact" and not linear:
         raise TheoryError(f"method='exact' needs a linear circuit; circuit {circuit.name!r} is "
                           f"{circuit.nonlinearity!r} (piecewise outputs have no exact rank). Use method='auto'.")
     if method != "exact":
-        float_method = ("adjoint" if linear else "autograd") if method == "auto" else method
+        float_method = ("adjoint" if circuit.dynamics.closed_adjoint(circuit) else "autograd") if method == "auto" else method
         (fr, fg, ft), (pr, pg, pt) = _ranks(circuit, m, seed, points, cols, rtol, float_method)
         dec = decisive(fg, ft) and decisive(pg, pt)
         if dec or method != "auto" or not linear:

@@ -13,41 +13,36 @@ boundary sees the input of the interval that ends there (as the discrete dynamic
 - ``"tanh"``, ``"softplus"``, ``"relu"``: classical fixed-step RK4 on the ``dt`` grid (input switches fall on it,
   so each RK4 step sees a constant input and the scheme keeps its 4th order for smooth ``phi``).
 
-This module reads circuits by duck typing (``dynamics``, ``regions``, ``projections``, ``region``, ``slices``,
-``projections_into`` and the continuous fields) so that :mod:`neurosubset.circuit` can call it while being built.
+The :class:`Continuous` dynamics object ties these together for the rest of the package.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ._checks import CircuitSpecError, check_names, check_real
+from .._checks import CircuitSpecError, ParameterError, check_names, check_real
+from .base import CONTINUOUS_FIELDS as CONTINUOUS_FIELDS
+from .base import Dynamics, register
+from .blocks import block_matrix, broadest
+from .stability import Loop, Stability
 
-CONTINUOUS_FIELDS = ("tau", "duration", "dt", "readout")
+if TYPE_CHECKING:
+    from ..circuit import Circuit
+
 SMOOTH = ("linear", "tanh", "softplus")  # nonlinearities whose outputs are analytic in the weights
 _GRID_RTOL = 1e-9  # duration / dt and t / dt must be integers to this relative precision (decimal seconds)
 
 
 # ---------------------------------------------------------------------------------------------- spec fields
-def check_fields(circuit: Any) -> None:
+def check_fields(circuit: Circuit) -> None:
     """Check the continuous fields of a circuit being built and store them normalised (``tau`` a float or
     ``((region, tau), ...)`` in declaration order, ``readout`` a tuple on the ``dt`` grid).
 
-    For other dynamics every field must be ``None`` and the nonlinearity linear or relu. Raises
-    :class:`CircuitSpecError` naming the field.
+    Raises :class:`CircuitSpecError` naming the field.
     """
-    if circuit.dynamics != "continuous":
-        for name in CONTINUOUS_FIELDS:
-            if getattr(circuit, name) is not None:
-                raise CircuitSpecError(f"The {name!r} parameter applies to dynamics 'continuous' only; circuit "
-                                       f"{circuit.name!r} has dynamics {circuit.dynamics!r}. Remove it.")
-        if circuit.nonlinearity in ("tanh", "softplus"):
-            raise CircuitSpecError(f"The 'nonlinearity' parameter {circuit.nonlinearity!r} needs dynamics "
-                                   f"'continuous'; {circuit.dynamics!r} circuits take one of ['linear', 'relu'].")
-        return
     for name in ("tau", "duration", "dt"):
         if getattr(circuit, name) is None:
             raise CircuitSpecError(f"The {name!r} parameter is required for dynamics 'continuous' (seconds, > 0).")
@@ -103,24 +98,24 @@ def _grid_index(ratio: float) -> int | None:
     return n if abs(ratio - n) <= _GRID_RTOL * max(1, n) else None
 
 
-def neuron_taus(circuit: Any, regions: Any = None) -> np.ndarray:
+def neuron_taus(circuit: Circuit, regions: Any = None) -> np.ndarray:
     """``(N,)`` time constant (s) of each neuron of the hidden ``regions`` (default: all hidden, declaration order)."""
     names = [r.name for r in circuit.regions if r.role == "hidden"] if regions is None else list(regions)
     per = dict(circuit.tau) if isinstance(circuit.tau, tuple) else {n: circuit.tau for n in names}
     return np.concatenate([np.full(circuit.region[n].size, float(per[n])) for n in names] or [np.zeros(0)])
 
 
-def n_dt(circuit: Any) -> int:
+def n_dt(circuit: Circuit) -> int:
     """Number of ``dt`` steps in the duration."""
     return int(round(circuit.duration / circuit.dt))
 
 
-def readout_times(circuit: Any) -> tuple[float, ...]:
+def readout_times(circuit: Circuit) -> tuple[float, ...]:
     """The read-out times (s): ``readout``, or the end of the duration."""
     return circuit.readout if circuit.readout is not None else (circuit.duration,)
 
 
-def time_index(circuit: Any, times: Any = None) -> np.ndarray:
+def time_index(circuit: Circuit, times: Any = None) -> np.ndarray:
     """Read-out times as ``dt`` step indices: ``times`` (s; ``"all"``: every step), default the circuit's."""
     if isinstance(times, str) and times == "all":
         return np.arange(1, n_dt(circuit) + 1)
@@ -139,30 +134,7 @@ def _phi(name: str, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def _blocks(circuit: Any, weights: Mapping[str, torch.Tensor], rows: list[str], cols: list[str],
-            ref: torch.Tensor) -> torch.Tensor:
-    """Block matrix ``(..., sum rows, sum cols)`` of the projections from ``cols`` onto ``rows`` (zeros elsewhere)."""
-    lead = ref.shape[:-2]
-    lines = []
-    for post in rows:
-        blocks = []
-        for pre in cols:
-            names = [p.name for p in circuit.projections_into(post) if p.pre == pre]  # same regions: summed
-            shape = (circuit.region[post].size, circuit.region[pre].size)
-            w = weights[names[0]] if names else ref.new_zeros(shape)
-            for name in names[1:]:
-                w = w + weights[name]
-            blocks.append(w.expand(lead + shape) if w.shape[:-2] != lead else w)
-        lines.append(torch.cat(blocks, dim=-1) if blocks else ref.new_zeros(lead + (circuit.region[post].size, 0)))
-    return torch.cat(lines, dim=-2)
-
-
-def _lead(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """A weight with the broadest leading shape (the one every block is expanded to)."""
-    return max(weights.values(), key=lambda w: w.dim())
-
-
-def integrate(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor, index: np.ndarray
+def integrate(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor, index: np.ndarray
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs and hidden rates at the ``dt`` step indices ``index``.
 
@@ -184,11 +156,10 @@ def integrate(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.T
     """
     hidden, inputs = list(circuit.slices("hidden")), list(circuit.input_regions)
     outputs = list(circuit.output_regions)
-    ref = _lead(weights)
-    w_rec = _blocks(circuit, weights, hidden, hidden, ref) if hidden else None
-    w_in = _blocks(circuit, weights, hidden, inputs, ref) if hidden else None
-    w_out = _blocks(circuit, weights, outputs, hidden, ref) if hidden else None
-    w_dir = _blocks(circuit, weights, outputs, inputs, ref)
+    w_rec = block_matrix(circuit, weights, hidden, hidden) if hidden else None
+    w_in = block_matrix(circuit, weights, hidden, inputs) if hidden else None
+    w_out = block_matrix(circuit, weights, outputs, hidden) if hidden else None
+    w_dir = block_matrix(circuit, weights, outputs, inputs)
     per = n_dt(circuit) // circuit.steps  # dt steps per input interval
     index = [int(i) for i in index]
     if not hidden:
@@ -253,13 +224,13 @@ def _rk4(name: str, w_rec: torch.Tensor, w_in: torch.Tensor, taus: np.ndarray, p
     return torch.stack(found, dim=-2)
 
 
-def forward(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
+def forward(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
     """Outputs at the circuit's read-out times, ``(..., m, R * n_out_neurons)`` (time-major: ``circuit.n_out``)."""
     y, _ = integrate(circuit, weights, probes, time_index(circuit))
     return y.flatten(-2)
 
 
-def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+def final_max_real(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
                    final: torch.Tensor | None = None) -> torch.Tensor:
     """``max Re eig`` of the Jacobian of the vector field at the final state, ``(..., m)`` (1/s).
 
@@ -271,8 +242,7 @@ def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: to
     hidden, inputs = list(circuit.slices("hidden")), list(circuit.input_regions)
     if not hidden:
         return probes.new_full(probes.shape[:-2], -float("inf"))
-    ref = _lead(weights)
-    w_rec, w_in = _blocks(circuit, weights, hidden, hidden, ref), _blocks(circuit, weights, hidden, inputs, ref)
+    w_rec, w_in = block_matrix(circuit, weights, hidden, hidden), block_matrix(circuit, weights, hidden, inputs)
     if final is None:
         final = integrate(circuit, weights, probes, time_index(circuit, (circuit.duration,)))[1][..., -1, :]
     with torch.enable_grad():
@@ -286,7 +256,7 @@ def final_max_real(circuit: Any, weights: Mapping[str, torch.Tensor], probes: to
     return torch.where(finite, out, float("nan"))
 
 
-def final_max_real_eig(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> np.ndarray:
+def final_max_real_eig(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> np.ndarray:
     """Per-trial stability of a nonlinear continuous student at the end of its probes, on the steady scale.
 
     ``max(0, 1 + tau_max * max_p max Re eig J_p)``, ``(...)`` float64 (1), with ``J_p`` the Jacobian of the vector
@@ -317,7 +287,7 @@ def _dphi(name: str, z: torch.Tensor) -> torch.Tensor:
     return (z > 0).to(z.dtype)  # relu: the derivative torch's autograd uses (0 at z = 0)
 
 
-def _directions(circuit: Any, index: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+def _directions(circuit: Circuit, index: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per kind of block (``rec``, ``in``, ``out``, ``dir``): (position k in theta, post row, pre column) of each
     plastic synapse in the block layout of :func:`integrate` (hidden / input / output neuron vectors)."""
     pos = {role: circuit.slices(role) for role in ("input", "hidden", "output")}
@@ -348,7 +318,7 @@ def _scatter(values: torch.Tensor, direction: tuple[torch.Tensor, ...], rows: in
     return out
 
 
-def rk4_jacobian(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+def rk4_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
                  index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(..., m * n_out)`` and their exact derivative in the plastic weights ``(..., m * n_out, M)``.
 
@@ -358,9 +328,8 @@ def rk4_jacobian(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torc
     ``index``: weight name -> flat plastic indices (:attr:`Allocation.indices`), ``theta`` in weight order.
     """
     hidden, inputs, outputs = list(circuit.slices("hidden")), list(circuit.input_regions), list(circuit.output_regions)
-    ref = _lead(weights)
-    w_rec, w_in = _blocks(circuit, weights, hidden, hidden, ref), _blocks(circuit, weights, hidden, inputs, ref)
-    w_out, w_dir = _blocks(circuit, weights, outputs, hidden, ref), _blocks(circuit, weights, outputs, inputs, ref)
+    w_rec, w_in = block_matrix(circuit, weights, hidden, hidden), block_matrix(circuit, weights, hidden, inputs)
+    w_out, w_dir = block_matrix(circuit, weights, outputs, hidden), block_matrix(circuit, weights, outputs, inputs)
     dirs = _directions(circuit, index)
     n, name, dt = w_rec.shape[-1], circuit.nonlinearity, circuit.dt
     per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
@@ -395,8 +364,111 @@ def rk4_jacobian(circuit: Any, weights: Mapping[str, torch.Tensor], probes: torc
     return y, torch.stack(jacs, dim=-3).flatten(-4, -2)
 
 
-def has_tangents(circuit: Any) -> bool:
-    """Whether :func:`rk4_jacobian` serves ``circuit``'s Jacobian (continuous, nonlinear, with hidden neurons):
-    :meth:`neurosubset.dynamics.PlasticMap.jacobian` uses it for ``method="auto"`` (``"autograd"`` stays
-    available; tests/test_continuous.py checks the two agree)."""
-    return circuit.dynamics == "continuous" and circuit.nonlinearity != "linear" and bool(circuit.slices("hidden"))
+@register
+class Continuous(Dynamics):
+    """``T dh/dt = -h + phi(W_rec h + W_in x(t))`` from ``h(0) = 0``; ``y(t) = W_out h(t) + W_direct x(t)``.
+
+    ``T = diag(tau)`` (s, per hidden region), ``x(t)`` constant over ``steps`` intervals of ``duration`` (s),
+    outputs read out at the ``readout`` times (default the end), concatenated (``n_out`` = read-outs x output
+    neurons). Linear circuits are integrated exactly (matrix exponentials), the others by RK4 on the ``dt`` grid
+    (see the module docstring). Jacobians: autograd (linear) or forward sensitivities of the RK4 scheme; float
+    ranks only (``expm`` is not rational). Linear circuits keep ``max Re eig(T^-1 (W - I)) < 0``.
+    """
+
+    name = "continuous"
+    nonlinearities = ("linear", "relu", "tanh", "softplus")
+    sequences = True
+    cpu_only = True  # the integrators build CPU tensors
+
+    def validate(self, circuit: Circuit) -> None:
+        check_fields(circuit)
+
+    def readouts(self, circuit: Circuit) -> int:
+        return len(readout_times(circuit))
+
+    def recorded_times(self, circuit: Circuit) -> int:
+        return len(readout_times(circuit))
+
+    def readout_times(self, circuit: Circuit) -> np.ndarray:
+        return np.asarray(readout_times(circuit), dtype=float)
+
+    def time_units(self, circuit: Circuit) -> str:
+        return "s"
+
+    def forward(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
+        return forward(circuit, weights, probes)
+
+    def rates(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+              regions: Sequence[str], *, time: bool = False) -> dict[str, torch.Tensor]:
+        """Hidden rates and read-outs at the read-out times (the last one without ``time``)."""
+        y, h = integrate(circuit, weights, probes, time_index(circuit))
+        where = {**circuit.slices("hidden"), **circuit.slices("output")}
+        out = {r: (h if circuit.region[r].role == "hidden" else y)[..., where[r]] for r in regions}
+        return out if time else {r: v[..., -1, :] for r, v in out.items()}
+
+    def simulate(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                 regions: Sequence[str], times: Sequence[float] | str | None = None
+                 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Rates at ``times`` (s; ``"all"``: every ``dt`` step; None: the read-out times), one integration."""
+        n = n_dt(circuit)
+        if isinstance(times, str):
+            if times != "all":
+                raise ParameterError(f"The 'times' parameter must be a list of times (s), 'all' or None. "
+                                     f"Got {times!r}.")
+            index = np.arange(1, n + 1)
+        else:
+            index = grid_steps(readout_times(circuit) if times is None else times, circuit.dt, n, "times",
+                               ParameterError)
+        y, h = integrate(circuit, weights, probes, index)
+        where = {**circuit.slices("hidden"), **circuit.slices("output")}
+        return ({r: (h if circuit.region[r].role == "hidden" else y)[..., where[r]] for r in regions},
+                index * circuit.dt)
+
+    def simulate_extras(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                        rates: Mapping[str, torch.Tensor], times: np.ndarray | None) -> tuple[dict, dict, dict]:
+        """``max_real_jacobian (probe)`` (1/s) at the final state, the input intervals' starts, the integrator."""
+        from .._schema import meta
+
+        n = n_dt(circuit)
+        hidden = [r.name for r in circuit.regions if r.role == "hidden"]
+        last = None  # RK4's trajectory does not depend on the read-outs: reuse h(duration) where it was read out
+        if circuit.nonlinearity != "linear" and hidden and round(times[-1] / circuit.dt) == n and all(
+                r in rates for r in hidden):
+            last = torch.cat([rates[r][..., -1, :] for r in hidden], dim=-1)
+        final = final_max_real(circuit, weights, probes, last)
+        per = n // circuit.steps
+        variables = {"max_real_jacobian": (("probe",), final.numpy(), meta("max_real_jacobian"))}
+        coords = {"interval_start": ("interval", np.arange(circuit.steps) * per * circuit.dt, meta("interval_start"))}
+        attrs = {"integrator": "expm" if circuit.nonlinearity == "linear" else "rk4", "dt": float(circuit.dt),
+                 "duration": float(circuit.duration)}
+        return variables, coords, attrs
+
+    def tangent_jacobian(self, circuit: Circuit) -> bool:
+        """Whether :func:`rk4_jacobian` serves ``circuit``'s Jacobian (nonlinear, with hidden neurons):
+        :meth:`neurosubset.dynamics.PlasticMap.jacobian` uses it for ``method="auto"`` (``"autograd"`` stays
+        available; tests/test_continuous.py checks the two agree)."""
+        return circuit.nonlinearity != "linear" and bool(circuit.slices("hidden"))
+
+    def tangents(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                 index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return rk4_jacobian(circuit, weights, probes, index, size)
+
+    def local_stability(self, circuit: Circuit, weights: Mapping[str, torch.Tensor],
+                        probes: torch.Tensor) -> np.ndarray | None:
+        """Nonlinear students: the linearisation at each probe's final state (:func:`final_max_real_eig`)."""
+        return final_max_real_eig(circuit, weights, probes)
+
+    def stability(self, circuit: Circuit) -> ContinuousStability | None:
+        return ContinuousStability(circuit) if circuit.nonlinearity == "linear" else None
+
+
+class ContinuousStability(Stability):
+    """``max Re eig(T^-1 (W - I)) < 0`` per loop, reported on the steady scale ``1 + tau_max max Re eig(...)``."""
+
+    def refusal(self, fraction: float, draws: int) -> str:
+        return (f"linear continuous circuit {self.circuit.name!r} is unstable in {fraction:.0%} of {draws} teacher "
+                f"draws (max Re eig(T^-1 (W - I)) >= 0; at most ")
+
+    def _generator(self, loop: Loop, block: np.ndarray):
+        taus = neuron_taus(self.circuit, loop.regions)
+        return (block - np.eye(taus.size)) / taus[:, None], 1.0 / taus, 1.0, float(taus.max())
