@@ -127,7 +127,7 @@ def max_real_eig(circuit: Circuit, weights: Mapping[str, Any], found: tuple[Loop
     numpy.ndarray
         ``(...)`` float64. At least 0: read-out neurons never project, so ``W`` always has zero eigenvalues.
     """
-    return circuit.dynamics.stability(circuit).max_real_eig(weights, found)
+    return _rule(circuit).max_real_eig(weights, found)
 
 
 def max_real_part(a: np.ndarray) -> float:
@@ -211,7 +211,7 @@ def spec_stability(circuit: Circuit, draws: int | None = None) -> SpecStability:
         for name in names:
             stack[name].append(w[name])
     weights = {k: np.stack(v) for k, v in stack.items()}
-    rule = circuit.dynamics.stability(circuit)
+    rule = _rule(circuit)
     per_loop = [rule.loop_values(loop, weights) for loop in found]
     worst = np.max(per_loop, axis=0)
     return SpecStability(draws, float((worst >= 1.0).mean()), found,
@@ -233,9 +233,15 @@ def check_steady_spec(circuit: Circuit) -> SpecStability:
     found = spec_stability(circuit)
     if found.unstable_fraction > REFUSE_FRACTION:
         raise CircuitSpecError(
-            f"The recurrent part of {circuit.dynamics.stability(circuit).refusal(found.unstable_fraction, found.draws)}"
+            f"The recurrent part of {_rule(circuit).refusal(found.unstable_fraction, found.draws)}"
             f"{REFUSE_FRACTION:.0%} unstable draws are accepted). {_sentence(found.suggestion(circuit))}.")
     return found
+
+
+def _rule(circuit: Circuit) -> Stability:
+    """The circuit's stability rule; dynamics without one (e.g. a discrete twin built to draw weights) are judged
+    by ``max Re(eig W)`` of their loops, the steady rule."""
+    return circuit.dynamics.stability(circuit) or Stability(circuit)
 
 
 def _sentence(text: str) -> str:
