@@ -1,11 +1,19 @@
 """Where results are written: the rules every writer follows so that no result is lost by a later command.
 
-- The suffix decides the format: ``.nc`` is netCDF-4 (h5netcdf), ``.zarr`` a Zarr directory. A writer that takes
-  only one of them refuses the other (``sweep --out s.nc``).
+- The suffix decides the format: ``.nc`` is netCDF-4 (h5netcdf), ``.zarr`` a Zarr directory, ``.png`` / ``.pdf`` /
+  ``.svg`` a figure. A writer that takes only some of them refuses the others (``sweep --out s.nc``), before it
+  computes anything.
 - The parent folder must exist (a typo in a folder name is an error, not a new folder).
 - An existing file is never replaced unless the caller asks (``overwrite=True``, the CLI's ``--overwrite``); a sweep
   store (a Zarr directory with a ``sweep_config`` attribute), or any path inside one, is never replaced by a
-  single-result writer (``mp``, ``spikecheck``, ``export``), even with ``overwrite=True``.
+  single-result writer (``mp``, ``spikecheck``, ``export``, figures), even with ``overwrite=True``. A Zarr
+  directory is replaced only if the toolkit recognisably wrote it (root attrs with ``neurosubset_version``, nothing
+  in it but Zarr arrays and metadata); a folder with other content, or one whose root attrs are missing, is refused.
+- The files shipped with a source checkout (``data/`` beside the package, except the ``demo_*`` and
+  ``quickstart_*`` files that ``make demo`` and the README regenerate) are never replaced, even with ``overwrite``.
+- Before a Dataset is written, the free space of the folder is checked against its size; a full disk while writing
+  is one line (:class:`OutputError`), and the old file is kept. Temporary files left by a killed writer
+  (``.NAME.tmp-PID`` whose process is gone) are removed by the next write of the same path.
 - Files are written next to their final path under a temporary name, fsync'ed, then renamed into place, so that a
   kill or a full disk leaves the old file (or nothing), never half a file.
 - netCDF files are written CF-clean (:func:`neurosubset._schema.cf_encoding`: strings as char arrays, coordinates
@@ -13,6 +21,8 @@
 """
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import shutil
@@ -23,7 +33,10 @@ from typing import Any
 
 from ._checks import NeurosubsetError
 
-FORMATS = {".nc": "netCDF-4", ".zarr": "Zarr"}
+FORMATS = {".nc": "netCDF-4", ".zarr": "Zarr", ".png": "PNG", ".pdf": "PDF", ".svg": "SVG"}
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+_REGENERATED = ("demo_", "quickstart_")  # files in data/ that `make demo` and the README quick start write
+_ZARR_META = {".zattrs", ".zgroup", ".zmetadata", "zarr.json"}
 
 
 class OutputError(NeurosubsetError):
@@ -45,6 +58,38 @@ def is_sweep_store(path: str | os.PathLike) -> bool:
         if isinstance(attrs, dict) and "sweep_config" in attrs:
             return True
     return False
+
+
+def toolkit_kind(path: str | os.PathLike) -> tuple[str | None, str]:
+    """What the toolkit wrote at the Zarr directory ``path``: ``("sweep", "")``, ``("result", "")``, or
+    ``(None, why)`` when it cannot be recognised (root attrs missing, unreadable or without
+    ``neurosubset_version`` / ``sweep_config``; or content that is not a Zarr array or its metadata)."""
+    path = Path(path)
+    try:
+        attrs = json.loads((path / ".zattrs").read_text())
+    except FileNotFoundError:
+        return None, "no root attributes (.zattrs)"
+    except (OSError, ValueError) as exc:
+        return None, f"its root attributes (.zattrs) cannot be read: {type(exc).__name__}"
+    if not isinstance(attrs, dict) or not ({"sweep_config", "neurosubset_version"} & set(attrs)):
+        return None, "its root attributes (.zattrs) name no neurosubset version or sweep configuration"
+    for entry in path.iterdir():
+        if entry.name in _ZARR_META:
+            continue
+        if not (entry.is_dir() and not entry.is_symlink() and
+                ((entry / ".zarray").is_file() or (entry / "zarr.json").is_file())):
+            return None, f"it holds {entry.name!r}, which is not a Zarr array of a result"
+    return ("sweep" if "sweep_config" in attrs else "result"), ""
+
+
+def shipped(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file shipped with the source checkout this package runs from (``data/``)."""
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "pyproject.toml").is_file():  # an installed package ships no data/
+        return False
+    path = Path(path)
+    return (path.exists() and path.resolve().parent == (repo / "data").resolve()
+            and not path.name.startswith(_REGENERATED))
 
 
 def inside_sweep_store(path: str | os.PathLike) -> Path | None:
@@ -93,11 +138,20 @@ def check_output(path: str | os.PathLike, *, formats: Sequence[str] = (".nc", ".
         raise OutputError(f"{what} {str(path)!r} is {'' if store == path.resolve() else 'inside '}the sweep store "
                           f"{str(store)!r}; a single result never replaces or writes into a sweep store, even with "
                           f"--overwrite. Choose another path.")
+    if shipped(path):
+        raise OutputError(f"{what} {str(path)!r} is a result shipped with neurosubset (data/); it is never replaced, "
+                          f"even with --overwrite. Choose another path.")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise OutputError(f"{what} {str(path)!r} already exists. Refusing to overwrite it: choose another path, or "
                           f"pass --overwrite (overwrite=True in Python) to replace it.")
     if path.is_dir() and not path.is_symlink() and path.suffix != ".zarr":
         raise OutputError(f"{what} {str(path)!r} is a folder; refusing to replace it. Choose another path.")
+    if path.is_dir() and not path.is_symlink() and not store_ok:
+        kind, why = toolkit_kind(path)
+        if kind != "result":
+            raise OutputError(f"{what} {str(path)!r} is a folder that neurosubset did not recognisably write ({why}); "
+                              f"--overwrite replaces only a result the toolkit wrote. Remove it yourself or choose "
+                              f"another path.")
     return path
 
 
@@ -136,6 +190,54 @@ def fsync_dir(path: str | os.PathLike) -> None:
     fsync_file(path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale(path: str | os.PathLike, pattern: str = ".{name}.tmp-*") -> None:
+    """Remove the temporary files of ``path`` (``pattern``, ending in a PID) left by writers that died."""
+    path = Path(path)
+    for stale in path.parent.glob(pattern.format(name=glob.escape(path.name))):
+        pid = stale.name.rpartition("-")[2]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says the disk or the quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "errno = 28" in str(exc):  # h5py's wording
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def check_space(path: str | os.PathLike, size: int, what: str = "output") -> None:
+    """Refuse (:class:`OutputError`) to write about ``size`` bytes next to ``path`` when the disk has less free."""
+    folder = Path(path).resolve().parent
+    need = int(size) + 2 ** 16  # the file's own metadata
+    free = _free_bytes(folder)
+    if free < need:
+        raise OutputError(f"{what} {str(path)!r}: needs about {need / 1e6:.1f} MB but only {free / 1e6:.1f} MB are "
+                          f"free in {str(folder)!r}. Nothing was written; free some space or choose another folder.")
+
+
 def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, what: str = "output",
                   formats: Sequence[str] = (".nc", ".zarr")) -> Path:
     """Write an xarray Dataset to ``path`` (format from the suffix) by the rules above, atomically.
@@ -144,9 +246,38 @@ def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, 
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    OutputError
+        By :func:`check_output`'s rules; too little free space for the Dataset; the disk filled while writing
+        (nothing replaced, the temporary file removed).
     """
     path = check_output(path, formats=formats, overwrite=overwrite, what=what)
+    remove_stale(path)
+    check_space(path, ds.nbytes, what)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_tmp(ds, path, tmp)
+    except Exception as exc:
+        _cleanup(tmp)
+        if _disk_full(exc):
+            raise OutputError(f"{what} {str(path)!r}: the disk is full (No space left on device) while writing it. "
+                              f"Nothing was replaced{' (the old file is kept)' if path.exists() else ''}; free some "
+                              f"space or choose another folder.") from None
+        raise
+    return path
+
+
+def _cleanup(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp.exists():
+        tmp.unlink()
+
+
+def _write_tmp(ds: Any, path: Path, tmp: Path) -> None:
+    """Write ``ds`` to ``tmp``, fsync it and rename it onto ``path`` (:func:`write_dataset`'s body)."""
     try:
         if path.suffix == ".zarr":
             ds.to_zarr(tmp, mode="w-", zarr_format=2)
@@ -165,8 +296,30 @@ def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, 
             os.replace(tmp, path)
         fsync_dir(path.resolve().parent)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        _cleanup(tmp)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 120, overwrite: bool = False,
+                 what: str = "the figure") -> Path:
+    """Save a matplotlib figure to ``path`` (``.png``, ``.pdf``, ``.svg``) by the rules above, atomically.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = check_output(path, formats=FIGURE_FORMATS, overwrite=overwrite, what=what)
+    remove_stale(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.resolve().parent)
+    except Exception as exc:
+        _cleanup(tmp)
+        if _disk_full(exc):
+            raise OutputError(f"{what} {str(path)!r}: the disk is full (No space left on device) while writing it. "
+                              f"Nothing was replaced; free some space or choose another folder.") from None
+        raise
     return path

@@ -12,9 +12,7 @@ computing anything.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from ._checks import NeurosubsetError, NonFiniteOutputWarning
-from ._outputs import OutputError, check_output, check_writable, inside_sweep_store, write_dataset
+from ._outputs import FIGURE_FORMATS, check_output, check_writable, write_dataset, write_figure
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_name
 from .allocation import STRATEGIES, allocate
 from .benchmark import DEFAULT_TOL
@@ -194,30 +192,24 @@ def _print_mp_table(ds, limit: int = 40) -> None:
     print(table.to_string())
 
 
+MAX_DPI = 1200  # a 6 x 4 inch figure at 1200 dpi is a 35-megapixel canvas (about 140 MB)
+
+
 def _cmd_plot(args: argparse.Namespace) -> None:
     """Write PNG figures of a sweep store / netCDF file or of one `neurosubset mp` result."""
-    from .plot import save_figures
+    from .plot import figure_paths, figures
     from .sweeps import open_sweep
 
+    if not 1 <= args.dpi <= MAX_DPI:  # 20000 dpi would be a 38 GB canvas
+        raise CLIError(f"--dpi must be between 1 and {MAX_DPI}. Got {args.dpi}.")
     ds = open_sweep(args.path)
     out = Path(args.out or str(Path(args.path).with_suffix("")))
-    folder = out.resolve().parent
-    if not folder.is_dir():
-        raise OutputError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist. Create it first.")
-    store = inside_sweep_store(folder)
-    if store is not None:
-        raise OutputError(f"--out {str(out)!r} is inside the sweep store {str(store)!r}; "
-                          f"figures never go into a store. Choose another path.")
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".plot-") as tmp:  # drawn aside, moved in if allowed
-        made = save_figures(ds, Path(tmp) / out.name, dpi=args.dpi)
-        final = [out.parent / p.name for p in made]
-        existing = [str(f) for f in final if f.exists()]
-        if existing and not args.overwrite:
-            raise OutputError(f"{existing} already exist(s). Refusing to overwrite: choose another --out, or pass "
-                              f"--overwrite to replace them.")
-        for made_path, path in zip(made, final):
-            os.replace(made_path, path)
-            print(f"wrote {path}")
+    figs = figures(ds)
+    paths = figure_paths(list(figs), out)
+    for path in paths:  # every figure passes the output rules before any is written
+        check_output(path, formats=FIGURE_FORMATS, overwrite=args.overwrite, what="--out")
+    for path, fig in zip(paths, figs.values()):
+        print(f"wrote {write_figure(fig, path, dpi=args.dpi, overwrite=args.overwrite, what='--out')}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -229,7 +221,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _cmd_spikecheck(args: argparse.Namespace) -> None:
     """Fit one student, then run teacher, fitted and unfitted student as linear Poisson networks in brian2."""
-    from .plot import spikecheck_figure
+    from .plot import spike_rates
     from .spiking import SpikingSettings, spikecheck
     from .spiking.checks import continuous_kernel_tau
     from .spiking.settings import DEFAULT_TAU
@@ -237,6 +229,10 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     _check_out(args)
     if args.out and Path(args.out).suffix != ".nc":
         raise CLIError(f"spikecheck --out takes a .nc (netCDF) file. Got {args.out!r}.")
+    fig = args.fig or (Path(args.out).with_suffix(".png") if args.out else None)
+    if fig is not None:  # the figure follows the same rules, checked before the simulation
+        check_output(fig, formats=FIGURE_FORMATS, overwrite=args.overwrite, what="--fig")
+        check_writable(fig)
     circuit = load_circuit(args.circuit)
     tau = args.tau if args.tau is not None else (  # unset: a continuous circuit's own tau, else the default
         continuous_kernel_tau(circuit) if isinstance(circuit.dynamics, Continuous) else DEFAULT_TAU)
@@ -259,9 +255,8 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         print(f"warning: {ds.attrs['flags']}")
     if args.out:
         _write(ds, args.out, args.overwrite)
-        print(f"wrote {spikecheck_figure(ds, args.fig or Path(args.out).with_suffix('.png'))}")
-    elif args.fig:
-        print(f"wrote {spikecheck_figure(ds, args.fig)}")
+    if fig is not None:
+        print(f"wrote {write_figure(spike_rates(ds), fig, overwrite=args.overwrite, what='--fig')}")
 
 
 def _cmd_localize(args: argparse.Namespace) -> None:
@@ -458,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help=_cmd_plot.__doc__, description=_cmd_plot.__doc__)
     pl.add_argument("path", help="a sweep .zarr store, an exported .nc sweep, or an `mp --out` .nc file")
-    pl.add_argument("--out", help="x.png (one figure) or a prefix: <prefix>_<figure>.png (default: next to PATH)")
-    pl.add_argument("--dpi", type=int, default=120)
+    pl.add_argument("--out", help="x.png / x.pdf / x.svg (one figure) or a prefix: <prefix>_<figure>.png, or "
+                                   "x.pdf for <x>_<figure>.pdf (default: next to PATH)")
+    pl.add_argument("--dpi", type=int, default=120, help=f"resolution, 1 to {MAX_DPI} (default 120)")
     pl.add_argument("--overwrite", action="store_true", help="replace existing figure files")
     pl.set_defaults(func=_cmd_plot)
 
@@ -480,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--rate-unit", type=float, default=40.0, help="Hz per unit of rate-model activity (default 40)")
     sc.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="brian2 codegen target")
     sc.add_argument("--out", help="output .nc (netCDF); the figure goes next to it as .png unless --fig is given")
-    sc.add_argument("--fig", help="figure path (.png, .pdf)")
+    sc.add_argument("--fig", help="figure path (.png, .pdf, .svg; an existing file is refused without --overwrite)")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing output file (never a sweep store)")
     sc.set_defaults(func=_cmd_spikecheck)
 

@@ -2,7 +2,7 @@
 
 Every function takes an :class:`xarray.Dataset` (or, for :func:`plot_allocation`, a circuit and an allocation)
 and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure state, no display
-needed); :func:`save_figures` writes PNGs. Sweep figures take the ``point`` layout and the dense layout of stores
+needed); :func:`save_figures` writes PNGs (or PDF / SVG). Sweep figures take the ``point`` layout and the dense layout of stores
 written before store format 2, and mark certificate verdicts ("zero", "one", "positive", "unproven").
 
 - :func:`mp_curves`: MP against one fraction key (or ``m``) with 95% Wilson bands and verdict markers.
@@ -30,8 +30,8 @@ from .spiking import spike_rates, spikecheck_figure
 from .sweep import mp_curves, mp_heatmap, mp_ternary, plot_paired_difference
 
 __all__ = ["is_sweep", "mp_curves", "mp_heatmap", "mp_ternary", "allocation_masks", "plot_allocation",
-           "plot_paired_difference", "mp_summary", "figures", "save_figures", "spike_rates", "spikecheck_figure",
-           "_draw_masks", "_mask_matrix", "_masks_of"]
+           "plot_paired_difference", "mp_summary", "figures", "figure_paths", "save_figures", "spike_rates",
+           "spikecheck_figure", "_draw_masks", "_mask_matrix", "_masks_of"]
 
 
 def figures(ds: xr.Dataset) -> dict[str, Figure]:
@@ -45,15 +45,30 @@ def figures(ds: xr.Dataset) -> dict[str, Figure]:
     return {"mp": mp_summary(ds)}
 
 
+def figure_paths(names: list[str], out: str | Path) -> list[Path]:
+    """The files :func:`save_figures` writes for the figures ``names``: ``out`` itself for one figure when it ends in
+    ``.png``, ``.pdf`` or ``.svg``; otherwise ``<stem>_<name><suffix>`` next to it (``.png`` unless ``out`` names
+    one of those formats: ``x.pdf`` -> ``x_curves.pdf``, ``x`` -> ``x_curves.png``)."""
+    out = Path(out)
+    suffix = out.suffix if out.suffix in _FIGURE_SUFFIXES else ""
+    if suffix and len(names) == 1:
+        return [out]
+    stem = out.with_suffix("") if suffix else out
+    return [stem.with_name(f"{stem.name}_{name}{suffix or '.png'}") for name in names]
+
+
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def save_figures(ds: xr.Dataset, out: str | Path, *, dpi: int = 120) -> list[Path]:
-    """Write :func:`figures` as PNG files.
+    """Write :func:`figures` as image files (PNG unless ``out`` ends in ``.pdf`` or ``.svg``).
 
     Parameters
     ----------
     ds : xarray.Dataset
     out : path
-        ``x.png`` for a single figure; with several figures, or a path without ``.png``, the files are
-        ``<stem>_<name>.png`` next to it.
+        ``x.png`` (or ``x.pdf``, ``x.svg``) for a single figure; with several figures, or a path without one of
+        those suffixes, the files are ``<stem>_<name>.<suffix>`` next to it (see :func:`figure_paths`).
     dpi : int
 
     Returns
@@ -64,11 +79,7 @@ def save_figures(ds: xr.Dataset, out: str | Path, *, dpi: int = 120) -> list[Pat
     out = Path(out)
     figs = figures(ds)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png" and len(figs) == 1:
-        paths = [out]
-    else:
-        stem = out.with_suffix("") if out.suffix == ".png" else out
-        paths = [stem.with_name(f"{stem.name}_{name}.png") for name in figs]
+    paths = figure_paths(list(figs), out)
     for path, fig in zip(paths, figs.values()):
         fig.savefig(path, dpi=dpi)
     return paths

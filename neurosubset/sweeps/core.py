@@ -29,6 +29,7 @@ from ..solvers._device import check_device
 from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
 from .grid import DensityGrid, FractionGrid
+from .integrity import _check_metadata
 from .point import PointTask, point_values, point_variables, run_point
 from .layout import index_points
 from .store import MemoryTarget, SweepStoreError, ZarrTarget, store_lock, store_versions
@@ -205,6 +206,7 @@ def _dense_store(path: Path) -> bool:
 
     if not is_sweep_store(path):
         return False
+    _check_metadata(path, "Pass overwrite=True (--overwrite) to start over, or choose another store path.")
     with xr.open_zarr(path, chunks=None) as stored:
         cfg = json.loads(stored.attrs["sweep_config"])
     return cfg.get("store_format") == 1

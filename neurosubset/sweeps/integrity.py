@@ -2,8 +2,12 @@
 a store's configuration with a request (refused, naming the fields, or an extension of the grid).
 
 A point's checksum is blake2b-64 of its index and the bytes of its stored values (every per-point variable, in
-sorted order, as stored), written before its status. :func:`_verify` recomputes it for done points; a chunk that
-cannot be decoded is named (point and variable) in one line.
+sorted order, as stored), written before its status. Every NaN is hashed as the one canonical NaN (``np.nan``'s
+bytes): Zarr drops a chunk equal to its NaN fill and reads back its own NaN, whatever NaN was written, so the
+checksum covers what is read back (a point whose trials overflowed verifies like any other). :func:`_verify`
+recomputes it for done points (a checksum over the raw bytes, what stores written before this wrote, is accepted
+too); a chunk that cannot be decoded is named (point and variable) in one line. :func:`_check_metadata` refuses a
+store whose own metadata (root attrs, consolidated metadata, an array's ``.zarray``) is missing or unreadable.
 """
 from __future__ import annotations
 
@@ -34,13 +38,30 @@ def _point_names(ds: xr.Dataset, dims: Sequence[str]) -> list[str]:
                   if tuple(v.dims[:n]) == tuple(dims) and k not in ("status", CHECKSUM))
 
 
-def checksum(index: tuple[int, ...], values: Sequence[np.ndarray]) -> int:
-    """blake2b-64 of a point's index and the bytes of its stored values (in :func:`_point_names` order), as int64
+def _canonical(value: np.ndarray) -> np.ndarray:
+    """``value`` with every NaN replaced by ``np.nan`` (one bit pattern; real and imaginary parts alike)."""
+    value = np.ascontiguousarray(value)
+    if value.dtype.kind not in "fc":
+        return value
+    nan = np.isnan(value)
+    if not nan.any():
+        return value
+    if value.dtype.kind == "f":
+        return np.where(nan, value.dtype.type(np.nan), value)
+    out = value.copy()
+    for part in (out.real, out.imag):  # views into out
+        part[np.isnan(part)] = np.nan
+    return out
+
+
+def checksum(index: tuple[int, ...], values: Sequence[np.ndarray], *, canonical: bool = True) -> int:
+    """blake2b-64 of a point's index and the bytes of its stored values (in :func:`_point_names` order), every NaN
+    as the canonical one (``canonical=False``: the raw bytes, as stores written before canonical NaNs), as int64
     (never 0, the fill of points without one)."""
     h = hashlib.blake2b(digest_size=8)
     h.update(np.asarray(index, np.int64).tobytes())
     for value in values:
-        h.update(np.ascontiguousarray(value).tobytes())
+        h.update((_canonical(value) if canonical else np.ascontiguousarray(value)).tobytes())
     out = int.from_bytes(h.digest(), "little", signed=True)
     return out or 1
 
@@ -133,7 +154,7 @@ def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndar
             continue
         values = [np.asarray(data[n][index], dtype=arrays[n].dtype) for n in names]  # the bytes as stored
         stored = int(np.asarray(data[CHECKSUM][index]))
-        if stored != checksum(index, values):
+        if stored not in (checksum(index, values), checksum(index, values, canonical=False)):
             missing = [n for n in names if not (path / n / _chunk_key(index, arrays[n].ndim)).exists()]
             bad[index] = (f"its values do not match its checksum (a chunk was changed or deleted"
                           f"{'; no chunk file for ' + ', '.join(repr(n) for n in missing) if missing else ''})")
@@ -171,3 +192,61 @@ def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, 
                           f" Refusing to mix results: use another store path, or overwrite=True (--overwrite) to start "
                           f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, extends the store.)")
 
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``; raises OSError / ValueError."""
+    return json.loads(path.read_text())
+
+
+def _metadata_damage(path: Path) -> str | None:
+    """Why a sweep store's own metadata cannot be trusted (None: it can): missing or unreadable root attrs
+    (``.zattrs``, with ``sweep_config`` and ``config_hash``), consolidated metadata (``.zmetadata``) that is missing,
+    unreadable or disagrees with the root attrs, or an array it lists whose ``.zarray`` is missing."""
+    try:
+        attrs = _read_json(path / ".zattrs")
+    except FileNotFoundError:
+        return "its root attributes (.zattrs) are missing, so its configuration cannot be verified"
+    except (OSError, ValueError) as exc:
+        return f"its root attributes (.zattrs) cannot be read ({_one_line(exc)})"
+    if not isinstance(attrs, dict) or "sweep_config" not in attrs or "config_hash" not in attrs:
+        return "its root attributes (.zattrs) lack 'sweep_config' / 'config_hash', so its configuration cannot be verified"
+    try:
+        consolidated = _read_json(path / ".zmetadata")["metadata"]
+    except FileNotFoundError:
+        return "its consolidated metadata (.zmetadata) is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its consolidated metadata (.zmetadata) cannot be read ({_one_line(exc)})"
+    if not isinstance(consolidated, dict):
+        return "its consolidated metadata (.zmetadata) cannot be read (no 'metadata' table)"
+    copy = consolidated.get(".zattrs", {})
+    if isinstance(copy, dict) and copy.get("config_hash", attrs["config_hash"]) != attrs["config_hash"]:
+        return (f"its root attributes (.zattrs, config hash {attrs['config_hash']}) disagree with its consolidated "
+                f"metadata (.zmetadata, config hash {copy.get('config_hash')})")
+    arrays = sorted(key[: -len("/.zarray")] for key in consolidated if key.endswith("/.zarray"))
+    for required in ("status", "mp"):
+        if required not in arrays:
+            return f"its consolidated metadata (.zmetadata) lists no variable {required!r}"
+    missing = [name for name in arrays if not (path / name / ".zarray").is_file()]
+    if missing:
+        return (f"the array metadata of {', '.join(repr(n) for n in missing[:5])}"
+                f"{' and more' if len(missing) > 5 else ''} ({missing[0]}/.zarray) is missing")
+    return None
+
+
+def _check_metadata(path: Path, advice: str) -> None:
+    """Refuse (one line, :class:`SweepStoreError`) a sweep store whose own metadata is damaged."""
+    why = _metadata_damage(path)
+    if why is not None:
+        raise SweepStoreError(f"The sweep store {str(path)!r} is damaged: {why}. {advice}")
+
+
+def _looks_like_sweep_store(path: Path) -> bool:
+    """A Zarr directory laid out as a sweep store (a ``status`` and a ``point_checksum`` array, or a
+    ``sweep_config`` in its consolidated metadata), whatever its root attrs say."""
+    if (path / "status").is_dir() and (path / CHECKSUM).is_dir():
+        return True
+    try:
+        return "sweep_config" in (path / ".zmetadata").read_text()
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,9 +34,10 @@ import numpy as np
 import xarray as xr
 
 from .._outputs import check_output, fsync_dir, fsync_file, fsync_tree, write_dataset
-from .._schema import DONE, PENDING, fill_value, meta
-from .integrity import (CHECKSUM, SweepStoreError, _check_same_config, _chunk_key, _is_extension,
-                        _one_line, _point_label, _point_names, _read_status, _verify, checksum)
+from .._schema import DONE, OFF_GRID, PENDING, fill_value, meta
+from .integrity import (CHECKSUM, SweepStoreError, _check_metadata, _check_same_config, _chunk_key, _is_extension,
+                        _looks_like_sweep_store, _one_line, _point_label, _point_names, _read_status, _verify,
+                        checksum)
 from .layout import flat_points, index_points
 
 
@@ -105,9 +107,10 @@ class ZarrTarget:
         self.attrs = dict(skeleton.attrs)
         self.damaged: list[str] = []  # one line per done point whose values failed their checksum (recomputed)
         self._redo: set[tuple[int, ...]] = set()
-        for stale in path.parent.glob(f"{path.name}.tmp-*"):  # a creation killed half-way (we hold the lock)
+        name = glob.escape(path.name)  # 'x*.zarr' is a name, not a pattern: never another store's files
+        for stale in path.parent.glob(f"{name}.tmp-*"):  # a creation killed half-way (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
-        for aside in path.parent.glob(f"{path.name}.old-*"):  # an extension killed between its two renames
+        for aside in path.parent.glob(f"{name}.old-*"):  # an extension killed between its two renames
             if path.exists():
                 shutil.rmtree(aside, ignore_errors=True)
             else:
@@ -118,6 +121,11 @@ class ZarrTarget:
         if not self.has_layout:
             self._done = np.zeros(skeleton["status"].shape, bool)
             return
+        if path.is_dir() and _looks_like_sweep_store(path):  # never resume over metadata that cannot be verified
+            from .._outputs import is_sweep_store
+
+            _check_metadata(path, "Pass overwrite=True (--overwrite) to start over, or choose another store path."
+                            if is_sweep_store(path) else "Delete it yourself, or choose another store path.")
         try:
             stored = xr.open_zarr(path, chunks=None)
         except Exception as exc:
@@ -352,13 +360,25 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(f"No sweep store or file at {str(path)!r}.")
     if not path.is_dir():
-        with xr.open_dataset(path, engine="h5netcdf") as ds:
+        try:
+            ds = xr.open_dataset(path, engine="h5netcdf")
+        except (OSError, ValueError) as exc:  # h5py's messages do not name the file
+            raise SweepStoreError(f"Cannot read {str(path)!r} as a netCDF-4 result ({_one_line(exc)}); it is "
+                                  f"truncated, damaged or not a netCDF-4 file.") from None
+        with ds:
             return index_points(ds.load())
     from .._outputs import is_sweep_store
 
-    if not is_sweep_store(path):  # a Zarr result of `mp --out x.zarr`
+    if not is_sweep_store(path) and not _looks_like_sweep_store(path):  # a Zarr result of `mp --out x.zarr`
+        from .._outputs import toolkit_kind
+
+        kind, why = toolkit_kind(path)
+        if kind is None:
+            raise SweepStoreError(f"{str(path)!r} is not a result that neurosubset wrote ({why}); refusing to read "
+                                  f"what cannot be verified.")
         with xr.open_zarr(path, chunks=None) as ds:
             return ds.load()
+    _check_metadata(path, "Its values cannot be verified: delete it and rerun the sweep command.")
     with xr.open_zarr(path, chunks=None) as lazy:
         dims = tuple(lazy["status"].dims)
         names = _point_names(lazy, dims)
@@ -373,10 +393,18 @@ def open_sweep(store: str | os.PathLike) -> xr.Dataset:
             raise SweepStoreError(f"The sweep store {str(path)!r} is damaged: {detail}. Rerun the sweep command to "
                                   f"recompute the damaged point(s).") from None
         bad = _verify(path, dims, names, status == DONE, dtypes) if CHECKSUM in dtypes else {}
+        if CHECKSUM in dtypes:  # an off-grid point is never written: one with a checksum lost its status chunk
+            import zarr
+
+            sums = np.asarray(zarr.open_array(str(path / CHECKSUM), mode="r", zarr_format=2)[...])
+            for index in zip(*np.nonzero((status == OFF_GRID) & (sums != 0))):
+                index = tuple(int(i) for i in index)
+                bad.setdefault(index, f"its status reads 'off_grid' but the point was written (its status chunk "
+                                      f"status/{_chunk_key(index, status.ndim)} was deleted or changed)")
         if bad and not writer_running(path):
             index, reason = next(iter(bad.items()))
-            raise SweepStoreError(f"The sweep store {str(path)!r} is damaged: {len(bad)} done point(s) fail their "
-                                  f"checksum, e.g. point {_point_label(lazy, dims, index)}: {reason}. Rerun the "
+            raise SweepStoreError(f"The sweep store {str(path)!r} is damaged: {len(bad)} done point(s) fail "
+                                  f"verification, e.g. point {_point_label(lazy, dims, index)}: {reason}. Rerun the "
                                   f"sweep command to recompute them.")
     for index in bad:
         status[index] = PENDING
