@@ -423,7 +423,7 @@ def test_simulate_refuses_bad_arguments():
         ns.simulate(c, w, x, times=[0.0123])
     with pytest.raises(ns.ParameterError, match="'probes' parameter must have shape"):
         ns.simulate(c, w, x[:, 0])
-    with pytest.raises(ns.ParameterError, match="'weights' parameter lacks weights"):
+    with pytest.raises(ns.ParameterError, match=r"Weight 'B' must have shape \(3, 1\)"):
         ns.simulate(ns.linear_rnn(3, 1, 1, steps=2), w, x)  # every dynamics simulates; these are not its weights
 
 
