@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 import neurosubset as ns
-from neurosubset._schema import meta
+from neurosubset._internal import meta
 
 if __package__ in (None, ""):
     import sys

@@ -34,7 +34,8 @@ import numpy as np
 import xarray as xr
 
 import neurosubset as ns
-from neurosubset._schema import DECISION, FIT_STATUS, meta
+from neurosubset import FIT_STATUS
+from neurosubset._internal import DECISION, meta
 
 if __package__ in (None, ""):
     import sys

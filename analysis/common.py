@@ -21,7 +21,7 @@ import pandas as pd
 import xarray as xr
 
 import neurosubset as ns
-from neurosubset._schema import VARIABLES, meta
+from neurosubset._internal import VARIABLES, meta
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_NC_BYTES = 2_000_000  # keep every dataset in data/ small enough to commit

@@ -39,7 +39,7 @@ STRATEGIES = ("spread-rows", "spread-cols", "random", "concentrated-rows", "conc
 
 
 def _columns(circuit, alloc):
-    from neurosubset.theory._ranks import _columns as cols
+    from neurosubset._internal import rank_columns as cols
 
     return cols(circuit, dict(alloc.masks))
 

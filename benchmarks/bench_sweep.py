@@ -20,7 +20,7 @@ from pathlib import Path
 import xarray as xr
 
 import neurosubset as ns
-from neurosubset._schema import DONE
+from neurosubset._internal import DONE
 from neurosubset.sweeps import core as sweep_core
 from neurosubset.sweeps.store import ZarrTarget
 
