@@ -38,6 +38,13 @@ def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[
         raise error(f"The {field!r} parameter must be one of {allowed}. Got {value!r} instead.")
 
 
+def check_flag(field: str, value: Any) -> bool:
+    """Return ``value`` as a bool, or raise :class:`ParameterError` unless it is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"The {field!r} parameter must be True or False. Got {value!r} instead.")
+    return bool(value)
+
+
 def check_int(field: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
               error: type[ValueError] = ParameterError) -> int:
     """Return ``value`` as an int, or raise ``error`` if it is not an integer in [minimum, maximum]."""

@@ -256,9 +256,11 @@ VARIABLES.update({
 
 
 def response_meta(region: str, what: str = "response", **extra: Any) -> dict[str, Any]:
-    """Attrs of a responses file's variable of ``region``: ``what`` is "response" (recorded rates) or "noise"
-    (the SD of the recording noise per neuron, in the responses' units)."""
-    text = {"response": "recorded responses of region {}", "noise": "recording noise SD per neuron of region {}"}
+    """Attrs of a responses file's variable of ``region``: ``what`` is "response" (recorded rates), "noise"
+    (the SD of the recording noise per neuron, in the responses' units) or "rate" (simulated rates,
+    :func:`neurosubset.simulate`)."""
+    text = {"response": "recorded responses of region {}", "noise": "recording noise SD per neuron of region {}",
+            "rate": "rates of region {}"}
     return {"long_name": text[what].format(region), "region": region, "recording": what, **extra}
 
 
@@ -290,6 +292,7 @@ VARIABLES.update({
     "output": {"long_name": "output rates y(t) (output regions, linear read-outs)", "units": "1"},
     "hidden_rate": {"long_name": "hidden rates h(t)", "units": "1"},
     "time": {"long_name": "time since the probe's onset", "units": "s"},
+    "time_step": {"long_name": "time step since the probe's onset (discrete dynamics)", "units": "1"},
     "input": {"long_name": "probe input held over each interval", "units": "1"},
     "interval_start": {"long_name": "start of each input interval", "units": "s"},
     "max_real_jacobian": {"long_name": "largest real part of the eigenvalues of the vector field's Jacobian at "

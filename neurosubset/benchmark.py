@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 from . import _schema
-from ._checks import NonFiniteOutputWarning, ParameterError, check_int, check_real
+from ._checks import NonFiniteOutputWarning, ParameterError, check_flag, check_int, check_real
 from ._memory import chunk_trials
 from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
 from .dynamics.stability import loops, max_real_eig, plastic_in_loops, stability_applies
@@ -46,7 +46,7 @@ from .circuit import Circuit
 from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
-from .solvers._device import check_device
+from .solvers.device import check_device
 from .solvers.bounded import sign_bounds, solve_exact
 from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .solvers.lm import relative_residual
@@ -233,7 +233,7 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
     if set(alloc.masks) != set(circuit.weight_names):
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
-    dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
+    dale, stable = check_flag("dale", dale), check_flag("stable", stable)
     if str(device) != "cpu" and circuit.dynamics.cpu_only:  # e.g. continuous: its integrators build CPU tensors
         raise ParameterError(f"The 'device' parameter must be 'cpu' for {circuit.dynamics.name} circuits (their "
                              f"maps are CPU-only here). Got {str(device)!r}.")
@@ -317,13 +317,7 @@ def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
     """``skip_zero`` resolved: None means "on for circuits with >= SKIP_ZERO_HIDDEN hidden neurons"."""
     if skip_zero is None:
         return circuit.n_neurons("hidden") >= SKIP_ZERO_HIDDEN
-    return _check_flag("skip_zero", skip_zero)
-
-
-def _check_flag(field: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ParameterError(f"The {field!r} parameter must be True or False. Got {value!r} instead.")
-    return bool(value)
+    return check_flag("skip_zero", skip_zero)
 
 
 def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
@@ -450,7 +444,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     if certificate and _skips_zero(circuit, skip_zero):  # certified first: a "zero" verdict spares the fitting
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
-                           dale=_check_flag("dale", dale), stable=_check_flag("stable", stable))
+                           dale=check_flag("dale", dale), stable=check_flag("stable", stable))
     res = _request(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads,
                    dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero,
                    keep_weights=return_weights, cert=cert)

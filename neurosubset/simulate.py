@@ -95,16 +95,13 @@ def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regio
               **_neuron_coords(circuit, "input", "input_neuron")}
     for r in regions:
         stem = var_name(r)
-        data[f"rate_{stem}"] = ((*lead, f"{stem}_neuron"), rates[r].numpy(),
-                                response_meta(r, long_name=f"rates of region {r}", units="1", recording="rate"))
+        data[f"rate_{stem}"] = ((*lead, f"{stem}_neuron"), rates[r].numpy(), response_meta(r, "rate", units="1"))
         coords.update(name_coords(circuit, f"{stem}_neuron", [r]))
     if hidden:
         data["hidden_rate"] = ((*lead, "hidden_neuron"), cat(hid), meta("hidden_rate"))
         coords.update(_neuron_coords(circuit, "hidden", "hidden_neuron"))
     if timed:
-        coords["time"] = ("time", time_values, meta("time", units=dyn.time_units(circuit),
-                                                      long_name="time since the probe's onset"
-                                                      if dyn.time_units(circuit) == "s" else "time step"))
+        coords["time"] = ("time", time_values, meta("time" if dyn.time_units(circuit) == "s" else "time_step"))
     extra_vars, extra_coords, extra_attrs = dyn.simulate_extras(circuit, w, x, rates, time_values)
     data.update(extra_vars)
     coords.update(extra_coords)

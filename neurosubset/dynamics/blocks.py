@@ -75,15 +75,13 @@ def block_matrix(circuit: Circuit, weights: Mapping[str, Any], rows: str | Seque
 
 def _numpy_blocks(circuit: Circuit, weights: Mapping[str, Any], rows: list[str], cols: list[str],
                   names: dict[tuple[str, str], list[str]], first: np.ndarray) -> np.ndarray:
-    start, pos = 0, {}
-    for r in rows:
-        pos[r], start = slice(start, start + circuit.region[r].size), start + circuit.region[r].size
-    n_rows, start, cpos = start, 0, {}
-    for c in cols:
-        cpos[c], start = slice(start, start + circuit.region[c].size), start + circuit.region[c].size
+    size = {r: circuit.region[r].size for r in (*rows, *cols)}
+    pos = {r: slice(o, o + size[r]) for r, o in circuit.offsets(rows).items()}
+    cpos = {c: slice(o, o + size[c]) for c, o in circuit.offsets(cols).items()}
+    n_rows, n_cols = sum(size[r] for r in rows), sum(size[c] for c in cols)
     lead = np.broadcast_shapes(*[np.shape(weights[n])[:-2] for v in names.values() for n in v] or [()])
     dtype = np.int64 if np.issubdtype(first.dtype, np.integer) else np.float64
-    out = np.zeros(lead + (n_rows, start), dtype=dtype)
+    out = np.zeros(lead + (n_rows, n_cols), dtype=dtype)
     for (post, pre), found in names.items():
         for name in found:
             out[..., pos[post], cpos[pre]] += np.asarray(weights[name])  # same region pair: summed

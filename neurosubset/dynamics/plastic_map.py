@@ -245,7 +245,17 @@ def is_affine(circuit: Circuit, alloc: Allocation, *, seed: int = 0) -> bool:
     scale = circuit.init_scale(alloc)
     a = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
     d = torch.as_tensor(rng.standard_normal((2, alloc.size)) * scale, dtype=DTYPE)
-    fp, f0, fm = fmap(a + d), fmap(a), fmap(a - d)
+    return bool(vanishing_second_difference(fmap, a, d).all())
+
+
+def vanishing_second_difference(f, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``(problem,)`` bool: whether ``f(a + d) - 2 f(a) + f(a - d)`` is rounding noise next to the values.
+
+    ``f`` maps ``(problem, M)`` to ``(problem, E)``; ``a`` the points, ``d`` the directions, both ``(problem, M)``.
+    An affine map's second difference is rounding noise (~1e-15 relative); a non-affine polynomial's is O(1) at
+    random points. NaN (a singular draw) counts as not vanishing.
+    """
+    fp, f0, fm = f(a + d), f(a), f(a - d)
     second = (fp - 2 * f0 + fm).abs().amax(dim=-1)
     size = (fp.abs() + 2 * f0.abs() + fm.abs()).amax(dim=-1)
-    return bool((second <= _AFFINE_RTOL * size).all())
+    return second <= _AFFINE_RTOL * size

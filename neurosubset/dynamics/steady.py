@@ -50,7 +50,7 @@ class Steady(Dynamics):
         eye = torch.eye(w_rec.shape[-1], dtype=w_rec.dtype, device=w_rec.device)
         # lu_factor/lu_solve, not linalg.solve: in torch 2.13 vmap(jacfwd(linalg.solve)) returns wrong
         # derivatives (tests/test_dynamics.py checks the Jacobian against finite differences)
-        lu, pivots = torch.linalg.lu_factor(eye - w_rec)
+        lu, pivots, _ = torch.linalg.lu_factor_ex(eye - w_rec)  # a singular student: non-finite rates, not a raise
         return torch.linalg.lu_solve(lu, pivots, w_in @ probes.transpose(-1, -2)).transpose(-1, -2)
 
     def forward(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor) -> torch.Tensor:
@@ -111,12 +111,12 @@ def split_steady(circuit: Circuit, layout: dict, weights: Mapping[str, torch.Ten
     rows, inputs = layout["rows"], list(circuit.input_regions)
     hid, outs = [r for r in rows if circuit.region[r].role == "hidden"], list(circuit.output_regions)
     a_oh, x = block_matrix(circuit, weights, outs, hid), probes.transpose(-1, -2)
-    lu, piv = torch.linalg.lu_factor(torch.eye(circuit.n_neurons("hidden"), dtype=x.dtype, device=x.device)
+    lu, piv, _ = torch.linalg.lu_factor_ex(torch.eye(circuit.n_neurons("hidden"), dtype=x.dtype, device=x.device)
                                      - block_matrix(circuit, weights, hid, hid))
     r_h = torch.linalg.lu_solve(lu, piv, block_matrix(circuit, weights, hid, inputs) @ x)  # (P, N_h, m)
     y = a_oh @ r_h + block_matrix(circuit, weights, outs, inputs) @ x  # (P, n_out, m)
     g_h = torch.linalg.lu_solve(lu, piv, a_oh.transpose(-1, -2), adjoint=True)  # (P, N_h, n_out)
-    starts = dict(zip(hid + outs, np.cumsum([0] + [circuit.region[r].size for r in hid + outs]).tolist()))
+    starts = circuit.offsets(hid + outs)
     order = torch.as_tensor(np.concatenate([np.arange(starts[r], starts[r] + circuit.region[r].size) for r in rows]),
                             device=x.device)  # layout position -> position in (hidden, outputs)
     eye = torch.eye(y.shape[-2], dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)

@@ -27,12 +27,9 @@ def _mask_matrix(circuit: Circuit, masks: Mapping[str, np.ndarray]) -> tuple[np.
     post, pre = ("hidden", "output"), ("input", "hidden")
     rows = [(name, s.start, s.stop) for name, s in circuit.slices(post).items()]
     cols = [(name, s.start, s.stop) for name, s in circuit.slices(pre).items()]
-    mat = np.zeros((circuit.n_neurons(post), circuit.n_neurons(pre)))
-    for name, at in circuit.block_slices(post, pre).items():  # every weight: inputs send, outputs receive
-        block = circuit.structure[name].astype(float)
-        block[np.asarray(masks[name], bool)] = 2.0
-        mat[at] = np.maximum(mat[at], block)
-    return mat, rows, cols
+    present = circuit.blocks({k: v.astype(float) for k, v in circuit.structure.items()}, post, pre)
+    plastic = circuit.blocks({k: np.asarray(masks[k], bool).astype(float) for k in circuit.weight_names}, post, pre)
+    return np.where(plastic > 0, 2.0, np.where(present > 0, 1.0, 0.0)), rows, cols
 
 
 def _draw_masks(ax: Any, circuit: Circuit, masks: Mapping[str, np.ndarray], title: str) -> None:

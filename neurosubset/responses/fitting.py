@@ -31,7 +31,8 @@ from .._checks import AllocationError, ParameterError, check_real
 from .._schema import BOUNDED_DECISION, DECISION_KINDS, LEAST_SQUARES_DECISION, LM_DECISION, meta
 from ..dynamics.stability import max_real_eig, plastic_in_loops
 from ..allocation import Allocation
-from ..benchmark import DEFAULT_TOL, _check_flag
+from .._checks import check_flag
+from ..benchmark import DEFAULT_TOL
 from ..circuit import Circuit
 from ..connectivity import synapse_name_coords
 from ..dynamics import DTYPE, Steady, torch_threads
@@ -172,7 +173,7 @@ def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, sol
          seed, threads) -> xr.Dataset:
     tol = check_real("tol", tol, low=0.0, low_open=True)
     alpha = check_real("alpha", alpha, low=0.0, high=1.0)
-    dale, stable = _check_flag("dale", dale), _check_flag("stable", stable)
+    dale, stable = check_flag("dale", dale), check_flag("stable", stable)
     solver = as_solver(solver, where="localize")
     w0 = check_weights(circuit, weights)
     rec = check_recording(circuit, probes, responses, noise)

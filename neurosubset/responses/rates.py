@@ -19,7 +19,7 @@ from ..circuit import Circuit
 from ..dynamics import DTYPE, assemble
 from ..dynamics.adjoint import FIXED_POINT, fixed_point_jacobian, plastic_layout
 from ..dynamics.blocks import selector
-from ..dynamics.plastic_map import _AFFINE_RTOL
+from ..dynamics.plastic_map import vanishing_second_difference
 
 def n_times(circuit: Circuit) -> int:
     """Length of a response's time dim: the steps of a discrete circuit, the read-out times of a continuous one."""
@@ -176,10 +176,7 @@ class RecordedMap:
         ok = np.ones(n, dtype=bool)
         for _ in range(2):
             a, d = (torch.as_tensor(rng.standard_normal((n, self.size)) * sigma, dtype=DTYPE) for _ in range(2))
-            fp, f0, fm = self(a + d), self(a), self(a - d)
-            second = (fp - 2 * f0 + fm).abs().amax(-1)
-            size = (fp.abs() + 2 * f0.abs() + fm.abs()).amax(-1)
-            ok &= (second <= _AFFINE_RTOL * size).numpy()  # NaN (a singular draw) counts as not affine
+            ok &= vanishing_second_difference(self, a, d).numpy()  # NaN (a singular draw): not affine
         return ok
 
 

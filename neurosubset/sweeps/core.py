@@ -25,7 +25,7 @@ from ..benchmark import DEFAULT_TOL
 from ..dynamics.stability import stability_applies
 from ..circuit import Circuit
 from ..solvers import Auto, Solver, as_solver
-from ..solvers._device import check_device
+from ..solvers.device import check_device
 from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
 from .grid import DensityGrid, FractionGrid
