@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._checks import CircuitSpecError, check_choice, check_int, check_real
+from ._schema import var_name
 
 if TYPE_CHECKING:
     from .circuit import Circuit
@@ -201,6 +202,14 @@ def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) ->
         if by_name[proj.pre].role == "output":
             raise CircuitSpecError(f"Projection {proj.name!r} starts at output region {proj.pre!r}; "
                                    f"output regions are read-outs and cannot project.")
+    for kind, names in (("Regions", [r.name for r in regions]), ("Projections", [p.name for p in projections])):
+        stems: dict[str, str] = {}
+        for name in names:  # result files store one variable per name under its netCDF-safe stem
+            other = stems.setdefault(var_name(name), name)
+            if other != name:
+                raise CircuitSpecError(f"{kind} {other!r} and {name!r} would both be stored as {var_name(name)!r} "
+                                       f"in result files (each character outside [A-Za-z0-9_] becomes '_', '->' "
+                                       f"becomes '_to_'); rename one of them.")
     for r in regions:
         if r.role != "input" and not any(p.post == r.name for p in projections):
             raise CircuitSpecError(f"Region {r.name!r} (role {r.role!r}) receives no projection.")

@@ -104,6 +104,7 @@ class Circuit(IndexLayout, WeightDistribution):
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
         check_graph(self.regions, self.projections)
         self.dynamics.validate(self)  # e.g. tau, duration, dt, readout, nonlinearity; a DAG for feedforward
+        _check_outputs_reached(self)  # by synapses that exist, not only by declared projections
         _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
         if stability_applies(self):  # steady: max Re(eig W) < 1; linear continuous: max Re eig(T^-1 (W - I)) < 0
             # judged on teacher draws; refused when most draws are unstable (inhibition-stabilized circuits, radius
@@ -234,6 +235,29 @@ class Circuit(IndexLayout, WeightDistribution):
     def _repr_html_(self) -> str:
         from ._repr import circuit_html
         return circuit_html(self)
+
+
+def _check_outputs_reached(circuit: Circuit) -> None:
+    """Refuse a circuit whose output regions no input reaches through projections that drew at least one synapse
+    (``p`` tiny, an all-zero matrix): their outputs are 0 whatever the weights, so every student would trivially
+    match (MP = 1, "exact"). :func:`neurosubset._spec.check_graph` checks the declared projections; this checks the
+    drawn structure."""
+    empty = [p.name for p in circuit.projections if not circuit.structure[p.name].any()]
+    if not empty:
+        return
+    reached = set(circuit.input_regions)
+    live = [p for p in circuit.projections if p.name not in empty]
+    grew = True
+    while grew:
+        new = {p.post for p in live if p.pre in reached} - reached
+        reached |= new
+        grew = bool(new)
+    dead = [o for o in circuit.output_regions if o not in reached]
+    if dead:
+        raise CircuitSpecError(f"Output region {dead[0]!r} of circuit {circuit.name!r} is reached by no synapse: "
+                               f"projection(s) {empty} drew none (structure seed {circuit.seed}; p, an all-zero "
+                               f"matrix or file), so its outputs are 0 whatever the weights and every student would "
+                               f"trivially match. Raise p, change the seed or give the projection synapses.")
 
 
 def _check_circuit_memory(circuit: Circuit) -> None:

@@ -29,6 +29,7 @@ of a region that names none). Circuits without names get no such coordinate.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,13 +157,21 @@ def _edge_table(connectivity: Any) -> Any:
     if isinstance(connectivity, (str, Path)):
         try:
             connectivity = pd.read_csv(connectivity)
-        except (OSError, pd.errors.ParserError) as exc:
-            raise CircuitSpecError(f"Cannot read the edge list {str(connectivity)!r}: {exc}.") from None
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise CircuitSpecError(f"Cannot read the edge list {str(connectivity)!r} (a UTF-8 CSV with columns "
+                                   f"{list(EDGE_COLUMNS)}): {exc}.") from None
     missing = [c for c in EDGE_COLUMNS if c not in connectivity.columns]
     if missing:
         raise CircuitSpecError(f"The edge list lacks column(s) {missing}. Expected columns {list(EDGE_COLUMNS)} "
                                f"and optionally 'sign'; got {list(connectivity.columns)}.")
     return connectivity
+
+
+def _numeric(column: Any) -> np.ndarray:
+    """A CSV column as float64, text that is no number (``"abc"``) as NaN (refused by the caller, naming the row)."""
+    import pandas as pd
+
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
 
 
 def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], np.ndarray]:
@@ -171,9 +180,9 @@ def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], 
     if not where:
         raise CircuitSpecError("An edge list needs regions that list their neurons (Region(..., neurons=[...])).")
     by_name = {r.name: r for r in regions}
-    counts = np.asarray(table["count"], dtype=float)
+    counts = _numeric(table["count"])
     if (~np.isfinite(counts)).any() or (counts < 0).any():
-        k = int(np.flatnonzero(~(counts >= 0))[0])
+        k = int(np.flatnonzero(~np.isfinite(counts) | (counts < 0))[0])
         raise CircuitSpecError(f"connectivity row {k} ({table['pre'].iloc[k]} -> {table['post'].iloc[k]}): "
                                f"'count' must be a finite number >= 0. Got {counts[k]}.")
     signs = np.asarray(table["sign"], dtype=float) if "sign" in table.columns else None
@@ -343,8 +352,14 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
 
     kwargs = from_spec(spec, source=source)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            found = {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if not hasattr(data, "files"):  # a bare .npy saved under a .npz name
+                    raise ValueError("it holds one array, not named arrays (save it with numpy.savez)")
+                found = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} is not a readable .npz of synapse "
+                                   f"counts ({exc}).") from None
     else:
         pairs = _from_edges(kwargs["regions"], _edge_table(path))
         by_pair = {(p.pre, p.post): p.name for p in kwargs["projections"] if not p.fixed}
@@ -355,6 +370,9 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
                                    f"{missing[0][1]}. Declared: {sorted(by_pair.values())}.")
         found = {by_pair[k]: v for k, v in pairs.items()}
     names = [p.name for p in kwargs["projections"]]
+    if not found or not any(np.any(np.asarray(v, dtype=object) != 0) for v in found.values()):
+        raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} contributes no synapse; it should fill "
+                               f"some of the projections {names}.")
     unknown = sorted(set(found) - set(names))
     if unknown:
         raise CircuitSpecError(f"{source}: {str(path)!r} holds projection(s) {unknown} that the spec does not "
