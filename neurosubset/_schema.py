@@ -106,6 +106,16 @@ DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activati
  LM_DECISION, CERTIFICATE_DECISION, LIFTED_DECISION) = range(len(DECISION.meanings))
 # rank_certificate: fit(skip_zero=True) fitted nothing, the certificate's rank deficit proved MP = 0 (exact)
 # lifted_rates: linear steady circuits, the rates as unknowns (neurosubset.solvers.lifted): a witness or a proof
+# what one trial proves about MP (int8), whichever decider settled it:
+# - undecided: neither a witness nor a proof (a local solver's unmatched trial, a stall, an unstable witness);
+# - proven_match: a witness, the assembled student reproducing the teacher within tol (and admissible: signs,
+#   stability where required), its residual recomputed from the assembled weights;
+# - proven_no_match: a proof that no admissible plastic values match (an exact decider's, or the certificate's).
+# An estimate's bracket: mp_lower = Wilson lower limit of the proven matches, mp_upper = 1 - Wilson lower limit of
+# the proven no-matches, both at level 1 - alpha/2 (alpha = 0.05, z = 1.96): today's 95% interval where nothing is
+# undecided, and [lower limit of the witnesses, 1 - lower limit of the proofs] otherwise.
+OUTCOME = Flags(("undecided", "proven_match", "proven_no_match"))
+UNDECIDED, PROVEN_MATCH, PROVEN_NO_MATCH = range(len(OUTCOME.meanings))
 # decision_kind attr of a result: "exact" where every trial was settled by an exact decider, else "lower bound".
 # The one spelling: results before this merge said the same in an ``mp_estimate`` attr ("exact" / "lower_bound"),
 # which neurosubset.results.decision_kind still reads.
@@ -126,8 +136,14 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "fit_status": {"long_name": "how the fit of the trial ended", "units": "1", **FIT_STATUS.attrs()},
     "decision": {"long_name": "decider that settled the trial (exact ones, or the local LM)", "units": "1",
                  **DECISION.attrs()},
+    "outcome": {"long_name": "what the trial proves: a witness, a proof of no match, or neither", "units": "1",
+                **OUTCOME.attrs()},
     # per result
     "mp": {"long_name": "match probability", **_PROB},
+    "mp_lower": {"long_name": "match probability, lower end of the 95% bracket (Wilson lower limit of the proven "
+                             "matches at level 0.975)", **_PROB},
+    "mp_upper": {"long_name": "match probability, upper end of the 95% bracket (1 - Wilson lower limit of the "
+                             "proven no-matches at level 0.975)", **_PROB},
     "mp_low": {"long_name": "match probability, 95% Wilson lower bound", **_PROB},
     "mp_high": {"long_name": "match probability, 95% Wilson upper bound", **_PROB},
     "mp_first_round": {"long_name": "match probability after the first restart round", **_PROB},
