@@ -31,6 +31,8 @@ from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
 from .simulate import simulate as simulate
+from .schema import LayoutError as LayoutError
+from .schema import validate_dataset as validate_dataset
 from .connectome import celegans as celegans  # cect itself is imported only when a connectome is built
 from .spiking import spiking_check as spiking_check  # brian2 itself is imported only when a check runs
 from .spiking import spiking_compare as spiking_compare
@@ -80,6 +82,8 @@ __all__ = [
     "spiking_check", "spiking_compare", "spikecheck", "SpikingSettings", "SpikingSettingsError",
     # fitting recorded responses: which synapses could have changed?
     "fit_responses", "localize", "projection_candidates", "region_candidates",
+    # declared result layouts (neurosubset.schema)
+    "validate_dataset", "LayoutError",
     # sweeps
     "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
     "dirichlet_grid", "density_grid", "DensityGrid", "paired_difference", "plot_allocation",

@@ -1,0 +1,548 @@
+"""The declared layout of every Dataset kind the toolkit writes, and :func:`validate_dataset`.
+
+A :class:`Layout` says, for one kind of result, which variables and coordinates it holds (each with its dims) and
+which attrs it carries; :data:`LAYOUTS` holds one per kind:
+
+============== ================================================================================================
+kind           written by
+============== ================================================================================================
+``mp``         :func:`neurosubset.match_probability` (``neurosubset mp --out``)
+``sweep``      :func:`neurosubset.sweep`, in memory and in its Zarr store (every ``mp`` per-trial, per-round and
+               scalar variable with the point dims in front)
+``certificate`` the ``certificate_*`` attrs (and ``plastic_rank`` / ``full_rank``) of an ``mp`` result: the
+               certificate is not a table of its own (a sweep stores ``plastic_rank``, ``full_rank``, ``verdict``
+               per point)
+``spiking_check``   :func:`neurosubset.spiking_check`
+``spiking_compare`` :func:`neurosubset.spiking_compare` and :func:`neurosubset.spikecheck`
+``localize``   :func:`neurosubset.localize` (``neurosubset localize --out``)
+``fit_responses`` :func:`neurosubset.fit_responses`
+``simulate``   :func:`neurosubset.simulate` (``neurosubset simulate --out``)
+``responses``  the recording file R.nc (:func:`neurosubset.responses.files.responses_dataset`)
+``weights``    the weights file W.nc (:func:`neurosubset.responses.files.weights_dataset`)
+============== ================================================================================================
+
+Names, ``long_name``, ``units`` and flags stay in :mod:`neurosubset._schema` (its :data:`VARIABLES`); a
+:class:`Variable` names the entry it takes its attrs from (:attr:`Variable.attrs`). Each variable and attr is
+``required`` (every file of the kind, including those of earlier versions, has it), ``current`` (this version
+always writes it; files of earlier versions may lack it: :func:`validate_dataset` with ``legacy=True``) or
+optional (written only in some configurations: steady circuits, ``certificate``, ``return_weights``, noise, ...,
+or new and not yet written by every writer). Names with ``{stem}`` stand for one variable per weight or region
+(:func:`neurosubset._schema.var_name` of its name: ``mask_{stem}`` is ``mask_CA3_to_CA1``). A sweep's variables
+are declared with their own dims; the sweep's point dims (those of ``status``: ``budget``, ``point`` or one dim
+per fraction key, ``dale`` / ``stable_required`` where swept, ``strategy``, ``m``) come in front.
+
+Examples
+--------
+>>> import neurosubset as ns
+>>> ff = ns.feedforward([3, 4, 2])
+>>> ds = ns.match_probability(ff, ns.allocate(ff, 4, within=["W2"]), m=2, trials=3)     # doctest: +SKIP
+>>> ns.validate_dataset(ds)                                                             # doctest: +SKIP
+'mp'
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _schema
+from ._checks import NeurosubsetError
+
+__all__ = ["CURRENT", "KINDS", "LAYOUTS", "OPTIONAL", "REQUIRED", "Layout", "LayoutError", "Variable", "infer_kind",
+           "validate_dataset"]
+
+# how much a variable or attr is required
+REQUIRED = "required"  # every file of the kind has it, whatever version wrote it
+CURRENT = "current"  # this version always writes it; files of earlier versions may lack it (legacy=True)
+OPTIONAL = "optional"  # written in some configurations only (or new and not yet written by every writer)
+_LEVELS = (REQUIRED, CURRENT, OPTIONAL)
+_STEM = "{stem}"
+
+
+class LayoutError(NeurosubsetError):
+    """A Dataset does not follow its kind's declared layout (:func:`validate_dataset`); the message lists every
+    problem found."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One declared variable (or coordinate) of a layout.
+
+    Attributes
+    ----------
+    name : str
+        The name in the Dataset; ``{stem}`` stands for one variable per weight or region (any stem).
+    dims : tuple of tuple of str
+        The dims it may have (alternatives, e.g. with and without ``time``); ``{stem}`` in a dim is the name's stem.
+        A sweep's point dims are not included.
+    need : {"required", "current", "optional"}
+        See the module docstring.
+    meta : str or None
+        The :data:`neurosubset._schema.VARIABLES` entry of its attrs (default: ``name``); None where the attrs
+        are built per weight or region (:func:`neurosubset._schema.mask_meta`, ``response_meta``, ...).
+    """
+
+    name: str
+    dims: tuple[tuple[str, ...], ...]
+    need: str = REQUIRED
+    meta: str | None = ""
+
+    def __post_init__(self) -> None:
+        if self.need not in _LEVELS:
+            raise ValueError(f"Variable {self.name!r}: need must be one of {list(_LEVELS)}. Got {self.need!r}.")
+        if self.meta == "":
+            object.__setattr__(self, "meta", None if _STEM in self.name else self.name)
+        if self.meta is not None and self.meta not in _schema.VARIABLES:
+            raise ValueError(f"Variable {self.name!r}: {self.meta!r} is not in neurosubset._schema.VARIABLES.")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Its attrs as :func:`neurosubset._schema.meta` gives them (``{}`` for per-weight / per-region ones;
+        ``long_name`` templates such as the spiking check's ``{who}`` left unfilled)."""
+        return {} if self.meta is None else _schema.meta(self.meta)
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        """A regular expression matching the name (``{stem}`` as a group)."""
+        return re.compile("^" + re.escape(self.name).replace(re.escape(_STEM), r"(?P<stem>\w+)") + "$")
+
+    def dims_for(self, stem: str | None = None) -> tuple[tuple[str, ...], ...]:
+        """The allowed dims with ``{stem}`` filled in."""
+        return tuple(tuple(d.replace(_STEM, stem or "") for d in alt) for alt in self.dims)
+
+
+def _var(name: str, *dims: str, need: str = REQUIRED, meta: str | None = "") -> Variable:
+    """A :class:`Variable`; each of ``dims`` is one alternative, written as space-separated dim names
+    (``""``: a scalar; none given: a scalar)."""
+    return Variable(name, tuple(tuple(d.split()) for d in dims) or ((),), need, meta)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The declared layout of one Dataset kind.
+
+    Attributes
+    ----------
+    kind : str
+    writer : str
+        The function(s) that write it.
+    variables, coords : tuple of Variable
+        Data variables and coordinates.
+    attrs : dict
+        Attr name -> need (``"required"``, ``"current"`` or ``"optional"``).
+    point_dims : bool
+        Whether variables carry the sweep's point dims (those of ``status``) in front of their own.
+    """
+
+    kind: str
+    writer: str
+    variables: tuple[Variable, ...]
+    coords: tuple[Variable, ...] = ()
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    point_dims: bool = False
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Every dim its variables and coordinates may have (``{stem}`` ones as written; a sweep's point dims
+        not included)."""
+        out: dict[str, None] = {}
+        for var in (*self.variables, *self.coords):
+            for alt in var.dims:
+                out.update(dict.fromkeys(alt))
+        return tuple(out)
+
+    def required(self, *, legacy: bool = False) -> tuple[str, ...]:
+        """Names of the variables every Dataset of the kind has (``legacy``: also those of earlier versions)."""
+        needs = (REQUIRED,) if legacy else (REQUIRED, CURRENT)
+        return tuple(v.name for v in self.variables if v.need in needs)
+
+    def variable(self, name: str) -> Variable:
+        """The declared variable or coordinate that ``name`` is (a ``{stem}`` one matched by its pattern)."""
+        found = _match(name, (*self.variables, *self.coords))
+        if found is None:
+            raise KeyError(f"{name!r} is not a variable of the {self.kind!r} layout.")
+        return found[0]
+
+
+def _match(name: str, declared: tuple[Variable, ...]) -> tuple[Variable, str | None] | None:
+    """The declared variable ``name`` is, and its stem: exact names first, then patterns in declared order."""
+    for var in declared:
+        if var.name == name:
+            return var, None
+    for var in declared:
+        if _STEM in var.name:
+            hit = var.pattern.match(name)
+            if hit:
+                return var, hit.group("stem")
+    return None
+
+
+# neuron names along a dim, where the circuit names its neurons (neurosubset.connectivity.name_coords): the dim
+# "neuron" has "neuron_name", any other dim D "D_neuron_name"
+_NAMES = (_var("neuron_name", "neuron", need=OPTIONAL), _var("{stem}_neuron_name", "{stem}", need=OPTIONAL,
+                                                                 meta="neuron_name"))
+
+
+def _attrs(required: str = "", current: str = "", optional: str = "") -> dict[str, str]:
+    out = dict.fromkeys(required.split(), REQUIRED)
+    out.update(dict.fromkeys(current.split(), CURRENT))
+    out.update(dict.fromkeys(optional.split(), OPTIONAL))
+    return out
+
+
+# version attrs (neurosubset._schema.versions): the package versions are in every file; Conventions since the CF work
+_VERSIONS = _attrs(" ".join(k for k in _schema.versions() if k != "Conventions"), "Conventions")
+
+# ------------------------------------------------------------------------------------------------ certificate
+# the fields of neurosubset.theory.Certificate, each an attr certificate_<field> of an mp result
+# (tests/test_layouts.py checks these against the dataclass); earlier files carry the first group only
+_CERTIFICATE_FIELDS = _attrs(
+    "plastic_rank full_rank affine verdict m n_plastic n_synapses n_equations points rtol method plastic_gap "
+    "full_gap estimate",
+    "dale stable plastic_tail full_tail exact decisive prime error_bound")
+CERTIFICATE_ATTRS: dict[str, str] = {f"certificate_{k}": v for k, v in _CERTIFICATE_FIELDS.items()}
+
+CERTIFICATE = Layout(
+    "certificate", "match_probability(certificate=True): Certificate.to_attrs() and the ranks as variables",
+    variables=(_var("plastic_rank"), _var("full_rank")),
+    attrs=CERTIFICATE_ATTRS)
+
+# ------------------------------------------------------------------------------------------------ mp
+# per-trial, per-round and scalar variables of one estimate: the mp result's, and a sweep's per point
+_ESTIMATE = (
+    _var("matched", "trial"), _var("residual", "trial"), _var("restarts", "trial"),
+    _var("fit_status", "trial", need=CURRENT), _var("decision", "trial", need=CURRENT),
+    _var("outcome", "trial", need=OPTIONAL),
+    _var("mp"), _var("mp_low"), _var("mp_high"), _var("mp_first_round"), _var("mp_by_round", "round"),
+    _var("mp_lower", need=OPTIONAL), _var("mp_upper", need=OPTIONAL),
+    # steady and continuous circuits; stable=True with rejection; signed plastic synapses
+    _var("stable", "trial", need=OPTIONAL), _var("max_real_eig", "trial", need=OPTIONAL),
+    _var("teacher_rejected", "trial", need=OPTIONAL), _var("student_rejected", "trial", need=OPTIONAL),
+    _var("sign_violations", "trial", need=OPTIONAL),
+    # certificate=True
+    _var("plastic_rank", need=OPTIONAL), _var("full_rank", need=OPTIONAL),
+)
+
+MP = Layout(
+    "mp", "match_probability",
+    variables=(
+        *_ESTIMATE,
+        _var("mask_synapse", "synapse", need=CURRENT),
+        # earlier files: one mask per weight instead of mask_synapse
+        _var("mask_{stem}", "{stem}_post {stem}_pre", need=OPTIONAL, meta=None),
+        # return_weights=True
+        _var("teacher_{stem}", "trial {stem}_post {stem}_pre", need=OPTIONAL, meta=None),
+        _var("student_init_{stem}", "trial {stem}_post {stem}_pre", need=OPTIONAL, meta=None),
+        _var("student_{stem}", "trial {stem}_post {stem}_pre", need=OPTIONAL, meta=None),
+        _var("probes", "trial probe input", "trial probe step input", need=OPTIONAL),
+        _var("theta", "trial plastic_synapse", need=OPTIONAL),
+    ),
+    coords=(
+        _var("trial", "trial"), _var("round", "round"), _var("m"),
+        _var("synapse_weight", "synapse", need=CURRENT), _var("synapse_post", "synapse", need=CURRENT),
+        _var("synapse_pre", "synapse", need=CURRENT),
+        _var("synapse_post_name", "synapse", need=OPTIONAL), _var("synapse_pre_name", "synapse", need=OPTIONAL),
+        *_NAMES,
+    ),
+    attrs={
+        **_attrs("circuit circuit_name allocation_strategy allocation_hash allocation_size allocation_counts m trials "
+                 "seed solver tolerance restarts_per_round max_rounds lm_steps config_hash last_round_gain",
+                 "title solver_requested dale stable decision_kind",
+                 # lm_widen: hashed only when not the default; spec_unstable_fraction: steady circuits
+                 "lm_widen spec_unstable_fraction"),
+        **_VERSIONS,
+        **{k: OPTIONAL for k in CERTIFICATE_ATTRS},  # checked as the certificate layout where a certificate is there
+    })
+
+# ------------------------------------------------------------------------------------------------ sweep
+SWEEP = Layout(
+    "sweep", "sweep (in memory and its Zarr store; neurosubset sweep --out)",
+    variables=(
+        _var("status"),
+        *_ESTIMATE,
+        # attrs of a point's mp result, stored per point (neurosubset.sweeps.point)
+        _var("last_round_gain"), _var("solver"), _var("verdict", need=OPTIONAL),
+        # integrity of the stored points: in the Zarr store only (readers drop it); stores before checksums lack it
+        _var("point_checksum", need=OPTIONAL),
+        # the allocation dims (budget, point or the fraction keys, strategy) in front of the weight's own
+        _var("mask_{stem}", "{stem}_post {stem}_pre", meta=None),
+    ),
+    coords=(
+        _var("strategy", "strategy"), _var("m", "m"), _var("trial", "trial"), _var("round", "round"),
+        _var("budget", "budget", "point"),
+        _var("dale", "dale", need=OPTIONAL), _var("stable_required", "stable_required", need=OPTIONAL),
+        *_NAMES,
+        # each fraction key's share (a density grid's density) under its var_name, attr fraction_key: along point;
+        # in stores of format 1 (dense) a dim of its own, named as the key
+        _var("{stem}", "point", "{stem}", need=OPTIONAL, meta=None),
+    ),
+    attrs={
+        **_attrs("title circuit circuit_name fraction_keys fraction_points within trials seed tolerance "
+                 "solver_requested restarts_per_round max_rounds lm_steps certificate seeding sweep_config config_hash "
+                 "zarr_version",
+                 "dale stable",
+                 # paired sweeps; the point layout (store format 2)
+                 "trial_seed layout paired fraction_grid"),
+        **_VERSIONS,
+    },
+    point_dims=True)
+
+# ------------------------------------------------------------------------------------------------ spiking
+_SPIKING_SETTINGS = (*(_var(name) for name in ("tau", "dt", "duration", "warmup", "rate_unit", "input_baseline")),
+                     _var("baseline_rate", "cell"), _var("input_rate", "probe input"))
+_SPIKING_COORDS = (_var("probe", "probe"), _var("neuron", "neuron"), _var("region", "neuron", meta="neuron_region"),
+                   _var("index_in_region", "neuron"), *_NAMES)
+_SPIKING_ATTRS = {
+    **_attrs("title repeats seed margin max_clipped brian2_version codegen_target circuit circuit_name "
+             "agreement_rule mapping inhibition_stabilized clipped_fraction_all_max saturated_fraction_max "
+             "predicted_clipped_fraction_max rectification_dominated flags"),
+    **_VERSIONS,
+}
+_RATES = ("rate_model", "rate_spiking", "rate_spiking_se", "clipped_fraction")
+
+SPIKING_CHECK = Layout(
+    "spiking_check", "spiking_check",
+    variables=(*(_var(name, "probe neuron") for name in _RATES), _var("z", "probe neuron"),
+               _var("agree", "probe neuron"), _var("mu", "cell"), *_SPIKING_SETTINGS),
+    coords=_SPIKING_COORDS,
+    attrs={**_SPIKING_ATTRS, **_attrs("fraction_agree spectral_radius max_real_eig")})
+
+# one student: the student dim squeezed out; several (spikecheck: fitted, unfitted): a student dim in front
+SPIKING_COMPARE = Layout(
+    "spiking_compare", "spiking_compare, spikecheck",
+    variables=(
+        *(_var(f"{name}_teacher", "probe neuron", meta=name) for name in _RATES),
+        *(_var(f"{name}_student", "student probe neuron", "probe neuron", meta=name) for name in _RATES),
+        _var("z_model_teacher", "probe neuron"),
+        _var("z", "student probe neuron", "probe neuron", meta="z_compare"),
+        _var("agree", "student probe neuron", "probe neuron"),
+        *(_var(name, "student", "") for name in ("fraction_agree", "median_abs_z", "fraction_abs_z_above_3")),
+        _var("rate_model_difference", "student probe neuron", "probe neuron"),
+        _var("mu_teacher", "cell"), _var("mu_student", "student cell", "cell"),
+        *_SPIKING_SETTINGS),
+    coords=(*_SPIKING_COORDS, _var("student", "student", need=OPTIONAL)),
+    attrs={**_SPIKING_ATTRS,
+           **_attrs("fraction_agree_teacher_model spectral_radius_teacher max_real_eig_teacher",
+                    # spikecheck: the fit's draw; continuous circuits
+                    optional="budget m allocation_strategy matched residual duration_over_tau")})
+
+# ------------------------------------------------------------------------------------------------ responses
+_FIT_ATTRS = {
+    **_attrs("circuit circuit_name dynamics recorded_regions time_resolved noise fit_probes heldout_probes "
+             "heldout_index tolerance alpha dale stable seed decision_kind"),
+    **_VERSIONS,
+}
+
+
+def _fit_variables(c: str) -> tuple[Variable, ...]:
+    """The variables of a fit of recorded responses, per candidate (``c = "candidate "``) or of one fit (``""``)."""
+    return (
+        _var("residual", c, meta="responses_residual"), _var("region_residual", f"{c}region"),
+        _var("rank", c, meta="jacobian_rank"), _var("identifiable", c), _var("n_plastic", c), _var("decision", c),
+        _var("matched", c, meta="responses_matched"),
+        _var("theta", f"{c}synapse"), _var("theta_before", "synapse"), _var("change", f"{c}synapse"),
+        # noise given; held-out probes; steady circuits
+        *(_var(name, c, need=OPTIONAL) for name in ("chi_square", "dof", "p_value", "heldout_residual",
+                                                     "heldout_chi_square", "heldout_p_value", "stable",
+                                                     "max_real_eig")),
+        _var("region_chi_square", f"{c}region", need=OPTIONAL),
+    )
+
+
+_SYNAPSE_COORDS = (_var("synapse", "synapse"), _var("synapse_weight", "synapse"), _var("synapse_post", "synapse"),
+                   _var("synapse_pre", "synapse"), _var("synapse_post_name", "synapse", need=OPTIONAL),
+                   _var("synapse_pre_name", "synapse", need=OPTIONAL), *_NAMES)
+
+LOCALIZE = Layout(
+    "localize", "localize (neurosubset localize --out)",
+    variables=(*_fit_variables("candidate "), _var("plastic", "candidate synapse"), _var("place", "candidate"),
+               _var("decision_kind", "candidate")),
+    coords=(_var("candidate", "candidate"), _var("region", "region"), *_SYNAPSE_COORDS),
+    attrs=_FIT_ATTRS)
+
+FIT_RESPONSES = Layout(
+    "fit_responses", "fit_responses",
+    variables=_fit_variables(""),
+    coords=(_var("region", "region"), *_SYNAPSE_COORDS),
+    attrs=_FIT_ATTRS)
+
+RESPONSES = Layout(
+    "responses", "the recording file R.nc (neurosubset.responses.files.responses_dataset)",
+    variables=(_var("probes", "probe input", "probe time input"),
+               _var("response_{stem}", "probe {stem}_neuron", "probe time {stem}_neuron", meta=None),
+               _var("noise_{stem}", "{stem}_neuron", need=OPTIONAL, meta=None)),
+    coords=_NAMES,
+    attrs={**_attrs("circuit_name"), **_VERSIONS})
+
+WEIGHTS = Layout(
+    "weights", "the weights file W.nc (neurosubset.responses.files.weights_dataset)",
+    variables=(_var("{stem}", "{stem}_post {stem}_pre", meta=None),),
+    coords=_NAMES,
+    attrs={**_attrs("circuit circuit_name"), **_VERSIONS})
+
+# ------------------------------------------------------------------------------------------------ simulate
+SIMULATE = Layout(
+    "simulate", "simulate (neurosubset simulate --out)",
+    variables=(
+        _var("output", "probe neuron", "probe time neuron"),
+        _var("input", "probe input_neuron", "probe interval input_neuron"),
+        # hidden=True; continuous circuits
+        _var("hidden_rate", "probe hidden_neuron", "probe time hidden_neuron", need=OPTIONAL),
+        _var("max_real_jacobian", "probe", need=OPTIONAL),
+        # the regions asked for (default: every non-input region)
+        _var("rate_{stem}", "probe {stem}_neuron", "probe time {stem}_neuron", need=OPTIONAL, meta=None),
+    ),
+    coords=(_var("probe", "probe"), _var("neuron", "neuron"), _var("region", "neuron", meta="neuron_region"),
+            _var("index_in_region", "neuron"), _var("input_neuron", "input_neuron", meta="neuron"),
+            _var("input_region", "input_neuron", meta="neuron_region"),
+            _var("input_index_in_region", "input_neuron", meta="index_in_region"),
+            # hidden=True
+            _var("hidden_neuron", "hidden_neuron", need=OPTIONAL, meta="neuron"),
+            _var("hidden_region", "hidden_neuron", need=OPTIONAL, meta="neuron_region"),
+            _var("hidden_index_in_region", "hidden_neuron", need=OPTIONAL, meta="index_in_region"), *_NAMES,
+            # dynamics with time (continuous: s, discrete: steps); continuous circuits
+            _var("time", "time", need=OPTIONAL, meta=None), _var("interval_start", "interval", need=OPTIONAL)),
+    attrs={**_attrs("circuit circuit_name dynamics time_units", optional="integrator dt duration"), **_VERSIONS})
+
+LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (
+    MP, SWEEP, CERTIFICATE, SPIKING_CHECK, SPIKING_COMPARE, LOCALIZE, FIT_RESPONSES, SIMULATE, RESPONSES, WEIGHTS)}
+KINDS = tuple(LAYOUTS)
+
+
+# ------------------------------------------------------------------------------------------------ inference
+def _is_sweep(ds: Any) -> bool:
+    if "status" not in ds.variables:
+        return False
+    return (str(ds.attrs.get("title", "")).startswith("neurosubset sweep")
+            or ds["status"].attrs.get("flag_meanings") == _schema.VARIABLES["status"]["flag_meanings"])
+
+
+def _is_responses(ds: Any) -> bool:
+    return "probes" in ds.variables and "trial" not in ds.dims and any(
+        v.attrs.get("recording") == "response" for v in ds.data_vars.values())
+
+
+def _is_weights(ds: Any) -> bool:
+    return bool(ds.data_vars) and "circuit" in ds.attrs and all(
+        "weight" in v.attrs and v.ndim == 2 for v in ds.data_vars.values())
+
+
+_SIGNS = {
+    "sweep": _is_sweep,
+    "mp": lambda ds: "mp_by_round" in ds.variables and not _is_sweep(ds),
+    "spiking_compare": lambda ds: "rate_model_teacher" in ds.variables,
+    "spiking_check": lambda ds: "rate_model" in ds.variables and "rate_spiking" in ds.variables,
+    "localize": lambda ds: "place" in ds.variables and "candidate" in ds.dims,
+    "fit_responses": lambda ds: "theta_before" in ds.variables and "candidate" not in ds.dims,
+    "simulate": lambda ds: "output" in ds.variables and "input" in ds.variables,
+    "responses": _is_responses,
+    "weights": _is_weights,
+}
+
+
+def infer_kind(ds: Any) -> str:
+    """The kind of ``ds`` (a key of :data:`LAYOUTS`) from the variables that mark it.
+
+    Raises
+    ------
+    LayoutError
+        No kind, or more than one, fits (pass ``kind`` to :func:`validate_dataset`).
+    """
+    found = [kind for kind, sign in _SIGNS.items() if sign(ds)]
+    if len(found) != 1:
+        what = "no kind" if not found else f"several kinds ({found})"
+        names = sorted(map(str, ds.data_vars))
+        raise LayoutError(f"Cannot tell the kind of the Dataset: {what} fit its variables {names[:12]}"
+                          f"{' ...' if len(names) > 12 else ''}. Pass kind= one of {list(KINDS)}.")
+    return found[0]
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _dims_text(alts: tuple[tuple[str, ...], ...], lead: tuple[str, ...] = ()) -> str:
+    """``(a, b) or (a, c)``; ``lead``: a sweep's point dims, in front."""
+    return " or ".join(f"({', '.join((*lead, *a))})" if (*lead, *a) else "()" for a in alts)
+
+
+def _check(ds: Any, layout: Layout, legacy: bool) -> list[str]:
+    """Every way ``ds`` differs from ``layout``: missing variables, wrong dims, missing attrs."""
+    problems: list[str] = []
+    needed = (REQUIRED,) if legacy else (REQUIRED, CURRENT)
+    lead: tuple[str, ...] = ()  # a sweep's point dims: those of status (else of mp)
+    if layout.point_dims:
+        for name in ("status", "mp"):
+            if name in ds.data_vars:
+                lead = tuple(str(d) for d in ds[name].dims)
+                break
+    for group, present, what in ((layout.variables, ds.data_vars, "variable"), (layout.coords, ds.coords,
+                                                                                 "coordinate")):
+        front = lead if group is layout.variables else ()
+        for var in group:
+            if _STEM in var.name:  # one per weight / region: each name it matches (and no other declared one)
+                hits = [(str(n), m.group("stem")) for n, m in ((n, var.pattern.match(str(n))) for n in present)
+                        if m and _match(str(n), group)[0] is var]
+                if not hits and var.need in needed:
+                    problems.append(f"missing {what} {var.name!r} {_dims_text(var.dims, front)} (one per "
+                                    f"weight or region: none found)")
+                for name, stem in hits:
+                    problems += _dims_problem(what, name, present[name], var.dims_for(stem), front,
+                                              allocation=layout.point_dims and var.name == "mask_{stem}")
+            elif var.name in present:
+                problems += _dims_problem(what, var.name, present[var.name], var.dims, front)
+            elif var.need in needed:
+                problems.append(f"missing {what} {var.name!r} {_dims_text(var.dims, front)}")
+    problems += [f"missing attr {name!r}" for name, need in layout.attrs.items()
+                 if need in needed and name not in ds.attrs]
+    if layout is MP and "certificate_verdict" in ds.attrs:  # a certificate is there: all of it
+        problems += [f"certificate: {p}" for p in _check(ds, CERTIFICATE, legacy)]
+    return problems
+
+
+def _dims_problem(what: str, name: str, var: Any, alts: tuple[tuple[str, ...], ...], lead: tuple[str, ...], *,
+                  allocation: bool = False) -> list[str]:
+    """``[]`` if ``var`` has one of the dims ``alts`` (``lead`` in front), else the problem. ``allocation``: a
+    sweep's mask, whose leading dims are the allocation's (the point dims without ``m`` and the flag dims)."""
+    dims = tuple(str(d) for d in var.dims)
+    if allocation:
+        own = alts[0]
+        if dims[len(dims) - len(own):] == own and set(dims[:len(dims) - len(own)]) <= set(lead):
+            return []
+        return [f"{what} {name!r} has dims {dims}, expected (<allocation dims>, {', '.join(own)})"]
+    if any(dims == (*lead, *alt) for alt in alts):
+        return []
+    return [f"{what} {name!r} has dims {dims}, expected {_dims_text(alts, lead)}"]
+
+
+def validate_dataset(ds: Any, kind: str | None = None, *, legacy: bool = False) -> str:
+    """Check ``ds`` against the declared layout of its kind (:data:`LAYOUTS`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result of the toolkit (in memory, or opened from its file or store).
+    kind : str, optional
+        One of :data:`KINDS`; default: inferred from the variables (:func:`infer_kind`).
+    legacy : bool
+        Accept files written by earlier versions: what this version always writes but they lack (``"current"``
+        variables and attrs, e.g. ``fit_status``, ``mask_synapse``, ``Conventions``) is not required.
+
+    Returns
+    -------
+    str
+        The kind.
+
+    Raises
+    ------
+    LayoutError
+        Every problem in one message: each missing variable (with its dims), variable with other dims, missing
+        attr; or the kind is unknown or cannot be inferred.
+    """
+    if kind is None:
+        kind = infer_kind(ds)
+    if kind not in LAYOUTS:
+        raise LayoutError(f"The 'kind' parameter must be one of {list(KINDS)}. Got {kind!r}.")
+    problems = _check(ds, LAYOUTS[kind], bool(legacy))
+    if problems:
+        raise LayoutError(f"The Dataset does not follow the {kind!r} layout (neurosubset.schema.LAYOUTS[{kind!r}]"
+                          f"{', legacy' if legacy else ''}): {'; '.join(problems)}.")
+    return kind
