@@ -14,6 +14,7 @@ from .benchmark import match_probability as match_probability
 from .benchmark import student_weights as student_weights
 from .benchmark import teacher_weights as teacher_weights
 from .benchmark import wilson_interval as wilson_interval
+from .options import FitOptions as FitOptions
 from .solvers import Auto as Auto
 from .solvers import LeastSquares as LeastSquares
 from .solvers import LevenbergMarquardt as LevenbergMarquardt
@@ -70,7 +71,7 @@ __all__ = [
     # allocations
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark
-    "match_probability", "fit", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
+    "match_probability", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
     "DEFAULT_TOL", "FIT_STATUS",
     # solvers
     "Auto", "LeastSquares", "LevenbergMarquardt",

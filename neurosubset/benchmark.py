@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 from . import _schema
-from ._checks import NonFiniteOutputWarning, ParameterError, check_flag, check_int, check_real
+from ._checks import NonFiniteOutputWarning, ParameterError, check_flag, check_int
 from ._memory import chunk_trials
 from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
 from .dynamics.stability import loops, max_real_eig, plastic_in_loops, stability_applies
@@ -46,19 +46,16 @@ from .circuit import Circuit
 from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
-from .solvers.device import check_device
 from .solvers.bounded import sign_bounds, solve_exact
 from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .solvers.lm import relative_residual
 from .solvers.multistart import multistart
 from .solvers.options import LIFT_HIDDEN, SteadyLifting
 from .solvers.lifted import lifted_then_lm, lifting_applicable
+from .options import DEFAULT_TOL, FitOptions, fit_options
 from .results import fit_dataset, student_weights, teacher_weights, wilson_interval
 from .theory import Certificate, certify
 
-# Matched residuals sit at rounding level (~1e-13 .. 1e-15 relative) and unmatched ones at >= 1e-3 in the linear
-# cases measured (tests/test_benchmark.py checks the gap); 1e-8 sits in the middle of that gap on a log scale.
-DEFAULT_TOL = 1e-8
 SKIP_ZERO_HIDDEN = 128  # skip_zero's default: certify first on circuits with at least this many hidden neurons
 
 __all__ = ["DEFAULT_TOL", "FitResult", "Trials", "draw_trials", "fit", "fit_dataset", "match_probability",
@@ -144,7 +141,8 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, threads: int | None = 1, progress: bool = False,
         dale: bool = True, stable: bool = True, restarts: int | None = None, max_rounds: int | None = None,
         steps: int | None = None, widen: float | None = None, device: str | torch.device = "cpu",
-        chunk: int | None = None, max_memory: float | None = None, skip_zero: bool | None = None) -> FitResult:
+        chunk: int | None = None, max_memory: float | None = None, skip_zero: bool | None = None,
+        options: FitOptions | None = None) -> FitResult:
     """Draw ``trials`` teacher/student pairs and fit every student's plastic synapses, batched over trials.
 
     Trials are processed in chunks sized from the memory available (all in one batch when they fit), so memory
@@ -211,56 +209,57 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         (None): on for circuits with at least :data:`SKIP_ZERO_HIDDEN` hidden neurons, where fitting a trial the
         certificate already decides costs minutes (the worm: seconds to certify, hours of LM), off otherwise;
         ``False`` fits every trial, whatever the certificate.
+    options : FitOptions, optional
+        All of ``solver``, ``tol``, ``threads``, ``dale``, ``stable``, ``device``, ``chunk``, ``max_memory`` and
+        ``skip_zero`` as one validated object (:class:`neurosubset.FitOptions`; its ``certificate`` is not used
+        here), instead of the keywords.
 
     Returns
     -------
     FitResult
     """
-    solver = as_solver(solver, where="fit", restarts=restarts, max_rounds=max_rounds, steps=steps, widen=widen)
-    return _request(circuit, alloc, m, trials, seed, solver=solver, tol=tol, threads=threads, progress=progress,
-                    dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero)
+    options = fit_options("fit", options, solver=solver, tol=tol, threads=threads, dale=dale, stable=stable,
+                          device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero)
+    if any(v is not None for v in (restarts, max_rounds, steps, widen)):  # deprecated: FutureWarning
+        options = options._evolve(solver=as_solver(options.solver, where="fit", restarts=restarts,
+                                                   max_rounds=max_rounds, steps=steps, widen=widen))
+    options.check_circuit(circuit, "fit")
+    return _request(circuit, alloc, m, trials, seed, options=options, progress=progress)
 
 
-def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, solver: Solver, tol: float,
-             threads: int | None, progress: bool, dale: bool, stable: bool, device: str | torch.device,
-             chunk: int | None, max_memory: float | None, skip_zero: bool, keep_weights: bool = True,
-             cert: Certificate | None = None) -> FitResult:
-    """:func:`fit` after its deprecated aliases: the checks, the certificate where asked, the chunked fit."""
+def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
+             progress: bool, keep_weights: bool = True, cert: Certificate | None = None) -> FitResult:
+    """:func:`fit` after its options are validated: the checks of the request, the certificate where asked, the
+    chunked fit."""
     m = check_int("m", m, minimum=1)
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
-    tol = check_real("tol", tol, low=0.0, low_open=True)
     if set(alloc.masks) != set(circuit.weight_names):
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
-    dale, stable = check_flag("dale", dale), check_flag("stable", stable)
-    if str(device) != "cpu" and circuit.dynamics.cpu_only:  # e.g. continuous: its integrators build CPU tensors
-        raise ParameterError(f"The 'device' parameter must be 'cpu' for {circuit.dynamics.name} circuits (their "
-                             f"maps are CPU-only here). Got {str(device)!r}.")
-    device = check_device(device)
-    if not _skips_zero(circuit, skip_zero):
+    if not _skips_zero(circuit, options.skip_zero):
         cert = None
     elif cert is None:
-        with torch_threads(threads):
-            cert = certify(circuit, alloc, m=m, seed=seed, dale=dale, stable=stable)
-    return _fit_trials(circuit, alloc, m, trials, seed, solver=solver, tol=tol, threads=threads, progress=progress,
-                       dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, cert=cert,
+        with torch_threads(options.threads):
+            cert = certify(circuit, alloc, m=m, seed=seed, dale=options.dale, stable=options.stable)
+    return _fit_trials(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
                        keep_weights=keep_weights)
 
 
-def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, solver: Solver, tol: float,
-                threads: int | None, progress: bool, dale: bool, stable: bool, device: torch.device,
-                chunk: int | None, max_memory: float | None, cert: Certificate | None,
-                keep_weights: bool = True) -> FitResult:
+def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
+                progress: bool, cert: Certificate | None, keep_weights: bool = True) -> FitResult:
     """Trials in chunks (the solver resolved once for all of them), results concatenated in trial order.
 
     ``keep_weights=False`` drops the per-trial weight matrices and probes of each chunk once it is fitted (what a
     Dataset without ``return_weights`` needs), so memory stays at one chunk plus per-trial scalars.
     """
-    with torch_threads(threads):
+    solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
+    device = torch.device(options.device)
+    with torch_threads(options.threads):
         solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
         # refuse, before any draw, what the machine cannot hold even one trial at a time
-        size = chunk_trials(circuit, alloc, m, trials, solver, chunk=chunk, max_memory=max_memory, what="fit")
+        size = chunk_trials(circuit, alloc, m, trials, solver, chunk=options.chunk, max_memory=options.max_memory,
+                            what="fit")
         zero = cert is not None and cert.verdict == "zero"
         parts = []
         for first in range(0, trials, size):
@@ -391,7 +390,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       dale: bool = True, stable: bool = True, restarts: int | None = None,
                       max_rounds: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
                       chunk: int | None = None, max_memory: float | None = None,
-                      skip_zero: bool | None = None) -> xr.Dataset:
+                      skip_zero: bool | None = None, options: FitOptions | None = None) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -417,6 +416,10 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         the same ``dale`` and ``stable``.
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
+    options : FitOptions, optional
+        ``solver``, ``tol``, ``certificate``, ``threads``, ``dale``, ``stable``, ``device``, ``chunk``,
+        ``max_memory`` and ``skip_zero`` as one validated object (:class:`neurosubset.FitOptions`), instead of
+        the keywords.
 
     Returns
     -------
@@ -439,16 +442,22 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     >>> ds = match_probability(ff, allocate(ff, 18, within=["W2"]), m=4)      # doctest: +SKIP
     >>> float(ds.mp)                                                         # doctest: +SKIP
     """
-    solver = as_solver(solver, where="match_probability", restarts=restarts, max_rounds=max_rounds, steps=steps)
+    options = fit_options("match_probability", options, solver=solver, tol=tol, certificate=certificate,
+                          threads=threads, dale=dale, stable=stable, device=device, chunk=chunk,
+                          max_memory=max_memory, skip_zero=skip_zero)
+    if any(v is not None for v in (restarts, max_rounds, steps)):  # deprecated: FutureWarning
+        options = options._evolve(solver=as_solver(options.solver, where="match_probability", restarts=restarts,
+                                                   max_rounds=max_rounds, steps=steps))
+    options.check_circuit(circuit, "match_probability")
+    certificate, threads = options.certificate, options.threads
     cert = None
-    if certificate and _skips_zero(circuit, skip_zero):  # certified first: a "zero" verdict spares the fitting
+    if certificate and _skips_zero(circuit, options.skip_zero):  # certified first: a "zero" verdict spares fitting
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
-                           dale=check_flag("dale", dale), stable=check_flag("stable", stable))
-    res = _request(circuit, alloc, m, trials, seed, solver=solver, tol=tol, progress=progress, threads=threads,
-                   dale=dale, stable=stable, device=device, chunk=chunk, max_memory=max_memory, skip_zero=skip_zero,
-                   keep_weights=return_weights, cert=cert)
-    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=solver, return_weights=return_weights)
+                           dale=options.dale, stable=options.stable)
+    res = _request(circuit, alloc, m, trials, seed, options=options, progress=progress, keep_weights=return_weights,
+                   cert=cert)
+    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=options.solver, return_weights=return_weights)
     overflowed = int((res.status == NON_FINITE).sum())
     if overflowed:
         warnings.warn(f"In {overflowed} of {res.status.size} trials the outputs overflowed to inf/NaN (fit_status "

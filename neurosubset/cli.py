@@ -24,9 +24,9 @@ from ._checks import NeurosubsetError, NonFiniteOutputWarning
 from ._outputs import FIGURE_FORMATS, check_output, check_writable, write_dataset, write_figure
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_name
 from .allocation import STRATEGIES, allocate
-from .benchmark import DEFAULT_TOL
 from .circuit import Circuit, feedforward, linear_rnn
 from .dynamics import Continuous
+from .options import DEFAULT_TOL, FitOptions, fit_options
 from .solvers import SOLVERS, LeastSquares, LevenbergMarquardt, Solver
 
 EXIT_USER_ERROR = 2
@@ -111,13 +111,12 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     from .benchmark import match_probability
 
     _check_out(args)
+    options = _fit_options(args, threads=_workers(args), device=args.device, skip_zero=args.skip_zero)
     circuit = load_circuit(args.circuit)
+    options.check_circuit(circuit, "neurosubset mp")
     alloc = _allocation(circuit, args)
-    threads = _workers(args)
-    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, solver=_solver(args),
-                           tol=args.tol, return_weights=args.save_weights, progress=not args.quiet,
-                           threads=threads, dale=args.dale, stable=args.stable, device=args.device,
-                           skip_zero=args.skip_zero)
+    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, options=options,
+                           return_weights=args.save_weights, progress=not args.quiet)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
@@ -148,7 +147,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     """Sweep MP over budgets, plasticity fractions, strategies and probe counts into a resumable Zarr store."""
     from .sweeps import dirichlet_grid, simplex_grid, sweep
 
+    options = _fit_options(args, device=args.device)
     circuit = load_circuit(args.circuit)
+    options.check_circuit(circuit, "neurosubset sweep")
     keys = parse_list(args.fractions, option="--fractions")
     if keys and any("=" in k for k in keys):
         raise CLIError(f"sweep --fractions takes the keys to sweep, e.g. 'CA3->CA3,CA3->CA1' (with --step), not "
@@ -165,9 +166,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
                trials=args.trials, seed=args.seed, store=args.out, overwrite=args.overwrite,
                workers=workers,
                scheduler=args.scheduler or None, within=parse_list(args.within, option="--within"),
-               tol=args.tol, solver=_solver(args), progress=not args.quiet,
-               dale=[True, False] if args.compare_dale else args.dale,
-               stable=[True, False] if args.compare_stable else args.stable, device=args.device)
+               options=options, progress=not args.quiet,
+               **({"dale": [True, False]} if args.compare_dale else {}),
+               **({"stable": [True, False]} if args.compare_stable else {}))
     status = ds["status"].values
     infeasible = np.isin(status, [INFEASIBLE_BUDGET, INFEASIBLE_SHARE])
     print(f"wrote {args.out}: {int((status == DONE).sum())} points done, {int(infeasible.sum())} infeasible "
@@ -265,13 +266,13 @@ def _cmd_localize(args: argparse.Namespace) -> None:
     from .responses import localize, projection_candidates, read_responses, read_weights, region_candidates
 
     _check_out(args)
+    options = _fit_options(args)
     circuit = load_circuit(args.circuit)
     weights = read_weights(args.weights, circuit)
     probes, responses, noise = read_responses(args.responses, circuit)
     candidates = projection_candidates(circuit) if args.candidates == "projections" else region_candidates(circuit)
     ds = localize(circuit, weights, probes, responses, candidates, noise=noise, holdout=args.holdout,
-                  solver=_solver(args), tol=args.tol, alpha=args.alpha, dale=args.dale, stable=args.stable,
-                  seed=args.seed)
+                  options=options, alpha=args.alpha, seed=args.seed)
     cols = ["place", "n_plastic", "residual", "heldout_residual", "matched", "identifiable", "rank",
             "decision_kind"] + (["chi_square", "dof", "p_value"] if noise is not None else [])
     print(ds[[c for c in cols if c in ds]].to_dataframe().rename_axis(None).to_string())  # best candidate first
@@ -327,7 +328,7 @@ def _add_allocation(parser: argparse.ArgumentParser, circuit_help: str) -> None:
 
 def _add_solver(parser: argparse.ArgumentParser) -> None:
     """The solver options shared by ``mp`` and ``sweep``; unset effort options keep the library's defaults."""
-    parser.add_argument("--solver", default="auto", choices=tuple(SOLVERS),
+    parser.add_argument("--solver", default="auto", metavar="{" + ",".join(SOLVERS) + "}",
                         help="auto: exact least squares where outputs are affine in the plastic weights, else "
                              "Levenberg-Marquardt (default auto)")
     parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
@@ -407,8 +408,16 @@ def _workers(args: argparse.Namespace) -> int:
     return args.workers
 
 
-def _solver(args: argparse.Namespace) -> Solver:
-    """The solver object that ``--solver`` and the effort options describe."""
+def _fit_options(args: argparse.Namespace, **extra) -> FitOptions:
+    """The :class:`~neurosubset.FitOptions` that ``--solver``, ``--tol``, the constraints and ``extra`` describe,
+    validated once (the one-line message names the command)."""
+    return fit_options(f"neurosubset {args.command}", solver=_solver(args), tol=args.tol, dale=args.dale,
+                       stable=args.stable, **extra)
+
+
+def _solver(args: argparse.Namespace) -> Solver | str:
+    """The solver object that ``--solver`` and the effort options describe (an unknown name as given: the options'
+    validator refuses it)."""
     effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen")
               if getattr(args, key) is not None}
     if args.steps is not None:
@@ -417,6 +426,8 @@ def _solver(args: argparse.Namespace) -> Solver:
         print(f"neurosubset {args.command}: warning: --steps is deprecated (it means a circuit's time steps "
               f"elsewhere); use --iterations", file=sys.stderr)
         effort["iterations"] = args.steps
+    if args.solver not in SOLVERS:
+        return args.solver
     if args.solver == "lstsq":
         if effort:
             raise CLIError(f"--solver lstsq is exact and takes no LM options; got {sorted(effort)}.")

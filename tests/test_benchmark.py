@@ -131,8 +131,11 @@ def test_return_weights_stores_reusable_weights():
 @pytest.mark.parametrize("kwargs, message", [
     ({"m": 0}, "The 'm' parameter must be >= 1. Got 0"),
     ({"m": 2, "trials": 0}, "The 'trials' parameter must be >= 1. Got 0"),
-    ({"m": 2, "tol": -1.0}, "The 'tol' parameter must be > 0.0"),
-    ({"m": 2, "solver": "adam"}, "The 'solver' parameter must be one of ['auto', 'lstsq', 'lm', 'lifted']"),
+    ({"m": 2, "tol": -1.0}, "The 'tol' parameter of match_probability must be a number in the open interval (0, 1). "
+                            "Got -1.0 instead."),
+    ({"m": 2, "solver": "adam"}, "The 'solver' parameter of match_probability must be a solver object (Auto(), "
+                                 "LeastSquares(), LevenbergMarquardt(...), SteadyLifting(...)) or one of ['auto', "
+                                 "'lstsq', 'lm', 'lifted']. Got 'adam' instead."),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     layer = ns.feedforward([4, 2])

@@ -263,7 +263,7 @@ def test_the_flags_change_nothing_where_they_cannot_act():
 
 def test_the_flags_must_be_booleans():
     layer = ns.feedforward([4, 2])
-    with pytest.raises(ns.ParameterError, match="'dale' parameter must be True or False"):
+    with pytest.raises(ns.ParameterError, match="'dale' parameter of match_probability must be True or False"):
         ns.match_probability(layer, ns.allocate(layer, 2), m=2, dale="yes")
 
 

@@ -94,9 +94,8 @@ def test_without_return_weights_no_weights_are_kept_between_chunks():
     from neurosubset.benchmark import _fit_trials
 
     circuit, alloc = _layer()
-    res = _fit_trials(circuit, alloc, 3, 5, 0, solver=ns.Auto(), tol=ns.DEFAULT_TOL, threads=1, progress=False,
-                      dale=False, stable=False, device=torch.device("cpu"), chunk=2, max_memory=None, cert=None,
-                      keep_weights=False)
+    res = _fit_trials(circuit, alloc, 3, 5, 0, options=ns.FitOptions(dale=False, stable=False, chunk=2),
+                      progress=False, cert=None, keep_weights=False)
     assert res.student == {} and res.trials.teacher == {} and res.trials.probes.size == 0
     assert res.theta.shape == (5, alloc.size) and res.matched.shape == (5,)
 
@@ -106,7 +105,7 @@ def test_device_cpu_is_the_default_and_unknown_devices_are_refused():
     base = ns.fit(circuit, alloc, 2, 3, seed=0)
     same = ns.fit(circuit, alloc, 2, 3, seed=0, device=torch.device("cpu"))
     np.testing.assert_array_equal(same.theta, base.theta)
-    with pytest.raises(ns.ParameterError, match="'device' parameter must be 'cpu' or 'cuda'. Got 'tpu'"):
+    with pytest.raises(ns.ParameterError, match="'device' parameter of fit must be 'cpu' or 'cuda' .*Got 'tpu'"):
         ns.fit(circuit, alloc, 2, 3, device="tpu")
     if not torch.cuda.is_available():  # this machine: one line saying why
         with pytest.raises(ns.ParameterError, match="sees no CUDA GPU"):
@@ -118,12 +117,14 @@ def test_device_cpu_is_the_default_and_unknown_devices_are_refused():
 
 
 
-def test_continuous_circuits_are_refused_off_the_cpu():
+def test_continuous_circuits_are_refused_off_the_cpu(monkeypatch):
     from pathlib import Path
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: refused for the circuit
 
     cont = ns.Circuit.from_toml(Path(__file__).resolve().parents[1] / "circuits" / "ei_continuous.toml")
     alloc = ns.allocate(cont, 4, strategy="spread-rows", seed=0)
-    with pytest.raises(ns.ParameterError, match="'device' parameter must be 'cpu' for continuous circuits"):
+    with pytest.raises(ns.ParameterError, match="'device' parameter of fit must be 'cpu' for continuous circuits"):
         ns.fit(cont, alloc, 2, 2, device="cuda")
 
 def test_skip_zero_records_the_certificate_per_trial_and_fits_nothing():

@@ -31,12 +31,11 @@ from .._checks import AllocationError, ParameterError, check_real
 from .._schema import BOUNDED_DECISION, DECISION_KINDS, LEAST_SQUARES_DECISION, LM_DECISION, meta
 from ..dynamics.stability import max_real_eig, plastic_in_loops
 from ..allocation import Allocation
-from .._checks import check_flag
-from ..benchmark import DEFAULT_TOL
 from ..circuit import Circuit
 from ..connectivity import synapse_name_coords
 from ..dynamics import DTYPE, Steady, torch_threads
-from ..solvers import Auto, LeastSquares, Solver, as_solver
+from ..options import DEFAULT_TOL, FitOptions, fit_options
+from ..solvers import Auto, LeastSquares, Solver
 from ..solvers.bounded import sign_bounds, solve_exact
 from ..solvers.multistart import multistart
 from .inputs import Recording, check_recording, check_weights, holdout_rows
@@ -78,7 +77,7 @@ def _check_weight_names(circuit: Circuit, names: Sequence[str]) -> None:
 def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: Mapping[str, np.ndarray],
                   weights: Mapping[str, np.ndarray], *, noise=None, solver: Solver | str = Auto(),
                   tol: float = DEFAULT_TOL, alpha: float = 0.01, dale: bool = True, stable: bool = True,
-                  seed: int = 0, threads: int | None = 1) -> xr.Dataset:
+                  seed: int = 0, threads: int | None = 1, options: FitOptions | None = None) -> xr.Dataset:
     """Fit the plastic synapses of ``allocation`` so that ``circuit`` reproduces recorded ``responses``.
 
     Parameters
@@ -108,6 +107,9 @@ def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: M
         Seed of the affinity check and of the LM's random starts.
     threads : int or None
         torch intra-op threads while fitting.
+    options : FitOptions, optional
+        ``solver``, ``tol``, ``dale``, ``stable`` and ``threads`` as one validated object
+        (:class:`neurosubset.FitOptions`), instead of the keywords.
 
     Returns
     -------
@@ -118,11 +120,13 @@ def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: M
         ``decision``; steady circuits ``stable``, ``max_real_eig``. Attrs: ``decision_kind`` ("exact" or
         "lower bound"), the circuit spec (TOML), ``tolerance``, ``alpha``, ``dale``, ``stable``, versions.
     """
+    options = fit_options("fit_responses", options, solver=solver, tol=tol, dale=dale, stable=stable,
+                          threads=threads)
     if not isinstance(allocation, Allocation) or set(allocation.masks) != set(circuit.weight_names):
         raise ParameterError(f"The 'allocation' parameter must be an Allocation of circuit {circuit.name!r} (weights "
                              f"{list(circuit.weight_names)}). Got {allocation!r:.80}.")
-    ds = _run(circuit, weights, probes, responses, {"fit": allocation}, noise=noise, holdout=0, solver=solver,
-              tol=tol, alpha=alpha, dale=dale, stable=stable, seed=seed, threads=threads)
+    ds = _run(circuit, weights, probes, responses, {"fit": allocation}, noise=noise, holdout=0, options=options,
+              alpha=alpha, seed=seed)
     one = ds.isel(candidate=0, drop=True).drop_vars("place")
     one = one.isel(synapse=np.flatnonzero(one["plastic"].values)).drop_vars("plastic")
     one.attrs["decision_kind"] = str(one["decision_kind"].values)
@@ -132,7 +136,8 @@ def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: M
 def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, responses: Mapping[str, np.ndarray],
              candidates: Mapping[str, Allocation], *, noise=None, holdout: int | None = None,
              solver: Solver | str = Auto(), tol: float = DEFAULT_TOL, alpha: float = 0.01, dale: bool = True,
-             stable: bool = True, seed: int = 0, threads: int | None = 1) -> xr.Dataset:
+             stable: bool = True, seed: int = 0, threads: int | None = 1,
+             options: FitOptions | None = None) -> xr.Dataset:
     """Which candidate set of synapses could have changed to produce the recorded ``responses``?
 
     Every candidate is fitted on the fit probes (all candidates in one batch); ``holdout`` probes, drawn at random,
@@ -140,7 +145,7 @@ def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, respon
 
     Parameters
     ----------
-    circuit, weights, probes, responses, noise, solver, tol, alpha, dale, stable, seed, threads
+    circuit, weights, probes, responses, noise, solver, tol, alpha, dale, stable, seed, threads, options
         See :func:`fit_responses`.
     candidates : dict
         Name -> Allocation, e.g. :func:`projection_candidates` or :func:`region_candidates`.
@@ -158,6 +163,7 @@ def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, respon
         ``heldout_residual`` (and ``heldout_chi_square``, ``heldout_p_value``), ``matched`` (on fit and held-out
         probes), ``plastic (candidate, synapse)`` and ``change``, ``decision_kind (candidate)``.
     """
+    options = fit_options("localize", options, solver=solver, tol=tol, dale=dale, stable=stable, threads=threads)
     if not isinstance(candidates, Mapping) or not candidates:
         raise ParameterError(f"The 'candidates' parameter must be a non-empty mapping of name -> Allocation. Got "
                              f"{candidates!r:.80}.")
@@ -165,16 +171,14 @@ def localize(circuit: Circuit, weights: Mapping[str, np.ndarray], probes, respon
         if not isinstance(alloc, Allocation) or set(alloc.masks) != set(circuit.weight_names):
             raise ParameterError(f"candidates[{name!r}] must be an Allocation of circuit {circuit.name!r} (weights "
                                  f"{list(circuit.weight_names)}). Got {alloc!r:.80}.")
-    return _run(circuit, weights, probes, responses, dict(candidates), noise=noise, holdout=holdout, solver=solver,
-                tol=tol, alpha=alpha, dale=dale, stable=stable, seed=seed, threads=threads)
+    return _run(circuit, weights, probes, responses, dict(candidates), noise=noise, holdout=holdout,
+                options=options, alpha=alpha, seed=seed)
 
 
-def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, solver, tol, alpha, dale, stable,
-         seed, threads) -> xr.Dataset:
-    tol = check_real("tol", tol, low=0.0, low_open=True)
+def _run(circuit, weights, probes, responses, candidates, *, noise, holdout, options: FitOptions, alpha,
+         seed) -> xr.Dataset:
+    solver, tol, dale, stable, threads = options.solver, options.tol, options.dale, options.stable, options.threads
     alpha = check_real("alpha", alpha, low=0.0, high=1.0)
-    dale, stable = check_flag("dale", dale), check_flag("stable", stable)
-    solver = as_solver(solver, where="localize")
     w0 = check_weights(circuit, weights)
     rec = check_recording(circuit, probes, responses, noise)
     fit_rows, held_rows = holdout_rows(rec.m, holdout, seed)

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..solvers import LevenbergMarquardt, Solver, lm_fields
+from ..options import FitOptions, config_hash, hashed_config
+from ..solvers import Solver, lm_fields
 
 _STORE_FORMAT = 2  # bump when the store layout changes; part of the configuration hash (new stores)
 _DENSE_FORMAT = 1  # the dense layout (one dim per fraction key) of stores written before store format 2
@@ -37,16 +38,13 @@ class SweepConfig:
         Draws per point; the sweep seed.
     within : tuple of str or None
         Weights eligible for plasticity (None: all).
-    tol : float
-        Match tolerance on the relative residual.
-    solver : Auto, LeastSquares or LevenbergMarquardt
-        The solver every point runs.
-    certificate : bool
-        Whether each point also stores the exact certificate's ranks and verdict.
-    dale, stable : bool
-        Dale's law kept while fitting; only stable students of steady circuits count (see
-        :func:`neurosubset.match_probability`). Hashed only where they can act (``dale_acts``, ``stable_acts``):
-        a store written before they existed holds unconstrained points and resumes only with them off there.
+    options : FitOptions
+        How every point is fitted (validated by :func:`neurosubset.sweep`): the solver, its match tolerance,
+        whether each point also stores the exact certificate, ``dale`` and ``stable`` (False where they are sweep
+        dims, see ``dales`` / ``stables``), the device. ``dale`` and ``stable`` are hashed only where they can act
+        (``dale_acts``, ``stable_acts``): a store written before they existed holds unconstrained points and
+        resumes only with them off there. ``device``, ``threads``, ``chunk`` and ``max_memory`` are not hashed
+        (decisions do not depend on them); ``skip_zero`` only where given (not None).
     dale_acts, stable_acts : bool
         Whether the circuit has signed regions (Dale's law can act) and is steady (stability can act).
     layout : {"point", "dense"}
@@ -69,11 +67,7 @@ class SweepConfig:
     trials: int
     seed: int
     within: tuple[str, ...] | None
-    tol: float
-    solver: Solver
-    certificate: bool
-    dale: bool = False
-    stable: bool = False
+    options: FitOptions
     dale_acts: bool = False
     stable_acts: bool = False
     layout: str = "dense"
@@ -83,28 +77,42 @@ class SweepConfig:
     density: bool = False
 
     @property
+    def solver(self) -> Solver:
+        return self.options.solver
+
+    @property
+    def tol(self) -> float:
+        return self.options.tol
+
+    @property
+    def certificate(self) -> bool:
+        return self.options.certificate
+
+    @property
+    def dale(self) -> bool:
+        return self.options.dale
+
+    @property
+    def stable(self) -> bool:
+        return self.options.stable
+
+    @property
     def max_rounds(self) -> int:
         """Length of the ``round`` dim: the LM's round cap (that of the default LM for least squares)."""
         return int(lm_fields(self.solver)["max_rounds"])
 
     def as_dict(self) -> dict[str, Any]:
         """The hashed configuration (keys and values exactly as the stores written since store format 1)."""
-        lm = lm_fields(self.solver)
         dense = self.layout == "dense"
-        out = {"store_format": _DENSE_FORMAT if dense else _STORE_FORMAT, "circuit": self.circuit_toml,
-               "budget": list(self.budgets),
-               "fraction_keys": list(self.keys), "fraction_points": [list(p) for p in self.points],
-               "strategy": list(self.strategies), "m": list(self.ms), "trials": self.trials, "seed": self.seed,
-               "within": None if self.within is None else list(self.within), "tolerance": self.tol,
-               "solver": self.solver.name, "restarts": lm["restarts"], "max_rounds": lm["max_rounds"],
-               "lm_steps": lm["iterations"], "certificate": self.certificate}
-        if lm["widen"] != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
-            out["widen"] = lm["widen"]
-        # constraints: hashed only where they act, as match_probability's config hash does
-        if self.dale and self.dale_acts:
-            out["dale"] = True
-        if self.stable and self.stable_acts:
-            out["stable"] = True
+        rest = {"store_format": _DENSE_FORMAT if dense else _STORE_FORMAT, "circuit": self.circuit_toml,
+                "budget": list(self.budgets),
+                "fraction_keys": list(self.keys), "fraction_points": [list(p) for p in self.points],
+                "strategy": list(self.strategies), "m": list(self.ms), "trials": self.trials, "seed": self.seed,
+                "within": None if self.within is None else list(self.within)}
+        out = hashed_config(self.options, rest, kind="sweep", dale_acts=self.dale_acts,
+                            stable_acts=self.stable_acts)
+        if self.options.skip_zero is not None:  # it changes results; absent (None) in every earlier store
+            out["skip_zero"] = self.options.skip_zero
         if dense:  # format 1: byte-identical to the stores written before format 2
             return out
         out["paired"] = self.paired
@@ -122,7 +130,7 @@ class SweepConfig:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(self.json.encode()).hexdigest()[:16]
+        return config_hash(self.as_dict())
 
     @property
     def dims(self) -> tuple[str, ...]:

@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import AllocationError, ParameterError, check_choice, check_int, check_names, check_real
+from .._checks import AllocationError, ParameterError, check_choice, check_int, check_names
 from .._memory import available_bytes, chunk_trials
 from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
-from ..benchmark import DEFAULT_TOL
-from ..dynamics.stability import stability_applies
 from ..circuit import Circuit
+from ..options import DEFAULT_TOL, FitOptions, constraints_act, fit_options, validate_params
 from ..solvers import Auto, Solver, as_solver
-from ..solvers.device import check_device
 from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
 from .grid import DensityGrid, FractionGrid
@@ -46,8 +44,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
           within: Sequence[str] | None = None, solver: Solver | str = Auto(), tol: float = DEFAULT_TOL,
           certificate: bool = True, progress: bool = False, dale: bool | Sequence[bool] = True,
           stable: bool | Sequence[bool] = True, paired: bool | None = None, device: str = "cpu",
-          restarts: int | None = None,
-          max_rounds: int | None = None, steps: int | None = None) -> xr.Dataset:
+          restarts: int | None = None, max_rounds: int | None = None, steps: int | None = None,
+          options: FitOptions | None = None) -> xr.Dataset:
     """Match probability over a grid of budgets, plasticity fractions, strategies and probe counts.
 
     Parameters
@@ -111,9 +109,15 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
         ``stable=False`` there and is refused otherwise, naming the field.
     device : {"cpu", "cuda"}
         Where each point's LM runs (:func:`neurosubset.match_probability`); exact deciders stay on the CPU. Not part
-        of the configuration hash (decisions are identical to rounding). ``"cuda"`` without a GPU: ParameterError.
+        of the configuration hash (decisions are identical to rounding). ``"cuda"`` without a GPU, or on a circuit
+        whose dynamics runs on the CPU only (continuous), is refused before any work (ParameterError).
     restarts, max_rounds, steps
         Deprecated (FutureWarning): fields of the solver object (``steps`` is its ``iterations``).
+    options : FitOptions, optional
+        ``solver``, ``tol``, ``certificate``, scalar ``dale`` / ``stable`` and ``device`` (and ``chunk``,
+        ``max_memory``, ``skip_zero``) as one validated object (:class:`neurosubset.FitOptions`), instead of the
+        keywords. Points always run on one torch thread (its ``threads`` is not used). ``skip_zero`` enters the
+        configuration hash where given (not None).
 
     Returns
     -------
@@ -138,6 +142,17 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
     """
     if not isinstance(circuit, Circuit):
         raise ParameterError(f"The 'circuit' parameter must be a Circuit. Got {type(circuit).__name__}.")
+    dales, stables = _flags("dale", dale), _flags("stable", stable)
+    scalar = {k: v for k, v, swept in (("dale", dale, dales), ("stable", stable, stables)) if swept is None}
+    options = fit_options("sweep", options, solver=solver, tol=tol, certificate=certificate, device=device, **scalar)
+    if any(v is not None for v in (restarts, max_rounds, steps)):  # deprecated: FutureWarning
+        options = options._evolve(solver=as_solver(options.solver, where="sweep", restarts=restarts,
+                                                   max_rounds=max_rounds, steps=steps))
+    options.check_circuit(circuit, "sweep")
+    # one torch thread per point: every point computes the same way whichever worker runs it; a swept flag is
+    # False in the hashed options (its values are the sweep dim's)
+    options = options._evolve(threads=1, **{k: False for k, swept in (("dale", dales), ("stable", stables))
+                                            if swept is not None})
     density = isinstance(fractions, DensityGrid)
     if density and budget is not None:
         raise ParameterError("The 'budget' parameter must not be given with a density_grid: each point's budget "
@@ -153,15 +168,12 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     workers = check_int("workers", workers, minimum=1)
-    tol = check_real("tol", tol, low=0.0, low_open=True)
-    solver = as_solver(solver, where="sweep", restarts=restarts, max_rounds=max_rounds, steps=steps)
     if isinstance(within, str):
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
     if within is not None:
         check_names("within", within, circuit.weight_names, what="Weight", error=AllocationError)
     names = list(circuit.weight_names) if within is None else list(within)
     grid = _grid(circuit, fractions, names)
-    dales, stables = _flags("dale", dale), _flags("stable", stable)
     path = None
     if store is not None:
         path = check_output(store, formats=(".zarr",), overwrite=True, what="the sweep store", store_ok=True)
@@ -175,27 +187,23 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
                                       f"list/density grid/paired=True. Use another store path or overwrite=True.")
     if paired is not None and not isinstance(paired, (bool, np.bool_)):
         raise ParameterError(f"The 'paired' parameter must be True, False or None. Got {paired!r}.")
+    dale_acts, stable_acts = constraints_act(circuit)
     cfg = SweepConfig(circuit_toml=circuit.to_toml(), budgets=budgets, keys=grid.keys if grid else (),
                       points=grid.points if grid else ((),), strategies=strategies, ms=ms, trials=trials, seed=seed,
-                      within=None if within is None else tuple(within), tol=tol, solver=solver,
-                      certificate=bool(certificate), dale=bool(dale) if dales is None else False,
-                      stable=bool(stable) if stables is None else False,
-                      dale_acts=any(r.sign is not None for r in circuit.regions),
-                      stable_acts=stability_applies(circuit), layout="dense" if dense else "point",
+                      within=None if within is None else tuple(within), options=options,
+                      dale_acts=dale_acts, stable_acts=stable_acts, layout="dense" if dense else "point",
                       paired=(not dense) if paired is None else bool(paired), dales=dales, stables=stables,
                       density=density)
-    device = str(check_device(device))
-    return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite), device)
+    return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite))
 
 
 def _flags(field: str, value: Any) -> tuple[bool, ...] | None:
-    """A constraint flag: None for a scalar (today's behaviour), else the tuple of values of its sweep dim."""
-    if isinstance(value, (bool, np.bool_)):
+    """A constraint flag: None for a scalar (validated with the other fit options), else the tuple of values of
+    its sweep dim, each validated as the scalar would be."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray, set, frozenset)):
         return None
     values = _as_list(field, value)
-    if not all(isinstance(v, (bool, np.bool_)) for v in values):
-        raise ParameterError(f"The {field!r} parameter must be True, False or a list of them. Got {value!r}.")
-    return tuple(bool(v) for v in values)
+    return tuple(validate_params({field: v}, "sweep")[field] for v in values)
 
 
 def _dense_store(path: Path) -> bool:
@@ -325,7 +333,7 @@ def _full(status: np.ndarray, dims: Sequence[str], at: Mapping[str, int]) -> tup
 
 
 def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None, workers: int, scheduler: Any,
-         progress: bool, overwrite: bool, device: str = "cpu") -> xr.Dataset:
+         progress: bool, overwrite: bool) -> xr.Dataset:
     status, masks, feasible, infeasible, point_budgets = _allocations(cfg, circuit, names)
     base = skeleton(cfg, circuit, status, masks, store_versions(), point_budgets)
     if infeasible:
@@ -351,15 +359,14 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                 flags = [{**f, dim: j} for f in flags for j in range(len(values))]
         for at, trial_seed, alloc in feasible:
             for flag in flags:
-                dale = cfg.dale if cfg.dales is None else cfg.dales[flag["dale"]]
-                stable = cfg.stable if cfg.stables is None else cfg.stables[flag["stable_required"]]
+                point_options = cfg.options if not flag else cfg.options._evolve(
+                    **({} if cfg.dales is None else {"dale": cfg.dales[flag["dale"]]}),
+                    **({} if cfg.stables is None else {"stable": cfg.stables[flag["stable_required"]]}))
                 for jm, mm in enumerate(cfg.ms):
                     index = tuple({**at, **flag, "m": jm}[d] for d in cfg.dims)
                     if not done[index]:
                         tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
-                                               m=mm, trials=cfg.trials, seed=trial_seed, tol=cfg.tol,
-                                               solver=cfg.solver, certificate=cfg.certificate, dale=dale,
-                                               stable=stable, device=device))
+                                               m=mm, trials=cfg.trials, seed=trial_seed, options=point_options))
         sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
         total = int((status == PENDING).sum())
         bar = None
@@ -380,7 +387,6 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                 bar.close()
         if not target.has_layout:  # no point was computable: the layout of a point on an empty allocation
             ds = run_point(PointTask(index=(), circuit_toml=cfg.circuit_toml, alloc=allocate(circuit, 0),
-                                     m=cfg.ms[0], trials=1, seed=0, tol=cfg.tol, solver=cfg.solver,
-                                     certificate=cfg.certificate, dale=cfg.dale, stable=cfg.stable))
+                                     m=cfg.ms[0], trials=1, seed=0, options=cfg.options._evolve(device="cpu")))
             target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
         return index_points(target.result())

@@ -19,7 +19,7 @@ from .._schema import fill_value, meta
 from ..allocation import Allocation
 from ..benchmark import match_probability
 from ..circuit import Circuit
-from ..solvers import Solver
+from ..options import FitOptions
 
 # attrs of a match_probability Dataset that a sweep stores as per-point variables: attr -> (variable, string width)
 _ATTR_VARIABLES = {"solver": ("solver", 8), "last_round_gain": ("last_round_gain", 0),
@@ -40,13 +40,9 @@ class PointTask:
     alloc : Allocation
     m, trials, seed : int
         Probes, draws and the trial seed passed to :func:`neurosubset.match_probability`.
-    tol : float
-    solver : Auto, LeastSquares or LevenbergMarquardt
-    certificate : bool
-    dale, stable : bool
-        Passed to :func:`neurosubset.match_probability`.
-    device : str
-        Where the LM runs (``"cpu"`` or ``"cuda"``; decisions identical to rounding, so it is not hashed).
+    options : FitOptions
+        The point's fit options (validated once by :func:`neurosubset.sweep`, with this point's ``dale`` and
+        ``stable`` and one torch thread), passed to :func:`neurosubset.match_probability` as they are.
     """
 
     index: tuple[int, ...]
@@ -55,12 +51,7 @@ class PointTask:
     m: int
     trials: int
     seed: int
-    tol: float
-    solver: Solver
-    certificate: bool
-    dale: bool
-    stable: bool
-    device: str = "cpu"
+    options: FitOptions
 
 
 @lru_cache(maxsize=8)
@@ -70,10 +61,8 @@ def _circuit(toml_text: str) -> Circuit:
 
 def run_point(task: PointTask) -> xr.Dataset:
     """Compute one sweep point (in a worker process or in the caller): the :func:`match_probability` Dataset."""
-    # one torch thread (threads=1): every point computes the same way whichever worker runs it
     return match_probability(_circuit(task.circuit_toml), task.alloc, task.m, task.trials, task.seed,
-                             solver=task.solver, tol=task.tol, certificate=task.certificate, threads=1,
-                             dale=task.dale, stable=task.stable, device=task.device)
+                             options=task.options)
 
 
 def _is_point_variable(name: str) -> bool:
