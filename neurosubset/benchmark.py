@@ -39,19 +39,17 @@ import xarray as xr
 from . import _schema
 from ._checks import NonFiniteOutputWarning, ParameterError, check_flag, check_int
 from ._memory import chunk_trials
-from ._schema import NO_SOLUTION, NON_FINITE, UNSTABLE, meta, var_name, version
-from .dynamics.stability import loops, max_real_eig, plastic_in_loops, stability_applies
+from ._schema import NON_FINITE, UNSTABLE, meta, var_name, version
+from .dynamics.stability import loops, max_real_eig, stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
-from .solvers.bounded import sign_bounds, solve_exact
-from .solvers.exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
-from .solvers.lm import relative_residual
-from .solvers.multistart import multistart
-from .solvers.options import LIFT_HIDDEN, SteadyLifting
-from .solvers.lifted import lifted_then_lm, lifting_applicable
+from .solvers.bounded import sign_bounds
+from .solvers.chain import Batch, Problem, decider_chain, resolve, run_chain
+from .solvers.options import SteadyLifting
+from .solvers.lifted import lifting_applicable
 from .options import DEFAULT_TOL, FitOptions, fit_options
 from .results import fit_dataset, student_weights, teacher_weights, wilson_interval
 from .theory import Certificate, certify
@@ -110,6 +108,9 @@ class FitResult:
         synapse is signed; always 0 with ``dale``).
     decision : numpy.ndarray or None
         ``(trial,)`` int8 :data:`neurosubset._schema.DECISION`: the decider that settled each trial.
+    outcome : numpy.ndarray or None
+        ``(trial,)`` int8 :data:`neurosubset._schema.OUTCOME`: a witness (proven_match), a proof of no match
+        (proven_no_match) or neither (undecided).
     """
 
     trials: Trials
@@ -129,6 +130,7 @@ class FitResult:
     max_real_eig: np.ndarray | None = None
     sign_violations: np.ndarray | None = None
     decision: np.ndarray | None = None
+    outcome: np.ndarray | None = None
 
     @property
     def student_stable(self) -> np.ndarray | None:
@@ -256,9 +258,10 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
     solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
     device = torch.device(options.device)
     with torch_threads(options.threads):
-        solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
+        _check_lifted(circuit, alloc, solver)
+        resolved = resolve(decider_chain(solver, dale=dale), _problem(circuit, alloc, m, trials, seed, dale))
         # refuse, before any draw, what the machine cannot hold even one trial at a time
-        size = chunk_trials(circuit, alloc, m, trials, solver, chunk=options.chunk, max_memory=options.max_memory,
+        size = chunk_trials(circuit, alloc, m, trials, resolved, chunk=options.chunk, max_memory=options.max_memory,
                             what="fit")
         zero = cert is not None and cert.verdict == "zero"
         parts = []
@@ -270,19 +273,18 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
     return parts[0] if len(parts) == 1 else _concat(parts)
 
 
-def _resolve(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, solver: Solver,
-             dale: bool) -> Solver:
-    """:class:`Auto` made concrete (exact deciders wherever the problem allows one, the LM otherwise)."""
+def _check_lifted(circuit: Circuit, alloc: Allocation, solver: Solver) -> None:
+    """Refuse ``solver="lifted"`` where the lifted rates do not apply (one line)."""
     if isinstance(solver, SteadyLifting) and not lifting_applicable(circuit, alloc, solver):
         raise ParameterError(f"solver 'lifted' needs a linear steady circuit; {circuit.name!r} "
                              f"is {circuit.nonlinearity} {circuit.dynamics}. Use one of 'auto', 'lstsq', 'lm'.")
-    if not isinstance(solver, Auto):
-        return solver
-    signs = sign_bounds(circuit, alloc)
-    affine = is_affine(circuit, alloc, seed=seed)
-    large = circuit.n_neurons("hidden") >= LIFT_HIDDEN
-    return (not affine and (exact_decider(circuit, alloc, m, dale and signs.active, trials)
-                            or (large and lifting_applicable(circuit, alloc, solver)))) or solver.resolve(affine)
+
+
+def _problem(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, dale: bool,
+             zero: bool = False) -> Problem:
+    """What the deciders' applicability depends on (no draws needed)."""
+    signed = dale and sign_bounds(circuit, alloc).active
+    return Problem(circuit, alloc, m, trials, affine=is_affine(circuit, alloc, seed=seed), signed=signed, zero=zero)
 
 
 def _without_weights(res: FitResult) -> FitResult:
@@ -309,7 +311,7 @@ def _concat(parts: list[FitResult]) -> FitResult:
         parts[0], trials=draws, student=dicts([p.student for p in parts]), theta=field("theta"),
         residual=field("residual"), matched=matched, restarts=field("restarts"), mp_by_round=counts / matched.size,
         status=field("status"), exact=all(p.exact for p in parts), max_real_eig=field("max_real_eig"),
-        sign_violations=field("sign_violations"), decision=field("decision"))
+        sign_violations=field("sign_violations"), decision=field("decision"), outcome=field("outcome"))
 
 
 def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
@@ -335,53 +337,35 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     found = loops(circuit) if need_stable else ()  # once: the LM asks about many iterates
     admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()},
                                                 found) < 1.0) if need_stable else None
-    solver = _resolve(circuit, alloc, m, trials, seed, solver, dale)
     own = [draws.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names]
     own = to_t(np.concatenate(own, axis=-1) if own else np.zeros((trials, 0)))  # the student's own plastic values
     sigma, on = circuit.init_scale(alloc), (lambda a: a.to(device))
     work = (lambda: fmap if device.type == "cpu" else PlasticMap(  # the LM's copy, built only where it runs
         circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes)))
-    if zero:  # the certificate's rank deficit decides every trial: nothing to fit, the student stays as drawn
-        theta = own
-        resid = relative_residual(fmap(theta), targets)
-        status, n_rest = np.full(trials, NO_SOLUTION, dtype=np.int8), np.zeros(trials, dtype=np.int64)
-        history, exact, decision = [0.0] * getattr(solver, "max_rounds", 1), True, _schema.CERTIFICATE_DECISION
-    elif isinstance(solver, (ReluFeasibility, UnivariateRoots)) and alloc.size:
-        theta, resid, status, decision = solve_decider(solver, fmap, targets, alloc, bounds, tol=tol)
-        n_rest, exact = np.zeros(trials, dtype=np.int64), not (status == _schema.STALLED).any()  # stalled: undecided
-    elif isinstance(solver, LeastSquares) or alloc.size == 0:
-        solver = LeastSquares()
-        theta, resid, status = solve_exact(fmap, targets, bounds, tol=tol)
-        decision = _schema.BOUNDED_DECISION if bounds is not None else _schema.LEAST_SQUARES_DECISION
-        n_rest = np.zeros(trials, dtype=np.int64)
-        # a plastic synapse inside a recurrent loop can move eig W: one exact fit being unstable then proves nothing
-        exact = not (need_stable and plastic_in_loops(circuit, alloc.counts))
-    elif isinstance(solver, SteadyLifting):  # exact where the lifted rates decide, the LM for the rest
-        theta, resid, n_rest, history, status, decision = lifted_then_lm(
-            fmap, work(), targets, own, alloc, solver, sigma=sigma, seed=seed, tol=tol, progress=progress,
-            bounds=bounds, admissible=admissible, first=first, device=device)
-        exact = bool((decision == _schema.LIFTED_DECISION).all())
-    else:
-        out = multistart(work(), on(targets), sigma, solver, seed=seed, tol=tol, progress=progress, bounds=bounds,
-                         admissible=admissible, first=first)
-        theta, resid, n_rest, history, status = out.theta.cpu(), out.residual.cpu(), out.restarts, out.history, \
-            out.status
-        exact, decision = False, _schema.LM_DECISION
+    batch = Batch(_problem(circuit, alloc, m, trials, seed, dale, zero), fmap, work, targets, own, alloc, sigma,
+                  bounds, admissible, tol, seed, first, device=device, progress=progress)
+    out = run_chain(decider_chain(solver, dale=dale), batch)  # exact deciders first, the LM last
+    theta, resid, status, decision, outcome = out.theta, out.residual, out.status, out.decision, out.outcome
+    n_rest, history, solver = out.restarts, out.history, out.solver
     student = {k: v.cpu().numpy() for k, v in fmap.weights(theta).items()}
     resid_np = resid.cpu().numpy()
     matched = (resid_np < tol) & (not zero)
     max_re = max_real_eig(circuit, student) if steady else (  # e.g. nonlinear continuous: reported, not required
         circuit.dynamics.local_stability(circuit, fmap.weights(theta), fmap.probes))
-    if need_stable:  # checked on the weights reported, whatever the solver did
+    if need_stable:  # checked on the weights reported, whatever the solver did: an unstable witness proves nothing
         unstable = matched & ~(max_re < 1.0)
         matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
-    if isinstance(solver, (LeastSquares, ReluFeasibility, UnivariateRoots)) and not zero:
-        history = [float((resid < tol).double().mean())] if not need_stable else [float(matched.mean())]
+        outcome = np.where(unstable, np.int8(_schema.UNDECIDED), outcome)
+    if not out.from_rounds:  # no restart rounds ran: the matched fraction, over the rounds the result records
+        history = [float(matched.mean())] * len(history)
+    # exact: every trial settled by an exact decider. An LM match is a witness of its trial, yet an LM count stays
+    # a lower bound on MP: decision_kind keeps that meaning, and the bracket (mp_lower, mp_upper) uses the outcomes
+    exact = bool(((outcome != _schema.UNDECIDED) & (decision != _schema.LM_DECISION)).all())
     theta_np = theta.cpu().numpy()
     return FitResult(draws, student, theta_np, resid_np, matched, n_rest, np.array(history), solver.name, tol,
                      status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
                      sign_violations=signs.violations(theta_np) if signs.active else None,
-                     decision=np.full(trials, decision, dtype=np.int8))
+                     decision=decision.astype(np.int8), outcome=outcome.astype(np.int8))
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,
@@ -457,7 +441,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                            dale=options.dale, stable=options.stable)
     res = _request(circuit, alloc, m, trials, seed, options=options, progress=progress, keep_weights=return_weights,
                    cert=cert)
-    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, requested=options.solver, return_weights=return_weights)
+    ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, options=options, return_weights=return_weights)
     overflowed = int((res.status == NON_FINITE).sum())
     if overflowed:
         warnings.warn(f"In {overflowed} of {res.status.size} trials the outputs overflowed to inf/NaN (fit_status "

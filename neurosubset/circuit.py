@@ -103,9 +103,9 @@ class Circuit(IndexLayout, WeightDistribution):
         object.__setattr__(self, "steps", check_int("steps", self.steps, minimum=1, error=CircuitSpecError))
         object.__setattr__(self, "seed", check_int("seed", self.seed, minimum=0, error=CircuitSpecError))
         check_graph(self.regions, self.projections)
+        _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
         self.dynamics.validate(self)  # e.g. tau, duration, dt, readout, nonlinearity; a DAG for feedforward
         _check_outputs_reached(self)  # by synapses that exist, not only by declared projections
-        _check_circuit_memory(self)  # before any dense matrix or eigen-solve: refuse what the machine cannot hold
         if stability_applies(self):  # steady: max Re(eig W) < 1; linear continuous: max Re eig(T^-1 (W - I)) < 0
             # judged on teacher draws; refused when most draws are unstable (inhibition-stabilized circuits, radius
             # > 1 with real parts < 1, are accepted)

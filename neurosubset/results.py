@@ -9,7 +9,6 @@ attrs come from :mod:`neurosubset._schema`; the Dataset follows CF-1.8 (``tests/
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from statistics import NormalDist
 from typing import Any
@@ -23,7 +22,7 @@ from .dynamics.stability import stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
 from .connectivity import synapse_name_coords, weight_name_coords
-from .solvers import LevenbergMarquardt, Solver
+from .options import FitOptions, config_hash, constraints_act, hashed_config
 
 
 def wilson_interval(matched: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -48,12 +47,26 @@ def wilson_interval(matched: int, trials: int, confidence: float = 0.95) -> tupl
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: int,
-                requested: Solver | None = None, return_weights: bool = False) -> xr.Dataset:
+def mp_bracket(proven_match: int, proven_no_match: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The bracket of MP from a count of witnesses and a count of proofs of no match among ``trials``.
+
+    ``lower`` = Wilson lower limit of ``proven_match / trials``, ``upper`` = 1 - Wilson lower limit of
+    ``proven_no_match / trials``, each at level ``1 - alpha / 2`` (so the bracket covers MP with probability at
+    least ``1 - alpha``). Where every trial is decided (``proven_match + proven_no_match == trials``) it is the
+    two-sided ``1 - alpha`` Wilson interval of the match rate, computed as such.
+    """
+    low, high = wilson_interval(proven_match, trials, 1 - alpha)
+    if proven_match + proven_no_match == trials:
+        return low, high
+    return low, 1.0 - wilson_interval(proven_no_match, trials, 1 - alpha)[0]
+
+
+def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: int, options: FitOptions,
+                return_weights: bool = False) -> xr.Dataset:
     """Package a :class:`neurosubset.benchmark.FitResult` as the Dataset :func:`match_probability` returns.
 
-    ``requested`` is the solver object asked for (its LM fields are recorded when the LM ran; default: the one
-    that ran).
+    ``options`` are the fit options asked for (its solver is recorded as ``solver_requested``; the configuration
+    hash follows :func:`neurosubset.options.hashed_config` with the solver that ran).
     """
     trials = res.matched.size
     k = int(res.matched.sum())
@@ -70,6 +83,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         "mp_by_round": ("round", res.mp_by_round, meta("mp_by_round")),
         **_constraint_variables(res),
         **({} if res.decision is None else {"decision": ("trial", res.decision, meta("decision"))}),
+        **_bracket_variables(res),
     }
     synapses = _synapses(circuit, alloc)
     data["mask_synapse"] = ("synapse", synapses.pop("plastic"), meta("mask_synapse"))
@@ -84,34 +98,16 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         data["probes"] = (probe_dims, res.trials.probes, meta("probes"))
         data["theta"] = (("trial", "plastic_synapse"), res.theta, meta("theta"))
     last_gain = float(res.mp_by_round[-1] - res.mp_by_round[-2]) if res.mp_by_round.size > 1 else 0.0
-    lm = res.options if isinstance(res.options, LevenbergMarquardt) else None
-    config = {
-        "circuit": circuit.to_toml(),
-        "circuit_name": circuit.name,
-        "allocation_strategy": alloc.strategy,
-        "allocation_hash": alloc.hash,
-        "allocation_size": alloc.size,
-        "allocation_counts": json.dumps(alloc.counts),
-        "m": m,
-        "trials": trials,
-        "seed": seed,
-        "solver": res.solver,
-        "tolerance": res.tol,
-        "restarts_per_round": lm.restarts if lm else 0,
-        "max_rounds": lm.max_rounds if lm else 0,
-        "lm_steps": lm.iterations if lm else 0,
-    }
-    if lm and lm.widen != LevenbergMarquardt.widen:  # hashed only when not the default, so old hashes still hold
-        config["lm_widen"] = lm.widen
-    # the constraints are hashed only where they can act (signed regions; steady dynamics), so the unconstrained
-    # configuration and circuits that the flags cannot change keep their hashes
-    if res.dale and any(r.sign is not None for r in circuit.regions):
-        config["dale"] = 1
-    if res.stable and stability_applies(circuit):
-        config["stable"] = 1
+    rest = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "allocation_strategy": alloc.strategy,
+            "allocation_hash": alloc.hash, "allocation_size": alloc.size,
+            "allocation_counts": json.dumps(alloc.counts), "m": m, "trials": trials, "seed": seed}
+    # the one hash rule (neurosubset.options): the solver that ran, its LM fields (0 for exact deciders), the
+    # constraints only where they can act, so that every stored config_hash still holds
+    dale_acts, stable_acts = constraints_act(circuit)
+    config = hashed_config(options, rest, kind="mp", dale_acts=dale_acts, stable_acts=stable_acts, ran=res.options)
     attrs = {"title": f"neurosubset match probability of {circuit.name}", **config,
-             "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-             "solver_requested": (requested or res.options).name,
+             "config_hash": config_hash(config),
+             "solver_requested": options.solver.name,
              "last_round_gain": last_gain,
              "dale": int(res.dale), "stable": int(res.stable),
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
@@ -201,6 +197,17 @@ def decision_kind(ds: xr.Dataset) -> Any:
         old = ds["mp_estimate"]
         return old.copy(data=np.vectorize(lambda v: _OLD_KINDS.get(str(v), str(v)), otypes=[object])(old.values))
     raise KeyError("The Dataset has no decision_kind (nor mp_estimate) attr or variable.")
+
+
+def _bracket_variables(res: Any) -> dict[str, tuple]:
+    """``outcome (trial)`` and the bracket ``mp_lower``, ``mp_upper`` (none for results without outcomes)."""
+    if getattr(res, "outcome", None) is None:
+        return {}
+    n = res.outcome.size
+    lower, upper = mp_bracket(int((res.outcome == _schema.PROVEN_MATCH).sum()),
+                              int((res.outcome == _schema.PROVEN_NO_MATCH).sum()), n)
+    return {"outcome": ("trial", res.outcome, meta("outcome")), "mp_lower": ((), lower, meta("mp_lower")),
+            "mp_upper": ((), upper, meta("mp_upper"))}
 
 
 def _constraint_variables(res: Any) -> dict[str, tuple]:

@@ -308,8 +308,8 @@ def test_a_witness_without_a_steady_state_leaves_its_trial_open_instead_of_raisi
     targets = forward(c, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
     # trial 0 at w01 = w10 = 1: I - W_AA = [[1, -1], [-1, 1]] is singular; trial 1 at 0.5 has a steady state
     theta = t(np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 0.5, 0.5, 0.0]]))
-    with pytest.raises(RuntimeError):
-        fmap(theta)
+    out = fmap(theta)  # a singular I - W gives non-finite outputs for that trial (lu_factor_ex), not a raise
+    assert not torch.isfinite(out[0]).all() and torch.isfinite(out[1]).all(), out
     resid = _residuals(fmap, theta, targets)
     assert torch.isinf(resid[0]) and torch.isfinite(resid[1])
     a = np.array([[1.0, -0.5], [-0.5, 1.0]])  # I - W_AA of trial 1, by hand

@@ -7,6 +7,9 @@
 - :mod:`.bounded`: sign bounds (Dale's law) and bounded least squares; :mod:`.exact`: the other exact deciders
   (shallow ReLU feasibility by LPs, the real roots of a univariate polynomial) that :class:`Auto` picks;
   :mod:`.lifted`: linear steady circuits with the rates as unknowns (a witness or a proof, else the LM).
+- :mod:`.chain`: the decider protocol (``applicable`` / ``decide`` -> a per-trial outcome: proven_match,
+  proven_no_match or undecided) and the ordered chain a requested solver runs (exact deciders first, the LM last).
+- :mod:`.device`: the ``device`` parameter (``"cpu"``, or ``"cuda"`` where torch sees a GPU).
 
 A problem batch is any object with ``value_and_jacobian(theta)``, ``__call__(theta)``, ``jacobian(theta)``,
 ``subset(index)`` and ``size`` (:class:`neurosubset.dynamics.PlasticMap` is the one the benchmark uses).

@@ -23,7 +23,7 @@ from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import PlasticMap
 from .._schema import INFEASIBLE, NO_SOLUTION
-from .lm import relative_residual, solve_affine
+from .lm import relative_residual, solve_affine, trial_status
 
 __all__ = ["Bounds", "sign_bounds", "solve_bounded", "solve_exact"]
 
@@ -137,8 +137,6 @@ def solve_exact(fmap: PlasticMap, targets: torch.Tensor, bounds: Bounds | None, 
     unbounded least squares matches (solvable, but not with these signs) and ``no_solution`` where even that fails.
     The residual is recomputed from the assembled student weights.
     """
-    from .multistart import trial_status
-
     theta = solve_affine(fmap, targets)
     resid = relative_residual(fmap(theta), targets)
     if bounds is None:

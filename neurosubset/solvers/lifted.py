@@ -24,7 +24,7 @@ it finds solutions but refutes none), and each free or exact row's values follow
   from its weights below ``tol``): a witness, exact;
 - **no_solution** where the necessary linear equations are inconsistent (relative least-squares residual above
   ``tol``), exact;
-- otherwise undecided: :func:`lifted_then_lm` fits those trials with the LM (a lower bound), as it does matches
+- otherwise undecided: the decider chain (:mod:`neurosubset.solvers.chain`) hands those trials to the LM (a lower bound), as it does matches
   the stability requirement refuses.
 
 The linear algebra per trial is a few SVDs of at most ``N m x N_hidden m`` (worm, m = 2: 856 x 604) plus one small
@@ -32,22 +32,19 @@ least-squares problem per row: under a second per worm trial where the LM needs 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from .._schema import LIFTED_DECISION, LM_DECISION, MATCHED, NO_SOLUTION, STALLED
+from .._schema import MATCHED, NO_SOLUTION, STALLED
 from ..dynamics import Steady
 from ..dynamics.blocks import block_matrix
 from .lm import relative_residual
-from .multistart import multistart
 from .options import LevenbergMarquardt, SteadyLifting
 
-__all__ = ["SteadyLifting", "lifting_applicable", "solve_lifted", "lifted_then_lm"]
+__all__ = ["SteadyLifting", "lifting_applicable", "solve_lifted"]
 
 
 def lifting_applicable(circuit, alloc, solver: LevenbergMarquardt) -> SteadyLifting | None:
@@ -315,38 +312,3 @@ def _residuals(fmap, theta: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
             except RuntimeError:
                 pass
         return out
-
-
-def lifted_then_lm(fmap, work, targets: torch.Tensor, theta0: torch.Tensor, alloc, solver: SteadyLifting, *,
-                   sigma: np.ndarray, seed: int, tol: float, progress: bool, bounds, admissible: Callable | None,
-                   first: int, device: torch.device) -> tuple[Any, ...]:
-    """:func:`solve_lifted` on every trial, then the LM's multi-start on the trials it left undecided.
-
-    A lifted match that ``admissible`` refuses (an unstable student) is undecided too. ``work`` is ``fmap`` on
-    ``device`` (where the LM runs); restart seeds use the trials' global indices, as in one batch.
-
-    Returns
-    -------
-    tuple
-        ``theta``, ``residual`` (CPU tensors), ``restarts (trial,)``, ``history`` (matched fraction after each of
-        ``solver.max_rounds`` rounds, over all trials), ``status (trial,)`` int8, ``decision (trial,)`` int8.
-    """
-    theta, resid, status = solve_lifted(fmap, targets, theta0, alloc, bounds, tol=tol)
-    if admissible is not None and (status == MATCHED).any():
-        hit = torch.as_tensor(np.flatnonzero(status == MATCHED))
-        ok = np.asarray(admissible(fmap.subset(hit), theta[hit]), dtype=bool)
-        status[hit.numpy()[~ok]] = STALLED
-    trials = status.size
-    n_rest, decision = np.zeros(trials, dtype=np.int64), np.full(trials, LIFTED_DECISION, dtype=np.int8)
-    rest = np.flatnonzero(status == STALLED)
-    done = float((status == MATCHED).sum())
-    if rest.size == 0:
-        return theta, resid, n_rest, [done / trials] * solver.max_rounds, status, decision
-    sel = torch.as_tensor(rest)
-    out = multistart(work.subset(sel.to(device)), targets[sel].to(device), sigma, solver, seed=seed, tol=tol,
-                     progress=progress, bounds=bounds, admissible=admissible, trial_ids=first + rest)
-    theta, resid = theta.clone(), resid.clone()
-    theta[sel], resid[sel] = out.theta.cpu(), out.residual.cpu()
-    status[rest], n_rest[rest], decision[rest] = out.status, out.restarts, LM_DECISION
-    history = [(done + h * rest.size) / trials for h in out.history]
-    return theta, resid, n_rest, history, status, decision

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._schema import MATCHED, NON_FINITE
 from ..dynamics import PlasticMap
 
 _SEPARATE_MIN = 128  # plastic values from which solve_affine solves independent blocks apart
@@ -318,3 +319,12 @@ def _projected_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, th: to
     delta = _marquardt_step(jac.masked_fill(held.unsqueeze(-2), 0.0), r, mu)
     th_new = torch.minimum(torch.maximum(th + delta, lower), upper)
     return th_new, th_new - th
+
+
+def trial_status(residual: torch.Tensor, tol: float, *, unmatched: np.ndarray | int) -> np.ndarray:
+    """``(trial,)`` int8 FIT_STATUS: matched below ``tol``, non_finite for inf/NaN, else ``unmatched``."""
+    res = residual.cpu().numpy()
+    out = np.broadcast_to(np.asarray(unmatched, dtype=np.int8), res.shape).copy()
+    out[~np.isfinite(res)] = NON_FINITE
+    out[res < tol] = MATCHED
+    return out

@@ -22,7 +22,7 @@ import torch
 from .._schema import ITERATION_CAP, MATCHED, NO_DESCENT, NON_FINITE, STALLED, UNSTABLE
 from .bounded import Bounds
 from .lm import (LM_CAPPED, LM_CONVERGED, LM_INADMISSIBLE, LM_NO_DESCENT, LM_NON_FINITE, LM_STALLED, LMResult,
-                 levenberg_marquardt, relative_residual)
+                 levenberg_marquardt, relative_residual, trial_status)
 from .options import LevenbergMarquardt
 
 _MAX_DOUBLINGS = 3  # round r runs iterations * 2**min(r, 3) LM iterations
@@ -177,15 +177,6 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     if refused is not None:
         status[(status == MATCHED) & (unmatched == UNSTABLE)] = UNSTABLE
     return MultiStartResult(best_theta, resid, n_rest, history, status)
-
-
-def trial_status(residual: torch.Tensor, tol: float, *, unmatched: np.ndarray | int) -> np.ndarray:
-    """``(trial,)`` int8 FIT_STATUS: matched below ``tol``, non_finite for inf/NaN, else ``unmatched``."""
-    res = residual.cpu().numpy()
-    out = np.broadcast_to(np.asarray(unmatched, dtype=np.int8), res.shape).copy()
-    out[~np.isfinite(res)] = NON_FINITE
-    out[res < tol] = MATCHED
-    return out
 
 
 @dataclass(frozen=True)
