@@ -112,21 +112,9 @@ def stability_applies(circuit: Circuit) -> bool:
 
 
 def max_real_eig(circuit: Circuit, weights: Mapping[str, Any], found: tuple[Loop, ...] | None = None) -> np.ndarray:
-    """``max Re(eig W)`` of the recurrent matrix of the fixed point (all non-input neurons), per leading index.
-
-    Parameters
-    ----------
-    circuit : Circuit
-    weights : dict
-        Weight name -> array ``(..., n_post, n_pre)`` (numpy, or torch on the CPU).
-    found : tuple of Loop, optional
-        ``loops(circuit)``, where a caller asks about many draws of one circuit (default: computed here).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(...)`` float64. At least 0: read-out neurons never project, so ``W`` always has zero eigenvalues.
-    """
+    """``max Re(eig W)`` per leading index by ``circuit``'s stability rule: :meth:`Stability.max_real_eig`
+    (weights ``(..., n_post, n_pre)``, numpy or CPU torch; ``found``: the circuit's loops, computed once by callers
+    that ask about many draws)."""
     return _rule(circuit).max_real_eig(weights, found)
 
 

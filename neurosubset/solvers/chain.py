@@ -358,22 +358,16 @@ def decider_chain(solver: Any, *, dale: bool) -> tuple[Decider, ...]:
 
 
 @dataclass
-class ChainResult:
-    """The chain's verdicts on every trial of a batch (arrays over the batch's trials).
+class ChainResult(Decided):
+    """The chain's verdicts on every trial of a batch (:class:`Decided` over all its trials).
 
-    ``history`` is the batch's ``mp_by_round`` where the LM ran (``from_rounds``), else the final matched fraction
-    repeated over ``len(history)`` rounds (recounted by the caller after its own admissibility check).
+    ``history`` is the batch's ``mp_by_round`` where a decider ran rounds (``from_rounds``), else the final matched
+    fraction repeated over the rounds the result records (recounted by the caller after its own admissibility
+    check); ``solver`` the object recorded for the first decider that applied (and records).
     """
 
-    theta: torch.Tensor
-    residual: torch.Tensor
-    status: np.ndarray
-    decision: np.ndarray
-    outcome: np.ndarray
-    restarts: np.ndarray
-    history: list[float]
-    from_rounds: bool
-    solver: Any  # the object recorded for the first decider that applied (and records)
+    from_rounds: bool = False
+    solver: Any = None
 
 
 def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
@@ -414,8 +408,8 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
             break
     if history is None:
         return ChainResult(theta, resid, status, decision, outcome, restarts,
-                           [float((status == MATCHED).sum()) / n] * rounds, False, recorded)
-    return ChainResult(theta, resid, status, decision, outcome, restarts, history, True, recorded)
+                           [float((status == MATCHED).sum()) / n] * rounds, from_rounds=False, solver=recorded)
+    return ChainResult(theta, resid, status, decision, outcome, restarts, history, from_rounds=True, solver=recorded)
 
 
 def resolve(chain: Sequence[Decider], problem: Problem) -> Any:
