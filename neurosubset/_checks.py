@@ -38,6 +38,9 @@ def check_choice(field: str, value: Any, allowed: Iterable[Any], *, error: type[
         raise error(f"The {field!r} parameter must be one of {allowed}. Got {value!r} instead.")
 
 
+MAX_SEED = 2**63 - 1  # the largest seed the writers store (an int64 attr or variable in netCDF and zarr)
+
+
 def check_flag(field: str, value: Any) -> bool:
     """Return ``value`` as a bool, or raise :class:`ParameterError` unless it is True or False."""
     if not isinstance(value, (bool, np.bool_)):

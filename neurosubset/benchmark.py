@@ -37,7 +37,7 @@ import torch
 import xarray as xr
 
 from . import _schema
-from ._checks import NonFiniteOutputWarning, ParameterError, check_flag, check_int
+from ._checks import MAX_SEED, NonFiniteOutputWarning, ParameterError, check_flag, check_int
 from ._memory import chunk_trials
 from ._schema import NON_FINITE, UNSTABLE, meta, var_name, version
 from .dynamics.stability import loops, max_real_eig, stability_applies
@@ -235,7 +235,7 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
     chunked fit."""
     m = check_int("m", m, minimum=1)
     trials = check_int("trials", trials, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if set(alloc.masks) != set(circuit.weight_names):
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")

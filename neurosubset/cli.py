@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._checks import NeurosubsetError, NonFiniteOutputWarning
+from ._checks import MAX_SEED, NeurosubsetError, NonFiniteOutputWarning
 from ._outputs import FIGURE_FORMATS, check_output, check_writable, write_dataset, write_figure
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_name
 from .allocation import STRATEGIES, allocate
@@ -87,6 +87,17 @@ def parse_fractions(text: str | None) -> dict[str, float] | None:
         except ValueError:
             raise CLIError(f"--fractions: {value!r} (for {key.strip()!r}) is not a number.") from None
     return out
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer the writers can store (0 .. 2^63 - 1), refused before any work otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer. Got {text!r}.") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED} (what result files store). Got {text}.")
+    return value
 
 
 def parse_list(text: str | None, kind: Callable = str, *, option: str = "") -> list | None:
@@ -379,7 +390,7 @@ def _add_mp_and_sweep(parser: argparse.ArgumentParser, *, sweep: bool) -> None:
         parser.add_argument("--m", type=int, required=True, help="number of probes")
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                         help=f"teacher/student/probe draws{' per point' if sweep else ''} (default {DEFAULT_TRIALS})")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of every draw (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="base seed of every draw (default 0)")
     parser.add_argument("--workers", type=int,
                         help="local worker processes, one torch thread each (default 1)" if sweep else
                         "torch threads for the one batched fit of all trials (default 1; on a loaded machine one "

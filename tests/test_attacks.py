@@ -1,9 +1,7 @@
 """Issue 26: the adversarial user's attacks, one test per finding (named by its number), beside attacks that held.
 
-Fixed findings are plain tests (each failed on the code before its fix; 5-8, 11, 17, 18 and 20 were strict xfails
-until their fixes landed). Finding 16 (a seed the writers cannot store) is still an ``xfail(strict=True)`` test that
-exercises the bug and turns into a failure (XPASS) the day it is fixed. Runaway reproductions (item 14, memory
-climbing to GBs) are not run here, except where a refusal now stops them up front (``plot --dpi``), in a
+Fixed findings are plain tests (each failed on the code before its fix; 5-8, 11, 16-18 and 20 were strict xfails
+until their fixes landed). Runaway reproductions (item 14, memory climbing to GBs) are not run here, except where a refusal now stops them up front (``plot --dpi``), in a
 subprocess under an address-space cap.
 
 Every store is tiny (an affine two-input circuit: exact least squares, milliseconds per point) and lives in
@@ -28,7 +26,6 @@ from neurosubset.sweeps import export, open_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 120  # bound on any subprocess of this module (they take seconds)
-DECIDER = "issue 26 #{}: fixed after the decider chain"
 
 
 def two_inputs() -> Circuit:
@@ -359,8 +356,8 @@ def test_14_plot_dpi_20000_is_refused_up_front(tmp_path, store):
     assert not list(tmp_path.glob("f_*"))
 
 
-# ============================================================ fixed with the architecture work (5-8, 11, 17, 18, 20)
-# (16 still a strict xfail: its refusal belongs to the options object's seed field)
+# ============================================================ fixed with the architecture work (5-8, 11, 16-18, 20)
+# (16: seeds beyond what the writers store, refused by the CLI's parser and by the Python API)
 NAMED = ('connectivity = "c.csv"\n[regions.A]\nsize = 3\nrole = "input"\nneurons = ["a0", "a1", "a2"]\n'
          '[regions.O]\nsize = 2\nrole = "output"\nneurons = ["o0", "o1"]\n[[projections]]\npre = "A"\npost = "O"\n')
 
@@ -422,14 +419,16 @@ def test_11_meaningless_tolerances_are_refused(tol):
         ns.match_probability(c, ns.allocate(c, 3, seed=0), m=2, trials=2, tol=tol)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DECIDER.format(16))
 def test_16_a_seed_the_writers_cannot_store_is_refused_before_computing(tmp_path, no_compute, capsys):
-    try:
-        rc = cli.main(["sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--seed",
-                       "1180591620717411303424", "--out", str(tmp_path / "s.zarr")])
-    except AssertionError as exc:
-        raise AssertionError(f"computed before refusing the seed: {exc}") from exc
-    assert rc == 2 and "--seed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it while parsing: before any work
+        cli.main(["sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--seed",
+                  "1180591620717411303424", "--out", str(tmp_path / "s.zarr")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--seed" in err and "must be between 0 and 9223372036854775807" in err, err
+    assert not (tmp_path / "s.zarr").exists()
+    c = two_inputs()  # the Python API refuses it as well, before computing
+    with pytest.raises(ns.ParameterError, match="'seed' parameter must be <= 9223372036854775807"):
+        ns.match_probability(c, ns.allocate(c, 3, seed=0), m=2, trials=2, seed=2**70)
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe" + "pre,post,count\n".encode("utf-16-le"),

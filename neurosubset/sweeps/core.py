@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._checks import AllocationError, ParameterError, check_choice, check_int, check_names
+from .._checks import MAX_SEED, AllocationError, ParameterError, check_choice, check_int, check_names
 from .._memory import available_bytes, chunk_trials
 from .._outputs import check_output
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
@@ -166,7 +166,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
     for s in strategies:
         check_choice("strategy", s, STRATEGIES, error=AllocationError)
     trials = check_int("trials", trials, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     workers = check_int("workers", workers, minimum=1)
     if isinstance(within, str):
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
