@@ -32,6 +32,7 @@ from .circuit import Region as Region
 from .circuit import feedforward as feedforward
 from .circuit import linear_rnn as linear_rnn
 from .simulate import simulate as simulate
+from ._outputs import write as write
 from .schema import LayoutError as LayoutError
 from .schema import validate_dataset as validate_dataset
 from .connectome import celegans as celegans  # cect itself is imported only when a connectome is built
@@ -83,8 +84,8 @@ __all__ = [
     "spiking_check", "spiking_compare", "spikecheck", "SpikingSettings", "SpikingSettingsError",
     # fitting recorded responses: which synapses could have changed?
     "fit_responses", "localize", "projection_candidates", "region_candidates",
-    # declared result layouts (neurosubset.schema)
-    "validate_dataset", "LayoutError",
+    # declared result layouts (neurosubset.schema) and the CF-clean writer
+    "validate_dataset", "LayoutError", "write",
     # sweeps
     "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
     "dirichlet_grid", "density_grid", "DensityGrid", "paired_difference", "plot_allocation",

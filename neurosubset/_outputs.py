@@ -17,7 +17,10 @@
 - Files are written next to their final path under a temporary name, fsync'ed, then renamed into place, so that a
   kill or a full disk leaves the old file (or nothing), never half a file.
 - netCDF files are written CF-clean (:func:`neurosubset._schema.cf_encoding`: strings as char arrays, coordinates
-  without ``_FillValue``; ``flag_values`` of the stored type), whatever store the Dataset was read from.
+  without ``_FillValue``; ``flag_values`` of the stored type), whatever store the Dataset was read from. This is
+  the one place where CF encoding happens: the Datasets the toolkit returns hold values and their attrs only, no
+  netCDF encoding, so a plain ``ds.to_netcdf(path)`` writes netCDF-4 strings and 64-bit integers that the CF
+  checkers refuse. :func:`write` (``neurosubset.write``) and the command line's ``--out`` are the CF path.
 """
 from __future__ import annotations
 
@@ -267,6 +270,54 @@ def write_dataset(ds: Any, path: str | os.PathLike, *, overwrite: bool = False, 
                               f"space or choose another folder.") from None
         raise
     return path
+
+
+def write(ds: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a result Dataset to a CF-clean netCDF-4 file (``.nc``) or a Zarr directory (``.zarr``), atomically.
+
+    The toolkit's writer, the one the command line's ``--out`` uses: the Datasets that
+    :func:`neurosubset.match_probability`, :func:`neurosubset.localize`, :func:`neurosubset.fit_responses`,
+    :func:`neurosubset.simulate`, :func:`neurosubset.spiking_check` and the others return carry no netCDF encoding,
+    and this is where they get it (strings as char arrays, integers as int32 where they fit,
+    coordinates without ``_FillValue``, ``flag_values`` of the stored type: CF-1.8, as cfchecker and the IOOS
+    compliance-checker read it). A plain ``ds.to_netcdf(path)`` writes the same values, but netCDF-4 strings and
+    64-bit integers, which CF-1.8 does not admit. Results are never lost by a write: see
+    :mod:`neurosubset._outputs` for the rules (an existing file is replaced only with ``overwrite``; sweep stores
+    and the shipped ``data/`` files never; the parent folder must exist; the free space is checked first).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The Dataset to write (a result of the toolkit, or any Dataset with plain attrs).
+    path : str or path-like
+        The output; its suffix decides the format: ``.nc`` (netCDF-4, h5netcdf) or ``.zarr`` (Zarr v2).
+    overwrite : bool
+        Replace an existing file (or a Zarr directory the toolkit wrote).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        A suffix other than ``.nc`` / ``.zarr``, a missing parent folder, an existing output without
+        ``overwrite``, a sweep store or a shipped file, too little free space, or a disk that filled while writing
+        (nothing replaced). A :class:`neurosubset.NeurosubsetError` (a ValueError).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, xarray as xr
+    >>> import neurosubset as ns
+    >>> ff = ns.feedforward([4, 3])
+    >>> ds = ns.match_probability(ff, ns.allocate(ff, 6, seed=0), m=2, trials=3)
+    >>> out = ns.write(ds, pathlib.Path(tempfile.mkdtemp()) / "mp.nc")
+    >>> with xr.open_dataset(out, engine="h5netcdf") as back:
+    ...     float(back.mp) == float(ds.mp)
+    True
+    """
+    return write_dataset(ds, path, overwrite=overwrite)
 
 
 def _cleanup(tmp: Path) -> None:
