@@ -311,6 +311,8 @@ VARIABLES.update({
     "time_step": {"long_name": "time step since the probe's onset (discrete dynamics)", "units": "1"},
     "input": {"long_name": "probe input held over each interval", "units": "1"},
     "interval_start": {"long_name": "start of each input interval", "units": "s"},
+    "input_neuron": {"long_name": "input neuron (input regions concatenated)", "units": "1"},
+    "hidden_neuron": {"long_name": "hidden neuron (hidden regions concatenated)", "units": "1"},
     "max_real_jacobian": {"long_name": "largest real part of the eigenvalues of the vector field's Jacobian at "
                                        "the final state (T^-1 (-I + diag(phi'(z)) W_rec))", "units": "s-1"},
 })

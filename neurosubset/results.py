@@ -66,7 +66,8 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     """Package a :class:`neurosubset.benchmark.FitResult` as the Dataset :func:`match_probability` returns.
 
     ``options`` are the fit options asked for (its solver is recorded as ``solver_requested``; the configuration
-    hash follows :func:`neurosubset.options.hashed_config` with the solver that ran).
+    hash follows :func:`neurosubset.options.hashed_config` with the solver that ran). The Dataset carries no netCDF
+    encoding: write it with :func:`neurosubset.write` for a CF-clean file.
     """
     trials = res.matched.size
     k = int(res.matched.sum())
@@ -121,7 +122,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     if return_weights:  # neuron names along the weights' dims, where the circuit names its neurons
         for name in circuit.weight_names:
             coords.update(weight_name_coords(circuit, name, var_name(name)))
-    return _schema.with_cf_encoding(xr.Dataset(data, coords=coords, attrs=attrs))
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def _synapses(circuit: Circuit, alloc: Allocation) -> dict[str, np.ndarray]:

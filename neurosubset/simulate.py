@@ -91,7 +91,7 @@ def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regio
     data = {"output": ((*lead, "neuron"), cat(list(circuit.output_regions)), meta("output")),
             "input": (("probe", "interval", "input_neuron") if timed else ("probe", "input_neuron"), x.numpy(),
                       meta("input"))}
-    coords = {"probe": np.arange(x.shape[0]), **_neuron_coords(circuit, "output", "neuron"),
+    coords = {"probe": ("probe", np.arange(x.shape[0]), meta("probe")), **_neuron_coords(circuit, "output", "neuron"),
               **_neuron_coords(circuit, "input", "input_neuron")}
     for r in regions:
         stem = var_name(r)
@@ -134,5 +134,5 @@ def _neuron_coords(circuit: Circuit, role: str, dim: str) -> dict[str, tuple]:
     regions = np.array([n for n in names for _ in range(circuit.region[n].size)], dtype=str)
     within = np.array([i for n in names for i in range(circuit.region[n].size)], dtype=np.int64)
     prefix = "" if dim == "neuron" else f"{role}_"
-    return {dim: np.arange(regions.size), f"{prefix}region": (dim, regions),
-            f"{prefix}index_in_region": (dim, within), **name_coords(circuit, dim, names)}
+    return {dim: (dim, np.arange(regions.size), meta(dim)), f"{prefix}region": (dim, regions, meta("neuron_region")),
+            f"{prefix}index_in_region": (dim, within, meta("index_in_region")), **name_coords(circuit, dim, names)}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import meta, with_cf_encoding
+from .._schema import meta
 from ..allocation import Allocation
 from ..benchmark import DEFAULT_TOL, fit
 from ..circuit import Circuit
@@ -155,7 +155,7 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
                   "saturated_fraction_max": r["saturated_fraction_max"],
                   "predicted_clipped_fraction_max": r["predicted_clipped_fraction_max"],
                   "rectification_dominated": int(bool(r["flags"])), "flags": r["flags"]})
-    return with_cf_encoding(xr.Dataset(data, coords=_coords(circuit, probes.shape[0]), attrs=attrs))
+    return xr.Dataset(data, coords=_coords(circuit, probes.shape[0]), attrs=attrs)
 
 
 def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], student_weights: Mapping[str, Any],
@@ -233,7 +233,7 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
                   "flags": "; ".join(f"{k}: {v}" for k, v in flags.items())})
     ds = xr.Dataset(data, coords={**_coords(circuit, probes.shape[0]),
                                   "student": ("student", labels, meta("student"))}, attrs=attrs)
-    return with_cf_encoding(ds if many else ds.squeeze("student", drop=True))
+    return ds if many else ds.squeeze("student", drop=True)
 
 
 def continuous_kernel_tau(circuit: Circuit) -> float:
