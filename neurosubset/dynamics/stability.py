@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from ..circuit import Circuit
 
 try:  # ships with scipy's usual installs; without it eigensolves use OpenBLAS's own thread count
-    from threadpoolctl import threadpool_limits as _blas_limits
+    from threadpoolctl import ThreadpoolController
 except ImportError:  # pragma: no cover
-    _blas_limits = None
+    ThreadpoolController = None
+_BLAS: Any = None  # one controller, made at the first eigensolve: threadpool_limits re-reads /proc/self/maps on
+# every call (1.9 of the 3 ms a 4-problem ca3_ca1 stability check took), a controller scans the libraries once
 
 NEURONS = ("hidden", "output")  # the neuron vector of the fixed point
 SPEC_DRAWS = 200  # teacher draws behind a steady circuit's unstable fraction
@@ -126,7 +128,10 @@ def max_real_part(a: np.ndarray) -> float:
 def _eigvals(a: np.ndarray) -> np.ndarray:
     """``numpy.linalg.eigvals`` on one BLAS thread: on a loaded 2-core machine OpenBLAS's two threads spin, and a
     200 x 200 eigensolve took 100-700 ms instead of 17 ms (the values are LAPACK's either way)."""
-    with _blas_limits(1, user_api="blas") if _blas_limits else contextlib.nullcontext():
+    global _BLAS
+    if _BLAS is None and ThreadpoolController is not None:
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext():
         return np.linalg.eigvals(a)
 
 
