@@ -61,14 +61,18 @@ def mp_bracket(proven_match: int, proven_no_match: int, trials: int, alpha: floa
     return low, 1.0 - wilson_interval(proven_no_match, trials, 1 - alpha)[0]
 
 
-def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: int, options: FitOptions,
+def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: int, options: FitOptions | None = None,
                 return_weights: bool = False) -> xr.Dataset:
     """Package a :class:`neurosubset.benchmark.FitResult` as the Dataset :func:`match_probability` returns.
 
     ``options`` are the fit options asked for (its solver is recorded as ``solver_requested``; the configuration
-    hash follows :func:`neurosubset.options.hashed_config` with the solver that ran). The Dataset carries no netCDF
-    encoding: write it with :func:`neurosubset.write` for a CF-clean file.
+    hash follows :func:`neurosubset.options.hashed_config` with the solver that ran); by default those ``res``
+    records (the solver that ran, its ``tol``, ``dale`` and ``stable``). The configuration attrs are
+    :meth:`FitOptions.to_attrs` with the solver that ran. The Dataset carries no netCDF encoding: write it with
+    :func:`neurosubset.write` for a CF-clean file.
     """
+    if options is None:
+        options = FitOptions(solver=res.options, tol=res.tol, dale=res.dale, stable=res.stable)
     trials = res.matched.size
     k = int(res.matched.sum())
     low, high = wilson_interval(k, trials)
@@ -106,11 +110,15 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     # constraints only where they can act, so that every stored config_hash still holds
     dale_acts, stable_acts = constraints_act(circuit)
     config = hashed_config(options, rest, kind="mp", dale_acts=dale_acts, stable_acts=stable_acts, ran=res.options)
-    attrs = {"title": f"neurosubset match probability of {circuit.name}", **config,
-             "config_hash": config_hash(config),
-             "solver_requested": options.solver.name,
-             "last_round_gain": last_gain,
-             "dale": int(res.dale), "stable": int(res.stable),
+    # the options as every writer records them (FitOptions.to_attrs with the solver that ran), no ``certificate``
+    # attr (an mp result says it by its certificate_* attrs). solver, tolerance and the LM's fields are also in
+    # config, spelled alike: they keep its places, and the attrs their order of earlier versions
+    recorded = options.to_attrs(ran=res.options)
+    del recorded["certificate"]
+    requested = {"solver_requested": recorded.pop("solver_requested")}
+    flags = {k: recorded.pop(k) for k in ("dale", "stable")}
+    attrs = {"title": f"neurosubset match probability of {circuit.name}", **config, **recorded,
+             "config_hash": config_hash(config), **requested, "last_round_gain": last_gain, **flags,
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
     if stability_applies(circuit):
