@@ -46,11 +46,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from . import _schema
 from ._checks import NeurosubsetError
 
-__all__ = ["CURRENT", "KINDS", "LAYOUTS", "OPTIONAL", "REQUIRED", "Layout", "LayoutError", "Variable", "infer_kind",
-           "validate_dataset"]
+__all__ = ["CURRENT", "KINDS", "LAYOUTS", "OPTIONAL", "POINT_CONDITIONS", "REQUIRED", "Layout", "LayoutError",
+           "Variable", "infer_kind", "sweep_point_variables", "validate_dataset"]
 
 # how much a variable or attr is required
 REQUIRED = "required"  # every file of the kind has it, whatever version wrote it
@@ -58,6 +60,19 @@ CURRENT = "current"  # this version always writes it; files of earlier versions 
 OPTIONAL = "optional"  # written in some configurations only (or new and not yet written by every writer)
 _LEVELS = (REQUIRED, CURRENT, OPTIONAL)
 _STEM = "{stem}"
+
+
+# What a sweep point variable's presence depends on (Variable.when): each condition of one point (its circuit,
+# allocation and fit options), as neurosubset.sweeps.point.point_conditions evaluates it, and as
+# neurosubset.match_probability decides what to write (tests/test_layouts.py checks the two agree)
+POINT_CONDITIONS: dict[str, str] = {
+    "certificate": "the certificate option is on",
+    "stability_reported": "the circuit has a stability rule (neurosubset.dynamics.stability.stability_applies: "
+                          "steady, linear continuous) or its dynamics reports local stability (Dynamics."
+                          "local_stability: nonlinear continuous)",
+    "stable_required": "the point's stable option is on",
+    "signed_plastic": "the point's allocation has a plastic synapse from a signed region (Dale's law can be broken)",
+}
 
 
 class LayoutError(NeurosubsetError):
@@ -81,16 +96,40 @@ class Variable:
     meta : str or None
         The :data:`neurosubset._schema.VARIABLES` entry of its attrs (default: ``name``); None where the attrs
         are built per weight or region (:func:`neurosubset._schema.mask_meta`, ``response_meta``, ...).
+    dtype : str or None
+        A sweep point variable's stored dtype (numpy spelling: ``"float64"``, ``"<U8"``); None: not a point
+        variable. A sweep's template is built from these before any point runs (:func:`sweep_point_variables`).
+    when : tuple of str
+        The conditions (keys of :data:`POINT_CONDITIONS`) under which a point writes it, all of them; ``()``:
+        always. A sweep has it where any of its points writes it.
+    absent : int, float or None
+        What a sweep stores at a computed point that does not write it (None: the dtype's not-computed fill,
+        :func:`neurosubset._schema.fill_value`); recorded in the variable's ``absent_value`` attr
+        (:attr:`sweep_attrs`).
+    attr : str or None
+        The attr of a point's mp result that a sweep stores as this variable (``certificate_verdict`` ->
+        ``verdict``); None: the result's variable of the same name.
     """
 
     name: str
     dims: tuple[tuple[str, ...], ...]
     need: str = REQUIRED
     meta: str | None = ""
+    dtype: str | None = None
+    when: tuple[str, ...] = ()
+    absent: int | float | None = None
+    attr: str | None = None
 
     def __post_init__(self) -> None:
         if self.need not in _LEVELS:
             raise ValueError(f"Variable {self.name!r}: need must be one of {list(_LEVELS)}. Got {self.need!r}.")
+        unknown = [c for c in self.when if c not in POINT_CONDITIONS]
+        if unknown:
+            raise ValueError(f"Variable {self.name!r}: conditions {unknown} are not in POINT_CONDITIONS "
+                             f"{list(POINT_CONDITIONS)}.")
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", np.dtype(self.dtype).str if np.dtype(self.dtype).kind == "U"
+                               else np.dtype(self.dtype).name)
         if self.meta == "":
             object.__setattr__(self, "meta", None if _STEM in self.name else self.name)
         if self.meta is not None and self.meta not in _schema.VARIABLES:
@@ -111,11 +150,28 @@ class Variable:
         """The allowed dims with ``{stem}`` filled in."""
         return tuple(tuple(d.replace(_STEM, stem or "") for d in alt) for alt in self.dims)
 
+    def applies(self, conditions: Mapping[str, bool]) -> bool:
+        """Whether a point with these :data:`POINT_CONDITIONS` values writes it."""
+        return all(conditions[c] for c in self.when)
 
-def _var(name: str, *dims: str, need: str = REQUIRED, meta: str | None = "") -> Variable:
+    @property
+    def sweep_attrs(self) -> dict[str, Any]:
+        """Its attrs in a sweep: :attr:`attrs`, and where a computed point may lack it the value stored there
+        (``absent_value``, with a ``comment`` saying when)."""
+        if self.absent is None:
+            return self.attrs
+        when = " and ".join(POINT_CONDITIONS[c] for c in self.when)
+        return {**self.attrs, "absent_value": self.absent,
+                "comment": f"{self.absent} at computed points where it does not apply (it applies where {when}); "
+                           f"points not computed (status) hold {_schema.fill_value(np.dtype(self.dtype))}"}
+
+
+def _var(name: str, *dims: str, need: str = REQUIRED, meta: str | None = "", dtype: str | None = None,
+         when: str = "", absent: int | float | None = None, attr: str | None = None) -> Variable:
     """A :class:`Variable`; each of ``dims`` is one alternative, written as space-separated dim names
-    (``""``: a scalar; none given: a scalar)."""
-    return Variable(name, tuple(tuple(d.split()) for d in dims) or ((),), need, meta)
+    (``""``: a scalar; none given: a scalar); ``when``: space-separated condition names."""
+    return Variable(name, tuple(tuple(d.split()) for d in dims) or ((),), need, meta, dtype, tuple(when.split()),
+                    absent, attr)
 
 
 @dataclass(frozen=True)
@@ -211,17 +267,23 @@ CERTIFICATE = Layout(
 # ------------------------------------------------------------------------------------------------ mp
 # per-trial, per-round and scalar variables of one estimate: the mp result's, and a sweep's per point
 _ESTIMATE = (
-    _var("matched", "trial"), _var("residual", "trial"), _var("restarts", "trial"),
-    _var("fit_status", "trial", need=CURRENT), _var("decision", "trial", need=CURRENT),
-    _var("outcome", "trial", need=OPTIONAL),
-    _var("mp"), _var("mp_low"), _var("mp_high"), _var("mp_first_round"), _var("mp_by_round", "round"),
-    _var("mp_lower", need=OPTIONAL), _var("mp_upper", need=OPTIONAL),
-    # steady and continuous circuits; stable=True with rejection; signed plastic synapses
-    _var("stable", "trial", need=OPTIONAL), _var("max_real_eig", "trial", need=OPTIONAL),
-    _var("teacher_rejected", "trial", need=OPTIONAL), _var("student_rejected", "trial", need=OPTIONAL),
-    _var("sign_violations", "trial", need=OPTIONAL),
+    _var("matched", "trial", dtype="bool"), _var("residual", "trial", dtype="float64"),
+    _var("restarts", "trial", dtype="int64"), _var("fit_status", "trial", need=CURRENT, dtype="int8"),
+    _var("mp", dtype="float64"), _var("mp_low", dtype="float64"), _var("mp_high", dtype="float64"),
+    _var("mp_first_round", dtype="float64"), _var("mp_by_round", "round", dtype="float64"),
+    # steady and continuous circuits; with the stable option there also the rejected draws
+    _var("stable", "trial", need=OPTIONAL, dtype="bool", when="stability_reported"),
+    _var("max_real_eig", "trial", need=OPTIONAL, dtype="float64", when="stability_reported"),
+    _var("teacher_rejected", "trial", need=OPTIONAL, dtype="int64", when="stability_reported stable_required"),
+    _var("student_rejected", "trial", need=OPTIONAL, dtype="int64", when="stability_reported stable_required"),
+    # signed plastic synapses; -1 (not "0 violations") at a sweep's points without one
+    _var("sign_violations", "trial", need=OPTIONAL, dtype="int64", when="signed_plastic", absent=-1),
+    _var("decision", "trial", need=CURRENT, dtype="int8"),
+    _var("outcome", "trial", need=OPTIONAL, dtype="int8"),
+    _var("mp_lower", need=OPTIONAL, dtype="float64"), _var("mp_upper", need=OPTIONAL, dtype="float64"),
     # certificate=True
-    _var("plastic_rank", need=OPTIONAL), _var("full_rank", need=OPTIONAL),
+    _var("plastic_rank", need=OPTIONAL, dtype="float64", when="certificate"),
+    _var("full_rank", need=OPTIONAL, dtype="float64", when="certificate"),
 )
 
 MP = Layout(
@@ -262,7 +324,8 @@ SWEEP = Layout(
         _var("status"),
         *_ESTIMATE,
         # attrs of a point's mp result, stored per point (neurosubset.sweeps.point)
-        _var("last_round_gain"), _var("solver"), _var("verdict", need=OPTIONAL),
+        _var("solver", dtype="<U8", attr="solver"), _var("last_round_gain", dtype="float64", attr="last_round_gain"),
+        _var("verdict", need=OPTIONAL, dtype="<U64", when="certificate", attr="certificate_verdict"),
         # integrity of the stored points: in the Zarr store only (readers drop it); stores before checksums lack it
         _var("point_checksum", need=OPTIONAL),
         # the allocation dims (budget, point or the fraction keys, strategy) in front of the weight's own
@@ -408,6 +471,14 @@ SIMULATE = Layout(
 LAYOUTS: dict[str, Layout] = {layout.kind: layout for layout in (
     MP, SWEEP, CERTIFICATE, SPIKING_CHECK, SPIKING_COMPARE, LOCALIZE, FIT_RESPONSES, SIMULATE, RESPONSES, WEIGHTS)}
 KINDS = tuple(LAYOUTS)
+
+
+def sweep_point_variables(*conditions: Mapping[str, bool]) -> tuple[Variable, ...]:
+    """The declared per-point variables of a sweep (those with a :attr:`Variable.dtype`, in their declared order)
+    that any of the given points writes, each point given by its :data:`POINT_CONDITIONS` values (none given: the
+    variables every point writes)."""
+    return tuple(var for var in SWEEP.variables if var.dtype is not None
+                 and (not var.when or any(var.applies(c) for c in conditions)))
 
 
 # ------------------------------------------------------------------------------------------------ inference

@@ -168,16 +168,56 @@ def test_sweep_with_no_computable_point_still_has_the_full_layout():
     check(ds, "sweep")
 
 
-@pytest.mark.xfail(raises=KeyError, strict=True,
-                   reason="the sweep template is learnt from the first computed point (sweeps/point.py point_variables): "
-                          "a variable that point lacks (sign_violations: no signed plastic synapse there) is missing "
-                          "for every later point (KeyError in memory; silently dropped from a Zarr store); building "
-                          "the template from the declared layout fixes it")
 def test_sweep_variables_do_not_depend_on_which_point_ran_first():
     # first point: every plastic synapse in in->E (unsigned); later points also in E->out (E is excitatory)
     ds = ns.sweep(signed_steady(), budget=4, m=1, trials=2, fractions=ns.simplex_grid(["E->out", "in->E"], step=0.5))
     assert "sign_violations" in ds.data_vars
     check(ds, "sweep")
+
+
+def continuous_tanh() -> ns.Circuit:
+    """The small continuous circuit with a tanh nonlinearity: no stability rule, local stability reported."""
+    return ns.Circuit.from_toml_text(continuous().to_toml().replace('nonlinearity = "linear"', 'nonlinearity = "tanh"'))
+
+
+# (circuit, weights made plastic (None: all), certificate, stable): signed and unsigned allocations of a steady
+# circuit with an excitatory region, a feed-forward circuit, a nonlinear continuous one; each option on and off
+RULE_CASES = [(signed_steady, None, True, True), (signed_steady, ["in->E"], False, False),
+              (signed_steady, ["in->E"], False, True), (tiny, None, True, True), (tiny, None, False, False),
+              (continuous_tanh, None, False, True), (continuous_tanh, None, True, False)]
+
+
+@pytest.mark.parametrize("make,within,certificate,stable", RULE_CASES)
+def test_declared_point_variables_are_what_match_probability_writes(make, within, certificate, stable):
+    from neurosubset.sweeps.point import point_conditions, point_values
+
+    circuit = make()
+    alloc = ns.allocate(circuit, 3, within=within, seed=0)
+    options = ns.FitOptions(certificate=certificate, stable=stable)
+    ds = ns.match_probability(circuit, alloc, m=1, trials=2, options=options)
+    conditions = point_conditions(circuit, alloc, options)
+    declared = {var.name: var for var in schema.sweep_point_variables(conditions)}
+    written = point_values(ds, rounds=ds.sizes["round"])
+    assert set(written) == set(declared), (conditions, set(written) ^ set(declared))
+    for name, value in written.items():  # each value fits its declared dtype
+        dtype = np.dtype(declared[name].dtype)
+        if name in ds.data_vars:
+            assert ds[name].dtype == dtype or (ds[name].ndim == 0 and dtype == np.float64), (name, ds[name].dtype)
+        assert np.asarray(value).astype(dtype).tolist() == np.asarray(value).tolist(), (name, value, dtype)
+    # the condition names the rules: signed_plastic exactly where the allocation has a signed plastic synapse
+    assert conditions["signed_plastic"] == (make is signed_steady and within is None), conditions
+
+
+def test_a_sweep_stores_an_absent_value_where_a_point_writes_no_sign_violations(tmp_path):
+    grid = ns.simplex_grid(["in->E", "E->out"], step=0.5)  # E->out only, both, in->E only (unsigned)
+    memory = ns.sweep(signed_steady(), budget=4, m=1, trials=2, fractions=grid)
+    stored = ns.sweep(signed_steady(), budget=4, m=1, trials=2, fractions=grid, store=tmp_path / "s.zarr")
+    for ds in (memory, stored, open_sweep(tmp_path / "s.zarr")):
+        violations = ds.sign_violations.squeeze(("budget", "strategy", "m")).values  # (point, trial)
+        unsigned = ds["in_to_E"].values == 1.0
+        assert (violations[unsigned] == -1).all() and (violations[~unsigned] >= 0).all(), violations
+        assert ds.sign_violations.attrs["absent_value"] == -1
+    xr.testing.assert_identical(memory, stored)
 
 
 # ------------------------------------------------------------------------------------------------ simulate, responses

@@ -1,8 +1,8 @@
 """The :func:`sweep` verb: validate the grid, allocate every point, compute the pending ones, store each result.
 
 Flow: arguments -> :class:`~neurosubset.sweeps.config.SweepConfig` -> allocations (infeasible ones flagged) ->
-skeleton template -> store / memory target -> :class:`~neurosubset.sweeps.point.PointTask` per pending point ->
-executor -> the first result completes the template, every result is stored as it arrives.
+template (skeleton and the declared point variables, :mod:`neurosubset.sweeps.template`) -> store / memory target ->
+:class:`~neurosubset.sweeps.point.PointTask` per pending point -> executor -> every result is stored as it arrives.
 """
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..circuit import Circuit
 from ..options import DEFAULT_TOL, FitOptions, constraints_act, fit_options, validate_params
+from ..schema import LayoutError
 from ..solvers import Auto, Solver, as_solver
 from .config import SweepConfig, paired_seed, point_seed
 from .executors import completed, point_executor
 from .grid import DensityGrid, FractionGrid
 from .integrity import _check_metadata
-from .point import PointTask, point_values, point_variables, run_point
+from .point import PointTask, point_values, run_point
 from .layout import index_points
 from .store import MemoryTarget, SweepStoreError, ZarrTarget, store_lock, store_versions
-from .template import levels, skeleton
+from .template import levels, point_options, point_variables, skeleton
 
 # dims and variables a fraction key may not name
 _RESERVED = ("budget", "strategy", "m", "trial", "round", "status", "point", "dale", "stable_required")
@@ -346,6 +347,8 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
         worst = cfg.solver.resolve(False) if isinstance(cfg.solver, Auto) else cfg.solver  # the LM, if it may run
         chunk_trials(circuit, largest, max(cfg.ms), cfg.trials, worst, available=available_bytes() // at_once,
                      what="sweep point" if at_once == 1 else f"sweep point (one of {at_once} at once)")
+    # the per-point variables, from their declared layout: every variable any point of the grid writes
+    variables = point_variables(cfg, circuit, [a for _, _, a in feasible], status.shape)
     with contextlib.nullcontext() if path is None else store_lock(path):
         target = MemoryTarget(base) if path is None else ZarrTarget(path, base, cfg.dims, overwrite=overwrite)
         if getattr(target, "damaged", None):
@@ -353,21 +356,14 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                           f"recomputed: {'; '.join(target.damaged[:3])}", UserWarning, stacklevel=3)
         done = target.done()
         tasks = []
-        flags = [{}]
-        for dim, values in (("dale", cfg.dales), ("stable_required", cfg.stables)):
-            if values is not None:
-                flags = [{**f, dim: j} for f in flags for j in range(len(values))]
+        flags = point_options(cfg)
         for at, trial_seed, alloc in feasible:
-            for flag in flags:
-                point_options = cfg.options if not flag else cfg.options._evolve(
-                    **({} if cfg.dales is None else {"dale": cfg.dales[flag["dale"]]}),
-                    **({} if cfg.stables is None else {"stable": cfg.stables[flag["stable_required"]]}))
+            for flag, options in flags:
                 for jm, mm in enumerate(cfg.ms):
                     index = tuple({**at, **flag, "m": jm}[d] for d in cfg.dims)
                     if not done[index]:
                         tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
-                                               m=mm, trials=cfg.trials, seed=trial_seed, options=point_options))
-        sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
+                                               m=mm, trials=cfg.trials, seed=trial_seed, options=options))
         total = int((status == PENDING).sum())
         bar = None
         if progress:
@@ -377,16 +373,21 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
         try:
             with point_executor(workers, scheduler, len(tasks)) as (executor, in_flight):
                 for task, ds in completed(executor, run_point, tasks, in_flight):
-                    if not target.has_layout:  # the first result: template variables from its Dataset
-                        target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
-                    target.write(task.index, point_values(ds, cfg.max_rounds))
+                    values = point_values(ds, cfg.max_rounds)
+                    undeclared = sorted(set(values) - set(variables))
+                    if undeclared:  # never dropped: the declared layout (neurosubset.schema) is wrong
+                        raise LayoutError(f"Sweep point {task.index} wrote {undeclared}, which its template (built "
+                                          f"from neurosubset.schema.SWEEP for this grid) does not hold; the "
+                                          f"declared presence rules (Variable.when) disagree with "
+                                          f"match_probability.")
+                    # a new store is created with the first result (nothing is left behind by a sweep that
+                    # computes nothing); an existing one keeps its own variables
+                    target.ensure(variables)
+                    target.write(task.index, values)
                     if bar is not None:
                         bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
-        if not target.has_layout:  # no point was computable: the layout of a point on an empty allocation
-            ds = run_point(PointTask(index=(), circuit_toml=cfg.circuit_toml, alloc=allocate(circuit, 0),
-                                     m=cfg.ms[0], trials=1, seed=0, options=cfg.options._evolve(device="cpu")))
-            target.ensure(point_variables(ds, cfg.dims, status.shape, sizes))
+        target.ensure(variables)  # no point was computed (none computable, or all done)
         return index_points(target.result())

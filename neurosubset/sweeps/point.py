@@ -1,10 +1,12 @@
-"""One sweep point: its task, its computation, and how its Dataset becomes store values and template variables.
+"""One sweep point: its task, its computation, which variables it writes, and its store values.
 
 A :class:`PointTask` is plain, picklable data (the :class:`~neurosubset.Allocation` itself, the circuit as TOML
 text, the solver object) sent to a worker, which runs :func:`run_point` (:func:`neurosubset.match_probability`
-on one thread). The Dataset it returns is the one description of a point's variables: :func:`point_variables`
-expands it into the sweep template (point dims in front, NaN / False / 0 fills) and :func:`point_values` reads the
-values to store. Masks are not point variables (they belong to the allocation, known before any point runs).
+on one thread). Which variables a point writes is declared in :mod:`neurosubset.schema` (each variable's dtype and
+the :data:`~neurosubset.schema.POINT_CONDITIONS` it needs); :func:`point_conditions` evaluates those conditions for
+one point, so the sweep template is built before any point runs (:func:`neurosubset.sweeps.template.
+point_variables`), and :func:`point_values` reads the values to store from the Dataset a point returns. Masks are
+not point variables (they belong to the allocation, known before any point runs).
 """
 from __future__ import annotations
 
@@ -15,15 +17,17 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import fill_value, meta
 from ..allocation import Allocation
 from ..benchmark import match_probability
 from ..circuit import Circuit
+from ..dynamics import Dynamics
+from ..dynamics.stability import stability_applies
 from ..options import FitOptions
+from ..schema import SWEEP
+from ..solvers.bounded import sign_bounds
 
-# attrs of a match_probability Dataset that a sweep stores as per-point variables: attr -> (variable, string width)
-_ATTR_VARIABLES = {"solver": ("solver", 8), "last_round_gain": ("last_round_gain", 0),
-                   "certificate_verdict": ("verdict", 64)}
+# attrs of a match_probability Dataset that a sweep stores as per-point variables: attr -> variable
+_ATTR_VARIABLES = {var.attr: var.name for var in SWEEP.variables if var.attr is not None}
 _ROUND = "round"  # the dim padded to the sweep's round cap (later rounds keep the final value)
 
 
@@ -69,41 +73,20 @@ def _is_point_variable(name: str) -> bool:
     return not name.startswith("mask_")
 
 
-def point_variables(ds: xr.Dataset, dims: tuple[str, ...], shape: tuple[int, ...],
-                    sizes: dict[str, int]) -> dict[str, xr.Variable]:
-    """The template variables of a point Dataset ``ds``, expanded over the point dims, nothing computed.
+def stability_reported(circuit: Circuit) -> bool:
+    """Whether a fit of ``circuit`` reports the student's stability: a stability rule (steady, linear
+    continuous: :func:`neurosubset.dynamics.stability.stability_applies`) or local stability reported by its
+    dynamics (nonlinear continuous: :meth:`~neurosubset.dynamics.Dynamics.local_stability`)."""
+    return stability_applies(circuit) or type(circuit.dynamics).local_stability is not Dynamics.local_stability
 
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        A :func:`run_point` result.
-    dims, shape
-        The sweep's point dims and their sizes.
-    sizes : dict
-        Sizes of the point's own dims that the sweep fixes (``trial``: its trials, ``round``: its round cap).
 
-    Returns
-    -------
-    dict
-        Name -> variable of dims ``(*dims, *the point variable's dims)``: per-trial and per-round values keep their
-        dtype (fill NaN, False or 0), scalars become float64 (NaN: not computed) and strings fixed-width (``""``).
-    """
-    out: dict[str, xr.Variable] = {}
-    for name, var in ds.data_vars.items():
-        name = str(name)
-        if not _is_point_variable(name):
-            continue
-        own = tuple(str(d) for d in var.dims)
-        dtype = var.dtype if own else np.dtype(np.float64)
-        full = (*shape, *(sizes.get(d, var.sizes[d]) for d in own))
-        out[name] = xr.Variable((*dims, *own), np.full(full, fill_value(dtype), dtype), dict(var.attrs))
-    for attr, (name, width) in _ATTR_VARIABLES.items():
-        if attr in ds.attrs:
-            text = isinstance(ds.attrs[attr], str)
-            data = np.full(shape, "", dtype=f"<U{width}") if text else np.full(shape, np.nan)
-            out[name] = xr.Variable(dims, data, meta(name))
-    return out
-
+def point_conditions(circuit: Circuit, alloc: Allocation | None, options: FitOptions) -> dict[str, bool]:
+    """The :data:`neurosubset.schema.POINT_CONDITIONS` of one point (``alloc`` None: an allocation with no
+    plastic synapse), which decide the variables it writes (:func:`neurosubset.schema.sweep_point_variables`)."""
+    return {"certificate": bool(options.certificate),
+            "stability_reported": stability_reported(circuit),
+            "stable_required": bool(options.stable),
+            "signed_plastic": alloc is not None and sign_bounds(circuit, alloc).active}
 
 
 def point_values(ds: xr.Dataset, rounds: int) -> dict[str, Any]:
@@ -122,7 +105,7 @@ def point_values(ds: xr.Dataset, rounds: int) -> dict[str, Any]:
             pad = [(0, rounds - var.sizes[_ROUND]) if d == _ROUND else (0, 0) for d in var.dims]
             value = np.pad(value, pad, mode="edge")
         values[name] = value if var.ndim else float(value)
-    for attr, (name, _) in _ATTR_VARIABLES.items():
+    for attr, name in _ATTR_VARIABLES.items():
         if attr in ds.attrs:
             value = ds.attrs[attr]
             values[name] = value if isinstance(value, str) else float(value)

@@ -1,13 +1,15 @@
 """Where a sweep's points go: in memory or a resumable Zarr store guarded by a lock file; reading stores back.
 
 A Zarr store (format 2, one chunk per point so points never share a chunk) is created, complete, when the first
-point is done: the template (skeleton + every point variable + ``point_checksum``, nothing computed) is written to a
-temporary directory, fsync'ed and renamed into place, so a kill leaves no store or a whole one. Its variables and
-attrs stay those of the run that created it (a store made before match_probability reported ``fit_status``
-resumes without it). Each finished point is then written into its own chunks, then its ``point_checksum``
-(blake2b-64 of the point's index and stored bytes), then its ``status`` flag (the commit record); the point's chunk
-files and folders are fsync'ed before the next point is written. A done point that is recomputed (its checksum
-failed) is first set back to pending. Resuming and reading verify every done point against its checksum: a damaged
+point is done: the template (skeleton + every declared point variable + ``point_checksum``, nothing computed) is
+written to a temporary directory, fsync'ed and renamed into place, so a kill leaves no store or a whole one. Its
+variables and attrs stay those of the run that created it (a store made before match_probability reported
+``fit_status`` resumes without it). A computed point that does not write one of them stores the variable's
+``absent_value`` attr (``sign_violations``: -1 where the allocation has no signed plastic synapse), or, in stores
+without that attr, its not-computed fill. Each finished point is then written into its own chunks, then its
+``point_checksum`` (blake2b-64 of the point's index and stored bytes), then its ``status`` flag (the commit record);
+the point's chunk files and folders are fsync'ed before the next point is written. A done point that is recomputed
+(its checksum failed) is first set back to pending. Resuming and reading verify every done point against its checksum: a damaged
 or deleted chunk is recomputed by a resume and refused (naming the point and the variable) by a reader. Readers
 read ``status`` first and only trust points that were done then (a consistent snapshot while a writer runs).
 
@@ -55,11 +57,23 @@ def _encoding(ds: xr.Dataset, point_dims: Sequence[str]) -> dict[str, dict[str, 
             for name, var in ds.data_vars.items()}
 
 
+def absent_value(var: xr.Variable | xr.DataArray) -> Any:
+    """What a computed point that does not write ``var`` stores: its ``absent_value`` attr (declared in
+    :mod:`neurosubset.schema`), else its not-computed fill (stores written before the attr existed)."""
+    return var.attrs.get("absent_value", fill_value(var.dtype))
+
+
+def _absent_values(ds: xr.Dataset, names: Sequence[str]) -> dict[str, Any]:
+    """The ``absent_value`` attrs of the variables ``names`` that have one."""
+    return {n: ds[n].attrs["absent_value"] for n in names if "absent_value" in ds[n].attrs}
+
+
 class MemoryTarget:
     """Results kept in memory (``store=None``)."""
 
     def __init__(self, skeleton: xr.Dataset) -> None:
         self.ds = skeleton
+        self.names: list[str] = []
         self.has_layout = False  # the point variables are not there yet
 
     def done(self) -> np.ndarray:
@@ -69,11 +83,13 @@ class MemoryTarget:
         """Add the point variables (once: every point has the same)."""
         if not self.has_layout:
             self.ds = self.ds.assign(dict(variables))
+            self.names = list(variables)
             self.has_layout = True
 
     def write(self, index: tuple[int, ...], values: Mapping[str, Any]) -> None:
-        for name, value in values.items():
-            self.ds[name].values[index] = value
+        for name in self.names:
+            var = self.ds[name]
+            var.values[index] = values[name] if name in values else absent_value(var)
         self.ds["status"].values[index] = DONE
 
     def result(self) -> xr.Dataset:
@@ -103,6 +119,7 @@ class ZarrTarget:
         self._group: Any = None
         self._arrays: dict[str, Any] = {}
         self.dtypes: dict[str, np.dtype] = {}
+        self.absent: dict[str, Any] = {}  # absent_value attrs: what a computed point that does not write one stores
         self.names: list[str] = []
         self.attrs = dict(skeleton.attrs)
         self.damaged: list[str] = []  # one line per done point whose values failed their checksum (recomputed)
@@ -140,6 +157,7 @@ class ZarrTarget:
             _check_same_config(path, stored.attrs, skeleton.attrs)
             self.dtypes = {str(k): v.dtype for k, v in stored.data_vars.items()}
             self.names = _point_names(stored, dims)
+            self.absent = _absent_values(stored, self.names)
             self.attrs = dict(stored.attrs)  # those of the run that created the store (versions included)
             expected = skeleton["status"].values
             status = _read_status(path, expected)
@@ -203,6 +221,7 @@ class ZarrTarget:
         shutil.rmtree(aside, ignore_errors=True)
         self.dtypes = {str(k): v.dtype for k, v in template.data_vars.items()}
         self.names = names
+        self.absent = _absent_values(template, names)
         self.attrs = dict(template.attrs)
         self.has_layout = True
         self._done = moved & pending
@@ -223,6 +242,7 @@ class ZarrTarget:
             fsync_dir(self.path.parent)
         self.dtypes = {str(k): v.dtype for k, v in template.data_vars.items()}
         self.names = _point_names(template, self.dims)
+        self.absent = _absent_values(template, self.names)
         self.has_layout = True
 
     def write(self, index: tuple[int, ...], values: Mapping[str, Any]) -> None:
@@ -236,10 +256,13 @@ class ZarrTarget:
             self._sync(index, ["status", CHECKSUM] if has_checksum else ["status"])
         stored = {}
         for name in self.names:  # a store keeps the variables of the run that made it (older: no fit_status)
-            # a variable this point lacks is written as its fill, so that the checksum covers every variable
-            value = values[name] if name in values else fill_value(self.dtypes[name])
+            # a variable this point lacks is written as its absent value (the not-computed fill in stores without
+            # an absent_value attr), so that the checksum covers every variable
+            value = values[name] if name in values else self.absent.get(name, fill_value(self.dtypes[name]))
             stored[name] = np.asarray(value, dtype=self.dtypes[name])  # '<U5' -> the store's '<U8'
-            if name in values or index in self._redo:
+            if name not in values:  # one value for the point's whole block (trial, round): its bytes as stored
+                stored[name] = np.full(self._array(name).shape[len(index):], stored[name])
+            if name in values or index in self._redo or name in self.absent:
                 self._array(name)[index] = stored[name]
         if has_checksum:
             self._array(CHECKSUM)[index] = np.int64(checksum(index, [stored[n] for n in sorted(stored)]))

@@ -1,22 +1,27 @@
-"""The sweep-level part of the template: coordinates, point status, allocation masks and attrs.
-
-What is known before any point runs. The per-point variables join it from the first computed point's Dataset
-(:func:`neurosubset.sweeps.point.point_variables`). Every variable's attrs come from :mod:`neurosubset._schema`.
+"""The sweep's template, all of it known before any point runs: coordinates, point status, allocation masks and
+attrs (:func:`skeleton`), and the per-point variables (:func:`point_variables`), built from their declared layout
+(:func:`neurosubset.schema.sweep_point_variables`: dtype, dims, when a point writes each). Every variable's attrs
+come from :mod:`neurosubset._schema`.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .._schema import density_meta, fraction_meta, mask_meta, meta, var_name, versions
+from .._schema import density_meta, fill_value, fraction_meta, mask_meta, meta, var_name, versions
+from ..allocation import Allocation
 from ..circuit import Circuit
 from ..connectivity import weight_name_coords
+from ..options import FitOptions
+from ..schema import sweep_point_variables
 from ..solvers import lm_fields
 from .config import SweepConfig, paired_seed
 from .grid import FractionGrid
+from .point import point_conditions
 
 _SEEDING = ("allocation seed and trial seed per (budget, fractions, strategy): sha256 of the sweep seed and those "
             "coordinates; the m probes of a trial are the first m of one sequence")
@@ -107,3 +112,46 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
         **extra_attrs,
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def point_options(cfg: SweepConfig) -> list[tuple[dict[str, int], FitOptions]]:
+    """The fit options of each combination of swept flags: ``(position along the flag dims, options)``; one
+    ``({}, cfg.options)`` where no flag is swept."""
+    flags: list[dict[str, int]] = [{}]
+    for dim, field in _FLAG_DIMS.items():
+        values = getattr(cfg, field)
+        if values is not None:
+            flags = [{**f, dim: j} for f in flags for j in range(len(values))]
+    out = []
+    for flag in flags:
+        evolve = {}
+        if "dale" in flag:
+            evolve["dale"] = cfg.dales[flag["dale"]]
+        if "stable_required" in flag:
+            evolve["stable"] = cfg.stables[flag["stable_required"]]
+        out.append((flag, cfg.options._evolve(**evolve) if evolve else cfg.options))
+    return out
+
+
+def point_variables(cfg: SweepConfig, circuit: Circuit, allocations: Sequence[Allocation],
+                    shape: tuple[int, ...]) -> dict[str, xr.Variable]:
+    """The per-point variables of the template, nothing computed, from their declared layout.
+
+    A variable is there where any point of the grid writes it (any of ``allocations``, the feasible ones, under
+    any combination of swept flags; see :data:`neurosubset.schema.POINT_CONDITIONS`), with its declared dtype and
+    the point dims ``cfg.dims`` (sizes ``shape``) in front of its own (``trial``: the sweep's trials, ``round``: its
+    round cap); filled with NaN, False, 0 or "" (:func:`neurosubset._schema.fill_value`).
+    """
+    options = [opts for _, opts in point_options(cfg)]
+    conditions = [point_conditions(circuit, alloc, opts) for alloc in (allocations or (None,)) for opts in options]
+    sizes = {"trial": cfg.trials, "round": cfg.max_rounds}
+    out: dict[str, xr.Variable] = {}
+    for var in sweep_point_variables(*conditions):
+        own = var.dims[0]
+        dtype = np.dtype(var.dtype)
+        data = np.full((*shape, *(sizes[d] for d in own)), fill_value(dtype), dtype)
+        attrs = var.sweep_attrs
+        if var.name == "residual":  # the match tolerance, as on an mp result's residual (plots draw it)
+            attrs["tolerance"] = cfg.tol
+        out[var.name] = xr.Variable((*cfg.dims, *own), data, attrs)
+    return out
