@@ -175,6 +175,22 @@ def test_sweep_variables_do_not_depend_on_which_point_ran_first():
     check(ds, "sweep")
 
 
+def test_a_swept_stable_flag_whose_first_value_is_off_keeps_the_rejection_counts():
+    # the first point runs with stable=False (no rejection counts); the stable=True points have them
+    ds = ns.sweep(signed_steady(), budget=3, m=1, trials=2, within=["E->out"], stable=[False, True])
+    assert {"teacher_rejected", "student_rejected", "sign_violations"} <= set(ds.data_vars), list(ds)
+    assert (ds.teacher_rejected.sel(stable_required=False) == 0).all()  # nothing rejected where not required
+    check(ds, "sweep")
+
+
+def test_sweep_attrs_record_the_fit_options_as_every_writer_does():
+    ds = ns.sweep(tiny(), budget=2, m=1, trials=2, solver="lstsq", tol=1e-6, certificate=False)
+    written = ns.FitOptions(solver="lstsq", tol=1e-6, certificate=False).to_attrs()
+    for key in set(written) - {"dale", "stable"}:  # those two: 1 only where they can act (tiny has no signs)
+        assert ds.attrs[key] == written[key] and type(ds.attrs[key]) is type(written[key]), key
+    assert (ds.attrs["dale"], ds.attrs["stable"]) == (0, 0)
+
+
 def continuous_tanh() -> ns.Circuit:
     """The small continuous circuit with a tanh nonlinearity: no stability rule, local stability reported."""
     return ns.Circuit.from_toml_text(continuous().to_toml().replace('nonlinearity = "linear"', 'nonlinearity = "tanh"'))

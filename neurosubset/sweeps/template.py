@@ -18,7 +18,6 @@ from ..circuit import Circuit
 from ..connectivity import weight_name_coords
 from ..options import FitOptions
 from ..schema import sweep_point_variables
-from ..solvers import lm_fields
 from .config import SweepConfig, paired_seed
 from .grid import FractionGrid
 from .point import point_conditions
@@ -29,6 +28,10 @@ _PAIRED = ("paired: allocation seed per (budget, fractions, strategy) hashed fro
            " one trial seed for every point (sha256 of the sweep seed), so trial i's teacher, student draw and probes "
            "depend only on (seed, m, i); the m probes of a trial are the first m of one sequence")
 _FLAG_DIMS = {"dale": "dales", "stable_required": "stables"}
+# the attrs of FitOptions.to_attrs in the order sweep stores have always written them (their .zattrs stay
+# byte-identical); any other (lm_widen, where not the default) follows
+_FIT_ATTRS = ("tolerance", "solver_requested", "restarts_per_round", "max_rounds", "lm_steps", "certificate", "dale",
+              "stable")
 
 
 def levels(cfg: SweepConfig) -> list[list[float]]:
@@ -84,7 +87,12 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
     for dim, field in _FLAG_DIMS.items():
         if getattr(cfg, field) is not None:
             coords[dim] = (dim, np.array(getattr(cfg, field), bool), meta(dim))
-    lm = lm_fields(cfg.solver)
+    # the fit options as every writer records them (FitOptions.to_attrs: solver_requested, tolerance, the LM's
+    # fields, certificate); dale and stable as a sweep records them: 1 only where they can act, or swept
+    fit = cfg.options.to_attrs()
+    fit.update(dale="swept (the dale dim)" if cfg.dales is not None else int(cfg.dale and cfg.dale_acts),
+               stable="swept (the stable_required dim)" if cfg.stables is not None
+               else int(cfg.stable and cfg.stable_acts))
     attrs = {
         "title": f"neurosubset sweep of {circuit.name}",
         "circuit": cfg.circuit_toml,
@@ -94,14 +102,7 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
         "within": json.dumps(None if cfg.within is None else list(cfg.within)),
         "trials": cfg.trials,
         "seed": cfg.seed,
-        "tolerance": cfg.tol,
-        "solver_requested": cfg.solver.name,
-        "restarts_per_round": lm["restarts"],
-        "max_rounds": cfg.max_rounds,
-        "lm_steps": lm["iterations"],
-        "certificate": int(cfg.certificate),
-        "dale": "swept (the dale dim)" if cfg.dales is not None else int(cfg.dale and cfg.dale_acts),
-        "stable": "swept (the stable_required dim)" if cfg.stables is not None else int(cfg.stable and cfg.stable_acts),
+        **{k: fit.pop(k) for k in _FIT_ATTRS if k in fit}, **fit,  # in the order stores have always had
         "seeding": _PAIRED if cfg.paired else _SEEDING,
         **({"trial_seed": paired_seed(cfg.seed)} if cfg.paired else {}),
         **({} if cfg.layout == "dense" else {"layout": "point", "paired": int(cfg.paired),
