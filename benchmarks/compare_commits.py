@@ -108,43 +108,15 @@ def _mp_workloads(ns):
     yield ("mp: 64x64 linear layer, 256 plastic (spread-rows), m=4", layer, layer_alloc, 4, 256, MP_SEED)
 
 
-def _lm_workloads_copy(ns, root: Path):
-    """A copy of bench_lm_workloads.workloads() (commit e8a9a35), used where a tree lacks that file."""
-    rnn8 = ns.linear_rnn(8, 2, 2, steps=3, gain=1.0)
-    yield "lrnn n8 T3, 16 in W spread-rows, m4", rnn8, ns.allocate(rnn8, 16, strategy="spread-rows", within=["W"],
-                                                                   seed=0), 4, 100
-    rnn16 = ns.linear_rnn(16, 2, 2, steps=5, gain=1.0)
-    yield "lrnn n16 T5, 24 in W spread-rows, m8", rnn16, ns.allocate(rnn16, 24, strategy="spread-rows",
-                                                                     within=["W"], seed=0), 8, 64
-    yield "lrnn n16 T5, 30 in W random, m8", rnn16, ns.allocate(rnn16, 30, within=["W"], seed=3), 8, 64
-    ca = ns.Circuit.from_toml(root / "circuits" / "ca3_ca1.toml")
-    half = {"CA3->CA3": 0.5, "CA3->CA1": 0.5}
-    yield "ca3_ca1 48 concentrated-rows, m8", ca, ns.allocate(ca, 48, strategy="concentrated-rows", fractions=half,
-                                                              seed=0), 8, 50
-    yield "ca3_ca1 48 spread-rows, m10", ca, ns.allocate(ca, 48, strategy="spread-rows", fractions=half,
-                                                         seed=0), 10, 50
-    ff = ns.feedforward([8, 6, 3])
-    yield "lffn 8-6-3, 20 random, m4", ff, ns.allocate(ff, 20, seed=1), 4, 100
-    ff3 = ns.feedforward([6, 6, 6, 2])
-    yield "lffn 6-6-6-2, 14 random, m4", ff3, ns.allocate(ff3, 14, seed=2), 4, 100
-    relu = ns.feedforward([6, 12, 1], nonlinearity="relu")
-    yield "relu 6-12-1, 24 in W1 spread-rows, m6", relu, ns.allocate(relu, 24, strategy="spread-rows",
-                                                                      within=["W1"], seed=0), 6, 100
-    relu2 = ns.feedforward([8, 6, 3], nonlinearity="relu")
-    yield "relu 8-6-3, 20 random, m4", relu2, ns.allocate(relu2, 20, seed=1), 4, 100
-
-
 def _lm_workloads(ns, tree: Path):
-    """(name, circuit, alloc, m, trials, seed) of bench_lm_workloads.py, from the tree's own file if it has one."""
+    """(name, circuit, alloc, m, trials, seed) of the tree's own bench_lm_workloads.py (both trees need one)."""
     path = tree / "benchmarks" / "bench_lm_workloads.py"
-    source = "copy"
-    if path.is_file():
-        spec = importlib.util.spec_from_file_location("_compare_bench_lm_workloads", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        gen, source = module.workloads(), str(path)
-    else:
-        gen = _lm_workloads_copy(ns, tree)
+    if not path.is_file():
+        raise SystemExit(f"{tree} has no benchmarks/bench_lm_workloads.py: compare trees that both have it.")
+    spec = importlib.util.spec_from_file_location("_compare_bench_lm_workloads", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gen, source = module.workloads(), str(path)
     return [("lm: " + name, circuit, alloc, m, trials, LM_SEED) for name, circuit, alloc, m, trials in gen], source
 
 
