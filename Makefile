@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 # pyproject.toml states ranges (torch>=2.1, numpy>=1.26, ...), so the package installs beside a user's own (GPU)
 # torch; constraints.txt holds the exact pins this project's machines need: torch==2.13.0, the CPU build on their
@@ -40,6 +40,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fast lane: every test over about 2 s is marked slow (kept there by reading pytest --durations)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mp.py

@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
+
+pytestmark = pytest.mark.slow  # each script runs in a subprocess: 4-10 s a test
 
 ROOT = Path(__file__).resolve().parents[1]
 WILSON_SLACK = 1e-12  # Wilson bounds are computed in floating point; allow rounding at the ends of [0, 1]

@@ -453,6 +453,7 @@ def test_18_a_list_valued_tau_is_one_error(tmp_path):
         Circuit.from_toml(tmp_path / "c.toml")
 
 
+@pytest.mark.slow
 def test_20_one_divergent_restart_does_not_lose_the_call():
     c = Circuit((Region("X", 3, "input"), Region("A", 7), Region("B", 5), Region("Y", 3, "output")),
                 (Projection("X", "A", p=0.7), Projection("A", "A", p=0.4, gain=0.6), Projection("A", "B", p=0.6),

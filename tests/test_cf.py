@@ -239,6 +239,7 @@ def test_simulate_result_passes_both_checkers(circuit, times, tmp_path, cfchecks
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spiking_check_written_by_ns_write_passes_both_checkers(tmp_path, cfchecks):
     ff = ns.feedforward([3, 4, 2])
     rng = np.random.default_rng(0)
@@ -251,6 +252,7 @@ def test_spiking_check_written_by_ns_write_passes_both_checkers(tmp_path, cfchec
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spikecheck_file_passes_both_checkers_and_carries_its_units(tmp_path, cfchecks):
     out = tmp_path / "spikes.nc"
     assert cli.main(["spikecheck", "lffn:4-6-3", "--budget", "10", "--m", "2", "--duration", "0.2", "--repeats", "2",

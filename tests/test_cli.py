@@ -58,6 +58,7 @@ def test_user_errors_are_one_line_and_exit_2(args, message, capsys):
     assert len(lines) == 1 and message in lines[0], lines
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[regions.A\n")
@@ -131,6 +132,7 @@ def test_sweep_compares_dale_draws_dirichlet_points_and_unpairs(tmp_path):
     assert main([*ff, "--dirichlet", "3", "--out", str(tmp_path / "bad.zarr")]) == 2
 
 
+@pytest.mark.slow
 def test_mp_skip_zero_records_a_rank_deficit_without_fitting(tmp_path):
     # 6 plastic recurrent synapses cannot span the m * n_out = 16 output equations: a rank deficit, MP = 0
     base = ["mp", "lrnn:16,2,2,5", "--budget", "6", "--within", "W", "--strategy", "spread-rows", "--m", "8",

@@ -102,6 +102,7 @@ WORMATLAS = {
 }
 
 
+@pytest.mark.slow
 def test_cell_classes_follow_wormatlas_and_keep_every_connection():
     neurons, edges = _cect_chemical(Cook2019HermReader)
     classes = ns.connectome.cell_classes(sorted(neurons))
@@ -142,6 +143,7 @@ def _dense(circuit, w, order, names):
     return big
 
 
+@pytest.mark.slow
 def test_gap_junctions_are_a_fixed_symmetric_laplacian_and_enter_the_steady_state(worm):
     plain, worm = worm, ns.celegans("cook2019-herm", gap_junctions=True, gap_gain=0.5)
     hidden = [r.name for r in worm.regions if r.role == "hidden"]

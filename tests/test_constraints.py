@@ -170,6 +170,7 @@ def test_fitted_plastic_weights_respect_signs_on_every_trial_lm_path():
 
 
 # ---------------------------------------------------------------------- stable students
+@pytest.mark.slow
 def test_every_matched_student_is_stable_and_refused_matches_are_flagged():
     circuit = ns.Circuit.from_toml(EI_ISN)
     alloc = ns.allocate(circuit, 24, strategy="spread-rows", fractions={"E->E": 0.5, "I->E": 0.5}, seed=0)

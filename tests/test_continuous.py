@@ -306,6 +306,7 @@ def test_fit_levenberg_marquardt_on_an_underdetermined_tanh_circuit():
         np.testing.assert_allclose(student, teacher, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_fit_reports_final_state_stability_of_nonlinear_students():
     """Per trial max_real_eig = max(0, 1 + tau_max max_p max Re eig J_p), J_p = T^-1 (-I + diag(phi'(z)) W) at
     probe p's final state: against numpy's eigenvalues, the final state from solve_ivp and the fitted weights."""
@@ -377,6 +378,7 @@ def test_spiking_check_maps_only_linear_circuits_with_the_kernel_tau():
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spikecheck_takes_the_circuit_tau_and_refuses_what_it_cannot_map(tmp_path, capsys):
     """Fit then compare on a linear continuous circuit (duration 50 tau, so its read-out is at the fixed point to
     e^-25): the kernel tau is the circuit's, the teacher's stationary rate model is numpy's C (I - W)^-1 B x, and

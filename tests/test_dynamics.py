@@ -193,6 +193,7 @@ def _fresh_thread_count():
         return pool.submit(torch.get_num_threads).result()
 
 
+@pytest.mark.slow
 def test_concurrent_fits_equal_sequential_ones_and_restore_the_thread_count():
     # two LM fits (ReLU hidden synapses are not affine) long enough to overlap; threads=1 differs from the default
     # count on a multi-core machine, so both threads really set and restore it

@@ -200,7 +200,8 @@ def continuous_tanh() -> ns.Circuit:
 # circuit with an excitatory region, a feed-forward circuit, a nonlinear continuous one; each option on and off
 RULE_CASES = [(signed_steady, None, True, True), (signed_steady, ["in->E"], False, False),
               (signed_steady, ["in->E"], False, True), (tiny, None, True, True), (tiny, None, False, False),
-              (continuous_tanh, None, False, True), (continuous_tanh, None, True, False)]
+              pytest.param(continuous_tanh, None, False, True, marks=pytest.mark.slow),  # about 20 s each
+              pytest.param(continuous_tanh, None, True, False, marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("make,within,certificate,stable", RULE_CASES)

@@ -770,6 +770,7 @@ def test_the_block_check_finds_the_four_old_assemblies():
         assert any(v.startswith(where) for v in found), (where, found)
 
 
+@pytest.mark.slow
 def test_the_block_assembly_is_defined_once():
     """No function of the package outside ``neurosubset/dynamics/blocks.py`` assembles a block matrix, and every
     call of ``block_matrix`` is :func:`neurosubset.dynamics.blocks.block_matrix` (see :func:`_block_assemblies`)."""
@@ -783,6 +784,7 @@ def test_the_block_assembly_is_defined_once():
     assert not found, "block matrices assembled outside neurosubset.dynamics.blocks:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_every_module_imports_in_a_fresh_interpreter_in_either_order():
     # a cycle between module-level names shows as an ImportError in one of the two orders
     names = [_module(p) for p in MODULES]

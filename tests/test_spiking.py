@@ -119,6 +119,7 @@ def test_matched_student_agrees_with_teacher_in_spikes_and_unfitted_differs(fitt
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spiking_check_dataset_feedforward_and_state_restored(tmp_path):
     import brian2
     from brian2.devices.device import get_device
@@ -240,6 +241,7 @@ def test_rectification_is_measured_and_flagged_when_allowed():
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_memory_stays_flat_with_duration():
     """Monitors count spikes, never record spike times or traces: peak memory does not grow with duration."""
     circuit = ns.feedforward([4, 6, 3])
@@ -331,6 +333,7 @@ def test_loose_keywords_and_settings_must_be_valid(fitted):
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_settings_object_and_loose_keywords_give_the_same_dataset():
     circuit = ns.feedforward([4, 6, 3])
     rng = np.random.default_rng(3)

@@ -284,6 +284,7 @@ def test_point_values_depend_only_on_seed_and_coordinates(small):
                               ["residual"].values)
 
 
+@pytest.mark.slow
 def test_workers_one_and_two_identical(small):
     with pytest.warns(UserWarning, match="infeasible"):
         two = ns.sweep(two_inputs(), **SMALL, workers=2)
@@ -291,6 +292,7 @@ def test_workers_one_and_two_identical(small):
 
 
 # ------------------------------------------------------------------------------------------------- the store
+@pytest.mark.slow
 def test_store_matches_memory_and_exports_to_netcdf(small, tmp_path):
     store = tmp_path / "s.zarr"
     with pytest.warns(UserWarning, match="infeasible"):
@@ -354,6 +356,7 @@ def _done_count(store: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     store = tmp_path / "killed.zarr"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store)])
@@ -385,6 +388,7 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- dask
 @pytest.mark.requires_dask
+@pytest.mark.slow
 def test_dask_local_cluster_identical_to_local(small):
     from distributed import Client, LocalCluster
 
@@ -399,6 +403,7 @@ def test_dask_local_cluster_identical_to_local(small):
 
 
 # ------------------------------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_sweep_plot_export(tmp_path, capsys):
     spec = tmp_path / "two.toml"
     spec.write_text(two_inputs().to_toml())

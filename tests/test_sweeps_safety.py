@@ -72,6 +72,7 @@ def _done_indices(ds: xr.Dataset) -> list[tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------------------ damaged stores
+@pytest.mark.slow
 def test_a_deleted_chunk_is_refused_by_readers_and_recomputed_by_resume(tmp_path, fresh):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
@@ -91,6 +92,7 @@ def test_a_deleted_chunk_is_refused_by_readers_and_recomputed_by_resume(tmp_path
     assert changed == {_chunk(store, "residual", index).name}, changed  # only the damaged point was recomputed
 
 
+@pytest.mark.slow
 def test_an_undecodable_chunk_is_named_in_one_line(tmp_path, fresh):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
@@ -107,6 +109,7 @@ def test_an_undecodable_chunk_is_named_in_one_line(tmp_path, fresh):
     xr.testing.assert_identical(resumed, fresh)
 
 
+@pytest.mark.slow
 def test_a_point_being_recomputed_is_pending_before_its_values_change(tmp_path, fresh):
     # a resume killed while it rewrites a damaged point must not leave that point marked done with mixed values
     store = tmp_path / "s.zarr"
@@ -155,6 +158,7 @@ class _no_damage_warning:
 
 # ------------------------------------------------------------------------------------------------ kills mid-write
 @pytest.mark.parametrize("where", ["template", "first point"])
+@pytest.mark.slow
 def test_a_kill_during_the_template_or_the_first_point_leaves_a_resumable_store(tmp_path, fresh, where):
     store = tmp_path / "s.zarr"
     trap = {"template": """
@@ -205,6 +209,7 @@ WRITER = """
 """
 
 
+@pytest.mark.slow
 def test_export_during_a_write_is_a_consistent_snapshot(tmp_path):
     store = tmp_path / "s.zarr"
     proc = _python(WRITER, str(store))
@@ -232,6 +237,7 @@ def test_export_during_a_write_is_a_consistent_snapshot(tmp_path):
     assert (final["status"].values == DONE).all()
 
 
+@pytest.mark.slow
 def test_a_second_writer_through_a_symlink_is_refused(tmp_path):
     store = tmp_path / "real.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
@@ -256,6 +262,7 @@ def test_a_second_writer_through_a_symlink_is_refused(tmp_path):
     xr.testing.assert_identical(open_sweep(alias), open_sweep(store))
 
 
+@pytest.mark.slow
 def test_a_finished_sweep_leaves_no_lock_file_and_overwrite_starts_over(tmp_path, fresh):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
@@ -314,6 +321,7 @@ SLOW_SWEEP = """
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process trees from /proc (Linux)")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_workers_die_with_their_parent(tmp_path, sig):
     store = tmp_path / "s.zarr"
     proc = _python(SLOW_SWEEP, str(store), stderr=subprocess.DEVNULL)
@@ -467,6 +475,7 @@ def test_mp_checks_it_can_write_before_computing(tmp_path, capsys, no_compute):
         (tmp_path / "ro").chmod(0o700)
 
 
+@pytest.mark.slow
 def test_quick_analysis_runs_never_write_into_data(tmp_path):
     shipped = ROOT / "data" / "lffn_allocations.nc"
     stamp = shipped.stat().st_mtime_ns if shipped.exists() else None
@@ -538,6 +547,7 @@ MEMORY_SCRIPT = """
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets the peak RSS through /proc (Linux)")
+@pytest.mark.slow
 def test_the_memory_estimate_is_within_2x_of_the_measured_peak_at_three_sizes():
     # independent reference: the kernel's peak resident set size (VmHWM, reset before each fit) above the RSS before
     import json
@@ -562,6 +572,7 @@ def _capped(*args: str) -> subprocess.CompletedProcess:
                           timeout=WAIT_S, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
 
 
+@pytest.mark.slow
 def test_requests_beyond_the_machine_are_refused_in_one_line(tmp_path):
     proc = _capped("mp", "lffn:8-6-3", "--budget", "9", "--m", "100000000", "--quiet")
     lines = proc.stderr.strip().splitlines()
@@ -602,6 +613,7 @@ def test_outputs_that_overflow_are_flagged_per_trial_and_refused_with_a_certific
 
 
 # ------------------------------------------------------------------------------------------------ extending a sweep
+@pytest.mark.slow
 def test_extending_a_finished_sweep_computes_only_the_new_points(tmp_path, monkeypatch):
     from neurosubset.sweeps import core
 
@@ -628,6 +640,7 @@ def test_extending_a_finished_sweep_computes_only_the_new_points(tmp_path, monke
         ns.sweep(two_inputs(), **{**wider, "m": [2, 3, 4], "trials": 5}, store=store)
 
 
+@pytest.mark.slow
 def test_plot_never_overwrites_figures_without_overwrite(tmp_path, capsys):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
