@@ -20,6 +20,7 @@ import pytest
 import xarray as xr
 
 import neurosubset as ns
+from neurosubset import _schema
 from neurosubset import cli
 from neurosubset.circuit import Circuit, Projection, Region
 from neurosubset.sweeps import export, open_sweep
@@ -451,6 +452,19 @@ def test_18_a_list_valued_tau_is_one_error(tmp_path):
     with pytest.raises(ns.CircuitSpecError, match=r"'tau' parameter must be one number \(s\) or a table hidden "
                                                   r"region -> tau"):
         Circuit.from_toml(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("solver", ["lstsq", "auto"])
+def test_12_overflowed_trials_are_undecided_never_exact(solver):
+    # lrnn:16,2,2,200,30: outputs overflow to inf/NaN in every trial. Before, least squares called that MP = 0
+    # "exact" with only a warning; an overflowed trial proves nothing (outcome undecided, the bracket [0, 1])
+    c = ns.linear_rnn(16, 2, 2, steps=200, gain=30.0)
+    with pytest.warns(ns.NonFiniteOutputWarning, match="overflowed"):
+        ds = ns.match_probability(c, ns.allocate(c, 8, within=["C"], seed=0), m=2, trials=3, seed=0, solver=solver)
+    assert (ds.fit_status.values == _schema.NON_FINITE).all(), ds.fit_status.values
+    assert (ds.outcome.values == _schema.UNDECIDED).all(), ds.outcome.values
+    assert ds.attrs["decision_kind"] == "lower bound"
+    assert (float(ds.mp_lower), float(ds.mp_upper)) == (0.0, 1.0)
 
 
 @pytest.mark.slow
