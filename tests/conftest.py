@@ -42,3 +42,19 @@ def _optional_dependencies(request):
 def rng():
     """A seeded numpy Generator (tests pass explicit seeds, never the global state)."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Neither match_probability, a sweep point nor the spiking check may run: a refusal (bad output path, bad
+    option) must come first (tests/test_attacks.py, tests/test_sweeps_safety.py)."""
+    import neurosubset.benchmark
+    import neurosubset.spiking
+    from neurosubset.sweeps import core
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed before refusing")
+
+    monkeypatch.setattr(neurosubset.benchmark, "match_probability", refuse)
+    monkeypatch.setattr(neurosubset.spiking, "spikecheck", refuse)
+    monkeypatch.setattr(core, "run_point", refuse)

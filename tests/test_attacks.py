@@ -59,21 +59,6 @@ def _one_line_error(capsys, *needles: str) -> str:
 
 
 @pytest.fixture
-def no_compute(monkeypatch):
-    """Neither match_probability, a sweep point nor the spiking check may run: the request is refused first."""
-    import neurosubset.benchmark
-    import neurosubset.spiking
-    from neurosubset.sweeps import core
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("computed before refusing")
-
-    monkeypatch.setattr(neurosubset.benchmark, "match_probability", refuse)
-    monkeypatch.setattr(neurosubset.spiking, "spikecheck", refuse)
-    monkeypatch.setattr(core, "run_point", refuse)
-
-
-@pytest.fixture
 def count_points(monkeypatch):
     """The indices of the sweep points computed while the test runs."""
     from neurosubset.sweeps import core
