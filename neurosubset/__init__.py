@@ -48,6 +48,7 @@ from .theory import certify as certify
 from .theory import heuristic as heuristic
 from .theory import minimal_budget as minimal_budget
 from .theory import optimal_allocation as optimal_allocation
+from . import datasets as datasets  # recorded data sets (the optional packages are read only when called)
 from .responses import fit_responses as fit_responses
 from .responses import localize as localize
 from .responses import projection_candidates as projection_candidates
@@ -84,6 +85,8 @@ __all__ = [
     "spiking_check", "spiking_compare", "spikecheck", "SpikingSettings", "SpikingSettingsError",
     # fitting recorded responses: which synapses could have changed?
     "fit_responses", "localize", "projection_candidates", "region_candidates",
+    # recorded data sets (ns.datasets.randi2023: the C. elegans signal-propagation atlas)
+    "datasets",
     # declared result layouts (neurosubset.schema) and the CF-clean writer
     "validate_dataset", "LayoutError", "write",
     # sweeps

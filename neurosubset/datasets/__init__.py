@@ -1,0 +1,12 @@
+"""Recorded data sets, read into xarray Datasets named as the toolkit's circuits name their neurons.
+
+- :func:`randi2023`: the C. elegans signal-propagation atlas (Randi et al. 2023, Nature), optogenetic stimulation of
+  one neuron at a time and the calcium responses of the others, wild type and ``unc-31``; from the
+  ``wormneuroatlas`` package (the ``connectome`` extra).
+"""
+from .randi2023 import CITATION as CITATION
+from .randi2023 import STRAINS as STRAINS
+from .randi2023 import funatlas_path as funatlas_path
+from .randi2023 import randi2023 as randi2023
+
+__all__ = ["randi2023", "funatlas_path", "STRAINS", "CITATION"]
