@@ -125,7 +125,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
     xarray.Dataset
         Dims ``budget``, ``point`` (with fractions), ``dale`` / ``stable_required`` (when swept), ``strategy``, ``m``
         (+ ``trial``, ``round`` and the mask dims). A resumed store of format 1 keeps its dense layout (one dim per
-        fraction key; :func:`neurosubset.sweeps.store.as_points` converts it).
+        fraction key; :func:`neurosubset.sweeps.as_points` converts it).
         ``status`` (flags), every variable of :func:`~neurosubset.match_probability` with the point dims in front
         (``mp``, ``mp_low``, ``mp_high`` (95% Wilson), ``mp_first_round``, ``mp_by_round (..., round)``, per-trial
         ``matched``, ``residual``, ``restarts``, ``fit_status (..., trial)``, ``plastic_rank``, ``full_rank``),
