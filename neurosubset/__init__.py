@@ -61,6 +61,7 @@ from .sweeps import dirichlet_grid as dirichlet_grid
 from .sweeps import paired_difference as paired_difference
 from .sweeps import simplex_grid as simplex_grid
 from .sweeps import sweep as sweep
+from .sweeps import sweep_allocations as sweep_allocations
 from ._schema import version as _version
 
 __version__ = _version()
@@ -90,7 +91,7 @@ __all__ = [
     # declared result layouts (neurosubset.schema) and the CF-clean writer
     "validate_dataset", "LayoutError", "write",
     # sweeps
-    "sweep", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
+    "sweep", "sweep_allocations", "simplex_grid", "FractionGrid", "SweepStoreError", "POINT_STATUS",
     "dirichlet_grid", "density_grid", "DensityGrid", "paired_difference", "plot_allocation",
 ]
 

@@ -10,13 +10,19 @@ package imports this one. Not public API: a name may change or go without deprec
 Result schema (:mod:`neurosubset._schema`)
     :func:`meta` (CF attrs of a variable), :data:`VARIABLES` (every variable's schema), :data:`DECISION` (the
     decision flags of fits), :data:`DONE` (the status of a computed sweep point).
+Analysis variables (:mod:`neurosubset._analysis_schema`)
+    :func:`analysis_meta` (attrs of a variable an analysis script stores beside the result variables).
+Figures (:mod:`neurosubset._outputs`)
+    :func:`write_figure` (a figure through the output rules: atomic, never over an existing file unasked).
 Exact ranks (:mod:`neurosubset.theory._ranks`)
     :func:`rank_columns` (``_columns``: the Jacobian columns of an allocation's plastic synapses).
 """
+from ._analysis_schema import analysis_meta as analysis_meta
+from ._outputs import write_figure as write_figure
 from ._schema import DECISION as DECISION
 from ._schema import DONE as DONE
 from ._schema import VARIABLES as VARIABLES
 from ._schema import meta as meta
 from .theory._ranks import _columns as rank_columns
 
-__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "rank_columns"]
+__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "rank_columns", "analysis_meta", "write_figure"]

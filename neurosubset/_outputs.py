@@ -351,8 +351,9 @@ def _write_tmp(ds: Any, path: Path, tmp: Path) -> None:
 
 
 def write_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 120, overwrite: bool = False,
-                 what: str = "the figure") -> Path:
-    """Save a matplotlib figure to ``path`` (``.png``, ``.pdf``, ``.svg``) by the rules above, atomically.
+                 what: str = "the figure", bbox_inches: str | None = None) -> Path:
+    """Save a matplotlib figure to ``path`` (``.png``, ``.pdf``, ``.svg``) by the rules above, atomically
+    (``bbox_inches="tight"``: the saved area grows to hold text placed outside the axes).
 
     Returns
     -------
@@ -363,7 +364,7 @@ def write_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 120, overwrite
     remove_stale(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:])
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:], bbox_inches=bbox_inches)
         fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.resolve().parent)

@@ -37,7 +37,7 @@ is not "done"; a store made by a different configuration is refused; a lock file
 writer fail at once (:mod:`.store`).
 
 Modules: :mod:`.grid` (fraction grids), :mod:`.layout` (the point layout), :mod:`.paired` (paired differences),
-:mod:`.config` (the hashed configuration), :mod:`.point` (one point's task,
+:mod:`.config` (the hashed configuration), :mod:`.named` (:func:`sweep_allocations`: named explicit allocations), :mod:`.point` (one point's task,
 computation and variables), :mod:`.template` (coords, status, masks, attrs), :mod:`.store` (memory / Zarr targets,
 lock, reading back), :mod:`.executors` (in-process, local processes, dask), :mod:`.core` (:func:`sweep`).
 """
@@ -50,10 +50,11 @@ from .grid import simplex_grid as simplex_grid
 from .layout import as_points as as_points
 from .layout import flat_points as flat_points
 from .layout import index_points as index_points
+from .named import sweep_allocations as sweep_allocations
 from .paired import paired_difference as paired_difference
 from .store import SweepStoreError as SweepStoreError
 from .store import export as export
 from .store import open_sweep as open_sweep
 
-__all__ = ["sweep", "FractionGrid", "DensityGrid", "simplex_grid", "dirichlet_grid", "density_grid", "SweepStoreError",
+__all__ = ["sweep", "sweep_allocations", "FractionGrid", "DensityGrid", "simplex_grid", "dirichlet_grid", "density_grid", "SweepStoreError",
            "open_sweep", "export", "as_points", "flat_points", "index_points", "paired_difference"]
