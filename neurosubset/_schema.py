@@ -101,9 +101,27 @@ FIT_STATUS = Flags(("not_fitted", "matched", "no_solution", "stalled", "iteratio
 # bounded least squares under Dale's law; the ReLU cone LP or activation-pattern LPs; the real roots of a univariate
 # polynomial) or the local Levenberg-Marquardt, whose unmatched trials are not proofs (a lower bound on MP)
 DECISION = Flags(("least_squares", "bounded_least_squares", "cone_lp", "activation_patterns", "univariate_roots",
-                  "levenberg_marquardt", "rank_certificate", "lifted_rates"))
+                  "levenberg_marquardt", "rank_certificate", "lifted_rates", "stable_witness", "sign_cone_lp",
+                  "branch_and_bound"))
 (LEAST_SQUARES_DECISION, BOUNDED_DECISION, CONE_DECISION, PATTERN_DECISION, ROOTS_DECISION,
- LM_DECISION, CERTIFICATE_DECISION, LIFTED_DECISION) = range(len(DECISION.meanings))
+ LM_DECISION, CERTIFICATE_DECISION, LIFTED_DECISION, STABLE_WITNESS_DECISION, SIGN_CONE_DECISION,
+ BRANCH_AND_BOUND_DECISION) = range(len(DECISION.meanings))
+# stable_witness: a match searched on the matched manifold down a smoothed spectral abscissa, Lyapunov-certified
+# (neurosubset.solvers.biological); sign_cone_lp: per-row LPs with pinned presynaptic rates, infeasible by a Farkas
+# ray checked in exact rationals; branch_and_bound: SCIP's spatial branch and bound on the lifted bilinear problem
+# (both neurosubset.solvers.proofs: no match within the sign box and the plausibility box, K init SDs)
+# what kind of evidence settled a trial (int8, per trial):
+# - none: undecided;
+# - witness: a match (assembled student within tol; stable by its eigenvalues where required);
+# - lyapunov_witness: a match whose stability is also certified by a Lyapunov solve (P > 0 by Cholesky);
+# - exact: a proof of no match over all plastic values the constraints allow (rank certificate, least squares,
+#   LPs, the lifted necessary equations);
+# - sign_cone_lp_within_k, branch_and_bound_within_k: a proof of no match within the plausibility bound K (plastic
+#   values within K init SDs of their synapse, attr plausibility_bound), by a rational Farkas ray or by SCIP.
+PROOF_KIND = Flags(("none", "witness", "lyapunov_witness", "exact", "sign_cone_lp_within_k",
+                    "branch_and_bound_within_k"))
+(NO_PROOF, WITNESS_PROOF, LYAPUNOV_PROOF, EXACT_PROOF, SIGN_CONE_PROOF,
+ BRANCH_AND_BOUND_PROOF) = range(len(PROOF_KIND.meanings))
 # rank_certificate: fit(skip_zero=True) fitted nothing, the certificate's rank deficit proved MP = 0 (exact)
 # lifted_rates: linear steady circuits, the rates as unknowns (neurosubset.solvers.lifted): a witness or a proof
 # what one trial proves about MP (int8), whichever decider settled it:
@@ -138,6 +156,10 @@ VARIABLES: dict[str, dict[str, Any]] = {
                  **DECISION.attrs()},
     "outcome": {"long_name": "what the trial proves: a witness, a proof of no match, or neither", "units": "1",
                 **OUTCOME.attrs()},
+    "proof_kind": {"long_name": "kind of witness or proof that settled the trial", "units": "1",
+                   **PROOF_KIND.attrs()},
+    "witness_scale": {"long_name": "largest plastic value of the matched student in init SDs of its synapse "
+                                   "(max_k |theta_k| / sigma_k; NaN where not matched)", "units": "1"},
     # per result
     "mp": {"long_name": "match probability", **_PROB},
     "mp_lower": {"long_name": "match probability, lower end of the 95% bracket (Wilson lower limit of the proven "
