@@ -23,6 +23,7 @@ import torch
 
 from .._schema import (BOUNDED_DECISION, CERTIFICATE_DECISION, LEAST_SQUARES_DECISION, LIFTED_DECISION, LM_DECISION,
                        MATCHED, NO_SOLUTION, INFEASIBLE, PROVEN_MATCH, PROVEN_NO_MATCH, STALLED, UNDECIDED)
+from .biological import StableWitness
 from .bounded import Bounds, solve_exact
 from .exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .lifted import lifting_applicable, solve_lifted
@@ -88,6 +89,9 @@ class Batch:
         The fit's seed and the global index of the batch's first trial (restart seeds).
     device : torch.device
     progress : bool
+    plausibility_bound : float
+        ``K``: the biological deciders' witnesses and proofs keep each plastic value within ``K`` init SDs
+        (:attr:`sigma`) of its synapse (:class:`~neurosubset.FitOptions` ``plausibility_bound``).
     """
 
     problem: Problem
@@ -104,6 +108,7 @@ class Batch:
     first: int
     device: torch.device = torch.device("cpu")
     progress: bool = False
+    plausibility_bound: float = 100.0
 
     @property
     def trials(self) -> int:
@@ -338,7 +343,8 @@ class LevenbergMarquardtRounds(Decider):
 
 
 # the chain Auto runs, in order: exact deciders first, the local solver last (a new decider: one line here)
-AUTO_CHAIN = (RankCertificate, AffineLeastSquares, ExactNonAffine, LiftedRates, LevenbergMarquardtRounds)
+AUTO_CHAIN = (RankCertificate, AffineLeastSquares, ExactNonAffine, LiftedRates, StableWitness,
+              LevenbergMarquardtRounds)
 
 
 def decider_chain(solver: Any, *, dale: bool) -> tuple[Decider, ...]:
