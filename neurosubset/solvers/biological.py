@@ -1,0 +1,389 @@
+"""Stable witnesses of a match: searched on the matched manifold, certified by a Lyapunov solve.
+
+A linear steady student has rates ``r = (I - W)^{-1} U x`` over its non-input neurons; its fixed point is stable
+iff ``max Re eig(W) < 1`` (:mod:`neurosubset.dynamics.stability`). Filtering the matches a local solver finds by
+stability (the LM's ``admissible``) keeps only those that happen to be stable; on small recurrent allocations of
+an E/I circuit almost all are not. :class:`StableWitness` searches for a stable match instead:
+
+1. **Onto the matched manifold** ``{theta : F(theta) = Y}``: projected Levenberg-Marquardt on the residual
+   ``F(theta) - Y`` inside the box ``B`` (Dale's sign box intersected with the plausibility box
+   ``|theta_k| <= K sigma_k``), from the student's own values and a few random draws of the init.
+2. **Along it, down a smoothed spectral abscissa**: ``a_beta(W) = (1 / beta) log sum_i exp(beta Re lambda_i)``
+   over the eigenvalues of the circuit's recurrent loops (:meth:`neurosubset.dynamics.stability.Stability.loops`;
+   ``a_beta >= max Re lambda``, within ``log(n) / beta``), whose exact gradient is the softmax-weighted sum of the
+   eigenvalue derivatives ``d lambda_i = u_i^H dW v_i / u_i^H v_i`` (the formula of
+   :meth:`~neurosubset.dynamics.stability.Stability.abscissa`, for every eigenvalue). Each step moves along the
+   gradient projected onto the null space of the residual Jacobian (restricted to the values not held at a face of
+   the box), sized to bring the abscissa below ``1 - margin`` to first order within a trust radius, and is followed
+   by Levenberg-Marquardt corrections back onto the manifold. No step is refused for being unstable (a barrier
+   that refuses steps found fewer stable matches at 4x the cost); the trust radius shrinks where a step overshot.
+3. **Certified**: the assembled student's Jacobian ``A = -I + W`` (of ``tau dr/dt = -r + W r + U x``) is Hurwitz iff
+   ``A^T P + P A = -I`` has a positive definite solution ``P`` (Lyapunov): ``scipy.linalg.solve_continuous_lyapunov``
+   solves it, and a Cholesky factorisation of ``P`` (with the equation's residual) checks it. A trial is
+   ``proven_match`` only with that certificate, the residual recomputed by the toolkit's own forward map below
+   ``tol``, and the fit's stability requirement (``admissible``) agreeing.
+
+A search, not a proof: a trial it does not match stays undecided (the chain's next deciders get it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import scipy.linalg
+import torch
+from threadpoolctl import threadpool_limits
+
+from .._schema import MATCHED, PROVEN_MATCH, STALLED, STABLE_WITNESS_DECISION, UNDECIDED
+from ..dynamics.blocks import block_matrix
+from ..dynamics.stability import plastic_in_loops
+from .lifted import _layout, _residuals, lifting_applicable
+from .options import LevenbergMarquardt
+
+if TYPE_CHECKING:
+    from .chain import Batch, Decided, Problem
+
+__all__ = ["StableWitness", "lyapunov_certificate", "plausibility_box", "smoothed_abscissa"]
+
+SEED_KEY = 0x5AB1E  # spawn key of the random starts (with the fit's seed and the global trial index)
+_LM_GAIN, _LM_SHRINK = 10.0, 3.0  # damping up after a refused LM step, down after an accepted one
+
+
+def plausibility_box(lower: np.ndarray | None, upper: np.ndarray | None, sigma: np.ndarray, k: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The box the witnesses and proofs of the biological deciders live in: the sign box intersected with
+    ``|theta| <= k sigma``.
+
+    Parameters
+    ----------
+    lower, upper : numpy.ndarray or None
+        ``(M,)`` the sign box (None: free).
+    sigma : numpy.ndarray
+        ``(M,)`` init SD of each plastic synapse.
+    k : float
+        The plausibility bound in init SDs.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(lower, upper)`` ``(M,)``, finite.
+    """
+    lo, hi = -k * np.asarray(sigma, dtype=float), k * np.asarray(sigma, dtype=float)
+    if lower is not None:
+        lo, hi = np.maximum(lo, lower), np.minimum(hi, upper)
+    return lo, hi
+
+
+def lyapunov_certificate(w: np.ndarray) -> bool:
+    """Whether the fixed point of ``tau dr/dt = -r + W r + input`` is certified stable by a Lyapunov solve.
+
+    Parameters
+    ----------
+    w : numpy.ndarray
+        ``(N, N)`` the recurrent weights over the non-input neurons (the assembled student).
+
+    Returns
+    -------
+    bool
+        True iff ``P`` solving ``A^T P + P A = -I`` (``A = W - I``) is finite, satisfies the equation to
+        ``1e-8`` relative to ``||P||``, and its symmetric part has a Cholesky factor (positive definite).
+    """
+    a = np.asarray(w, dtype=np.float64) - np.eye(w.shape[0])
+    try:
+        p = scipy.linalg.solve_continuous_lyapunov(a.T, -np.eye(a.shape[0]))
+    except (ValueError, np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        return False
+    if not np.isfinite(p).all():
+        return False
+    p = 0.5 * (p + p.T)
+    resid = np.linalg.norm(a.T @ p + p @ a + np.eye(a.shape[0]))
+    if resid > 1e-8 * max(1.0, np.linalg.norm(p)):
+        return False
+    try:
+        np.linalg.cholesky(p)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
+def smoothed_abscissa(w: np.ndarray, loop_index: list[np.ndarray], rows: np.ndarray, cols: np.ndarray,
+                      beta: float) -> tuple[float, float, np.ndarray]:
+    """The log-sum-exp abscissa of the loops' eigenvalues and its exact gradient in the plastic values.
+
+    Parameters
+    ----------
+    w : numpy.ndarray
+        ``(N, N)`` recurrent weights over the non-input neurons.
+    loop_index : list of numpy.ndarray
+        The neuron positions of each recurrent loop.
+    rows, cols : numpy.ndarray
+        ``(M,)`` each plastic synapse's postsynaptic position and presynaptic position in ``[neurons; inputs]``.
+    beta : float
+        Softness (1 / the width over which eigenvalues share the weight).
+
+    Returns
+    -------
+    value : float
+        ``(1 / beta) log sum_i exp(beta Re lambda_i)`` over the loops' eigenvalues.
+    top : float
+        ``max Re lambda_i``, floored at 0 (the toolkit's ``max_real_eig``: read-outs carry zero eigenvalues).
+    gradient : numpy.ndarray
+        ``(M,)`` d value / d theta (zero for synapses outside a loop: inputs, read-outs, between loops).
+    """
+    parts = []
+    for idx in loop_index:
+        lam, left, right = scipy.linalg.eig(w[np.ix_(idx, idx)], left=True, right=True)
+        parts.append((idx, lam, left, right))
+    re = np.concatenate([p[1].real for p in parts]) if parts else np.zeros(1)
+    top = float(re.max())
+    share = np.exp(beta * (re - top))
+    value = top + float(np.log(share.sum())) / beta
+    share /= share.sum()
+    grad = np.zeros(rows.size)
+    start = 0
+    for idx, lam, left, right in parts:
+        c = share[start:start + lam.size] / np.einsum("ij,ij->j", np.conj(left), right)
+        start += lam.size
+        d = np.real(np.conj(left) @ (c[:, None] * right.T))  # d value / d block entry (post, pre)
+        where = -np.ones(w.shape[0] + 1, dtype=np.int64)
+        where[idx] = np.arange(idx.size)
+        cr = np.where(cols < w.shape[0], cols, w.shape[0])  # input synapses move no eigenvalue
+        inside = (where[rows] >= 0) & (where[cr] >= 0)
+        grad[inside] += d[where[rows[inside]], where[cr[inside]]]
+    return value, max(top, 0.0), grad
+
+
+class _Student:
+    """One trial's linear steady student: outputs, residual Jacobian and recurrent matrix for plastic values."""
+
+    def __init__(self, lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray):
+        self.lay, self.n = lay, a.shape[0]
+        self.full = np.hstack([a, b])  # (N, N + n_in), zero at plastic entries
+        self.x, self.y = x, y  # (n_in, m), (n_out, m)
+        self.scale = float(np.linalg.norm(y))
+
+    def recurrent(self, theta: np.ndarray) -> np.ndarray:
+        full = self.full.copy()
+        np.add.at(full, (self.lay.rows, self.lay.cols), theta)
+        return full
+
+    def evaluate(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(residual (m n_out,), jacobian (m n_out, M), relative residual)``, probe-major like the targets."""
+        full, n, lay = self.recurrent(theta), self.n, self.lay
+        mat = np.eye(n) - full[:, :n]
+        try:
+            lu = scipy.linalg.lu_factor(mat, check_finite=False)
+            r = scipy.linalg.lu_solve(lu, full[:, n:] @ self.x)
+            sel = np.zeros((n, lay.outputs.size))
+            sel[lay.outputs, np.arange(lay.outputs.size)] = 1.0
+            g_out = scipy.linalg.lu_solve(lu, sel, trans=1).T  # (n_out, N): rows of (I - W)^{-1}
+        except (ValueError, np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            return np.full(self.y.size, np.inf), np.zeros((self.y.size, lay.rows.size)), np.inf
+        if not (np.isfinite(r).all() and np.isfinite(g_out).all()):
+            return np.full(self.y.size, np.inf), np.zeros((self.y.size, lay.rows.size)), np.inf
+        z = np.vstack([r, self.x])
+        res = (r[lay.outputs] - self.y).T.reshape(-1)
+        jac = (g_out[:, lay.rows][None, :, :] * z[lay.cols].T[:, None, :]).reshape(-1, lay.rows.size)
+        return res, jac, float(np.linalg.norm(res) / self.scale) if self.scale > 0 else float(np.linalg.norm(res))
+
+
+def _free(theta: np.ndarray, step: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Values not held at a face of the box by ``step`` (those at a face that the step pushes outwards are held)."""
+    return ~(((theta <= lo) & (step < 0)) | ((theta >= hi) & (step > 0)))
+
+
+def _lm_step(res: np.ndarray, jac: np.ndarray, mu: float, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray
+             ) -> np.ndarray:
+    """One projected Marquardt step: solved on the values the box leaves free, then clipped into it."""
+    diag = np.maximum((jac ** 2).sum(0), 1e-300)
+
+    def solve(free):
+        jf = jac[:, free]
+        lhs = jf.T @ jf + mu * np.diag(diag[free])
+        try:
+            return np.linalg.solve(lhs, -jf.T @ res)
+        except np.linalg.LinAlgError:
+            return np.linalg.lstsq(lhs, -jf.T @ res, rcond=None)[0]
+
+    step = np.zeros_like(theta)
+    step[:] = solve(np.ones(theta.size, dtype=bool))
+    free = _free(theta, step, lo, hi)
+    if not free.all():
+        step[:] = 0.0
+        if free.any():
+            step[free] = solve(free)
+    return np.clip(theta + step, lo, hi) - theta
+
+
+@dataclass(frozen=True)
+class _Search:
+    """Knobs of the search on one trial (see :class:`StableWitness`)."""
+
+    iterations: int
+    margin: float
+    beta: float
+    tol: float
+
+
+def _correct(st: _Student, theta: np.ndarray, lo, hi, target: float, steps: int, mu: float
+             ) -> tuple[np.ndarray, float, float]:
+    """Projected LM from ``theta`` until the relative residual is below ``target`` (at most ``steps``):
+    ``(theta, relative residual, damping)``."""
+    res, jac, rel = st.evaluate(theta)
+    for _ in range(steps):
+        if rel < target or not np.isfinite(rel):
+            break
+        step = _lm_step(res, jac, mu, theta, lo, hi)
+        new = theta + step
+        res_n, jac_n, rel_n = st.evaluate(new)
+        if rel_n < rel:
+            theta, res, jac, rel, mu = new, res_n, jac_n, rel_n, max(mu / _LM_SHRINK, 1e-12)
+        else:
+            mu *= _LM_GAIN
+            if mu > 1e12:
+                break
+    return theta, rel, mu
+
+
+def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
+            ) -> np.ndarray | None:
+    """A stable match from ``start``, or None: onto the manifold, then down the smoothed abscissa along it."""
+    lay, n = st.lay, st.n
+    inner = knobs.tol * 1e-2  # on the manifold: well below the match tolerance
+    theta, rel, mu = _correct(st, np.clip(start, lo, hi), lo, hi, inner, knobs.iterations, 1e-3)
+    if not rel < inner:
+        return None
+    radius = 0.1 * float(np.linalg.norm(sigma))
+    goal = 1.0 - knobs.margin
+    used = 0
+    while used < knobs.iterations:
+        w = st.recurrent(theta)[:, :n]
+        value, top, grad = smoothed_abscissa(w, loop_index, lay.rows, lay.cols, knobs.beta)
+        if top < goal:
+            return theta
+        _, jac, _ = st.evaluate(theta)
+        free = _free(theta, -grad, lo, hi)
+        step = np.zeros_like(theta)
+        if free.any():
+            jf = jac[:, free]
+            _, sv, vt = np.linalg.svd(jf, full_matrices=True)
+            rank = int((sv > sv[0] * max(jf.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
+            null = vt[rank:]  # (free - rank, free): directions that keep the outputs to first order
+            proj = null.T @ (null @ grad[free])
+            norm2 = float(proj @ proj)
+            if norm2 <= 0.0:
+                return None  # the manifold (inside the box) is a point here: no descent direction left
+            length = min((value - goal + knobs.margin) / np.sqrt(norm2), radius)
+            step[free] = -length * proj / np.sqrt(norm2)
+        else:
+            return None
+        new = np.clip(theta + step, lo, hi)
+        new, rel, mu = _correct(st, new, lo, hi, inner, 20, mu)
+        used += 1
+        if not rel < inner:  # fell off the manifold: a shorter step from the same point
+            radius *= 0.5
+            if radius < 1e-8 * float(np.linalg.norm(sigma)):
+                return None
+            continue
+        _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+        radius *= 1.5 if top_new < top else 0.5
+        theta = new
+    return None
+
+
+@dataclass(frozen=True)
+class StableWitness:
+    """Stable matches of linear steady circuits, searched on the matched manifold and certified (module doc).
+
+    Runs where the fit requires stability (the batch's ``admissible``) and plastic synapses sit in a recurrent
+    loop (elsewhere no plastic value moves an eigenvalue and the LM's own check is the whole story). Before the
+    LM in the chain: the trials it matches are ``proven_match`` (decision ``stable_witness``), the others stay
+    open for the deciders after it.
+
+    Attributes
+    ----------
+    starts : int
+        Starts per trial: the student's own values, then random draws of the init moved into the box.
+    iterations : int
+        Manifold steps per start (and LM steps to reach the manifold).
+    margin : float
+        The search stops at ``max Re eig W < 1 - margin`` (room for the Lyapunov certificate).
+    beta : float
+        Softness of the smoothed abscissa.
+    """
+
+    starts: int = 4
+    iterations: int = 200
+    margin: float = 0.02
+    beta: float = 20.0
+    name: ClassVar[str] = "stable_witness"
+    final: ClassVar[bool] = False
+    records: ClassVar[bool] = False  # the result records the solver that would have run without it
+
+    @classmethod
+    def build(cls, lm: LevenbergMarquardt, dale: bool) -> StableWitness:
+        return cls()
+
+    def recorded(self, problem: Problem) -> None:
+        return None
+
+    def applicable(self, problem: Problem) -> bool:
+        circuit, alloc = problem.circuit, problem.alloc
+        if alloc.size == 0 or problem.zero or not lifting_applicable(circuit, alloc, LevenbergMarquardt()):
+            return False
+        return plastic_in_loops(circuit, alloc.counts)
+
+    def decide(self, batch: Batch, open_: np.ndarray) -> Decided:
+        from .chain import Decided, _on  # the chain imports this module to list it (the protocol: chain.Decider)
+
+        fmap, targets, own = _on(batch, open_)
+        n = open_.size
+        theta, status = own.clone(), np.full(n, STALLED, dtype=np.int8)
+        outcome = np.full(n, UNDECIDED, dtype=np.int8)
+        decision = np.full(n, STABLE_WITNESS_DECISION, dtype=np.int8)
+        if batch.admissible is None:  # no stability asked for: nothing to add to the LM's search
+            return Decided(theta, torch.full((n,), float("nan"), dtype=targets.dtype), status, decision, outcome,
+                           np.zeros(n, dtype=np.int64))
+        circuit, alloc = batch.problem.circuit, batch.alloc
+        m = fmap.probes.shape[1]
+        lay = _layout(circuit, alloc, m)
+        neurons, inputs = list(circuit.slices(("hidden", "output"))), list(circuit.slices("input"))
+        pos = circuit.slices(("hidden", "output"))
+        loop_index = [np.concatenate([np.arange(pos[r].start, pos[r].stop) for r in loop.regions])
+                      for loop in circuit.dynamics.stability(circuit).loops()]
+        a_all = block_matrix(circuit, fmap.frozen, neurons, neurons).numpy()
+        b_all = block_matrix(circuit, fmap.frozen, neurons, inputs).numpy()
+        y_all = targets.reshape(n, m, -1).transpose(-1, -2).numpy()
+        x_all = fmap.probes.transpose(-1, -2).numpy()
+        bounds = batch.bounds
+        lo, hi = plausibility_box(None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
+                                  batch.sigma, batch.plausibility_bound)
+        knobs = _Search(self.iterations, self.margin, self.beta, batch.tol)
+        own_np, found = own.numpy(), np.zeros(n, dtype=bool)
+        out = own_np.copy()
+        with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
+            for p in range(n):
+                st = _Student(lay, a_all[p], b_all[p], x_all[p], y_all[p])
+                rng = np.random.default_rng(np.random.SeedSequence(batch.seed,
+                                                                   spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
+                for s in range(self.starts):
+                    if s == 0:
+                        start = own_np[p]
+                    else:
+                        start = rng.normal(size=alloc.size) * batch.sigma
+                        if bounds is not None:
+                            start = bounds.inside(start)
+                    got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
+                    if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
+                        out[p], found[p] = got, True
+                        break
+        out[~found] = own_np[~found]  # an open trial leaves with its own values
+        theta = torch.as_tensor(out, dtype=targets.dtype)
+        resid = _residuals(fmap, theta, targets)  # the toolkit's forward map on the assembled students
+        ok = found & (resid.numpy() < batch.tol)
+        if ok.any():
+            hit = torch.as_tensor(np.flatnonzero(ok))
+            ok[hit.numpy()] = np.asarray(batch.admissible(fmap.subset(hit), theta[hit]), dtype=bool)
+        status[ok], outcome[ok] = MATCHED, PROVEN_MATCH
+        return Decided(theta, resid, status, decision, outcome, np.zeros(n, dtype=np.int64))
