@@ -142,6 +142,9 @@ DECISION_KINDS = ("exact", "lower bound")
 # bounds the solver's match rate, not MP
 LOWER_BOUND_COMMENT = ("decision_kind is 'lower bound': the interval bounds the local solver's match rate; MP itself "
                        "can be higher, so mp_high is not an upper bound on MP")
+# a restart round that still gains more than this much MP (last_round_gain) says the local solver had not converged
+# on the trials' solvability: flagged (attr still_improving of an mp result, the sweep table, the CLI's summary)
+LAST_ROUND_GAIN_FLAG = 0.05
 
 _PROB = {"units": "1"}
 
@@ -172,6 +175,10 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "mp_by_round": {"long_name": "match probability after each restart round", **_PROB},
     "last_round_gain": {"long_name": "match probability gained in the last restart round", **_PROB},
     "solver": {"long_name": "solver used ('lstsq' exact affine, 'lm' Levenberg-Marquardt)"},
+    # a sweep's per-point decision_kind (an mp result's attr of that name)
+    "point_decision_kind": {"long_name": "whether the point's MP is exact or a lower bound ('exact', 'lower bound')",
+                            "comment": "lower bound: a local solver decided some trials; mp_high is then not an "
+                                       "upper bound on MP (see mp_lower / mp_upper where stored)"},
     # float64 everywhere (a sweep's not-computed points hold NaN), so that mp and sweep files agree
     "plastic_rank": {"long_name": "generic rank of d(outputs)/d(plastic weights)", "units": "1"},
     "full_rank": {"long_name": "generic rank of d(outputs)/d(all weights): dim of teacher outputs", "units": "1"},

@@ -120,6 +120,7 @@ def _check_out(args: argparse.Namespace) -> None:
 def _cmd_mp(args: argparse.Namespace) -> None:
     """Estimate the match probability MP(A, m) of one allocation and write the dataset."""
     from .benchmark import match_probability
+    from .results import summary
 
     _check_out(args)
     options = _fit_options(args, threads=_workers(args), device=args.device, skip_zero=args.skip_zero)
@@ -131,7 +132,7 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
-          f"{_estimate(ds)}, certificate {ds.attrs.get('certificate_verdict', 'not computed')})")
+          f"{_estimate(ds)}, certificate {ds.attrs.get('certificate_verdict', 'not computed')}; {summary(ds)})")
     _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), ds.sizes["trial"])
     if args.out:
         _write(ds, args.out, args.overwrite)
@@ -157,6 +158,7 @@ def _write(ds, out: str, overwrite: bool) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> None:
     """Sweep MP over budgets, plasticity fractions, strategies and probe counts into a resumable Zarr store."""
     from .sweeps import dirichlet_grid, simplex_grid, sweep
+    from .sweeps.table import mp_table
 
     options = _fit_options(args, device=args.device)
     circuit = load_circuit(args.circuit)
@@ -187,21 +189,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if "fit_status" in ds:
         _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), int((status == DONE).sum() *
                                                                                           ds.sizes["trial"]))
-    _print_mp_table(ds)
-
-
-def _print_mp_table(ds, limit: int = 40) -> None:
-    """MP and its 95% interval per computed point, one column per ``m`` (up to ``limit`` rows; else a pointer)."""
-    frame = ds[["mp", "mp_low", "mp_high"]].to_dataframe().dropna(subset=["mp"])
-    if frame.empty:
-        return
-    cells = frame.apply(lambda r: f"{r['mp']:.2f} [{r['mp_low']:.2f}, {r['mp_high']:.2f}]", axis=1)
-    table = cells.unstack("m") if "m" in cells.index.names and cells.index.nlevels > 1 else cells
-    if len(table) > limit:
-        print(f"({len(frame)} MP values: see them with `neurosubset plot` or `neurosubset export`)")
-        return
-    print("MP [95% CI] per point (columns: m)" if "m" in cells.index.names else "MP [95% CI] per point")
-    print(table.to_string())
+    table = mp_table(ds)  # MP and its bracket per computed point; lower bounds and still-improving points marked
+    if table:
+        print(table)
 
 
 MAX_DPI = 1200  # a 6 x 4 inch figure at 1200 dpi is a 35-megapixel canvas (about 140 MB)

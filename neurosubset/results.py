@@ -119,6 +119,8 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     flags = {k: recorded.pop(k) for k in ("dale", "stable")}
     attrs = {"title": f"neurosubset match probability of {circuit.name}", **config, **recorded,
              "config_hash": config_hash(config), **requested, "last_round_gain": last_gain, **flags,
+             # 1: the last restart round still gained more than _schema.LAST_ROUND_GAIN_FLAG (MP may grow with rounds)
+             "still_improving": int(last_gain > _schema.LAST_ROUND_GAIN_FLAG),
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
     if stability_applies(circuit):
@@ -178,6 +180,48 @@ def stored_masks(ds: xr.Dataset) -> dict[str, np.ndarray]:
     if not out:
         raise KeyError("The Dataset has no masks (neither mask_synapse nor mask_<weight> variables).")
     return out
+
+
+def fit_status_counts(ds: xr.Dataset) -> dict[str, int]:
+    """How the trials of one result ended: ``fit_status`` meaning -> trial count (nonzero counts only, in flag
+    order).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A :func:`neurosubset.match_probability` result (``fit_status (trial)``, int8 flags).
+    """
+    flags = np.asarray(ds["fit_status"].values).ravel()
+    counts = np.bincount(flags[flags >= 0].astype(np.int64), minlength=len(_schema.FIT_STATUS.meanings))
+    return {name: int(n) for name, n in zip(_schema.FIT_STATUS.meanings, counts) if n}
+
+
+def summary(ds: xr.Dataset) -> str:
+    """One line saying how an mp result's trials ended and what its MP is worth: the fit statuses counted
+    (``"17 of 20 trials unstable, 3 matched"``), ``lower bound`` where a local solver decided some trials (MP may
+    be higher: ``mp_high`` is no upper bound), and a warning where the last restart round still gained more than
+    ``neurosubset._schema.LAST_ROUND_GAIN_FLAG`` (0.05) of MP.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A :func:`neurosubset.match_probability` result.
+
+    Returns
+    -------
+    str
+    """
+    n = int(ds.sizes["trial"])
+    counts = sorted(fit_status_counts(ds).items(), key=lambda kv: -kv[1]) if "fit_status" in ds else []
+    parts = [f"{k} of {n} trials {name}" if i == 0 else f"{k} {name}" for i, (name, k) in enumerate(counts)]
+    kind = decision_kind(ds) if ("decision_kind" in ds.attrs or "mp_estimate" in ds.attrs) else None
+    if kind == _schema.DECISION_KINDS[1]:
+        parts.append("MP is a lower bound (mp_high is not an upper bound on MP)")
+    gain = float(ds.attrs.get("last_round_gain", 0.0))
+    if gain > _schema.LAST_ROUND_GAIN_FLAG:
+        parts.append(f"still improving: the last restart round gained {gain:.2f} > {_schema.LAST_ROUND_GAIN_FLAG} "
+                     f"of MP (more rounds, --max-rounds, may match more trials)")
+    return "; ".join(parts)
 
 
 _OLD_KINDS = {"exact": _schema.DECISION_KINDS[0], "lower_bound": _schema.DECISION_KINDS[1]}

@@ -310,7 +310,8 @@ MP = Layout(
     attrs={
         **_attrs("circuit circuit_name allocation_strategy allocation_hash allocation_size allocation_counts m trials "
                  "seed solver tolerance restarts_per_round max_rounds lm_steps config_hash last_round_gain",
-                 "title solver_requested dale stable decision_kind",
+                 "title solver_requested dale stable decision_kind still_improving",
+                 # still_improving: last_round_gain above _schema.LAST_ROUND_GAIN_FLAG (files before it lack it)
                  # lm_widen: hashed only when not the default; spec_unstable_fraction: steady circuits
                  "lm_widen spec_unstable_fraction"),
         **_VERSIONS,
@@ -325,6 +326,9 @@ SWEEP = Layout(
         *_ESTIMATE,
         # attrs of a point's mp result, stored per point (neurosubset.sweeps.point)
         _var("solver", dtype="<U8", attr="solver"), _var("last_round_gain", dtype="float64", attr="last_round_gain"),
+        # exact or lower bound, per point (stores before it lack it: neurosubset.sweeps.table.point_decision_kind
+        # reads those from decision and outcome)
+        _var("decision_kind", need=CURRENT, meta="point_decision_kind", dtype="<U16", attr="decision_kind"),
         _var("verdict", need=OPTIONAL, dtype="<U64", when="certificate", attr="certificate_verdict"),
         # integrity of the stored points: in the Zarr store only (readers drop it); stores before checksums lack it
         _var("point_checksum", need=OPTIONAL),

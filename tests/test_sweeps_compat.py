@@ -95,9 +95,9 @@ def test_new_sweep_computes_the_old_values_everywhere():
             assert new_cell[name].dtype == var.dtype, (name, new_cell[name].dtype, var.dtype)
             np.testing.assert_array_equal(new_cell[name].values, var.values, err_msg=f"{name} at {point}")
     # variables added since: fit_status; the fitted student's stability (steady circuits, issue 14); decision;
-    # the per-trial outcome and the MP bracket (issue 24)
+    # the per-trial outcome and the MP bracket (issue 24); the per-point decision_kind (issue 27)
     assert set(fresh.data_vars) - set(original.data_vars) == {"fit_status", "stable", "max_real_eig", "decision",
-                                                             "outcome", "mp_lower", "mp_upper"}
+                                                             "outcome", "mp_lower", "mp_upper", "decision_kind"}
 
 
 def test_old_store_converts_to_the_point_layout(old_store):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import density_meta, fill_value, fraction_meta, mask_meta, meta, var_name, versions
+from .._schema import LOWER_BOUND_COMMENT, density_meta, fill_value, fraction_meta, mask_meta, meta, var_name, versions
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..connectivity import weight_name_coords
@@ -154,5 +154,8 @@ def point_variables(cfg: SweepConfig, circuit: Circuit, allocations: Sequence[Al
         attrs = var.sweep_attrs
         if var.name == "residual":  # the match tolerance, as on an mp result's residual (plots draw it)
             attrs["tolerance"] = cfg.tol
+        if var.name == "mp_high":  # as an mp result's where its point is a lower bound (decision_kind per point)
+            attrs = {**attrs, "comment": f"{LOWER_BOUND_COMMENT} (at the points whose decision_kind "
+                                                f"variable says 'lower bound')"}
         out[var.name] = xr.Variable((*cfg.dims, *own), data, attrs)
     return out
