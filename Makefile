@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 # pyproject.toml states ranges (torch>=2.1, numpy>=1.26, ...), so the package installs beside a user's own (GPU)
 # torch; constraints.txt holds the exact pins this project's machines need: torch==2.13.0, the CPU build on their
@@ -48,5 +48,16 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mp.py
 
+# The documentation site (docs/README.md): offline, warnings as errors, nitpicky cross-references; runs the gallery
+# (examples/*.py) and the tutorial. Installs the docs extra (Sphinx and friends, pinned) beside `make install`'s.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/sphinx-build -b html -W --keep-going -n -q docs docs/_build/html
+	@echo "== docs/_build/html/index.html"
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/generated docs/auto_examples docs/tutorial
