@@ -17,8 +17,8 @@ _ONE = {"units": "1"}
 ANALYSIS_VARIABLES: dict[str, dict[str, Any]] = {
     "n_matched": {"long_name": "trials in which the fitted student matched the teacher", **_ONE},
     "trials": {"long_name": "teacher/student/probe draws", **_ONE},
-    "mp_by_round": {"long_name": "match probability after each restart round up to the final value, JSON list "
-                                 "(levels off or still rising)"},
+    "mp_by_round": {"long_name": "match probability after each restart round, JSON list (levels off or still "
+                                 "rising)"},
     "median_log10_residual": {"long_name": "median over trials of log10 relative residual", **_ONE},
     "mp_closed_form": {"long_name": "closed-form MP (single linear layer: 1 iff every row has >= min(m, d_in))",
                        **_ONE},

@@ -25,6 +25,7 @@ from .point import PointTask, point_values, run_point
 
 _DIMS = ("allocation", "m")
 _ALLOCATION = {"long_name": "allocation of the plastic synapses (named by the caller)"}
+_ROUNDS = {"long_name": "restart rounds the point ran (mp_by_round holds its final value after them)", "units": "1"}
 
 
 def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *, m: int | Sequence[int],
@@ -60,7 +61,8 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
     xarray.Dataset
         Dims ``allocation``, ``m`` (+ ``trial``, ``round``): every variable a point of
         :func:`neurosubset.sweep` stores (``mp``, ``mp_low``, ``mp_high``, ``mp_lower``, ``mp_upper``,
-        ``mp_first_round``, ``mp_by_round (allocation, m, round)`` padded with each point's final value,
+        ``mp_first_round``, ``mp_by_round (allocation, m, round)`` padded with each point's final value after
+        the ``rounds`` it ran,
         ``matched``, ``residual``, ``restarts``, ``fit_status``, ``decision``, ``outcome`` per trial,
         ``plastic_rank``, ``full_rank``, ``verdict``, ``solver``, ``decision_kind``, ``last_round_gain``), and
         ``budget (allocation)`` and ``strategy (allocation)`` of each allocation. A variable that only some points
@@ -130,6 +132,10 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
         var_dims = _DIMS + (dims.get(name, ()) if sample.ndim else ())
         out[name] = (var_dims, array.astype(str) if dtype == object else array,
                      meta(name) if name in VARIABLES else {})
+    ran = np.zeros(shape, np.int64)
+    for index, ds in results.items():
+        ran[index] = ds.sizes.get("round", 1)
+    out["rounds"] = (_DIMS, ran, _ROUNDS)
     out["budget"] = ("allocation", np.array([allocations[n].size for n in names], np.int64), meta("budget"))
     out["strategy"] = ("allocation", np.array([allocations[n].strategy for n in names], dtype=str),
                        meta("strategy"))
