@@ -78,9 +78,18 @@ def _circuit_parts(c: Circuit) -> tuple[str, list[str], list[Table]]:
         n_post, n_pre = c.shape(p.name)
         count = int(c.structure[p.name].sum())
         label = p.name if p.name == f"{p.pre}->{p.post}" else f"{p.name} ({p.pre}->{p.post})"
-        projections.append((label, _g(p.p), _g(p.gain), str(count), f"{n_post}x{n_pre}"))
+        # data-given structure (synapses, fixed weights): its measured density, not the unused p
+        density = _g(p.p) if p.synapses is None and not p.fixed else f"{_g(count / (n_post * n_pre))} (data)"
+        # self-synapses: allowed by default in a region onto itself (autapses = false removes them)
+        autapses = ("yes" if p.autapses and p.synapses is None and not p.fixed else
+                    "no" if not p.autapses else "data") if p.pre == p.post else "-"
+        projections.append((label, density, _g(p.gain), str(count), f"{n_post}x{n_pre}", autapses))
+    if any(p.pre == p.post and p.autapses and p.synapses is None and not p.fixed for p in c.projections):
+        lines.append("autapses (a neuron onto itself) are allowed in drawn recurrent projections by default; "
+                     "autapses = false on a projection removes them")
     return heading, lines, [("regions", ("region", "size", "role", "sign"), regions),
-                            ("projections", ("projection", "p", "gain", "synapses", "post x pre"), projections)]
+                            ("projections", ("projection", "p", "gain", "synapses", "post x pre", "autapses"),
+                             projections)]
 
 
 def circuit_text(c: Circuit) -> str:

@@ -24,7 +24,7 @@ NONLINEARITIES = ("linear", "relu", "tanh", "softplus")
 _CONTINUOUS_KEYS = ("tau", "duration", "dt", "readout")  # dynamics "continuous" only (seconds)
 _SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections") + _CONTINUOUS_KEYS
 _REGION_KEYS = ("size", "role", "sign", "neurons")
-_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights")
+_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights", "autapses")
 INIT_MODES = ("gain", "count")
 
 
@@ -96,6 +96,10 @@ class Projection:
     weights : tuple of (post, pre, weight), optional
         A fixed projection: these weights in every draw (teacher and student), never plastic, never redrawn
         (e.g. a one-to-one identity carrying probes in or rates out). Region signs do not apply to them.
+    autapses : bool
+        Whether a neuron may synapse onto itself (default True: allowed, as every Bernoulli(``p``) draw has always
+        allowed them). ``False`` (a projection from a region onto itself with drawn structure only) removes the
+        diagonal from the structure; the other synapses and the init SD ``gain / sqrt(p * n_pre)`` stay as drawn.
     """
 
     pre: str
@@ -106,10 +110,20 @@ class Projection:
     synapses: tuple[tuple[int, int, float], ...] | None = None
     init: str = "gain"
     weights: tuple[tuple[int, int, float], ...] | None = None
+    autapses: bool = True
 
     def __post_init__(self) -> None:
         label = self.name or f"{self.pre}->{self.post}"
         object.__setattr__(self, "name", label)
+        if not isinstance(self.autapses, bool):
+            raise CircuitSpecError(f"projections[{label}].autapses must be true or false. Got {self.autapses!r}.")
+        object.__setattr__(self, "autapses", bool(self.autapses))
+        if not self.autapses and self.pre != self.post:
+            raise CircuitSpecError(f"projections[{label}].autapses = false applies to a projection from a region onto "
+                                   f"itself (pre = post); {self.pre!r} -> {self.post!r} has no autapses.")
+        if not self.autapses and (self.synapses is not None or self.weights is not None):
+            raise CircuitSpecError(f"projections[{label}].autapses = false applies to drawn structure (p); leave the "
+                                   f"diagonal (post = pre) out of 'synapses' / 'weights' instead.")
         object.__setattr__(self, "p", check_real(f"projections[{label}].p", self.p, low=0.0, high=1.0,
                                                  low_open=True, error=CircuitSpecError))
         object.__setattr__(self, "gain", check_real(f"projections[{label}].gain", self.gain, low=0.0,
@@ -281,6 +295,8 @@ def to_spec(circuit: Circuit) -> dict[str, Any]:
             entry["name"] = p.name
         if p.init != "gain":
             entry["init"] = p.init
+        if not p.autapses:
+            entry["autapses"] = False
         for key in ("synapses", "weights"):  # the data inline: results and sweep tasks never hold just a path
             if getattr(p, key) is not None:
                 entry[key] = [[i, j, int(c) if c == int(c) else c] for i, j, c in getattr(p, key)]
@@ -339,7 +355,7 @@ def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any
                 raise CircuitSpecError(f"{source}: projections[{k}].{key} is missing.")
         projections.append(Projection(entry["pre"], entry["post"], entry.get("p", 1.0),
                                       entry.get("gain", 1.0), entry.get("name", ""), entry.get("synapses"),
-                                      entry.get("init", "gain"), entry.get("weights")))
+                                      entry.get("init", "gain"), entry.get("weights"), entry.get("autapses", True)))
     return {"regions": tuple(regions), "projections": tuple(projections),
             "dynamics": spec.get("dynamics", "feedforward"), "steps": spec.get("steps", 1),
             "nonlinearity": spec.get("nonlinearity", "linear"), "seed": spec.get("seed", 0),

@@ -157,6 +157,8 @@ class Circuit(IndexLayout, WeightDistribution):
             else:
                 rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(k,)))
                 mask = rng.random(shape) < p.p
+            if not p.autapses:  # a region onto itself without self-synapses (the other draws unchanged)
+                np.fill_diagonal(mask, False)
             mask.setflags(write=False)
             out[p.name] = mask
         return out

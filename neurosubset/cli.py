@@ -26,7 +26,7 @@ from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_
 from .allocation import STRATEGIES, allocate
 from .circuit import Circuit, feedforward, linear_rnn
 from .dynamics import Continuous
-from .options import DEFAULT_TOL, FitOptions, fit_options
+from .options import DEFAULT_TOL, FitOptions, constraints_act, fit_options
 from .solvers import SOLVERS, LeastSquares, LevenbergMarquardt, Solver
 
 EXIT_USER_ERROR = 2
@@ -189,6 +189,9 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
     if "fit_status" in ds:
         _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), int((status == DONE).sum() *
                                                                                           ds.sizes["trial"]))
+    if args.compare_dale and not args.compare_stable and options.stable and constraints_act(circuit)[1]:
+        print("note: the dale=False arm still requires stability (stable=True), as the dale=True arm does; "
+              "--no-stable drops it, --compare-stable sweeps it too")
     table = mp_table(ds)  # MP and its bracket per computed point; lower bounds and still-improving points marked
     if table:
         print(table)
@@ -457,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="N fraction points drawn from a flat Dirichlet (seeded by --seed) instead of the grid")
     sw.add_argument("--unpaired", dest="paired", action="store_false", default=None,
                     help="draw each point's trials from its own seed (default: paired, trial i identical everywhere)")
-    sw.add_argument("--compare-dale", action="store_true", help="a 'dale' dim with Dale's law on and off")
+    sw.add_argument("--compare-dale", action="store_true", help="a 'dale' dim with Dale's law on and off (both arms "
+                    "still require stability where it applies: add --no-stable or --compare-stable)")
     sw.add_argument("--compare-stable", action="store_true", help="a 'stable_required' dim with stability on and off")
     sw.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://host:8786 (instead of "
                                         "--workers)")

@@ -224,6 +224,71 @@ def summary(ds: xr.Dataset) -> str:
     return "; ".join(parts)
 
 
+def fraction_keys(ds: xr.Dataset) -> list[str]:
+    """The swept fraction keys of a sweep, in order (``[]`` for none or for an mp result).
+
+    Reads ``attrs["fraction_keys"]`` whether stored as a JSON string (every sweep store and exported file so far)
+    or as a list of strings; a plain list, no JSON parsing left to the caller.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sweep (:func:`neurosubset.sweep`, :func:`neurosubset.open_sweep`, an exported netCDF file).
+
+    Returns
+    -------
+    list of str
+    """
+    value = ds.attrs.get("fraction_keys", [])
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    return [str(k) for k in ([value] if isinstance(value, str) else value)]
+
+
+def decode(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset with a categorical (string) view beside each int8 flag variable, the raw flags kept.
+
+    Every variable with CF ``flag_values`` / ``flag_meanings`` attrs (``fit_status``, ``decision``, ``outcome``,
+    a sweep's ``status``, booleans stored as flags) gets a companion ``<name>_meaning``: the meaning of each value as
+    a string (``"matched"``, ``"levenberg_marquardt"``, ...; ``""`` where the value is not a flag value, e.g. at a
+    sweep's points not computed). Works on results in memory and on files read back, of this and earlier versions.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy of ``ds`` with the ``<name>_meaning`` variables added (same dims as their flags).
+
+    Examples
+    --------
+    >>> import neurosubset as ns
+    >>> ff = ns.feedforward([3, 2])
+    >>> ds = ns.match_probability(ff, ns.allocate(ff, 6), m=2, trials=2)         # doctest: +SKIP
+    >>> ns.results.decode(ds)["fit_status_meaning"].values                       # doctest: +SKIP
+    array(['matched', 'matched'], dtype='<U7')
+    """
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        if "flag_values" not in var.attrs or "flag_meanings" not in var.attrs:
+            continue
+        values = np.atleast_1d(np.asarray(var.attrs["flag_values"])).astype(np.int64).tolist()
+        meanings = str(var.attrs["flag_meanings"]).split()
+        lookup = dict(zip(values, meanings))
+        raw = np.asarray(var.values)
+        width = max((len(m) for m in meanings), default=1)
+        text = np.full(raw.shape, "", dtype=f"<U{width}")
+        for value, meaning in lookup.items():
+            text[raw == value] = meaning
+        out[f"{name}_meaning"] = xr.Variable(var.dims, text, {
+            "long_name": f"{var.attrs.get('long_name', name)} (meaning of the {name} flag)"})
+    return out
+
+
 _OLD_KINDS = {"exact": _schema.DECISION_KINDS[0], "lower_bound": _schema.DECISION_KINDS[1]}
 
 

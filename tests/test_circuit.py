@@ -209,3 +209,108 @@ def test_bad_arguments_raise_the_toolkits_errors():
         ns.Circuit(({"name": "x", "size": 3},), ())
     with pytest.raises(CircuitSpecError, match="'projections' must be an array"):
         ns.Circuit.from_dict(_spec(projections=3))
+
+
+V1_CLASSES = {"E": (80, 1), "PV": (10, -1), "SST": (6, -1), "VIP": (4, -1)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["v1_four_class", "v1_four_class_continuous"])
+def test_v1_four_class_circuits_obey_dale_and_are_stable_as_drawn(stem):
+    """The shipped four-class V1 circuits (issue 27): class sizes, L4 input onto E and PV, a read-out of 5 from E,
+    the Dale sign of every drawn weight, and stability over 200 teacher draws by an eigenvalue computation written
+    here (numpy eigvals of the recurrent block assembled by hand, on the steady scale for continuous time)."""
+    circuit = ns.Circuit.from_toml(ROOT / "circuits" / f"{stem}.toml")
+    assert circuit.region["L4"].role == "input" and circuit.region["L4"].size == 20
+    assert circuit.region["OUT"].role == "output" and circuit.region["OUT"].size == 5
+    for name, (size, sign) in V1_CLASSES.items():
+        assert (circuit.region[name].size, circuit.region[name].sign, circuit.region[name].role) == (size, sign, "hidden")
+    assert {(p.pre, p.post) for p in circuit.projections if p.pre == "L4"} == {("L4", "E"), ("L4", "PV")}
+    assert {p.pre for p in circuit.projections if p.post == "OUT"} == {"E"}
+    assert {"VIP->SST", "SST->E", "SST->PV", "PV->E"} <= set(circuit.weight_names)
+    assert {p.post for p in circuit.projections if p.pre == "E"} == {"E", "PV", "SST", "VIP", "OUT"}
+    # the spec check accepted it without scaling: the gains are the file's
+    assert circuit.projection["PV->E"].gain == 0.6 and circuit.stability.unstable_fraction < 0.01
+    order = list(V1_CLASSES)
+    edges = np.cumsum([0] + [V1_CLASSES[r][0] for r in order])
+    at = {r: slice(edges[i], edges[i + 1]) for i, r in enumerate(order)}
+    spec = circuit.to_dict()
+    tau = (np.concatenate([np.full(V1_CLASSES[r][0], float(spec["tau"][r])) for r in order])
+           if "tau" in spec else None)
+    values = []
+    for k in range(200):
+        w = circuit.sample_weights(np.random.default_rng(np.random.SeedSequence([27, k])))
+        for p in circuit.projections:
+            sign = circuit.region[p.pre].sign
+            if sign is not None:
+                assert (sign * w[p.name] >= 0).all(), (p.name, k)
+            assert (w[p.name][~circuit.structure[p.name]] == 0).all()
+        big = np.zeros((100, 100))
+        for p in circuit.projections:
+            if p.pre in at and p.post in at:
+                big[at[p.post], at[p.pre]] = w[p.name]
+        if tau is None:  # steady: stable iff max Re(eig W) < 1
+            values.append(np.linalg.eigvals(big).real.max())
+        else:  # continuous: stable iff max Re eig(T^-1 (W - I)) < 0; steady scale 1 + tau_max * that
+            values.append(1.0 + tau.max() * np.linalg.eigvals((big - np.eye(100)) / tau[:, None]).real.max())
+    values = np.array(values)
+    assert (values >= 1.0).mean() < 0.01
+    assert np.median(values) < 0.8  # well inside the limit 1 (the files' comments: 0.56 steady, 0.40 continuous)
+    assert values.max() < 1.0
+
+
+# ---------------------------------------------------------------------------------------------- autapses (issue 27)
+_AUTAPSE_SPEC = """
+dynamics = "steady"
+seed = 3
+[regions.IN]
+size = 2
+role = "input"
+[regions.E]
+size = 9
+[regions.OUT]
+size = 2
+role = "output"
+[[projections]]
+pre = "IN"
+post = "E"
+[[projections]]
+pre = "E"
+post = "E"
+p = {p}
+gain = 0.4
+{extra}
+[[projections]]
+pre = "E"
+post = "OUT"
+"""
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_autapses_false_removes_the_diagonal_and_nothing_else(p):
+    with_self = ns.Circuit.from_toml_text(_AUTAPSE_SPEC.format(p=p, extra=""))
+    without = ns.Circuit.from_toml_text(_AUTAPSE_SPEC.format(p=p, extra="autapses = false"))
+    a, b = with_self.structure["E->E"], without.structure["E->E"]
+    # independent count: the same Bernoulli draw (the structure seed's), minus the self-synapses it drew
+    off = ~np.eye(9, dtype=bool)
+    assert not np.diag(b).any()
+    assert (a[off] == b[off]).all()
+    assert int(b.sum()) == int(a.sum()) - int(np.trace(a))
+    if p == 1.0:
+        assert int(b.sum()) == 9 * 8
+    weights = without.sample_weights(np.random.default_rng(0))["E->E"]
+    assert (np.diag(weights) == 0).all() and (weights[b] != 0).all()
+    # the default keeps them, and a TOML round trip keeps the choice
+    assert with_self.projection["E->E"].autapses and "autapses" not in with_self.to_toml()
+    back = ns.Circuit.from_toml_text(without.to_toml())
+    assert not back.projection["E->E"].autapses and (back.structure["E->E"] == b).all()
+
+
+def test_autapses_false_is_refused_where_it_cannot_apply():
+    spec = _AUTAPSE_SPEC.format(p=1.0, extra="").replace('pre = "E"\npost = "OUT"',
+                                                           'pre = "E"\npost = "OUT"\nautapses = false')
+    with pytest.raises(CircuitSpecError, match=r"projections\[E->OUT\]\.autapses = false applies to a projection "
+                                               r"from a region onto itself"):
+        ns.Circuit.from_toml_text(spec)
+    with pytest.raises(CircuitSpecError, match=r"autapses must be true or false"):
+        ns.Circuit.from_toml_text(_AUTAPSE_SPEC.format(p=1.0, extra='autapses = "no"'))

@@ -254,3 +254,52 @@ def test_the_readme_quick_start_runs_and_writes_only_data_quickstart(tmp_path, m
             assert float(ds.mp) == mp and ds.sizes["trial"] == 100
             assert f"{name}: MP = {mp:.2f} [{float(ds.mp_low):.2f}, {float(ds.mp_high):.2f}]" in printed
     assert re.search(r"plastic \(dim S\)\s+24\s", printed) and re.search(r"full \(dim V\)\s+32\s", printed)
+
+
+_EI_STEADY = """
+dynamics = "steady"
+[regions.X]
+size = 2
+role = "input"
+[regions.E]
+size = 4
+sign = 1
+[regions.I]
+size = 2
+sign = -1
+[regions.OUT]
+size = 1
+role = "output"
+[[projections]]
+pre = "X"
+post = "E"
+[[projections]]
+pre = "E"
+post = "I"
+gain = 0.5
+[[projections]]
+pre = "I"
+post = "E"
+gain = 0.5
+[[projections]]
+pre = "E"
+post = "OUT"
+"""
+
+
+@pytest.mark.slow
+def test_compare_dale_says_that_its_dale_false_arm_still_requires_stability(tmp_path, capsys):
+    spec = tmp_path / "ei.toml"
+    spec.write_text(_EI_STEADY)
+    base = ["sweep", str(spec), "--budget", "4", "--within", "E->OUT", "--m", "2", "--trials", "2", "--quiet",
+            "--compare-dale"]
+    assert main([*base, "--out", str(tmp_path / "a.zarr")]) == 0
+    printed = capsys.readouterr().out
+    assert "dale=False arm still requires stability" in printed and "--no-stable" in printed, printed
+    ds = xr.open_zarr(tmp_path / "a.zarr")
+    assert ds.attrs["stable"] == 1 and list(ds["dale"].values) == [True, False]  # what the note says, as stored
+    assert main([*base, "--no-stable", "--out", str(tmp_path / "b.zarr")]) == 0  # turned off: no note
+    assert "still requires stability" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "still require stability" in " ".join(capsys.readouterr().out.split())  # and its help says it

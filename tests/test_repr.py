@@ -73,12 +73,13 @@ def test_circuit_repr_shows_regions_and_projections_from_the_spec(spec):
         cells = _text_rows(text, r.name)
         assert cells[:3] == [r.name, str(r.size), r.role] and cells[3] == sign_word[r.sign]
         assert html_row[:3] == [r.name, str(r.size), r.role] and html_row[3].split()[0] == sign_word[r.sign]
-    assert tables["projections"][0] == ["projection", "p", "gain", "synapses", "post x pre"]
+    assert tables["projections"][0] == ["projection", "p", "gain", "synapses", "post x pre", "autapses"]
     for p, html_row in zip(c.projections, tables["projections"][1:], strict=True):
         shape = f"{sizes[p.post]}x{sizes[p.pre]}"
         for cells in (_text_rows(text, p.name), html_row):
             assert cells[0] == p.name and float(cells[1]) == p.p and float(cells[2]) == p.gain
             assert int(cells[3]) == synapses[p.name] and cells[4] == shape
+            assert cells[5] == ("yes" if p.pre == p.post else "-")  # drawn self-projections allow autapses
     assert len(text.splitlines()) <= 40  # one screen
 
 
@@ -136,3 +137,38 @@ def test_certificate_repr_shows_the_closed_form_ranks(strategy, per_row):
     assert f"m = {m} probes, E = {m * 3} equations, M = 9 plastic of 18 synapses" in text
     assert f"method: float ranks ({cert.method}" in text or f"exact over GF({cert.prime})" in text
     assert ("outputs affine" in text) == bool(np.all(cert.affine))
+
+
+def test_circuit_table_says_autapses_and_shows_the_density_of_data_projections():
+    # a data-given projection: 3 synapses of a 3 x 4 matrix -> density 0.25, never the unused p = 1
+    spec = """
+dynamics = "steady"
+[regions.IN]
+size = 4
+role = "input"
+[regions.E]
+size = 3
+[regions.OUT]
+size = 1
+role = "output"
+[[projections]]
+pre = "IN"
+post = "E"
+synapses = [[0, 0, 1], [1, 2, 2], [2, 3, 1]]
+[[projections]]
+pre = "E"
+post = "E"
+p = 0.5
+gain = 0.3
+[[projections]]
+pre = "E"
+post = "OUT"
+"""
+    c = ns.Circuit.from_toml_text(spec)
+    text = repr(c)
+    data_row = _text_rows(text, "IN->E")
+    assert data_row[1:3] == ["0.25", "(data)"], data_row
+    assert _text_rows(text, "E->E")[-1] == "yes" and _text_rows(text, "E->OUT")[-1] == "-"
+    assert "autapses (a neuron onto itself) are allowed" in text
+    no_self = ns.Circuit.from_toml_text(spec.replace("gain = 0.3", "gain = 0.3\nautapses = false"))
+    assert _text_rows(repr(no_self), "E->E")[-1] == "no"

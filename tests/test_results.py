@@ -60,3 +60,58 @@ def test_cli_mp_line_counts_statuses_and_flags_a_still_improving_fit(capsys):
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("MP = ")]
     assert len(line) == 1, line
     assert "of 16 trials" in line[0] and "still improving" in line[0], line[0]
+
+
+# ------------------------------------------------------------------------------------------------ files (issue 27 #4)
+def test_fraction_keys_is_a_list_for_sweeps_in_memory_in_files_and_old_stores(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from neurosubset.sweeps import export, open_sweep
+
+    c = ns.feedforward([4, 3, 2])
+    ds = ns.sweep(c, budget=[6], fractions=ns.simplex_grid(["W1", "W2"], step=0.5), m=[2], trials=2, seed=0,
+                  store=tmp_path / "s.zarr", progress=False)
+    assert ns.results.fraction_keys(ds) == ["W1", "W2"]
+    assert ns.results.fraction_keys(open_sweep(tmp_path / "s.zarr")) == ["W1", "W2"]
+    nc = export(tmp_path / "s.zarr", tmp_path / "s.nc")
+    import xarray as xr
+    with xr.open_dataset(nc, engine="h5netcdf") as back:
+        assert ns.results.fraction_keys(back) == ["W1", "W2"]
+    old = tmp_path / "old.zarr"  # tests/data/README.md: swept 'CA3->CA3,CA3->CA1'
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "sweep_ca3_ca1.zarr", old)
+    assert ns.results.fraction_keys(open_sweep(old)) == ["CA3->CA3", "CA3->CA1"]
+    one = ns.match_probability(c, ns.allocate(c, 6, seed=0), m=2, trials=2, seed=0)
+    assert ns.results.fraction_keys(one) == []
+
+
+def test_decode_gives_categorical_views_and_keeps_the_raw_flags(tmp_path, improving):
+    import xarray as xr
+
+    path = ns.write(improving, tmp_path / "mp.nc")
+    with xr.open_dataset(path, engine="h5netcdf") as back:
+        back = back.load()
+    for ds in (improving, back):
+        decoded = ns.results.decode(ds)
+        for name in ("fit_status", "decision", "outcome"):
+            raw = decoded[name].values
+            np.testing.assert_array_equal(raw, ds[name].values)  # the raw int8 flags stay
+            meanings = ds[name].attrs["flag_meanings"].split()  # CF: flag_values 0..n-1 in that order
+            assert list(ds[name].attrs["flag_values"]) == list(range(len(meanings)))
+            assert decoded[f"{name}_meaning"].values.tolist() == [meanings[int(v)] for v in raw]
+        assert set(decoded["decision_meaning"].values) == {"levenberg_marquardt"}  # an LM-only fit
+        assert set(decoded["fit_status_meaning"].values) <= set(_schema.FIT_STATUS.meanings)
+
+
+def test_decode_reads_an_old_sweep_store_status(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from neurosubset.sweeps import open_sweep
+
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "sweep_ca3_ca1.zarr", tmp_path / "old.zarr")
+    ds = open_sweep(tmp_path / "old.zarr")
+    decoded = ns.results.decode(ds)
+    # tests/data/README.md: 12 points done, 24 off-grid cells
+    assert int((decoded["status_meaning"] == "done").sum()) == 12
+    assert int((decoded["status_meaning"] == "off_grid").sum()) == 24
