@@ -138,11 +138,17 @@ def _triples(counts: np.ndarray) -> tuple[tuple[int, int, float], ...]:
     return tuple((int(i), int(j), float(counts[i, j])) for i, j in zip(rows, cols))
 
 
-def _neuron_index(regions: Sequence[Region]) -> dict[str, tuple[str, int]]:
-    """Neuron name -> (region, index in the region) over the regions that name their neurons."""
+_NAMES_HINT = ("a region's neurons are its 'neurons = [...]' list (TOML: in its [regions.NAME] table; Python: "
+               "Region(..., neurons=[...])), or NAME[0], NAME[1], ... where it lists none")
+
+
+def _neuron_index(regions: Sequence[Region], *, defaults: bool = False) -> dict[str, tuple[str, int]]:
+    """Neuron name -> (region, index in the region) over the regions that name their neurons (``defaults``: and
+    the default names ``"NAME[i]"`` of those that do not, as :attr:`Circuit.neurons` spells them)."""
     out: dict[str, tuple[str, int]] = {}
     for r in regions:
-        for k, n in enumerate(r.neurons or ()):
+        names = r.neurons or (tuple(f"{r.name}[{i}]" for i in range(r.size)) if defaults else ())
+        for k, n in enumerate(names):
             if n in out:
                 raise CircuitSpecError(f"Neuron {n!r} is listed in regions {out[n][0]!r} and {r.name!r}; a neuron "
                                        f"belongs to one region.")
@@ -176,9 +182,9 @@ def _numeric(column: Any) -> np.ndarray:
 
 def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], np.ndarray]:
     """Per region pair count matrices ``(n_post, n_pre)`` from an edge list of neuron names."""
-    where = _neuron_index(regions)
-    if not where:
-        raise CircuitSpecError("An edge list needs regions that list their neurons (Region(..., neurons=[...])).")
+    # neuron names: the regions' own lists, default names (E[0], ...) for regions that list none (input and
+    # output regions need no list)
+    where = _neuron_index(regions, defaults=True)
     by_name = {r.name: r for r in regions}
     counts = _numeric(table["count"])
     if (~np.isfinite(counts)).any() or (counts < 0).any():
@@ -190,8 +196,8 @@ def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], 
     for k, (pre, post) in enumerate(zip(table["pre"].astype(str), table["post"].astype(str))):
         for end, name in (("pre", pre), ("post", post)):
             if name not in where:
-                raise CircuitSpecError(f"connectivity row {k}: {end} neuron {name!r} is in no region. Allowed: the "
-                                       f"regions' neurons, e.g. {sorted(where)[:8]}.")
+                raise CircuitSpecError(f"connectivity row {k}: {end} neuron {name!r} is in no region ({_NAMES_HINT})."
+                                       f" Allowed, e.g.: {sorted(where)[:8]}.")
         (rp, i), (rq, j) = where[post], where[pre]
         if signs is not None:
             s = None if not np.isfinite(signs[k]) or signs[k] == 0 else int(np.sign(signs[k]))
@@ -222,7 +228,7 @@ def _from_matrix(regions: Sequence[Region], matrix: Any, labels: Sequence[str] |
         names = [str(x) for x in names]
         if len(names) != n:
             raise CircuitSpecError(f"names has {len(names)} entries; the matrix has {n} neurons.")
-        where = _neuron_index(regions)
+        where = _neuron_index(regions, defaults=True)  # E[0], ... where a region lists no names
         inside = {where[n][0] for n in names if n in where}  # regions of the matrix (others: e.g. probe, read-out)
         unknown = sorted(n for n in set(where) - set(names) if where[n][0] in inside)
         if unknown:

@@ -197,7 +197,8 @@ def test_the_certificate_ignores_fixed_projections():
     (lambda c, big, lab, nm: ns.Projection("a", "b", synapses=((0, 0, -1.0),)), r"synapse counts must be >= 0"),
     (lambda c, big, lab, nm: _build(pd.concat([_edges(c), pd.DataFrame([{"pre": "A0", "post": "NOPE", "count": 1}])],
                                               ignore_index=True)),
-     r"post neuron 'NOPE' is in no region. Allowed: the regions' neurons, e.g. \['A0'"),
+     r"post neuron 'NOPE' is in no region \(a region's neurons are its 'neurons = \[...\]' list \(TOML: in its "
+     r"\[regions.NAME\] table.*Allowed, e.g.: \['A0'"),
     (lambda c, big, lab, nm: _build(np.pad(big, ((0, 1), (0, 1)), constant_values=1), names=nm + ["LOOSE"]),
      r"an edge touches neuron 'LOOSE', which is in no region"),
     (lambda c, big, lab, nm: _build(_edges(c).drop(columns="count")), r"lacks column\(s\) \['count'\]"),
@@ -294,3 +295,62 @@ def test_projections_between_the_same_regions_are_summed_in_the_steady_solve_and
         step["a->a"][i, j] -= 2e-6
         cols.append(((hi - numpy_outputs(step)) / 2e-6).reshape(-1))
     np.testing.assert_allclose(jac.reshape(len(cols[0]), -1), np.stack(cols, axis=1), rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------------- edge lists and default names (issue 27)
+_HIDDEN_NAMED = """
+dynamics = "steady"
+connectivity = "edges.csv"
+[regions.IN]
+size = 2
+role = "input"
+[regions.E]
+size = 3
+neurons = ["e0", "e1", "e2"]
+[regions.OUT]
+size = 2
+role = "output"
+[[projections]]
+pre = "IN"
+post = "E"
+[[projections]]
+pre = "E"
+post = "E"
+gain = 0.4
+[[projections]]
+pre = "E"
+post = "OUT"
+"""
+
+
+def test_a_csv_needs_names_only_where_regions_list_them_input_and_output_default_named(tmp_path):
+    # edges by hand: input IN[1] -> e0 (2 synapses), e0 -> e2, e2 -> e1, e1 -> OUT[0] (3), e2 -> OUT[1]
+    (tmp_path / "edges.csv").write_text("pre,post,count\nIN[1],e0,2\ne0,e2,1\ne2,e1,1\ne1,OUT[0],3\ne2,OUT[1],1\n")
+    (tmp_path / "v.toml").write_text(_HIDDEN_NAMED)
+    c = ns.Circuit.from_toml(tmp_path / "v.toml")
+    expected = {"IN->E": np.array([[0, 2], [0, 0], [0, 0]]), "E->E": np.array([[0, 0, 0], [0, 0, 1], [1, 0, 0]]),
+                "E->OUT": np.array([[0, 3, 0], [0, 0, 1]])}
+    for name, counts in expected.items():
+        np.testing.assert_array_equal(c.structure[name], counts > 0, err_msg=name)
+        got = {(i, j): n for i, j, n in c.projection[name].synapses}
+        assert got == {(int(i), int(j)): float(counts[i, j]) for i, j in zip(*np.nonzero(counts))}, name
+
+
+def test_default_names_are_accepted_in_edge_lists_where_no_region_lists_neurons():
+    regions = (ns.Region("IN", 2, "input"), ns.Region("E", 3), ns.Region("OUT", 1, "output"))
+    edges = pd.DataFrame({"pre": ["IN[0]", "E[0]", "E[1]", "E[2]"], "post": ["E[0]", "E[1]", "E[2]", "OUT[0]"],
+                          "count": [1, 2, 1, 1]})
+    c = ns.Circuit.from_connectivity(regions, edges, gain=0.4, dynamics="steady")
+    assert c.structure["IN->E"].sum() == 1 and c.structure["IN->E"][0, 0]
+    np.testing.assert_array_equal(c.structure["E->E"], np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], bool))
+    assert c.structure["E->OUT"][0, 2] and c.structure["E->OUT"].sum() == 1
+
+
+def test_edge_list_errors_speak_toml_to_a_toml_user(tmp_path):
+    (tmp_path / "edges.csv").write_text("pre,post,count\nIN[1],e0,2\nE[0],e2,1\n")  # E lists names: no E[0]
+    (tmp_path / "v.toml").write_text(_HIDDEN_NAMED)
+    with pytest.raises(CircuitSpecError) as err:
+        ns.Circuit.from_toml(tmp_path / "v.toml")
+    text = str(err.value)
+    assert "'E[0]' is in no region" in text and "neurons = [...]" in text and "[regions.NAME]" in text, text
+    assert "\n" not in text
