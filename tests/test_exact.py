@@ -189,3 +189,85 @@ def test_plastic_rank_at_the_equation_count_is_certain():
     alloc = ns.allocate(net, 12, within=["W1"])
     cert = ns.certify(net, alloc, m=3, method="exact")
     assert cert.plastic_rank == cert.full_rank == 9 and cert.error_bound == 0.0 and cert.verdict == "one"
+
+
+# ---------------------------------------------------------------------------------------------- the default by cost
+def _q_ranks(circuit, alloc, m, points=2, seed=7):
+    """Generic ranks over Q of the full and the plastic Jacobian of a linear RNN or feed-forward net, written here
+    with sympy (symbolic outputs, exact rational Jacobian at random integer points, the maximum over points)."""
+    import sympy as sp
+
+    rng = np.random.default_rng(seed)
+    syms = {k: sp.Matrix(*circuit.shape(k), lambda i, j, k=k: sp.Symbol(f"{k}_{i}_{j}") if circuit.structure[k][i, j]
+                         else 0) for k in circuit.weight_names}
+    present = [s for k in circuit.weight_names for s in syms[k] if s != 0]
+    plastic = [syms[k][i, j] for k in circuit.weight_names for i, j in zip(*np.nonzero(alloc.masks[k]))]
+    best_full = best_plastic = 0
+    for _ in range(points):
+        probes = rng.integers(-5, 6, size=circuit.probe_shape(m))
+        outs = []
+        for x in probes:
+            if "W" in syms and "B" in syms:  # linear RNN: h_t = W h_{t-1} + B x_t, y = C h_T
+                h = sp.zeros(circuit.shape("W")[0], 1)
+                for x_t in x:
+                    h = syms["W"] * h + syms["B"] * sp.Matrix(x_t)
+                y = syms["C"] * h
+            else:  # feed-forward W1, W2, ...: y = W_L ... W_1 x
+                y = sp.Matrix(x)
+                for k in circuit.weight_names:
+                    y = syms[k] * y
+            outs.extend(y)
+        jac = sp.Matrix(outs).jacobian(present)
+        point = {s: int(v) for s, v in zip(present, rng.integers(-9, 10, size=len(present)))}
+        at = jac.subs(point)
+        best_full = max(best_full, at.rank())
+        best_plastic = max(best_plastic, at[:, [present.index(s) for s in plastic]].rank())
+    return best_full, best_plastic
+
+
+@pytest.mark.parametrize("circuit, budget, within, m", [
+    (ns.linear_rnn(3, 1, 2, steps=3), 5, ["W"], 4), (ns.linear_rnn(3, 1, 2, steps=2), 6, ["W", "C"], 5),
+    (ns.feedforward([2, 3, 2]), 4, ["W1"], 3), (ns.feedforward([2, 3, 2]), 6, ["W2"], 3)],
+    ids=["rnn-W", "rnn-WC", "ff-W1", "ff-W2"])
+def test_default_and_both_methods_give_the_ranks_over_q(circuit, budget, within, m):
+    alloc = ns.allocate(circuit, budget, within=within, seed=1)
+    full_q, plastic_q = _q_ranks(circuit, alloc, m)
+    certs = {method: ns.certify(circuit, alloc, m=m, method=method) for method in ("auto", "exact", "adjoint")}
+    for method, cert in certs.items():
+        assert (cert.plastic_rank, cert.full_rank) == (plastic_q, full_q), (method, cert)
+    assert len({c.verdict for c in certs.values()}) == 1
+    assert certs["auto"].method in ("exact", "adjoint")  # what ran is recorded
+
+
+def test_default_takes_the_exact_path_where_it_is_estimated_cheaper():
+    # m = 200 probes of 3 stacked inputs: the probe reduction leaves GF(p) 6 of the 400 equations, the float ranks
+    # see all 400 at two points (rank_costs: float ~6e-2 s, exact ~5e-3 s)
+    rnn = ns.linear_rnn(30, 1, 2, steps=3)
+    alloc = ns.allocate(rnn, 400, within=["W"], seed=0)
+    float_s, exact_s = exact.rank_costs(rnn, 200, alloc.size, 2)
+    assert exact_s < float_s
+    auto = ns.certify(rnn, alloc, m=200)
+    assert auto.method == "exact" and auto.exact and np.isnan(auto.plastic_gap)
+    flt = ns.certify(rnn, alloc, m=200, method="adjoint")
+    ex = ns.certify(rnn, alloc, m=200, method="exact")
+    # Markov parameters C W^k B, k = 0..2 (n_out x n_in each): dim V = 6; W cannot move C B: W-only rank 4
+    assert (auto.full_rank, auto.plastic_rank) == (flt.full_rank, flt.plastic_rank) == (ex.full_rank,
+                                                                                         ex.plastic_rank) == (6, 4)
+    assert auto.verdict == flt.verdict == ex.verdict == "zero"
+
+
+def test_default_keeps_float_ranks_where_they_are_estimated_cheaper():
+    ff = ns.feedforward([20, 40, 40, 10])
+    alloc = ns.allocate(ff, 800, seed=0)
+    float_s, exact_s = exact.rank_costs(ff, 20, alloc.size, 2)
+    assert float_s < exact_s
+    cert = ns.certify(ff, alloc, m=20)
+    assert cert.method == "adjoint" and cert.decisive and not cert.exact
+
+
+def test_exact_costs_are_infinite_where_gf_p_does_not_apply():
+    cont = ns.Circuit.from_toml("circuits/ei_continuous.toml")
+    relu = ns.feedforward([3, 4, 2], nonlinearity="relu")
+    for circuit in (cont, relu):
+        assert not exact.exact_applies(circuit)
+        assert exact.rank_costs(circuit, 3, 4, 2)[1] == float("inf")

@@ -37,7 +37,8 @@ _GF_KEY = 0x6F  # spawn key of the GF(p) points (and their primes), beside the f
 _MAX_REDRAWS = 8  # points with det(I - W) = 0 mod p redrawn before giving up (each has probability <= n / p)
 
 __all__ = ["PRIME_BITS", "DECISIVE_GAP", "DECISIVE_TAIL", "random_prime", "mod_point", "mod_jacobian", "gf_rank",
-           "entry_degree", "GFRanks", "gf_ranks", "decisive", "RankEvidence", "rank_evidence"]
+           "entry_degree", "GFRanks", "gf_ranks", "decisive", "RankEvidence", "rank_evidence", "rank_costs",
+           "exact_applies"]
 
 
 def _flint():
@@ -299,13 +300,76 @@ class RankEvidence:
         return self.exact or self.decisive
 
 
+# Seconds per unit of work on one thread of the reference machine (2 cores, torch 2.13 CPU, python-flint 0.9),
+# fitted on linear RNNs n = 10..110 (m = 8..100) and a 20-40-40-10 feed-forward net, both paths timed side by side:
+# float ranks, per point, cost FLOAT_S_PER_FLOP * min(E, n)^2 max(E, n) for the full and the plastic Jacobian
+# (Jacobian and SVD); exact ranks cost EXACT_S_PER_OP * min(E_k, n)^2 max(E_k, n) per rank (flint's elimination)
+# plus EXACT_S_PER_ENTRY per entry moved between numpy and flint (the product read back, the full and the plastic
+# matrix written), E_k the equations kept by the probe reduction.
+FLOAT_S_PER_FLOP = 1.0e-10
+EXACT_S_PER_OP = 4.6e-10
+EXACT_S_PER_ENTRY = 2.9e-7
+
+
+def exact_applies(circuit: Circuit) -> bool:
+    """Whether GF(p) ranks exist for ``circuit``: polynomial or rational outputs (linear, not continuous) and
+    integer weights in every fixed projection."""
+    if circuit.dynamics.rank_method(circuit) != "gfp":
+        return False
+    for name in circuit.weight_names:
+        proj = circuit.projection[name]
+        if proj.fixed:
+            given = triples_to_dense(proj.weights, circuit.shape(name))
+            if not (given == np.round(given)).all():
+                return False
+    return True
+
+
+def rank_costs(circuit: Circuit, m: int, n_plastic: int, points: int) -> tuple[float, float]:
+    """Estimated seconds (one thread) of the float ranks at ``points`` points and of the exact ranks at one point.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    m : int
+        Probes.
+    n_plastic : int
+        Plastic synapses ``M`` (columns of the plastic Jacobian).
+    points : int
+        Float points.
+
+    Returns
+    -------
+    (float_s, exact_s) : tuple of float
+        The estimates (model and constants above); ``exact_s`` is ``inf`` where :func:`exact_applies` is false.
+        Only their ratio matters to :func:`rank_evidence`; they are not promises.
+    """
+    n = sum(int(circuit.eligible[w].sum()) for w in circuit.weight_names)
+    e = m * circuit.n_out
+    q = int(np.prod(circuit.probe_shape(1)[1:]))  # stacked inputs per probe (the probe reduction keeps q probes)
+    e_kept = circuit.n_out * (q if m > q else m)
+
+    def elim(rows: int, cols: int) -> float:
+        return float(min(rows, cols)) ** 2 * max(rows, cols)
+
+    float_s = points * FLOAT_S_PER_FLOP * (elim(e, n) + (elim(e, n_plastic) if n_plastic < n else 0.0))
+    if not exact_applies(circuit):
+        return float_s, float("inf")
+    moved = e_kept * (2 * n + (n_plastic if n_plastic < n else 0))
+    exact_s = (EXACT_S_PER_ENTRY * moved
+               + EXACT_S_PER_OP * (elim(e_kept, n) + (elim(e_kept, n_plastic) if n_plastic < n else 0.0)))
+    return float_s, exact_s
+
+
 def rank_evidence(circuit: Circuit, m: int, seed: int, points: int, cols: np.ndarray, rtol: float,
                   method: str) -> RankEvidence:
     """Ranks of the full Jacobian and of its columns ``cols``, by ``method``.
 
-    ``"auto"``: float ranks (the adjoint for linear circuits, autograd otherwise) where their gaps are decisive;
-    otherwise, for linear circuits, exact ranks over GF(p) at one point (:func:`gf_ranks`). ``"exact"``: GF(p)
-    only. ``"autograd"``, ``"adjoint"``, ``"sketch"``: float only, proven only where decisive.
+    ``"auto"``: for linear circuits whose exact ranks are estimated cheaper than the float ones
+    (:func:`rank_costs`), exact ranks over GF(p) at one point (:func:`gf_ranks`) directly; otherwise float ranks
+    (the adjoint for linear circuits, autograd otherwise) where their gaps are decisive, and for linear circuits
+    exact ranks where they are not. ``"exact"``: GF(p) only. ``"autograd"``, ``"adjoint"``, ``"sketch"``: float
+    only, proven only where decisive. :attr:`RankEvidence.method` records what ran.
     """
     from ._ranks import _ranks
 
@@ -314,6 +378,10 @@ def rank_evidence(circuit: Circuit, m: int, seed: int, points: int, cols: np.nda
     if method == "exact" and not linear:
         raise TheoryError(f"method='exact' needs a linear circuit; circuit {circuit.name!r} is "
                           f"{circuit.nonlinearity!r} (piecewise outputs have no exact rank). Use method='auto'.")
+    if method == "auto" and linear:
+        float_s, exact_s = rank_costs(circuit, m, int(cols.size), points)
+        if exact_s < float_s:  # always proven, and cheaper: no float pass first
+            method = "exact"
     if method != "exact":
         float_method = ("adjoint" if circuit.dynamics.closed_adjoint(circuit) else "autograd") if method == "auto" else method
         (fr, fg, ft), (pr, pg, pt) = _ranks(circuit, m, seed, points, cols, rtol, float_method)
