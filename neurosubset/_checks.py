@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import os
+
 import numpy as np
 
 
@@ -21,6 +23,12 @@ class MissingExtraError(NeurosubsetError, ImportError):
 
 class NonFiniteOutputWarning(UserWarning):
     """Some trials' outputs overflowed to inf/NaN: those trials are flagged ``non_finite`` and count as unmatched."""
+
+
+class StabilityWarning(UserWarning):
+    """A steady circuit's teacher draws sit near the stability limit (more than 1% unstable, or a median
+    ``max Re(eig W)`` within 0.05 of 1): MP can move with small gain changes; the message names the projections
+    that dominate the unstable mode."""
 
 
 class CircuitSpecError(NeurosubsetError):
@@ -87,3 +95,32 @@ def check_names(field: str, given: Iterable[str], allowed: Iterable[str], *, wha
     for name in given:
         if name not in allowed:
             raise error(f"{what} {name!r} (in {field!r}) does not exist. Expected one of {allowed}.")
+
+
+WORKERS_PER_CORE = 4  # more local workers than this per core only share the cores (and each holds ~300 MB)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """The most local workers (sweep processes, or a fit's torch threads) accepted: ``WORKERS_PER_CORE`` per core."""
+    return WORKERS_PER_CORE * cores()
+
+
+def workers_allowed() -> str:
+    """What :func:`check_workers` accepts, in words (the refusal's wording)."""
+    return (f"an integer from 1 to {max_workers()} ({WORKERS_PER_CORE} per core on this machine's {cores()} cores; "
+            f"more only share the cores and multiply the memory)")
+
+
+def check_workers(workers: Any, field: str = "workers") -> int:
+    """Return ``workers`` as an int in ``[1, max_workers()]``, else raise :class:`ParameterError` in one line."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or not 1 <= workers <= max_workers():
+        raise ParameterError(f"The {field!r} parameter must be {workers_allowed()}. Got {workers!r} instead.")
+    return int(workers)

@@ -134,7 +134,7 @@ def check_output(path: str | os.PathLike, *, formats: Sequence[str] = (".nc", ".
                           f"{path.suffix or 'no suffix'!r}.")
     parent = path.resolve().parent
     if not parent.is_dir():
-        raise OutputError(f"{what} {str(path)!r}: the folder {str(path.parent)!r} does not exist. Create it first "
+        raise OutputError(f"{what} {str(path)!r}: the folder {_missing_folder(path)} does not exist. Create it first "
                           f"(outputs never create folders, so that a mistyped path is not silently accepted).")
     store = inside_sweep_store(path)
     if store is not None and not (store_ok and store == path.resolve()):
@@ -156,6 +156,16 @@ def check_output(path: str | os.PathLike, *, formats: Sequence[str] = (".nc", ".
                               f"--overwrite replaces only a result the toolkit wrote. Remove it yourself or choose "
                               f"another path.")
     return path
+
+
+def _missing_folder(path: Path) -> str:
+    """The folder a write to ``path`` needs, quoted, naming the symlink it is reached through (if any)."""
+    parent = path.resolve().parent
+    if parent == path.parent.absolute():
+        return repr(str(path.parent))
+    link = next((p for p in (path, *path.parents) if p.is_symlink()), None)
+    via = f" (where the symlink {str(link)!r} points)" if link is not None else ""
+    return f"{str(parent)!r}{via}"
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._checks import MAX_SEED, NeurosubsetError, NonFiniteOutputWarning
+from ._checks import MAX_SEED, NeurosubsetError, NonFiniteOutputWarning, max_workers, workers_allowed
 from ._outputs import FIGURE_FORMATS, check_output, check_writable, write_dataset, write_figure
 from ._schema import DONE, INFEASIBLE_BUDGET, INFEASIBLE_SHARE, NON_FINITE, var_name
 from .allocation import STRATEGIES, allocate
@@ -409,6 +409,8 @@ def _workers(args: argparse.Namespace) -> int:
         return 1
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1. Got {args.workers}.")
+    if args.workers > max_workers():  # the same rule as FitOptions.threads and sweep(workers=)
+        raise CLIError(f"--workers must be {workers_allowed()}. Got {args.workers}.")
     return args.workers
 
 

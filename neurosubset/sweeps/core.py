@@ -26,7 +26,7 @@ from ..options import DEFAULT_TOL, FitOptions, constraints_act, fit_options, val
 from ..schema import LayoutError
 from ..solvers import Auto, Solver, as_solver
 from .config import SweepConfig, paired_seed, point_seed
-from .executors import completed, point_executor
+from .executors import check_scheduler, check_workers, completed, point_executor
 from .grid import DensityGrid, FractionGrid
 from .integrity import _check_metadata
 from .point import PointTask, point_values, run_point
@@ -168,7 +168,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
         check_choice("strategy", s, STRATEGIES, error=AllocationError)
     trials = check_int("trials", trials, minimum=1)
     seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
-    workers = check_int("workers", workers, minimum=1)
+    workers = check_workers(workers)
+    scheduler = check_scheduler(scheduler)
     if isinstance(within, str):
         raise AllocationError(f"The 'within' parameter must be a list of weight names. Got the string {within!r}.")
     if within is not None:

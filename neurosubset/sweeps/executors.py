@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import Any, TypeVar
 
-from .._checks import MissingExtraError, ParameterError
+from .._checks import MissingExtraError, ParameterError, check_workers, cores, max_workers  # noqa: F401
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -117,6 +117,27 @@ def _terminate(pool: Any) -> None:
             process.terminate()
 
 
+_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")  # the address schemes dask.distributed connects by
+_CONNECT_TIMEOUT = "5s"  # an unreachable scheduler is reported after this (a reachable one answers in milliseconds)
+def check_scheduler(scheduler: Any) -> Any:
+    """Refuse (one line, :class:`ParameterError`) a scheduler that is neither a ``distributed.Client`` nor an
+    address ``scheme://host:port`` with a scheme dask.distributed knows (:data:`_SCHEMES`); nothing is contacted."""
+    import re
+
+    if scheduler is None or not isinstance(scheduler, str):
+        if scheduler is not None and type(scheduler).__name__ != "Client":
+            raise ParameterError(f"The 'scheduler' parameter must be an address such as 'tcp://host:8786' or a "
+                                 f"distributed.Client. Got {scheduler!r}.")
+        return scheduler
+    scheme, sep, rest = scheduler.partition("://")
+    ok = sep and scheme in _SCHEMES and (scheme == "inproc" or re.fullmatch(r"[^\s/:]+:\d+|\[[0-9a-fA-F:]+\]:\d+",
+                                                                         rest))
+    if not ok:
+        raise ParameterError(f"The 'scheduler' parameter must be a dask scheduler address scheme://host:port with "
+                             f"scheme one of {list(_SCHEMES)} (e.g. 'tcp://host:8786'). Got {scheduler!r} instead.")
+    return scheduler
+
+
 @contextlib.contextmanager
 def _dask_executor(scheduler: Any) -> Iterator[Executor]:
     try:
@@ -126,12 +147,10 @@ def _dask_executor(scheduler: Any) -> Iterator[Executor]:
                                 ) from None
     own = not isinstance(scheduler, Client)
     if own:
-        if not isinstance(scheduler, str):
-            raise ParameterError(f"The 'scheduler' parameter must be an address such as 'tcp://host:8786' or a "
-                                 f"distributed.Client. Got {scheduler!r}.")
+        check_scheduler(scheduler)
         try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
+            client = Client(scheduler, timeout=_CONNECT_TIMEOUT)
+        except (OSError, ValueError, TimeoutError) as exc:
             raise ParameterError(f"Cannot reach the dask scheduler at {scheduler!r} ({exc}). Start one with "
                                  f"'dask scheduler' and workers with 'dask worker {scheduler} --nthreads 1'.") from None
     else:

@@ -115,6 +115,8 @@ class ZarrTarget:
 
     def __init__(self, path: Path, skeleton: xr.Dataset, dims: tuple[str, ...], *, overwrite: bool = False,
                  durable: bool = True) -> None:
+        if path.is_symlink():  # written through the link (a rename onto the link itself fails: ENOTDIR)
+            path = Path(os.path.realpath(path))
         self.path, self.dims, self.skeleton, self.durable = path, dims, skeleton, durable
         self._group: Any = None
         self._arrays: dict[str, Any] = {}
@@ -143,6 +145,10 @@ class ZarrTarget:
 
             _check_metadata(path, "Pass overwrite=True (--overwrite) to start over, or choose another store path."
                             if is_sweep_store(path) else "Delete it yourself, or choose another store path.")
+        if path.is_dir() and not _looks_like_sweep_store(path):  # --overwrite would be refused: never advise it
+            raise SweepStoreError(f"{str(path)!r} is a folder but not a sweep store; a sweep never writes into or "
+                                  f"replaces it (not even with overwrite=True). Remove it yourself or choose another "
+                                  f"store path.")
         try:
             stored = xr.open_zarr(path, chunks=None)
         except Exception as exc:
@@ -325,7 +331,7 @@ def store_lock(path: Path) -> Iterator[None]:
     """
     lock = lock_path(path)
     if not lock.parent.is_dir():
-        raise SweepStoreError(f"The folder {str(Path(path).parent)!r} of the sweep store {str(path)!r} does not "
+        raise SweepStoreError(f"The folder {str(lock.parent)!r} of the sweep store {str(path)!r} does not "
                               f"exist. Create it first.")
     for _ in range(100):
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
