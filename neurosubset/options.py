@@ -62,6 +62,15 @@ def _open_unit(value: Any) -> float:
     return out
 
 
+def _positive(value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (Real, np.floating, np.integer)):
+        raise _Invalid
+    out = float(value)
+    if not (math.isfinite(out) and out > 0.0):
+        raise _Invalid
+    return out
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise _Invalid
@@ -131,6 +140,7 @@ PARAMETER_CONSTRAINTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_memory": ("a finite number of bytes > 0 or None", _bytes_or_none),
     "skip_zero": ("True, False or None", _flag_or_none),
     "certificate": ("True or False", _flag),
+    "plausibility_bound": ("a finite number > 0 (init SDs)", _positive),
 }
 
 
@@ -193,6 +203,11 @@ class FitOptions:
         Certify first and fit nothing where the certificate proves MP = 0 (None: on from 128 hidden neurons).
     certificate : bool
         Also store the exact certificate (``match_probability``, ``sweep``).
+    plausibility_bound : float
+        ``K``: the biological deciders (:mod:`neurosubset.solvers.biological`, :mod:`neurosubset.solvers.proofs`)
+        search witnesses and prove "no match" with every plastic value within ``K`` init SDs of its synapse, so
+        their brackets hold "within K" (default 100; stored as the attr ``plausibility_bound`` where ``dale`` or
+        ``stable`` is on).
 
     Examples
     --------
@@ -210,6 +225,7 @@ class FitOptions:
     max_memory: float | None = None
     skip_zero: bool | None = None
     certificate: bool = True
+    plausibility_bound: float = 100.0
 
     def __post_init__(self) -> None:
         for name, value in validate_params({f.name: getattr(self, f.name) for f in fields(self)},
@@ -250,6 +266,8 @@ class FitOptions:
         if lm["widen"] and lm["widen"] != LevenbergMarquardt.widen:
             out["lm_widen"] = lm["widen"]
         out.update(dale=int(self.dale), stable=int(self.stable), certificate=int(self.certificate))
+        if self.dale or self.stable:
+            out["plausibility_bound"] = self.plausibility_bound
         return out
 
     @classmethod
@@ -274,7 +292,8 @@ class FitOptions:
 
         certificate = flag("certificate", "certificate_verdict" in attrs)
         return cls(solver=solver, tol=float(attrs.get("tolerance", DEFAULT_TOL)), dale=flag("dale", False),
-                   stable=flag("stable", False), certificate=certificate)
+                   stable=flag("stable", False), certificate=certificate,
+                   plausibility_bound=float(attrs.get("plausibility_bound", cls.plausibility_bound)))
 
 
 def fit_options(caller: str, options: FitOptions | None = None, **keywords: Any) -> FitOptions:
@@ -369,6 +388,8 @@ def hashed_config(options: FitOptions, rest: Mapping[str, Any], *, kind: str, da
         out["dale"] = spell["on"]
     if options.stable and stable_acts:
         out["stable"] = spell["on"]
+    if (options.dale and dale_acts or options.stable and stable_acts) and options.plausibility_bound != 100.0:
+        out["plausibility_bound"] = options.plausibility_bound  # only where not the default: older hashes hold
     return out
 
 
