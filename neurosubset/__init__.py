@@ -23,6 +23,7 @@ from ._checks import CircuitSpecError as CircuitSpecError
 from ._checks import MissingExtraError as MissingExtraError
 from ._checks import NeurosubsetError as NeurosubsetError
 from ._checks import NonFiniteOutputWarning as NonFiniteOutputWarning
+from ._checks import StabilityWarning as StabilityWarning
 from ._checks import ParameterError as ParameterError
 from ._schema import FIT_STATUS as FIT_STATUS
 from ._schema import POINT_STATUS as POINT_STATUS
@@ -79,7 +80,7 @@ __all__ = [
     # solvers
     "Auto", "LeastSquares", "LevenbergMarquardt",
     # errors (all subclass NeurosubsetError, a ValueError)
-    "NeurosubsetError", "ParameterError", "MissingExtraError", "NonFiniteOutputWarning",
+    "NeurosubsetError", "ParameterError", "MissingExtraError", "NonFiniteOutputWarning", "StabilityWarning",
     # theory
     "certify", "Certificate", "optimal_allocation", "minimal_budget", "heuristic", "Heuristic", "TheoryError",
     # spiking check (optional extra neurosubset[spiking]; brian2 is imported only when a check runs)

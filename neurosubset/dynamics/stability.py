@@ -24,6 +24,7 @@ abscissa with its exact gradient in the weights, and the spec check. Circuits ca
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.linalg
 
-from .._checks import CircuitSpecError
+from .._checks import CircuitSpecError, StabilityWarning
 from .blocks import block_matrix
 
 if TYPE_CHECKING:
@@ -45,8 +46,14 @@ _BLAS: Any = None  # one controller, made at the first eigensolve: threadpool_li
 # every call (1.9 of the 3 ms a 4-problem ca3_ca1 stability check took), a controller scans the libraries once
 
 NEURONS = ("hidden", "output")  # the neuron vector of the fixed point
-SPEC_DRAWS = 200  # teacher draws behind a steady circuit's unstable fraction
+SPEC_DRAWS = 200  # teacher draws behind a steady circuit's unstable fraction (loops of up to 64 neurons; fewer above)
+SPEC_DRAWS_FULL_SIZE = 64  # loops larger than this get SPEC_DRAWS (64 / n)^3 draws, at least SPEC_DRAWS_MIN
+SPEC_DRAWS_MIN = 5
 REFUSE_FRACTION = 0.5  # a steady spec whose draws are unstable more often than this is refused
+# an accepted spec is warned about (StabilityWarning) when more of its draws than this are unstable, or when the
+# median of their max Re(eig W) lies within WARN_MARGIN of the limit: MP then depends on how close the draws sit to
+# instability (stable=True rejects draws; lowering gains moves MP)
+WARN_FRACTION, WARN_MARGIN = 0.01, 0.05
 _SUGGEST_QUANTILE, _SUGGEST_TARGET = 0.9, 0.95  # the suggested scale brings this quantile of max Re to this value
 SPEC_SEED_KEY = 0x57AB  # spawn key of the spec check's draws (with the circuit's structural seed)
 
@@ -155,6 +162,8 @@ class SpecStability:
         The same fraction for each loop's own block.
     loop_quantiles : tuple of float
         The 90% quantile of each loop's ``max Re(eig)`` over the draws.
+    values : tuple of float
+        Per draw, the largest ``max Re(eig)`` over the loops (on the steady scale: stable below 1).
     """
 
     draws: int
@@ -162,6 +171,96 @@ class SpecStability:
     loops: tuple[Loop, ...]
     loop_fractions: tuple[float, ...]
     loop_quantiles: tuple[float, ...]
+    values: tuple[float, ...] = ()
+
+    @property
+    def median(self) -> float:
+        """The median over the draws of their largest ``max Re(eig)`` (NaN without draws)."""
+        return float(np.median(self.values)) if self.values else float("nan")
+
+    @property
+    def near_limit(self) -> bool:
+        """Whether more than :data:`WARN_FRACTION` of the draws are unstable, or their median ``max Re(eig)`` is
+        within :data:`WARN_MARGIN` of the limit 1 (what :func:`check_steady_spec` warns about)."""
+        return bool(self.values) and (self.unstable_fraction > WARN_FRACTION or
+                                      self.median >= Stability.limit - WARN_MARGIN)
+
+    def advice_draws(self) -> tuple[int, ...]:
+        """The draws :meth:`sensitivity` averages over: the unstable ones, else those at or above the 90%
+        quantile of ``max Re(eig)`` (the draws nearest the limit)."""
+        v = np.asarray(self.values)
+        if v.size == 0:
+            return ()
+        chosen = np.flatnonzero(v >= Stability.limit)
+        if chosen.size == 0:
+            chosen = np.flatnonzero(v >= np.quantile(v, _SUGGEST_QUANTILE))
+        return tuple(int(k) for k in chosen)
+
+    def sensitivity(self, circuit: Circuit, draws: tuple[int, ...] | None = None) -> dict[str, float]:
+        """How much each projection's gain moves the rightmost eigenvalue: ``sum_ij w_ij d value / d w_ij`` per
+        projection, averaged over ``draws`` (default :meth:`advice_draws`).
+
+        ``value`` is the spectral abscissa on the steady scale (:meth:`Stability.abscissa`, exact gradient from
+        the left and right eigenvectors), so a projection's entry is ``d value / d log(gain)``: scaling its gain by
+        ``1 + e`` moves ``max Re(eig)`` by about ``e`` times it. Positive: raising the gain destabilises (lower it
+        first); negative: the projection stabilises the mode (typically inhibition onto an unstable E population;
+        lowering it destabilises). For the steady rule the entries sum to the value itself (eigenvalues are
+        homogeneous of degree 1 in ``W``). Projections outside the loop that attains the value get 0.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            The circuit these draws came from.
+        draws : tuple of int, optional
+            Draw indices (the spec check's seeds: ``SeedSequence(circuit.seed, spawn_key=(0x57AB, k))``).
+
+        Returns
+        -------
+        dict
+            Projection name -> mean sensitivity (units of ``max Re(eig)``), every weight of the circuit.
+        """
+        draws = self.advice_draws() if draws is None else tuple(draws)
+        rule = _rule(circuit)
+        total = {k: 0.0 for k in circuit.weight_names}
+        for k in draws:
+            w = spec_draw(circuit, k)
+            _, grad = rule.abscissa(w)
+            for name in total:
+                total[name] += float((w[name] * grad[name]).sum())
+        return {name: v / max(len(draws), 1) for name, v in total.items()}
+
+    def advice(self, circuit: Circuit) -> str:
+        """Which projections dominate the rightmost (unstable) mode, by :meth:`sensitivity`, and a per-projection
+        gain change that brings the 90% quantile of ``max Re(eig)`` to 0.95 (a linear estimate); "" without
+        draws."""
+        chosen = self.advice_draws()
+        if not chosen:
+            return ""
+        sens = {k: v for k, v in self.sensitivity(circuit, chosen).items() if v != 0.0}
+        ranked = sorted(sens.items(), key=lambda kv: -kv[1])
+        which = (f"the {len(chosen)} unstable of {self.draws} draws" if self.unstable_fraction > 0
+                 else f"the {len(chosen)} of {self.draws} draws nearest the limit")
+        listed = ", ".join(f"{k} {v:+.3g}" for k, v in ranked)
+        text = f"d max Re(eig) / d log(gain) over {which}: {listed}"
+        positive = [(k, v) for k, v in ranked if v > 0]
+        if positive:
+            top = positive[0][1]
+            dominant = [k for k, v in positive if v >= 0.25 * top]
+            text += f"; the projections that dominate the unstable mode: {dominant}"
+            q = max(self.loop_quantiles) if self.loop_quantiles else 0.0
+            mean = float(np.mean([self.values[k] for k in chosen]))
+            if q > _SUGGEST_TARGET and mean > 0:
+                # d log(value) / d log(gain) = e / value: value ~ gain^(e / value) near these draws
+                name, e = positive[0]
+                factor = float((_SUGGEST_TARGET / q) ** (mean / e))
+                text += (f"; lowering {name}'s gain alone ({circuit.projection[name].gain:g} -> about "
+                         f"{circuit.projection[name].gain * factor:.3g}, x{factor:.2f}) would bring the 90% quantile "
+                         f"{q:.3f} to about {_SUGGEST_TARGET} (an estimate from the local elasticity "
+                         f"{e / mean:.2f}; the uniform scale above is the guaranteed one)")
+        negative = [k for k, v in ranked if v < 0]
+        if negative:
+            text += f"; {negative} stabilise it (lowering their gains destabilises)"
+        return text
 
     def suggestion(self, circuit: Circuit) -> str:
         """How to make the spec stable: scale the gains of each unstable loop's projections (never a read-out).
@@ -195,12 +294,11 @@ def spec_stability(circuit: Circuit, draws: int | None = None) -> SpecStability:
         return SpecStability(0, 0.0, (), (), ())
     size = max(sum(circuit.region[r].size for r in loop.regions) for loop in found)
     if draws is None:
-        draws = SPEC_DRAWS if size <= 64 else max(5, int(SPEC_DRAWS * (64 / size) ** 3))
+        draws = spec_draws(size)
     names = sorted({k for loop in found for k in loop.projections})
     stack: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for k in range(draws):
-        rng = np.random.default_rng(np.random.SeedSequence(circuit.seed, spawn_key=(SPEC_SEED_KEY, k)))
-        w = circuit.sample_weights(rng)
+        w = spec_draw(circuit, k)
         for name in names:
             stack[name].append(w[name])
     weights = {k: np.stack(v) for k, v in stack.items()}
@@ -209,7 +307,23 @@ def spec_stability(circuit: Circuit, draws: int | None = None) -> SpecStability:
     worst = np.max(per_loop, axis=0)
     return SpecStability(draws, float((worst >= 1.0).mean()), found,
                          tuple(float((v >= 1.0).mean()) for v in per_loop),
-                         tuple(float(np.quantile(v, _SUGGEST_QUANTILE)) for v in per_loop))
+                         tuple(float(np.quantile(v, _SUGGEST_QUANTILE)) for v in per_loop),
+                         tuple(float(v) for v in worst))
+
+
+def spec_draws(size: int) -> int:
+    """Teacher draws of the spec check for a largest loop of ``size`` neurons: :data:`SPEC_DRAWS` (200) up to
+    :data:`SPEC_DRAWS_FULL_SIZE` (64) neurons, ``200 (64 / size)^3`` above (at least 5): 52 at 100 neurons."""
+    if size <= SPEC_DRAWS_FULL_SIZE:
+        return SPEC_DRAWS
+    return max(SPEC_DRAWS_MIN, int(SPEC_DRAWS * (SPEC_DRAWS_FULL_SIZE / size) ** 3))
+
+
+def spec_draw(circuit: Circuit, k: int) -> dict[str, np.ndarray]:
+    """Teacher draw ``k`` of the spec check: ``circuit.sample_weights`` with
+    ``SeedSequence(circuit.seed, spawn_key=(0x57AB, k))``; weight name -> ``(n_post, n_pre)``."""
+    return circuit.sample_weights(np.random.default_rng(np.random.SeedSequence(circuit.seed,
+                                                                               spawn_key=(SPEC_SEED_KEY, k))))
 
 
 def check_steady_spec(circuit: Circuit) -> SpecStability:
@@ -227,8 +341,21 @@ def check_steady_spec(circuit: Circuit) -> SpecStability:
     if found.unstable_fraction > REFUSE_FRACTION:
         raise CircuitSpecError(
             f"The recurrent part of {_rule(circuit).refusal(found.unstable_fraction, found.draws)}"
-            f"{REFUSE_FRACTION:.0%} unstable draws are accepted). {_sentence(found.suggestion(circuit))}.")
+            f"{REFUSE_FRACTION:.0%} unstable draws are accepted; {_draws_note(found.draws)}). "
+            f"{_sentence(found.suggestion(circuit))}. Per projection, {found.advice(circuit)}.")
+    if found.near_limit:
+        warnings.warn(
+            f"Circuit {circuit.name!r} ({circuit.dynamics.name}) sits near its stability limit: "
+            f"{found.unstable_fraction:.1%} of {found.draws} teacher draws are unstable and their median max Re(eig) "
+            f"is {found.median:.3f} (limit 1; warned above {WARN_FRACTION:.0%} unstable or a median within {WARN_MARGIN} of the limit; "
+            f"{_draws_note(found.draws)}). MP can then move with small gain changes (stable=True conditions every "
+            f"draw on stability). Per projection, {found.advice(circuit)}.", StabilityWarning, stacklevel=4)
     return found
+
+
+def _draws_note(draws: int) -> str:
+    return (f"{draws} draws: {SPEC_DRAWS} for loops of up to {SPEC_DRAWS_FULL_SIZE} neurons, "
+            f"{SPEC_DRAWS} ({SPEC_DRAWS_FULL_SIZE} / n)^3 above")
 
 
 def _rule(circuit: Circuit) -> Stability:
