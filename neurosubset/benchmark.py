@@ -111,6 +111,13 @@ class FitResult:
     outcome : numpy.ndarray or None
         ``(trial,)`` int8 :data:`neurosubset._schema.OUTCOME`: a witness (proven_match), a proof of no match
         (proven_no_match) or neither (undecided).
+    proof_kind : numpy.ndarray or None
+        ``(trial,)`` int8 :data:`neurosubset._schema.PROOF_KIND` where ``dale`` or ``stable`` acts (else None):
+        a witness (Lyapunov-certified where stability is required and the dynamics is steady), an exact proof, or
+        a proof within the plausibility bound ``K``.
+    witness_scale : numpy.ndarray or None
+        ``(trial,)`` float64 where ``dale`` or ``stable`` acts: ``max_k |theta_k| / sigma_k`` of a matched
+        student (init SDs of its synapse), NaN where not matched.
     """
 
     trials: Trials
@@ -131,6 +138,8 @@ class FitResult:
     sign_violations: np.ndarray | None = None
     decision: np.ndarray | None = None
     outcome: np.ndarray | None = None
+    proof_kind: np.ndarray | None = None
+    witness_scale: np.ndarray | None = None
 
     @property
     def student_stable(self) -> np.ndarray | None:
@@ -268,7 +277,8 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
         for first in range(0, trials, size):
             draws = draw_trials(circuit, m, min(size, trials - first), seed, first=first, stable=stable)
             part = _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
-                        stable=stable, first=first, device=device, zero=zero)
+                        stable=stable, first=first, device=device, zero=zero,
+                        plausibility_bound=options.plausibility_bound)
             parts.append(part if keep_weights else _without_weights(part))
     return parts[0] if len(parts) == 1 else _concat(parts)
 
@@ -311,7 +321,8 @@ def _concat(parts: list[FitResult]) -> FitResult:
         parts[0], trials=draws, student=dicts([p.student for p in parts]), theta=field("theta"),
         residual=field("residual"), matched=matched, restarts=field("restarts"), mp_by_round=counts / matched.size,
         status=field("status"), exact=all(p.exact for p in parts), max_real_eig=field("max_real_eig"),
-        sign_violations=field("sign_violations"), decision=field("decision"), outcome=field("outcome"))
+        sign_violations=field("sign_violations"), decision=field("decision"), outcome=field("outcome"),
+        proof_kind=field("proof_kind"), witness_scale=field("witness_scale"))
 
 
 def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
@@ -323,7 +334,8 @@ def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
 
 def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: float, solver: Solver,
          progress: bool, dale: bool = False, stable: bool = False, first: int = 0,
-         device: torch.device = torch.device("cpu"), zero: bool = False) -> FitResult:
+         device: torch.device = torch.device("cpu"), zero: bool = False,
+         plausibility_bound: float = 100.0) -> FitResult:
     """Fit trials ``first .. first + len(draws) - 1`` (restart seeds use the global trial index)."""
     trials, m = draws.probes.shape[:2]
     to_t = (lambda a: torch.as_tensor(a, dtype=DTYPE))  # exact deciders run on the CPU; the LM on `device`
@@ -343,7 +355,8 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     work = (lambda: fmap if device.type == "cpu" else PlasticMap(  # the LM's copy, built only where it runs
         circuit, alloc, {k: on(v) for k, v in fmap.frozen.items()}, on(fmap.probes)))
     batch = Batch(_problem(circuit, alloc, m, trials, seed, dale, zero), fmap, work, targets, own, alloc, sigma,
-                  bounds, admissible, tol, seed, first, device=device, progress=progress)
+                  bounds, admissible, tol, seed, first, device=device, progress=progress,
+                  plausibility_bound=plausibility_bound)
     out = run_chain(decider_chain(solver, dale=dale), batch)  # exact deciders first, the LM last
     theta, resid, status, decision, outcome = out.theta, out.residual, out.status, out.decision, out.outcome
     n_rest, history, solver = out.restarts, out.history, out.solver
@@ -362,10 +375,39 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
     # a lower bound on MP: decision_kind keeps that meaning, and the bracket (mp_lower, mp_upper) uses the outcomes
     exact = bool(((outcome != _schema.UNDECIDED) & (decision != _schema.LM_DECISION)).all())
     theta_np = theta.cpu().numpy()
+    proof_kind = witness_scale = None
+    if bounds is not None or need_stable:  # the biological setting: what settled each trial, and the witnesses' size
+        proof_kind, witness_scale = _evidence(circuit, student, theta_np, sigma, decision, outcome, need_stable)
     return FitResult(draws, student, theta_np, resid_np, matched, n_rest, np.array(history), solver.name, tol,
                      status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
                      sign_violations=signs.violations(theta_np) if signs.active else None,
-                     decision=decision.astype(np.int8), outcome=outcome.astype(np.int8))
+                     decision=decision.astype(np.int8), outcome=outcome.astype(np.int8), proof_kind=proof_kind,
+                     witness_scale=witness_scale)
+
+
+def _evidence(circuit: Circuit, student: dict[str, np.ndarray], theta: np.ndarray, sigma: np.ndarray,
+              decision: np.ndarray, outcome: np.ndarray, need_stable: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(proof_kind, witness_scale)`` per trial (:data:`neurosubset._schema.PROOF_KIND`; init SDs, NaN where not
+    matched). A witness of a linear steady circuit that must be stable is re-certified by a Lyapunov solve on its
+    assembled recurrent matrix (``lyapunov_witness``)."""
+    from .dynamics import Steady
+    from .dynamics.blocks import block_matrix
+    from .solvers.biological import lyapunov_certificate
+
+    kind = np.full(outcome.shape, _schema.NO_PROOF, dtype=np.int8)
+    match, proof = outcome == _schema.PROVEN_MATCH, outcome == _schema.PROVEN_NO_MATCH
+    kind[match] = _schema.WITNESS_PROOF
+    kind[proof] = _schema.EXACT_PROOF
+    kind[proof & (decision == _schema.SIGN_CONE_DECISION)] = _schema.SIGN_CONE_PROOF
+    kind[proof & (decision == _schema.BRANCH_AND_BOUND_DECISION)] = _schema.BRANCH_AND_BOUND_PROOF
+    if need_stable and isinstance(circuit.dynamics, Steady) and match.any():
+        neurons = list(circuit.slices(("hidden", "output")))
+        for p in np.flatnonzero(match):
+            w = block_matrix(circuit, {k: torch.as_tensor(v[p]) for k, v in student.items()}, neurons, neurons)
+            if lyapunov_certificate(w.numpy()):
+                kind[p] = _schema.LYAPUNOV_PROOF
+    scale = (np.abs(theta) / sigma).max(-1) if theta.shape[-1] else np.zeros(theta.shape[0])
+    return kind, np.where(match, scale, np.nan)
 
 
 def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: int = 0, *,

@@ -324,8 +324,12 @@ def _bracket_variables(res: Any) -> dict[str, tuple]:
     n = res.outcome.size
     lower, upper = mp_bracket(int((res.outcome == _schema.PROVEN_MATCH).sum()),
                               int((res.outcome == _schema.PROVEN_NO_MATCH).sum()), n)
-    return {"outcome": ("trial", res.outcome, meta("outcome")), "mp_lower": ((), lower, meta("mp_lower")),
-            "mp_upper": ((), upper, meta("mp_upper"))}
+    out = {"outcome": ("trial", res.outcome, meta("outcome")), "mp_lower": ((), lower, meta("mp_lower")),
+           "mp_upper": ((), upper, meta("mp_upper"))}
+    if getattr(res, "proof_kind", None) is not None:  # dale or stable acting (issue 28)
+        out["proof_kind"] = ("trial", res.proof_kind, meta("proof_kind"))
+        out["witness_scale"] = ("trial", res.witness_scale, meta("witness_scale"))
+    return out
 
 
 def _constraint_variables(res: Any) -> dict[str, tuple]:

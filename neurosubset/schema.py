@@ -280,6 +280,8 @@ _ESTIMATE = (
     _var("sign_violations", "trial", need=OPTIONAL, dtype="int64", when="signed_plastic", absent=-1),
     _var("decision", "trial", need=CURRENT, dtype="int8"),
     _var("outcome", "trial", need=OPTIONAL, dtype="int8"),
+    _var("proof_kind", "trial", need=OPTIONAL, dtype="int8"), _var("witness_scale", "trial", need=OPTIONAL,
+                                                                   dtype="float64"),
     _var("mp_lower", need=OPTIONAL, dtype="float64"), _var("mp_upper", need=OPTIONAL, dtype="float64"),
     # certificate=True
     _var("plastic_rank", need=OPTIONAL, dtype="float64", when="certificate"),
