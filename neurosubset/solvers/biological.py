@@ -195,22 +195,27 @@ def _free(theta: np.ndarray, step: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 
 def _lm_step(res: np.ndarray, jac: np.ndarray, mu: float, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray
              ) -> np.ndarray:
-    """One projected Marquardt step: solved on the values the box leaves free, then clipped into it."""
-    diag = np.maximum((jac ** 2).sum(0), 1e-300)
+    """One projected Levenberg step on the values the box leaves free, then clipped into it.
+
+    Underdetermined (more free values than residuals, the matched manifold's case) it is the damped minimum-norm
+    Gauss-Newton step ``-J^T (J J^T + mu s I)^{-1} r`` (quadratic convergence as ``mu -> 0``); otherwise
+    ``-(J^T J + mu s I)^{-1} J^T r``; ``s`` the mean squared column norm of ``J``.
+    """
 
     def solve(free):
         jf = jac[:, free]
-        lhs = jf.T @ jf + mu * np.diag(diag[free])
+        scale = max(float((jf ** 2).sum()) / max(jf.shape[1], 1), 1e-300)
         try:
-            return np.linalg.solve(lhs, -jf.T @ res)
+            if jf.shape[1] >= jf.shape[0]:
+                return -jf.T @ np.linalg.solve(jf @ jf.T + mu * scale * np.eye(jf.shape[0]), res)
+            return -np.linalg.solve(jf.T @ jf + mu * scale * np.eye(jf.shape[1]), jf.T @ res)
         except np.linalg.LinAlgError:
-            return np.linalg.lstsq(lhs, -jf.T @ res, rcond=None)[0]
+            return -np.linalg.lstsq(jf, res, rcond=None)[0]
 
-    step = np.zeros_like(theta)
-    step[:] = solve(np.ones(theta.size, dtype=bool))
+    step = solve(np.ones(theta.size, dtype=bool))
     free = _free(theta, step, lo, hi)
     if not free.all():
-        step[:] = 0.0
+        step = np.zeros_like(theta)
         if free.any():
             step[free] = solve(free)
     return np.clip(theta + step, lo, hi) - theta
@@ -246,49 +251,111 @@ def _correct(st: _Student, theta: np.ndarray, lo, hi, target: float, steps: int,
     return theta, rel, mu
 
 
+def _outputs(st: _Student, theta: np.ndarray) -> np.ndarray | None:
+    """The student's outputs ``(n_out, m)`` at ``theta`` (None where ``I - W`` is singular)."""
+    keep = st.y
+    st.y = np.zeros_like(keep)
+    res, _, _ = st.evaluate(theta)
+    st.y = keep
+    return None if not np.isfinite(res).all() else res.reshape(keep.shape[1], -1).T
+
+
+def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search, radius: float, inner: float,
+             mu: float) -> tuple[np.ndarray, float, float, float]:
+    """One step down the smoothed abscissa along the manifold ``F = st.y`` (null space of the free Jacobian), then
+    LM corrections back onto it: ``(theta, top, radius, damping)``; ``theta`` unchanged where the corrected point
+    falls off the manifold (the radius halves)."""
+    lay, n = st.lay, st.n
+    value, top, grad = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    _, jac, _ = st.evaluate(theta)
+    free = _free(theta, -grad, lo, hi)
+    if not free.any():
+        return theta, top, 0.0, mu
+    jf = jac[:, free]
+    _, sv, vt = np.linalg.svd(jf, full_matrices=True)
+    rank = int((sv > sv[0] * max(jf.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
+    null = vt[rank:]  # directions that keep the outputs to first order
+    proj = null.T @ (null @ grad[free])
+    norm = float(np.sqrt(proj @ proj))
+    if norm <= 0.0:
+        return theta, top, 0.0, mu
+    step = np.zeros_like(theta)
+    step[free] = -min((value - (1.0 - knobs.margin) + knobs.margin) / norm, radius) * proj / norm
+    new, rel, mu = _correct(st, np.clip(theta + step, lo, hi), lo, hi, inner, 20, mu)
+    if not rel < inner:
+        return theta, top, radius * 0.5, mu
+    _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    if top_new >= 1.0:  # crossed the pole of (I - W)^{-1}: the other side is another branch
+        return theta, top, radius * 0.5, mu
+    return new, top_new, radius * (1.5 if top_new < top else 0.5), mu
+
+
 def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
             ) -> np.ndarray | None:
-    """A stable match from ``start``, or None: onto the manifold, then down the smoothed abscissa along it."""
+    """A stable match from a stable ``start``, or None.
+
+    Continuation in the targets: ``start`` matches its own outputs ``Y0``; the targets move from ``Y0`` to the
+    teacher's ``Y`` in steps, each predicted by the minimum-norm Gauss-Newton step and corrected by LM onto the
+    manifold ``F = Y0 + t (Y - Y0)``, with the smoothed abscissa pushed down along that manifold whenever it
+    rises above ``1 - margin``. A step whose corrected point falls off the manifold or crosses ``max Re = 1`` (the
+    pole of ``(I - W)^{-1}``) is retried shorter. At ``t = 1``: abscissa descent until ``max Re < 1 - margin``.
+    Where the straight path fails (it leaves the box, or meets a fold), LM goes straight to the teacher's
+    manifold from ``start`` and descends the abscissa there (the descent cannot cross the pole).
+    """
     lay, n = st.lay, st.n
-    inner = knobs.tol * 1e-2  # on the manifold: well below the match tolerance
-    theta, rel, mu = _correct(st, np.clip(start, lo, hi), lo, hi, inner, knobs.iterations, 1e-3)
+    goal = 1.0 - knobs.margin
+    theta = np.clip(start, lo, hi)
+    own = _outputs(st, theta)
+    if own is None:
+        return None
+    _, top, _ = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    if not top < 1.0:
+        return None
+    teacher, inner = st.y, knobs.tol * 1e-1
+    radius, mu, t, dt, used = 0.1 * float(np.linalg.norm(sigma)), 1e-6, 0.0, 0.25, 0
+    try:
+        while used < knobs.iterations:
+            used += 1
+            if t >= 1.0:
+                if top < goal:
+                    return theta
+                theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+                if radius < 1e-10:
+                    return None
+                continue
+            t_new = min(1.0, t + dt)
+            st.y = own + t_new * (teacher - own)
+            new, rel, mu_new = _correct(st, theta, lo, hi, inner, 12, mu)
+            ok = rel < inner
+            if ok:
+                _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols,
+                                                  knobs.beta)
+                ok = top_new < 1.0
+            if not ok:
+                dt *= 0.5
+                if dt < 1e-6:
+                    return None
+                continue
+            theta, top, t, mu, dt = new, top_new, t_new, mu_new, min(2.0 * dt, 1.0)
+            while top >= goal and used < knobs.iterations:  # keep away from the pole while moving
+                used += 1
+                theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+                if radius < 1e-10:
+                    break
+    finally:
+        st.y = teacher
+    # the straight path left the box or met a fold: LM straight onto the teacher's manifold, then descend there
+    theta, rel, mu = _correct(st, np.clip(start, lo, hi), lo, hi, inner, knobs.iterations, 1e-6)
     if not rel < inner:
         return None
+    _, top, _ = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
     radius = 0.1 * float(np.linalg.norm(sigma))
-    goal = 1.0 - knobs.margin
-    used = 0
-    while used < knobs.iterations:
-        w = st.recurrent(theta)[:, :n]
-        value, top, grad = smoothed_abscissa(w, loop_index, lay.rows, lay.cols, knobs.beta)
+    for _ in range(knobs.iterations):
         if top < goal:
             return theta
-        _, jac, _ = st.evaluate(theta)
-        free = _free(theta, -grad, lo, hi)
-        step = np.zeros_like(theta)
-        if free.any():
-            jf = jac[:, free]
-            _, sv, vt = np.linalg.svd(jf, full_matrices=True)
-            rank = int((sv > sv[0] * max(jf.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
-            null = vt[rank:]  # (free - rank, free): directions that keep the outputs to first order
-            proj = null.T @ (null @ grad[free])
-            norm2 = float(proj @ proj)
-            if norm2 <= 0.0:
-                return None  # the manifold (inside the box) is a point here: no descent direction left
-            length = min((value - goal + knobs.margin) / np.sqrt(norm2), radius)
-            step[free] = -length * proj / np.sqrt(norm2)
-        else:
+        theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+        if radius < 1e-10:
             return None
-        new = np.clip(theta + step, lo, hi)
-        new, rel, mu = _correct(st, new, lo, hi, inner, 20, mu)
-        used += 1
-        if not rel < inner:  # fell off the manifold: a shorter step from the same point
-            radius *= 0.5
-            if radius < 1e-8 * float(np.linalg.norm(sigma)):
-                return None
-            continue
-        _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
-        radius *= 1.5 if top_new < top else 0.5
-        theta = new
     return None
 
 
