@@ -29,6 +29,7 @@ from .exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decide
 from .lifted import lifting_applicable, solve_lifted
 from .lm import relative_residual
 from .multistart import multistart
+from .proofs import BranchAndBound, SignConeLP
 from .options import LIFT_HIDDEN, Auto, LeastSquares, LevenbergMarquardt, SteadyLifting
 
 if TYPE_CHECKING:
@@ -343,8 +344,8 @@ class LevenbergMarquardtRounds(Decider):
 
 
 # the chain Auto runs, in order: exact deciders first, the local solver last (a new decider: one line here)
-AUTO_CHAIN = (RankCertificate, AffineLeastSquares, ExactNonAffine, LiftedRates, StableWitness,
-              LevenbergMarquardtRounds)
+AUTO_CHAIN = (RankCertificate, AffineLeastSquares, ExactNonAffine, LiftedRates, SignConeLP, StableWitness,
+              BranchAndBound, LevenbergMarquardtRounds)
 
 
 def decider_chain(solver: Any, *, dale: bool) -> tuple[Decider, ...]:
