@@ -47,9 +47,18 @@ from .options import LevenbergMarquardt
 if TYPE_CHECKING:
     from .chain import Batch, Decided, Problem
 
-__all__ = ["BranchAndBound", "SignConeLP", "farkas_certificate", "scip_available"]
+__all__ = ["BranchAndBound", "SignConeLP", "farkas_certificate", "highs_available", "scip_available"]
 
 _SLACK = 1e-9  # relative slack added to every eps of the row LPs (floating-point error of the pinned rates)
+
+
+def highs_available() -> bool:
+    """Whether ``highspy`` imports (the optional ``highs`` extra)."""
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def scip_available() -> bool:
@@ -239,7 +248,7 @@ class SignConeLP:
         return None
 
     def applicable(self, problem: Problem) -> bool:
-        return _linear_steady(problem)
+        return _linear_steady(problem) and highs_available()
 
     def decide(self, batch: Batch, open_: np.ndarray) -> Decided:
         from .chain import Decided, _on
