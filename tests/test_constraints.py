@@ -259,6 +259,8 @@ def test_the_flags_change_nothing_where_they_cannot_act():
     off = ns.match_probability(rnn, alloc, m=4, trials=10, seed=1, solver=CHEAP_LM, dale=False, stable=False)
     for key in ("dale", "stable", "certificate_dale", "certificate_stable"):
         assert on.attrs.pop(key) == 1 and off.attrs.pop(key) == 0, key
+    # K is recorded with the flags on (it bounds the biological deciders' proofs), absent with them off
+    assert on.attrs.pop("plausibility_bound") == 100.0 and "plausibility_bound" not in off.attrs
     xr.testing.assert_identical(on, off)
 
 
