@@ -284,6 +284,14 @@ VARIABLES.update({
     "heldout_p_value": {"long_name": "P(chi2(held-out values) >= heldout_chi_square)", "units": "1"},
     "identifiable": {"long_name": "Jacobian rank at the solution equals the number of plastic synapses",
                      **BOOLEAN.attrs()},
+    # localize: candidates that cannot be told apart from the first-placed one (issue 27)
+    "ambiguous": {"long_name": "equally good as the first-placed candidate (structurally or statistically): the "
+                               "first place is not unique", **BOOLEAN.attrs()},
+    "structurally_equivalent": {"long_name": "same column space of d(recorded responses)/d(plastic values) as the "
+                                             "first-placed candidate (rank of the stacked Jacobians)",
+                                **BOOLEAN.attrs()},
+    "statistically_tied": {"long_name": "held-out score within the test's critical difference of the first-placed "
+                                        "candidate's", **BOOLEAN.attrs()},
     "jacobian_rank": {"long_name": "rank of d(recorded responses)/d(plastic values) at the solution",
                       "units": "1"},  # [rank]
     "n_plastic": {"long_name": "plastic synapses of the candidate", "units": "1"},

@@ -278,8 +278,12 @@ def _cmd_localize(args: argparse.Namespace) -> None:
     ds = localize(circuit, weights, probes, responses, candidates, noise=noise, holdout=args.holdout,
                   options=options, alpha=args.alpha, seed=args.seed)
     cols = ["place", "n_plastic", "residual", "heldout_residual", "matched", "identifiable", "rank",
-            "decision_kind"] + (["chi_square", "dof", "p_value"] if noise is not None else [])
+            "decision_kind", "ambiguous"] + (["chi_square", "dof", "p_value"] if noise is not None else [])
     print(ds[[c for c in cols if c in ds]].to_dataframe().rename_axis(None).to_string())  # best candidate first
+    if ds.attrs.get("ambiguous"):
+        print(f"ambiguous: the first place is not unique; equally good (structurally or statistically): "
+              f"{ds.attrs['equally_good'].replace(',', ', ')}; their order (fewer plastic synapses first) is a "
+              f"convention, not evidence")
     if args.out:
         _write(ds, args.out, args.overwrite)
 

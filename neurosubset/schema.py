@@ -426,9 +426,12 @@ _SYNAPSE_COORDS = (_var("synapse", "synapse"), _var("synapse_weight", "synapse")
 LOCALIZE = Layout(
     "localize", "localize (neurosubset localize --out)",
     variables=(*_fit_variables("candidate "), _var("plastic", "candidate synapse"), _var("place", "candidate"),
-               _var("decision_kind", "candidate")),
+               _var("decision_kind", "candidate"),
+               # candidates that cannot be told apart from the first-placed one (files before it lack them)
+               *(_var(name, "candidate", need=CURRENT) for name in ("ambiguous", "structurally_equivalent",
+                                                                    "statistically_tied"))),
     coords=(_var("candidate", "candidate"), _var("region", "region"), *_SYNAPSE_COORDS),
-    attrs=_FIT_ATTRS)
+    attrs={**_FIT_ATTRS, **_attrs(current="ambiguous equally_good tie_rule")})
 
 FIT_RESPONSES = Layout(
     "fit_responses", "fit_responses",

@@ -404,3 +404,110 @@ def test_localize_names_each_synapses_neurons_where_the_circuit_names_them():
                 checked += 1
     assert checked == 2 * int(c.structure["A->B"].sum()) + int(c.structure["A->A"].sum()) * 2 + int(
         c.structure["X->A"].sum()) + int(c.structure["B->OUT"].sum())
+
+
+# ------------------------------------------------------------------ candidates that cannot be told apart (issue 27)
+def _ca3_ca1_out_only(seed: int = 5, m: int = 24):
+    """circuits/ca3_ca1.toml, CA3->CA1 changed (30% of its synapses), only OUT recorded on ``m`` probes."""
+    from pathlib import Path
+
+    c = ns.Circuit.from_toml(Path(__file__).resolve().parents[1] / "circuits" / "ca3_ca1.toml")
+    rng = np.random.default_rng(seed)
+    w0 = c.sample_weights(rng)
+    w1 = _changed(c, w0, "CA3->CA1", rng, fraction=0.3)
+    x = c.sample_probes(m, rng)
+    return c, w0, w1, x
+
+
+def _numpy_out(w, x):
+    """OUT of ca3_ca1's fixed point, solved here: r3 = (I - W33)^-1 W3E x, r1 = W13 r3, out = WO1 r1."""
+    r3 = np.linalg.solve(np.eye(32) - w["CA3->CA3"], w["EC->CA3"] @ x.T)
+    return (w["CA1->OUT"] @ (w["CA3->CA1"] @ r3)).T  # (probe, 4)
+
+
+def _numpy_jacobian(c, w, x, name, h=1e-6):
+    """d OUT / d (every present synapse of ``name``) by central differences of the numpy solve: (values, synapses)."""
+    cols = []
+    for i, j in zip(*np.nonzero(c.structure[name])):
+        up = {k: v.copy() for k, v in w.items()}
+        down = {k: v.copy() for k, v in w.items()}
+        up[name][i, j] += h
+        down[name][i, j] -= h
+        cols.append(((_numpy_out(up, x) - _numpy_out(down, x)) / (2 * h)).ravel())
+    return np.stack(cols, axis=1)
+
+
+def test_only_out_recorded_four_candidates_are_flagged_ambiguous_with_their_set():
+    c, w0, w1, x = _ca3_ca1_out_only()
+    rec = {"OUT": _numpy_out(w1, x)}
+    ds = localize(c, w0, x, rec, projection_candidates(c), holdout=6, solver=ns.Auto(restarts=2, max_rounds=2,
+                                                                                      iterations=100))
+    # independent structural check: numpy Jacobians of OUT on the fit probes, per candidate, at the weights before
+    # learning. Each has rank 64 = 4 outputs x 16 inputs (OUT = M X for a 4 x 16 matrix M that every candidate can
+    # move in every direction), and every pair's stacked Jacobian too: one column space, told apart by nothing
+    fit = np.setdiff1d(np.arange(24), [int(i) for i in ds.attrs["heldout_index"].split(",")])
+    jac = {k: _numpy_jacobian(c, w0, x[fit], k) for k in c.weight_names}
+    ranks = {k: np.linalg.matrix_rank(j, tol=1e-7 * np.linalg.norm(j, 2)) for k, j in jac.items()}
+    assert set(ranks.values()) == {4 * 16}, ranks
+    for a in jac:
+        for b in jac:
+            stacked = np.hstack([jac[a], jac[b]])
+            assert np.linalg.matrix_rank(stacked, tol=1e-7 * np.linalg.norm(stacked, 2)) == 64, (a, b)
+    assert ds["rank"].values.tolist() == [64] * 4
+    assert ds["structurally_equivalent"].values.all() and ds["matched"].values.all()
+    assert ds["ambiguous"].values.all() and ds.attrs["ambiguous"] == 1
+    assert set(ds.attrs["equally_good"].split(",")) == set(c.weight_names)
+    assert ds["place"].sel(candidate="CA3->CA1") > 1  # the true one is not first, and the Dataset says why
+    ns.validate_dataset(ds, "localize")
+
+
+@pytest.mark.slow
+def test_a_recording_that_tells_the_candidates_apart_is_not_ambiguous():
+    c, w0, w1, x = _ca3_ca1_out_only(m=24)
+    rec = _record(c, w1, x, ["CA3", "CA1", "OUT"])  # CA1 recorded: only CA3->CA1 can move it and leave CA3
+    ds = localize(c, w0, x, rec, projection_candidates(c), holdout=6, solver=ns.Auto(restarts=2, max_rounds=2,
+                                                                                      iterations=100))
+    assert ds.candidate.values[0] == "CA3->CA1" and ds.attrs["ambiguous"] == 0, ds[["residual", "place"]]
+    assert ds.attrs["equally_good"] == "CA3->CA1" and not ds["ambiguous"].values.any()
+    # independently: before learning, only the true candidate's numpy forward solve differs from the others'
+    # recorded CA1 -- the recorded CA1 is off w0's by more than the match tolerance
+    r3 = np.linalg.solve(np.eye(32) - w0["CA3->CA3"], w0["EC->CA3"] @ x.T)
+    assert np.linalg.norm((w0["CA3->CA1"] @ r3).T - rec["CA1"]) / np.linalg.norm(rec["CA1"]) > 1e-3
+    assert ds["matched"].values.tolist() == [True, False, False, False]
+
+
+def test_with_noise_statistical_ties_follow_the_critical_difference():
+    c, w0, w1, x = _ca3_ca1_out_only(m=24)
+    clean = _numpy_out(w1, x)
+    sd = 0.05 * clean.std(0) + 1e-12
+    noisy = clean + sd * np.random.default_rng(9).standard_normal(clean.shape)
+    ds = localize(c, w0, x, {"OUT": noisy}, projection_candidates(c), noise={"OUT": sd}, holdout=6,
+                  solver=ns.Auto(restarts=2, max_rounds=2, iterations=100))
+    chi = ds["heldout_chi_square"].values
+    critical = stats.chi2.isf(0.01, 1)  # alpha = 0.01: a one-degree-of-freedom chi-square difference
+    np.testing.assert_array_equal(ds["statistically_tied"].values, np.abs(chi - chi[0]) < critical)
+    # the three affine candidates reach the same responses (one column space) and are fitted by exact least
+    # squares: the same held-out predictions, so tied with each other
+    exact = ds["decision_kind"].values == "exact"
+    assert np.ptp(chi[exact]) < 1e-6 * chi[exact].max(), chi
+    assert ds.attrs["ambiguous"] == 1 and len(ds.attrs["equally_good"].split(",")) >= 3
+
+
+def test_cli_localize_says_when_the_first_place_is_not_unique(tmp_path, capsys):
+    # only OUT recorded on the toy X -> A -> B -> OUT: OUT = W_OB W_BA W_AX x, and X->A or A->B (each free to set
+    # any 2 x 6 map through the invertible rest) reproduce it as well as the true B->OUT does
+    rng = np.random.default_rng(5)
+    c = _circuit("steady", recurrent=False)
+    w0 = c.sample_weights(rng)
+    x = c.sample_probes(16, rng)
+    rec = _record(c, _changed(c, w0, "B->OUT", rng), x, ["OUT"])
+    spec = tmp_path / "toy.toml"
+    spec.write_text(c.to_toml())
+    weights_dataset(c, w0).to_netcdf(tmp_path / "W.nc", engine="h5netcdf")
+    responses_dataset(c, x, rec).to_netcdf(tmp_path / "R.nc", engine="h5netcdf")
+    assert main(["localize", str(spec), "--weights", str(tmp_path / "W.nc"), "--responses", str(tmp_path / "R.nc"),
+                 "--candidates", "projections"]) == 0
+    printed = capsys.readouterr().out
+    line = [s for s in printed.splitlines() if s.startswith("ambiguous:")]
+    assert len(line) == 1 and all(k in line[0] for k in ("X->A", "A->B", "B->OUT")), printed
+    assert "convention, not evidence" in line[0]

@@ -127,8 +127,11 @@ def fit_responses(circuit: Circuit, allocation: Allocation, probes, responses: M
                              f"{list(circuit.weight_names)}). Got {allocation!r:.80}.")
     ds = _run(circuit, weights, probes, responses, {"fit": allocation}, noise=noise, holdout=0, options=options,
               alpha=alpha, seed=seed)
-    one = ds.isel(candidate=0, drop=True).drop_vars("place")
+    one = ds.isel(candidate=0, drop=True).drop_vars(["place", "ambiguous", "structurally_equivalent",
+                                                     "statistically_tied"])
     one = one.isel(synapse=np.flatnonzero(one["plastic"].values)).drop_vars("plastic")
+    for key in ("ambiguous", "equally_good", "tie_rule"):  # a ranking's, not one fit's
+        del one.attrs[key]
     one.attrs["decision_kind"] = str(one["decision_kind"].values)
     return one.drop_vars("decision_kind")
 
@@ -428,10 +431,62 @@ def _dataset(circuit: Circuit, candidates: dict, rec: Recording, out: dict, held
     order = _places(noisy, judged, out["n_plastic"], tol, alpha)
     data["place"] = (c, np.empty(len(order), dtype=np.int64), meta("place"))
     data["place"][1][order] = np.arange(1, len(order) + 1)
+    same, tied, rule = _ties(noisy, judged, out["jacobian"], matched, int(order[0]), tol, alpha)
+    equal = tied | (same & (matched == matched[order[0]]))
+    equal[order[0]] = True
+    ambiguous = equal & (equal.sum() > 1)
+    data["ambiguous"] = (c, ambiguous, meta("ambiguous"))
+    data["structurally_equivalent"] = (c, same, meta("structurally_equivalent"))
+    data["statistically_tied"] = (c, tied, meta("statistically_tied"))
+    names = np.array(list(candidates), dtype=str)
     attrs = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "dynamics": circuit.dynamics.name,
              "recorded_regions": ",".join(rec.regions), "time_resolved": int(rec.time), "noise": int(noisy),
              "fit_probes": int(fit_rows.size), "heldout_probes": int(held_rows.size),
              "heldout_index": ",".join(map(str, held_rows)), "tolerance": tol, "alpha": alpha, "dale": int(dale),
              "stable": int(stable), "seed": seed,
-             "decision_kind": DECISION_KINDS[0] if out["exact"].all() else DECISION_KINDS[1], **_schema.versions()}
+             "decision_kind": DECISION_KINDS[0] if out["exact"].all() else DECISION_KINDS[1],
+             "ambiguous": int(ambiguous.any()),
+             # the equally good candidates, in ranked order: place orders them by fewer plastic synapses only (a
+             # convention, not evidence)
+             "equally_good": ",".join(names[[i for i in order if equal[i]]]), "tie_rule": rule,
+             **_schema.versions()}
     return xr.Dataset(data, coords=coords, attrs=attrs).isel({c: order})
+
+
+def _ties(noisy: bool, judged: dict, jacobians: list, matched: np.ndarray, first: int, tol: float,
+          alpha: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Which candidates cannot be told apart from candidate ``first``: ``(structurally_equivalent,
+    statistically_tied, rule)``, each ``(candidate,)`` bool.
+
+    Structurally: the same column space of the recorded responses' Jacobian (whitened, at each candidate's own
+    solution, fit probes): ``rank J_i = rank J_first = rank [J_i, J_first]`` (numpy's SVD rank, its default
+    tolerance). Statistically: noise-free, both judged responses (held-out where held out) matched within
+    ``tol``; with noise, held-out (else fit) chi-squares differing by less than the critical value of a
+    one-degree-of-freedom chi-square at level ``alpha`` (``chi2.isf(alpha, 1)``: 6.63 at 0.01), the smallest
+    difference the test counts as evidence for one candidate over another.
+    """
+    n = len(jacobians)
+    ranks = [int(np.linalg.matrix_rank(j)) if j is not None and j.size else 0 for j in jacobians]
+    same = np.zeros(n, dtype=bool)
+    ref = jacobians[first]
+    for i, j in enumerate(jacobians):
+        if j is None or ref is None or not j.size or not ref.size:
+            same[i] = i == first
+            continue
+        same[i] = ranks[i] == ranks[first] == int(np.linalg.matrix_rank(np.hstack([j, ref])))
+    if noisy:
+        from scipy.stats import chi2
+
+        critical = float(chi2.isf(alpha, 1))
+        score = np.nan_to_num(np.asarray(judged["chi_square"], dtype=float), nan=np.inf)
+        tied = np.abs(score - score[first]) < critical
+        rule = (f"statistically tied: chi-square (held-out where held out) within {critical:.3g} = chi2.isf(alpha, 1) "
+                f"of the first-placed candidate's; structurally equivalent: same Jacobian column space (ranks of the "
+                f"stacked Jacobians); equally good: either, with the same match verdict")
+    else:
+        good = np.asarray(judged["residual"]) < tol
+        tied = good & good[first]
+        rule = (f"statistically tied: both match (relative residual < {tol:g}, held-out where held out); "
+                f"structurally equivalent: same Jacobian column space (ranks of the stacked Jacobians); equally good: "
+                f"either, with the same match verdict")
+    return same, tied, rule
