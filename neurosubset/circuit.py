@@ -270,9 +270,37 @@ def _check_circuit_memory(circuit: Circuit) -> None:
     size = {r.name: r.size for r in circuit.regions}
     dense = sum(size[p.post] * size[p.pre] for p in circuit.projections)
     n = sum(size.values())
-    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 0, **circuit.dynamics.spec_memory_terms(circuit)}
+    steps = int(getattr(circuit, "steps", 1) or 1)
+    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 0, **circuit.dynamics.spec_memory_terms(circuit),
+             # any fit or simulation holds at least one probe's inputs and forward states over the time steps
+             # (steps = 10^9 asked for 29.8 GiB of probes alone before this was counted)
+             "trajectory of one probe": int(8 * steps * (sum(size[r.name] for r in circuit.regions
+                                                              if r.role == "input") + 4 * n))}
+    _check_rk4_steps(circuit, n)
     terms["total"] = sum(terms.values())
-    check_memory(f"Circuit {circuit.name!r} ({n} neurons)", terms, lower="the region sizes", error=CircuitSpecError)
+    check_memory(f"Circuit {circuit.name!r} ({n} neurons, {steps:,} steps)", terms,
+                 lower="the region sizes or 'steps'", error=CircuitSpecError)
+
+
+MAX_RK4_STEPS = 10**6  # duration / dt of a nonlinear continuous circuit: RK4 steps per probe and fit iteration
+
+
+def _check_rk4_steps(circuit: Circuit, n: int) -> None:
+    """Refuse (one line) a nonlinear continuous circuit whose ``duration / dt`` exceeds :data:`MAX_RK4_STEPS`: every
+    forward pass takes that many RK4 steps in turn, and the adjoint stores each (4 stages x neurons, float64);
+    ``duration = 1000, dt = 1e-7`` ran unbounded. Linear circuits are integrated exactly, whatever ``dt``."""
+    if getattr(circuit.dynamics, "name", None) != "continuous" or circuit.nonlinearity == "linear":
+        return
+    try:
+        count = float(circuit.duration) / float(circuit.dt)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return  # not numbers: the dynamics' own checks refuse them in one line
+    if np.isfinite(count) and count > MAX_RK4_STEPS:
+        stored = 8 * 4 * n * count
+        raise CircuitSpecError(f"Circuit {circuit.name!r}: duration / dt = {circuit.duration:g} s / {circuit.dt:g} "
+                               f"s = {count:.3g} RK4 steps per probe and fit iteration (about {stored / 1e9:,.0f} GB "
+                               f"per probe to store them for the adjoint), more than the {MAX_RK4_STEPS:,} accepted. "
+                               f"Raise 'dt' or shorten 'duration'.")
 
 
 # ---------------------------------------------------------------------- the paper's architectures

@@ -117,6 +117,8 @@ def _matrix(field: str, value: Any, shape: tuple[int, int] | None) -> np.ndarray
     """A dense float64 count matrix from numpy / scipy.sparse / nested lists, shape and signs checked."""
     if hasattr(value, "toarray"):  # scipy.sparse
         value = value.toarray()
+    if np.iscomplexobj(value):
+        raise CircuitSpecError(f"{field} is complex ({np.asarray(value).dtype}); synapse counts must be real numbers.")
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -366,6 +368,10 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} is not a readable .npz of synapse "
                                    f"counts ({exc}).") from None
+        for key, value in found.items():  # numpy would drop an imaginary part with only a ComplexWarning
+            if np.iscomplexobj(value):
+                raise CircuitSpecError(f"{source}: connectivity file {str(path)!r}: array {key!r} is complex "
+                                       f"({value.dtype}); synapse counts must be real numbers.")
     else:
         pairs = _from_edges(kwargs["regions"], _edge_table(path))
         by_pair = {(p.pre, p.post): p.name for p in kwargs["projections"] if not p.fixed}

@@ -71,7 +71,7 @@ def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regio
     regions = non_input if regions is None else list(regions)
     check_names("regions", regions, non_input, what="Non-input region")
     w = _weights(circuit, weights)
-    x = torch.as_tensor(np.asarray(probes, dtype=np.float64), dtype=DTYPE)
+    x = torch.as_tensor(_finite_array("probes", probes), dtype=DTYPE)
     shape = circuit.probe_shape(1)[1:]
     if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         dims = "(probe, steps, n_in)" if len(shape) == 2 else "(probe, n_in)"
@@ -85,6 +85,7 @@ def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regio
     wanted = list(dict.fromkeys([*regions, *circuit.output_regions, *(hid if hidden else [])]))
     with torch.no_grad():
         rates, time_values = dyn.simulate(circuit, w, x, wanted, times)
+    _warn_non_finite(circuit, rates)
     lead = ("probe", "time") if timed else ("probe",)
     cat = (lambda names: torch.cat([rates[r] for r in names], dim=-1).numpy() if names
            else np.zeros(tuple(rates[wanted[0]].shape[:-1]) + (0,)))
@@ -120,13 +121,55 @@ def _weights(circuit: Circuit, weights: Mapping[str, Any]) -> dict[str, torch.Te
     out = {}
     for name in circuit.weight_names:
         value = weights[name]
-        value = value.detach() if hasattr(value, "detach") else np.asarray(value, dtype=np.float64)
+        value = _finite_array(f"weights[{name!r}]", value.detach().numpy() if hasattr(value, "detach") else value)
         t = torch.as_tensor(value, dtype=DTYPE)
         if tuple(t.shape) != circuit.shape(name):
             raise ParameterError(f"Weight {name!r} must have shape {circuit.shape(name)} (n_post, n_pre). Got "
                                  f"{tuple(t.shape)} instead.")
         out[name] = t
     return out
+
+
+def _finite_array(field: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array, or :class:`ParameterError` (one line) if it is complex, not numeric or holds a
+    NaN / inf (a NaN probe or an inf weight gave NaN rates without a flag)."""
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"The {field!r} parameter must be an array of real numbers ({exc}).") from None
+    if np.iscomplexobj(raw):
+        raise ParameterError(f"The {field!r} parameter must be real; it is complex ({raw.dtype}). Pass its real "
+                             f"part explicitly if that is what you mean.")
+    try:
+        out = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(f"The {field!r} parameter must be an array of real numbers. Got dtype "
+                             f"{raw.dtype}.") from None
+    bad = ~np.isfinite(out)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ParameterError(f"The {field!r} parameter must be finite; {int(bad.sum())} value(s) are NaN or inf "
+                             f"(the first at index {where}: {out[where]}).")
+    return out
+
+
+def _warn_non_finite(circuit: Circuit, rates: Mapping[str, torch.Tensor]) -> None:
+    """Warn (:class:`NonFiniteOutputWarning`, naming the probes) when finite weights and probes gave NaN / inf rates
+    (the dynamics overflowed: a gain or a time constant beyond the circuit's stability)."""
+    import warnings
+
+    from ._checks import NonFiniteOutputWarning
+
+    bad = set()
+    for value in rates.values():
+        flat = value.reshape(value.shape[0], -1)
+        bad |= set(torch.nonzero(~torch.isfinite(flat).all(dim=1)).flatten().tolist())
+    if bad:
+        shown = sorted(bad)
+        warnings.warn(f"simulate: the rates of {len(shown)} probe(s) of circuit {circuit.name!r} overflowed to "
+                      f"NaN/inf (probes {shown[:10]}{' ...' if len(shown) > 10 else ''}): the dynamics diverge with "
+                      f"these weights; lower the gains (or check the circuit's stability).",
+                      NonFiniteOutputWarning, stacklevel=3)
 
 
 def _neuron_coords(circuit: Circuit, role: str, dim: str) -> dict[str, tuple]:

@@ -23,6 +23,7 @@ import neurosubset as ns
 from neurosubset import _schema
 from neurosubset import cli
 from neurosubset.circuit import Circuit, Projection, Region
+from neurosubset.responses import read_weights, responses_dataset, weights_dataset
 from neurosubset.sweeps import export, open_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -563,3 +564,189 @@ def test_held_bad_connectivity_counts_are_refused(tmp_path, count):
     (tmp_path / "c.toml").write_text(NAMED)
     with pytest.raises(ns.NeurosubsetError, match="'count' must be a finite number"):
         Circuit.from_toml(tmp_path / "c.toml")
+
+
+# ============================================================ rest of 13, 14, 18, 19 (the second pass)
+def _lffn_files(tmp_path: Path) -> tuple[Path, Path]:
+    """W.nc and R.nc of lffn:4-2 (weights before learning, and its responses to 6 probes)."""
+    c = cli.load_circuit("lffn:4-2")
+    w0 = c.sample_weights(np.random.default_rng(0))
+    x = c.sample_probes(6, np.random.default_rng(1))
+    out = ns.simulate(c, w0, x)
+    ns.write(weights_dataset(c, w0), tmp_path / "W.nc")
+    ns.write(responses_dataset(c, x, {"L1": out["rate_L1"].values}), tmp_path / "R.nc")
+    return tmp_path / "W.nc", tmp_path / "R.nc"
+
+
+@pytest.mark.parametrize("change", [('nonlinearity = "linear"', 'nonlinearity = "relu"'), ('name = "feedforward_linear_4-2"', 'name = "renamed"')],
+                         ids=["relu spec", "renamed spec"])
+def test_13_localize_refuses_files_written_for_another_circuit(tmp_path, capsys, no_compute, change):
+    weights, responses = _lffn_files(tmp_path)
+    toml = cli.load_circuit("lffn:4-2").to_toml()
+    assert change[0] in toml, toml
+    (tmp_path / "other.toml").write_text(toml.replace(change[0], change[1]))
+    capsys.readouterr()
+    args = ["localize", str(tmp_path / "other.toml"), "--weights", str(weights), "--responses", str(responses)]
+    assert cli.main(args) == 2
+    _one_line_error(capsys, "--weights", "was written for circuit", "not for the spec given")
+    (tmp_path / "same.toml").write_text(toml)  # the spec the files were written for passes the check
+    c = ns.Circuit.from_toml(tmp_path / "same.toml")
+    assert set(read_weights(weights, c)) == set(c.weight_names)
+
+
+@pytest.mark.parametrize("case", ["NaN probe", "inf weight", "complex weight"])
+def test_13_simulate_refuses_non_finite_inputs(case):
+    c = two_inputs()
+    weights = c.sample_weights(np.random.default_rng(0))
+    probes = np.ones((3, 7))
+    if case == "NaN probe":
+        probes[1, 2] = np.nan
+    elif case == "inf weight":
+        weights["A->O"] = weights["A->O"].copy()
+        weights["A->O"][0, 1] = np.inf
+    else:
+        weights["A->O"] = weights["A->O"] + 1j
+    field = "probes" if case == "NaN probe" else "weights['A->O']"
+    with pytest.raises(ns.ParameterError, match=rf"The {field!r} parameter must be (finite|real)".replace("[", r"\[")
+                       .replace("]", r"\]")) as err:
+        ns.simulate(c, weights, probes)
+    assert "\n" not in str(err.value)
+
+
+def test_13_simulate_flags_rates_that_overflow_from_finite_inputs():
+    c = ns.linear_rnn(4, 1, 1, steps=400, gain=1.0)
+    weights = {k: np.full(c.shape(k), 30.0) for k in c.weight_names}  # spectral radius 120 over 400 steps
+    probes = np.ones((2, 400, 1))
+    probes[0] = 0.0  # probe 0 stays at rest: finite
+    with pytest.warns(ns.NonFiniteOutputWarning, match=r"1 probe\(s\) .* overflowed .* \(probes \[1\]\)"):
+        out = ns.simulate(c, weights, probes)
+    assert np.isfinite(out.output.values[0]).all() and not np.isfinite(out.output.values[1]).all()
+
+
+def test_13_a_complex_npz_connectivity_is_refused_naming_the_file(tmp_path):
+    np.savez(tmp_path / "c.npz", **{"A->O": np.ones((2, 3)) * (1 + 1j)})
+    (tmp_path / "c.toml").write_text('connectivity = "c.npz"\n[regions.A]\nsize = 3\nrole = "input"\n'
+                                     '[regions.O]\nsize = 2\nrole = "output"\n'
+                                     '[[projections]]\npre = "A"\npost = "O"\n')
+    with pytest.raises(ns.CircuitSpecError, match=r"c\.npz': array 'A->O' is complex \(complex128\)") as err:
+        Circuit.from_toml(tmp_path / "c.toml")
+    assert "\n" not in str(err.value)
+
+
+# 14: runaway requests refused up front, in one line with the estimate and what lowers it (each would climb to
+# gigabytes; the address-space cap of the CLI ones turns a regression into a MemoryError instead of a swapping box)
+def _capped_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    import resource
+
+    cap = 3 * 2 ** 30
+    return subprocess.run([sys.executable, "-m", "neurosubset.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=WAIT_S, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+
+
+SW_ARGS = ["sweep", str(ROOT / "circuits" / "lffn.toml"), "--budget", "6,12", "--strategy", "random,spread-rows",
+           "--m", "2,4", "--trials", "6", "--quiet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("extra", "needles"), [
+    (["--fractions", "L0->L1,L1->L2", "--step", "1e-9"], ("1,000,000,001 points", "Raise the step")),
+    (["--fractions", "L0->L1,L1->L2", "--dirichlet", "100000000"], ("100,000,000 points", "Lower n")),
+], ids=["step 1e-9", "dirichlet 1e8"])
+def test_14_sweep_grids_beyond_the_limit_are_refused_up_front(tmp_path, extra, needles):
+    proc = _capped_cli([*SW_ARGS, *extra, "--out", str(tmp_path / "s.zarr")], tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and all(n in lines[0] for n in needles), proc.stderr[-2000:]
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_14_four_fraction_keys_at_a_fine_step_are_counted_before_building():
+    # C(500 + 3, 3) = 21,084,251 points (closed form); the grid is never built
+    from math import comb
+
+    with pytest.raises(ns.AllocationError, match=f"has {comb(503, 3):,} points .* Raise the step \\(step 1/82 ") as err:
+        ns.simplex_grid(["a", "b", "c", "d"], step=0.002)
+    assert "\n" not in str(err.value) and comb(82 + 3, 3) <= 100_000 < comb(83 + 3, 3)
+    assert len(ns.simplex_grid(["a", "b", "c", "d"], step=1 / 82)) == comb(85, 3)  # the suggested step is accepted
+
+
+def test_14_a_billion_discrete_steps_are_refused_with_the_memory_estimate():
+    # 20 neurons x 1e9 steps x (2 inputs + 4 x 20 states) x 8 bytes = 656 GB for one probe's trajectory
+    with pytest.raises(ns.CircuitSpecError, match=r"1,000,000,000 steps\) needs about 656 GB .* trajectory of one "
+                                                  r"probe.* Lower the region sizes or 'steps'") as err:
+        ns.linear_rnn(16, 2, 2, steps=1_000_000_000)
+    assert "\n" not in str(err.value)
+
+
+def test_14_a_continuous_circuit_of_1e10_rk4_steps_is_refused():
+    def circuit(duration, dt, nonlinearity="tanh"):
+        return Circuit((Region("A", 2, "input"), Region("H", 3), Region("O", 2, "output")),
+                       (Projection("A", "H"), Projection("H", "H", gain=0.5), Projection("H", "O")),
+                       dynamics="continuous", nonlinearity=nonlinearity, tau=0.02, duration=duration, dt=dt)
+
+    with pytest.raises(ns.CircuitSpecError, match=r"duration / dt = 1000 s / 1e-07 s = 1e\+10 RK4 steps .* more "
+                                                  r"than the 1,000,000 accepted. Raise 'dt' or shorten 'duration'"):
+        circuit(1000.0, 1e-7)
+    circuit(1.0, 1e-6)  # 10^6 steps: the limit itself is accepted
+    circuit(1000.0, 1e-7, "linear")  # linear circuits are integrated exactly: no step count to bound
+
+
+@pytest.mark.parametrize("command", ["mp", "sweep"])
+def test_14_workers_beyond_four_per_core_are_refused(tmp_path, capsys, no_compute, command):
+    from neurosubset._checks import max_workers
+
+    args = _mp(tmp_path / "r.nc") if command == "mp" else ["sweep", "lffn:4-2", "--budget", "4", "--m", "2",
+                                                             "--trials", "2", "--quiet", "--out", str(tmp_path / "s.zarr")]
+    assert cli.main([*args, "--workers", "1000"]) == 2
+    _one_line_error(capsys, "--workers must be an integer from 1 to", "per core")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ns.ParameterError, match="'threads' parameter of FitOptions must be an integer from 1 to"):
+        ns.FitOptions(threads=max_workers() + 1)
+    with pytest.raises(ns.ParameterError, match="'workers' parameter must be an integer from 1 to"):
+        ns.sweep(two_inputs(), **SMALL, workers=1000)
+
+
+# 18: one line, no traceback
+@pytest.mark.parametrize("address", ["foo", "http://x", "tcp://host-without-port"])
+def test_18_a_scheduler_address_dask_cannot_use_is_refused_before_any_work(tmp_path, capsys, address):
+    pytest.importorskip("distributed")
+    out = tmp_path / "s.zarr"
+    assert cli.main(["sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--scheduler",
+                     address, "--out", str(out)]) == 2
+    _one_line_error(capsys, "'scheduler' parameter must be a dask scheduler address scheme://host:port", address)
+    assert not out.exists()
+
+
+def test_18_a_symlinked_out_into_a_missing_folder_names_the_link_target(tmp_path, capsys, no_compute):
+    (tmp_path / "lnk").symlink_to(tmp_path / "nowhere" / "deeper")
+    (tmp_path / "s.zarr").symlink_to(tmp_path / "gone" / "s.zarr")
+    for args, folder in ((_mp(tmp_path / "lnk" / "a.nc"), tmp_path / "nowhere" / "deeper"),
+                         (["sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--out",
+                           str(tmp_path / "s.zarr")], tmp_path / "gone")):
+        assert cli.main(args) == 2
+        _one_line_error(capsys, f"the folder {str(folder)!r}", "does not exist")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "gone").exists()
+
+
+def test_18_sweep_out_through_a_symlink_to_a_new_store_writes_the_store(tmp_path):
+    link = tmp_path / "via.zarr"
+    link.symlink_to(tmp_path / "real.zarr")
+    made = ns.sweep(two_inputs(), **SMALL, store=link)  # was "Not a directory: '...via.zarr.tmp-PID'" on every run
+    assert link.is_symlink() and (tmp_path / "real.zarr").is_dir()
+    xr.testing.assert_identical(open_sweep(link), made)
+    xr.testing.assert_identical(ns.sweep(two_inputs(), **SMALL, store=link), made)  # resumed through the link
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.zarr", "via.zarr"]  # no .tmp-PID left behind
+
+
+@pytest.mark.parametrize("content", ["a file in it", "empty"])
+def test_19_sweep_never_advises_an_overwrite_it_would_refuse(tmp_path, capsys, content):
+    folder = tmp_path / "f.zarr"
+    folder.mkdir()
+    if content == "a file in it":
+        (folder / "notes.txt").write_text("mine")
+    sweep = ["sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--out", str(folder)]
+    assert cli.main(sweep) == 2
+    line = _one_line_error(capsys, "is a folder but not a sweep store", "Remove it yourself")
+    assert "pass overwrite" not in line and "pass --overwrite" not in line
+    assert cli.main([*sweep, "--overwrite"]) == 2  # and --overwrite is refused the same way
+    _one_line_error(capsys, "is a folder but not a sweep store")
+    assert sorted(p.name for p in folder.iterdir()) == (["notes.txt"] if content == "a file in it" else [])

@@ -52,7 +52,12 @@ def responses_dataset(circuit: Circuit, probes, responses: Mapping[str, np.ndarr
             data[f"noise_{stem}"] = ((f"{stem}_neuron",), rec.noise[region], response_meta(region, "noise"))
     coords = {k: v for region in rec.responses for k, v in name_coords(circuit, f"{var_name(region)}_neuron",
                                                                            [region]).items()}
-    return xr.Dataset(data, coords=coords, attrs={"circuit_name": circuit.name, **versions()})
+    return xr.Dataset(data, coords=coords, attrs={"circuit": circuit.to_toml(), "circuit_name": circuit.name,
+                                                  **versions()})
+
+
+def _label(what: str, source) -> str:
+    return what if isinstance(source, xr.Dataset) else f"{what} {str(source)!r}"
 
 
 def _open(source, what: str) -> xr.Dataset:
@@ -68,6 +73,38 @@ def _open(source, what: str) -> xr.Dataset:
         raise ParameterError(f"{what} {str(path)!r} is not a readable netCDF file ({exc}).") from None
 
 
+def check_circuit_attrs(ds: xr.Dataset, circuit: Circuit, what: str) -> None:
+    """Refuse (one line) a W.nc / R.nc file written for another circuit than ``circuit``.
+
+    The file's ``circuit`` attr (the spec as TOML, written by :func:`weights_dataset` and :func:`responses_dataset`)
+    is compared with ``circuit.to_toml()`` field by field (fields that only one side has, such as those a newer
+    version adds, are not compared); files without it are compared by ``circuit_name``. Files with neither attr
+    (made by hand) are accepted as they are.
+    """
+    import tomllib
+
+    attrs = ds.attrs
+    differ: list[str] = []
+    if "circuit" in attrs:
+        try:
+            stored = tomllib.loads(str(attrs["circuit"]))
+        except tomllib.TOMLDecodeError as exc:
+            raise ParameterError(f"{what}: its 'circuit' attr is not a readable circuit spec ({exc}).") from None
+        spec = tomllib.loads(circuit.to_toml())
+        differ = [k for k in spec if k in stored and stored[k] != spec[k]]
+        name = stored.get("name", attrs.get("circuit_name"))
+    elif "circuit_name" in attrs:
+        name = attrs["circuit_name"]
+        differ = ["name"] if str(name) != circuit.name else []
+    if differ:
+        spec = tomllib.loads(circuit.to_toml())
+        shown = "; ".join(f"{k}: file {stored[k]!r}, spec {spec[k]!r}" if "circuit" in attrs and
+                          not isinstance(spec[k], (dict, list)) else f"{k} differ" for k in differ)
+        raise ParameterError(f"{what} was written for circuit {str(name)!r}, not for the spec given "
+                             f"({circuit.name!r}): {shown}. Use the files of this circuit, or the spec they were "
+                             f"written for.")
+
+
 def read_weights(source, circuit: Circuit) -> dict[str, np.ndarray]:
     """Weight name -> ``(n_post, n_pre)`` from a W.nc file (path or Dataset), checked against ``circuit``.
 
@@ -77,6 +114,7 @@ def read_weights(source, circuit: Circuit) -> dict[str, np.ndarray]:
         A projection without a variable, a wrong shape, ... (one line naming the weight).
     """
     ds = _open(source, "--weights")
+    check_circuit_attrs(ds, circuit, _label("--weights", source))
     by_attr = {str(v.attrs["weight"]): k for k, v in ds.data_vars.items() if "weight" in v.attrs and v.ndim == 2}
     out = {}
     for name in circuit.weight_names:
@@ -89,6 +127,7 @@ def read_weights(source, circuit: Circuit) -> dict[str, np.ndarray]:
 def read_responses(source, circuit: Circuit) -> tuple[np.ndarray, dict[str, np.ndarray], dict | None]:
     """``(probes, responses, noise)`` from an R.nc file (path or Dataset), checked against ``circuit``."""
     ds = _open(source, "--responses")
+    check_circuit_attrs(ds, circuit, _label("--responses", source))
     if "probes" not in ds.data_vars:
         raise ParameterError("The responses file has no 'probes' variable (probe, input) or (probe, time, input).")
     responses, noise = {}, {}

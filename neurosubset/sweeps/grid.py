@@ -8,6 +8,7 @@ whose budget follows from the densities (:meth:`DensityGrid.allocation`). Fracti
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,9 @@ import numpy as np
 from .._checks import AllocationError, check_int, check_real
 
 _FRACTION_DIGITS = 12  # fraction levels are rounded to this many decimals (they come from k * step)
+# the most points a fraction grid may have: counted before any is built (a sweep store holds a chunk file per point
+# and variable, so 10^5 points are already millions of files; step=1e-9 asked for 10^9 points and ran out of memory)
+MAX_GRID_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,19 @@ def simplex_grid(keys: Sequence[str], step: float) -> FractionGrid:
                               f"Got {step} (1 / step = {1 / step:g}).")
     if not keys:
         raise AllocationError("The 'keys' parameter of simplex_grid needs at least one name.")
+    count = math.comb(n + len(keys) - 1, len(keys) - 1)
+    if count > MAX_GRID_POINTS:
+        low, high = 1, n  # the finest 1/step within the limit (the count grows with 1/step): bisection
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if math.comb(mid + len(keys) - 1, len(keys) - 1) <= MAX_GRID_POINTS else \
+                (low, mid - 1)
+        coarse = low
+        raise AllocationError(f"simplex_grid over {len(keys)} keys at step {step:g} has {count:,} points "
+                              f"(C(1/step + k - 1, k - 1)), more than the {MAX_GRID_POINTS:,} a grid may have. Raise "
+                              f"the step (step 1/{coarse} = {1 / coarse:.4g} gives "
+                              f"{math.comb(coarse + len(keys) - 1, len(keys) - 1):,} points), sweep fewer keys, or "
+                              f"draw points with dirichlet_grid (--dirichlet N).")
 
     def compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
         if parts == 1:
@@ -161,6 +178,10 @@ def dirichlet_grid(keys: Sequence[str], n: int, seed: int, alpha: float = 1.0) -
     if not keys:
         raise AllocationError("The 'keys' parameter of dirichlet_grid needs at least one name.")
     n = check_int("n", n, minimum=1, error=AllocationError)
+    if n > MAX_GRID_POINTS:
+        raise AllocationError(f"dirichlet_grid asks for {n:,} points, more than the {MAX_GRID_POINTS:,} a grid may "
+                              f"have ({n:,} x {len(keys)} fractions, and a chunk file per point and variable in a "
+                              f"store). Lower n (--dirichlet N).")
     seed = check_int("seed", seed, minimum=0, error=AllocationError)
     alpha = check_real("alpha", alpha, low=0.0, low_open=True, error=AllocationError)
     draws = np.random.default_rng(seed).dirichlet(np.full(len(keys), alpha), n)
