@@ -201,6 +201,64 @@ def test_linear_jacobian_equals_expm_frechet():
     np.testing.assert_allclose(jac, expected, rtol=1e-9, atol=1e-13)
 
 
+
+@pytest.mark.parametrize("nonlinearity", ["linear", "tanh", "softplus"])
+def test_reverse_mode_jacobians_equal_forward_sensitivities_autograd_and_finite_differences(nonlinearity):
+    """Two hidden regions with their own taus, three input intervals, read-outs inside and at the end of
+    intervals, plastic synapses in every block kind, three problems batched: the reverse-mode Jacobian
+    (tangents: through the exact solution, or the RK4 scheme's discrete adjoint) against torch.func
+    (autograd through matrix_exp / the scheme), the RK4 forward sensitivities and central differences."""
+    c = ei(nonlinearity, tau_e=0.03, tau_i=0.004, duration=0.12, dt=0.002, steps=3, readout=[0.03, 0.04, 0.12])
+    alloc = ns.allocate(c, 14, fractions={"in->E": 0.3, "E->E": 0.2, "I->E": 0.2, "E->I": 0.1, "E->out": 0.2},
+                        seed=3)
+    assert all(alloc.counts[w] for w in ("in->E", "E->E", "I->E", "E->I", "E->out"))
+    trials = [draw(c, m=2, seed=s) for s in range(3)]
+    frozen = {k: torch.as_tensor(np.stack([t[0][k] for t in trials]), dtype=DTYPE) for k in c.weight_names}
+    probes = torch.as_tensor(np.stack([t[1] for t in trials]), dtype=DTYPE)
+    fmap = PlasticMap(c, alloc, frozen, probes)
+    theta = torch.as_tensor(np.random.default_rng(4).standard_normal((3, alloc.size)) * 0.3, dtype=DTYPE)
+    with torch_threads(1):
+        value, jac = fmap.value_and_jacobian(theta)  # the reverse-mode path the solvers take
+        torch.testing.assert_close(value, fmap(theta), rtol=0, atol=0)  # the outputs are forward()'s, bit for bit
+        torch.testing.assert_close(jac, fmap.jacobian(theta, method="autograd"), rtol=1e-10, atol=1e-12)
+        if nonlinearity != "linear":
+            weights = fmap.weights(theta)
+            _, sens = _continuous.rk4_jacobian(c, weights, probes, fmap.index, alloc.size)
+            torch.testing.assert_close(jac, sens, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(jac, _fd(fmap, theta), rtol=FD_RTOL, atol=1e-8)
+
+
+def test_linear_reverse_mode_over_many_panels_equals_expm_frechet():
+    """A segment 60 taus long (fast I cells, strong recurrence: dozens of quadrature panels) against the Frechet
+    derivative of the augmented generator's expm (scipy), every recurrent and input synapse plastic."""
+    c = ei(tau_e=0.01, tau_i=0.002, duration=0.12, dt=0.004)
+    w, x = draw(c, m=2, seed=5)
+    masks = {k: c.structure[k] & (c.projection[k].post != "out") for k in c.weight_names}
+    alloc = ns.Allocation.from_masks(c, masks)
+    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v, dtype=DTYPE)[None] for k, v in w.items()},
+                      torch.as_tensor(x, dtype=DTYPE)[None])
+    theta = torch.cat([torch.as_tensor(w[k].ravel()[alloc.indices[k]], dtype=DTYPE) for k in c.weight_names])[None]
+    with torch_threads(1):
+        jac = fmap.value_and_jacobian(theta)[1][0].numpy()
+    taus = np.array([0.01] * 4 + [0.002] * 3)
+    w_rec = np.block([[w["E->E"], w["I->E"]], [w["E->I"], w["I->I"]]])
+    w_in = np.vstack([w["in->E"], np.zeros((3, 2))])
+    w_out = np.hstack([w["E->out"], np.zeros((2, 3))])
+    gen = np.zeros((9, 9))
+    gen[:7, :7], gen[:7, 7:] = (w_rec - np.eye(7)) / taus[:, None], w_in / taus[:, None]
+    expected = []
+    for name in c.weight_names:
+        for flat in alloc.indices[name]:
+            i, l = divmod(int(flat), c.shape(name)[1])
+            d = np.zeros((9, 9))
+            row = i + (4 if c.projection[name].post == "I" else 0)
+            col = l + {"in": 7, "E": 0, "I": 4}[c.projection[name].pre]
+            d[row, col] = 0.12 / taus[row]
+            frechet = scipy.linalg.expm_frechet(gen * 0.12, d, compute_expm=False)
+            expected.append((w_out @ frechet[:7, 7:] @ x[:, 0].T).T.ravel())
+    np.testing.assert_allclose(jac, np.stack(expected, axis=1), rtol=1e-9, atol=1e-12 * np.abs(jac).max())
+
+
 # ---------------------------------------------------------------------------------------------- specs
 @pytest.mark.parametrize("make", [lambda: rnn("tanh", steps=2, readout=[0.05, 0.1]), lambda: ei("softplus"),
                                   lambda: ei("linear", steps=5, tau_e=0.03, tau_i=0.01)])

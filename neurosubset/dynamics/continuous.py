@@ -13,6 +13,14 @@ boundary sees the input of the interval that ends there (as the discrete dynamic
 - ``"tanh"``, ``"softplus"``, ``"relu"``: classical fixed-step RK4 on the ``dt`` grid (input switches fall on it,
   so each RK4 step sees a constant input and the scheme keeps its 4th order for smooth ``phi``).
 
+Jacobians (what the solvers use) by reverse mode, one adjoint row per output and read-out time, batched over
+problems: :func:`linear_jacobian` (the exact solution's derivative as an integral over each segment, Gauss-Legendre
+on panels with Taylor-series propagators; no eigenvectors) and :func:`rk4_adjoint_jacobian` (the discrete adjoint of
+the scheme). Their cost grows with outputs x read-out times, not with the plastic synapses; :func:`rk4_jacobian`
+(forward sensitivities, cost ~ plastic synapses) stays as a reference. Issue 29's profile (the V1 circuit at 50 ms,
+dt = 1 ms, two read-outs, 40 plastic synapses, one trial): 0.9 s per LM iteration, 97% of it in torch.func's reverse
+pass through ``matrix_exp`` (one ``2 (N + n_in)`` block exponential per output); the forward pass took 20 ms.
+
 The :class:`Continuous` dynamics object ties these together for the rest of the package.
 """
 from __future__ import annotations
@@ -401,6 +409,227 @@ def rk4_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: 
     return y, torch.stack(jacs, dim=-3).flatten(-4, -2)
 
 
+# ---------------------------------------------------------------------------------------------- reverse mode
+# The Jacobians the solvers use: one adjoint per output (read-out time x output neuron, per probe), batched over
+# problems and probes, so the cost grows with outputs x read-out times and not with the plastic synapses (they
+# enter only through a gather of the adjoint against the presynaptic activity). No eigenvectors anywhere.
+_GL_NODES = 8  # Gauss-Legendre nodes per panel of the linear circuits' gradient integrals
+_PANEL_NORM = 2.0  # panels short enough that ||A h||_1 <= 2 (A = T^-1 (W_rec - I), h the panel length)
+_MAX_PANELS = 4096
+_TAYLOR_TERMS = 30  # expm(X) of ||X_hidden||_1 <= 2 by its Taylor series: remainder ~ 2^31 / 31! ~ 3e-25
+
+
+def _plastic_outputs(circuit: Circuit, dirs: Mapping[str, tuple[torch.Tensor, ...]], h: torch.Tensor | None,
+                     x: torch.Tensor, jac: torch.Tensor) -> None:
+    """Add the read-out synapses' columns to ``jac`` ``(..., m, R, n_out, M)``: ``dy_o / dW_out[o', l] =
+    delta(o, o') h_l`` and ``dy_o / dW_dir[o', l] = delta(o, o') x_l`` (``h`` ``(..., m, R, N)``, ``x``
+    ``(..., m, R, n_in)`` the read-outs' states and inputs)."""
+    for kind, values in (("out", h), ("dir", x)):
+        k, post, pre = dirs[kind]
+        if k.numel() and values is not None:
+            jac[..., post, k] = values[..., pre]
+
+
+def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                    index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(..., m * n_out)`` and ``dF/dtheta`` ``(..., m * n_out, M)`` of a linear continuous circuit, by
+    reverse mode through the exact solution.
+
+    Over a segment of length ``s`` with constant input ``u`` the state moves as ``h(s) = expm(A s) h(0) +
+    int_0^s expm(A (s - r)) K u dr`` (``A = T^-1 (W_rec - I)``, ``K = T^-1 W_in``), and for an adjoint row
+    ``lam`` (the sensitivity of one output to the segment's end state) ``d(lam h(s)) / dW_rec[i, l] =
+    (1 / tau_i) int_0^s a_i(r) h_l(r) dr`` with ``a(r) = lam expm(A (s - r))``, and ``d / dW_in[i, l] =
+    (1 / tau_i) u_l int_0^s a_i(r) dr`` (the derivative of ``expm``, integral form). Both integrands are entire
+    functions of ``r``; each segment is cut into panels with ``||G||_1 h <= 0.5`` (``G`` the augmented generator
+    of the module docstring) and integrated by 8-point Gauss-Legendre per panel (exact for degree 15; the error
+    of the truncated Taylor expansion is ~1e-14 relative), with ``a`` and ``h`` at the nodes from the Taylor
+    series of ``expm(G h xi)`` (``||G h xi|| <= 0.5``, 18 terms). The adjoints move back by ``lam <- lam
+    expm(A h)`` panel by panel. Cost per segment length: 18 products of ``(N + n_in)`` matrices per problem,
+    plus ``(outputs + probes) x nodes`` matrix-vector products; the plastic synapses only index the integrals.
+
+    ``weights``: name -> ``(..., n_post, n_pre)``; ``probes`` ``(..., m, steps, n_in)``; ``index`` weight name ->
+    flat plastic indices (theta in weight order, :func:`_directions`); outputs probe-major, then read-out time,
+    then output neuron (as :func:`forward`).
+    """
+    y, h_read = integrate(circuit, weights, probes, time_index(circuit))  # the outputs exactly as forward()
+    hidden, inputs, outputs = list(circuit.slices("hidden")), list(circuit.input_regions), list(circuit.output_regions)
+    dirs = _directions(circuit, index)
+    per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
+    x_read = probes[..., [(i - 1) // per for i in read], :]
+    jac = probes.new_zeros(y.shape + (size,))  # (..., m, R, n_out, M)
+    _plastic_outputs(circuit, dirs, h_read if hidden else None, x_read, jac)
+    if not hidden or not (dirs["rec"][0].numel() or dirs["in"][0].numel()):
+        return y.flatten(-3), jac.flatten(-4, -2)
+    w_rec, w_in = block_matrix(circuit, weights, hidden, hidden), block_matrix(circuit, weights, hidden, inputs)
+    w_out = block_matrix(circuit, weights, outputs, hidden)
+    n, k_in, dt = w_rec.shape[-1], w_in.shape[-1], circuit.dt
+    inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
+    top = torch.cat([(w_rec - torch.eye(n, dtype=w_rec.dtype)) * inv[:, None], w_in * inv[:, None]], dim=-1)
+    gen = torch.cat([top, top.new_zeros(top.shape[:-2] + (k_in, n + k_in))], dim=-2)  # (..., N + K, N + K)
+    norm = float(top[..., :n].abs().sum(-2).amax())  # ||A||_1, the largest over the batch (the rates of h, a)
+    xi, wts = np.polynomial.legendre.leggauss(_GL_NODES)
+    xi, wts = (xi + 1.0) / 2.0, wts / 2.0  # on [0, 1]
+    ends = sorted(set(range(per, read[-1] + 1, per)) | set(read))
+    starts = [0] + ends[:-1]
+    cache: dict[int, tuple] = {}
+
+    def panels(length: int):
+        """Panel count, the nodes' weights (s), and the blocks of ``expm(G h xi_j)``: ``E^T`` and ``F^T`` at the
+        nodes ``(q, ..., N, N)`` / ``(q, ..., K, N)``, ``E`` at the mirrored nodes ``1 - xi_j``, and ``E^T``,
+        ``F^T``, ``E`` of the whole panel."""
+        if length not in cache:
+            s = length * dt
+            # a diverging iterate (inf / NaN weights, or rates far beyond the dt grid) gets a capped count: its
+            # outputs are not finite or its step is refused anyway
+            count = int(np.clip(np.ceil(norm * s / _PANEL_NORM), 1, _MAX_PANELS)) if np.isfinite(norm) else 1
+            step = s / count
+            x = gen * step
+            frac = torch.as_tensor(np.concatenate([xi, [1.0]]), dtype=gen.dtype)  # nodes, then the whole panel
+            shape = (-1,) + (1,) * gen.dim()
+            power = torch.eye(n + k_in, dtype=gen.dtype).expand_as(gen)
+            props = power.unsqueeze(0).repeat((frac.numel(),) + (1,) * gen.dim())  # (q + 1, ..., N + K, N + K)
+            for j in range(1, _TAYLOR_TERMS + 1):  # sum_j (xi X)^j / j!
+                power = (power @ x) / j
+                props += (frac ** j).view(shape) * power
+            e, f = props[..., :n, :n], props[..., :n, n:]
+            cache[length] = (count, torch.as_tensor(wts * step, dtype=gen.dtype), e[:-1].mT, f[:-1].mT,
+                             e[:-1].flip(0), e[-1].mT, f[-1].mT, e[-1])
+        return cache[length]
+
+    # forward: the state at every panel boundary of every segment, (..., m, N)
+    h = probes.new_zeros(probes.shape[:-2] + (n,))
+    bounds = []
+    for start, end in zip(starts, ends):
+        count, _, _, _, _, e1, f1, _ = panels(end - start)
+        u = probes[..., start // per, :]
+        seg = [h]
+        for _ in range(count):
+            h = h @ e1 + u @ f1
+            seg.append(h)
+        bounds.append(seg)
+    # backward: adjoints (..., m, R, n_out, N), the rows of W_out entering at their read-out's segment end
+    rk, rpost, rpre = dirs["rec"]
+    ik, ipost, ipre = dirs["in"]
+    lam = probes.new_zeros(y.shape + (n,))
+    w_out_rows = w_out.unsqueeze(-3)  # (..., 1, n_out, N) -> broadcast over probes
+    for seg_no in range(len(ends) - 1, -1, -1):
+        start, end = starts[seg_no], ends[seg_no]
+        if end in read:
+            lam[..., read.index(end), :, :] = w_out_rows.expand(lam[..., 0, :, :].shape)
+        count, wq, e_nodes_t, f_nodes_t, e_mirror, _, _, e1 = panels(end - start)
+        back = e1.unsqueeze(-3).unsqueeze(-3)  # (..., 1, 1, N, N) for the adjoints (..., m, R, o, N)
+        u = probes[..., start // per, :]
+        u_nodes = u @ f_nodes_t  # (q, ..., m, N): F(xi_j h) u
+        a_sum = probes.new_zeros(lam.shape)  # int a dr over the segment (input synapses)
+        for p in range(count - 1, -1, -1):
+            hb = bounds[seg_no][p]  # (..., m, N) at the panel's start
+            # nodes j: h(r_j) = E(xi_j h) hb + F(xi_j h) u, a(r_j) = lam E((1 - xi_j) h) = lam E(xi_{q+1-j} h)
+            h_nodes = hb @ e_nodes_t + u_nodes  # (q, ..., m, N)
+            a_nodes = (lam.flatten(-4, -2) @ e_mirror).unflatten(-2, lam.shape[-4:-1])  # (q, ..., m, R, o, N)
+            if rk.numel():
+                contrib = a_nodes[..., rpost] * h_nodes[..., None, None, :][..., rpre]  # (q, ..., m, R, o, Mr)
+                jac[..., rk] += torch.tensordot(wq, contrib, dims=1) * inv[rpost]
+            if ik.numel():
+                a_sum += torch.tensordot(wq, a_nodes, dims=1)
+            lam = lam @ back  # lam expm(A h): back to the panel's start
+        if ik.numel():
+            jac[..., ik] += a_sum[..., ipost] * inv[ipost] * u[..., None, None, :][..., ipre]
+    return y.flatten(-3), jac.flatten(-4, -2)
+
+
+def rk4_adjoint_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                         index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs ``(..., m * n_out)`` and their exact derivative ``(..., m * n_out, M)`` for RK4 circuits, by the
+    discrete adjoint of the scheme (reverse mode through the stored steps).
+
+    The forward pass stores the state at every ``dt`` step; the reverse pass recomputes each step's four stages
+    and carries one adjoint row per output (read-out time x output neuron, per probe) back through them:
+    ``g_k4 = lam' dt/6``, ``g_k3 = lam' dt/3 + dt g_h4``, ``g_k2 = lam' dt/3 + dt/2 g_h3``, ``g_k1 = lam' dt/6 +
+    dt/2 g_h2`` with ``mu_s = g_ks phi'(z_s) / tau`` (the sensitivity to the stage's drive ``z_s``) and ``g_hs =
+    mu_s W_rec - g_ks / tau``; ``lam = lam' + sum_s g_hs``. Plastic weights: ``dW_rec[i, l] += sum_s mu_s,i
+    h_s,l``, ``dW_in[i, l] += sum_s mu_s,i x_l``. The derivative of the discrete map that :func:`forward`
+    computes (equal to :func:`rk4_jacobian`'s forward sensitivities); cost per step grows with the outputs, the
+    plastic synapses only index the sums. Arguments as :func:`rk4_jacobian`.
+    """
+    hidden, inputs, outputs = list(circuit.slices("hidden")), list(circuit.input_regions), list(circuit.output_regions)
+    w_rec, w_in = block_matrix(circuit, weights, hidden, hidden), block_matrix(circuit, weights, hidden, inputs)
+    w_out, w_dir = block_matrix(circuit, weights, outputs, hidden), block_matrix(circuit, weights, outputs, inputs)
+    dirs = _directions(circuit, index)
+    name, dt = circuit.nonlinearity, circuit.dt
+    per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
+    inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
+    drive = probes @ w_in.mT.unsqueeze(-3)  # (..., m, steps, N)
+    w_t = w_rec.mT
+
+    def rate(h, d):
+        z = h @ w_t + d
+        return (_phi(name, z) - h) * inv, z
+
+    h = probes.new_zeros(drive.shape[:-2] + (w_rec.shape[-1],))
+    states = [h]
+    for step in range(read[-1]):
+        d = drive[..., step // per, :]
+        k1, _ = rate(h, d)
+        k2, _ = rate(h + (0.5 * dt) * k1, d)
+        k3, _ = rate(h + (0.5 * dt) * k2, d)
+        k4, _ = rate(h + dt * k3, d)
+        h = h + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+        states.append(h)
+    h_read = torch.stack([states[i] for i in read], dim=-2)  # (..., m, R, N)
+    x_read = probes[..., [(i - 1) // per for i in read], :]
+    y = h_read @ w_out.mT.unsqueeze(-3) + x_read @ w_dir.mT.unsqueeze(-3)  # (..., m, R, n_out)
+    jac = probes.new_zeros(y.shape + (size,))
+    _plastic_outputs(circuit, dirs, h_read, x_read, jac)
+    rk, rpost, rpre = dirs["rec"]
+    ik, ipost, ipre = dirs["in"]
+    if not (rk.numel() or ik.numel()):
+        return y.flatten(-3), jac.flatten(-4, -2)
+    o, n_read = w_out.shape[-2], len(read)
+    w_back = w_rec  # (..., N, N): the adjoint rows of all probes (..., m outputs, N) in one product
+    lam = probes.new_zeros(y.shape[:-2] + (n_read * o, w_rec.shape[-1]))  # (..., m, R n_out, N), time-major
+    rec_sum = probes.new_zeros(lam.shape[:-1] + (rk.numel(),))  # sum_s mu_s,post h_s,pre of the rec synapses
+    drive_sens = [torch.zeros_like(lam) for _ in range(circuit.steps)]  # sum of mu over each input interval
+    slope_of = (lambda z: _dphi(name, z) * inv)  # noqa: E731
+
+    def back(g_k, z_s):
+        """A stage's adjoint: ``mu = dL/dz_s`` and ``dL/dh_s`` (rows: the active outputs)."""
+        mu = g_k * slope_of(z_s).unsqueeze(-2)
+        return mu, (mu.flatten(-3, -2) @ w_back).view(mu.shape) - g_k * inv
+
+    first = n_read  # outputs from read-out `first` on are active (their read-out lies at or after this step)
+    for step in range(read[-1] - 1, -1, -1):
+        while first and read[first - 1] >= step + 1:
+            first -= 1
+            lam[..., first * o:(first + 1) * o, :] = w_out.unsqueeze(-3).expand(lam[..., :o, :].shape)
+        act = slice(first * o, None)
+        h, d = states[step], drive[..., step // per, :]
+        k1, z1 = rate(h, d)
+        h2 = h + (0.5 * dt) * k1
+        k2, z2 = rate(h2, d)
+        h3 = h + (0.5 * dt) * k2
+        k3, z3 = rate(h3, d)
+        h4 = h + dt * k3
+        _, z4 = rate(h4, d)
+        lam_a = lam[..., act, :]
+        mu4, g_h4 = back(lam_a * (dt / 6.0), z4)
+        mu3, g_h3 = back(lam_a * (dt / 3.0) + dt * g_h4, z3)
+        mu2, g_h2 = back(lam_a * (dt / 3.0) + (0.5 * dt) * g_h3, z2)
+        mu1, g_h1 = back(lam_a * (dt / 6.0) + (0.5 * dt) * g_h2, z1)
+        if rk.numel():
+            mus, hs = torch.stack([mu1, mu2, mu3, mu4]), torch.stack([h, h2, h3, h4]).unsqueeze(-2)
+            rec_sum[..., act, :] += (mus[..., rpost] * hs[..., rpre]).sum(0)
+        if ik.numel():
+            drive_sens[step // per][..., act, :] += mu1 + mu2 + mu3 + mu4
+        lam[..., act, :] = lam_a + g_h1 + g_h2 + g_h3 + g_h4
+    flat = jac.flatten(-3, -2)  # (..., m, R n_out, M), a view
+    if rk.numel():
+        flat[..., rk] += rec_sum
+    if ik.numel():  # dW_in[i, l]: per interval, (sum of mu_i over its steps and stages) x_l
+        for iv, sens in enumerate(drive_sens):
+            flat[..., ik] += sens[..., ipost] * probes[..., iv, :].unsqueeze(-2)[..., ipre]
+    return y.flatten(-3), jac.flatten(-4, -2)
+
+
 @register
 class Continuous(Dynamics):
     """``T dh/dt = -h + phi(W_rec h + W_in x(t))`` from ``h(0) = 0``; ``y(t) = W_out h(t) + W_direct x(t)``.
@@ -408,8 +637,8 @@ class Continuous(Dynamics):
     ``T = diag(tau)`` (s, per hidden region), ``x(t)`` constant over ``steps`` intervals of ``duration`` (s),
     outputs read out at the ``readout`` times (default the end), concatenated (``n_out`` = read-outs x output
     neurons). Linear circuits are integrated exactly (matrix exponentials), the others by RK4 on the ``dt`` grid
-    (see the module docstring). Jacobians: autograd (linear) or forward sensitivities of the RK4 scheme; float
-    ranks only (``expm`` is not rational). Linear circuits keep ``max Re eig(T^-1 (W - I)) < 0``.
+    (see the module docstring). Jacobians by reverse mode: through the exact solution (linear) or the
+    discrete adjoint of the RK4 scheme; float ranks only (``expm`` is not rational). Linear circuits keep ``max Re eig(T^-1 (W - I)) < 0``.
     """
 
     name = "continuous"
@@ -482,14 +711,19 @@ class Continuous(Dynamics):
         return variables, coords, attrs
 
     def tangent_jacobian(self, circuit: Circuit) -> bool:
-        """Whether :func:`rk4_jacobian` serves ``circuit``'s Jacobian (nonlinear, with hidden neurons):
+        """Whether :meth:`tangents` serves ``circuit``'s Jacobian (with hidden neurons): reverse mode,
+        :func:`linear_jacobian` (linear) or :func:`rk4_adjoint_jacobian` (RK4);
         :meth:`neurosubset.dynamics.PlasticMap.jacobian` uses it for ``method="auto"`` (``"autograd"`` stays
-        available; tests/test_continuous.py checks the two agree)."""
-        return circuit.nonlinearity != "linear" and bool(circuit.slices("hidden"))
+        available; tests/test_continuous.py checks them against it, against :func:`rk4_jacobian`'s forward
+        sensitivities and against finite differences)."""
+        return bool(circuit.slices("hidden"))
 
     def tangents(self, circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
                  index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return rk4_jacobian(circuit, weights, probes, index, size)
+        """Outputs and Jacobian by reverse mode (cost grows with outputs x read-out times, not plastic synapses)."""
+        if circuit.nonlinearity == "linear":
+            return linear_jacobian(circuit, weights, probes, index, size)
+        return rk4_adjoint_jacobian(circuit, weights, probes, index, size)
 
     def local_stability(self, circuit: Circuit, weights: Mapping[str, torch.Tensor],
                         probes: torch.Tensor) -> np.ndarray | None:
