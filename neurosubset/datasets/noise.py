@@ -62,7 +62,7 @@ def pooled_noise(ds: xr.Dataset, *, outlier: float = OUTLIER_DFF, shrink: float 
     xarray.Dataset
         ``ds`` with outlier trials removed (``response``, ``self_response``, ``n_trials``, ``trial_sd`` recomputed)
         plus ``sd_trial (responding, stimulated)`` the modelled SD of one trial, ``sd_mean`` that of the pair's
-        mean (NaN where unmeasured), ``floor (responding)`` ``a_i``, ``floor_dof (responding)`` the degrees of
+        mean (NaN where unmeasured), ``sd_floor`` the floor's part alone ``a_i / sqrt(n)`` (the fits' weights), ``floor (responding)`` ``a_i``, ``floor_dof (responding)`` the degrees of
         freedom behind it, and the outliers along dim ``outlier`` (``outlier_responding``,
         ``outlier_stimulated``, ``outlier_value``). Attrs ``noise_model`` (the equation), ``noise_floor`` ``a``,
         ``noise_slope`` ``b``, ``noise_pairs`` (pairs fitted), ``outlier_threshold``.
@@ -115,6 +115,10 @@ def pooled_noise(ds: xr.Dataset, *, outlier: float = OUTLIER_DFF, shrink: float 
     out["sd_mean"] = (pair, np.where(diag, np.nan, sd_mean),
                       {"long_name": "modelled SD of the pair's mean response (sd_trial / sqrt(n_trials))",
                        "units": "1"})
+    out["sd_floor"] = (pair, np.where(diag | (n == 0), np.nan, floor[:, None] / np.sqrt(np.maximum(n, 1))),
+                       {"long_name": "SD of the pair's mean from the responding neuron's floor alone (a_i / "
+                                     "sqrt(n_trials)): the weights of the fits, which must not shrink with the "
+                                     "measured response itself", "units": "1"})
     out["floor"] = ("responding", floor, {"long_name": "noise floor a_i of the responding neuron", "units": "1"})
     out["floor_dof"] = ("responding", dof, {"long_name": "degrees of freedom (trials - 1, summed over its pairs "
                                                          "with >= 2 trials) behind the floor", "units": "1"})

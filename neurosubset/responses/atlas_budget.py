@@ -1,0 +1,267 @@
+"""Which synapses must depart from the anatomy? Budget curves, references and nulls for the atlas model.
+
+Built on :mod:`.atlas` (the model, its fit and the folds). Every curve is cross-validated over stimulated
+neurons (left/right partners held out together): on each fold the anatomy-only model is fitted on the training
+stimulations, the gradient of its training chi-square with respect to every weight ranks the candidate departures
+(largest magnitude first), and for each budget the model with those departures is refitted (warm start) and
+scored on the held-out stimulations (explained variance and chi-square). Strategies:
+
+- ``spread``: departures spread over the rows (postsynaptic neurons): every row's best entry first (rows in
+  order of their best score), then every row's second, ...;
+- ``concentrated``: rows in order of their score (sum of squared gradients), each taken whole (its entries in
+  score order) before the next;
+- ``class``: one tied factor per cell class scaling every chemical synapse onto it (:mod:`.atlas`), classes in
+  order of their factor's squared gradient, one more per step;
+- ``greedy``: forward selection over projections between cell classes (pre class -> post class, one tied factor
+  scaling its chemical synapses): at each step the ``candidates`` best-scored projections are each refitted and the
+  one with the lowest training chi-square is added (the gradient is recomputed at the new fit).
+
+The budget on the x-axis is the number of departing entries ``K`` (free entries; for tied groups, the chemical
+synapses they scale). Free entries out of a held-out neuron are informed by the training stimulations only
+through indirect paths (see :mod:`.atlas`), tied groups across presynaptic neurons directly. Every fit is a local optimiser's: held-out
+scores are those of the fits found (the training chi-square an upper bound on its minimum).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .atlas import AtlasData, AtlasFit, Anatomy, fit_atlas, group_scores, heldout_scores, loss_gradient
+
+__all__ = ["STRATEGIES", "ranked_pairs", "class_blocks", "class_groups", "CurveSettings", "budget_curve",
+           "dense_reference"]
+
+STRATEGIES = ("spread", "concentrated", "class", "greedy")
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """Settings of :func:`budget_curve`.
+
+    Attributes
+    ----------
+    budgets : tuple of int
+        ``K`` for ``spread`` and ``concentrated``.
+    class_steps : int
+        Classes freed, one per step, for ``class``.
+    greedy_steps, greedy_candidates : int
+        Steps of ``greedy`` and blocks refitted per step.
+    lam_d, lam_g : float
+        Ridge penalties of :func:`fit_atlas`.
+    iterations : int
+        L-BFGS iterations of the anatomy fit; refits use ``refit_iterations``.
+    refit_iterations : int
+    signs, gap : bool
+        The model variant.
+    """
+
+    budgets: tuple[int, ...] = (0, 25, 50, 100, 200, 400, 800, 1600)
+    class_steps: int = 6
+    greedy_steps: int = 6
+    greedy_candidates: int = 6
+    lam_d: float = 1.0
+    lam_g: float = 1.0
+    iterations: int = 150
+    refit_iterations: int = 80
+    signs: bool = True
+    gap: bool = True
+    strategies: tuple[str, ...] = field(default=STRATEGIES)
+
+
+def ranked_pairs(grad: np.ndarray, strategy: str) -> np.ndarray:
+    """``(M, 2)`` candidate departures ``(post, pre)`` in order for ``spread`` or ``concentrated`` (module
+    docstring), from the gradient ``(N, N)`` (entries with zero gradient, the diagonal included, left out)."""
+    score = np.abs(grad)
+    n = score.shape[0]
+    order = np.argsort(-score, axis=1, kind="stable")  # (N, N) columns by score within each row
+    ranked = np.take_along_axis(score, order, axis=1)
+    if strategy == "spread":
+        # rank r of every row, rows by that entry's score; r = 0, 1, ...
+        rows = np.argsort(-ranked, axis=0, kind="stable")  # (N rank, N) rows ordered per rank
+        post = rows.T.reshape(-1)
+        rank = np.repeat(np.arange(n), n)
+        pre = order[post, rank]
+    elif strategy == "concentrated":
+        rows = np.argsort(-(score**2).sum(axis=1), kind="stable")
+        post = np.repeat(rows, n)
+        pre = order[rows].reshape(-1)
+    else:
+        raise ValueError(f"The 'strategy' parameter must be 'spread' or 'concentrated'. Got {strategy!r} instead.")
+    keep = score[post, pre] > 0
+    return np.stack([post[keep], pre[keep]], axis=1)
+
+
+def class_blocks(anatomy: Anatomy) -> dict[tuple[str, str], np.ndarray]:
+    """``(pre class, post class) -> (K, 2)`` every ``(post, pre)`` pair between the two classes (no self
+    pairs)."""
+    classes = np.array(anatomy.classes)
+    members = {c: np.flatnonzero(classes == c) for c in dict.fromkeys(anatomy.classes)}
+    out = {}
+    for pre_c, pre in members.items():
+        for post_c, post in members.items():
+            p, q = np.meshgrid(post, pre, indexing="ij")
+            pairs = np.stack([p.ravel(), q.ravel()], axis=1)
+            pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+            if pairs.size:
+                out[(pre_c, post_c)] = pairs
+    return out
+
+
+def class_groups(anatomy: Anatomy) -> dict[str, np.ndarray]:
+    """``class -> (K, 2)`` every chemical synapse ``(post, pre)`` onto the class's neurons (classes with any)."""
+    classes = np.array(anatomy.classes)
+    out = {}
+    for c in dict.fromkeys(anatomy.classes):
+        syn = anatomy.synapses(_row_pairs(np.flatnonzero(classes == c), anatomy.size))
+        if syn.size:
+            out[c] = syn
+    return out
+
+
+def _row_pairs(rows: np.ndarray, n: int) -> np.ndarray:
+    p, q = np.meshgrid(rows, np.arange(n), indexing="ij")
+    pairs = np.stack([p.ravel(), q.ravel()], axis=1)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+def budget_curve(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray], settings: CurveSettings = CurveSettings(),
+                 *, progress: Callable[[str], None] | None = None, threads: int | None = 1) -> dict:
+    """Held-out scores against the number of departing entries, per strategy and fold (module docstring).
+
+    Parameters
+    ----------
+    data : AtlasData
+        Every stimulation (the folds index into its ``S``).
+    anatomy : Anatomy
+    folds : sequence of numpy.ndarray
+        Held-out stimulations of each fold (:func:`neurosubset.responses.atlas.atlas_folds`).
+    settings : CurveSettings
+    progress : callable, optional
+        Called with a short label after every fit.
+
+    Returns
+    -------
+    dict
+        ``strategy -> {"size": (fold, step) departing entries, "ev": (fold, step) held-out explained variance,
+        "chi_square": (fold, step), "values": (fold, step), "train_chi_square": (fold, step),
+        "on_anatomy": (fold, step) fraction of departing entries on a chemical synapse or gap junction,
+        "chosen": (fold, step) labels (greedy: the block added; class: the class freed)}`` (step 0 is the
+        anatomy-only fit), and ``"anatomy_fits"``: the anatomy-only fit of each fold.
+    """
+    note = progress or (lambda label: None)
+    s_all = np.arange(data.stimulated.size)
+    connected = (anatomy.counts > 0) | (anatomy.gap != 0)
+    blocks = {b: anatomy.synapses(p) for b, p in class_blocks(anatomy).items()} if "greedy" in settings.strategies \
+        else {}
+    blocks = {b: p for b, p in blocks.items() if p.size}
+    cgroups = class_groups(anatomy) if "class" in settings.strategies else {}
+    out: dict = {s: {k: [] for k in ("size", "ev", "ev_zero", "chi_square", "values", "train_chi_square",
+                                     "on_anatomy", "chosen")} for s in settings.strategies}
+    base_fits = []
+    kw = dict(signs=settings.signs, gap=settings.gap, lam_d=settings.lam_d, lam_g=settings.lam_g, threads=threads)
+
+    def record(strategy: str, rows: dict, fit: AtlasFit, held: AtlasData, label: str) -> None:
+        sc = heldout_scores(fit, held, anatomy)
+        size = fit.plastic.shape[0] + fit.tied_pairs.shape[0]
+        rows["size"][-1].append(size)
+        rows["ev_zero"][-1].append(sc["ev_zero"])
+        rows["ev"][-1].append(sc["ev"])
+        rows["chi_square"][-1].append(sc["chi_square"])
+        rows["values"][-1].append(sc["values"])
+        rows["train_chi_square"][-1].append(fit.chi_square)
+        on = connected[fit.plastic[:, 0], fit.plastic[:, 1]].mean() if fit.plastic.shape[0] else (
+            1.0 if size else np.nan)
+        rows["on_anatomy"][-1].append(float(on))
+        rows["chosen"][-1].append(label)
+        note(f"{strategy} K={size}")
+
+    for fold in folds:
+        train = data.columns(np.setdiff1d(s_all, fold))
+        held = data.columns(fold)
+        base = fit_atlas(train, anatomy, iterations=settings.iterations, **kw)
+        base_fits.append(base)
+        note("anatomy")
+        grad = loss_gradient(base, train, anatomy)
+        for strategy in settings.strategies:
+            rows = out[strategy]
+            for k in rows:
+                rows[k].append([])
+            record(strategy, rows, base, held, "")
+            if strategy in ("spread", "concentrated"):
+                order = ranked_pairs(grad, strategy)
+                start = base
+                for k in settings.budgets:
+                    if k == 0:
+                        continue
+                    fit = fit_atlas(train, anatomy, order[:k], start=start, iterations=settings.refit_iterations,
+                                    **kw)
+                    start = fit
+                    record(strategy, rows, fit, held, "")
+            elif strategy == "class":
+                names = list(cgroups)
+                score = group_scores(grad, base, anatomy, [cgroups[c] for c in names])
+                freed: list[str] = []
+                start = base
+                for k in np.argsort(-score, kind="stable")[:settings.class_steps]:
+                    freed.append(names[k])
+                    fit = fit_atlas(train, anatomy, tied=[cgroups[c] for c in freed], start=start,
+                                    iterations=settings.refit_iterations, **kw)
+                    start = fit
+                    record(strategy, rows, fit, held, names[k])
+            elif strategy == "greedy":
+                current, g = base, grad
+                chosen: list = []
+                names = list(blocks)
+                for _ in range(settings.greedy_steps):
+                    score = group_scores(g, current, anatomy, [blocks[b] for b in names])
+                    score[[names.index(b) for b in chosen]] = -np.inf
+                    cands = [names[k] for k in np.argsort(-score, kind="stable")[:settings.greedy_candidates]]
+                    best = None
+                    for b in cands:
+                        trial = fit_atlas(train, anatomy, tied=[blocks[x] for x in chosen + [b]], start=current,
+                                          iterations=settings.refit_iterations, **kw)
+                        note(f"greedy candidate {b[0]}->{b[1]}")
+                        if best is None or trial.chi_square < best[1].chi_square:
+                            best = (b, trial)
+                    b, current = best
+                    chosen.append(b)
+                    record(strategy, rows, current, held, f"{b[0]}->{b[1]}")
+                    g = loss_gradient(current, train, anatomy)
+    out["anatomy_fits"] = base_fits
+    return out
+
+
+def dense_reference(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray], lams: Sequence[float], *,
+                    iterations: int = 150, progress: Callable[[str], None] | None = None,
+                    threads: int | None = 1) -> dict:
+    """The dense, regularised all-weights reference: every off-diagonal pair a free weight (no anatomy), ridge
+    ``lam`` on the weights, read-out gains fitted; held-out scores per ``lam`` and fold.
+
+    Returns
+    -------
+    dict
+        ``"lam" (lam,)``, ``"ev" (lam, fold)``, ``"chi_square" (lam, fold)``, ``"values" (lam, fold)``.
+    """
+    note = progress or (lambda label: None)
+    n = anatomy.size
+    p, q = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    every = np.stack([p.ravel(), q.ravel()], axis=1)
+    every = every[every[:, 0] != every[:, 1]]
+    s_all = np.arange(data.stimulated.size)
+    ev = np.full((len(lams), len(folds)), np.nan)
+    chi = np.full_like(ev, np.nan)
+    values = np.zeros_like(ev)
+    for f, fold in enumerate(folds):
+        train, held = data.columns(np.setdiff1d(s_all, fold)), data.columns(fold)
+        start = None
+        for i, lam in enumerate(sorted(lams, reverse=True)):  # strongest ridge first, warm starts downwards
+            fit = fit_atlas(train, anatomy, every, anatomy_weights=False, lam_d=lam, start=start,
+                            iterations=iterations, threads=threads)
+            start = fit
+            sc = heldout_scores(fit, held, anatomy)
+            k = list(lams).index(lam)
+            ev[k, f], chi[k, f], values[k, f] = sc["ev"], sc["chi_square"], sc["values"]
+            note(f"dense lam={lam:g}")
+    return {"lam": np.asarray(lams, dtype=np.float64), "ev": ev, "chi_square": chi, "values": values}
