@@ -41,54 +41,21 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_attrs, figure, parse_args, save
+from common import (WORM_SPLIT, base_attrs, cell_type_blocks, certify_record, describe, eligible_count, figure,
+                    parse_args, projection_groups, save, split_allocation)
 
 NAME = "celegans_allocations"
 TYPES = ("sensory", "inter", "motor")
 STRATEGIES = ("spread-rows", "concentrated-rows", "random")
-SPLIT = ("sensory->inter", "inter->inter", "inter->motor")  # the three-way split of question 2
+SPLIT = WORM_SPLIT  # the three-way split of question 2
 COLORS = {"zero": "tab:red", "positive": "tab:green", "one": "tab:blue", "unproven": "tab:gray",
           "infeasible": "white"}
-
-
-def _type(region: str) -> str:
-    return region.split("_")[0]
-
-
-def _blocks(worm: ns.Circuit) -> dict[str, list[str]]:
-    """Cell-type block ``"PRE->POST"`` -> the chemical projections between those types (fixed ones excluded)."""
-    out: dict[str, list[str]] = {}
-    for p in worm.projections:
-        if not p.fixed:
-            out.setdefault(f"{_type(p.pre)}->{_type(p.post)}", []).append(p.name)
-    return out
-
-
-def _groups(blocks: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Named sets of projections the budget may be confined to."""
-    into_motor = [w for k, ws in blocks.items() if k.endswith("->motor") for w in ws]
-    out = {k: blocks[k] for k in ("sensory->inter", "inter->inter", "inter->motor", "motor->motor") if k in blocks}
-    out["into motor"] = into_motor
-    out["all but motor->motor"] = [w for k, ws in blocks.items() if k != "motor->motor" for w in ws]
-    out["all chemical"] = [w for ws in blocks.values() for w in ws]
-    return out
-
-
-def _eligible(worm: ns.Circuit, names: list[str]) -> int:
-    return sum(int(worm.eligible[w].sum()) for w in names)
-
-
-def _certify(worm: ns.Circuit, alloc: ns.Allocation, m: int, seed: int) -> dict:
-    t = time.perf_counter()
-    cert = ns.certify(worm, alloc, m=m, seed=seed)
-    return {"plastic_rank": cert.plastic_rank, "full_rank": cert.full_rank, "verdict": cert.verdict,
-            "certify_s": time.perf_counter() - t}
 
 
 def _record(worm, blocks, label, group, strategy, budget, alloc, m, seed, dale=True):
     counts = alloc.counts
     rec = {"allocation": label, "group": group, "strategy": strategy, "budget": budget, "dale": dale,
-           "n_plastic": alloc.size, **_certify(worm, alloc, m, seed),
+           "n_plastic": alloc.size, **certify_record(worm, alloc, m, seed),
            "blocks": {k: sum(counts[w] for w in ws) for k, ws in blocks.items()}}
     print(f"{label:<48} M={alloc.size:4d} rank {rec['plastic_rank']}/{rec['full_rank']} {rec['verdict']:<9} "
           f"({rec['certify_s']:.0f} s)", flush=True)
@@ -102,29 +69,18 @@ def _infeasible(label, group, strategy, budget, eligible):
             "blocks": {}}
 
 
-def _split_allocation(worm, groups, budget, strategy, seed):
-    """The budget split evenly (largest remainder) over the SPLIT blocks, each allocated with ``strategy``."""
-    shares = [budget // len(SPLIT) + (k < budget % len(SPLIT)) for k in range(len(SPLIT))]
-    masks = {w: np.zeros(worm.shape(w), dtype=bool) for w in worm.weight_names}
-    for k, (key, share) in enumerate(zip(SPLIT, shares)):
-        part = ns.allocate(worm, share, strategy=strategy, within=groups[key], seed=seed + k)
-        for w in groups[key]:
-            masks[w] |= part.masks[w]
-    return ns.Allocation.from_masks(worm, masks, strategy=strategy)
-
-
 def run(args) -> xr.Dataset:
     dataset, m = ("witvliet2021-1", 1) if args.quick else ("cook2019-herm", 2)
     worm = ns.celegans(dataset, seed=args.seed)
-    blocks = _blocks(worm)
-    groups = _groups(blocks)
+    blocks = cell_type_blocks(worm)
+    groups = projection_groups(blocks)
     t = time.perf_counter()
     minimal = ns.minimal_budget(worm, m=m, seed=args.seed)
     minimal_s = time.perf_counter() - t
     need = {k: int(v) for k, v in minimal.by_projection.items() if v}
     budget = int(round(1.1 * int(minimal)))
     print(f"{dataset}: {sum(r.size for r in worm.regions if r.role == 'hidden')} neurons, "
-          f"{_eligible(worm, groups['all chemical'])} chemical connections; minimal_budget(m={m}) = {int(minimal)} "
+          f"{eligible_count(worm, groups['all chemical'])} chemical connections; minimal_budget(m={m}) = {int(minimal)} "
           f"({minimal_s:.0f} s), needed in every full-rank allocation: {need}; budget {budget}", flush=True)
     records = []
     # 1. capacity of each block alone: every synapse of the group plastic
@@ -138,13 +94,13 @@ def run(args) -> xr.Dataset:
         names = groups.get(group, [])
         for strategy in STRATEGIES[:1] if args.quick else STRATEGIES:
             label = f"{group}, {strategy}"
-            if _eligible(worm, names) < budget:
-                records.append(_infeasible(label, group, strategy, budget, _eligible(worm, names)))
+            if eligible_count(worm, names) < budget:
+                records.append(_infeasible(label, group, strategy, budget, eligible_count(worm, names)))
                 continue
             alloc = ns.allocate(worm, budget, strategy=strategy, within=names, seed=args.seed)
             records.append(_record(worm, blocks, label, group, strategy, budget, alloc, m, args.seed))
     for strategy in STRATEGIES[:2]:
-        alloc = _split_allocation(worm, groups, budget, strategy, args.seed)
+        alloc = split_allocation(worm, groups, budget, strategy, args.seed)
         records.append(_record(worm, blocks, f"split S->I / I->I / I->M, {strategy}", "split", strategy, budget,
                                alloc, m, args.seed))
     # 4. the optimal allocation of the same budget; spread / random at larger budgets
@@ -162,9 +118,9 @@ def run(args) -> xr.Dataset:
     # 3. no Dale signs: a spread allocation of the unsigned worm (its regions differ, so its random choices do too)
     if not args.quick:
         plain = ns.celegans(dataset, dale=False, seed=args.seed)
-        names = [w for ws in _blocks(plain).values() for w in ws]
+        names = [w for ws in cell_type_blocks(plain).values() for w in ws]
         alloc = ns.allocate(plain, budget, strategy="spread-rows", within=names, seed=args.seed)
-        records.append(_record(plain, _blocks(plain), "all chemical, spread-rows, no Dale", "all chemical",
+        records.append(_record(plain, cell_type_blocks(plain), "all chemical, spread-rows, no Dale", "all chemical",
                                "spread-rows", budget, alloc, m, args.seed, dale=False))
     ds = _dataset(records, worm, dataset, m, minimal, need, budget, minimal_s)
     return ds.merge(_stages(args, m))
@@ -180,7 +136,7 @@ def _stages(args, m: int) -> xr.Dataset:
     full, minimal, onto_motor, neurons, chemical = (np.zeros(len(stages), dtype=np.int64) for _ in range(5))
     for k, stage in enumerate(stages):
         worm = ns.celegans(f"witvliet2021-{stage}", seed=args.seed)
-        groups = _groups(_blocks(worm))
+        groups = projection_groups(cell_type_blocks(worm))
         minimal[k] = int(ns.minimal_budget(worm, m=m, seed=args.seed))
         budget = int(round(1.1 * minimal[k]))
         allocs = [ns.Allocation.from_masks(worm, {w: worm.eligible[w] for w in groups[g]})
@@ -193,7 +149,7 @@ def _stages(args, m: int) -> xr.Dataset:
             rank[k, j], full[k] = cert.plastic_rank, cert.full_rank
         onto_motor[k] = sum(allocs[-1].counts[w] for w in groups["into motor"])
         neurons[k] = sum(r.size for r in worm.regions if r.role == "hidden")
-        chemical[k] = _eligible(worm, groups["all chemical"])
+        chemical[k] = eligible_count(worm, groups["all chemical"])
         print(f"witvliet2021-{stage}: {neurons[k]} neurons, {chemical[k]} chemical, dim V {full[k]}, ranks "
               f"{dict(zip(STAGE_ALLOCATIONS, rank[k].tolist()))}, optimal onto motor {onto_motor[k]}/{budget}",
               flush=True)
@@ -275,7 +231,7 @@ def main(argv=None) -> None:
     ds.attrs.update(base_attrs(NAME, args, claim="the sensory -> motor map of the worm is learnable only with "
                                                  "plastic synapses onto motor neurons"))
     ds["verdict"] = ds.verdict.astype(str)
-    save(ds, _figure(ds), args.out, NAME, started)
+    save(describe(ds, NAME), _figure(ds), args, NAME, started)
 
 
 if __name__ == "__main__":

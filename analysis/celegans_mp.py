@@ -42,8 +42,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from celegans_allocations import _blocks, _certify, _groups, _split_allocation
-from common import base_attrs, figure, parse_args, save
+from common import (base_attrs, cell_type_blocks, certify_record, describe, figure, parse_args, projection_groups, save,
+                    split_allocation)
 
 NAME = "celegans_mp"
 MINIMAL_BUDGET_COOK_M2 = 251  # ns.minimal_budget(ns.celegans("cook2019-herm"), m=2): measured 251 (68-109 s)
@@ -56,7 +56,7 @@ COLORS = {"zero": "tab:red", "positive": "tab:green", "one": "tab:blue", "unprov
 
 def _allocations(worm: ns.Circuit, minimal: int, quick: bool, seed: int) -> list[tuple[str, str, ns.Allocation]]:
     """(label, strategy, allocation) for every allocation the script fits."""
-    groups = _groups(_blocks(worm))
+    groups = projection_groups(cell_type_blocks(worm))
     chem = groups["all chemical"]
 
     def alloc(budget, strategy, within):
@@ -77,7 +77,7 @@ def _allocations(worm: ns.Circuit, minimal: int, quick: bool, seed: int) -> list
     out.append(("all synapses onto motor", "full", ns.Allocation.from_masks(
         worm, {w: worm.eligible[w] for w in groups["into motor"]}, strategy="full")))
     out.append((f"split S->I / I->I / I->M, spread-rows, 1.1x ({b11})", "spread-rows",
-                _split_allocation(worm, groups, b11, "spread-rows", seed)))
+                split_allocation(worm, groups, b11, "spread-rows", seed)))
     t = time.perf_counter()
     opt = ns.optimal_allocation(worm, b11, m=2, within=chem, seed=seed)
     print(f"optimal_allocation: {time.perf_counter() - t:.0f} s", flush=True)
@@ -90,15 +90,16 @@ def _allocations(worm: ns.Circuit, minimal: int, quick: bool, seed: int) -> list
 def _fit(worm, alloc, m, constraint, trials, seed) -> dict:
     kw = {"dale": constraint != "none", "stable": constraint != "none", "solver": ns.Auto(**LM_SOLVER)}
     t = time.perf_counter()
-    ds = ns.match_probability(worm, alloc, m=m, trials=trials, seed=seed, **kw)
+    ds = ns.sweep_allocations(worm, {"allocation": alloc}, m=m, trials=trials, seed=seed, **kw).isel(allocation=0,
+                                                                                                     m=0)
     wall = time.perf_counter() - t
     status = np.bincount(ds.fit_status.values.astype(np.int64), minlength=len(FIT_STATUS.meanings))
     decisions = {} if "decision" not in ds else {
         DECISION.meanings[int(k)]: int(v) for k, v in zip(*np.unique(ds.decision.values, return_counts=True))}
     return {"mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
-            "matched": int(ds.matched.sum()), "trials": trials, "decision_kind": str(ds.attrs["decision_kind"]),
+            "matched": int(ds.matched.sum()), "trials": trials, "decision_kind": str(ds.decision_kind.values),
             "fit_status": status, "decisions": json.dumps(decisions), "fit_s": wall,
-            "solver": str(ds.attrs["solver"]), "median_residual": float(np.nanmedian(ds.residual.values))
+            "solver": str(ds.solver.values), "median_residual": float(np.nanmedian(ds.residual.values))
             if np.isfinite(ds.residual.values).any() else float("nan")}
 
 
@@ -112,7 +113,7 @@ def run(args) -> xr.Dataset:
     allocs = _allocations(worm, minimal, args.quick, args.seed)
     rows = []
     for label, strategy, alloc in allocs:
-        cert = _certify(worm, alloc, m, args.seed)
+        cert = certify_record(worm, alloc, m, args.seed)
         if not args.quick and cert["full_rank"] != minimal:
             raise RuntimeError(f"dim V = {cert['full_rank']} != the recorded minimal budget {minimal}")
         fits = {}
@@ -136,14 +137,14 @@ def _gap_rows(dataset: str, m: int, minimal: int, seed: int) -> list[dict]:
     """Spread-rows at 4x and all chemical synapses plastic, on ``ns.celegans(gap_junctions=True)`` (gap junctions
     fixed: one symmetric conductance per pair, never plastic; the budget is over chemical synapses only)."""
     worm = ns.celegans(dataset, gap_junctions=True, seed=seed)
-    chem = _groups(_blocks(worm))["all chemical"]
+    chem = projection_groups(cell_type_blocks(worm))["all chemical"]
     allocs = [(f"all chemical, spread-rows, 4x ({round(4 * minimal)}), + gap junctions", "spread-rows",
                ns.allocate(worm, round(4 * minimal), strategy="spread-rows", within=chem, seed=seed)),
               ("all chemical synapses, + gap junctions", "full",
                ns.Allocation.from_masks(worm, {w: worm.eligible[w] for w in chem}, strategy="full"))]
     rows = []
     for label, strategy, alloc in allocs:
-        cert = _certify(worm, alloc, m, seed)
+        cert = certify_record(worm, alloc, m, seed)
         fits = {c: _fit(worm, alloc, m, c, TRIALS[c], seed) for c in CONSTRAINTS}
         for c, f in fits.items():
             print(f"{label:<52} {c:<11} rank {cert['plastic_rank']}/{cert['full_rank']} {cert['verdict']:<8} MP "
@@ -247,7 +248,7 @@ def main(argv=None) -> None:
     claim = ("where decided exactly, MP by fitting agrees with the certificates; with Dale's law and stable "
              "students the bounded LM gives lower bounds")
     ds.attrs.update(base_attrs(NAME, args, claim=claim))
-    save(ds, _figure(ds), args.out, NAME, started)
+    save(describe(ds, NAME), _figure(ds), args, NAME, started)
 
 
 if __name__ == "__main__":

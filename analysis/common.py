@@ -21,13 +21,10 @@ import pandas as pd
 import xarray as xr
 
 import neurosubset as ns
-from neurosubset._internal import VARIABLES, meta
+from neurosubset._internal import analysis_meta, write_figure
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_NC_BYTES = 2_000_000  # keep every dataset in data/ small enough to commit
-
-# certificate fields that match_probability may carry (theory issue); copied into records when present
-_CERT_FIELDS = ("plastic_rank", "full_rank", "verdict")
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -39,6 +36,8 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
                         help="output directory for the .nc and .png files (default: data/; with --quick a new "
                              "temporary folder: a quick run never overwrites the shipped results in data/)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of all random draws (default: 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace NAME.nc / NAME.png in --out (never the shipped files in data/)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the problems are small and batched, and the "
                              "machine is shared)")
@@ -73,59 +72,65 @@ def lm_attrs(lm: Mapping[str, Any]) -> dict[str, Any]:
             "lm_settings": "library defaults" if not lm else "quick overrides"}
 
 
+def mp_records(circuit: ns.Circuit, allocations: Mapping[str, ns.Allocation], ms: Sequence[int], *, trials: int,
+               seed: int, **solver: Any) -> dict[tuple[str, int], dict[str, Any]]:
+    """MP of named allocations at every ``m`` by :func:`neurosubset.sweep_allocations` (each point equals
+    :func:`neurosubset.match_probability` ``(circuit, alloc, m, trials, seed)``): ``(name, m)`` -> a flat record.
+
+    ``solver`` holds :func:`lm_settings`' keywords (and any other option of ``sweep_allocations``: ``dale``,
+    ``stable``, ``certificate``, ``skip_zero``).
+    """
+    ds = ns.sweep_allocations(circuit, dict(allocations), m=list(ms), trials=trials, seed=seed, **solver)
+    return {(str(a), int(mm)): point_record(ds.sel(allocation=a, m=mm))
+            for a in ds.allocation.values for mm in ds.m.values}
+
+
 def mp_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, *, trials: int, seed: int,
               **solver: Any) -> dict[str, Any]:
-    """One MP estimate as a flat record (scalars only) from :func:`neurosubset.match_probability`."""
-    ds = ns.match_probability(circuit, alloc, m=m, trials=trials, seed=seed, **solver)
+    """One MP estimate as a flat record (:func:`mp_records` of one allocation at one ``m``)."""
+    return mp_records(circuit, {alloc.strategy: alloc}, [m], trials=trials, seed=seed, **solver)[alloc.strategy, m]
+
+
+def point_record(point: xr.Dataset) -> dict[str, Any]:
+    """One point of a :func:`neurosubset.sweep_allocations` Dataset as a flat record of scalars.
+
+    ``mp_by_round`` becomes JSON text of the rounds the point ran.
+    """
+    rounds = [round(float(v), 4) for v in point.mp_by_round.values[:int(point.rounds)]]
+    residual = point.residual.values
     rec: dict[str, Any] = {
-        "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
-        "n_matched": int(ds.matched.sum()), "trials": int(trials),
-        "mp_first_round": float(ds.mp_first_round),
-        "mp_by_round": json.dumps([round(float(v), 4) for v in ds.mp_by_round.values]),
-        "last_round_gain": float(ds.attrs.get("last_round_gain", 0.0)),
-        "median_log10_residual": float(np.median(np.log10(np.maximum(ds.residual.values, 1e-300)))),
-        "solver": str(ds.attrs["solver"]),
-        "budget": int(alloc.size),
+        "mp": float(point.mp), "mp_low": float(point.mp_low), "mp_high": float(point.mp_high),
+        "n_matched": int(point.matched.sum()), "trials": int(point.sizes["trial"]),
+        "mp_first_round": float(point.mp_first_round), "mp_by_round": json.dumps(rounds),
+        "last_round_gain": float(point.last_round_gain) if "last_round_gain" in point else 0.0,
+        "median_log10_residual": float(np.median(np.log10(np.maximum(residual, 1e-300)))),
+        "solver": str(point.solver.values), "decision_kind": str(point.decision_kind.values),
+        "budget": int(point.budget),
     }
-    for key in _CERT_FIELDS:  # the certificate, when match_probability provides it (as variable or attr)
-        if key in ds.data_vars:
-            rec[key] = ds[key].values.item()
-        elif f"certificate_{key}" in ds.attrs:
-            rec[key] = ds.attrs[f"certificate_{key}"]
-    for key in ("plastic_rank", "full_rank"):
-        if key in rec:
-            rec[key] = int(rec[key])
-    if "verdict" in rec:
-        rec["verdict"] = str(rec["verdict"])
+    if "plastic_rank" in point and np.isfinite(float(point.plastic_rank)):  # the certificate, when computed
+        rec.update(plastic_rank=int(point.plastic_rank), full_rank=int(point.full_rank),
+                   verdict=str(point.verdict.values))
     return rec
 
 
-# analysis-only record fields; the result variables the library also writes (mp, mp_low, mp_high, mp_first_round,
-# last_round_gain, budget, plastic_rank, full_rank, verdict, solver) take their attrs from neurosubset._schema
-_VAR_META = {
-    "n_matched": ("trials in which the fitted student matched the teacher", "1"),
-    "trials": ("teacher/student/probe draws", "1"),
-    "mp_by_round": ("MP after each solver restart round, JSON list (levels off or still rising)", ""),
-    "median_log10_residual": ("median over trials of log10 relative residual", "1"),
-    "mp_closed_form": ("closed-form MP (single linear layer: 1 iff every row has >= min(m, d_in))", "1"),
-}
+def describe(ds: xr.Dataset, script: str) -> xr.Dataset:
+    """Give every variable and coordinate of ``ds`` its attrs from the schema (:func:`analysis_meta`: the
+    script's own variables first, then the package's result variables); a name the schema lacks is an error."""
+    for name, var in ds.variables.items():
+        var.attrs.update(analysis_meta(str(name), script))
+    return ds
 
 
-def records_to_dataset(records: Iterable[Mapping[str, Any]], index: Sequence[str],
+def records_to_dataset(records: Iterable[Mapping[str, Any]], index: Sequence[str], script: str,
                        attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """Records (one dict per estimate) -> a Dataset with dims ``index`` and CF-style variable attrs."""
+    """Records (one dict per estimate) -> a Dataset with dims ``index`` and the schema's variable attrs."""
     frame = pd.DataFrame(list(records))
     ds = frame.set_index(list(index)).sort_index().to_xarray()
-    for name, var in ds.variables.items():
-        if name in _VAR_META:
-            var.attrs["long_name"], var.attrs["units"] = _VAR_META[name]
-        elif name in VARIABLES and name != "mp_by_round":  # the analyses store mp_by_round as JSON text
-            var.attrs.update(meta(str(name)))
+    for name, var in list(ds.variables.items()):
         if var.dtype == object:  # netCDF wants fixed string types; missing entries become ""
             ds[name] = var.fillna("").astype(str)
-            ds[name].attrs.update(var.attrs)
     ds.attrs.update(plain_attrs(attrs or {}))
-    return ds
+    return describe(ds, script)
 
 
 def plain_attrs(attrs: Mapping[str, Any]) -> dict[str, str | int | float]:
@@ -155,22 +160,75 @@ def base_attrs(script: str, args: argparse.Namespace, **config: Any) -> dict[str
             "numpy_version": np.__version__, "xarray_version": xr.__version__, **config}
 
 
-def save(ds: xr.Dataset, fig: Any, out: Path, name: str, started: float) -> tuple[Path, Path]:
-    """Write ``out/name.nc`` and ``out/name.png``; record the runtime; refuse oversized datasets."""
+def save(ds: xr.Dataset, fig: Any, args: argparse.Namespace, name: str, started: float) -> tuple[Path, Path]:
+    """Write ``args.out/name.nc`` and ``.png`` through the one write path (:func:`neurosubset.write`: CF encoding,
+    atomic; an existing file is replaced only with ``--overwrite``, the shipped ``data/`` files never); record the
+    runtime; refuse oversized datasets."""
     import matplotlib.pyplot as plt
 
-    out = Path(out)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds.attrs["runtime_s"] = round(time.perf_counter() - started, 1)
     nc, png = out / f"{name}.nc", out / f"{name}.png"
-    ds.to_netcdf(nc, engine="h5netcdf")
+    ns.write(ds, nc, overwrite=args.overwrite)
     size = nc.stat().st_size
     if size > MAX_NC_BYTES:
         raise RuntimeError(f"{nc} is {size} bytes, over the {MAX_NC_BYTES}-byte limit for data/; store less.")
-    fig.savefig(png, dpi=120, bbox_inches="tight")
+    write_figure(fig, png, overwrite=args.overwrite, bbox_inches="tight")
     plt.close(fig)
     print(f"wrote {nc} ({size / 1e3:.0f} kB) and {png} in {ds.attrs['runtime_s']} s")
     return nc, png
+
+
+# ------------------------------------------------------------------------------------------------ the worm
+WORM_SPLIT = ("sensory->inter", "inter->inter", "inter->motor")  # the three-way split of celegans_allocations
+
+
+def cell_type_blocks(worm: ns.Circuit) -> dict[str, list[str]]:
+    """Cell-type block ``"PRE->POST"`` (sensory / inter / motor) -> the chemical projections between those types
+    (fixed ones, such as gap junctions, excluded)."""
+    out: dict[str, list[str]] = {}
+    for p in worm.projections:
+        if not p.fixed:
+            out.setdefault(f"{p.pre.split('_')[0]}->{p.post.split('_')[0]}", []).append(p.name)
+    return out
+
+
+def projection_groups(blocks: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Named sets of projections a budget may be confined to, from :func:`cell_type_blocks`."""
+    into_motor = [w for k, ws in blocks.items() if k.endswith("->motor") for w in ws]
+    out = {k: blocks[k] for k in ("sensory->inter", "inter->inter", "inter->motor", "motor->motor") if k in blocks}
+    out["into motor"] = into_motor
+    out["all but motor->motor"] = [w for k, ws in blocks.items() if k != "motor->motor" for w in ws]
+    out["all chemical"] = [w for ws in blocks.values() for w in ws]
+    return out
+
+
+def eligible_count(worm: ns.Circuit, names: Sequence[str]) -> int:
+    """Plastic-eligible synapses of the projections ``names``."""
+    return sum(int(worm.eligible[w].sum()) for w in names)
+
+
+def certify_record(circuit: ns.Circuit, alloc: ns.Allocation, m: int, seed: int) -> dict[str, Any]:
+    """:func:`neurosubset.certify` as a record: ``plastic_rank``, ``full_rank``, ``verdict`` and its wall time
+    ``certify_s`` (s)."""
+    t = time.perf_counter()
+    cert = ns.certify(circuit, alloc, m=m, seed=seed)
+    return {"plastic_rank": cert.plastic_rank, "full_rank": cert.full_rank, "verdict": cert.verdict,
+            "certify_s": time.perf_counter() - t}
+
+
+def split_allocation(worm: ns.Circuit, groups: Mapping[str, list[str]], budget: int, strategy: str, seed: int,
+                     split: Sequence[str] = WORM_SPLIT) -> ns.Allocation:
+    """The budget split evenly (largest remainder) over the ``split`` groups, each allocated with ``strategy``
+    (seed ``seed + k`` for the k-th group)."""
+    shares = [budget // len(split) + (k < budget % len(split)) for k in range(len(split))]
+    masks = {w: np.zeros(worm.shape(w), dtype=bool) for w in worm.weight_names}
+    for k, (key, share) in enumerate(zip(split, shares)):
+        part = ns.allocate(worm, share, strategy=strategy, within=groups[key], seed=seed + k)
+        for w in groups[key]:
+            masks[w] |= part.masks[w]
+    return ns.Allocation.from_masks(worm, masks, strategy=strategy)
 
 
 # ------------------------------------------------------------------------------------------------ figures

@@ -66,14 +66,13 @@ def main(argv=None) -> None:
             solver = lm if where == "W" else ns.Auto()
             rec = mp_record(circuit, alloc, m, trials=trials, seed=args.seed, solver=solver, dale=False)
             rec.update(case=f"{where}: {LABEL[strategy]}", tau_ratio=ratio, tau=ratio * DURATION,
-                       dt=circuit.dt, where=where, strategy=strategy, m=m, counts=str(alloc.counts),
-                       decision_kind="exact" if rec["solver"] == "lstsq" else "lower bound")
+                       dt=circuit.dt, where=where, strategy=strategy, m=m, counts=str(alloc.counts))
             records.append(rec)
             print(f"tau/D={ratio:5.1f} {rec['case']:22s} m={m} MP={rec['mp']:.2f} [{rec['mp_low']:.2f}, "
                   f"{rec['mp_high']:.2f}] ({rec['solver']}, {rec['verdict']}, ranks {rec['plastic_rank']}/"
                   f"{rec['full_rank']}, {time.perf_counter() - tick:.1f} s)", flush=True)
 
-    ds = records_to_dataset(records, ["case", "tau_ratio"], base_attrs(
+    ds = records_to_dataset(records, ["case", "tau_ratio"], NAME, base_attrs(
         NAME, args, claim="continuous-time tanh RNN: spreading W's plastic synapses over rows vs one row, and how "
                           "the answer depends on tau / duration",
         n=N, n_in=N_IN, n_out=N_OUT, duration_s=DURATION, input_intervals=STEPS, budget="M = 6",
@@ -81,10 +80,6 @@ def main(argv=None) -> None:
         lm_restarts=lm.restarts, lm_max_rounds=lm.max_rounds, lm_steps=lm.iterations, tolerance=ns.DEFAULT_TOL,
         lower_bound_note="W points: Levenberg-Marquardt counts, lower bounds on MP (outputs not affine in W); "
                          "C points: exact least-squares decisions (affine)"))
-    ds["tau_ratio"].attrs.update(long_name="tau / duration", units="1")
-    ds["tau"].attrs.update(long_name="time constant of the recurrent neurons", units="s")
-    ds["dt"].attrs.update(long_name="RK4 time step", units="s")
-    ds["decision_kind"].attrs.update(long_name="'exact' (affine, least squares) or 'lower bound' (local LM)")
 
     fig, axes = figure(2)
     for ax, where in zip(axes[0], ("W", "C")):
@@ -102,7 +97,7 @@ def main(argv=None) -> None:
         ax.set_title("plastic in W, m = 2 (LM: lower bounds)" if where == "W"
                      else "plastic in C, m = 3 (exact least squares)")
     band_note(fig)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

@@ -144,21 +144,12 @@ def main(argv=None) -> None:
                       f"{rec['train_accuracy']:.3f} (W1 {alloc.counts['W1']}, W2 {alloc.counts['W2']}, "
                       f"{rows} neurons, {time.perf_counter() - tick:.1f} s)", flush=True)
 
-    ds = records_to_dataset(records, ["strategy", "budget", "seed"], base_attrs(
+    ds = records_to_dataset(records, ["strategy", "budget", "seed"], NAME, base_attrs(
         NAME, args, claim="real data: widespread allocations train to higher accuracy",
         dataset="sklearn.datasets.load_digits (1797 8x8 images, 10 classes)", test_fraction=TEST_FRACTION,
         sizes=str(SIZES), nonlinearity="relu", biases="none", optimizer="Adam, full batch", learning_rate=lr,
         train_steps=steps, budgets=str(budgets), seeds=str(seeds),
         total_synapses=net.n_synapses, references="budget 0 holds the 'nothing plastic' and 'all plastic' runs"))
-    meta = {"train_accuracy": ("training-set accuracy after training", "1"),
-            "test_accuracy": ("held-out test accuracy after training", "1"),
-            "train_loss": ("training cross-entropy", "nats"), "test_loss": ("test cross-entropy", "nats"),
-            "plastic_W1": ("plastic synapses in W1 (input -> hidden)", "synapses"),
-            "plastic_W2": ("plastic synapses in W2 (hidden -> output)", "synapses"),
-            "rows_touched": ("postsynaptic neurons with at least one plastic input synapse", "neurons")}
-    for name, (long_name, units) in meta.items():
-        ds[name].attrs.update(long_name=long_name, units=units)
-    ds["budget"].attrs.update(long_name="plastic synapses M", units="synapses")
 
     # ---- figure: test accuracy vs budget (mean +/- s.e.m. over seeds), and accuracy vs neurons touched
     fig, axes = figure(2, width=5.0)
@@ -191,7 +182,7 @@ def main(argv=None) -> None:
     ax.set_ylabel("test accuracy (fraction correct), mean over seeds")
     ax.set_title("how widespread vs how well it learns")
     ax.legend(frameon=False)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

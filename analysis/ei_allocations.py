@@ -52,16 +52,16 @@ SPLITS = {  # name -> fractions of the budget per projection
 
 def record(circuit, alloc, probes, trials, seed, solver, dale, stable, **keys):
     start = time.perf_counter()
-    ds = ns.match_probability(circuit, alloc, m=probes, trials=trials, seed=seed, solver=solver, dale=dale,
-                              stable=stable)
+    ds = ns.sweep_allocations(circuit, {"allocation": alloc}, m=probes, trials=trials, seed=seed, solver=solver,
+                              dale=dale, stable=stable).isel(allocation=0, m=0)
     seconds = time.perf_counter() - start
     status = ds.fit_status.values
     flags = ns.FIT_STATUS
     rec = {**keys, "dale": int(dale), "stable_required": int(stable),
            "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
            "n_matched": int(ds.matched.sum()), "trials": trials, "budget": alloc.size,
-           "solver": str(ds.attrs["solver"]), "decision_kind": str(ds.attrs["decision_kind"]),
-           "verdict": str(ds.attrs["certificate_verdict"]), "plastic_rank": int(ds.plastic_rank),
+           "solver": str(ds.solver.values), "decision_kind": str(ds.decision_kind.values),
+           "verdict": str(ds.verdict.values), "plastic_rank": int(ds.plastic_rank),
            "full_rank": int(ds.full_rank), "seconds": seconds,
            "n_unstable": int((status == flags["unstable"]).sum()),
            "n_infeasible": int((status == flags["infeasible"]).sum()),
@@ -100,22 +100,14 @@ def main(argv=None) -> None:
         for dale in (False, True):
             records.append(record(circuit, alloc, m_ro, trials_exact, args.seed, solver, dale, True,
                                   panel="readout", allocation=f"read-out {k} per row", m=m_ro))
-    ds = records_to_dataset(records, ["panel", "allocation", "dale", "stable_required"], attrs=base_attrs(
+    ds = records_to_dataset(records, ["panel", "allocation", "dale", "stable_required"], NAME, attrs=base_attrs(
         NAME, args, claim="beyond the paper: how Dale's law and stable students change the best split of a budget "
                           "over an inhibition-stabilized E/I circuit", circuit="circuits/ei_isn.toml", circuit_toml=circuit.to_toml(), budget=budget, m_split=m,
         m_readout=m_ro, trials_lm=trials_lm, trials_exact=trials_exact, solver=solver.to_attrs(),
         spec_unstable_fraction=circuit.stability.unstable_fraction,
         note="MP of LM-fitted allocations is a lower bound (decision_kind); affine ones are exact up to sampling"))
-    for name, text in (("seconds", ("wall time of the estimate (one torch thread)", "s")),
-                       ("n_unstable", ("trials whose best fit matched with an unstable student", "1")),
-                       ("n_infeasible", ("trials proven solvable only with signs Dale's law forbids", "1")),
-                       ("n_sign_violations", ("fitted plastic values of the wrong sign, summed over trials", "1")),
-                       ("n_matched_unstable", ("matched trials whose student is unstable", "1")),
-                       ("rejected_draws", ("unstable teacher/student draws rejected (stable only)", "1")),
-                       ("decision_kind", ("exact (exact deciders) or lower bound (local solver)", ""))):
-        ds[name].attrs.update({"long_name": text[0], "units": text[1]})
     fig = _figure(ds, splits, per_row, circuit)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 def _figure(ds, splits, per_row, circuit):

@@ -87,15 +87,7 @@ def main(argv=None) -> None:
                   f"{h.verdict}/{h.mp:.2f} (eff {h.effective}/{h.required}) certificate {rec.get('verdict', '?')} "
                   f"({rec['solver']}, {time.perf_counter() - tick:.1f} s)", flush=True)
 
-    ds = records_to_dataset(records, ["allocation"])
-    meta = {"heuristic_mp": ("heuristic's predicted MP (ns.heuristic(...).mp)", "1"),
-            "heuristic_verdict": ("heuristic's predicted class: zero / one / in-between", ""),
-            "heuristic_effective": ("heuristic effective plastic count", "synapses"),
-            "heuristic_required": ("heuristic estimate of dim V", "1"),
-            "measured": ("measured class: zero (no trial matched) / one (all matched) / in-between", ""),
-            "family": ("circuit family", ""), "within": ("weights the allocation could use", "")}
-    for name, (long_name, units) in meta.items():
-        ds[name].attrs.update(long_name=long_name, units=units)
+    ds = records_to_dataset(records, ["allocation"], NAME)
 
     # ---- agreement numbers (overall and per family) as attrs
     summary = {}
@@ -179,7 +171,7 @@ def main(argv=None) -> None:
         ax.grid(False)
     if len(tables) == 1:
         axes[0][2].set_visible(False)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
-                    records_to_dataset, save)
+from common import (band_note, base_attrs, describe, figure, lm_attrs, lm_settings, mp_axes, mp_records,
+                    parse_args, plot_mp, records_to_dataset, save)
 
 NAME = "lffn_allocations"
 
@@ -48,15 +48,17 @@ def main(argv=None) -> None:
     records = []
 
     def run(case, arch, circuit, alloc, ms, trials, share=np.nan, closed=None):
+        tick = time.perf_counter()
+        points = mp_records(circuit, {case: alloc}, ms, trials=trials, seed=args.seed, **lm)
         for m in ms:
-            tick = time.perf_counter()
-            rec = mp_record(circuit, alloc, m, trials=trials, seed=args.seed, **lm)
+            rec = dict(points[case, m])
             rec.update(case=case, architecture=arch, strategy=alloc.strategy, m=m, share_first_layer=share,
                        counts=str(alloc.counts))
             rec["mp_closed_form"] = closed(alloc, m) if closed else np.nan
             records.append(rec)
             print(f"{case:45s} m={m:2d} MP={rec['mp']:.2f} [{rec['mp_low']:.2f}, {rec['mp_high']:.2f}] "
-                  f"({rec['solver']}, {rec.get('verdict', '?')}, {time.perf_counter() - tick:.1f} s)", flush=True)
+                  f"({rec['solver']}, {rec.get('verdict', '?')})", flush=True)
+        print(f"{case}: {len(ms)} points in {time.perf_counter() - tick:.1f} s", flush=True)
 
     # ---- 1. single layer
     d_in, n_out = (6, 4) if quick else (8, 6)
@@ -106,17 +108,15 @@ def main(argv=None) -> None:
             run(f"2 layers: W1 share {share:.2f}, spread-rows", two.name, two, alloc, [3, 4], trials_lm,
                 share=share)
 
-    ds = records_to_dataset(records, ["case", "m"], base_attrs(
+    ds = records_to_dataset(records, ["case", "m"], NAME, base_attrs(
         NAME, args, claim="LFFN: spreading over rows is maximal, concentrating minimal; MP is 0/1 in linear nets",
         single_layer=one.name, single_layer_budget=budget1, two_layer=two.name, two_layer_budget=budget2,
         three_layer="feedforward_linear_4-4-4-4" if not quick else "", three_layer_budget=0 if quick else 12,
         trials_affine=trials_affine, trials_lm=trials_lm, **lm_attrs(lm),
         tolerance=ns.DEFAULT_TOL))
-    ds["share_first_layer"] = ds.share_first_layer.max("m")
-    ds["share_first_layer"].attrs.update(long_name="share of the budget in W1 (2-layer cases)", units="1")
-    for name in ("architecture", "strategy", "counts"):
+    for name in ("share_first_layer", "architecture", "strategy", "counts"):
         ds[name] = ds[name].max("m")
-    ds["counts"].attrs["long_name"] = "plastic synapses per weight (JSON-like text)"
+    describe(ds, NAME)
 
     # ---- figure
     panels = [("1 layer", f"1 layer {d_in}->{n_out}, M = {budget1}"),
@@ -146,7 +146,7 @@ def main(argv=None) -> None:
             plot_mp(ax, share[order], sub.mp, sub.mp_low, sub.mp_high, label=f"m = {m}")
         mp_axes(ax, xlabel="share of the budget in W1 (fraction)", title="2 layers 6-6-4, M = 16, spread rows")
     band_note(fig)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

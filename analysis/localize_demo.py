@@ -42,7 +42,7 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, base_attrs, figure, parse_args, plain_attrs, save
+from common import REPO, base_attrs, describe, figure, parse_args, plain_attrs, save
 
 NAME = "localize_demo"
 TRUE = "CA3->CA1"
@@ -107,7 +107,8 @@ def worm(args, started) -> None:
     out.attrs["script"] = f"analysis/{NAME}.py"
     out.attrs["runtime_s"] = round(time.perf_counter() - started, 1)
     path = args.out / f"{NAME}_worm.nc"
-    out.to_netcdf(path, engine="h5netcdf")
+    args.out.mkdir(parents=True, exist_ok=True)
+    ns.write(out, path, overwrite=args.overwrite)
     print(out[["place", "n_plastic", "residual", "heldout_residual", "matched", "rank"]].to_dataframe().head(6))
     print(f"wrote {path} in {out.attrs['runtime_s']} s")
 
@@ -150,35 +151,19 @@ def main(argv=None) -> None:
                       f"{int(out['place'][cands.index(TRUE)])}, matched {dict(zip(cands, out['matched']))} "
                       f"({out['seconds']:.1f} s)")
     dims = ("recording", "noise", "seed", "candidate")
-    attrs = {
-        "place": ("place in localize's ranking (1 = best explains the held-out probes)", "1"),
-        "rank": ("Jacobian rank of the recorded responses w.r.t. the candidate's synapses at the fit", "1"),
-        "n_plastic": ("synapses of the candidate projection (all plastic)", "1"),
-        "residual": ("relative residual on the fit probes", "1"),
-        "heldout_residual": ("relative residual on the held-out probes", "1"),
-        "heldout_chi2_per_value": ("held-out chi-square per recorded value (NaN without noise; ~1 if consistent)",
-                                   "1"),
-        "matched": ("candidate reproduces the recording (fit and held-out probes)", "1"),
-        "identifiable": ("Jacobian rank equals the candidate's synapses", "1"),
-        "exact": ("decided exactly (affine: least squares); else the LM's local minimum", "1"),
-    }
-    data = {name: (dims, values, {"long_name": attrs[name][0], "units": attrs[name][1]})
-            for name, values in {**per_cand, **flags}.items()}
-    data["true_place"] = (dims[:3], per_cand["place"][..., cands.index(TRUE)],
-                          {"long_name": f"place of the changed projection {TRUE}", "units": "1"})
-    data["seconds"] = (dims[:3], seconds, {"long_name": "wall time of one localize call (one torch thread)",
-                                           "units": "s"})
-    data["changed_synapses"] = (dims[:3], changed, {"long_name": f"synapses of {TRUE} that changed", "units": "1"})
-    ds = xr.Dataset(data, coords={"recording": recordings, "noise": noise, "seed": seeds, "candidate": cands})
-    ds["noise"].attrs.update({"long_name": "noise SD relative to each neuron's response SD across probes",
-                              "units": "1"})
+    data = {name: (dims, values) for name, values in {**per_cand, **flags}.items()}
+    data["true_place"] = (dims[:3], per_cand["place"][..., cands.index(TRUE)])
+    data["seconds"] = (dims[:3], seconds)
+    data["changed_synapses"] = (dims[:3], changed)
+    ds = describe(xr.Dataset(data, coords={"recording": recordings, "noise": noise, "seed": seeds,
+                                           "candidate": cands}), NAME)
     ds.attrs.update(plain_attrs(base_attrs(
         NAME, args, claim="issue 18: localize finds the changed projection when hidden regions are recorded; the "
                           "answer degrades when fewer regions are recorded and with noise",
         circuit="circuits/ca3_ca1.toml", true_projection=TRUE, changed_fraction=FRACTION, probes=m,
         fit_probes=probes_split[0], heldout_probes=probes_split[1], solver=solver.to_attrs(),
         note="CA3->CA3 is fitted by the LM (lower bound); the other candidates are affine (exact)")))
-    save(ds, _figure(ds), args.out, NAME, started)
+    save(ds, _figure(ds), args, NAME, started)
 
 
 def _figure(ds):

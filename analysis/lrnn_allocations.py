@@ -9,10 +9,11 @@ exactly one row / column). The reference panel puts the same budget in B, in C, 
 Outputs are polynomials of degree T - 1 in W, so W allocations are fitted by Levenberg-Marquardt (T = 2 is affine
 and solved exactly); the certificate's verdict (zero / one / positive) is stored next to every estimate.
 
-Certified zeros are not fitted. For a W-only allocation fitted by LM, ``ns.certify`` is computed first; where its
-verdict is "zero" (plastic rank < dim V, an exact theorem for linear nets: the student's output set has lower
-dimension than the teacher's, so MP = 0), the record is MP = 0 from the certificate, with ``fitted = 0`` and
-``source = "certificate"`` and no fit diagnostics (NaN). Every other point is fitted (``fitted = 1``,
+Certified zeros are not fitted. A W-only allocation fitted by LM is estimated with the library's ``skip_zero``:
+``ns.certify`` runs first, and where its verdict is "zero" (plastic rank < dim V, an exact theorem for linear
+nets: the student's output set has lower dimension than the teacher's, so MP = 0) every trial is decided by the
+rank certificate and nothing is fitted; the record says ``fitted = 0`` and ``source = "certificate"`` (the Wilson
+interval over the trials, no fit diagnostics: NaN). Every other point is fitted (``fitted = 1``,
 ``source = "fit"``). The figure draws certified points with open markers.
 
 Run: ``python analysis/lrnn_allocations.py [--quick] [--out DIR]``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import time
 
 import neurosubset as ns
+from neurosubset._internal import DECISION
 
 if __package__ in (None, ""):
     import sys
@@ -29,20 +31,12 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
+from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, parse_args, plot_mp, point_record,
                     records_to_dataset, save)
 
 NAME = "lrnn_allocations"
 N_IN, N_OUT = 2, 2
 W_STRATEGIES = ("spread-rows", "spread-cols", "random", "concentrated-rows", "concentrated-cols")
-
-
-def certified_zero_record(cert, alloc) -> dict:
-    """MP = 0 from the exact certificate (verdict "zero"), without fitting; fit diagnostics are NaN / empty."""
-    return {"mp": 0.0, "mp_low": 0.0, "mp_high": 0.0, "n_matched": 0, "trials": 0,
-            "mp_first_round": np.nan, "mp_by_round": "", "last_round_gain": np.nan,
-            "median_log10_residual": np.nan, "solver": "none (certificate)", "budget": int(alloc.size),
-            "plastic_rank": int(cert.plastic_rank), "full_rank": int(cert.full_rank), "verdict": str(cert.verdict)}
 
 
 STRATEGY_LABEL = {"spread-rows": "W: spread over rows", "spread-cols": "W: spread over columns",
@@ -66,24 +60,26 @@ def main(argv=None) -> None:
     records = []
 
     def run(case, n, steps, where, alloc, ms, circuit):
+        tick = time.perf_counter()
+        affine = alloc.counts["W"] == 0 or steps <= 2
+        w_only = alloc.counts["W"] == alloc.size
+        # W-only LM points: the library's skip_zero certifies first and fits nothing where the verdict is "zero"
+        points = ns.sweep_allocations(circuit, {case: alloc}, m=ms, trials=trials_affine if affine else trials_lm,
+                                      seed=args.seed, skip_zero=w_only and not affine, **lm)
         for m in ms:
-            tick = time.perf_counter()
-            affine = alloc.counts["W"] == 0 or steps <= 2
-            w_only = alloc.counts["W"] == alloc.size
-            cert = ns.certify(circuit, alloc, m=m, seed=args.seed) if (w_only and not affine) else None
-            if cert is not None and cert.verdict == "zero":  # exact rank deficit: MP = 0, no fit needed
-                rec = certified_zero_record(cert, alloc)
-                rec.update(fitted=0, source="certificate")
+            point = points.sel(allocation=case, m=m)
+            rec = point_record(point)
+            if (point.decision.values == DECISION["rank_certificate"]).all():  # MP = 0 proven, nothing fitted
+                rec.update(fitted=0, source="certificate", solver="none (certificate)", mp_first_round=np.nan,
+                           mp_by_round="", last_round_gain=np.nan, median_log10_residual=np.nan)
             else:
-                rec = mp_record(circuit, alloc, m, trials=trials_affine if affine else trials_lm, seed=args.seed,
-                                **lm)
                 rec.update(fitted=1, source="fit")
             rec.update(config=f"n={n}, T={steps}", case=case, n=n, steps=steps, where=where,
                        strategy=alloc.strategy, m=m, counts=str(alloc.counts))
             records.append(rec)
             print(f"n={n:2d} T={steps} {case:26s} m={m} MP={rec['mp']:.2f} [{rec['mp_low']:.2f}, "
-                  f"{rec['mp_high']:.2f}] ({rec['source']}, {rec['solver']}, {rec.get('verdict', '?')}, "
-                  f"{time.perf_counter() - tick:.1f} s)", flush=True)
+                  f"{rec['mp_high']:.2f}] ({rec['source']}, {rec['solver']}, {rec.get('verdict', '?')})", flush=True)
+        print(f"{case}: {len(ms)} points in {time.perf_counter() - tick:.1f} s", flush=True)
 
     for n, steps, ms in configs:
         rnn = ns.linear_rnn(n, N_IN, N_OUT, steps=steps)
@@ -98,18 +94,16 @@ def main(argv=None) -> None:
                 alloc = ns.allocate(rnn, n, strategy="spread-rows", seed=args.seed, **kw)
                 run(f"{where}: spread over rows", n, steps, where, alloc, ms, rnn)
 
-    ds = records_to_dataset(records, ["config", "case", "m"], base_attrs(
+    ds = records_to_dataset(records, ["config", "case", "m"], NAME, base_attrs(
         NAME, args, claim="LRNN: spread allocations of W are maximal, a single row/column is minimal",
         n_in=N_IN, n_out=N_OUT, budget="M = n plastic synapses", configs=str([c[:2] for c in configs]),
         trials_affine=trials_affine, trials_lm=trials_lm, **lm_attrs(lm),
         tolerance=ns.DEFAULT_TOL,
         certified_points=int(sum(r["fitted"] == 0 for r in records)),
-        certified_rule="W-only LM points whose ns.certify verdict is 'zero' (plastic rank < dim V) are recorded as "
-                       "MP = 0 from the certificate without fitting (fitted = 0, source = 'certificate'); all "
-                       "other points are fitted (fitted = 1, source = 'fit')"))
-    ds["fitted"].attrs.update(long_name="1: MP estimated by fitting; 0: MP = 0 taken from the exact certificate",
-                              units="1")
-    ds["source"].attrs.update(long_name="where MP comes from: 'fit' or 'certificate' (verdict zero, not fitted)")
+        certified_rule="W-only LM points are estimated with skip_zero=True: where the ns.certify verdict is 'zero' "
+                       "(plastic rank < dim V) every trial is decided by the rank certificate (MP = 0, nothing "
+                       "fitted: fitted = 0, source = 'certificate', the Wilson interval over the trials, no fit "
+                       "diagnostics); all other points are fitted (fitted = 1, source = 'fit')"))
 
     def mark_certified(ax, sub, offset):
         """Open markers on the points whose MP = 0 comes from the certificate, not from a fit."""
@@ -144,7 +138,7 @@ def main(argv=None) -> None:
     band_note(fig)
     fig.text(0.01, -0.035, "open markers: MP = 0 proven by the exact certificate (verdict zero, plastic rank < "
              "dim V), recorded without fitting", fontsize=7, ha="left", va="top")
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

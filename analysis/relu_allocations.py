@@ -26,8 +26,8 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (band_note, base_attrs, figure, lm_attrs, lm_settings, mp_axes, mp_record, parse_args, plot_mp,
-                    records_to_dataset, save)
+from common import (band_note, base_attrs, describe, figure, lm_attrs, lm_settings, mp_axes, mp_records, parse_args,
+                    plot_mp, records_to_dataset, save)
 
 NAME = "relu_allocations"
 
@@ -65,28 +65,30 @@ def main(argv=None) -> None:
         allocs = [over_k_neurons(net, budget, k, args.seed) for k in ks]
         if not quick:
             allocs.append(ns.allocate(net, budget, strategy="random", within=["W1"], seed=args.seed))
+        trials = trials_relu if nonlinearity == "relu" else trials_linear
+        tick = time.perf_counter()
+        points = mp_records(net, {alloc.strategy: alloc for alloc in allocs}, ms, trials=trials, seed=args.seed,
+                            **lm)
         for alloc in allocs:
             k = int((alloc.rows("W1") > 0).sum())
             for m in ms:
-                tick = time.perf_counter()
-                rec = mp_record(net, alloc, m, trials=trials_relu if nonlinearity == "relu" else trials_linear,
-                                seed=args.seed, **lm)
+                rec = dict(points[alloc.strategy, m])
                 rec.update(nonlinearity=nonlinearity, allocation=alloc.strategy, m=m, neurons=k,
                            max_per_neuron=int(alloc.rows("W1").max()))
                 records.append(rec)
                 print(f"{nonlinearity:6s} {alloc.strategy:10s} m={m:2d} MP={rec['mp']:.2f} [{rec['mp_low']:.2f}, "
                       f"{rec['mp_high']:.2f}] first round {rec['mp_first_round']:.2f} ({rec['solver']}, "
-                      f"{time.perf_counter() - tick:.1f} s)", flush=True)
+                      f"{rec['decision_kind']})", flush=True)
+        print(f"{nonlinearity}: {len(allocs) * len(ms)} points in {time.perf_counter() - tick:.1f} s", flush=True)
 
-    ds = records_to_dataset(records, ["nonlinearity", "allocation", "m"], base_attrs(
+    ds = records_to_dataset(records, ["nonlinearity", "allocation", "m"], NAME, base_attrs(
         NAME, args, claim="shallow ReLU: spreading plastic synapses over hidden neurons enhances MP",
         sizes=str(sizes), budget=budget, plastic_weight="W1", trials_relu=trials_relu, trials_linear=trials_linear,
         **lm_attrs(lm),
         tolerance=ns.DEFAULT_TOL))
     for name in ("neurons", "max_per_neuron"):
         ds[name] = ds[name].max(["m", "nonlinearity"])
-    ds["neurons"].attrs.update(long_name="hidden neurons with plastic input synapses", units="neurons")
-    ds["max_per_neuron"].attrs.update(long_name="most plastic synapses on one hidden neuron", units="synapses")
+    describe(ds, NAME)
 
     # ---- figure: ReLU and linear MP vs m; ReLU MP vs k at each m
     fig, axes = figure(3)
@@ -107,7 +109,7 @@ def main(argv=None) -> None:
     mp_axes(ax, xlabel="hidden neurons sharing the budget k (neurons)", title="ReLU: MP vs spread")
     ax.set_xscale("log", base=2)
     band_note(fig)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_attrs, figure, parse_args, save
+from common import base_attrs, describe, figure, parse_args, save
 
 NAME = "scaling"
 STRATEGIES = ("spread-rows", "spread-cols", "random", "concentrated-rows", "concentrated-cols")
@@ -126,20 +126,15 @@ def main(argv=None) -> None:
                 grid_m.index(r["m"])] = r["verdict"]
     q = np.array([[_family(k, n)[2] for n in sizes] for k in families])
     ds = xr.Dataset(
-        {"m_critical": (("family", "n", "strategy"), m_c,
-                        {"long_name": "largest m with plastic rank = dim V (MP > 0 up to it, MP = 0 beyond)",
-                         "units": "probes"}),
-         "q": (("family", "n"), q, {"long_name": "stacked input dimension (ranks fixed for m >= q)",
-                                    "units": "1"}),
-         "verdict": (("family", "n", "strategy", "m"), verdict.astype(str),
-                     {"long_name": "exact certificate verdict ('' where m is not on that n's grid)"})},
+        {"m_critical": (("family", "n", "strategy"), m_c), "q": (("family", "n"), q),
+         "verdict": (("family", "n", "strategy", "m"), verdict.astype(str))},
         coords={"family": families, "n": sizes, "strategy": list(STRATEGIES), "m": grid_m},
         attrs=base_attrs(NAME, args, claim="does the critical m/n of spread vs concentrated allocations sharpen or "
                                            "shift as n grows (exact GF(p) certificates)", budget="M = n",
                          lffn="feedforward([n, n, 2]), plastic in W1", lrnn="linear_rnn(n, 2, 2, steps=n // 8 "
                          "(>= 2)), plastic in W", max_error_bound=float(max(r["error_bound"] for r in records))))
     ds["m_critical_over_n"] = ds.m_critical / ds.n
-    ds["m_critical_over_n"].attrs.update(long_name="critical probes per neuron m_c / n", units="1")
+    describe(ds, NAME)
 
     fig, axes = figure(2)
     for ax, fam in zip(axes[0], families):
@@ -150,7 +145,7 @@ def main(argv=None) -> None:
         ax.set_ylabel("critical probes per neuron m_c / n (1)")
         ax.set_title(f"{fam}: M = n plastic ({'W1 of n-n-2' if fam == 'LFFN' else 'W, T = n/8'})")
         ax.legend(frameon=False)
-    save(ds, fig, args.out, NAME, started)
+    save(ds, fig, args, NAME, started)
 
 
 if __name__ == "__main__":

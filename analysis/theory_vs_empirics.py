@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import neurosubset as ns
-from common import base_attrs, figure, lm_attrs, lm_settings, parse_args, records_to_dataset, save
+from common import base_attrs, figure, lm_attrs, lm_settings, mp_record, parse_args, records_to_dataset, save
 
 NAME = "theory_vs_empirics"
 # LM settings for the non-affine cases: the library defaults at default size, a cheaper solver with --quick only
@@ -64,7 +64,7 @@ def _case(family: str, index: int, seed: int, trials: int, solver: dict) -> dict
     t_cert = time.perf_counter() - start
     heur = ns.heuristic(net, alloc, m=m)
     start = time.perf_counter()
-    ds = ns.match_probability(net, alloc, m=m, trials=trials, seed=seed + 1, certificate=False, **solver)
+    fit = mp_record(net, alloc, m, trials=trials, seed=seed + 1, certificate=False, **solver)
     t_fit = time.perf_counter() - start
     return {
         "case": index, "family": family, "circuit": net.name, "m": m, "steps": net.steps,
@@ -73,11 +73,8 @@ def _case(family: str, index: int, seed: int, trials: int, solver: dict) -> dict
         "plastic_rank": cert.plastic_rank, "full_rank": cert.full_rank, "affine": int(cert.affine),
         "verdict": cert.verdict, "plastic_gap_log10": float(np.log10(cert.plastic_gap)),
         "full_gap_log10": float(np.log10(cert.full_gap)),
-        "mp": float(ds.mp), "mp_low": float(ds.mp_low), "mp_high": float(ds.mp_high),
-        "n_matched": int(ds.matched.sum()), "trials": trials, "solver": str(ds.attrs["solver"]),
-        "mp_first_round": float(ds.mp_first_round),
-        "mp_by_round": json.dumps([round(float(v), 4) for v in ds.mp_by_round.values]),
-        "last_round_gain": float(ds.attrs.get("last_round_gain", 0.0)),
+        **{k: fit[k] for k in ("mp", "mp_low", "mp_high", "n_matched", "trials", "solver", "decision_kind",
+                               "mp_first_round", "mp_by_round", "last_round_gain")},
         "h_effective": heur.effective, "h_required": heur.required, "h_verdict": heur.verdict, "h_mp": heur.mp,
         "certify_s": t_cert, "fit_s": t_fit,
     }
@@ -203,12 +200,10 @@ def main(argv=None) -> None:
             records.append(_case(family, index, args.seed, trials, solver))
             index += 1
         print(f"{family}: {count} cases in {time.perf_counter() - t0:.1f} s", flush=True)
-    ds = records_to_dataset(records, ["case"], base_attrs(NAME, args, trials=trials, **lm_attrs(solver),
-                                                          rank_rtol=ns.theory.RANK_RTOL))
-    ds["affine"].attrs.update(long_name="outputs affine in the plastic weights (1) or not (0)", units="1")
-    ds["h_mp"].attrs.update(long_name="heuristic predicted MP", units="1")
+    ds = records_to_dataset(records, ["case"], NAME, base_attrs(NAME, args, trials=trials, **lm_attrs(solver),
+                                                                rank_rtol=ns.theory.RANK_RTOL))
     ds.attrs.update(summarise(ds))
-    save(ds, plot(ds), args.out, NAME, started)
+    save(ds, plot(ds), args, NAME, started)
 
 
 if __name__ == "__main__":

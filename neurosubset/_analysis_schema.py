@@ -77,10 +77,8 @@ ANALYSIS_VARIABLES: dict[str, dict[str, Any]] = {
     "n_sign_violations": {"long_name": "fitted plastic values of the wrong sign, summed over trials", **_ONE},
     "n_matched_unstable": {"long_name": "matched trials whose student is unstable", **_ONE},
     "rejected_draws": {"long_name": "unstable teacher/student draws rejected (stable only)", **_ONE},
-    # continuous_allocations
+    # continuous_allocations (tau, dt: SCRIPT_VARIABLES)
     "tau_ratio": {"long_name": "tau / duration", **_ONE},
-    "tau_neuron": {"long_name": "time constant of the recurrent neurons", "units": "s"},
-    "rk4_dt": {"long_name": "RK4 time step", "units": "s"},
     # scaling
     "m_critical": {"long_name": "largest m with plastic rank = dim V (MP > 0 up to it, MP = 0 beyond)", **_ONE},
     "m_critical_over_n": {"long_name": "critical probes per neuron m_c / n", **_ONE},
@@ -130,6 +128,10 @@ SCRIPT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "n_plastic": {"long_name": "plastic synapses of the allocation", **_ONE},
         "dale": {"long_name": "Dale's law kept (1) or not (0)", **_ONE},
         "budget": {"long_name": "plastic synapses asked for M", **_ONE},
+    },
+    "continuous_allocations": {
+        "tau": {"long_name": "time constant of the recurrent neurons", "units": "s"},
+        "dt": {"long_name": "RK4 time step", "units": "s"},
     },
     "digits_allocations": {
         "seed": {"long_name": "seed of the split, init and allocation", **_ONE},
