@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-pytestmark = pytest.mark.slow  # each script runs in a subprocess: 4-10 s a test
+# each script runs in a subprocess (4-10 s a test): those tests are marked slow; the static rules at the end are not
 
 ROOT = Path(__file__).resolve().parents[1]
 WILSON_SLACK = 1e-12  # Wilson bounds are computed in floating point; allow rounding at the ends of [0, 1]
@@ -53,6 +53,7 @@ def _check_mp(ds: xr.Dataset, script: str) -> None:
     assert ds.mp.attrs.get("units") == "1" and "long_name" in ds.mp.attrs
 
 
+@pytest.mark.slow
 def test_lffn_allocations(tmp_path):
     ds = _run("lffn_allocations", tmp_path)
     assert set(ds.mp.dims) == {"case", "m"}
@@ -70,6 +71,7 @@ def test_lffn_allocations(tmp_path):
     assert (ds.mp.sel(case="2 layers: all in W2, spread-rows").sel(m=[1, 2, 3]) == 1).all()
 
 
+@pytest.mark.slow
 def test_lrnn_allocations(tmp_path):
     ds = _run("lrnn_allocations", tmp_path)
     assert set(ds.mp.dims) == {"config", "case", "m"}
@@ -84,6 +86,7 @@ def test_lrnn_allocations(tmp_path):
     assert (c_only.sel(m=[1, 2]) == 1).all() and float(c_only.sel(m=3)) == 0, f"C only: {c_only.values}"
 
 
+@pytest.mark.slow
 def test_relu_allocations(tmp_path):
     ds = _run("relu_allocations", tmp_path)
     assert set(ds.mp.dims) == {"nonlinearity", "allocation", "m"}
@@ -95,6 +98,7 @@ def test_relu_allocations(tmp_path):
     assert (ds.neurons > 0).all()
 
 
+@pytest.mark.slow
 def test_digits_allocations(tmp_path):
     ds = _run("digits_allocations", tmp_path)
     assert set(ds.test_accuracy.dims) == {"strategy", "budget", "seed"}
@@ -110,6 +114,7 @@ def test_digits_allocations(tmp_path):
         f"{nothing.train_accuracy.values}"
 
 
+@pytest.mark.slow
 def test_heuristic_accuracy(tmp_path):
     ds = _run("heuristic_accuracy", tmp_path)
     assert set(ds.mp.dims) == {"allocation"}
@@ -125,6 +130,7 @@ def test_heuristic_accuracy(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_ei_allocations(tmp_path):
     ds = _run("ei_allocations", tmp_path)
     _check_mp(ds, "ei_allocations")
@@ -145,6 +151,7 @@ def test_ei_allocations(tmp_path):
     assert (ro.n_sign_violations.sel(dale=1) == 0).all()
 
 
+@pytest.mark.slow
 def test_scaling(tmp_path):
     ds = _run("scaling", tmp_path)
     assert set(ds.m_critical.dims) == {"family", "n", "strategy"}
@@ -161,6 +168,7 @@ def test_scaling(tmp_path):
         assert int(lffn.sel(strategy="spread-cols")) == n // 2
 
 
+@pytest.mark.slow
 def test_continuous_allocations(tmp_path):
     ds = _run("continuous_allocations", tmp_path)  # into tmp_path: the shipped data/continuous_allocations.* stay
     assert set(ds.mp.dims) == {"case", "tau_ratio"}
@@ -180,3 +188,45 @@ def test_continuous_allocations(tmp_path):
     # W (tanh, not affine): LM lower bounds; E = m n_out = 2 x 2 = 4 equations
     w = ds.sel(case=["W: one per row", "W: one full row"])
     assert (w.decision_kind == "lower bound").all() and (w.full_rank == 4).all() and (w.plastic_rank <= 4).all()
+
+
+# ------------------------------------------------------------------------------------- static rules (fast)
+def _analysis_trees():
+    import ast
+
+    for path in sorted((ROOT / "analysis").glob("*.py")):
+        yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def test_analysis_scripts_import_no_private_names():
+    """The scripts use the public API: no ``neurosubset._x`` module but ``neurosubset._internal`` (the one door),
+    no private name (``_x``) from any module, a sibling script's included, and no ``ns._x`` attribute."""
+    import ast
+
+    bad = []
+    for path, tree in _analysis_trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+                parts = node.module.split(".")
+                if any(p.startswith("_") and p != "_internal" for p in parts[1:]) or parts[0].startswith("_"):
+                    bad.append(f"{path.name}:{node.lineno} from {node.module} import ...")
+                bad += [f"{path.name}:{node.lineno} from {node.module} import {a.name}" for a in node.names
+                        if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
+                        if any(p.startswith("_") and p != "_internal" for p in a.name.split(".")[1:])]
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "ns"
+                  and node.attr.startswith("_") and not node.attr.startswith("__")):
+                bad.append(f"{path.name}:{node.lineno} ns.{node.attr}")
+    assert not bad, "analysis/ reaches past the public API (use neurosubset._internal):\n" + "\n".join(bad)
+
+
+def test_analysis_scripts_write_only_through_the_one_write_path():
+    """No ``to_netcdf`` / ``to_zarr`` / ``savefig`` call in analysis/: every file goes through ns.write and
+    write_figure (common.save), so the output rules (no silent overwrite, shipped data/ kept) hold."""
+    import ast
+
+    bad = [f"{path.name}:{node.lineno} .{node.func.attr}(...)" for path, tree in _analysis_trees()
+           for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+           and node.func.attr in ("to_netcdf", "to_zarr", "savefig")]
+    assert not bad, "analysis/ writes around neurosubset.write:\n" + "\n".join(bad)
