@@ -1,0 +1,191 @@
+"""Proofs of no match within the sign box and the plausibility box (neurosubset.solvers.proofs).
+
+References are independent of the code under test: a brute-force grid (plus a bounded local refinement) of the
+relative residual over the plausibility box, computed from a dense numpy solve of the fixed point assembled here;
+and closed-form LPs for the rational Farkas check.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import neurosubset as ns
+from neurosubset import _schema
+from neurosubset.benchmark import draw_trials
+from neurosubset.solvers.proofs import farkas_certificate
+
+TOL = 1e-8  # the toolkit's default match tolerance
+# a trial proven unmatchable must sit far from tol on the grid: unmatched residuals of these tiny circuits are O(1),
+# matched ones at rounding level; 1e-4 leaves four decades on each side
+GRID_FLOOR = 1e-4
+K = 100.0  # the default plausibility bound
+
+TINY = {"name": "tiny", "dynamics": "steady", "nonlinearity": "linear", "seed": 0,
+        "regions": {"X": {"size": 2, "role": "input"}, "E": {"size": 3, "role": "hidden", "sign": 1},
+                    "I": {"size": 1, "role": "hidden", "sign": -1}, "OUT": {"size": 1, "role": "output"}},
+        "projections": [{"pre": "X", "post": "E", "p": 1.0, "gain": 1.0},
+                        {"pre": "E", "post": "E", "p": 1.0, "gain": 0.3},
+                        {"pre": "E", "post": "I", "p": 1.0, "gain": 0.5},
+                        {"pre": "I", "post": "E", "p": 1.0, "gain": 0.5},
+                        {"pre": "E", "post": "OUT", "p": 1.0, "gain": 1.0}]}
+
+
+def _order(circuit):
+    names = [r.name for r in circuit.regions if r.role != "input"]
+    start = dict(zip(names, np.cumsum([0] + [circuit.region[n].size for n in names])[:-1]))
+    return names, start
+
+
+def _outputs(circuit, weights, probes):
+    """Outputs ``(m, n_out)`` of a linear steady circuit, assembled here: r = (I - W)^-1 U x (dense numpy)."""
+    names, start = _order(circuit)
+    n = sum(circuit.region[k].size for k in names)
+    inputs = [r.name for r in circuit.regions if r.role == "input"]
+    in_start = dict(zip(inputs, np.cumsum([0] + [circuit.region[k].size for k in inputs])[:-1]))
+    w, u = np.zeros((n, n)), np.zeros((n, sum(circuit.region[k].size for k in inputs)))
+    for p in circuit.projections:
+        a, b = start[p.post], circuit.region[p.post].size
+        if p.pre in start:
+            w[a:a + b, start[p.pre]:start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+        else:
+            u[a:a + b, in_start[p.pre]:in_start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+    r = np.linalg.solve(np.eye(n) - w, u @ probes.T)
+    outs = np.concatenate([np.arange(start[k], start[k] + circuit.region[k].size) for k in names
+                           if circuit.region[k].role == "output"])
+    return r[outs].T, w
+
+
+def _grid_min(circuit, alloc, draws, i, lo, hi):
+    """Smallest relative residual over the box (a grid of 201 points per plastic value, then L-BFGS-B from the
+    five best), by this file's own fixed-point solve."""
+    teacher = {k: v[i] for k, v in draws.teacher.items()}
+    y_t, _ = _outputs(circuit, teacher, draws.probes[i])
+    where = [(k, r, c) for k in circuit.weight_names for r, c in zip(*np.nonzero(alloc.masks[k]))]
+
+    def resid(theta):
+        w = {k: v[i].copy() for k, v in draws.student_init.items()}
+        for (k, r, c), t in zip(where, theta):
+            w[k][r, c] = t
+        try:
+            y, _ = _outputs(circuit, w, draws.probes[i])
+        except np.linalg.LinAlgError:
+            return np.inf
+        return float(np.linalg.norm(y - y_t) / np.linalg.norm(y_t))
+
+    axes = [np.linspace(a, b, 201) for a, b in zip(lo, hi)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    vals = np.array([resid(t) for t in pts])
+    best = min(vals.min(), *[minimize(resid, pts[j], method="L-BFGS-B", bounds=list(zip(lo, hi))).fun
+                             for j in np.argsort(vals)[:5]])
+    return best
+
+
+def _box(circuit, alloc):
+    sigma = circuit.init_scale(alloc)
+    signs = [circuit.region[circuit.projection[k].pre].sign for k in circuit.weight_names
+             for _ in range(alloc.counts[k])]
+    lo = np.array([0.0 if s == 1 else -K * sg for s, sg in zip(signs, sigma)])
+    hi = np.array([0.0 if s == -1 else K * sg for s, sg in zip(signs, sigma)])
+    return lo, hi
+
+
+@pytest.mark.slow
+# one plastic value and two probes: two equations in one unknown, generically no match (all 8 proven); two values:
+# matches exist (some unstable: those trials stay undecided, stability is not encoded in the proofs)
+@pytest.mark.parametrize(("budget", "least"), [(1, 8), (2, 1)])
+def test_each_proven_no_match_agrees_with_a_brute_force_grid_within_k(budget, least):
+    circuit = ns.Circuit.from_dict(TINY)
+    alloc = ns.allocate(circuit, budget, within=["E->E"], seed=1)
+    trials, m = 8, 2
+    res = ns.fit(circuit, alloc, m=m, trials=trials, seed=0)
+    draws = draw_trials(circuit, m, trials, 0, stable=True)
+    lo, hi = _box(circuit, alloc)
+    proofs = np.flatnonzero(res.outcome == _schema.PROVEN_NO_MATCH)
+    assert proofs.size >= least, res.outcome
+    for i in proofs:
+        assert res.decision[i] in (_schema.SIGN_CONE_DECISION, _schema.BRANCH_AND_BOUND_DECISION), res.decision
+        assert res.proof_kind[i] in (_schema.SIGN_CONE_PROOF, _schema.BRANCH_AND_BOUND_PROOF), res.proof_kind
+        best = _grid_min(circuit, alloc, draws, i, lo, hi)
+        assert best > GRID_FLOOR, f"trial {i}: proven no match, yet the grid reaches residual {best:.2e}"
+    for i in np.flatnonzero(res.outcome == _schema.PROVEN_MATCH):  # the witness itself, re-solved here
+        _witness_holds(circuit, res, draws, i, lo, hi)
+
+
+def _witness_holds(circuit, res, draws, i, lo, hi):
+    y_t, _ = _outputs(circuit, {k: v[i] for k, v in draws.teacher.items()}, draws.probes[i])
+    y_s, w = _outputs(circuit, {k: v[i] for k, v in res.student.items()}, draws.probes[i])
+    rel = np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t)
+    assert rel < TOL, f"trial {i}: witness residual {rel:.2e}"
+    assert ((res.theta[i] >= lo) & (res.theta[i] <= hi)).all(), (res.theta[i], lo, hi)
+    if res.stable:
+        assert np.linalg.eigvals(w).real.max() < 1.0
+
+
+@pytest.mark.slow
+def test_every_small_trial_is_decided_and_each_verdict_holds_the_grid():
+    # one plastic synapse, one probe: a match exists iff the teacher's output lies on the reachable side; the grid
+    # decides it here independently (a univariate residual)
+    circuit = ns.Circuit.from_dict(TINY)
+    alloc = ns.allocate(circuit, 1, within=["E->E"], seed=1)
+    # Dale only: every witness SCIP finds counts (with stability required an unstable one leaves its trial open)
+    res = ns.fit(circuit, alloc, m=1, trials=6, seed=3, stable=False)
+    draws = draw_trials(circuit, 1, 6, 3, stable=False)
+    lo, hi = _box(circuit, alloc)
+    for i in range(6):
+        best = _grid_min(circuit, alloc, draws, i, lo, hi)
+        if res.outcome[i] == _schema.PROVEN_NO_MATCH:
+            assert best > GRID_FLOOR, (i, best)
+        elif res.outcome[i] == _schema.PROVEN_MATCH:
+            assert best < GRID_FLOOR, (i, best)
+            _witness_holds(circuit, res, draws, i, lo, hi)
+        assert res.outcome[i] != _schema.UNDECIDED, res.outcome  # such a small case is always decided
+
+
+def test_farkas_certificate_on_closed_form_lps():
+    # 0 <= t <= 1 and t >= 2 (-t <= -2): empty; y = 1 proves it (min over the box of -t is -1 > -2)
+    a, c = np.array([[-1.0]]), np.array([-2.0])
+    assert farkas_certificate(a, c, np.array([0.0]), np.array([1.0]), np.array([1.0]))
+    # t >= 0.5 in the same box is feasible: no multiplier proves it empty
+    for y in (0.5, 1.0, 3.0):
+        assert not farkas_certificate(a, np.array([-0.5]), np.array([0.0]), np.array([1.0]), np.array([y]))
+    # x + y <= 1 and x + y >= 3 in [0, 2]^2: empty, y = (1, 1) sums to 0 <= -2 (exact); zero multipliers prove nothing
+    a2, c2 = np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([1.0, -3.0])
+    assert farkas_certificate(a2, c2, np.zeros(2), np.full(2, 2.0), np.array([1.0, 1.0]))
+    assert not farkas_certificate(a2, c2, np.zeros(2), np.full(2, 2.0), np.zeros(2))
+    # exactness: 0.1 + 0.2 > 0.3 in floats but the check must use the floats' exact values (1/10 is not a float):
+    # t <= 0.3 and t >= 0.1 + 0.2 with t in [0, 1]; the float 0.1 + 0.2 is 0.30000000000000004 > 0.3: empty exactly
+    a3, c3 = np.array([[1.0], [-1.0]]), np.array([0.3, -(0.1 + 0.2)])
+    assert farkas_certificate(a3, c3, np.array([0.0]), np.array([1.0]), np.array([1.0, 1.0]))
+    a4, c4 = np.array([[1.0], [-1.0]]), np.array([0.3, -0.3])  # t = 0.3 feasible
+    assert not farkas_certificate(a4, c4, np.array([0.0]), np.array([1.0]), np.array([1.0, 1.0]))
+
+
+@pytest.mark.slow
+def test_the_row_lps_and_scip_agree_where_the_lps_decide():
+    # two plastic values of one row, two probes: the row LP (pinned presynaptic rates) and SCIP on the whole lifted
+    # problem are two formulations; every trial the LP refutes SCIP must refute too, and SCIP finds no point there
+    import torch
+
+    from neurosubset.dynamics import PlasticMap, forward
+    from neurosubset.solvers.bounded import sign_bounds
+    from neurosubset.solvers.chain import Batch, Problem
+    from neurosubset.solvers.proofs import BranchAndBound, SignConeLP
+
+    circuit = ns.Circuit.from_dict(TINY)
+    alloc = ns.allocate(circuit, 2, within=["E->E"], seed=1)
+    trials, m = 8, 2
+    d = draw_trials(circuit, m, trials, 0, stable=True)
+    t = (lambda a: torch.as_tensor(a, dtype=torch.float64))
+    fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
+    targets = forward(circuit, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
+    own = t(np.concatenate([d.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names],
+                           -1))
+    batch = Batch(Problem(circuit, alloc, m, trials, affine=False, signed=True), fmap, lambda: fmap, targets, own,
+                  alloc, circuit.init_scale(alloc), sign_bounds(circuit, alloc), None, TOL, 0, 0)
+    lp = SignConeLP().decide(batch, np.arange(trials))
+    bb = BranchAndBound(seconds=20.0).decide(batch, np.arange(trials))
+    refuted = lp.outcome == _schema.PROVEN_NO_MATCH
+    assert refuted.any(), lp.outcome
+    assert (bb.outcome[refuted] == _schema.PROVEN_NO_MATCH).all(), (lp.outcome, bb.outcome)
+    assert not ((bb.outcome == _schema.PROVEN_MATCH) & refuted).any()
