@@ -27,6 +27,7 @@ A search, not a proof: a trial it does not match stays undecided (the chain's ne
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -378,12 +379,16 @@ class StableWitness:
         The search stops at ``max Re eig W < 1 - margin`` (room for the Lyapunov certificate).
     beta : float
         Softness of the smoothed abscissa.
+    seconds : float
+        Wall-clock cap per trial: no new start begins after it (as SCIP's time limit, it makes a trial's verdict
+        depend on the machine where it binds; a trial it cuts short stays open, never a guess).
     """
 
     starts: int = 4
     iterations: int = 200
     margin: float = 0.02
     beta: float = 20.0
+    seconds: float = 120.0
     name: ClassVar[str] = "stable_witness"
     final: ClassVar[bool] = False
     records: ClassVar[bool] = False  # the result records the solver that would have run without it
@@ -434,7 +439,10 @@ class StableWitness:
                 st = _Student(lay, a_all[p], b_all[p], x_all[p], y_all[p])
                 rng = np.random.default_rng(np.random.SeedSequence(batch.seed,
                                                                    spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
+                began = time.perf_counter()
                 for s in range(self.starts):
+                    if s and time.perf_counter() - began > self.seconds:
+                        break
                     if s == 0:
                         start = own_np[p]
                     else:
