@@ -43,7 +43,12 @@ def single() -> xr.Dataset:
 
 
 def _labels(ax) -> tuple[str, str]:
-    return ax.get_xlabel(), ax.get_ylabel()
+    return _flat(ax.get_xlabel()), _flat(ax.get_ylabel())
+
+
+def _flat(text: str) -> str:
+    """A label or title as one line (figures wrap long ones to fit)."""
+    return " ".join(text.split())
 
 
 def test_mp_curves_lines_bands_and_labels(swept):
@@ -52,7 +57,7 @@ def test_mp_curves_lines_bands_and_labels(swept):
     assert len(axes) == 2  # one panel per budget
     for ax, b in zip(axes, (6, 9)):
         assert f"M = {b}" in ax.get_title()
-        assert _labels(ax)[0] == "fraction of the budget on A->O (1)"
+        assert _labels(ax)[0] == "fraction of the budget on A->O (1); B->O = 1 - A->O"  # every key named
         n_lines = 2 * 2  # strategies x m
         assert len(ax.get_lines()) == n_lines
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -93,7 +98,7 @@ def _marker_of_symbol(symbol: str) -> bytes:
 
 def test_m_axes_have_integer_ticks(swept):
     nokeys = ns.sweep(two_inputs(), budget=[6, 9], strategy=["spread-rows"], m=[2, 3, 5], trials=3)
-    ax = [a for a in mp_curves(nokeys).axes if a.get_title()][0]
+    ax = [a for a in mp_curves(nokeys, x="m").axes if a.get_title()][0]
     assert ax.get_xlabel() == "number of probes m (1)"
     assert list(ax.get_xticks()) == [2, 3, 5]
     heat = [a for a in mp_heatmap(swept).axes if a.get_title()][0]
@@ -107,6 +112,7 @@ def test_mp_heatmap_cells(swept, swept3):
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["spread-rows", "concentrated-rows"]
     assert _labels(axes[0]) == ("fraction of the budget on A->O (1)", "number of probes m (1)")
+    assert "B->O = the rest of the budget" in _flat(fig.axes[-1].get_ylabel())  # the colour bar: the other key
     mesh = [c for c in axes[0].collections if isinstance(c, QuadMesh)][0]
     assert mesh.get_array().shape == (2, 3)  # m x fraction levels
     np.testing.assert_array_equal(np.asarray(mesh.get_array())[:, 2],

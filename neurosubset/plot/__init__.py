@@ -24,10 +24,10 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ._common import fraction_keys, is_sweep
+from ._common import is_sweep
 from .masks import _draw_masks, _mask_matrix, _masks_of, allocation_masks, mp_summary, plot_allocation
 from .spiking import spike_rates, spikecheck_figure
-from .sweep import mp_curves, mp_heatmap, mp_ternary, plot_paired_difference
+from .sweep import mp_curves, mp_heatmap, mp_ternary, plot_paired_difference, ternary_keys
 
 __all__ = ["is_sweep", "mp_curves", "mp_heatmap", "mp_ternary", "allocation_masks", "plot_allocation",
            "plot_paired_difference", "mp_summary", "figures", "figure_paths", "save_figures", "spike_rates",
@@ -39,7 +39,7 @@ def figures(ds: xr.Dataset) -> dict[str, Figure]:
     keys) for a sweep; ``mp`` for one MP estimate."""
     if is_sweep(ds):
         out = {"curves": mp_curves(ds), "heatmap": mp_heatmap(ds), "masks": allocation_masks(ds)}
-        if len(fraction_keys(ds)) == 3 and ds.attrs.get("fraction_grid") != "density":
+        if ternary_keys(ds) is not None:  # three keys, or more with all but three constant
             out["ternary"] = mp_ternary(ds)
         return out
     return {"mp": mp_summary(ds)}

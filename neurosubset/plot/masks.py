@@ -13,12 +13,13 @@ from .._checks import ParameterError
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..results import stored_masks
-from ._common import fraction_keys, is_sweep, key_values, point_index, require_sweep
+from ._common import fraction_keys, is_sweep, key_values, point_index, require_sweep, separate_tick_labels
+from ._common import title as set_title
 
 _MASK_CMAP = ListedColormap(["white", "0.82", "crimson"])  # absent, frozen synapse, plastic synapse
 _RESIDUAL_FLOOR = 1e-18  # exact zeros are drawn here on the log axis
 
-__all__ = ["allocation_masks", "mp_summary", "plot_allocation"]
+__all__ = ["allocation_masks", "mp_summary", "plot_allocation", "trial_classes"]
 
 
 def _mask_matrix(circuit: Circuit, masks: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[tuple[str, int, int]],
@@ -44,7 +45,7 @@ def _draw_masks(ax: Any, circuit: Circuit, masks: Mapping[str, np.ndarray], titl
     ax.set_ylabel("postsynaptic region (neurons)")
     ax.set_xlabel("presynaptic region (neurons)")
     counts = ", ".join(f"{k}: {int(np.asarray(v).sum())}" for k, v in masks.items() if np.asarray(v).any())
-    ax.set_title(f"{title}\nplastic (red) {counts or 'none'}", fontsize="small")
+    set_title(ax, f"{title}\nplastic (red) {counts or 'none'}", fontsize="small")
 
 
 def _masks_of(ds: xr.Dataset, circuit: Circuit) -> dict[str, np.ndarray]:
@@ -82,8 +83,10 @@ def plot_allocation(circuit: Circuit, alloc: Allocation, *, title: str | None = 
         raise ParameterError(f"The allocation does not belong to circuit {circuit.name!r}: its weights are "
                              f"{sorted(alloc.masks)}, the circuit's {list(circuit.weight_names)}.")
     fig = Figure(figsize=(5.0, 4.2), layout="constrained")
-    _draw_masks(fig.subplots(), circuit, alloc.masks, title or f"{alloc.strategy}, M = {alloc.size}")
-    fig.suptitle(f"{circuit.name}: plastic synapses")
+    ax = fig.subplots()
+    _draw_masks(ax, circuit, alloc.masks, title or f"{alloc.strategy}, M = {alloc.size}")
+    set_title(fig, f"{circuit.name}: plastic synapses")
+    separate_tick_labels(fig, [ax])
     return fig
 
 
@@ -110,7 +113,9 @@ def allocation_masks(ds: xr.Dataset, *, budget: int | None = None,
     circuit = Circuit.from_toml_text(ds.attrs["circuit"])
     if not is_sweep(ds):
         fig = Figure(figsize=(5.0, 4.2), layout="constrained")
-        _draw_masks(fig.subplots(), circuit, _masks_of(ds, circuit), ds.attrs.get("allocation_strategy", ""))
+        ax = fig.subplots()
+        _draw_masks(ax, circuit, _masks_of(ds, circuit), ds.attrs.get("allocation_strategy", ""))
+        separate_tick_labels(fig, [ax])
         return fig
     ds = require_sweep(ds, "allocation_masks")
     keys = fraction_keys(ds)
@@ -129,8 +134,42 @@ def allocation_masks(ds: xr.Dataset, *, budget: int | None = None,
     for ax, strat in zip(axes, strategies):
         _draw_masks(ax, circuit, _masks_of(cells.sel({**sel, "strategy": strat}), circuit), strat)
     at = f" at M = {sel['budget']}" if "budget" in sel else ""
-    fig.suptitle(f"{circuit.name}: allocations{at}" + (f" ({where})" if where else ""))
+    set_title(fig, f"{circuit.name}: allocations{at}" + (f" ({where})" if where else ""))
+    separate_tick_labels(fig, axes)
     return fig
+
+
+def _meanings(var: xr.DataArray) -> np.ndarray:
+    """The CF flag meaning of every value of an int8 flag variable (``flag_values`` / ``flag_meanings`` attrs)."""
+    names = dict(zip(np.asarray(var.attrs["flag_values"]).tolist(), str(var.attrs["flag_meanings"]).split()))
+    return np.array([names.get(int(v), "") for v in np.asarray(var.values).ravel()]).reshape(var.shape)
+
+
+# the residual histogram's trial classes, in stacking order: (name, colour, hatch)
+TRIAL_CLASSES = (("matched", "C0", ""), ("unstable (not counted)", "crimson", "xx"),
+                 ("undecided (local solver: lower bound)", "0.6", "//"), ("proven no match", "C2", ""),
+                 ("not matched", "C1", ""))
+
+
+def trial_classes(ds: xr.Dataset) -> np.ndarray:
+    """The class of each trial of a ``match_probability`` result, as the residual histogram colours it: matched;
+    unstable (``fit_status`` unstable: whatever its residual, the student does not count, as the stable option
+    asks); undecided (``outcome`` undecided: a local solver neither matched nor proved the trial unmatched, so
+    MP is a lower bound there); proven no match; not matched (results without ``outcome``)."""
+    n = ds.sizes["trial"]
+    out = np.full(n, TRIAL_CLASSES[4][0], dtype=object)
+    status = _meanings(ds["fit_status"]) if "fit_status" in ds and "flag_values" in ds["fit_status"].attrs else \
+        np.full(n, "")
+    outcome = _meanings(ds["outcome"]) if "outcome" in ds and "flag_values" in ds["outcome"].attrs else None
+    if outcome is not None:
+        out[outcome == "proven_no_match"] = TRIAL_CLASSES[3][0]
+        out[outcome == "undecided"] = TRIAL_CLASSES[2][0]
+    elif ds.attrs.get("decision_kind") == "lower bound":
+        out[:] = TRIAL_CLASSES[2][0]
+    out[status == "unstable"] = TRIAL_CLASSES[1][0]
+    matched = np.asarray(ds["matched"].values, bool) if "matched" in ds else status == "matched"
+    out[matched] = TRIAL_CLASSES[0][0]
+    return out
 
 
 def mp_summary(ds: xr.Dataset) -> Figure:
@@ -144,30 +183,41 @@ def mp_summary(ds: xr.Dataset) -> Figure:
     Returns
     -------
     matplotlib.figure.Figure
-        Left: trials per residual bin with the match tolerance as a dashed line; right: the allocation's masks.
+        Left: trials per residual bin with the match tolerance as a dashed line, stacked by trial class
+        (:func:`trial_classes`: matched, unstable, undecided, proven no match; each with its count in the legend,
+        so that unstable students under the tolerance are not read as matches); the title gives MP with its 95%
+        interval (and the bracket ``[mp_lower, mp_upper]`` where stored; ">=" for a lower bound). Right: the
+        allocation's masks.
     """
     if "residual" not in ds or ds["residual"].dims != ("trial",):
         raise ParameterError(f"mp_summary needs a match_probability Dataset with 'residual (trial)'. Got variables "
                              f"{sorted(map(str, ds.data_vars))}.")
     circuit = Circuit.from_toml_text(ds.attrs["circuit"])
     tol = float(ds["residual"].attrs.get("tolerance", ds.attrs.get("tolerance", np.nan)))
-    res = np.clip(np.asarray(ds["residual"].values, float), _RESIDUAL_FLOOR, None)
-    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    res = np.clip(np.nan_to_num(np.asarray(ds["residual"].values, float), nan=np.inf, posinf=1e300),
+                  _RESIDUAL_FLOOR, 1e300)
+    fig = Figure(figsize=(10.5, 4.6), layout="constrained")
     ax_h, ax_m = fig.subplots(1, 2, width_ratios=[1.1, 1.0])
     lo = np.floor(np.log10(min(res.min(), tol))) - 0.5
     hi = np.ceil(np.log10(max(res.max(), tol))) + 0.5
-    ax_h.hist(res, bins=np.logspace(lo, hi, 40), color="C0", edgecolor="white", label="trials")
+    classes = trial_classes(ds)
+    present = [(name, colour, hatch) for name, colour, hatch in TRIAL_CLASSES if (classes == name).any()]
+    ax_h.hist([res[classes == name] for name, _, _ in present], bins=np.logspace(lo, hi, 40), stacked=True,
+              color=[c for _, c, _ in present], hatch=[h or None for _, _, h in present], edgecolor="white",
+              label=[f"{name}: {int((classes == name).sum())}" for name, _, _ in present])
     ax_h.set_xscale("log")
-    ax_h.axvline(tol, color="crimson", linestyle="--", label=f"match tolerance {tol:g}")
+    ax_h.axvline(tol, color="k", linestyle="--", label=f"match tolerance {tol:g}")
     ax_h.set_xlabel("relative residual ||y_s - y_t|| / ||y_t|| (1)")
     ax_h.set_ylabel("trials (count)")
-    ax_h.legend(fontsize="small")
+    ax_h.legend(fontsize="x-small", title="trials", title_fontsize="x-small")
     low, high = float(ds["mp_low"]), float(ds["mp_high"])
     bound = ds.attrs.get("decision_kind") == "lower bound"  # a local solver: its rate, not MP, is bounded above
-    ax_h.set_title(f"MP {'>=' if bound else '='} {float(ds['mp']):.3f}, 95% CI [{low:.3f}, {high:.3f}]"
-                   f"{' (lower bound: the upper end does not bound MP)' if bound else ''}\n"
-                   f"m = {int(ds['m'])}, {ds.sizes['trial']} trials, solver {ds.attrs.get('solver', '?')}",
-                   fontsize="medium")
+    bracket = (f", bracket [{float(ds['mp_lower']):.3f}, {float(ds['mp_upper']):.3f}]"
+               if "mp_lower" in ds and "mp_upper" in ds else "")
+    set_title(ax_h, f"MP {'>=' if bound else '='} {float(ds['mp']):.3f}, 95% CI [{low:.3f}, {high:.3f}]{bracket}"
+              f"{' (lower bound: the CI upper end does not bound MP)' if bound else ''}\n"
+              f"m = {int(ds['m'])}, {ds.sizes['trial']} trials, solver {ds.attrs.get('solver', '?')}")
     _draw_masks(ax_m, circuit, _masks_of(ds, circuit), f"allocation: {ds.attrs.get('allocation_strategy', '')}")
-    fig.suptitle(f"{circuit.name}: match probability")
+    set_title(fig, f"{circuit.name}: match probability")
+    separate_tick_labels(fig, [ax_m])
     return fig
