@@ -58,3 +58,60 @@ def no_compute(monkeypatch):
     monkeypatch.setattr(neurosubset.benchmark, "match_probability", refuse)
     monkeypatch.setattr(neurosubset.spiking, "spikecheck", refuse)
     monkeypatch.setattr(core, "run_point", refuse)
+
+
+# ---------------------------------------------------------------------------------------------- shared circuits
+def _steady(signed: bool):
+    """A small linear steady circuit X(3) -> hidden -> OUT(2): one recurrent population H(5) (no signs), or
+    E(4, sign +1) and I(2, sign -1) with every E/I projection (Dale's law), gains low enough for a stable start."""
+    import neurosubset as ns
+
+    if not signed:
+        regions = (ns.Region("X", 3, "input"), ns.Region("H", 5), ns.Region("OUT", 2, "output"))
+        projections = (ns.Projection("X", "H"), ns.Projection("H", "H", gain=0.3), ns.Projection("H", "OUT"))
+        return ns.Circuit(regions, projections, dynamics="steady", name="steady_h5")
+    regions = (ns.Region("X", 3, "input"), ns.Region("E", 4, sign=1), ns.Region("I", 2, sign=-1),
+               ns.Region("OUT", 2, "output"))
+    projections = (ns.Projection("X", "E"), ns.Projection("X", "I"), ns.Projection("E", "E", gain=0.3),
+                   ns.Projection("E", "I", gain=0.3), ns.Projection("I", "E", gain=0.3),
+                   ns.Projection("I", "I", gain=0.3), ns.Projection("E", "OUT"))
+    return ns.Circuit(regions, projections, dynamics="steady", name="steady_dale_e4_i2")
+
+
+def _continuous():
+    """A continuous-time tanh RNN: 2 inputs -> 3 recurrent neurons -> 2 read-outs, tau = 20 ms, 0.1 s, RK4."""
+    import neurosubset as ns
+
+    regions = (ns.Region("in", 2, "input"), ns.Region("rec", 3), ns.Region("out", 2, "output"))
+    projections = (ns.Projection("in", "rec", name="B"), ns.Projection("rec", "rec", gain=1.0, name="W"),
+                   ns.Projection("rec", "out", name="C"))
+    return ns.Circuit(regions, projections, dynamics="continuous", nonlinearity="tanh", tau=0.02, duration=0.1,
+                      dt=0.01, steps=2, name="tanh_rnn_3")
+
+
+def _named_circuits():
+    import neurosubset as ns
+
+    return {
+        "lffn_1layer": lambda: ns.feedforward([5, 3]),                  # y = W1 x: affine in any allocation
+        "lffn_2layer": lambda: ns.feedforward([4, 4, 3]),               # linear, bilinear across the two layers
+        "lrnn": lambda: ns.linear_rnn(4, 2, 2, steps=3),                # h_t = W h_(t-1) + B x_t, y = C h_T
+        "relu": lambda: ns.feedforward([3, 4, 1], "relu"),              # shallow ReLU
+        "steady": lambda: _steady(signed=False),                        # linear steady, no signs
+        "steady_dale": lambda: _steady(signed=True),                    # linear steady E/I, Dale-signed
+        "continuous": _continuous,                                      # continuous-time tanh RNN
+    }
+
+
+# name -> a zero-argument constructor (public constructors only); tests build what they use: named_circuit(name)
+CIRCUITS = _named_circuits()
+
+
+def named_circuit(name: str):
+    """The shared circuit ``name`` of :data:`CIRCUITS` (built once per test session)."""
+    if name not in _BUILT:
+        _BUILT[name] = CIRCUITS[name]()
+    return _BUILT[name]
+
+
+_BUILT: dict = {}
