@@ -1,0 +1,106 @@
+"""Stable witnesses (neurosubset.solvers.biological): the smoothed abscissa, the Lyapunov certificate, and the
+witnesses the chain reports on circuits/ei_isn.toml, each re-checked here by an independent numpy solve.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neurosubset as ns
+from neurosubset import _schema
+from neurosubset.benchmark import draw_trials
+from neurosubset.solvers.biological import lyapunov_certificate, smoothed_abscissa
+
+ROOT = Path(__file__).resolve().parents[1]
+EI_ISN = ROOT / "circuits" / "ei_isn.toml"
+RECURRENT = ["E->E", "E->I", "I->E", "I->I"]
+TOL = 1e-8  # the toolkit's default match tolerance
+FD_STEP, FD_RTOL = 1e-6, 1e-5  # central differences of a smooth function: error O(h^2) against O(eps / h) rounding
+
+
+def _assemble(circuit, weights):
+    """``(W (N, N), U (N, n_in), output rows)`` over the non-input neurons, in region declaration order."""
+    names = [r.name for r in circuit.regions if r.role != "input"]
+    inputs = [r.name for r in circuit.regions if r.role == "input"]
+    start = dict(zip(names, np.cumsum([0] + [circuit.region[k].size for k in names])[:-1]))
+    in_start = dict(zip(inputs, np.cumsum([0] + [circuit.region[k].size for k in inputs])[:-1]))
+    n = sum(circuit.region[k].size for k in names)
+    w, u = np.zeros((n, n)), np.zeros((n, sum(circuit.region[k].size for k in inputs)))
+    for p in circuit.projections:
+        a, b = start[p.post], circuit.region[p.post].size
+        if p.pre in start:
+            w[a:a + b, start[p.pre]:start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+        else:
+            u[a:a + b, in_start[p.pre]:in_start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+    outs = np.concatenate([np.arange(start[k], start[k] + circuit.region[k].size) for k in names
+                           if circuit.region[k].role == "output"])
+    return w, u, outs
+
+
+def test_the_lyapunov_certificate_agrees_with_the_eigenvalues():
+    rng = np.random.default_rng(0)
+    agree = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 12))
+        w = rng.normal(size=(n, n)) * rng.uniform(0.1, 0.6)
+        top = np.linalg.eigvals(w).real.max()
+        if abs(top - 1.0) < 1e-3:  # too close to the boundary for either test to be meaningful
+            continue
+        assert lyapunov_certificate(w) == (top < 1.0), top
+        agree += 1
+    assert agree > 150
+
+
+def test_the_smoothed_abscissa_bounds_the_maximum_and_its_gradient_is_exact():
+    rng = np.random.default_rng(1)
+    n, beta = 9, 20.0
+    w = rng.normal(size=(n, n)) * 0.4
+    loops = [np.arange(6), np.arange(6, 9)]
+    w[6:, :6] = 0.0  # block triangular: the loops {0..5} and {6..8} carry the eigenvalues
+    rows, cols = rng.integers(0, 6, 5), rng.integers(0, 6, 5)
+    rows, cols = np.append(rows, [7, 2]), np.append(cols, [8, 7])  # one in the second loop, one between loops
+    value, top, grad = smoothed_abscissa(w, loops, rows, cols, beta)
+    re = np.concatenate([np.linalg.eigvals(w[np.ix_(i, i)]).real for i in loops])
+    assert re.max() <= value <= re.max() + np.log(re.size) / beta
+    assert top == max(re.max(), 0.0)
+    for k in range(rows.size):
+        up, down = w.copy(), w.copy()
+        up[rows[k], cols[k]] += FD_STEP
+        down[rows[k], cols[k]] -= FD_STEP
+        fd = (smoothed_abscissa(up, loops, rows, cols, beta)[0] - smoothed_abscissa(down, loops, rows, cols, beta)[0]
+              ) / (2 * FD_STEP)
+        assert abs(fd - grad[k]) <= FD_RTOL * max(1.0, abs(fd)), (k, fd, grad[k])
+    assert grad[-1] == 0.0  # a synapse between loops moves no eigenvalue (block triangular)
+
+
+@pytest.mark.slow
+def test_every_stable_witness_on_ei_isn_holds_an_independent_check():
+    circuit = ns.Circuit.from_toml(EI_ISN)
+    checked = 0
+    for budget, trials in ((12, 4), (24, 4)):
+        alloc = ns.allocate(circuit, budget, strategy="spread-rows", within=RECURRENT, seed=0)
+        res = ns.fit(circuit, alloc, m=2, trials=trials, seed=0)
+        draws = draw_trials(circuit, 2, trials, 0, stable=True)
+        sigma = circuit.init_scale(alloc)
+        for i in np.flatnonzero(res.outcome == _schema.PROVEN_MATCH):
+            student = {k: v[i] for k, v in res.student.items()}
+            w, u, outs = _assemble(circuit, student)
+            wt, ut, _ = _assemble(circuit, {k: v[i] for k, v in draws.teacher.items()})
+            x = draws.probes[i].T
+            y_s = np.linalg.solve(np.eye(w.shape[0]) - w, u @ x)[outs]
+            y_t = np.linalg.solve(np.eye(wt.shape[0]) - wt, ut @ x)[outs]
+            rel = np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t)
+            assert rel < TOL, f"budget {budget} trial {i}: residual {rel:.2e}"
+            assert np.linalg.eigvals(w).real.max() < 1.0, np.linalg.eigvals(w).real.max()
+            for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
+                sign = circuit.region[circuit.projection[k].pre].sign
+                if sign is not None:
+                    assert (sign * student[k] >= 0).all(), k
+            scale = np.max(np.abs(res.theta[i]) / sigma)
+            assert res.witness_scale[i] == pytest.approx(scale, rel=1e-12)
+            assert res.proof_kind[i] == _schema.LYAPUNOV_PROOF
+            checked += 1
+        assert np.isnan(res.witness_scale[res.outcome != _schema.PROVEN_MATCH]).all()
+    assert checked >= 3, checked
