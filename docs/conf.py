@@ -122,3 +122,36 @@ html_theme_options = {
 }
 html_show_sourcelink = False
 html_copy_source = False
+
+
+# -- "Reproducing the paper": analysis/README.md rendered with its figures ----------------------------------------
+# analysis/README.md stays the one source of the analysis report (the analysis scripts' authors edit it); at every
+# build it is copied to docs/analysis.md (git-ignored) with each figure it names ("Figure: `data/NAME.png`")
+# shown after the paragraph that names it.
+import re  # noqa: E402
+
+_FIGURE = re.compile(r"[Ff]igure:? `data/([\w-]+\.png)`")
+
+
+def _analysis_page(app) -> None:
+    text = (ROOT / "analysis" / "README.md").read_text()
+    out, pending = [], []
+    for line in text.split("\n"):
+        if not line.strip() and pending:
+            for name in pending:
+                out += ["", f"```{{image}} ../data/{name}", f":alt: data/{name}", ":width: 90%", "```"]
+            pending = []
+        out.append(line)
+        for name in _FIGURE.findall(line):
+            if (ROOT / "data" / name).exists() and name not in pending:
+                pending.append(name)
+    for name in pending:
+        out += ["", f"```{{image}} ../data/{name}", f":alt: data/{name}", ":width: 90%", "```"]
+    page = HERE / "analysis.md"
+    new = "\n".join(out)
+    if not page.exists() or page.read_text() != new:
+        page.write_text(new)
+
+
+def setup(app):
+    app.connect("builder-inited", _analysis_page)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any
 
 _MISSING = object()
@@ -42,9 +43,11 @@ def _resolve(dotted: str) -> Any:
             obj = inspect.getattr_static(obj, attr)
         except AttributeError:
             # dataclass fields and annotated class attributes without a default
+            # and instance attributes a class's numpydoc "Attributes" section documents ("name : type")
             annotations = getattr(obj, "__annotations__", {}) if inspect.isclass(obj) else {}
             fields = getattr(obj, "__dataclass_fields__", {})
-            if attr in annotations or attr in fields:
+            documented = inspect.isclass(obj) and re.search(rf"^\s*{re.escape(attr)}\s*:", obj.__doc__ or "", re.M)
+            if attr in annotations or attr in fields or documented:
                 return ("field", obj, attr)
             return _MISSING
     return obj

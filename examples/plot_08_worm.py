@@ -1,0 +1,32 @@
+"""
+The worm: the C. elegans connectome
+===================================
+
+:func:`neurosubset.celegans` builds the hermaphrodite connectome of Cook et al. (2019) as a circuit (302 neurons in
+regions by cell type, Dale signs from the neurotransmitters, synapse counts as the structure). It needs the
+optional ``connectome`` extra (``pip install 'neurosubset[connectome]'``, the ``cect`` package); without it this
+example prints a note and stops.
+"""
+# %%
+import importlib.util
+
+import neurosubset as ns
+
+if importlib.util.find_spec("cect") is None:
+    print("The connectome extra is not installed (pip install 'neurosubset[connectome]'): skipping the worm.")
+    worm = None
+else:
+    worm = ns.celegans()
+    print(worm)
+
+# %%
+# Certificates scale to the worm where fitting would take hours: 300 plastic synapses spread over postsynaptic
+# neurons, ``m = 2`` probes. The verdict needs no fitting (a few seconds).
+if worm is not None:
+    alloc = ns.allocate(worm, budget=300, strategy="spread-rows", seed=0)
+    print(ns.certify(worm, alloc, m=2))
+
+# %%
+# Where the synapses sit, projection by projection:
+if worm is not None:
+    ns.plot_allocation(worm, alloc)
