@@ -365,7 +365,9 @@ _SPIKING_COORDS = (_var("probe", "probe"), _var("neuron", "neuron"), _var("regio
 _SPIKING_ATTRS = {
     **_attrs("title repeats seed margin max_clipped brian2_version codegen_target circuit circuit_name "
              "agreement_rule mapping inhibition_stabilized clipped_fraction_all_max saturated_fraction_max "
-             "predicted_clipped_fraction_max rectification_dominated flags"),
+             "predicted_clipped_fraction_max rectification_dominated flags",
+             # how the rate unit was chosen (issue 27; files before it lack them)
+             optional="rate_unit_choice predicted_output_rate_max duration_for_same_precision max_rate"),
     **_VERSIONS,
 }
 _RATES = ("rate_model", "rate_spiking", "rate_spiking_se", "clipped_fraction")

@@ -22,6 +22,13 @@ the same formula is the layer-by-layer map) in units of ``r_0`` Hz on top of a b
 Units and choices (fields of :class:`SpikingSettings`):
 
 - ``rate_unit`` ``r_0`` (Hz): one unit of probe value and of rate-model activity is ``r_0`` Hz.
+- Rates kept physiological (``max_rate``, 100 Hz): left automatic, ``tau`` (0.05 s, up to 10 times longer) and
+  ``r_0`` (40 Hz, down to 5 Hz) are chosen so that the predicted mean output rates stay at or below ``max_rate``
+  where the circuit allows (the baselines' fluctuation floor falls about as ``1 / tau``; a plain
+  :class:`SpikingWarning` says when it does not). The price is precision per simulated second: a rate-model
+  difference is ``r_0 dy`` Hz against a standard error ``sqrt(rate / (duration repeats))``, so the same z-score as
+  at 40 Hz needs ``duration x (40 / r_0)^2 x (rate / rate_40)`` (the ``duration_for_same_precision`` attr), and
+  ``duration`` much longer than ``tau``.
 - ``input_baseline`` ``nu_0`` (Hz): the input rate at probe value 0; must keep every ``nu_k >= 0``.
 - ``baseline`` ``r_b`` (Hz): the stationary rate of non-input neuron ``i`` at probe 0 (``r_b,i``, the
   ``baseline_rate`` variable). The offsets ``mu = (I - A) r_b - nu_0 B 1`` (Hz, the ``mu`` variable) make it so;
@@ -61,10 +68,13 @@ from .hawkes import SPIKING_DYNAMICS as SPIKING_DYNAMICS
 from .hawkes import linear_form as linear_form
 from .settings import DEFAULT_DT as DEFAULT_DT
 from .settings import DEFAULT_MARGIN as DEFAULT_MARGIN
+from .settings import DEFAULT_MAX_RATE as DEFAULT_MAX_RATE
 from .settings import DEFAULT_MAX_CLIPPED as DEFAULT_MAX_CLIPPED
 from .settings import DEFAULT_RATE_UNIT as DEFAULT_RATE_UNIT
 from .settings import DEFAULT_TAU as DEFAULT_TAU
+from .settings import MIN_RATE_UNIT as MIN_RATE_UNIT
 from .settings import TARGETS as TARGETS
+from .settings import TAU_STEPS as TAU_STEPS
 from .settings import SpikingSettings as SpikingSettings
 from .settings import SpikingSettingsError as SpikingSettingsError
 from .settings import SpikingWarning as SpikingWarning
@@ -74,7 +84,7 @@ __all__ = [
     "spiking_check", "spiking_compare", "spikecheck",
     # settings and errors
     "SpikingSettings", "SpikingSettingsError", "SpikingWarning", "TARGETS", "DEFAULT_TAU", "DEFAULT_RATE_UNIT",
-    "DEFAULT_DT", "DEFAULT_MARGIN", "DEFAULT_MAX_CLIPPED",
+    "DEFAULT_DT", "DEFAULT_MARGIN", "DEFAULT_MAX_CLIPPED", "DEFAULT_MAX_RATE", "MIN_RATE_UNIT", "TAU_STEPS",
     # the Hawkes mapping
     "linear_form", "SPIKING_DYNAMICS", "AGREE_Z", "AGREE_REL",
 ]

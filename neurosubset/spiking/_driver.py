@@ -6,6 +6,7 @@ the spike counts to rates, standard errors and clipped fractions over the output
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,8 @@ from ..circuit import Circuit
 from ..distribution import spectral_radius
 from ..dynamics import DTYPE, forward
 from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
-from .settings import DEFAULT_DT, SpikingSettings, SpikingSettingsError, SpikingWarning
+from .settings import (DEFAULT_DT, DEFAULT_RATE_UNIT, DEFAULT_TAU, MIN_RATE_UNIT, TAU_STEPS, SpikingSettings, SpikingSettingsError,
+                       SpikingWarning)
 from .simulation import _simulate
 
 AGREE_Z = 3.0             # agreement: within 3 standard errors ...
@@ -44,8 +46,6 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
     brian2 seed.
     """
     _check_circuit(circuit)
-    r0, tau = cfg.rate_unit, cfg.tau
-    nu = (cfg.input_baseline + r0 * probes).T  # (input, probe) Hz
     forms = {}
     for label, weights in networks.items():
         field = {"circuit": "weights", "teacher": "teacher_weights", "student": "student_weights"}.get(
@@ -66,6 +66,9 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
         y = forward(circuit, {k: torch.as_tensor(v, dtype=DTYPE) for k, v in w.items()},
                     torch.as_tensor(probes, dtype=DTYPE)).numpy()  # (probe, n_out)
         forms[label] = {"a": a, "b": b, "h": h, "y": y, "radius": radius, "max_re": max_re}
+    cfg, point = _operating_point(circuit, forms, cfg, probes)
+    r0, tau = cfg.rate_unit, cfg.tau
+    nu = (cfg.input_baseline + r0 * probes).T  # (input, probe) Hz
     auto = _auto_baseline([(f["a"], f["b"], f["h"]) for f in forms.values()], nu, r0, tau, cfg.margin)
     n = auto.size
     rb = auto if cfg.baseline is None else np.full(n, cfg.baseline)
@@ -134,8 +137,11 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
         }
         flag = []
         if clipped.max() > cfg.max_clipped:
-            flag.append(f"intensities clipped at 0 in up to {100 * clipped.max():.2f}% of steps "
-                        f"(max_clipped {100 * cfg.max_clipped:.2f}%)")
+            worst = np.unravel_index(np.argmax(clipped), clipped.shape)
+            flag.append(f"the intensity of neuron {where(worst[1])} was negative (and set to 0) in "
+                        f"{100 * clipped.max():.2f}% of its time steps on probe {worst[0]}, more than the "
+                        f"{100 * cfg.max_clipped:.2f}% tolerated ('max_clipped'), so its spiking rate runs above "
+                        f"the linear prediction")
         if saturated.max() > 0:
             flag.append(f"lambda*dt > 1 in up to {100 * saturated.max():.2f}% of steps (lower 'dt')")
         results[label]["flags"] = "; ".join(flag)
@@ -149,6 +155,7 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
     settings["baseline_rate"] = ("cell", np.asarray(rb, dtype=np.float64), meta("baseline_rate"))
     attrs = {
         "title": f"neurosubset spiking check of {circuit.name}", **versions(), "repeats": cfg.repeats, "seed": seed,
+        **point,
         "margin": cfg.margin,
         "max_clipped": cfg.max_clipped, "brian2_version": sim["brian2_version"], "codegen_target": cfg.target,
         "circuit": circuit.to_toml(), "circuit_name": circuit.name,
@@ -158,6 +165,79 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
                    "rate_unit * rate-model activity",
     }
     return results, attrs, settings
+
+
+def _output_peak(forms: dict, cfg: SpikingSettings, probes: np.ndarray, out_idx: np.ndarray, r0: float) -> float:
+    """The largest predicted mean output rate (Hz) over networks and probes at rate unit ``r0`` (the automatic
+    baselines, or the given one, at that unit; an automatic input baseline follows ``r0``)."""
+    at = dataclasses.replace(cfg, rate_unit=r0, input_baseline=cfg.input_baseline).resolved(probes)
+    nu = (at.input_baseline + r0 * probes).T
+    nets = [(f["a"], f["b"], f["h"]) for f in forms.values()]
+    rb = (_auto_baseline(nets, nu, r0, cfg.tau, cfg.margin) if cfg.baseline is None
+          else np.full(nets[0][2].shape[0], cfg.baseline))
+    return float(max((rb[:, None] + r0 * h)[out_idx].max() for _, _, h in nets))
+
+
+def _operating_point(circuit: Circuit, forms: dict, cfg: SpikingSettings, probes: np.ndarray
+                     ) -> tuple[SpikingSettings, dict[str, Any]]:
+    """The settings with ``tau``, the rate unit and the input baseline resolved, and attrs saying how.
+
+    Where left automatic (None): ``tau`` is the first of ``DEFAULT_TAU x TAU_STEPS`` (0.05 .. 0.5 s) at which the
+    predicted mean output rates can stay at or below ``max_rate`` (with the rate unit given, or with
+    ``MIN_RATE_UNIT``), else ``DEFAULT_TAU``; the rate unit the largest in ``[MIN_RATE_UNIT, DEFAULT_RATE_UNIT]``
+    (bisection in ``log r_0``, 12 steps) keeping them there, else ``DEFAULT_RATE_UNIT`` with a plain
+    :class:`SpikingWarning` naming what would allow it. The baselines' fluctuation floor (``margin`` standard
+    deviations of ``sum W^2 r / (2 tau)``) falls about as ``1 / tau`` and does not shrink with the rate unit.
+    """
+    out_idx = _output_index(circuit)
+    peak = (lambda at, r0: _output_peak(forms, at, probes, out_idx, r0))
+    auto_tau, auto_r0 = cfg.tau is None, cfg.rate_unit is None
+    lowest = MIN_RATE_UNIT if auto_r0 else cfg.rate_unit
+    top = peak(dataclasses.replace(cfg, tau=DEFAULT_TAU if auto_tau else cfg.tau), DEFAULT_RATE_UNIT)
+    taus = [DEFAULT_TAU * k for k in TAU_STEPS] if auto_tau else [cfg.tau]
+    if cfg.max_rate is None:
+        taus = taus[:1]
+    tau = next((t for t in taus if cfg.max_rate is None or peak(dataclasses.replace(cfg, tau=t), lowest)
+                <= cfg.max_rate), None)
+    feasible = tau is not None
+    at = dataclasses.replace(cfg, tau=taus[0] if tau is None else tau)
+    r0 = cfg.rate_unit if not auto_r0 else DEFAULT_RATE_UNIT
+    if auto_r0 and feasible and cfg.max_rate is not None and peak(at, DEFAULT_RATE_UNIT) > cfg.max_rate:
+        lo, hi = np.log(MIN_RATE_UNIT), np.log(DEFAULT_RATE_UNIT)  # peak(lo) <= max_rate < peak(hi)
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if peak(at, float(np.exp(mid))) <= cfg.max_rate:
+                lo = mid
+            else:
+                hi = mid
+        r0 = float(np.floor(np.exp(lo) * 100) / 100)  # readable, still at or below the ceiling
+    final = peak(at, r0)
+    how = []
+    if auto_tau:
+        how.append(f"tau {at.tau:g} s (automatic: the first of {DEFAULT_TAU:g} x {list(TAU_STEPS)} s letting the "
+                   f"output rates stay <= max_rate)" if feasible and cfg.max_rate is not None
+                   else f"tau {at.tau:g} s (automatic default)")
+    unit_how = (f"automatic: the largest <= {DEFAULT_RATE_UNIT:g} Hz keeping the output rates <= max_rate"
+                if auto_r0 and feasible and cfg.max_rate is not None else "automatic default" if auto_r0 else "given")
+    how.append(f"rate_unit {r0:g} Hz ({unit_how})")
+    if not feasible and (auto_tau or auto_r0):  # a setting given in full is the user's choice: said in attrs only
+        what = (f"even with a rate unit of {lowest:g} Hz" + (f" and tau up to {taus[-1]:g} s" if auto_tau else
+                                                               f" at tau = {cfg.tau:g} s"))
+        warnings.warn(
+            f"The predicted mean output rates reach {final:.0f} Hz, above max_rate = {cfg.max_rate:g} Hz, and cannot "
+            f"be brought below it {what}: the baselines that keep every intensity {cfg.margin:g} standard deviations "
+            f"above 0 are that high for these weights (they fall about as 1 / tau; lower 'margin' allows lower "
+            f"rates with more clipping). The check runs at {r0:g} Hz per unit and tau = {at.tau:g} s.",
+            SpikingWarning, stacklevel=4)
+    if not feasible:
+        how.append(f"output rates above max_rate = {cfg.max_rate:g} Hz")
+    resolved = dataclasses.replace(at, rate_unit=r0).resolved(probes)
+    # a rate-model difference dy is r0 dy Hz; its standard error ~ sqrt(rate / (duration repeats)) once duration >>
+    # tau: the z-score of the 40 Hz, 0.05 s setting needs duration x (40 / r0)^2 x (rate / rate_40)
+    same = cfg.duration * (DEFAULT_RATE_UNIT / r0) ** 2 * (final / top)
+    return resolved, {"rate_unit_choice": "; ".join(how), "predicted_output_rate_max": final,
+                      "duration_for_same_precision": float(same),
+                      **({} if cfg.max_rate is None else {"max_rate": cfg.max_rate})}
 
 
 def _round_down(x: float) -> float:

@@ -62,23 +62,29 @@ def _prepare(circuit: Circuit, probes: Any, settings: SpikingSettings | None, se
     return cfg.resolved(probes), probes, check_seed(seed)
 
 
-def _rate_circuit(circuit: Circuit, cfg: SpikingSettings) -> Circuit:
+def _rate_circuit(circuit: Circuit, cfg: SpikingSettings, probes: np.ndarray) -> tuple[Circuit, SpikingSettings]:
     """The rate circuit the spiking network is compared with. A linear continuous circuit whose every ``tau``
     equals the kernel's: its steady twin, since the kernel-filtered mean rates of the Hawkes network obey
     ``tau dr/dt = -r + W r + input``, whose stationary state (constant probes) is the fixed point. Other continuous
     circuits are refused (one line)."""
     if not isinstance(circuit.dynamics, Continuous):
-        return circuit
+        return circuit, cfg
+    if cfg.tau is None:  # automatic: the circuit's own (one) tau, the kernel its rates obey
+        cfg = dataclasses.replace(cfg, tau=continuous_kernel_tau(circuit)).resolved(probes)
     taus = sorted({v for _, v in circuit.tau} if isinstance(circuit.tau, tuple) else {circuit.tau})
     if circuit.nonlinearity != "linear" or any(abs(t - cfg.tau) > 1e-12 * cfg.tau for t in taus):
         raise SpikingSettingsError(f"The spiking check maps continuous circuits only when linear with tau equal to "
                                    f"the kernel's tau ({cfg.tau:g} s); circuit {circuit.name!r} is "
                                    f"{circuit.nonlinearity!r} with tau {taus} s.")
-    return dataclasses.replace(circuit, dynamics="steady", steps=1, tau=None, duration=None, dt=None, readout=None)
+    return (dataclasses.replace(circuit, dynamics="steady", steps=1, tau=None, duration=None, dt=None, readout=None),
+            cfg)
 
 
-def _input_rate(cfg: SpikingSettings, probes: np.ndarray) -> tuple:
-    return ("probe", "input"), cfg.input_baseline + cfg.rate_unit * probes, meta("input_rate")
+def _input_rate(setting_vars: dict, probes: np.ndarray) -> tuple:
+    """Input rates (Hz) at the operating point the check used (its rate unit and input baseline, which an
+    automatic rate unit chooses from the weights)."""
+    nu0, r0 = setting_vars["input_baseline"][1], setting_vars["rate_unit"][1]
+    return ("probe", "input"), nu0 + r0 * probes, meta("input_rate")
 
 
 def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
@@ -135,7 +141,7 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     >>> float(chk.attrs["fraction_agree"])                                              # doctest: +SKIP
     """
     cfg, probes, seed = _prepare(circuit, probes, settings, seed, options, "spiking_check")
-    circuit = _rate_circuit(circuit, cfg)
+    circuit, cfg = _rate_circuit(circuit, cfg, probes)
     results, attrs, setting_vars = _run(circuit, {"circuit": weights}, cfg, probes, seed)
     r = results["circuit"]
     data = _check_vars(r)
@@ -146,7 +152,7 @@ def spiking_check(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *,
     data["z"] = (_DIMS, z, meta("z"))
     data["agree"] = (_DIMS, agree, _agree_meta())
     data["mu"] = ("cell", r["mu"], meta("mu"))
-    data["input_rate"] = _input_rate(cfg, probes)
+    data["input_rate"] = _input_rate(setting_vars, probes)
     data.update(setting_vars)
     attrs.update({"fraction_agree": float(agree.mean()),
                   "spectral_radius": r["spectral_radius"], "max_real_eig": r["max_real_eig"],
@@ -186,7 +192,7 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
         ``fraction_agree``, ``median_abs_z``, ``fraction_abs_z_above_3``; attrs as :func:`spiking_check`.
     """
     cfg, probes, seed = _prepare(circuit, probes, settings, seed, options, "spiking_compare")
-    circuit = _rate_circuit(circuit, cfg)
+    circuit, cfg = _rate_circuit(circuit, cfg, probes)
     if not isinstance(student_weights, Mapping) or not student_weights:
         raise TypeError("The 'student_weights' parameter must be a non-empty dict.")
     many = all(isinstance(v, Mapping) for v in student_weights.values())
@@ -219,7 +225,7 @@ def spiking_compare(circuit: Circuit, teacher_weights: Mapping[str, Any], studen
     data["rate_model_difference"] = (dims, s["rate_model"] - t["rate_model"][None], meta("rate_model_difference"))
     data["mu_teacher"] = ("cell", t["mu"], meta("mu_teacher"))
     data["mu_student"] = (("student", "cell"), stack("mu"), meta("mu_student"))
-    data["input_rate"] = _input_rate(cfg, probes)
+    data["input_rate"] = _input_rate(setting_vars, probes)
     teacher_agree = _agree(t["rate_spiking"] - t["rate_model"], t["rate_spiking_se"], t["rate_model"])
     flags = {lab: r["flags"] for lab, r in results.items() if r["flags"]}
     data.update(setting_vars)
@@ -266,8 +272,8 @@ def _spikecheck_settings(circuit: Circuit, settings: SpikingSettings | None) -> 
     if not isinstance(circuit.dynamics, Continuous):
         return SpikingSettings() if settings is None else settings
     tau = continuous_kernel_tau(circuit)
-    if settings is None:
-        return SpikingSettings(tau=tau)
+    if settings is None or settings.tau is None:
+        return dataclasses.replace(settings or SpikingSettings(), tau=tau)
     if abs(settings.tau - tau) > 1e-12 * tau:
         raise SpikingSettingsError(f"The 'tau' setting ({settings.tau:g} s) must equal the tau of continuous "
                                    f"circuit {circuit.name!r} ({tau:g} s), the kernel its rates obey; pass "
@@ -339,5 +345,5 @@ def spikecheck(circuit: Circuit, alloc: Allocation, m: int, *, seed: int = 0,
     ds.attrs.update({"budget": alloc.size, "m": int(m), "allocation_strategy": alloc.strategy,
                      "matched": int(res.matched[0]), "residual": float(res.residual[0])})
     if continuous:
-        ds.attrs["duration_over_tau"] = float(circuit.duration / settings.tau)
+        ds.attrs["duration_over_tau"] = float(circuit.duration / settings.tau)  # the circuit's tau (set above)
     return ds

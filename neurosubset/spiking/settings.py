@@ -17,7 +17,12 @@ from .._checks import NeurosubsetError, check_choice, check_int, check_real
 TARGETS = ("numpy", "cython")
 ON_CLIPPING = ("raise", "warn")
 DEFAULT_TAU = 0.05        # s: slow (NMDA-like) kernel; fluctuations of the drive scale as 1/sqrt(tau)
-DEFAULT_RATE_UNIT = 40.0  # Hz per unit of probe / rate-model activity: differences of O(1) are tens of Hz
+DEFAULT_RATE_UNIT = 40.0  # Hz per unit of probe / rate-model activity: differences of O(1) are tens of Hz; the
+#                           automatic rate unit (rate_unit=None) starts here and goes lower to keep rates physiological
+TAU_STEPS = (1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # automatic kernel: DEFAULT_TAU times these, the first that allows
+DEFAULT_MAX_RATE = 100.0  # Hz: the automatic rate unit keeps predicted mean output rates at or below this
+MIN_RATE_UNIT = 5.0  # Hz: the lowest automatic rate unit (below it a rate-model difference of O(1) is a few Hz,
+#                      lost in the spike-count noise of any practical duration)
 DEFAULT_DT = 5e-4         # s: the largest automatic step; smaller when rates are high (lambda * dt <= 1)
 DEFAULT_MARGIN = 4.0      # mean intensity >= 4 sd (independent-Poisson estimate) above 0; the estimate ignores
 #                           network correlations, so measured clipping is ~0.1-1% (3 sd gave 2-3%)
@@ -42,10 +47,25 @@ class SpikingSettings:
         Simulated time per repeat (s, > 0), after ``warmup``; at least ``10 dt`` when the check runs.
     repeats : int
         Independent repeats (>= 2); the standard errors come from their spread.
-    tau : float
-        Time constant of the unit-area exponential synaptic kernel (s, > 0).
-    rate_unit : float
-        ``r_0`` (Hz, > 0): Hz per unit of probe value and of rate-model activity.
+    tau : float, optional
+        Time constant of the unit-area exponential synaptic kernel (s, > 0). ``None`` (default): automatic,
+        :data:`DEFAULT_TAU` (0.05 s) or up to 10 times longer where that lets the predicted mean output rates stay
+        at or below ``max_rate`` (the baselines' fluctuation floor falls about as ``1 / tau``); a continuous
+        circuit's own tau in :func:`~neurosubset.spiking.spikecheck` and for continuous circuits in the checks.
+        The stationary rates compared do not depend on it; the simulated ``duration`` must stay much longer.
+    rate_unit : float, optional
+        ``r_0`` (Hz, > 0): Hz per unit of probe value and of rate-model activity. ``None`` (default): automatic,
+        the largest ``r_0 <= DEFAULT_RATE_UNIT`` (40 Hz; at least ``MIN_RATE_UNIT``, 5 Hz) whose predicted mean output rates
+        (automatic baselines included) stay at or below ``max_rate`` where the circuit allows; the baseline's
+        fluctuation floor (``margin`` standard deviations, ``sd^2 = sum W^2 r / (2 tau)``) does not shrink with
+        ``r_0``, so a circuit whose rates exceed ``max_rate`` even at 5 Hz keeps 40 Hz and is warned about
+        (:class:`SpikingWarning`, naming the ``tau`` that would allow it: the floor falls about as ``1 / tau``). Precision: a rate-model difference ``dy`` is ``r_0 dy`` Hz against a
+        standard error ``sqrt(rate / (duration repeats))`` (times the network's Fano factor), so keeping the
+        z-score of the 40 Hz setting needs ``duration x (40 / r_0)^2 x (rate / rate_40)``: the
+        ``duration_for_same_precision`` attr of a check says how long.
+    max_rate : float, optional
+        Hz (> 0): the ceiling of predicted mean output rates that the automatic rate unit aims for (default
+        :data:`DEFAULT_MAX_RATE`, 100 Hz); ``None``: no ceiling (the automatic rate unit is then 40 Hz).
     baseline : float, optional
         ``r_b`` (Hz, > 0): one stationary rate for every non-input neuron at probe 0. ``None`` (default): per-neuron
         baselines, the smallest keeping every predicted mean intensity ``margin`` standard deviations (and at least
@@ -78,8 +98,8 @@ class SpikingSettings:
 
     duration: float = 10.0
     repeats: int = 4
-    tau: float = DEFAULT_TAU
-    rate_unit: float = DEFAULT_RATE_UNIT
+    tau: float | None = None
+    rate_unit: float | None = None
     baseline: float | None = None
     input_baseline: float | None = None
     margin: float = DEFAULT_MARGIN
@@ -88,6 +108,7 @@ class SpikingSettings:
     max_clipped: float = DEFAULT_MAX_CLIPPED
     on_clipping: str = "raise"
     target: str = "numpy"
+    max_rate: float | None = DEFAULT_MAX_RATE
 
     def __post_init__(self) -> None:
         err = SpikingSettingsError
@@ -95,11 +116,12 @@ class SpikingSettings:
         optional = (lambda name, **rule: None if getattr(self, name) is None
                     else check_real(name, getattr(self, name), **rule))
         values = {
-            "tau": check_real("tau", self.tau, **positive),
+            "tau": optional("tau", **positive),
             "dt": optional("dt", **positive),
             "duration": check_real("duration", self.duration, **positive),
             "repeats": check_int("repeats", self.repeats, minimum=2, error=err),
-            "rate_unit": check_real("rate_unit", self.rate_unit, **positive),
+            "rate_unit": optional("rate_unit", **positive),
+            "max_rate": optional("max_rate", **positive),
             "margin": check_real("margin", self.margin, low=0.0, error=err),
             "warmup": optional("warmup", low=0.0, error=err),
             "max_clipped": check_real("max_clipped", self.max_clipped, low=0.0, high=1.0, error=err),
@@ -129,13 +151,17 @@ class SpikingSettings:
         """These settings with the probe-dependent defaults filled in (``input_baseline``, ``warmup``).
 
         ``probes`` ``(probe, n_in)``: the input rates ``nu_0 + r_0 x`` must stay >= 0 on every probe, so
-        ``input_baseline`` must be at least ``-r_0 min(probes)``.
+        ``input_baseline`` must be at least ``-r_0 min(probes)``. An automatic ``rate_unit`` (None) is chosen by
+        the check from the weights: ``input_baseline`` then stays as given (None: resolved with it).
         """
-        low_nu = float(self.rate_unit * max(0.0, -probes.min()))
-        nu0 = max(3.0 * self.rate_unit, low_nu) if self.input_baseline is None else self.input_baseline
-        nu0 = check_real("input_baseline", nu0, low=low_nu, error=SpikingSettingsError)
-        warmup = 5 * self.tau if self.warmup is None else self.warmup
-        return dataclasses.replace(self, input_baseline=nu0, warmup=warmup)
+        out: dict[str, Any] = {}
+        if self.tau is not None:  # automatic (None): chosen by the check from the weights, the warm-up with it
+            out["warmup"] = 5 * self.tau if self.warmup is None else self.warmup
+        if self.rate_unit is not None:
+            low_nu = float(self.rate_unit * max(0.0, -probes.min()))
+            nu0 = max(3.0 * self.rate_unit, low_nu) if self.input_baseline is None else self.input_baseline
+            out["input_baseline"] = check_real("input_baseline", nu0, low=low_nu, error=SpikingSettingsError)
+        return dataclasses.replace(self, **out)
 
 
 def check_probes(probes: Any, n_in: int) -> np.ndarray:
