@@ -229,7 +229,6 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
     from .plot import spike_rates
     from .spiking import SpikingSettings, spikecheck
     from .spiking.checks import continuous_kernel_tau
-    from .spiking.settings import DEFAULT_TAU
 
     _check_out(args)
     if args.out and Path(args.out).suffix != ".nc":
@@ -239,8 +238,8 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
         check_output(fig, formats=FIGURE_FORMATS, overwrite=args.overwrite, what="--fig")
         check_writable(fig)
     circuit = load_circuit(args.circuit)
-    tau = args.tau if args.tau is not None else (  # unset: a continuous circuit's own tau, else the default
-        continuous_kernel_tau(circuit) if isinstance(circuit.dynamics, Continuous) else DEFAULT_TAU)
+    tau = args.tau if args.tau is not None else (  # unset: a continuous circuit's own tau, else automatic
+        continuous_kernel_tau(circuit) if isinstance(circuit.dynamics, Continuous) else None)
     settings = SpikingSettings(duration=args.duration, repeats=args.repeats, tau=tau,
                                rate_unit=args.rate_unit, target=args.target)
     alloc = _allocation(circuit, args)
@@ -252,6 +251,9 @@ def _cmd_spikecheck(args: argparse.Namespace) -> None:
           f"agree (3 s.e. or 5%); max clipped fraction {ds.attrs['clipped_fraction_all_max']:.2%}; "
           f"{ds.attrs['repeats']} x {float(ds['duration']):g} s, dt {1e3 * float(ds['dt']):g} ms, "
           f"{ds.attrs['codegen_target']}")
+    print(f"operating point: {ds.attrs['rate_unit_choice']}; predicted mean output rates up to "
+          f"{ds.attrs['predicted_output_rate_max']:.0f} Hz; the precision of 40 Hz per unit needs --duration about "
+          f"{ds.attrs['duration_for_same_precision']:.3g}")
     for s in ds["student"].values:
         row = ds.sel(student=s)
         print(f"{s:>9} vs teacher: agree {float(row.fraction_agree):.0%}, median |z| {float(row.median_abs_z):.2f}, "
@@ -494,8 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--duration", type=float, default=10.0, help="simulated seconds per repeat (default 10)")
     sc.add_argument("--repeats", type=int, default=4, help="independent repeats for the standard errors (>= 2)")
     sc.add_argument("--tau", type=float,
-                    help="synaptic kernel time constant in s (default: a continuous circuit's tau, else 0.05)")
-    sc.add_argument("--rate-unit", type=float, default=40.0, help="Hz per unit of rate-model activity (default 40)")
+                    help="synaptic kernel time constant in s (default: a continuous circuit's tau, else automatic: "
+                         "0.05, longer where that keeps predicted output rates <= 100 Hz)")
+    sc.add_argument("--rate-unit", type=float, default=None,
+                    help="Hz per unit of rate-model activity (default: automatic, at most 40, lower where needed to "
+                         "keep predicted output rates <= 100 Hz)")
     sc.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="brian2 codegen target")
     sc.add_argument("--out", help="output .nc (netCDF); the figure goes next to it as .png unless --fig is given")
     sc.add_argument("--fig", help="figure path (.png, .pdf, .svg; an existing file is refused without --overwrite)")
