@@ -1,0 +1,264 @@
+"""The documentation site (docs/, issue 31): every public name has an API page, the public docstrings' examples
+run, and the built site's internal links, anchors and images resolve; where a headless chromium is installed, the
+index and a gallery page render with their figures."""
+from __future__ import annotations
+
+import doctest
+import html.parser
+import importlib.util
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import pytest
+
+import neurosubset as ns
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+# -- every public name has an API page in the source --------------------------------------------------------------
+
+def _autosummary_entries(rst: str) -> dict[str, set[str]]:
+    """currentmodule -> the names listed in its autosummary blocks (parsed from the .rst text)."""
+    out: dict[str, set[str]] = {}
+    module = None
+    in_block = False
+    for line in rst.splitlines():
+        if m := re.match(r"\.\. currentmodule:: (\S+)", line):
+            module, in_block = m.group(1), False
+        elif line.startswith(".. autosummary::"):
+            in_block = True
+        elif in_block:
+            if line.strip().startswith(":") or not line.strip():
+                continue
+            if not line.startswith("   "):
+                in_block = False
+                continue
+            out.setdefault(module, set()).add(line.strip().lstrip("~"))
+    return out
+
+
+def test_every_public_name_has_an_api_page():
+    entries = _autosummary_entries((DOCS / "api.rst").read_text())
+    listed = entries.get("neurosubset", set())
+    missing = [name for name in ns.__all__ if name not in listed]
+    assert not missing, f"public names without an API page: add them to an autosummary in docs/api.rst: {missing}"
+    assert set(listed) <= set(ns.__all__) | {"__version__"}, sorted(set(listed) - set(ns.__all__))
+    # the template renders every class with its members, so methods get pages too
+    assert ":members:" in (DOCS / "_templates" / "autosummary" / "class.rst").read_text()
+
+
+def test_autosummary_parser_reads_blocks():
+    rst = (".. currentmodule:: a\n\n.. autosummary::\n   :toctree: generated\n\n   f\n   ~g\n\ntext\n\n"
+           ".. currentmodule:: b\n\n.. autosummary::\n\n   h\n")
+    assert _autosummary_entries(rst) == {"a": {"f", "g"}, "b": {"h"}}
+
+
+# -- doctests of the public docstrings ----------------------------------------------------------------------------
+
+def _public_objects():
+    """Every object of ``neurosubset.__all__`` and the public methods / properties of its classes, once each."""
+    seen, out = set(), []
+    for name in ns.__all__:
+        obj = getattr(ns, name)
+        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        items = [(f"neurosubset.{name}", obj)]
+        if inspect.isclass(obj) and not issubclass(obj, BaseException):
+            for attr, value in vars(obj).items():
+                if attr.startswith("_"):
+                    continue
+                value = getattr(value, "__func__", value)
+                value = value.fget if isinstance(value, property) else value
+                if inspect.isroutine(value):
+                    items.append((f"neurosubset.{name}.{attr}", value))
+        for qualname, value in items:
+            if id(value) not in seen and (value.__doc__ or ""):
+                seen.add(id(value))
+                out.append((qualname, value))
+    return out
+
+
+def _doctests():
+    finder = doctest.DocTestFinder(recurse=False, exclude_empty=True)
+    tests = []
+    for qualname, obj in _public_objects():
+        for test in finder.find(obj, qualname, globs={}):
+            if test.examples:
+                tests.append(test)
+    return tests
+
+
+DOCTESTS = _doctests()
+
+
+def test_public_docstrings_have_examples():
+    """The main public functions teach by example (doctests that run, not only ``+SKIP`` ones)."""
+    runnable = {t.name for t in DOCTESTS if any(not ex.options.get(doctest.SKIP) for ex in t.examples)}
+    for name in ["neurosubset.allocate", "neurosubset.match_probability", "neurosubset.certify",
+                 "neurosubset.simplex_grid", "neurosubset.Circuit.from_dict", "neurosubset.wilson_interval"]:
+        assert name in runnable, f"{name} has no runnable docstring example"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
+def test_docstring_examples_run(test, monkeypatch):
+    """Each public docstring's examples, run from the repository root (they read ``circuits/``)."""
+    monkeypatch.chdir(ROOT)
+    globs = {"ns": ns, "np": np, **{name: getattr(ns, name) for name in ns.__all__}}
+    test.globs = dict(globs)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    out = []
+    result = runner.run(test, out=out.append)
+    assert result.failed == 0, "".join(out)
+
+
+# -- the built site -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """docs/_build/html, brought up to date by an incremental ``sphinx-build -W -n`` where Sphinx is installed
+    (``make docs``; only changed gallery examples re-run), else as ``make docs`` left it."""
+    out = DOCS / "_build" / "html"
+    if importlib.util.find_spec("sphinx") is not None and importlib.util.find_spec("sphinx_gallery") is not None:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+        proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-n", "-q",
+                               str(DOCS), str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-4000:]}"
+    elif not (out / "index.html").exists():
+        pytest.skip("SKIPPED LOUDLY: Sphinx is not installed and docs/_build/html does not exist: run `make docs` "
+                    "(installs the docs extra) to check the built site")
+    return out
+
+
+class _Refs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str]] = []
+        self.ids: set[str] = set()
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "name" in a:
+            self.ids.add(a["name"])
+        if tag in ("a", "link") and a.get("href"):
+            self.refs.append((tag, a["href"]))
+        if tag in ("img", "script") and a.get("src"):
+            self.refs.append((tag, a["src"]))
+            if tag == "img":
+                self.images.append(a["src"])
+
+
+def _parse(path: Path) -> _Refs:
+    parser = _Refs()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return parser
+
+
+def _internal_problems(site: Path) -> tuple[list[str], int, int]:
+    pages = sorted(site.rglob("*.html"))
+    parsed = {p: _parse(p) for p in pages}
+    problems, n_links, n_images = [], 0, 0
+    for page, refs in parsed.items():
+        for tag, ref in refs.refs:
+            parts = urlsplit(ref)
+            if parts.scheme or ref.startswith("//"):
+                continue  # external (http, https, mailto, data, javascript): not fetched offline
+            n_links += 1
+            n_images += tag == "img"
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                problems.append(f"{page.relative_to(site)}: <{tag}> {ref} -> missing {target}")
+                continue
+            if parts.fragment and target.suffix == ".html" and target in parsed:
+                if unquote(parts.fragment) not in parsed[target].ids:
+                    problems.append(f"{page.relative_to(site)}: <{tag}> {ref}: no id '{parts.fragment}'")
+    return problems, n_links, n_images
+
+
+@pytest.mark.slow
+def test_site_internal_links_and_images_resolve(site):
+    pages = list(site.rglob("*.html"))
+    assert len(pages) > 80  # the API pages alone are more than that
+    problems, n_links, n_images = _internal_problems(site)
+    assert not problems, f"{len(problems)} broken internal references, e.g.:\n" + "\n".join(problems[:30])
+    assert n_links > 1000 and n_images > 20
+
+
+def test_link_checker_finds_broken_references(tmp_path):
+    """The checker itself, on a hand-written site: a missing page, a missing anchor and a missing image."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.html").write_text('<p id="top">x</p><a href="sub/b.html#here">ok</a><a href="#top">ok</a>'
+                                     '<a href="https://example.org/x">external</a>')
+    (tmp_path / "sub" / "b.html").write_text('<h1 id="here">b</h1><a href="../a.html#nowhere">bad anchor</a>'
+                                             '<a href="c.html">missing page</a><img src="../img/p.png">')
+    problems, n_links, n_images = _internal_problems(tmp_path)
+    assert n_links == 5 and n_images == 1
+    assert len(problems) == 3, problems
+    assert any("nowhere" in p for p in problems) and any("c.html" in p for p in problems)
+    assert any("p.png" in p for p in problems)
+
+
+def test_every_gallery_example_is_on_the_gallery_page_source():
+    examples = sorted(p.stem for p in (ROOT / "examples").glob("*.py"))
+    assert len(examples) >= 8
+    assert all(re.match(r'^"""\n[^\n]+\n=+\n', (ROOT / "examples" / f"{e}.py").read_text()) for e in examples), \
+        "every example starts with a docstring title (sphinx-gallery)"
+
+
+# -- screenshots (headless chromium, where installed) -------------------------------------------------------------
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _screenshot(browser: str, page: Path, out: Path) -> np.ndarray:
+    from PIL import Image
+
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--allow-file-access-from-files", "--virtual-time-budget=5000", "--window-size=1280,2400",
+                    f"--screenshot={out}", page.as_uri()], check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+@pytest.mark.slow
+def test_index_and_a_gallery_page_render_with_their_figures(site, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("SKIPPED LOUDLY: no headless chromium on PATH (chromium, chromium-browser, google-chrome); "
+                    "the site's rendering was not checked. Install one (e.g. apt-get install chromium) to run it.")
+    for page in (site / "index.html", site / "tutorial" / "plot_tutorial.html",
+                 site / "auto_examples" / "plot_02_fraction_sweep_ternary.html"):
+        shot = _screenshot(browser, page, tmp_path / f"{page.stem}.png")
+        assert shot.shape[0] > 1000 and shot.shape[1] == 1280
+        assert len(np.unique(shot.reshape(-1, 3), axis=0)) > 200, f"{page.name} renders nearly blank"
+        # the same page with every image's source broken: where the figures rendered, the pixels differ over
+        # at least the area of a small figure (200 x 150 px); a page whose images failed shows the same icons
+        images = _parse(page).images
+        assert images, f"{page.name} has no images"
+        broken = page.with_name(page.stem + "_noimages.html")
+        text = page.read_text(encoding="utf-8")
+        broken.write_text(re.sub(r'(<img\b[^>]*\bsrc=")([^"]+)"', r'\1missing-\2"', text), encoding="utf-8")
+        try:
+            without = _screenshot(browser, broken, tmp_path / f"{page.stem}_noimages.png")
+        finally:
+            broken.unlink()
+        rows = min(shot.shape[0], without.shape[0])
+        differing = np.any(shot[:rows] != without[:rows], axis=-1).sum()
+        assert differing > 200 * 150, f"{page.name}: its figures do not render ({differing} pixels differ)"
