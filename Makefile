@@ -41,6 +41,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# ruff, configured in pyproject.toml ([tool.ruff]: pycodestyle, pyflakes, import order; line length 120)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 # the fast lane: every test over about 2 s is marked slow (kept there by reading pytest --durations)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
