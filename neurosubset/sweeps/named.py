@@ -10,6 +10,7 @@ basis, masks from a connectome) need the same machinery over allocations they bu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
 import numpy as np
 import xarray as xr
 
@@ -125,12 +126,13 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
     for name in sorted({n for v in values.values() for n in v}, key=lambda n: (n not in dims, n)):
         sample = next(np.asarray(v[name]) for v in values.values() if name in v)
         dtype = np.dtype(object) if sample.dtype.kind in "US" else sample.dtype
-        array = np.full(shape + sample.shape, fill_value(dtype) if dtype != object else "", dtype=dtype)
+        text = dtype.kind == "O"
+        array = np.full(shape + sample.shape, "" if text else fill_value(dtype), dtype=dtype)
         for index, v in values.items():
             if name in v:
                 array[index] = v[name]
         var_dims = _DIMS + (dims.get(name, ()) if sample.ndim else ())
-        out[name] = (var_dims, array.astype(str) if dtype == object else array,
+        out[name] = (var_dims, array.astype(str) if text else array,
                      meta(name) if name in VARIABLES else {})
     ran = np.zeros(shape, np.int64)
     for index, ds in results.items():
