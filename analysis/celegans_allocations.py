@@ -80,7 +80,8 @@ def run(args) -> xr.Dataset:
     need = {k: int(v) for k, v in minimal.by_projection.items() if v}
     budget = int(round(1.1 * int(minimal)))
     print(f"{dataset}: {sum(r.size for r in worm.regions if r.role == 'hidden')} neurons, "
-          f"{eligible_count(worm, groups['all chemical'])} chemical connections; minimal_budget(m={m}) = {int(minimal)} "
+          f"{eligible_count(worm, groups['all chemical'])} chemical connections; "
+          f"minimal_budget(m={m}) = {int(minimal)} "
           f"({minimal_s:.0f} s), needed in every full-rank allocation: {need}; budget {budget}", flush=True)
     records = []
     # 1. capacity of each block alone: every synapse of the group plastic

@@ -176,9 +176,9 @@ def main(argv=None) -> int:
         lines, bad, counts = compare(name, _open(old_path), _open(new_path))
         verdict = "EXACT DECISIONS DIFFER" if bad else "exact decisions identical"
         runtime = _open(new_path).attrs.get("runtime_s", "?")
-        out += [f"## {name}: {verdict} ({counts['exact']} exact MP points, {counts['certificate_values']} certificate / "
-                f"exact values, {counts['lower_bound']} lower-bound points, {counts['flipped_points']} of them moved; "
-                f"re-run {runtime} s)", ""] + (lines or ["- no change"])
+        out += [f"## {name}: {verdict} ({counts['exact']} exact MP points, {counts['certificate_values']} "
+                f"certificate / exact values, {counts['lower_bound']} lower-bound points, "
+                f"{counts['flipped_points']} of them moved; re-run {runtime} s)", ""] + (lines or ["- no change"])
         out.append("")
         if bad:
             failed.append(name)

@@ -102,7 +102,8 @@ def main(argv=None) -> None:
                                   panel="readout", allocation=f"read-out {k} per row", m=m_ro))
     ds = records_to_dataset(records, ["panel", "allocation", "dale", "stable_required"], NAME, attrs=base_attrs(
         NAME, args, claim="beyond the paper: how Dale's law and stable students change the best split of a budget "
-                          "over an inhibition-stabilized E/I circuit", circuit="circuits/ei_isn.toml", circuit_toml=circuit.to_toml(), budget=budget, m_split=m,
+                          "over an inhibition-stabilized E/I circuit", circuit="circuits/ei_isn.toml",
+        circuit_toml=circuit.to_toml(), budget=budget, m_split=m,
         m_readout=m_ro, trials_lm=trials_lm, trials_exact=trials_exact, solver=solver.to_attrs(),
         spec_unstable_fraction=circuit.stability.unstable_fraction,
         note="MP of LM-fitted allocations is a lower bound (decision_kind); affine ones are exact up to sampling"))

@@ -11,10 +11,10 @@ Families (budget M = n plastic synapses in every case):
   dim V = 2 min(m, 2T) here (4 T Markov parameters, T <= 2n).
 
 Allocations: ``spread-rows``, ``spread-cols``, ``random``, ``concentrated-rows`` (one full row), ``concentrated-cols``
-(one full column). Ranks are exact over GF(p) (neurosubset.theory.modular_ranks): one Jacobian per (family, n) at a random
-point of GF(p) with ``m_top`` probes; since the rows for the first m probes are a prefix, every m is a row prefix of
-the same matrix (the certificate at every m from one evaluation). A verdict is wrong with probability at most the
-Schwartz-Zippel bound ``r d / p`` (recorded: attr ``max_error_bound``, ~1e-15).
+(one full column). Ranks are exact over GF(p) (neurosubset.theory.modular_ranks): one Jacobian per (family, n) at a
+random point of GF(p) with ``m_top`` probes; since the rows for the first m probes are a prefix, every m is a row
+prefix of the same matrix (the certificate at every m from one evaluation). A verdict is wrong with probability at
+most the Schwartz-Zippel bound ``r d / p`` (recorded: attr ``max_error_bound``, ~1e-15).
 
 Run: ``python analysis/scaling.py [--quick] [--out DIR]``.
 """
