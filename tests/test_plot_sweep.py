@@ -100,7 +100,9 @@ def test_curves_of_explicit_points_label_each_point_by_every_key():
     assert all(k in _flat(ax.get_xlabel()) for k in KEYS4)
     ticks = _tick_boxes(ax.xaxis, renderer)
     # one tick per point, labelled with its shares of every key (not a vertical scatter at one x)
-    expected = {"/".join(f"{ds[k.replace('->', '_to_')].values[i]:g}" for k in KEYS4) for i in range(len(points))}
+    expected = {"/".join(f"{ds[k.replace('->', '_to_')].values[i]:.2g}" for k in KEYS4)
+                for i in range(len(points))}
+    assert expected == {"0.5/0.17/0.17/0.17", "0.17/0.5/0.17/0.17", "0.17/0.17/0.5/0.17", "0.25/0.25/0.25/0.25"}
     assert {text for text, _ in ticks} == expected
     assert not _no_overlap(ticks)
     for one in ax.collections:  # the points of each series sit at distinct x positions

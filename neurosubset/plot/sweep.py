@@ -85,7 +85,8 @@ def _simplex_grid(ds: xr.Dataset, keys: list[str]) -> bool:
 
 
 def _point_label(ds: xr.Dataset, keys: list[str], i: int) -> str:
-    return "/".join(f"{key_values(ds, k)[i]:g}" for k in keys)
+    """A point's tick label: its share of every key, two significant digits each, ``/``-separated."""
+    return "/".join(f"{key_values(ds, k)[i]:.2g}" for k in keys)
 
 
 def mp_curves(ds: xr.Dataset, *, x: str | None = None) -> Figure:
