@@ -11,8 +11,9 @@ Steps (every fit cross-validated over stimulated neurons, left/right partners he
 1. noise: :func:`neurosubset.datasets.pooled_noise` (SD = a_i + b |mean|, outliers dropped and listed) and the
    noise ceiling: split-half reliability, and the explainable fraction ``cov(half 1, half 2) / var(all means)``
    (the EV that the true means would reach, assuming single-trial pairs carry the same signal variance);
-2. model variants (:mod:`neurosubset.responses.atlas`): anatomy with / without gap junctions and Dale signs, and
-   read-out gains alone (no anatomy: predicts no response off the diagonal);
+2. model variants (:mod:`neurosubset.responses.atlas`): anatomy with / without gap junctions and Dale signs, the
+   stimulated neuron's rate clamped to its self-response (``clamp``) or driven by it, and read-out gains alone (no
+   anatomy: predicts no response off the diagonal);
 3. the dense all-weights reference: every pair a free weight, ridge over a grid of strengths;
 4. budget curves (:mod:`neurosubset.responses.atlas_budget`): spread, concentrated, class, greedy, on the anatomy
    and on degree-preserving rewired anatomies (the null keeps the data);
@@ -44,13 +45,15 @@ import neurosubset as ns
 from neurosubset.datasets import CITATION, pooled_noise, split_half
 from neurosubset.responses.atlas import (atlas_anatomy, atlas_data, atlas_folds, fit_atlas, group_scores,
                                          heldout_scores, loss_gradient, rewire)
-from neurosubset.responses.atlas_budget import STRATEGIES, CurveSettings, budget_curve, class_blocks, dense_reference
+from neurosubset.responses.atlas_budget import (STRATEGIES, CurveSettings, budget_curve, class_blocks,
+                                                dense_reference, greedy_ranking)
 from neurosubset.responses.atlas_compare import (common_measured, group_change_ranking, neuropeptide_groups,
                                                  ripoll_sanchez_groups)
 
 NAME = "celegans_atlas"
 VARIANTS = {"signs+gap": dict(signs=True, gap=True), "signs": dict(signs=True, gap=False),
-            "gap (no signs)": dict(signs=False, gap=True), "no signs, no gap": dict(signs=False, gap=False)}
+            "gap (no signs)": dict(signs=False, gap=True), "no signs, no gap": dict(signs=False, gap=False),
+            "signs+gap, clamped": dict(signs=True, gap=True, clamp=True)}
 REFERENCES = ("Cook SJ et al. (2019) Whole-animal connectomes of both Caenorhabditis elegans sexes. Nature 571, "
               "63-71; Bentley B et al. (2016) The multilayer connectome of Caenorhabditis elegans. PLoS Comput Biol "
               "12, e1005283; Ripoll-Sanchez L et al. (2023) The neuropeptidergic connectome of C. elegans. Neuron "
@@ -61,10 +64,10 @@ def config(quick: bool) -> dict:
     if quick:
         return dict(folds=3, iterations=80, refit=40, budgets=(0, 50, 400), class_steps=2, greedy_steps=2,
                     greedy_candidates=2, lams=(1e3,), nulls=1, null_budgets=(0, 400), unc_folds=3, draws=2,
-                    class_groups=4, group_iterations=20, variants=("signs+gap", "signs"))
-    return dict(folds=5, iterations=200, refit=100, budgets=(0, 25, 50, 100, 200, 400, 800, 1600, 3200),
-                class_steps=8, greedy_steps=8, greedy_candidates=6, lams=(1e5, 1e4, 1e3, 1e2), nulls=5,
-                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=10, class_groups=30, group_iterations=30,
+                    class_groups=4, group_iterations=20, variants=("signs+gap", "signs", "signs+gap, clamped"))
+    return dict(folds=5, iterations=150, refit=80, budgets=(0, 25, 50, 100, 200, 400, 800, 1600, 3200),
+                class_steps=6, greedy_steps=6, greedy_candidates=4, lams=(1e4, 1e3, 1e2), nulls=3,
+                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=6, class_groups=15, group_iterations=30,
                 variants=tuple(VARIANTS))
 
 
@@ -157,6 +160,14 @@ def main(argv=None) -> None:
     out["curve_chosen"] = (("strategy", "fold", "step"),
                            np.stack([pad(curve[s]["chosen"], fill="", dtype=object).astype(str) for s in STRATEGIES]),
                            {"long_name": "class (class) or class projection PRE->POST (greedy) added at the step"})
+    ranking = greedy_ranking(wt, anatomy, settings, progress=note)  # on every stimulation: the ranking itself
+    out["ranking_chosen"] = ("rank", np.array(ranking["chosen"], dtype=str),
+                             {"long_name": "class projection PRE->POST added at each greedy step (all wt "
+                                           "stimulations)"})
+    out["ranking_chi_square"] = ("rank", ranking["chi_square"][1:], {"long_name": "training chi-square after the "
+                                                                                  "step", "units": "1"})
+    out["ranking_factor"] = ("rank", ranking["factors"], {"long_name": "fitted factor f of the projection "
+                                                                     "(weights x (1 + f))", "units": "1"})
     null_settings = CurveSettings(budgets=cfg["null_budgets"], strategies=("spread", "concentrated"),
                                   iterations=cfg["iterations"], refit_iterations=cfg["refit"])
     null_ev = np.full((cfg["nulls"], 2, len(folds), len(cfg["null_budgets"])), np.nan)
@@ -213,7 +224,7 @@ def main(argv=None) -> None:
     coords = {"variant": names, "fold": np.arange(len(folds)), "lam": ref["lam"], "strategy": list(STRATEGIES),
               "step": np.arange(steps), "rewiring": np.arange(cfg["nulls"]),
               "null_strategy": ["spread", "concentrated"], "null_budget": np.array(cfg["null_budgets"]),
-              "group": list(rank["names"])}
+              "group": list(rank["names"]), "rank": np.arange(1, len(ranking["chosen"]) + 1)}
     attrs = base_attrs(NAME, args, **{k: str(v) for k, v in cfg.items()})
     attrs.update(plain_attrs({
         "title": "C. elegans signal-propagation atlas fitted on the anatomy",
@@ -227,6 +238,7 @@ def main(argv=None) -> None:
         "drive_measured_wt": int(wt.measured_drive.sum()),
         "common_stimulations": int(unc_d.stimulated.size), "common_pairs": int(unc_d.mask.sum()),
         "unc31_baseline_chi_square": rank["baseline_chi_square"], "unc31_values": rank["values"],
+        "ranking_anatomy_chi_square": float(ranking["chi_square"][0]),
         **noise_attrs}))
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
 

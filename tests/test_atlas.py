@@ -81,3 +81,23 @@ def test_recovers_known_gains_without_noise(rng):
     fit = fit_atlas(train, an, lam_g=0.0, iterations=500)
     assert fit.chi_square / fit.values < 1e-6, fit.chi_square
     assert heldout_scores(fit, held, an)["ev"] > 0.999
+
+
+def test_clamped_stimulation_is_the_closed_form(rng):
+    """clamp=True: the stimulated neuron's rate equals its drive; the others follow the linear steady state with
+    that neuron held there, r_rest = (I - W_rest,rest)^-1 W_rest,j u_j (numpy, the reduced system)."""
+    an = _anatomy(rng)
+    stim = np.array([1, 4, 8])
+    drive = rng.uniform(0.2, 0.6, stim.size)
+    gains = rng.uniform(0.5, 2, an.size)
+    rho = np.max(np.abs(np.linalg.eigvals(an.counts)))
+    w = 0.5 * an.counts * np.where(an.sign < 0, -1.0, 1.0)[None] / rho + 0.3 * an.gap
+    expected = np.zeros((an.size, stim.size))
+    for k, j in enumerate(stim):
+        rest = np.delete(np.arange(an.size), j)
+        expected[rest, k] = np.linalg.solve(np.eye(an.size - 1) - w[np.ix_(rest, rest)], w[rest, j] * drive[k])
+        expected[j, k] = drive[k]
+    expected *= gains[:, None]
+    data = _data(an, rng, expected, stim, drive)
+    fit = replace(fit_atlas(data, an, clamp=True, iterations=0), chem_gain=0.5, gap_gain=0.3, gains=gains)
+    np.testing.assert_allclose(predict_atlas(fit, data, an), expected, rtol=RTOL, atol=1e-14)

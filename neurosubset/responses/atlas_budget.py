@@ -31,7 +31,7 @@ import numpy as np
 from .atlas import AtlasData, AtlasFit, Anatomy, fit_atlas, group_scores, heldout_scores, loss_gradient
 
 __all__ = ["STRATEGIES", "ranked_pairs", "class_blocks", "class_groups", "CurveSettings", "budget_curve",
-           "dense_reference"]
+           "greedy_ranking", "dense_reference"]
 
 STRATEGIES = ("spread", "concentrated", "class", "greedy")
 
@@ -53,8 +53,8 @@ class CurveSettings:
     iterations : int
         L-BFGS iterations of the anatomy fit; refits use ``refit_iterations``.
     refit_iterations : int
-    signs, gap : bool
-        The model variant.
+    signs, gap, clamp : bool
+        The model variant (:func:`fit_atlas`).
     """
 
     budgets: tuple[int, ...] = (0, 25, 50, 100, 200, 400, 800, 1600)
@@ -67,6 +67,7 @@ class CurveSettings:
     refit_iterations: int = 80
     signs: bool = True
     gap: bool = True
+    clamp: bool = False
     strategies: tuple[str, ...] = field(default=STRATEGIES)
 
 
@@ -160,7 +161,8 @@ def budget_curve(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray],
     out: dict = {s: {k: [] for k in ("size", "ev", "ev_zero", "chi_square", "values", "train_chi_square",
                                      "on_anatomy", "chosen")} for s in settings.strategies}
     base_fits = []
-    kw = dict(signs=settings.signs, gap=settings.gap, lam_d=settings.lam_d, lam_g=settings.lam_g, threads=threads)
+    kw = dict(signs=settings.signs, gap=settings.gap, clamp=settings.clamp, lam_d=settings.lam_d,
+              lam_g=settings.lam_g, threads=threads)
 
     def record(strategy: str, rows: dict, fit: AtlasFit, held: AtlasData, label: str) -> None:
         sc = heldout_scores(fit, held, anatomy)
@@ -211,26 +213,62 @@ def budget_curve(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray],
                     start = fit
                     record(strategy, rows, fit, held, names[k])
             elif strategy == "greedy":
-                current, g = base, grad
-                chosen: list = []
-                names = list(blocks)
-                for _ in range(settings.greedy_steps):
-                    score = group_scores(g, current, anatomy, [blocks[b] for b in names])
-                    score[[names.index(b) for b in chosen]] = -np.inf
-                    cands = [names[k] for k in np.argsort(-score, kind="stable")[:settings.greedy_candidates]]
-                    best = None
-                    for b in cands:
-                        trial = fit_atlas(train, anatomy, tied=[blocks[x] for x in chosen + [b]], start=current,
-                                          iterations=settings.refit_iterations, **kw)
-                        note(f"greedy candidate {b[0]}->{b[1]}")
-                        if best is None or trial.chi_square < best[1].chi_square:
-                            best = (b, trial)
-                    b, current = best
-                    chosen.append(b)
-                    record(strategy, rows, current, held, f"{b[0]}->{b[1]}")
-                    g = loss_gradient(current, train, anatomy)
+                for label, fit in _greedy(train, anatomy, base, grad, blocks, settings, kw, note):
+                    record(strategy, rows, fit, held, label)
     out["anatomy_fits"] = base_fits
     return out
+
+
+def _greedy(train: AtlasData, anatomy: Anatomy, base: AtlasFit, grad: np.ndarray, blocks: dict,
+            settings: CurveSettings, kw: dict, note: Callable[[str], None]):
+    """Forward selection over class projections (module docstring): yields ``("PRE->POST", fit)`` per step."""
+    current, g = base, grad
+    chosen: list = []
+    names = list(blocks)
+    for _ in range(min(settings.greedy_steps, len(names))):
+        score = group_scores(g, current, anatomy, [blocks[b] for b in names])
+        score[[names.index(b) for b in chosen]] = -np.inf
+        cands = [names[k] for k in np.argsort(-score, kind="stable")[:settings.greedy_candidates]]
+        best = None
+        for b in cands:
+            trial = fit_atlas(train, anatomy, tied=[blocks[x] for x in chosen + [b]], start=current,
+                              iterations=settings.refit_iterations, **kw)
+            note(f"greedy candidate {b[0]}->{b[1]}")
+            if best is None or trial.chi_square < best[1].chi_square:
+                best = (b, trial)
+        b, current = best
+        chosen.append(b)
+        yield f"{b[0]}->{b[1]}", current
+        g = loss_gradient(current, train, anatomy)
+
+
+def greedy_ranking(data: AtlasData, anatomy: Anatomy, settings: CurveSettings = CurveSettings(), *,
+                   progress: Callable[[str], None] | None = None, threads: int | None = 1) -> dict:
+    """Greedy forward selection over class projections on every stimulation (no held-out data): the ranking of
+    the projections that must depart from the anatomy.
+
+    Returns
+    -------
+    dict
+        ``"chosen"`` (labels ``PRE->POST`` in order), ``"chi_square"`` (training chi-square after each step, step 0
+        the anatomy alone), ``"size"`` (synapses scaled), ``"factors"`` (the final fit's factors, in order),
+        ``"fit"`` (the final fit).
+    """
+    note = progress or (lambda label: None)
+    kw = dict(signs=settings.signs, gap=settings.gap, clamp=settings.clamp, lam_d=settings.lam_d,
+              lam_g=settings.lam_g, threads=threads)
+    blocks = {b: anatomy.synapses(p) for b, p in class_blocks(anatomy).items()}
+    blocks = {b: p for b, p in blocks.items() if p.size}
+    base = fit_atlas(data, anatomy, iterations=settings.iterations, **kw)
+    note("anatomy")
+    grad = loss_gradient(base, data, anatomy)
+    chosen, chi, size, fit = [], [base.chi_square], [0], base
+    for label, fit in _greedy(data, anatomy, base, grad, blocks, settings, kw, note):
+        chosen.append(label)
+        chi.append(fit.chi_square)
+        size.append(fit.tied_pairs.shape[0])
+    return {"chosen": chosen, "chi_square": np.array(chi), "size": np.array(size), "factors": fit.factors,
+            "fit": fit}
 
 
 def dense_reference(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray], lams: Sequence[float], *,

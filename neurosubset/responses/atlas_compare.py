@@ -145,8 +145,8 @@ def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatom
         chi = 0.0
         for f in fold_idx:
             train = other.columns(np.setdiff1d(s_all, f))
-            fit = fit_atlas(train, anatomy, shared=[pairs], start=base, fixed_base=True,
-                            iterations=group_iterations, threads=threads)
+            fit = fit_atlas(train, anatomy, shared=[pairs], start=base, fixed_base=True, clamp=base.clamp,
+                            signs=base.signs, gap=base.gap, iterations=group_iterations, threads=threads)
             chi += heldout_scores(fit, other.columns(f), anatomy)["chi_square"]
         return base_chi - chi, chi
 
