@@ -7,6 +7,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from ._common import title
+
 __all__ = ["spike_rates", "spikecheck_figure"]
 
 
@@ -47,14 +49,14 @@ def spike_rates(ds: xr.Dataset) -> Figure:
         ax.legend(fontsize=8, loc="upper left")
     left.set_xlabel("rate-model prediction (Hz)")
     left.set_ylabel("spiking rate (Hz), mean ± s.e.")
-    left.set_title("linear Poisson network vs rate model")
+    title(left, "linear Poisson network vs rate model", fontsize="large")
     right.set_xlabel("teacher spiking rate (Hz)")
     right.set_ylabel("student spiking rate (Hz)")
-    right.set_title("teacher vs student in spikes (output neurons × probes)")
+    title(right, "teacher vs student in spikes (output neurons × probes)", fontsize="large")
     setting = (lambda k: float(ds[k]) if k in ds else float(ds.attrs[k]))  # variables (s); attrs in older files
-    fig.suptitle(f"{ds.attrs.get('circuit_name', '')}: tau {1e3 * setting('tau'):g} ms, "
-                 f"{ds.attrs['repeats']} x {setting('duration'):g} s, brian2 {ds.attrs['brian2_version']} "
-                 f"({ds.attrs['codegen_target']})", fontsize=10)
+    title(fig, f"{ds.attrs.get('circuit_name', '')}: tau {1e3 * setting('tau'):g} ms, "
+               f"{ds.attrs['repeats']} x {setting('duration'):g} s, brian2 {ds.attrs['brian2_version']} "
+               f"({ds.attrs['codegen_target']})", fontsize=10)
     return fig
 
 
