@@ -209,8 +209,46 @@ class Circuit(IndexLayout, WeightDistribution):
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], *, source: str = "spec", base: str | Path | None = None) -> Circuit:
-        """Build a circuit from a TOML-layout mapping, checking every field (a ``connectivity`` file: relative to
-        ``base``, see :func:`neurosubset.connectivity.resolve_connectivity_file`)."""
+        """Build a circuit from a mapping in the TOML layout (what a ``circuits/*.toml`` file holds), checking every
+        field.
+
+        Parameters
+        ----------
+        spec : mapping
+            ``name``, ``dynamics``, ``regions`` (name -> ``{size, role, sign, neurons}``), ``projections`` (a list
+            of ``{pre, post, p, gain, name, synapses, init, weights}``), and the other top-level fields of the TOML
+            layout (the user guide's "Write a circuit" lists every field). Unknown keys are refused.
+        source : str
+            How errors name the spec (a file name).
+        base : str or Path, optional
+            Folder that a ``connectivity`` file is relative to (see
+            :func:`neurosubset.connectivity.resolve_connectivity_file`).
+
+        Returns
+        -------
+        Circuit
+
+        Raises
+        ------
+        CircuitSpecError
+            One line naming the field and the allowed values.
+
+        Examples
+        --------
+        >>> import neurosubset as ns
+        >>> c = ns.Circuit.from_dict({
+        ...     "dynamics": "steady",
+        ...     "regions": {"X": {"size": 4, "role": "input"}, "E": {"size": 8, "sign": 1},
+        ...                 "I": {"size": 2, "sign": -1}, "OUT": {"size": 1, "role": "output"}},
+        ...     "projections": [{"pre": "X", "post": "E"}, {"pre": "E", "post": "I", "p": 0.5},
+        ...                     {"pre": "I", "post": "E", "p": 0.5}, {"pre": "E", "post": "OUT"}]})
+        >>> c.weight_names
+        ('X->E', 'E->I', 'I->E', 'E->OUT')
+        >>> ns.Circuit.from_dict({"regions": {"X": {"size": 0, "role": "input"}}})
+        Traceback (most recent call last):
+        ...
+        neurosubset._checks.CircuitSpecError: ...regions.X.size...
+        """
         if "connectivity" in spec:
             spec = resolve_connectivity_file(spec, base=base, source=source)
         return cls(**from_spec(spec, source=source))
@@ -222,7 +260,50 @@ class Circuit(IndexLayout, WeightDistribution):
 
     @classmethod
     def from_connectivity(cls, regions: Sequence[Region], connectivity: Any, **options: Any) -> Circuit:
-        """A circuit whose structure comes from data; see :func:`neurosubset.connectivity.circuit_arguments`."""
+        """A circuit whose structure comes from data: connectivity matrices or an edge list.
+
+        Which synapses exist is the data (counts > 0), not a Bernoulli draw; each projection keeps its synapses as
+        ``(post, pre, count)`` triples, so :meth:`to_toml` writes the data inline.
+
+        Parameters
+        ----------
+        regions : sequence of Region
+            Sizes, roles, Dale signs and (for edge lists and named matrices) neuron names, e.g.
+            ``Region("E", 4, sign=1, neurons=("e0", "e1", "e2", "e3"))``.
+        connectivity : mapping, array, pandas.DataFrame, str or Path
+            Synapse counts (>= 0), as one of: a mapping ``"PRE->POST"`` -> ``(n_post, n_pre)`` array (numpy or
+            scipy.sparse), one per projection; one ``(N, N)`` array over all neurons with ``labels=`` (region of
+            each neuron) or ``names=``; or an edge list, a DataFrame or CSV file with columns ``pre``, ``post``,
+            ``count`` (neuron names) and an optional ``sign`` (checked against the regions' signs).
+        **options
+            ``labels``, ``names``, ``rows`` (``"post"``: rows are postsynaptic, or ``"pre"``), ``gain`` (one
+            number, or projection name -> gain), ``init`` (``"gain"``: one SD per projection; ``"count"``: SD
+            proportional to the count), ``projections`` (further fixed projections), ``dynamics`` (default
+            ``"steady"``), ``steps``, ``nonlinearity``, ``seed``, ``name``; see
+            :func:`neurosubset.connectivity.circuit_arguments`.
+
+        Returns
+        -------
+        Circuit
+
+        Raises
+        ------
+        CircuitSpecError
+            An unknown neuron or region name, a shape that does not match the regions, a negative count (one line
+            naming the field and what is allowed).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import neurosubset as ns
+        >>> regions = [ns.Region("S", 2, role="input"), ns.Region("E", 3, sign=1), ns.Region("M", 1, role="output")]
+        >>> counts = {"S->E": np.array([[1, 0], [2, 1], [0, 1]]), "E->M": np.array([[1, 1, 1]])}
+        >>> c = ns.Circuit.from_connectivity(regions, counts)
+        >>> c.structure["S->E"].astype(int)
+        array([[1, 0],
+               [1, 1],
+               [0, 1]])
+        """
         return cls(**circuit_arguments(regions, connectivity, **options))
 
     @classmethod
