@@ -281,8 +281,9 @@ def allocate(circuit: Circuit, budget: int, *, strategy: str = "random",
 
     Examples
     --------
-    >>> rnn = linear_rnn(n=6, n_in=2, n_out=1, steps=3)          # doctest: +SKIP
-    >>> allocate(rnn, budget=12, strategy="spread-rows", within=["W"]).rows("W")   # doctest: +SKIP
+    >>> import neurosubset as ns
+    >>> rnn = ns.linear_rnn(n=6, n_in=2, n_out=1, steps=3)
+    >>> ns.allocate(rnn, budget=12, strategy="spread-rows", within=["W"]).rows("W")   # 2 per postsynaptic neuron
     array([2, 2, 2, 2, 2, 2])
     """
     check_choice("strategy", strategy, STRATEGIES, error=AllocationError)

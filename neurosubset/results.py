@@ -38,6 +38,13 @@ def wilson_interval(matched: int, trials: int, confidence: float = 0.95) -> tupl
     Returns
     -------
     (low, high) : tuple of float
+
+    Examples
+    --------
+    >>> import neurosubset as ns
+    >>> low, high = ns.wilson_interval(45, 50)     # 45 of 50 trials matched
+    >>> round(low, 3), round(high, 3)
+    (0.786, 0.957)
     """
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = matched / trials

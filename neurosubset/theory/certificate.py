@@ -199,8 +199,9 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
 
     Examples
     --------
-    >>> net = feedforward([3, 2])                                              # doctest: +SKIP
-    >>> certify(net, allocate(net, 6, within=["W1"]), m=3).verdict             # doctest: +SKIP
+    >>> import neurosubset as ns
+    >>> net = ns.feedforward([3, 2])
+    >>> ns.certify(net, ns.allocate(net, 6, within=["W1"]), m=3).verdict   # all 6 weights plastic: MP = 1
     'one'
     """
     _check_alloc(circuit, alloc)
