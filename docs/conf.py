@@ -100,11 +100,11 @@ sphinx_gallery_conf = {
     "backreferences_dir": None,
     "doc_module": (),
     "reference_url": {},
-    "image_scrapers": ("matplotlib",),
+    "image_scrapers": ("nsgallery.scraper",),  # docs/_ext/nsgallery.py: pyplot and plain Figures
     "matplotlib_animations": False,
     "show_memory": False,
     "plot_gallery": "True",
-    "capture_repr": ("_repr_html_", "__repr__"),
+    "capture_repr": ("_repr_html_",),   # Circuit, Allocation, Dataset tables; print() for the rest
     "promote_jupyter_magic": False,
     "min_reported_time": 0,
     "write_computation_times": True,
