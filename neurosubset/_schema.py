@@ -175,6 +175,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
     "mp_by_round": {"long_name": "match probability after each restart round", **_PROB},
     "last_round_gain": {"long_name": "match probability gained in the last restart round", **_PROB},
     "solver": {"long_name": "solver used ('lstsq' exact affine, 'lm' Levenberg-Marquardt)"},
+    # ns.results.decode: the string view beside an int8 flag variable ({flag}: its name)
+    "flag_meaning": {"long_name": "meaning of the {flag} flag (its flag_meanings entry)"},
     # a sweep's per-point decision_kind (an mp result's attr of that name)
     "point_decision_kind": {"long_name": "whether the point's MP is exact or a lower bound ('exact', 'lower bound')",
                             "comment": "lower bound: a local solver decided some trials; mp_high is then not an "

@@ -291,8 +291,9 @@ def decode(ds: xr.Dataset) -> xr.Dataset:
         text = np.full(raw.shape, "", dtype=f"<U{width}")
         for value, meaning in lookup.items():
             text[raw == value] = meaning
-        out[f"{name}_meaning"] = xr.Variable(var.dims, text, {
-            "long_name": f"{var.attrs.get('long_name', name)} (meaning of the {name} flag)"})
+        attrs = meta("flag_meaning")
+        attrs["long_name"] = attrs["long_name"].format(flag=name)
+        out[f"{name}_meaning"] = xr.Variable(var.dims, text, attrs)
     return out
 
 
