@@ -38,7 +38,8 @@ def main() -> None:
         cert = ns.certify(rnn, alloc, m=m, seed=0, method=method)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         print(f"{method:>8}: wall {wall:6.1f} s, process CPU {cpu:6.1f} s  plastic_rank={cert.plastic_rank} "
-              f"full_rank={cert.full_rank} verdict={cert.verdict} gaps(plastic, full)=({cert.plastic_gap:.3g}, {cert.full_gap:.3g}) "
+              f"full_rank={cert.full_rank} verdict={cert.verdict} "
+              f"gaps(plastic, full)=({cert.plastic_gap:.3g}, {cert.full_gap:.3g}) "
               f"points={cert.points} rtol={cert.rtol:g} ranks_by={cert.method} decisive={cert.decisive} "
               f"error_bound={cert.error_bound:.2g}")
 

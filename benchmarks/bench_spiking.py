@@ -46,7 +46,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     n_syn = circuit.n_synapses
     print(f"{circuit.n_out + 990} neurons, {n_syn} synapses ({n_syn / 1.05e6:.1%} of all pairs), "
-          f"{args.repeats} repeats (independent copies in one network) x {args.duration:g} s simulated, dt {chk.attrs['dt'] * 1e3:g} ms, "
+          f"{args.repeats} repeats (independent copies in one network) x {args.duration:g} s simulated, "
+          f"dt {chk.attrs['dt'] * 1e3:g} ms, "
           f"codegen target {chk.attrs['codegen_target']!r} (brian2 {chk.attrs['brian2_version']})")
     print(f"spiking_check wall time {wall:.1f} s (circuit construction before it: {built:.1f} s); "
           f"mean output rate {float(chk.rate_spiking.mean()):.0f} Hz; "

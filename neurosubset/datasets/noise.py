@@ -60,12 +60,12 @@ def pooled_noise(ds: xr.Dataset, *, outlier: float = OUTLIER_DFF, shrink: float 
     Returns
     -------
     xarray.Dataset
-        ``ds`` with outlier trials removed (``response``, ``self_response``, ``n_trials``, ``trial_sd`` recomputed)
-        plus ``sd_trial (responding, stimulated)`` the modelled SD of one trial, ``sd_mean`` that of the pair's
-        mean (NaN where unmeasured), ``sd_floor`` the floor's part alone ``a_i / sqrt(n)`` (the fits' weights), ``floor (responding)`` ``a_i``, ``floor_dof (responding)`` the degrees of
-        freedom behind it, and the outliers along dim ``outlier`` (``outlier_responding``,
-        ``outlier_stimulated``, ``outlier_value``). Attrs ``noise_model`` (the equation), ``noise_floor`` ``a``,
-        ``noise_slope`` ``b``, ``noise_pairs`` (pairs fitted), ``outlier_threshold``.
+        ``ds`` with outlier trials removed (``response``, ``self_response``, ``n_trials``, ``trial_sd`` recomputed) plus
+        ``sd_trial (responding, stimulated)`` the modelled SD of one trial, ``sd_mean`` that of the pair's mean (NaN
+        where unmeasured), ``sd_floor`` the floor's part alone ``a_i / sqrt(n)`` (the fits' weights), ``floor
+        (responding)`` ``a_i``, ``floor_dof (responding)`` the degrees of freedom behind it, and the outliers along dim
+        ``outlier`` (``outlier_responding``, ``outlier_stimulated``, ``outlier_value``). Attrs ``noise_model`` (the
+        equation), ``noise_floor`` ``a``, ``noise_slope`` ``b``, ``noise_pairs`` (pairs fitted), ``outlier_threshold``.
     """
     outlier = check_real("outlier", outlier, low=0.0, low_open=True)
     shrink = check_real("shrink", shrink, low=0.0)

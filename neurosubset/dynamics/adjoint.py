@@ -80,7 +80,8 @@ def fixed_point_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, t
     rows = layout["rows"]
     a = block_matrix(circuit, weights, rows, rows)
     b = block_matrix(circuit, weights, rows, inputs)
-    lu, piv, _ = torch.linalg.lu_factor_ex(torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - a)  # singular: inf/NaN, not a raise
+    # singular: inf/NaN, not a raise
+    lu, piv, _ = torch.linalg.lu_factor_ex(torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - a)
     x = probes.transpose(-1, -2)  # (P, n_in, m)
     rates = torch.linalg.lu_solve(lu, piv, b @ x)  # (P, N, m)
     select = layout["select"]  # (n_out, N)

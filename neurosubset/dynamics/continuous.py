@@ -34,7 +34,7 @@ import torch
 from .._checks import CircuitSpecError, ParameterError, check_names, check_real
 from .base import CONTINUOUS_FIELDS as CONTINUOUS_FIELDS
 from .base import Dynamics, register
-from .blocks import block_matrix, broadest
+from .blocks import block_matrix
 from .stability import Loop, Stability
 
 if TYPE_CHECKING:
@@ -60,8 +60,9 @@ def check_fields(circuit: Circuit) -> None:
         try:
             given = dict(tau)
         except (TypeError, ValueError):
+            example = ", ".join(f"{n} = 0.02" for n in hidden[:2])
             raise CircuitSpecError(f"The 'tau' parameter must be one number (s) or a table hidden region -> tau "
-                                   f"(s), e.g. {{{', '.join(f'{n} = 0.02' for n in hidden[:2])}}}. Got {tau!r}.") from None
+                                   f"(s), e.g. {{{example}}}. Got {tau!r}.") from None
         check_names("tau", given, hidden, what="Hidden region", error=CircuitSpecError)
         missing = [n for n in hidden if n not in given]
         if missing:
@@ -638,7 +639,8 @@ class Continuous(Dynamics):
     outputs read out at the ``readout`` times (default the end), concatenated (``n_out`` = read-outs x output
     neurons). Linear circuits are integrated exactly (matrix exponentials), the others by RK4 on the ``dt`` grid
     (see the module docstring). Jacobians by reverse mode: through the exact solution (linear) or the
-    discrete adjoint of the RK4 scheme; float ranks only (``expm`` is not rational). Linear circuits keep ``max Re eig(T^-1 (W - I)) < 0``.
+    discrete adjoint of the RK4 scheme; float ranks only (``expm`` is not rational). Linear circuits keep
+    ``max Re eig(T^-1 (W - I)) < 0``.
     """
 
     name = "continuous"

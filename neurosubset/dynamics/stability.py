@@ -347,7 +347,8 @@ def check_steady_spec(circuit: Circuit) -> SpecStability:
         warnings.warn(
             f"Circuit {circuit.name!r} ({circuit.dynamics.name}) sits near its stability limit: "
             f"{found.unstable_fraction:.1%} of {found.draws} teacher draws are unstable and their median max Re(eig) "
-            f"is {found.median:.3f} (limit 1; warned above {WARN_FRACTION:.0%} unstable or a median within {WARN_MARGIN} of the limit; "
+            f"is {found.median:.3f} (limit 1; warned above {WARN_FRACTION:.0%} unstable or a median within "
+            f"{WARN_MARGIN} of the limit; "
             f"{_draws_note(found.draws)}). MP can then move with small gain changes (stable=True conditions every "
             f"draw on stability). Per projection, {found.advice(circuit)}.", StabilityWarning, stacklevel=4)
     return found

@@ -76,7 +76,8 @@ class UnivariateRoots:
 # ---------------------------------------------------------------------------------------------- applicability
 def _shallow(circuit) -> tuple[str, str] | None:
     """``(W1, W2)`` names of a single-hidden-layer ReLU chain, else None."""
-    if not isinstance(circuit.dynamics, Feedforward) or circuit.nonlinearity != "relu" or len(circuit.weight_names) != 2:
+    if (not isinstance(circuit.dynamics, Feedforward) or circuit.nonlinearity != "relu"
+            or len(circuit.weight_names) != 2):
         return None
     first, second = (circuit.projection[w] for w in circuit.weight_names)
     roles = [circuit.region[r].role for r in (first.pre, first.post, second.post)]

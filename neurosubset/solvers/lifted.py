@@ -24,8 +24,8 @@ it finds solutions but refutes none), and each free or exact row's values follow
   from its weights below ``tol``): a witness, exact;
 - **no_solution** where the necessary linear equations are inconsistent (relative least-squares residual above
   ``tol``), exact;
-- otherwise undecided: the decider chain (:mod:`neurosubset.solvers.chain`) hands those trials to the LM (a lower bound), as it does matches
-  the stability requirement refuses.
+- otherwise undecided: the decider chain (:mod:`neurosubset.solvers.chain`) hands those trials to the LM (a lower
+  bound), as it does matches the stability requirement refuses.
 
 The linear algebra per trial is a few SVDs of at most ``N m x N_hidden m`` (worm, m = 2: 856 x 604) plus one small
 least-squares problem per row: under a second per worm trial where the LM needs minutes.
@@ -71,7 +71,8 @@ class _Layout:
 def _layout(circuit, alloc, m: int) -> _Layout:
     neurons = circuit.slices(("hidden", "output"))
     n = circuit.n_neurons(("hidden", "output"))
-    where = circuit.dynamics.adjoint_layout(circuit, alloc)  # the adjoint's indexing: rows over neurons, columns [neurons; inputs]
+    # the adjoint's indexing: rows over neurons, columns [neurons; inputs]
+    where = circuit.dynamics.adjoint_layout(circuit, alloc)
     rows, cols = where["post"].numpy(), where["pre"].numpy()
     free, short = [], []
     for r in np.unique(rows).tolist():

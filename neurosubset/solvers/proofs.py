@@ -281,7 +281,7 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
     """SCIP on one trial's lifted problem: ``("infeasible" | "feasible" | "unknown", theta or None)``."""
     import pyscipopt
 
-    n, m, n_in = a.shape[0], x.shape[1], x.shape[0]
+    n, m = a.shape[0], x.shape[1]
     full = np.hstack([a, b])
     tau = tol * float(np.linalg.norm(y))
     model = pyscipopt.Model()
