@@ -119,10 +119,17 @@ def check_fit(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: 
     """
     restarts = _lm_restarts(solver)
     terms = estimate_fit(circuit, alloc.size, m, trials, problems_per_trial=restarts, certificate=certificate)
-    check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower="'trials' or 'm'")
+    check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size})", terms, lower=_lower("'trials' or 'm'", restarts))
 
 
 _LM = ("LevenbergMarquardt", "SteadyLifting")  # the solvers that run LM restarts side by side
+
+
+def _lower(what: str, restarts: int) -> str:
+    """What the refusal says to lower: the LM's ``restarts`` first where they multiply the problems."""
+    if restarts <= 1:
+        return what
+    return f"'restarts' (the LM runs its {restarts:,} starts per trial side by side), {what}"
 
 
 def _lm_restarts(solver: Any) -> int:
@@ -180,15 +187,19 @@ def chunk_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, solve
     from ._checks import check_int, check_real
 
     if chunk is not None:
-        return min(check_int("chunk", chunk, minimum=1), trials)
+        chunk = min(check_int("chunk", chunk, minimum=1), trials)  # the memory check below still applies
     available = available_bytes() if available is None else available
     one = per_trial_bytes(circuit, alloc.size, m, solver)
     restarts = _lm_restarts(solver)
     terms = estimate_fit(circuit, alloc.size, m, 1, problems_per_trial=restarts)
-    terms["total"] = max(terms["total"], one)
+    if one > terms["total"]:  # the factorisations of I - W and the continued restarts: a term of their own
+        terms["factorisations and continued restarts"] = one - terms["total"]
+        terms["total"] = one
     check_memory(f"{what}(m={m}, trials={trials}, M={alloc.size}) with one trial at a time", terms,
-                 lower="'m' (of 'trials' or 'm', only 'm' helps: trials are fitted in chunks) or the circuit's size",
-                 available=available)
+                 lower=_lower("'m' (of 'trials' or 'm', only 'm' helps: trials are fitted in chunks) or the "
+                              "circuit's size", restarts), available=available)
+    if chunk is not None:
+        return chunk
     budget = _CHUNK_SHARE * available
     if max_memory is None:
         budget = min(budget, _CHUNK_BYTES)

@@ -24,7 +24,7 @@ NONLINEARITIES = ("linear", "relu", "tanh", "softplus")
 _CONTINUOUS_KEYS = ("tau", "duration", "dt", "readout")  # dynamics "continuous" only (seconds)
 _SPEC_KEYS = ("name", "dynamics", "steps", "nonlinearity", "seed", "regions", "projections") + _CONTINUOUS_KEYS
 _REGION_KEYS = ("size", "role", "sign", "neurons")
-_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights", "autapses")
+_PROJECTION_KEYS = ("pre", "post", "p", "gain", "name", "synapses", "init", "weights", "autapses", "signs")
 INIT_MODES = ("gain", "count")
 
 
@@ -100,6 +100,10 @@ class Projection:
         Whether a neuron may synapse onto itself (default True: allowed, as every Bernoulli(``p``) draw has always
         allowed them). ``False`` (a projection from a region onto itself with drawn structure only) removes the
         diagonal from the structure; the other synapses and the init SD ``gain / sqrt(p * n_pre)`` stay as drawn.
+    signs : tuple of (post, pre, sign), optional
+        A sign per synapse from data (``sign`` +1 or -1; synapses not listed stay free): every draw makes the
+        synapse ``sign * |N(...)|`` and fitting keeps it in that sign box (the ``dale`` option). A sign
+        constraint, not Dale's law: the presynaptic region must be unsigned, and fixed projections take none.
     """
 
     pre: str
@@ -111,6 +115,7 @@ class Projection:
     init: str = "gain"
     weights: tuple[tuple[int, int, float], ...] | None = None
     autapses: bool = True
+    signs: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         label = self.name or f"{self.pre}->{self.post}"
@@ -139,6 +144,21 @@ class Projection:
         if self.init == "count" and self.synapses is None:
             raise CircuitSpecError(f"projections[{label}].init 'count' needs measured 'synapses'. Allowed "
                                    f"without them: ['gain'].")
+        if self.signs is not None:
+            if self.weights is not None:
+                raise CircuitSpecError(f"projections[{label}].signs: a fixed projection ('weights') takes no signs.")
+            triples = _triples(f"projections[{label}].signs", self.signs, counts=False)
+            bad = [t for t in triples if t[2] not in (1.0, -1.0)]
+            if bad:
+                raise CircuitSpecError(f"projections[{label}].signs: each sign must be 1 or -1. Got {bad[0][2]:g} "
+                                       f"at (post, pre) = ({bad[0][0]}, {bad[0][1]}).")
+            if self.synapses is not None:
+                present = {(i, j) for i, j, _ in self.synapses}
+                stray = [t for t in triples if (t[0], t[1]) not in present]
+                if stray:
+                    raise CircuitSpecError(f"projections[{label}].signs: (post, pre) = ({stray[0][0]}, "
+                                           f"{stray[0][1]}) is no synapse of 'synapses'.")
+            object.__setattr__(self, "signs", tuple((i, j, int(s)) for i, j, s in triples) or None)
 
     @property
     def fixed(self) -> bool:
@@ -202,7 +222,11 @@ def check_graph(regions: Sequence[Region], projections: Sequence[Projection]) ->
                                        f"Expected one of {names}.")
         if proj.name in seen:
             raise CircuitSpecError(f"Duplicate projection {proj.name!r}: each projection may appear once.")
-        for key in ("synapses", "weights"):
+        if proj.signs is not None and by_name[proj.pre].sign is not None:
+            raise CircuitSpecError(f"projections[{proj.name}].signs: region {proj.pre!r} has the Dale sign "
+                                   f"{by_name[proj.pre].sign}; per-synapse signs need an unsigned presynaptic region "
+                                   f"(sign = None).")
+        for key in ("synapses", "weights", "signs"):
             given = getattr(proj, key) or ()
             for end, at, region in (("post", 0, by_name[proj.post]), ("pre", 1, by_name[proj.pre])):
                 big = [t for t in given if t[at] >= region.size]
@@ -297,7 +321,7 @@ def to_spec(circuit: Circuit) -> dict[str, Any]:
             entry["init"] = p.init
         if not p.autapses:
             entry["autapses"] = False
-        for key in ("synapses", "weights"):  # the data inline: results and sweep tasks never hold just a path
+        for key in ("synapses", "weights", "signs"):  # the data inline: results and sweep tasks never hold a path
             if getattr(p, key) is not None:
                 entry[key] = [[i, j, int(c) if c == int(c) else c] for i, j, c in getattr(p, key)]
         projections.append(entry)
@@ -355,7 +379,8 @@ def from_spec(spec: Mapping[str, Any], *, source: str = "spec") -> dict[str, Any
                 raise CircuitSpecError(f"{source}: projections[{k}].{key} is missing.")
         projections.append(Projection(entry["pre"], entry["post"], entry.get("p", 1.0),
                                       entry.get("gain", 1.0), entry.get("name", ""), entry.get("synapses"),
-                                      entry.get("init", "gain"), entry.get("weights"), entry.get("autapses", True)))
+                                      entry.get("init", "gain"), entry.get("weights"), entry.get("autapses", True),
+                                      entry.get("signs")))
     return {"regions": tuple(regions), "projections": tuple(projections),
             "dynamics": spec.get("dynamics", "feedforward"), "steps": spec.get("steps", 1),
             "nonlinearity": spec.get("nonlinearity", "linear"), "seed": spec.get("seed", 0),
@@ -366,7 +391,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The TOML table of the spec file ``path``, its ``name`` defaulting to the file's stem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading UTF-8 BOM (editors on Windows) is not TOML
     except OSError as exc:
         raise CircuitSpecError(f"Cannot read circuit spec {str(path)!r}: {exc.strerror}.") from None
     except UnicodeDecodeError as exc:

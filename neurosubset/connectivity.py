@@ -164,10 +164,14 @@ def _edge_table(connectivity: Any) -> Any:
 
     if isinstance(connectivity, (str, Path)):
         try:
-            connectivity = pd.read_csv(connectivity)
+            table = pd.read_csv(connectivity)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise CircuitSpecError(f"Cannot read the edge list {str(connectivity)!r} (a UTF-8 CSV with columns "
-                                   f"{list(EDGE_COLUMNS)}): {exc}.") from None
+                                   f"{list(EDGE_COLUMNS)}): {' '.join(str(exc).split())}.") from None
+        if not isinstance(table.index, pd.RangeIndex):  # pandas took the extra fields of row 1 as an index
+            raise CircuitSpecError(f"Cannot read the edge list {str(connectivity)!r}: row 1 has more fields than "
+                                   f"the header's {len(table.columns)} columns {list(table.columns)}.")
+        connectivity = table
     missing = [c for c in EDGE_COLUMNS if c not in connectivity.columns]
     if missing:
         raise CircuitSpecError(f"The edge list lacks column(s) {missing}. Expected columns {list(EDGE_COLUMNS)} "

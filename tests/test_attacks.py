@@ -750,3 +750,94 @@ def test_19_sweep_never_advises_an_overwrite_it_would_refuse(tmp_path, capsys, c
     assert cli.main([*sweep, "--overwrite"]) == 2  # and --overwrite is refused the same way
     _one_line_error(capsys, "is a folder but not a sweep store")
     assert sorted(p.name for p in folder.iterdir()) == (["notes.txt"] if content == "a file in it" else [])
+
+
+# 19: the small ones
+def test_19_a_utf8_bom_in_a_toml_spec_is_accepted(tmp_path):
+    spec = (ROOT / "circuits" / "lffn.toml").read_bytes()
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + spec)  # what Windows editors write
+    (tmp_path / "plain.toml").write_bytes(spec)
+    with_bom, plain = (Circuit.from_toml(tmp_path / f) for f in ("bom.toml", "plain.toml"))
+    assert with_bom.to_toml().replace('"bom"', '"plain"') == plain.to_toml().replace('"bom"', '"plain"')
+
+
+def test_19_the_restarts_refusal_says_to_lower_restarts(tmp_path, capsys):
+    # 10^8 LM starts per trial side by side: terabytes on any machine, refused before any draw
+    c = str(ROOT / "circuits" / "ca3_ca1.toml")
+    assert cli.main(["mp", c, "--budget", "20", "--m", "4", "--trials", "2", "--quiet", "--solver", "lm",
+                     "--restarts", "100000000", "--out", str(tmp_path / "r.nc")]) == 2
+    line = _one_line_error(capsys, "of memory", "Lower 'restarts' (the LM runs its 100,000,000 starts per trial")
+    assert line.index("'restarts'") < line.index("'m'")
+    assert not (tmp_path / "r.nc").exists()
+
+
+def test_19_a_checksum_error_names_the_changed_chunk_not_fill_value_chunks(tmp_path, capsys, store):
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
+    index = (1, 1, 0)  # the point (budget=9, A->O=0.5, m=2) is done; change its stored mp afterwards
+    group["mp"][index] = 0.5 if group["mp"][index] != 0.5 else 0.25
+    assert cli.main(["export", str(store), str(tmp_path / "s.nc")]) == 2
+    line = _one_line_error(capsys, "is damaged", "changed after the point was written", "chunk mp/1.1.0")
+    assert "absent chunk" not in line and "no chunk file" not in line, line
+
+
+@pytest.mark.parametrize("rows", ["a0,o0,1,7\n", "a0,o0,1\na1,o0,1,7\n"], ids=["row 1", "row 2"])
+def test_19_extra_csv_fields_are_one_error(tmp_path, rows):
+    (tmp_path / "c.csv").write_text("pre,post,count\n" + rows)
+    (tmp_path / "c.toml").write_text(NAMED)
+    with pytest.raises(ns.CircuitSpecError, match=r"Cannot read the edge list .*(row 1 has more fields than the "
+                                                  r"header's 3 columns|Expected 3 fields in line 3, saw 4)") as err:
+        Circuit.from_toml(tmp_path / "c.toml")
+    assert "\n" not in str(err.value) and "nan" not in str(err.value)
+
+
+def test_19_temporary_figures_of_dead_writers_are_removed(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=WAIT_S)
+    stale = tmp_path / f".one.png.tmp-{int(dead.stdout)}"  # a plot killed while saving its figure
+    stale.write_bytes(b"half a png")
+    alive = tmp_path / f".one.png.tmp-{os.getppid()}"
+    alive.write_bytes(b"being written")
+    assert cli.main(_mp(tmp_path / "mp.nc")) == 0
+    assert cli.main(["plot", str(tmp_path / "mp.nc"), "--out", str(tmp_path / "one.png")]) == 0
+    assert not stale.exists() and alive.exists() and (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_19_killing_a_two_worker_sweep_prints_no_leaked_semaphore_warning(tmp_path):
+    import signal
+    import time
+
+    store = tmp_path / "s.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "neurosubset.cli", *SW_ARGS[:-1], "--fractions",
+                             "L0->L1,L1->L2", "--step", "0.1", "--workers", "2", "--quiet", "--out", str(store)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (store / "status").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]  # still running: some points stored, some not
+        proc.send_signal(signal.SIGKILL)
+        # communicate returns when every holder of the pipes is gone: the forkserver, its workers and the resource
+        # tracker (which printed "There appear to be 5 leaked semaphore objects" before)
+        _, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)
+    assert proc.returncode == -signal.SIGKILL
+    assert "leaked" not in err and "Traceback" not in err, err[-2000:]
+
+
+# 12: the certificate's verdict on a circuit whose outputs overflow at the init scale
+def test_12_a_circuit_overflowing_at_the_init_scale_has_no_certificate(tmp_path, capsys):
+    c = ns.linear_rnn(16, 2, 2, steps=200, gain=1e300)  # lrnn:16,2,2,200,1e300: (1e300)^200 overflows at once
+    alloc = ns.allocate(c, 8, within=["W"], seed=0)
+    with pytest.raises(ns.NeurosubsetError, match="overflow to inf/NaN at the init scale .* no certificate exists"):
+        ns.certify(c, alloc, m=2, seed=0)
+    out = tmp_path / "g.nc"
+    assert cli.main(["mp", "lrnn:16,2,2,200,1e300", "--budget", "8", "--within", "W", "--m", "2", "--trials", "3",
+                     "--quiet", "--out", str(out)]) == 2  # the certificate is asked for by default
+    _one_line_error(capsys, "overflow to inf/NaN", "Lower the circuit's gains or steps")
+    assert not out.exists()  # never MP 0.000 "exact, certificate one"

@@ -100,6 +100,7 @@ def point_executor(workers: int, scheduler: Any, tasks: int) -> Iterator[tuple[E
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(_PRELOAD)
+    _quiet_resource_tracker()
     pool = ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx, initializer=_worker_init)
     try:
         yield pool, tasks
@@ -108,6 +109,27 @@ def point_executor(workers: int, scheduler: Any, tasks: int) -> Iterator[tuple[E
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+_TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker without its "There appear to be N leaked semaphore objects"
+    warning: a SIGKILL of the sweep leaves the pool's queue semaphores registered, the tracker (a process of its own)
+    unlinks them when it sees the sweep gone, and the warning only printed that it did so, after the shell prompt.
+    The tracker reads its warning filters from the command line it is started with (``sys.warnoptions``); a
+    tracker that already runs is left as it is."""
+    from multiprocessing import resource_tracker
+
+    if _TRACKER_QUIET in sys.warnoptions:
+        resource_tracker.ensure_running()
+        return
+    sys.warnoptions.append(_TRACKER_QUIET)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove(_TRACKER_QUIET)
 
 
 def _terminate(pool: Any) -> None:
@@ -119,6 +141,8 @@ def _terminate(pool: Any) -> None:
 
 _SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")  # the address schemes dask.distributed connects by
 _CONNECT_TIMEOUT = "5s"  # an unreachable scheduler is reported after this (a reachable one answers in milliseconds)
+
+
 def check_scheduler(scheduler: Any) -> Any:
     """Refuse (one line, :class:`ParameterError`) a scheduler that is neither a ``distributed.Client`` nor an
     address ``scheme://host:port`` with a scheme dask.distributed knows (:data:`_SCHEMES`); nothing is contacted."""

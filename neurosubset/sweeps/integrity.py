@@ -155,10 +155,32 @@ def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndar
         values = [np.asarray(data[n][index], dtype=arrays[n].dtype) for n in names]  # the bytes as stored
         stored = int(np.asarray(data[CHECKSUM][index]))
         if stored not in (checksum(index, values), checksum(index, values, canonical=False)):
-            missing = [n for n in names if not (path / n / _chunk_key(index, arrays[n].ndim)).exists()]
-            bad[index] = (f"its values do not match its checksum (a chunk was changed or deleted"
-                          f"{'; no chunk file for ' + ', '.join(repr(n) for n in missing) if missing else ''})")
+            bad[index] = f"its values do not match its checksum ({_suspects(path, index, names, arrays)})"
     return bad
+
+
+def _suspects(path: Path, index: tuple[int, ...], names: Sequence[str], arrays: Mapping[str, Any]) -> str:
+    """Which of a failed point's chunks to blame: those written after its status chunk (the commit record, written
+    last) were changed later, unless most are (a copy of the store renews every time). A missing chunk file is only a suspect when no chunk is newer: Zarr stores no file for a
+    chunk equal to the fill value, so the missing ones of an intact point are not damage."""
+    chunks = {n: path / n / _chunk_key(index, arrays[n].ndim) for n in names}
+    try:
+        committed = (path / "status" / _chunk_key(index, len(index))).stat().st_mtime_ns
+    except OSError:
+        committed = None
+    newer = []
+    if committed is not None:
+        for name, chunk in chunks.items():
+            with contextlib.suppress(OSError):
+                if chunk.stat().st_mtime_ns > committed:
+                    newer.append(f"{name}/{chunk.name}")
+    if newer and 2 * len(newer) < len(chunks):  # most chunks newer: a copied store (cp -r), the times say nothing
+        return f"changed after the point was written (by its modification time): chunk {', '.join(newer)}"
+    missing = [f"{n}/{c.name}" for n, c in chunks.items() if not c.exists()]
+    if missing:
+        return (f"a chunk was changed or deleted; absent chunk files: {', '.join(missing)} (a chunk equal to the "
+                f"fill value has no file, so not every absent one is damage)")
+    return "a chunk was changed"
 
 
 _EXTENSIBLE = ("m", "budget", "strategy")  # grid fields a finished sweep may grow along (seeds come from coordinates)
