@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 from neurosubset.responses.atlas import (Anatomy, AtlasData, fit_atlas, heldout_scores, loss_gradient,
                                          predict_atlas)

@@ -353,7 +353,6 @@ def fit_atlas(data: AtlasData, anatomy: Anatomy, plastic: np.ndarray | None = No
     inv_sd = torch.as_tensor(np.where(data.mask, 1.0 / data.sd, 0.0), dtype=DTYPE)
     stim = torch.as_tensor(data.stimulated)
     drive = torch.as_tensor(data.drive, dtype=DTYPE)
-    pl = torch.as_tensor(plastic)
     a0, c0, g0 = (0.3, 0.1 if gap else 0.0, np.ones(anatomy.size)) if start is None else (
         start.chem_gain, start.gap_gain, start.gains)
     d0 = np.zeros(plastic.shape[0])

@@ -18,8 +18,8 @@ scored on the held-out stimulations (explained variance and chi-square). Strateg
 
 The budget on the x-axis is the number of departing entries ``K`` (free entries; for tied groups, the chemical
 synapses they scale). Free entries out of a held-out neuron are informed by the training stimulations only
-through indirect paths (see :mod:`.atlas`), tied groups across presynaptic neurons directly. Every fit is a local optimiser's: held-out
-scores are those of the fits found (the training chi-square an upper bound on its minimum).
+through indirect paths (see :mod:`.atlas`), tied groups across presynaptic neurons directly. Every fit is a local
+optimiser's: held-out scores are those of the fits found (the training chi-square an upper bound on its minimum).
 """
 from __future__ import annotations
 
@@ -127,8 +127,9 @@ def _row_pairs(rows: np.ndarray, n: int) -> np.ndarray:
     return pairs[pairs[:, 0] != pairs[:, 1]]
 
 
-def budget_curve(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray], settings: CurveSettings = CurveSettings(),
-                 *, progress: Callable[[str], None] | None = None, threads: int | None = 1) -> dict:
+def budget_curve(data: AtlasData, anatomy: Anatomy, folds: Sequence[np.ndarray],
+                 settings: CurveSettings = CurveSettings(), *, progress: Callable[[str], None] | None = None,
+                 threads: int | None = 1) -> dict:
     """Held-out scores against the number of departing entries, per strategy and fold (module docstring).
 
     Parameters
