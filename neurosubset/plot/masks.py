@@ -1,6 +1,7 @@
 """Allocation pictures: which synapses are plastic, by region block, from a result or from an Allocation."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import xarray as xr
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from .._checks import ParameterError
+from .._checks import ParameterError, StabilityWarning
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..results import stored_masks
@@ -20,6 +21,14 @@ _MASK_CMAP = ListedColormap(["white", "0.82", "crimson"])  # absent, frozen syna
 _RESIDUAL_FLOOR = 1e-18  # exact zeros are drawn here on the log axis
 
 __all__ = ["allocation_masks", "mp_summary", "plot_allocation", "trial_classes"]
+
+
+def _stored_circuit(ds: xr.Dataset) -> Circuit:
+    """The circuit a result was computed on (``attrs["circuit"]``), rebuilt to draw its blocks: a spec warning
+    (e.g. :class:`~neurosubset._checks.StabilityWarning`) was given when the result was made, not again here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StabilityWarning)
+        return Circuit.from_toml_text(ds.attrs["circuit"])
 
 
 def _mask_matrix(circuit: Circuit, masks: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[tuple[str, int, int]],
@@ -50,7 +59,9 @@ def _draw_masks(ax: Any, circuit: Circuit, masks: Mapping[str, np.ndarray], titl
 
 def _masks_of(ds: xr.Dataset, circuit: Circuit) -> dict[str, np.ndarray]:
     try:
-        out = stored_masks(ds)  # the synapse dim of mp results, or one mask_<weight> per weight
+        with warnings.catch_warnings():  # stored_masks rebuilds the circuit too: no second spec warning
+            warnings.simplefilter("ignore", StabilityWarning)
+            out = stored_masks(ds)  # the synapse dim of mp results, or one mask_<weight> per weight
     except KeyError:
         out = {}
     missing = set(circuit.weight_names) - set(out)
@@ -110,7 +121,7 @@ def allocation_masks(ds: xr.Dataset, *, budget: int | None = None,
         Rows = receiving regions, columns = sending regions, blocks separated by lines; white = no synapse,
         grey = frozen synapse, red = plastic synapse.
     """
-    circuit = Circuit.from_toml_text(ds.attrs["circuit"])
+    circuit = _stored_circuit(ds)
     if not is_sweep(ds):
         fig = Figure(figsize=(5.0, 4.2), layout="constrained")
         ax = fig.subplots()
@@ -192,7 +203,7 @@ def mp_summary(ds: xr.Dataset) -> Figure:
     if "residual" not in ds or ds["residual"].dims != ("trial",):
         raise ParameterError(f"mp_summary needs a match_probability Dataset with 'residual (trial)'. Got variables "
                              f"{sorted(map(str, ds.data_vars))}.")
-    circuit = Circuit.from_toml_text(ds.attrs["circuit"])
+    circuit = _stored_circuit(ds)
     tol = float(ds["residual"].attrs.get("tolerance", ds.attrs.get("tolerance", np.nan)))
     res = np.clip(np.nan_to_num(np.asarray(ds["residual"].values, float), nan=np.inf, posinf=1e300),
                   _RESIDUAL_FLOOR, 1e300)
