@@ -299,7 +299,8 @@ def allocate(circuit: Circuit, budget: int, *, strategy: str = "random",
         parts, shares = {"all": names}, {"all": budget}
     else:
         if not isinstance(fractions, Mapping):
-            raise AllocationError(f"The 'fractions' parameter must be a mapping of name -> fraction. Got {fractions!r}.")
+            raise AllocationError(f"The 'fractions' parameter must be a mapping of name -> fraction. Got "
+                                  f"{fractions!r}.")
         parts = check_fractions(circuit, fractions, names)
         shares = _split_budget(budget, {k: float(v) for k, v in fractions.items()})
     total_eligible = sum(int(circuit.eligible[w].sum()) for w in names)

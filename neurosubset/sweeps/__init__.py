@@ -37,10 +37,10 @@ is not "done"; a store made by a different configuration is refused; a lock file
 writer fail at once (:mod:`.store`).
 
 Modules: :mod:`.grid` (fraction grids), :mod:`.layout` (the point layout), :mod:`.paired` (paired differences),
-:mod:`.config` (the hashed configuration), :mod:`.named` (:func:`sweep_allocations`: named explicit allocations), :mod:`.point` (one point's task,
-computation and variables), :mod:`.template` (coords, status, masks, attrs), :mod:`.store` (memory / Zarr targets,
-lock, reading back), :mod:`.table` (the text table: MP with its bracket, lower bounds marked), :mod:`.executors`
-(in-process, local processes, dask), :mod:`.core` (:func:`sweep`).
+:mod:`.config` (the hashed configuration), :mod:`.named` (:func:`sweep_allocations`: named explicit allocations),
+:mod:`.point` (one point's task, computation and variables), :mod:`.template` (coords, status, masks, attrs),
+:mod:`.store` (memory / Zarr targets, lock, reading back), :mod:`.table` (the text table: MP with its bracket, lower
+bounds marked), :mod:`.executors` (in-process, local processes, dask), :mod:`.core` (:func:`sweep`).
 """
 from .core import sweep as sweep
 from .grid import DensityGrid as DensityGrid
@@ -59,6 +59,7 @@ from .store import open_sweep as open_sweep
 from .table import mp_table as mp_table
 from .table import point_decision_kind as point_decision_kind
 
-__all__ = ["sweep", "sweep_allocations", "FractionGrid", "DensityGrid", "simplex_grid", "dirichlet_grid", "density_grid", "SweepStoreError",
+__all__ = ["sweep", "sweep_allocations", "FractionGrid", "DensityGrid", "simplex_grid", "dirichlet_grid",
+           "density_grid", "SweepStoreError",
            "open_sweep", "export", "as_points", "flat_points", "index_points", "paired_difference", "mp_table",
            "point_decision_kind"]

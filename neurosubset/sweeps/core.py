@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import xarray as xr
 from .._checks import MAX_SEED, AllocationError, ParameterError, check_choice, check_int, check_names
 from .._memory import available_bytes, chunk_trials
 from .._outputs import check_output
+from ..benchmark import cost_estimate
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..circuit import Circuit
@@ -106,8 +108,8 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
         As in :func:`neurosubset.match_probability`: Dale's law kept while fitting, and only stable students of
         steady circuits count. A list (``[True, False]``) becomes a sweep dim ``dale`` / ``stable_required`` (the
         draws and allocations do not depend on it). Scalars enter the configuration hash only where they can act
-        (signed regions; steady dynamics), so a store written before they existed (unconstrained) resumes with ``dale=False`` /
-        ``stable=False`` there and is refused otherwise, naming the field.
+        (signed regions; steady dynamics), so a store written before they existed (unconstrained) resumes with
+        ``dale=False`` / ``stable=False`` there and is refused otherwise, naming the field.
     device : {"cpu", "cuda"}
         Where each point's LM runs (:func:`neurosubset.match_probability`); exact deciders stay on the CPU. Not part
         of the configuration hash (decisions are identical to rounding). ``"cuda"`` without a GPU, or on a circuit
@@ -367,6 +369,11 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                                                m=mm, trials=cfg.trials, seed=trial_seed, options=options))
         total = int((status == PENDING).sum())
         bar = None
+        if progress and tasks:  # the cost before it is paid: a one-round calibration of the first point's trials
+            first = tasks[0]
+            print(cost_estimate(circuit, first.alloc, first.m, first.trials, first.seed, first.options,
+                                points=len(tasks)) + f" (calibrated on point {first.index}; points differ in cost)",
+                  file=sys.stderr, flush=True)
         if progress:
             from tqdm.auto import tqdm
 

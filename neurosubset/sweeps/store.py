@@ -9,8 +9,8 @@ variables and attrs stay those of the run that created it (a store made before m
 without that attr, its not-computed fill. Each finished point is then written into its own chunks, then its
 ``point_checksum`` (blake2b-64 of the point's index and stored bytes), then its ``status`` flag (the commit record);
 the point's chunk files and folders are fsync'ed before the next point is written. A done point that is recomputed
-(its checksum failed) is first set back to pending. Resuming and reading verify every done point against its checksum: a damaged
-or deleted chunk is recomputed by a resume and refused (naming the point and the variable) by a reader. Readers
+(its checksum failed) is first set back to pending. Resuming and reading verify every done point against its checksum: a
+damaged or deleted chunk is recomputed by a resume and refused (naming the point and the variable) by a reader. Readers
 read ``status`` first and only trust points that were done then (a consistent snapshot while a writer runs).
 
 A store made by a different configuration is refused, naming the fields, except a grid that only adds values to

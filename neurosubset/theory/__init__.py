@@ -19,8 +19,8 @@ and ``S`` is a subset of ``V``; then (Schlisselberg & Darshan 2025, and /work/sh
 Generic ranks are computed at random points. Float ranks (weights from :meth:`Circuit.sample_weights`, probes
 from :meth:`Circuit.sample_probes`, maximum over several points, columns in units of each weight's init standard
 deviation) carry a verdict only where their singular-value gap is decisive; otherwise linear circuits get exact
-ranks over GF(p) (:mod:`~neurosubset.theory.modular_ranks`: the adjoint Jacobian evaluated in arithmetic mod a random prime
-``p < 2^62`` at a uniform point), which are lower bounds on the generic ranks and equal them except with
+ranks over GF(p) (:mod:`~neurosubset.theory.modular_ranks`: the adjoint Jacobian evaluated in arithmetic mod a random
+prime ``p < 2^62`` at a uniform point), which are lower bounds on the generic ranks and equal them except with
 probability ``<= r d / p`` (Schwartz-Zippel), and ReLU circuits stay "unproven".
 
 Because the columns of a fixed Jacobian form a linear matroid, and the matroids for m and m + 1 probes are nested,

@@ -134,19 +134,19 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     rtol : float
         Relative singular-value tolerance: float ranks count singular values above ``rtol * s_max``.
     method : {"auto", "exact", "autograd", "adjoint", "sketch"}
-        ``"auto"`` (default): by estimated cost (:func:`neurosubset.theory.modular_ranks.rank_costs`): exact
-        ranks over GF(p) directly where they apply and are estimated cheaper (e.g. many probes of few stacked
-        inputs, which the probe reduction shrinks; a linear RNN n = 110, T = 4, m = 100, n_in = 5, 10^4 plastic
-        synapses: 5.2 s of CPU exact vs 16.8 s float, one thread), otherwise float ranks (adjoint closed form for
-        linear circuits, autograd otherwise) where their singular-value gap is decisive, else exact ranks over
-        GF(p) (linear circuits) or the verdict ``"unproven"``. ``Certificate.method`` records what ran. ``"exact"``: the Jacobian evaluated exactly at one random point of GF(p), ``p`` a random
-        prime below ``2^62`` (:mod:`neurosubset.theory.modular_ranks`; polynomial and rational maps, a point with
-        ``det(I - W) = 0 mod p`` redrawn). Its ranks are lower bounds on the generic ranks and equal them except
-        with probability ``error_bound = r d / p`` (Schwartz-Zippel, ``d`` the degree of the Jacobian's entries:
-        ``T + 1`` for discrete circuits). ``"autograd"``/``"adjoint"``: float Jacobian by torch autograd or by
-        the adjoint closed form; a verdict only where the gaps are decisive. Never finite differences.
-        ``"sketch"``: for circuits whose ``(E, N)`` Jacobian does not fit in memory, a matrix-free randomised
-        estimate: ranks of ``J Omega`` for Gaussian ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks
+        ``"auto"`` (default): by estimated cost (:func:`neurosubset.theory.modular_ranks.rank_costs`): exact ranks over
+        GF(p) directly where they apply and are estimated cheaper (e.g. many probes of few stacked inputs, which the
+        probe reduction shrinks; a linear RNN n = 110, T = 4, m = 100, n_in = 5, 10^4 plastic synapses: 5.2 s of CPU
+        exact vs 16.8 s float, one thread), otherwise float ranks (adjoint closed form for linear circuits, autograd
+        otherwise) where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits) or the
+        verdict ``"unproven"``. ``Certificate.method`` records what ran. ``"exact"``: the Jacobian evaluated exactly at
+        one random point of GF(p), ``p`` a random prime below ``2^62`` (:mod:`neurosubset.theory.modular_ranks`;
+        polynomial and rational maps, a point with ``det(I - W) = 0 mod p`` redrawn). Its ranks are lower bounds on the
+        generic ranks and equal them except with probability ``error_bound = r d / p`` (Schwartz-Zippel, ``d`` the
+        degree of the Jacobian's entries: ``T + 1`` for discrete circuits). ``"autograd"``/``"adjoint"``: float Jacobian
+        by torch autograd or by the adjoint closed form; a verdict only where the gaps are decisive. Never finite
+        differences. ``"sketch"``: for circuits whose ``(E, N)`` Jacobian does not fit in memory, a matrix-free
+        randomised estimate: ranks of ``J Omega`` for Gaussian ``Omega`` with ``min(N, E)`` columns, from JVPs in chunks
         (equal to the rank with probability 1; in floating point an estimate, flagged by ``Certificate.estimate``).
     dale : bool
         Plastic values keep their presynaptic region's sign (as :func:`neurosubset.fit` with ``dale=True``).

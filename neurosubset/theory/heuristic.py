@@ -130,7 +130,8 @@ def _effective(mask: np.ndarray, a: int, b: int) -> int:
 
 def _chain_sizes(circuit: Circuit) -> list[int] | None:
     """Layer sizes ``[d_0, ..., d_L]`` if the circuit is a dense feed-forward chain, else ``None``."""
-    if not isinstance(circuit.dynamics, Feedforward) or len(circuit.input_regions) != 1 or len(circuit.output_regions) != 1:
+    if (not isinstance(circuit.dynamics, Feedforward) or len(circuit.input_regions) != 1
+            or len(circuit.output_regions) != 1):
         return None
     if any(not mask.all() for mask in circuit.structure.values()):
         return None

@@ -383,7 +383,8 @@ def rank_evidence(circuit: Circuit, m: int, seed: int, points: int, cols: np.nda
         if exact_s < float_s:  # always proven, and cheaper: no float pass first
             method = "exact"
     if method != "exact":
-        float_method = ("adjoint" if circuit.dynamics.closed_adjoint(circuit) else "autograd") if method == "auto" else method
+        closed = "adjoint" if circuit.dynamics.closed_adjoint(circuit) else "autograd"
+        float_method = closed if method == "auto" else method
         (fr, fg, ft), (pr, pg, pt) = _ranks(circuit, m, seed, points, cols, rtol, float_method)
         dec = decisive(fg, ft) and decisive(pg, pt)
         if dec or method != "auto" or not linear:
