@@ -91,7 +91,8 @@ def test_from_masks_fills_missing_weights_with_frozen(ff):
     ({"budget": 5, "fractions": {"W1": 0.5, "W2": 0.4}}, "The fractions must sum to 1. Got 0.9"),
     ({"budget": 5, "fractions": {"W1": 0.5, "V4": 0.5}}, "Projection or region 'V4' (in 'fractions') does not exist."),
     ({"budget": 5, "fractions": {"W1": 0.5, "L1": 0.5}}, "both cover weight 'W1'"),
-    ({"budget": 40, "fractions": {"W1": 0.2, "W2": 0.8}}, "The share of fractions['W2'] is 32 synapses, more than the 28"),
+    ({"budget": 40, "fractions": {"W1": 0.2, "W2": 0.8}},
+     "The share of fractions['W2'] is 32 synapses, more than the 28"),
     ({"budget": -1}, "The 'budget' parameter must be >= 0. Got -1"),
 ])
 def test_bad_requests_name_the_field(ff, kwargs, message):

@@ -224,7 +224,8 @@ def test_v1_four_class_circuits_obey_dale_and_are_stable_as_drawn(stem):
     assert circuit.region["L4"].role == "input" and circuit.region["L4"].size == 20
     assert circuit.region["OUT"].role == "output" and circuit.region["OUT"].size == 5
     for name, (size, sign) in V1_CLASSES.items():
-        assert (circuit.region[name].size, circuit.region[name].sign, circuit.region[name].role) == (size, sign, "hidden")
+        region = circuit.region[name]
+        assert (region.size, region.sign, region.role) == (size, sign, "hidden")
     assert {(p.pre, p.post) for p in circuit.projections if p.pre == "L4"} == {("L4", "E"), ("L4", "PV")}
     assert {p.pre for p in circuit.projections if p.post == "OUT"} == {"E"}
     assert {"VIP->SST", "SST->E", "SST->PV", "PV->E"} <= set(circuit.weight_names)

@@ -286,7 +286,8 @@ def test_projections_between_the_same_regions_are_summed_in_the_steady_solve_and
     assert not np.allclose(out, numpy_outputs({**w, "gap:a->a": 0 * w["gap:a->a"]}))  # the gap term counts
     # the adjoint Jacobian of the plastic a->a entries against central differences of the numpy solve
     alloc = ns.Allocation.from_masks(dup, {"a->a": dup.structure["a->a"]})
-    jac = dup.dynamics.adjoint_jacobian(dup, dup.dynamics.adjoint_layout(dup, alloc), tw, torch.as_tensor(x)[None])[0].numpy()
+    layout = dup.dynamics.adjoint_layout(dup, alloc)
+    jac = dup.dynamics.adjoint_jacobian(dup, layout, tw, torch.as_tensor(x)[None])[0].numpy()
     cols = []
     for i, j in zip(*np.nonzero(dup.structure["a->a"])):
         step = {k: v.copy() for k, v in w.items()}

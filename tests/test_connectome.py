@@ -98,7 +98,8 @@ WORMATLAS = {
     "OLL": {"OLLL", "OLLR"}, "RID": {"RID"}, "RIV": {"RIVL", "RIVR"}, "RIR": {"RIR"}, "AVL": {"AVL"},
     "PVR": {"PVR"}, "AQR": {"AQR"}, "DVA": {"DVA"}, "I2": {"I2L", "I2R"}, "M3": {"M3L", "M3R"}, "MC": {"MCL", "MCR"},
     "DA": {f"DA{k}" for k in range(1, 10)}, "VB": {f"VB{k}" for k in range(1, 12)},
-    "AS": {f"AS{k}" for k in range(1, 12)}, "DD": {f"DD{k}" for k in range(1, 7)}, "VC": {f"VC{k}" for k in range(1, 7)},
+    "AS": {f"AS{k}" for k in range(1, 12)}, "DD": {f"DD{k}" for k in range(1, 7)},
+    "VC": {f"VC{k}" for k in range(1, 7)},
 }
 
 

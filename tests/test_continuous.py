@@ -249,10 +249,10 @@ def test_linear_reverse_mode_over_many_panels_equals_expm_frechet():
     expected = []
     for name in c.weight_names:
         for flat in alloc.indices[name]:
-            i, l = divmod(int(flat), c.shape(name)[1])
+            i, j = divmod(int(flat), c.shape(name)[1])
             d = np.zeros((9, 9))
             row = i + (4 if c.projection[name].post == "I" else 0)
-            col = l + {"in": 7, "E": 0, "I": 4}[c.projection[name].pre]
+            col = j + {"in": 7, "E": 0, "I": 4}[c.projection[name].pre]
             d[row, col] = 0.12 / taus[row]
             frechet = scipy.linalg.expm_frechet(gen * 0.12, d, compute_expm=False)
             expected.append((w_out @ frechet[:7, 7:] @ x[:, 0].T).T.ravel())

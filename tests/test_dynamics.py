@@ -19,8 +19,10 @@ EXACT = 1e-12
 FINITE_DIFF = 1e-7
 
 MULTI = {
-    "regions": {"x": {"size": 3, "role": "input"}, "h": {"size": 5}, "g": {"size": 4}, "y": {"size": 2, "role": "output"}},
-    "projections": [{"pre": "x", "post": "h"}, {"pre": "h", "post": "h", "p": 0.5, "gain": 0.5}, {"pre": "h", "post": "g"},
+    "regions": {"x": {"size": 3, "role": "input"}, "h": {"size": 5}, "g": {"size": 4},
+                "y": {"size": 2, "role": "output"}},
+    "projections": [{"pre": "x", "post": "h"}, {"pre": "h", "post": "h", "p": 0.5, "gain": 0.5},
+                    {"pre": "h", "post": "g"},
                     {"pre": "g", "post": "h", "gain": 0.3}, {"pre": "g", "post": "y"}, {"pre": "x", "post": "y"}],
 }
 

@@ -113,7 +113,7 @@ def test_match_probability_and_certify_follow_the_single_layer_theorem(per_row, 
 
 
 def test_sweep_runs_the_toy():
-    c, m = _circuit(), 3
+    c = _circuit()
     ds = ns.sweep(c, budget=[N_OUT * 3], m=[2, 3], strategy=["spread-rows"], within=["C"], trials=4, seed=0,
                   dale=False, stable=False)
     # k = 3 plastic read-out synapses per row: MP = 1 for m <= 3 (single-layer theorem)

@@ -202,7 +202,8 @@ def test_each_field_is_validated_once_per_python_call(counts):
         # the sweep's points run match_probability with the sweep's options: no second validation
         (lambda: ns.sweep(c, budget=[2, 3], m=[2], trials=2, within=["W2"]),
          {"solver", "tol", "certificate", "device", "dale", "stable"}),
-        (lambda: ns.fit_responses(c, alloc, probes, responses, weights), {"solver", "tol", "dale", "stable", "threads"}),
+        (lambda: ns.fit_responses(c, alloc, probes, responses, weights),
+         {"solver", "tol", "dale", "stable", "threads"}),
         (lambda: ns.localize(c, weights, probes, responses, projection_candidates(c), holdout=0),
          {"solver", "tol", "dale", "stable", "threads"}),
         (lambda: ns.match_probability(c, alloc, m=2, trials=2, options=FitOptions(tol=1e-6)), set(FIELDS)),

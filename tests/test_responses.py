@@ -54,7 +54,8 @@ def _circuit(dynamics: str, *, recurrent: bool = True, nonlinearity: str = "line
     timing = "tau = 0.02\nduration = 0.06\ndt = 0.01\nreadout = [0.03, 0.06]\n" if dynamics == "continuous" else ""
     text = (f'name = "toy_{dynamics}"\ndynamics = "{dynamics}"\nnonlinearity = "{nonlinearity}"\nsteps = 3\n'
             f"seed = 1\n" + timing + (_REGIONS.replace('role = "hidden"\n', 'role = "hidden"\nsign = 1\n', 1)
-                                      if sign else _REGIONS) + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
+                                      if sign else _REGIONS)
+            + "".join(_PROJ.format(pre=a, post=b, p=p, gain=g) for a, b, p, g in edges))
     return ns.Circuit.from_toml_text(text)
 
 
