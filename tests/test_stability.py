@@ -114,3 +114,83 @@ def test_refusal_names_the_dominant_projections_and_the_draws_it_used():
     dominant = re.search(r"dominate the unstable mode: (\[[^\]]*\])", msg).group(1)
     assert dominant.startswith("['E->E'"), msg
     assert "\n" not in msg
+
+
+# ---------------------------------------------------------------------- the sparse spec check (issue 32)
+def _ei_spec(n_e, n_i, p, scale=1.0, seed=0):
+    """A steady Dale E/I circuit with the gains of circuits/balanced_ei.toml (times ``scale``)."""
+    return {"name": "ei_big", "dynamics": "steady", "seed": seed,
+            "regions": {"X": {"size": 10, "role": "input"}, "E": {"size": n_e, "sign": 1},
+                        "I": {"size": n_i, "sign": -1}, "OUT": {"size": 3, "role": "output"}},
+            "projections": [{"pre": "X", "post": "E", "p": 0.5}, {"pre": "X", "post": "I", "p": 0.5},
+                            {"pre": "E", "post": "E", "p": p, "gain": 0.3 * scale},
+                            {"pre": "E", "post": "I", "p": p, "gain": 0.4 * scale},
+                            {"pre": "I", "post": "E", "p": p, "gain": 0.7 * scale},
+                            {"pre": "I", "post": "I", "p": p, "gain": 0.6 * scale},
+                            {"pre": "E", "post": "OUT", "p": 0.1}]}
+
+
+PREDICTION_ATOL = 0.05  # rightmost real part: random-matrix prediction vs dense eigvals at 1,500 neurons (K = 15-60);
+# measured 0.006-0.015 over 6 draws of 2 structures: finite-size edge fluctuations
+OUTLIER_RTOL = 0.10  # outliers (|lambda| ~ 1.38): measured within 6%
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparse_spec_check_agrees_with_dense_eigenvalues(seed):
+    from neurosubset.dynamics import sparse as sp
+    from neurosubset.dynamics.stability import SPARSE_SPEC_SIZE, loops, random_matrix_prediction
+
+    c = ns.Circuit.from_dict(_ei_spec(1200, 300, 0.05, seed=seed))  # a loop of 1,500 > SPARSE_SPEC_SIZE neurons
+    assert 1500 > SPARSE_SPEC_SIZE
+    s = c.stability
+    assert s.check == "sparse" and s.draws == 3 and s.unstable_fraction == 0.0
+    (loop,) = loops(c)
+    pred = random_matrix_prediction(c, loop)
+    # the prediction in closed form (balanced_ei.toml's comments): r^2 = rho([g_ab^2 (1 - 2p/pi)]),
+    # mean eigenvalues of [[0.798 g_EE sqrt(K_E), -0.798 g_EI sqrt(K_I)], [0.798 g_IE sqrt(K_E), -...]]
+    f = 1 - 2 * 0.05 / np.pi
+    var = f * np.array([[0.3**2, 0.7**2], [0.4**2, 0.6**2]])
+    c0, ke, ki = np.sqrt(2 / np.pi), np.sqrt(0.05 * 1200), np.sqrt(0.05 * 300)
+    mean = c0 * np.array([[0.3 * ke, -0.7 * ki], [0.4 * ke, -0.6 * ki]])
+    assert pred.radius == pytest.approx(np.sqrt(np.abs(np.linalg.eigvals(var)).max()), rel=1e-12)
+    np.testing.assert_allclose(sorted(np.imag(pred.outliers)), sorted(np.linalg.eigvals(mean).imag), rtol=1e-12)
+    assert s.predicted == (pytest.approx(pred.abscissa, rel=1e-12),)
+    structure = sp.sparse_structure(c)
+    for k in range(s.draws):
+        rng = np.random.default_rng(np.random.SeedSequence(c.seed, spawn_key=(SPEC_SEED_KEY, k)))
+        values = sp.sample_sparse_weights(c, rng, structure)
+        dense = sp.dense_weights(c, structure, values)
+        block = np.block([[dense["E->E"], dense["I->E"]], [dense["E->I"], dense["I->I"]]])
+        eig = np.linalg.eigvals(block)  # the independent reference: every eigenvalue, LAPACK
+        assert s.values[k] == pytest.approx(eig.real.max(), abs=1e-8)  # ARPACK's rightmost
+        assert abs(eig.real.max() - pred.abscissa) <= PREDICTION_ATOL
+        for z in pred.outliers:
+            assert np.abs(eig - z).min() <= OUTLIER_RTOL * abs(z)
+
+
+def test_sparse_spec_check_refuses_an_unstable_large_loop_without_dense_draws(monkeypatch):
+    import neurosubset.dynamics.stability as stability
+
+    def no_dense(*args, **kwargs):
+        raise AssertionError("a dense draw or eigensolve above SPARSE_SPEC_SIZE")
+
+    monkeypatch.setattr(stability, "spec_draw", no_dense)
+    monkeypatch.setattr(stability, "_eigvals", no_dense)
+    # gains x 1.6: bulk radius 0.72 x 1.6 = 1.15 > 1 in every draw
+    with pytest.raises(ns.CircuitSpecError) as err:
+        ns.Circuit.from_dict(_ei_spec(1000, 250, 0.05, scale=1.6))
+    msg = str(err.value)
+    assert "unstable in 100% of 3 teacher draws" in msg and "3 sparse draws (ARPACK) above 1000" in msg, msg
+    assert "Random-matrix prediction of max Re(eig) per loop: [1.15" in msg and "\n" not in msg, msg
+    ok = ns.Circuit.from_dict(_ei_spec(1000, 250, 0.05))  # the same loop at the balanced gains is accepted
+    assert ok.stability.check == "sparse" and max(ok.stability.values) < 0.8
+
+
+def test_small_loops_keep_the_dense_check_and_its_memory_term():
+    c = _circuit(EI_ISN)
+    assert c.stability.check == "dense" and c.stability.predicted == () and c.stability.draws == 200
+    n = sum(r.size for r in c.regions)
+    assert c.dynamics.spec_memory_terms(c) == {"eigen-solve": 8 * 4 * n * n}
+    big = ns.Circuit.from_dict(_ei_spec(1000, 250, 0.05, scale=0.5))
+    assert big.dynamics.spec_memory_terms(big) == {"eigen-solve": 0}  # no dense eigensolve above 1,000 neurons

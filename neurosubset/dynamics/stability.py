@@ -56,6 +56,12 @@ REFUSE_FRACTION = 0.5  # a steady spec whose draws are unstable more often than 
 WARN_FRACTION, WARN_MARGIN = 0.01, 0.05
 _SUGGEST_QUANTILE, _SUGGEST_TARGET = 0.9, 0.95  # the suggested scale brings this quantile of max Re to this value
 SPEC_SEED_KEY = 0x57AB  # spawn key of the spec check's draws (with the circuit's structural seed)
+# loops of more than this many neurons (steady rule) get the sparse check instead of dense draws: the random-matrix
+# prediction (:func:`random_matrix_prediction`) plus SPARSE_SPEC_DRAWS sparse draws whose rightmost eigenvalue
+# ARPACK finds (scipy.sparse.linalg.eigs, which="LR"); a dense 10^4-neuron draw is 800 MB and a 10^12-flop eigensolve
+SPARSE_SPEC_SIZE = 1000
+SPARSE_SPEC_DRAWS = 3
+_ARPACK_K, _ARPACK_NCV, _ARPACK_TOL = 6, 60, 1e-8  # eigenvalues sought, Krylov basis, relative tolerance
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,13 @@ class SpecStability:
         The 90% quantile of each loop's ``max Re(eig)`` over the draws.
     values : tuple of float
         Per draw, the largest ``max Re(eig)`` over the loops (on the steady scale: stable below 1).
+    check : {"dense", "sparse"}
+        Which check ran: ``"dense"``, every eigenvalue of dense draws (``numpy.linalg.eigvals``); ``"sparse"``
+        (loops above :data:`SPARSE_SPEC_SIZE` neurons, steady rule), the rightmost eigenvalue of sparse draws
+        (ARPACK, ``which="LR"``) beside the random-matrix prediction.
+    predicted : tuple of float
+        ``"sparse"`` only: per loop, the predicted ``max Re(eig)`` (:func:`random_matrix_prediction`; NaN where
+        the loop has projections the prediction does not cover).
     """
 
     draws: int
@@ -172,6 +185,8 @@ class SpecStability:
     loop_fractions: tuple[float, ...]
     loop_quantiles: tuple[float, ...]
     values: tuple[float, ...] = ()
+    check: str = "dense"
+    predicted: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -189,7 +204,7 @@ class SpecStability:
         """The draws :meth:`sensitivity` averages over: the unstable ones, else those at or above the 90%
         quantile of ``max Re(eig)`` (the draws nearest the limit)."""
         v = np.asarray(self.values)
-        if v.size == 0:
+        if v.size == 0 or self.check != "dense":  # the sensitivities need dense eigenvectors
             return ()
         chosen = np.flatnonzero(v >= Stability.limit)
         if chosen.size == 0:
@@ -288,11 +303,15 @@ def spec_stability(circuit: Circuit, draws: int | None = None) -> SpecStability:
     Draw ``k`` is ``circuit.sample_weights`` with ``SeedSequence(circuit.seed, spawn_key=(0x57AB, k))``. The
     default number of draws is :data:`SPEC_DRAWS` for loops of up to 64 neurons and falls as ``n^-3`` above (at
     least 5): a dense eigensolve costs ``n^3``, and the largest real part of a large random matrix concentrates.
+    Steady circuits with a loop of more than :data:`SPARSE_SPEC_SIZE` neurons get :func:`sparse_spec_stability`
+    instead (``check == "sparse"``).
     """
     found = loops(circuit)
     if not found:
         return SpecStability(0, 0.0, (), (), ())
     size = max(sum(circuit.region[r].size for r in loop.regions) for loop in found)
+    if size > SPARSE_SPEC_SIZE and type(_rule(circuit)) is Stability:
+        return sparse_spec_stability(circuit, SPARSE_SPEC_DRAWS if draws is None else draws)
     if draws is None:
         draws = spec_draws(size)
     names = sorted({k for loop in found for k in loop.projections})
@@ -326,6 +345,130 @@ def spec_draw(circuit: Circuit, k: int) -> dict[str, np.ndarray]:
                                                                                spawn_key=(SPEC_SEED_KEY, k))))
 
 
+@dataclass(frozen=True)
+class SpectrumPrediction:
+    """The random-matrix prediction of a loop's spectrum at initialisation (see :func:`random_matrix_prediction`).
+
+    Attributes
+    ----------
+    radius : float
+        Radius of the bulk disc of eigenvalues (centred at 0).
+    outliers : tuple of complex
+        Eigenvalues of the population-mean matrix (one per region of the loop); those outside the disc are the
+        outliers of the spectrum.
+    abscissa : float
+        The predicted ``max Re(eig)``: ``max(radius, max Re(outliers))``.
+    """
+
+    radius: float
+    outliers: tuple[complex, ...]
+    abscissa: float
+
+
+def random_matrix_prediction(circuit: Circuit, loop: Loop) -> SpectrumPrediction | None:
+    """The bulk radius and the mean-connectivity outliers of ``loop``'s block of ``W`` (steady scale).
+
+    An entry of projection ``b -> a`` (Bernoulli(``p``) structure, SD ``s = gain / sqrt(p n_b)``) has mean
+    ``mu_ab = sign_b p s sqrt(2/pi)`` under Dale's law (0 unsigned) and variance ``var_ab = p s^2 - mu_ab^2``
+    (structure and magnitude both random). The bulk is a disc of radius ``r``, ``r^2`` the spectral radius of the
+    population matrix ``n_b var_ab`` (Rajan & Abbott 2006; a variance profile: Aljadeff, Stern & Sharpee 2015);
+    the outliers are the eigenvalues of the population-mean matrix ``n_b mu_ab`` (row sums
+    ``sign sqrt(2/pi) gain sqrt(K)``, ``K = p n_b`` the in-degree). Asymptotic in the region sizes.
+
+    Returns
+    -------
+    SpectrumPrediction or None
+        None where a projection of the loop has data-given structure, per-synapse signs or fixed weights.
+    """
+    names = list(loop.regions)
+    at = {r: k for k, r in enumerate(names)}
+    mean, var = np.zeros((len(names),) * 2), np.zeros((len(names),) * 2)
+    for name in loop.projections:
+        p = circuit.projection[name]
+        if p.fixed or p.synapses is not None or p.signs:
+            return None
+        n_pre = circuit.region[p.pre].size
+        s = p.gain / np.sqrt(p.p * n_pre)
+        sign = circuit.region[p.pre].sign
+        mu = 0.0 if sign is None else sign * p.p * s * np.sqrt(2 / np.pi)
+        a, b = at[p.post], at[p.pre]
+        mean[a, b] += n_pre * mu
+        var[a, b] += n_pre * (p.p * s**2 - mu**2)
+    radius = float(np.sqrt(np.abs(np.linalg.eigvals(var)).max()))
+    outliers = np.linalg.eigvals(mean)
+    return SpectrumPrediction(radius, tuple(complex(v) for v in outliers),
+                              float(max(radius, outliers.real.max())))
+
+
+def rightmost_sparse(a: Any, seed: np.random.SeedSequence) -> float:
+    """``max Re(eig a)`` of a sparse square matrix by ARPACK (``scipy.sparse.linalg.eigs``, ``which="LR"``).
+
+    Parameters
+    ----------
+    a : scipy.sparse matrix
+        ``(n, n)``, ``n`` above a few dozen.
+    seed : numpy.random.SeedSequence
+        Of the random start vector.
+
+    Returns
+    -------
+    float
+        The largest real part among the ``k = 6`` rightmost Ritz values, converged to relative tolerance 1e-8.
+
+    Raises
+    ------
+    CircuitSpecError
+        ARPACK did not converge, with a larger Krylov basis either.
+    """
+    from scipy.sparse.linalg import ArpackNoConvergence, eigs
+
+    n = a.shape[0]
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    for ncv in (_ARPACK_NCV, 3 * _ARPACK_NCV):
+        try:
+            vals = eigs(a, k=_ARPACK_K, which="LR", ncv=min(ncv, n - 1), tol=_ARPACK_TOL, v0=v0,
+                        maxiter=100 * n, return_eigenvectors=False)
+            return float(vals.real.max())
+        except ArpackNoConvergence:
+            continue
+    raise CircuitSpecError(f"The sparse stability check (ARPACK, which='LR', {n} neurons) did not converge with "
+                           f"{3 * _ARPACK_NCV} Krylov vectors; the spec's stability is unknown.")
+
+
+def sparse_spec_stability(circuit: Circuit, draws: int = SPARSE_SPEC_DRAWS) -> SpecStability:
+    """The spec check of a large steady circuit: sparse draws' rightmost eigenvalues and the random-matrix prediction.
+
+    Draw ``k`` is :func:`neurosubset.dynamics.sparse.sample_sparse_weights` with
+    ``SeedSequence(circuit.seed, spawn_key=(0x57AB, k))`` on :func:`~neurosubset.dynamics.sparse.sparse_structure`
+    (memory linear in synapses; never a dense matrix); each loop's block gets :func:`rightmost_sparse`. The
+    prediction (:func:`random_matrix_prediction`) is recorded beside the draws, not used to decide.
+
+    Returns
+    -------
+    SpecStability
+        ``check == "sparse"``, ``predicted`` per loop.
+    """
+    from .sparse import sample_sparse_weights, sparse_block, sparse_structure
+
+    found = loops(circuit)
+    structure = sparse_structure(circuit)
+    per_loop = np.zeros((len(found), draws))
+    for k in range(draws):
+        seed = np.random.SeedSequence(circuit.seed, spawn_key=(SPEC_SEED_KEY, k))
+        values = sample_sparse_weights(circuit, np.random.default_rng(seed), structure)
+        for j, loop in enumerate(found):
+            block = sparse_block(circuit, structure, values, list(loop.regions), list(loop.regions))
+            per_loop[j, k] = rightmost_sparse(block, np.random.SeedSequence(circuit.seed,
+                                                                             spawn_key=(SPEC_SEED_KEY, k, j + 1)))
+    worst = per_loop.max(axis=0)
+    predicted = tuple(float("nan") if pred is None else pred.abscissa
+                      for pred in (random_matrix_prediction(circuit, loop) for loop in found))
+    return SpecStability(draws, float((worst >= 1.0).mean()), found,
+                         tuple(float((v >= 1.0).mean()) for v in per_loop),
+                         tuple(float(np.quantile(v, _SUGGEST_QUANTILE)) for v in per_loop),
+                         tuple(float(v) for v in worst), "sparse", predicted)
+
+
 def check_steady_spec(circuit: Circuit) -> SpecStability:
     """Refuse a steady circuit whose teacher draws are unstable in more than :data:`REFUSE_FRACTION` of cases.
 
@@ -342,7 +485,7 @@ def check_steady_spec(circuit: Circuit) -> SpecStability:
         raise CircuitSpecError(
             f"The recurrent part of {_rule(circuit).refusal(found.unstable_fraction, found.draws)}"
             f"{REFUSE_FRACTION:.0%} unstable draws are accepted; {_draws_note(found.draws)}). "
-            f"{_sentence(found.suggestion(circuit))}. Per projection, {found.advice(circuit)}.")
+            f"{_sentence(found.suggestion(circuit))}.{_advice_sentence(found, circuit)}")
     if found.near_limit:
         warnings.warn(
             f"Circuit {circuit.name!r} ({circuit.dynamics.name}) sits near its stability limit: "
@@ -350,13 +493,23 @@ def check_steady_spec(circuit: Circuit) -> SpecStability:
             f"is {found.median:.3f} (limit 1; warned above {WARN_FRACTION:.0%} unstable or a median within "
             f"{WARN_MARGIN} of the limit; "
             f"{_draws_note(found.draws)}). MP can then move with small gain changes (stable=True conditions every "
-            f"draw on stability). Per projection, {found.advice(circuit)}.", StabilityWarning, stacklevel=4)
+            f"draw on stability).{_advice_sentence(found, circuit)}", StabilityWarning, stacklevel=4)
     return found
+
+
+def _advice_sentence(found: SpecStability, circuit: Circuit) -> str:
+    """`` Per projection, <advice>.`` (dense checks), or the sparse check's prediction."""
+    if found.check != "dense":
+        return (f" Random-matrix prediction of max Re(eig) per loop: {[round(v, 3) for v in found.predicted]} "
+                f"(per-projection sensitivities need dense eigenvectors; not computed above "
+                f"{SPARSE_SPEC_SIZE} neurons).")
+    return f" Per projection, {found.advice(circuit)}."
 
 
 def _draws_note(draws: int) -> str:
     return (f"{draws} draws: {SPEC_DRAWS} for loops of up to {SPEC_DRAWS_FULL_SIZE} neurons, "
-            f"{SPEC_DRAWS} ({SPEC_DRAWS_FULL_SIZE} / n)^3 above")
+            f"{SPEC_DRAWS} ({SPEC_DRAWS_FULL_SIZE} / n)^3 above, {SPARSE_SPEC_DRAWS} sparse draws (ARPACK) above "
+            f"{SPARSE_SPEC_SIZE}")
 
 
 def _rule(circuit: Circuit) -> Stability:

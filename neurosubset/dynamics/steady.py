@@ -95,6 +95,13 @@ class Steady(Dynamics):
         return circuit.n_neurons(FIXED_POINT)
 
     def spec_memory_terms(self, circuit: Circuit) -> dict[str, int]:
+        """The dense eigen-solve of the spec check; none where a loop is large enough for the sparse check
+        (:data:`~neurosubset.dynamics.stability.SPARSE_SPEC_SIZE`), which needs memory linear in synapses."""
+        from .stability import SPARSE_SPEC_SIZE, loops
+
+        sizes = [sum(circuit.region[r].size for r in loop.regions) for loop in loops(circuit)]
+        if sizes and max(sizes) > SPARSE_SPEC_SIZE:
+            return {"eigen-solve": 0}
         n = sum(r.size for r in circuit.regions)
         return {"eigen-solve": 8 * 4 * n * n}
 
