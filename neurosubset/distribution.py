@@ -90,6 +90,11 @@ class WeightDistribution:
                 continue
             mu, v = (0.0, std**2) if sign is None else (sign * std * np.sqrt(2 / np.pi), std**2 * (1 - 2 / np.pi))
             means[name], variances[name] = np.broadcast_to(mu, self.shape(name)), v
+            if self.projection[name].signs:  # per-synapse signs: half-normal entries
+                s = synapse_signs(self.projection[name], self.shape(name))
+                sd = np.broadcast_to(std, self.shape(name))
+                means[name] = np.where(s != 0, s * sd * np.sqrt(2 / np.pi), means[name])
+                variances[name] = np.where(s != 0, sd**2 * (1 - 2 / np.pi), variances[name])
         mean, var = (block_matrix(self, d, neurons, neurons) for d in (means, variances))
         if n == 0 or not var.any():
             return 0.0
@@ -114,6 +119,9 @@ class WeightDistribution:
             sign = None if p.fixed else self.region[p.pre].sign  # fixed: the given weights, no draw
             if sign is not None:
                 w = sign * np.abs(w)
+            if p.signs:  # per-synapse signs from data (a sign constraint, not Dale's law)
+                s = synapse_signs(p, shape)
+                w = np.where(s != 0, s * np.abs(w), w)
             out[p.name] = np.where(self.structure[p.name], w, 0.0)
         return out
 
@@ -124,6 +132,14 @@ class WeightDistribution:
     def sample_probes(self, m: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``m`` probes with iid N(0, 1) entries, shape :meth:`probe_shape`."""
         return rng.standard_normal(self.probe_shape(m))
+
+
+def synapse_signs(projection: Any, shape: tuple[int, int]) -> np.ndarray:
+    """The per-synapse signs of ``projection`` as an int8 matrix ``(n_post, n_pre)``: +1, -1, 0 (free)."""
+    out = np.zeros(shape, dtype=np.int8)
+    for i, j, s in projection.signs or ():
+        out[i, j] = s
+    return out
 
 
 def spectral_radius(a: np.ndarray) -> float:

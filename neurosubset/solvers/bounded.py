@@ -72,14 +72,20 @@ def sign_bounds(circuit: Circuit, alloc: Allocation) -> Bounds:
     -------
     Bounds
         Per plastic synapse: ``[0, inf)`` if its presynaptic region has ``sign = +1``, ``(-inf, 0]`` for ``-1``,
-        free for ``None``.
+        free for ``None``; a projection's per-synapse signs (``Projection.signs``, from data) the same way.
     """
+    from ..distribution import synapse_signs
+
     lower, upper = [], []
     for name in circuit.weight_names:
-        sign = circuit.region[circuit.projection[name].pre].sign
+        proj = circuit.projection[name]
+        sign = circuit.region[proj.pre].sign
         n = alloc.counts[name]
-        lower.append(np.full(n, 0.0 if sign == 1 else -np.inf))
-        upper.append(np.full(n, 0.0 if sign == -1 else np.inf))
+        each = np.full(n, 0 if sign is None else sign)
+        if proj.signs:  # per-synapse signs from data, in the order of theta (row-major plastic entries)
+            each = synapse_signs(proj, circuit.shape(name)).reshape(-1)[alloc.indices[name]]
+        lower.append(np.where(each == 1, 0.0, -np.inf))
+        upper.append(np.where(each == -1, 0.0, np.inf))
     return Bounds(np.concatenate(lower), np.concatenate(upper))
 
 
