@@ -66,7 +66,7 @@ def config(quick: bool) -> dict:
                     class_groups=4, group_iterations=20, variants=("signs+gap", "signs", "signs+gap, clamped"))
     return dict(folds=5, iterations=150, refit=80, budgets=(0, 25, 50, 100, 200, 400, 800, 1600, 3200),
                 class_steps=6, greedy_steps=6, greedy_candidates=4, lams=(1e4, 1e3, 1e2), nulls=3,
-                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=6, class_groups=15, group_iterations=30,
+                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=4, class_groups=10, group_iterations=30,
                 variants=tuple(VARIANTS))
 
 
