@@ -29,6 +29,8 @@ bit):
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -56,7 +58,8 @@ from .theory import Certificate, certify
 
 SKIP_ZERO_HIDDEN = 128  # skip_zero's default: certify first on circuits with at least this many hidden neurons
 
-__all__ = ["DEFAULT_TOL", "FitResult", "Trials", "draw_trials", "fit", "fit_dataset", "match_probability",
+__all__ = ["DEFAULT_TOL", "FitResult", "PartialResult", "Trials", "cost_estimate", "draw_trials", "fit", "fit_dataset",
+           "match_probability",
            "student_weights", "teacher_weights", "version", "var_name", "wilson_interval"]
 
 
@@ -187,7 +190,8 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
         as fast on an idle machine and many times faster on a loaded one (see
         :func:`neurosubset.dynamics.torch_threads`).
     progress : bool
-        Show a progress bar over rounds.
+        Show a progress bar over rounds (and, in :func:`match_probability`, print a cost estimate first:
+        :func:`cost_estimate`).
     dale : bool
         Keep every plastic synapse from a signed region on its sign while fitting (Dale's law): exact bounded least
         squares (BVLS) on affine outputs, a projected LM with restarts inside the sign box otherwise. Regions
@@ -239,7 +243,8 @@ def fit(circuit: Circuit, alloc: Allocation, m: int, trials: int = 200, seed: in
 
 
 def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
-             progress: bool, keep_weights: bool = True, cert: Certificate | None = None) -> FitResult:
+             progress: bool, keep_weights: bool = True, cert: Certificate | None = None,
+             resume: FitResult | None = None) -> FitResult:
     """:func:`fit` after its options are validated: the checks of the request, the certificate where asked, the
     chunked fit."""
     m = check_int("m", m, minimum=1)
@@ -254,15 +259,46 @@ def _request(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int
         with torch_threads(options.threads):
             cert = certify(circuit, alloc, m=m, seed=seed, dale=options.dale, stable=options.stable)
     return _fit_trials(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
-                       keep_weights=keep_weights)
+                       keep_weights=keep_weights, resume=resume)
+
+
+class _Interrupted(KeyboardInterrupt):
+    """An interrupt after at least one chunk of trials finished; ``result`` holds those trials."""
+
+    def __init__(self, result: FitResult):
+        super().__init__("interrupted")
+        self.result = result
+
+
+class PartialResult(KeyboardInterrupt):
+    """:func:`match_probability` interrupted (``KeyboardInterrupt``: Ctrl-C, or SIGTERM where the caller maps it,
+    as the ``mp`` command does) after at least one chunk of trials finished.
+
+    Attributes
+    ----------
+    dataset : xarray.Dataset
+        The finished trials ``0 .. trials_done - 1`` as a result Dataset, marked ``partial = 1`` with attrs
+        ``trials_done`` and ``trials_requested`` (no certificate).
+    result : FitResult
+        The same trials (per-trial values, no weights), what ``_resume`` takes to complete the request.
+    """
+
+    def __init__(self, dataset: xr.Dataset, result: FitResult):
+        super().__init__(f"interrupted after {result.matched.size} trials")
+        self.dataset = dataset
+        self.result = result
 
 
 def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
-                progress: bool, cert: Certificate | None, keep_weights: bool = True) -> FitResult:
+                progress: bool, cert: Certificate | None, keep_weights: bool = True,
+                resume: FitResult | None = None) -> FitResult:
     """Trials in chunks (the solver resolved once for all of them), results concatenated in trial order.
 
     ``keep_weights=False`` drops the per-trial weight matrices and probes of each chunk once it is fitted (what a
-    Dataset without ``return_weights`` needs), so memory stays at one chunk plus per-trial scalars.
+    Dataset without ``return_weights`` needs), so memory stays at one chunk plus per-trial scalars. ``resume``: the
+    trials ``0 .. k - 1`` already fitted (an interrupted request's, without weights); only ``k ..`` are fitted.
+    A ``KeyboardInterrupt`` after at least one finished chunk (or a ``resume``) becomes :class:`_Interrupted`
+    carrying the finished trials.
     """
     solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
     device = torch.device(options.device)
@@ -273,14 +309,69 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
         size = chunk_trials(circuit, alloc, m, trials, resolved, chunk=options.chunk, max_memory=options.max_memory,
                             what="fit")
         zero = cert is not None and cert.verdict == "zero"
-        parts = []
-        for first in range(0, trials, size):
-            draws = draw_trials(circuit, m, min(size, trials - first), seed, first=first, stable=stable)
-            part = _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
-                        stable=stable, first=first, device=device, zero=zero,
-                        plausibility_bound=options.plausibility_bound)
-            parts.append(part if keep_weights else _without_weights(part))
-    return parts[0] if len(parts) == 1 else _concat(parts)
+        parts = [] if resume is None else [resume]
+        try:
+            for first in range(0 if resume is None else resume.matched.size, trials, size):
+                draws = draw_trials(circuit, m, min(size, trials - first), seed, first=first, stable=stable)
+                part = _fit(circuit, alloc, draws, seed=seed, tol=tol, solver=solver, progress=progress, dale=dale,
+                            stable=stable, first=first, device=device, zero=zero,
+                            plausibility_bound=options.plausibility_bound)
+                parts.append(part if keep_weights else _without_weights(part))
+        except KeyboardInterrupt:
+            if not parts:
+                raise
+            raise _Interrupted(parts[0] if len(parts) == 1 else _concat(_with_solver(parts))) from None
+    return parts[0] if len(parts) == 1 else _concat(_with_solver(parts))
+
+
+CALIBRATION_TRIALS = 2  # trials of the one-round calibration behind the cost estimate
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min" if t < 7200 else f"{t / 3600:.1f} h"
+
+
+def cost_estimate(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, options: FitOptions,
+                  *, points: int = 1) -> str:
+    """One line: the estimated cost of ``trials`` trials (at each of ``points`` points) from a one-round calibration
+    on the first :data:`CALIBRATION_TRIALS` trials, and what lowers it.
+
+    The calibration fits those trials with the same deciders and one LM round (``max_rounds = 1``), timed on this
+    machine. Exact deciders settle a trial at that cost; the LM's later rounds run only for trials still open, with
+    iterations doubling per round up to 8x, so the estimate is a range: every trial settled in its first round, up
+    to every trial running all ``max_rounds`` rounds. The calibration's own time is extra (and included in none of
+    them).
+    """
+    from .solvers import lm_fields
+
+    k = min(trials, CALIBRATION_TRIALS)
+    solver = options.solver
+    lm = lm_fields(solver)
+    one = solver if isinstance(solver, LeastSquares) else type(solver)(**{**lm, "max_rounds": 1})
+    start = time.perf_counter()
+    res = _fit_trials(circuit, alloc, m, k, seed, options=options._evolve(solver=one, chunk=None), progress=False,
+                      cert=None, keep_weights=False)
+    took = time.perf_counter() - start
+    low = took / k * trials * points
+    rounds = int(lm["max_rounds"])
+    high = low * sum(min(2 ** r, 8) for r in range(rounds))
+    what = f"{trials} trials" + (f" x {points} points" if points > 1 else "")
+    if res.exact or isinstance(solver, LeastSquares):
+        return (f"estimated cost: about {_seconds(low)} for {what} (exact deciders: one round on {k} trials took "
+                f"{took:.2f} s); fewer trials lower it")
+    return (f"estimated cost: about {_seconds(low)} for {what} if each trial is settled in its first round, up to "
+            f"{_seconds(high)} if every trial runs all {rounds} rounds (one LM round on {k} trials took {took:.2f} s; "
+            f"iterations double per round up to 8x); lower it with fewer trials, fewer rounds or restarts "
+            f"(LevenbergMarquardt(max_rounds=..., restarts=...), --max-rounds / --restarts), or without the "
+            f"constraints that keep trials open (dale=False / stable=False, --no-dale / --no-stable)")
+
+
+def _with_solver(parts: list[FitResult]) -> list[FitResult]:
+    """``parts`` with a resumed first part (read back without its solver objects) given the second's."""
+    if len(parts) > 1 and parts[0].options is None:
+        ref = parts[1]
+        parts = [dataclasses.replace(parts[0], options=ref.options, solver=ref.solver, tol=ref.tol), *parts[1:]]
+    return parts
 
 
 def _check_lifted(circuit: Circuit, alloc: Allocation, solver: Solver) -> None:
@@ -416,7 +507,8 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       dale: bool = True, stable: bool = True, restarts: int | None = None,
                       max_rounds: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
                       chunk: int | None = None, max_memory: float | None = None,
-                      skip_zero: bool | None = None, options: FitOptions | None = None) -> xr.Dataset:
+                      skip_zero: bool | None = None, options: FitOptions | None = None,
+                      _resume: FitResult | None = None) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -446,6 +538,15 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         ``solver``, ``tol``, ``certificate``, ``threads``, ``dale``, ``stable``, ``device``, ``chunk``,
         ``max_memory`` and ``skip_zero`` as one validated object (:class:`neurosubset.FitOptions`), instead of
         the keywords.
+    _resume : FitResult, optional
+        Private (the ``mp`` command's resume): trials ``0 .. k - 1`` of this same request, already fitted
+        (:attr:`PartialResult.result`); only the others are fitted, and the result equals an uninterrupted run's.
+
+    Raises
+    ------
+    PartialResult
+        A ``KeyboardInterrupt`` after at least one chunk of trials finished (``chunk`` sets their size): it
+        carries those trials as a Dataset marked ``partial`` (see :class:`PartialResult`).
 
     Returns
     -------
@@ -481,8 +582,18 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
                            dale=options.dale, stable=options.stable)
-    res = _request(circuit, alloc, m, trials, seed, options=options, progress=progress, keep_weights=return_weights,
-                   cert=cert)
+    if progress and _resume is None and not (cert is not None and cert.verdict == "zero"):
+        with torch_threads(threads):
+            print(cost_estimate(circuit, alloc, check_int("m", m, minimum=1), check_int("trials", trials, minimum=1),
+                                check_int("seed", seed, minimum=0), options), file=sys.stderr, flush=True)
+    try:
+        res = _request(circuit, alloc, m, trials, seed, options=options, progress=progress,
+                       keep_weights=return_weights, cert=cert, resume=_resume)
+    except _Interrupted as exc:
+        done = fit_dataset(circuit, alloc, exc.result, m=m, seed=seed, options=options,
+                           return_weights=return_weights and _resume is None)
+        done.attrs.update(partial=1, trials_done=int(exc.result.matched.size), trials_requested=int(trials))
+        raise PartialResult(done, exc.result) from None
     ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, options=options, return_weights=return_weights)
     overflowed = int((res.status == NON_FINITE).sum())
     if overflowed:
