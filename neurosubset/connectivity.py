@@ -287,7 +287,7 @@ def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: S
                       names: Sequence[str] | None = None, rows: str = "post", gain: float | Mapping[str, float] = 1.0,
                       init: str = "gain", projections: Sequence[Projection] = (), dynamics: str = "steady",
                       steps: int = 1, nonlinearity: str = "linear", seed: int = 0,
-                      name: str = "connectivity") -> dict[str, Any]:
+                      name: str = "connectivity", signs: Any = None) -> dict[str, Any]:
     """The ``Circuit`` keyword arguments of measured connectivity (see the module docstring).
 
     Parameters
@@ -311,6 +311,9 @@ def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: S
         Further projections declared first (e.g. fixed input or read-out projections).
     dynamics, steps, nonlinearity, seed, name
         As in :class:`~neurosubset.circuit.Circuit` (default ``"steady"`` linear).
+    signs : matrix, optional
+        With one matrix: per-synapse signs in its layout (+1, -1, 0 free), kept as each data projection's
+        ``signs`` (a sign constraint from data; the presynaptic regions must be unsigned).
 
     Raises
     ------
@@ -326,6 +329,15 @@ def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: S
         pairs = _from_edges(regions, _edge_table(connectivity))
     else:
         pairs = _from_matrix(regions, connectivity, labels, names, rows)
+    signed: dict[tuple[str, str], np.ndarray] = {}
+    if signs is not None:
+        if isinstance(connectivity, Mapping) or isinstance(connectivity, (str, Path)) or hasattr(connectivity,
+                                                                                                "columns"):
+            raise CircuitSpecError("signs (a matrix) go with one connectivity matrix; an edge list takes a 'sign' "
+                                   "column instead.")
+        arr = np.asarray(signs, dtype=float)
+        up, down = (_from_matrix(regions, (arr * s > 0).astype(float), labels, names, rows) for s in (1, -1))
+        signed = {k: up.get(k, 0) - down.get(k, 0) for k in set(up) | set(down)}
     order = {r.name: k for k, r in enumerate(regions)}
     made = []
     for (pre, post), counts in sorted(pairs.items(), key=lambda kv: (order[kv[0][0]], order[kv[0][1]])):
@@ -333,7 +345,9 @@ def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: S
             continue
         label = f"{pre}->{post}"
         g = gain.get(label, 1.0) if isinstance(gain, Mapping) else gain
-        made.append(Projection(pre, post, gain=g, synapses=_triples(counts), init=init))
+        s = signed.get((pre, post))
+        s = None if s is None else tuple((i, j, int(v)) for i, j, v in _triples(np.where(counts > 0, s, 0.0)))
+        made.append(Projection(pre, post, gain=g, synapses=_triples(counts), init=init, signs=s or None))
     if isinstance(gain, Mapping):
         unknown = sorted(set(gain) - {p.name for p in made})
         if unknown:

@@ -148,6 +148,75 @@ def transmitter_signs(neurons: list[str]) -> dict[str, int | None]:
     return {n: sign.get(frozenset(releases.get(n, ())), None) for n in neurons}
 
 
+SIGN_SOURCES = ("fenyves2020",)
+FENYVES_FILE = "journal.pcbi.1007974.s003.xlsx"  # S3 of Fenyves et al. 2020, shipped in wormneuroatlas's data
+_FENYVES_POLARITY = {"+": 1, "-": -1}
+
+
+def _fenyves_name(name: str) -> str:
+    """Fenyves's (WormWiring) neuron name in Cook 2019's spelling: numbered motor neurons lose the leading zero
+    (``AS01`` -> ``AS1``, ``VD10`` stays)."""
+    return re.sub(r"^([A-Z]+)0(\d)$", r"\1\2", str(name).strip())
+
+
+def fenyves_signs(edges: dict[tuple[str, str], float]) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """Per chemical synapse, the sign Fenyves et al. 2020 predict from the postsynaptic receptors.
+
+    Reads sheet "5. Sign prediction" of ``journal.pcbi.1007974.s003.xlsx`` in ``wormneuroatlas``'s data with
+    pandas (its cells are formulas: the cached values are read), maps the names to Cook 2019's spelling
+    (:func:`_fenyves_name`) and looks up every edge of ``edges``.
+
+    Parameters
+    ----------
+    edges : dict
+        ``(pre, post) -> count`` (Cook 2019 names), e.g. :func:`chemical_edges`' second value.
+
+    Returns
+    -------
+    signs : dict
+        ``(pre, post) -> +1 / -1`` for the edges predicted excitatory ("+") or inhibitory ("-").
+    counts : dict
+        ``excitatory``, ``inhibitory``, ``complex`` (mixed receptors: free), ``no_prediction`` (free),
+        ``unmatched`` (edges of ``edges`` the sheet does not hold: free) and ``sheet_only`` (chemical edges of the
+        sheet that ``edges`` lacks): the reconstructions differ.
+
+    Raises
+    ------
+    MissingExtraError
+        wormneuroatlas (or its data file) is not installed.
+    """
+    import os
+
+    try:
+        import pandas as pd
+        import wormneuroatlas
+    except ImportError as exc:
+        raise MissingExtraError(f"ns.celegans(signs='fenyves2020') needs pandas and wormneuroatlas ({exc}).") from None
+    path = os.path.join(os.path.dirname(wormneuroatlas.__file__), "data", FENYVES_FILE)
+    if not os.path.exists(path):
+        raise MissingExtraError(f"ns.celegans(signs='fenyves2020') needs {FENYVES_FILE} in wormneuroatlas's data "
+                                f"({path} is missing).")
+    sheet = pd.read_excel(path, sheet_name="5. Sign prediction", header=1)
+    sheet = sheet[sheet["Edge type"] == "chemical"]
+    polarity = {(_fenyves_name(a), _fenyves_name(b)): str(p).strip()
+                for a, b, p in zip(sheet["Neuron"], sheet["Neuron.1"], sheet.iloc[:, 16])}
+    signs, counts = {}, dict.fromkeys(("excitatory", "inhibitory", "complex", "no_prediction", "unmatched",
+                                       "sheet_only"), 0)
+    for edge in edges:
+        p = polarity.get(edge)
+        if p is None:
+            counts["unmatched"] += 1
+        elif p in _FENYVES_POLARITY:
+            signs[edge] = _FENYVES_POLARITY[p]
+            counts["excitatory" if p == "+" else "inhibitory"] += 1
+        elif p == "complex":
+            counts["complex"] += 1
+        else:
+            counts["no_prediction"] += 1
+    counts["sheet_only"] = len(set(polarity) - set(edges))
+    return signs, counts
+
+
 def cell_types(neurons: list[str]) -> dict[str, str]:
     """Cell type of each neuron (``"sensory"``, ``"inter"``, ``"motor"``) from cect's ``get_SIM_class``."""
     cells = _cect("cect.Cells")
@@ -183,7 +252,7 @@ def cell_classes(neurons: list[str]) -> dict[str, str]:
 
 def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: bool = True, init: str = "count",
              gain: float | None = None, gap_junctions: bool = False, gap_gain: float = GAP_GAIN, seed: int = 0,
-             name: str | None = None) -> Circuit:
+             name: str | None = None, signs: str | None = None) -> Circuit:
     """The C. elegans chemical connectome of ``dataset`` as a steady linear circuit (module docstring).
 
     Parameters
@@ -209,6 +278,11 @@ def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: boo
         Scale of the gap conductances (dimensionless, > 0): the RMS over neurons of ``||g_i||``.
     seed : int
         The circuit's seed (its stability draws).
+    signs : {None, "fenyves2020"}
+        Per-synapse signs from data instead of Dale's transmitter signs (then no region is signed, whatever
+        ``dale``): ``"fenyves2020"`` signs each chemical synapse predicted excitatory or inhibitory from the
+        postsynaptic receptors by Fenyves et al. 2020 (:func:`fenyves_signs`); "complex", "no prediction" and
+        unmatched edges stay free. A sign constraint kept while fitting with ``dale=True``, not Dale's law.
 
     Returns
     -------
@@ -225,9 +299,12 @@ def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: boo
     """
     check_choice("dataset", dataset, DATASETS, error=CircuitSpecError)
     check_choice("regions", regions, REGIONS, error=CircuitSpecError)
+    if signs is not None:
+        check_choice("signs", signs, SIGN_SOURCES, error=CircuitSpecError)
     neurons, edges = chemical_edges(dataset)
     types = cell_types(neurons)
-    signs = transmitter_signs(neurons) if dale else dict.fromkeys(neurons)
+    synapse_signs = fenyves_signs(edges)[0] if signs is not None else None
+    signs = transmitter_signs(neurons) if dale and synapse_signs is None else dict.fromkeys(neurons)
     groups, type_of = _groups(neurons, types, signs, regions)
     sign_of = {g: signs[members[0]] for g, members in groups.items()}
     hidden = [Region(g, len(v), "hidden", sign_of[g], tuple(v)) for g, v in groups.items()]
@@ -253,9 +330,14 @@ def celegans(dataset: str = "cook2019-herm", *, regions: str = "type", dale: boo
     counts = np.zeros((len(neurons), len(neurons)))
     for (pre, post), c in edges.items():
         counts[index[post], index[pre]] = c
+    sign_matrix = None
+    if synapse_signs is not None:
+        sign_matrix = np.zeros_like(counts)
+        for (pre, post), s in synapse_signs.items():
+            sign_matrix[index[post], index[pre]] = s
     regions = (probe, *hidden, readout)
-    label = name or f"celegans_{dataset}"
-    kwargs = dict(names=neurons, init=init, projections=fixed, seed=seed, name=label)
+    label = name or f"celegans_{dataset}{'' if synapse_signs is None else '_fenyves2020'}"
+    kwargs = dict(names=neurons, init=init, projections=fixed, seed=seed, name=label, signs=sign_matrix)
     if gain is None:
         gain = _stable_gain(circuit_arguments(regions, counts, gain=1.0, dynamics="discrete", **kwargs))
     gain = check_real("gain", gain, low=0.0, low_open=True, error=CircuitSpecError)

@@ -207,3 +207,52 @@ def test_an_unknown_dataset_is_one_line_listing_the_allowed_names():
     allowed = r"\['cook2019-herm', 'cook2019-male', 'witvliet2021-1'.*'white1986-whole'\]"
     with pytest.raises(CircuitSpecError, match=rf"The 'dataset' parameter must be one of {allowed}. Got 'cook2091'"):
         ns.celegans("cook2091")
+
+
+# ---------------------------------------------------------------------- Fenyves et al. 2020 per-synapse signs (issue 28)
+def _fenyves_sheet():
+    """(pre, post) -> polarity string, read here with openpyxl's cached values (the sheet's cells are formulas);
+    the data file ships with wormneuroatlas: without it this test says so loudly."""
+    import os
+
+    openpyxl = pytest.importorskip("openpyxl")
+    atlas = pytest.importorskip("wormneuroatlas", reason="Fenyves 2020 sheet ships with wormneuroatlas (data only)")
+    path = os.path.join(os.path.dirname(atlas.__file__), "data", "journal.pcbi.1007974.s003.xlsx")
+    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    rows = book["5. Sign prediction"].iter_rows(min_row=3, values_only=True)
+    import re
+
+    fix = (lambda n: re.sub(r"^([A-Z]+)0([0-9])$", r"\1\2", str(n).strip()))
+    return {(fix(r[0]), fix(r[3])): str(r[16]).strip() for r in rows if r[0] is not None and r[5] == "chemical"}
+
+
+@pytest.mark.slow
+def test_fenyves_signs_follow_the_sheet_and_the_free_ones_are_counted():
+    sheet = _fenyves_sheet()
+    worm = ns.celegans(signs="fenyves2020")
+    assert all(r.sign is None for r in worm.regions)  # a sign constraint per synapse, not Dale's law per region
+    signed = {}
+    for p in worm.projections:
+        if p.signs:
+            pre, post = worm.region[p.pre].neurons, worm.region[p.post].neurons
+            signed.update({(pre[j], post[i]): s for i, j, s in p.signs})
+    want = {e: {"+": 1, "-": -1}[v] for e, v in sheet.items() if v in ("+", "-")}
+    neurons, edges = ns.connectome.chemical_edges("cook2019-herm")
+    assert signed == {e: s for e, s in want.items() if e in edges}
+    _, counts = ns.connectome.fenyves_signs(edges)
+    free = [e for e in edges if e not in signed]
+    assert counts["excitatory"] + counts["inhibitory"] == len(signed)
+    assert counts["complex"] == sum(sheet.get(e) == "complex" for e in free)
+    assert counts["unmatched"] == sum(e not in sheet for e in edges)
+    assert sum(v for k, v in counts.items() if k != "sheet_only") == len(edges) == 3709
+    # the sign box of an allocation follows them: every plastic synapse's bound equals its sheet sign
+    alloc = ns.allocate(worm, 400, strategy="random", seed=0)
+    box = ns.solvers.bounded.sign_bounds(worm, alloc)
+    k = 0
+    for name in worm.weight_names:
+        p = worm.projection[name]
+        pre, post = worm.region[p.pre].neurons, worm.region[p.post].neurons
+        for i, j in zip(*np.nonzero(alloc.masks[name])):
+            s = signed.get((pre[j], post[i]), 0)
+            assert (box.lower[k] == 0.0) == (s == 1) and (box.upper[k] == 0.0) == (s == -1), (pre[j], post[i])
+            k += 1
