@@ -27,6 +27,17 @@ if worm is not None:
     print(ns.certify(worm, alloc, m=2))
 
 # %%
-# Where the synapses sit, projection by projection:
+# Where the plastic synapses sit: spread-rows gives about one plastic synapse to each postsynaptic neuron, so the
+# budget follows the neuron counts of the regions (a full picture of the masks, ``ns.plot_allocation(worm,
+# alloc)``, has one panel per projection: 50 of them on the worm).
 if worm is not None:
-    ns.plot_allocation(worm, alloc)
+    import matplotlib.pyplot as plt
+
+    per_region = {}
+    for name, mask in alloc.masks.items():
+        post = name.split("->")[1]
+        per_region[post] = per_region.get(post, 0) + int(mask.sum())
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    ax.barh(list(per_region), list(per_region.values()))
+    ax.set_xlabel("plastic synapses onto the region")
+    ax.invert_yaxis()
