@@ -11,6 +11,7 @@ from .benchmark import DEFAULT_TOL as DEFAULT_TOL
 from .benchmark import FitResult as FitResult
 from .benchmark import fit as fit
 from .benchmark import match_probability as match_probability
+from .benchmark import PartialResult as PartialResult
 from .benchmark import student_weights as student_weights
 from .benchmark import teacher_weights as teacher_weights
 from .benchmark import wilson_interval as wilson_interval
@@ -75,7 +76,7 @@ __all__ = [
     # allocations
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark
-    "match_probability", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
+    "match_probability", "PartialResult", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
     "DEFAULT_TOL", "FIT_STATUS",
     # solvers
     "Auto", "LeastSquares", "LevenbergMarquardt",
