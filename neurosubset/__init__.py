@@ -76,7 +76,8 @@ __all__ = [
     # allocations
     "Allocation", "allocate", "STRATEGIES", "AllocationError",
     # benchmark
-    "match_probability", "PartialResult", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights", "teacher_weights",
+    "match_probability", "PartialResult", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights",
+    "teacher_weights",
     "DEFAULT_TOL", "FIT_STATUS",
     # solvers
     "Auto", "LeastSquares", "LevenbergMarquardt",
