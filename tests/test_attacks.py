@@ -841,3 +841,110 @@ def test_12_a_circuit_overflowing_at_the_init_scale_has_no_certificate(tmp_path,
                      "--quiet", "--out", str(out)]) == 2  # the certificate is asked for by default
     _one_line_error(capsys, "overflow to inf/NaN", "Lower the circuit's gains or steps")
     assert not out.exists()  # never MP 0.000 "exact, certificate one"
+
+
+# ================================================================================================ Must show: property
+# Every status a fit can end in, as its own fault (neurosubset._schema.FIT_STATUS). 'not_fitted' is only the fill of
+# a store's point not yet computed: no fit ever returns it, so it is not in this list (asserted below).
+FIT_STATUSES = ("matched", "no_solution", "stalled", "iteration_cap", "no_descent", "non_finite", "unstable",
+                "infeasible")
+_LM_ENDINGS = {_schema.STALLED, _schema.ITERATION_CAP, _schema.NO_DESCENT}  # only the LM's own stopping reasons
+_EXACT = {_schema.LEAST_SQUARES_DECISION, _schema.BOUNDED_DECISION, _schema.CONE_DECISION, _schema.PATTERN_DECISION,
+          _schema.ROOTS_DECISION, _schema.LIFTED_DECISION, _schema.CERTIFICATE_DECISION}
+
+
+def _random_request(rng: np.random.Generator, i: int) -> tuple[Circuit, list[str], dict, str]:
+    """Draw ``i`` of the property test: a small circuit, what is plastic and how it is fitted. The families cycle
+    so that every status has draws that can reach it; sizes, gains (1e-6 .. 1e6), seeds and budgets are random."""
+    family = i % 7
+    gain = float(10 ** rng.uniform(-6, 6))
+    a, h, o = (int(rng.integers(1, 4)) for _ in range(3))
+    X, Y = Region("X", a, "input"), Region("Y", o, "output")
+    fast = ns.LevenbergMarquardt(restarts=2, max_rounds=1, iterations=3)
+    if family == 0:  # affine: exact least squares (matched / no_solution), any gain
+        dyn = str(rng.choice(["feedforward", "discrete"]))
+        c = Circuit((X, Region("H", h), Y), (Projection("X", "H", gain=gain), Projection("H", "Y")),
+                    dynamics=dyn, steps=int(rng.integers(1, 4)) if dyn == "discrete" else 1, name=f"affine{i}")
+        return c, list(c.weight_names), dict(solver="lstsq", dale=False, stable=False), "affine"
+    if family == 1:  # Dale's law on an excitatory hidden region: infeasible within the sign box, or matched
+        c = Circuit((X, Region("H", h, sign=1), Y), (Projection("X", "H", gain=gain), Projection("H", "Y")),
+                    name=f"signed{i}")
+        return c, ["H->Y"], dict(solver="auto", dale=True, stable=False), "signed"
+    if family == 2:  # steady, plastic recurrence near its stability edge, stability required: unstable witnesses
+        hh = int(rng.integers(2, 5))
+        c = Circuit((Region("X", 2, "input"), Region("H", hh), Region("Y", 2, "output")),
+                    (Projection("X", "H"), Projection("H", "H", gain=float(rng.uniform(0.5, 0.99))),
+                     Projection("H", "Y")), dynamics="steady", name=f"edge{i}")
+        return c, ["H->H"], dict(solver=str(rng.choice(["auto", "lifted"])), dale=False, stable=True, m=1), "edge"
+    if family == 3:  # a linear RNN whose outputs overflow: non_finite
+        steps = int(rng.integers(150, 260))
+        c = ns.linear_rnn(int(rng.integers(3, 8)), 2, 2, steps=steps, gain=float(rng.uniform(25, 60)))
+        return c, ["W"], dict(solver=str(rng.choice(["lstsq", "auto"])), dale=False, stable=False), "overflow"
+    if family == 4:  # steady with a fixed self-loop of weight 1 - eps: I - W near singular
+        eps = float(10 ** rng.uniform(-12, -3))
+        c = Circuit((X, Region("H", h), Y), (Projection("X", "H", gain=gain),
+                                               Projection("H", "H", weights=tuple((k, k, 1 - eps) for k in range(h)),
+                                                          name="loop"), Projection("H", "Y")),
+                    dynamics="steady", name=f"singular{i}")
+        return c, ["X->H", "H->Y"], dict(solver=str(rng.choice(["auto", "lm"])), dale=False, stable=False), "singular"
+    # nonlinear (discrete ReLU / continuous tanh): the LM decides, cut short (iteration_cap) at any gain, or run
+    # long at moderate gains (a non-zero minimum: stalled, or no_descent where the damping hits its ceiling)
+    dyn = str(rng.choice(["discrete", "continuous"]))
+    kw = dict(steps=int(rng.integers(1, 4))) if dyn == "discrete" else dict(tau=0.02, duration=0.04, dt=0.01)
+    if family == 6:  # two inputs and outputs, a few plastic synapses: mostly no match, a non-zero minimum
+        gain, X, Y, how = float(10 ** rng.uniform(-0.5, 0.5)), Region("X", 2, "input"), Region("Y", 2, "output"), \
+            dict(budget=int(rng.integers(1, 4)))
+    else:
+        how = {}
+    c = Circuit((X, Region("H", h), Y), (Projection("X", "H", gain=gain), Projection("H", "H", gain=0.5),
+                                           Projection("H", "Y")),
+                dynamics=dyn, nonlinearity="relu" if dyn == "discrete" else "tanh", name=f"nonlinear{i}", **kw)
+    solver = fast if family == 5 else ns.LevenbergMarquardt(restarts=2, max_rounds=1, iterations=200)
+    return c, list(c.weight_names), dict(solver=solver, dale=False, stable=False, **how), "nonlinear"
+
+
+@pytest.mark.slow
+def test_property_no_numerical_fault_escapes_fit_and_each_maps_to_its_status():
+    import warnings
+
+    rng = np.random.default_rng(26)
+    seen: dict[str, int] = {}
+    refused = 0
+    for i in range(200):
+        try:
+            c, within, how, family = _random_request(rng, i)
+            budget = how.pop("budget", None) or int(rng.integers(1, sum(int(c.eligible[w].sum()) for w in within) + 1))
+            alloc = ns.allocate(c, budget, within=within, strategy="random", seed=i)
+        except ns.NeurosubsetError as exc:  # a refused spec (e.g. a draw unstable at its gains): one line
+            assert "\n" not in str(exc), exc
+            refused += 1
+            continue
+        m = how.pop("m", 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NonFiniteOutputWarning and the spec warnings: the statuses speak
+            try:
+                ds = ns.match_probability(c, alloc, m=m, trials=2, seed=i, **how)
+            except ns.NeurosubsetError as exc:  # refused in one line (e.g. no certificate: overflow at init)
+                assert "\n" not in str(exc), exc
+                refused += 1
+                continue
+        status, residual = ds.fit_status.values, ds.residual.values
+        decision, outcome = ds.decision.values, ds.outcome.values
+        label = f"draw {i} ({family}, {c.name}): status {status}, residual {residual}, decision {decision}"
+        assert _schema.NOT_FITTED not in status, label
+        # each fault has its own status, not a catch-all
+        assert (np.isfinite(residual) | (status == _schema.NON_FINITE)).all(), label  # NaN/inf -> non_finite only
+        assert (outcome[status == _schema.NON_FINITE] == _schema.UNDECIDED).all(), label  # overflow proves nothing
+        assert (ds.matched.values == (status == _schema.MATCHED)).all(), label
+        assert (residual[status == _schema.MATCHED] < ns.DEFAULT_TOL).all(), label
+        assert how["stable"] or _schema.UNSTABLE not in status, label  # only where stability was asked for
+        # only under constraints: a sign box (dale) or the plausibility box of the biological deciders (stable)
+        assert how["dale"] or how["stable"] or _schema.INFEASIBLE not in status, label
+        lm_ended = np.isin(status, list(_LM_ENDINGS))
+        assert (decision[lm_ended] == _schema.LM_DECISION).all(), label  # the LM's stopping reasons are its own
+        assert np.isin(decision[status == _schema.NO_SOLUTION], list(_EXACT)).all(), label  # a proof, by exact
+        for s in status:
+            name = _schema.FIT_STATUS.meanings[int(s)]
+            seen[name] = seen.get(name, 0) + 1
+    assert refused < 40, refused  # the draws mostly reach a fit
+    assert set(seen) == set(FIT_STATUSES), f"statuses seen {seen}; never {sorted(set(FIT_STATUSES) - set(seen))}"

@@ -64,6 +64,13 @@ def solve_affine(fmap: PlasticMap, targets: torch.Tensor) -> torch.Tensor:
         return zero
     jac = fmap.jacobian(zero)
     rhs = (targets - fmap(zero)).unsqueeze(-1)
+    finite = torch.isfinite(jac).flatten(1).all(1) & torch.isfinite(rhs).flatten(1).all(1)
+    if not bool(finite.all()):  # overflowed outputs: LAPACK's gelsd fails on NaN ("Argument 6 has illegal value")
+        out = torch.full_like(zero, float("nan"))  # those problems' residuals are NaN: status non_finite
+        keep = torch.nonzero(finite).flatten()
+        if keep.numel():
+            out[keep] = solve_affine(fmap.subset(keep), targets[keep])
+        return out
     blocks = _separable(jac) if fmap.size >= _SEPARATE_MIN else None
     if blocks is None:
         # gelsd (SVD), not gelsy: torch 2.13's gelsy returns wrong solutions on structured sparse Jacobians
