@@ -109,7 +109,6 @@ def test_public_docstrings_have_examples():
         assert name in runnable, f"{name} has no runnable docstring example"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
 def test_docstring_examples_run(test, monkeypatch):
     """Each public docstring's examples, run from the repository root (they read ``circuits/``)."""

@@ -169,7 +169,9 @@ print(ds["mp"].sel(m=6).to_dataframe()["mp"].unstack("strategy").round(2).to_str
 plot.mp_ternary(ds, m=6)
 
 # %%
-# MP against ``m`` for every point and strategy:
+# :func:`neurosubset.plot.mp_curves` draws MP along one edge of the simplex (here X->I = 0: the budget moves from
+# X->OUT to X->E), one curve per strategy and ``m``, with 95% Wilson bands. With fewer probes (``m = 4, 5``) fewer
+# entries of the map must be set, and more splits reach MP = 1.
 plot.mp_curves(ds)
 
 # %%
