@@ -358,16 +358,33 @@ def _constraint_variables(res: Any) -> dict[str, tuple]:
 def student_weights(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """The fitted student weights stored by ``match_probability(..., return_weights=True)``.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result of :func:`neurosubset.match_probability` with ``return_weights=True``.
+
     Returns
     -------
     dict
-        Weight name -> ``(trial, n_post, n_pre)``.
+        Weight name -> array ``(trial, n_post, n_pre)`` (dimensionless); ``{k: v[i] for k, v in ...items()}`` is
+        trial ``i``'s circuit, as :func:`neurosubset.simulate` and :func:`neurosubset.spiking_compare` take it.
     """
     return _weights(ds, "student_")
 
 
 def teacher_weights(ds: xr.Dataset) -> dict[str, np.ndarray]:
-    """The teacher weights stored by ``match_probability(..., return_weights=True)``."""
+    """The teacher weights stored by ``match_probability(..., return_weights=True)``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result of :func:`neurosubset.match_probability` with ``return_weights=True``.
+
+    Returns
+    -------
+    dict
+        Weight name -> array ``(trial, n_post, n_pre)`` (dimensionless), one teacher per trial.
+    """
     return _weights(ds, "teacher_")
 
 

@@ -47,8 +47,20 @@ _CHUNK_BYTES = 2.5e8  # of one batched Jacobian (candidates x restarts x respons
 
 
 def projection_candidates(circuit: Circuit, within: Sequence[str] | None = None) -> dict[str, Allocation]:
-    """One candidate per projection: every eligible synapse of that projection plastic (``within``: only these
-    weights; fixed projections, which are never plastic, are left out)."""
+    """One candidate per projection: every eligible synapse of that projection plastic.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    within : sequence of str, optional
+        Only these weights (projection names such as ``"CA3->CA1"``); fixed projections, which are never plastic,
+        are left out.
+
+    Returns
+    -------
+    dict
+        Projection name -> :class:`~neurosubset.Allocation`, the ``candidates`` of :func:`neurosubset.localize`.
+    """
     names = list(circuit.weight_names if within is None else within)
     _check_weight_names(circuit, names)
     eligible = circuit.eligible
@@ -57,8 +69,18 @@ def projection_candidates(circuit: Circuit, within: Sequence[str] | None = None)
 
 
 def region_candidates(circuit: Circuit) -> dict[str, Allocation]:
-    """One candidate per non-input region: every eligible synapse onto that region plastic (regions without any
-    are left out)."""
+    """One candidate per non-input region: every eligible synapse onto that region plastic.
+
+    Parameters
+    ----------
+    circuit : Circuit
+
+    Returns
+    -------
+    dict
+        Region name -> :class:`~neurosubset.Allocation` (regions without eligible synapses are left out), the
+        ``candidates`` of :func:`neurosubset.localize`.
+    """
     out, eligible = {}, circuit.eligible
     for r in circuit.regions:
         into = [p.name for p in circuit.projections_into(r.name) if eligible[p.name].any()]
