@@ -379,9 +379,10 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
     kwargs = from_spec(spec, source=source)
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not hasattr(data, "files"):  # a bare .npy saved under a .npz name
-                    raise ValueError("it holds one array, not named arrays (save it with numpy.savez)")
+            data = np.load(path, allow_pickle=False)
+            if not hasattr(data, "files"):  # a bare .npy saved under a .npz name (an array: no context manager)
+                raise ValueError("it holds one array, not named arrays (save it with numpy.savez)")
+            with data:
                 found = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} is not a readable .npz of synapse "
