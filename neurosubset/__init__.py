@@ -102,7 +102,17 @@ __all__ = [
 def plot_allocation(circuit, alloc, **kwargs):
     """Draw which synapses of ``circuit`` the allocation ``alloc`` makes plastic (no result Dataset needed).
 
-    See :func:`neurosubset.plot.plot_allocation` (matplotlib is imported only when this is called).
+    Parameters
+    ----------
+    circuit : Circuit
+    alloc : Allocation
+    **kwargs
+        Passed to :func:`neurosubset.plot.plot_allocation` (matplotlib is imported only when this is called).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per projection: its ``(n_post, n_pre)`` synapses, plastic ones dark.
     """
     from .plot import plot_allocation as _plot_allocation
 
