@@ -80,8 +80,8 @@ def _dense_reference(c, st, vals, x, alloc, split):
     return y[0].numpy(), j[0].numpy()
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_sparse_steady_matches_the_dense_path(split):
+@pytest.mark.parametrize("split, method", [(False, "splu"), (True, "splu"), (True, "gmres")])
+def test_sparse_steady_matches_the_dense_path(split, method):
     c = _ei()
     st = sp.sparse_structure(c)
     rng = np.random.default_rng(1)
@@ -93,7 +93,7 @@ def test_sparse_steady_matches_the_dense_path(split):
         vals = sp.sample_sparse_weights(c, rng, st)
         x = rng.standard_normal((5, c.n_in))
         y_d, j_d = _dense_reference(c, st, vals, x, alloc, split)
-        y_s, j_s = sp.sparse_steady(c, st, vals, x, sp.plastic_positions(st, alloc.masks))
+        y_s, j_s = sp.sparse_steady(c, st, vals, x, sp.plastic_positions(st, alloc.masks), method=method)
         assert y_s.shape == y_d.shape == (5 * 4,) and j_s.shape == j_d.shape == (20, alloc.size)
         assert np.abs(y_s - y_d).max() <= 1e-10 * np.abs(y_d).max()
         assert np.abs(j_s - j_d).max() <= 1e-10 * np.abs(j_d).max()
@@ -131,5 +131,9 @@ def test_sparse_steady_singular_and_bad_input():
         sp.sparse_steady(c, st, {**vals, "E->E": vals["E->E"][:-1]}, np.ones((2, c.n_in)))
     with pytest.raises(ParameterError, match=r"plastic\['E->E'\] must be increasing"):
         sp.sparse_steady(c, st, vals, np.ones((2, c.n_in)), {"E->E": np.array([3, 1])})
+    with pytest.raises(ParameterError, match=r"'method' parameter must be one of \['splu', 'gmres'\]"):
+        sp.sparse_steady(c, st, vals, np.ones((2, c.n_in)), method="cg")
+    with pytest.raises(ParameterError, match=r"'rtol' parameter must be a number in \(0, 1\)"):
+        sp.sparse_steady(c, st, vals, np.ones((2, c.n_in)), method="gmres", rtol=0)
     with pytest.raises(ParameterError, match=r"masks\['E->E'\]"):
         sp.plastic_positions(st, {"E->E": ~c.structure["E->E"]})
