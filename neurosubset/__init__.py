@@ -112,7 +112,7 @@ def plot_allocation(circuit, alloc, **kwargs):
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per projection: its ``(n_post, n_pre)`` synapses, plastic ones dark.
+        The synapses as one block matrix: rows receiving neurons, columns sending ones, grouped by region.
     """
     from .plot import plot_allocation as _plot_allocation
 
