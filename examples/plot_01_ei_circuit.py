@@ -50,7 +50,8 @@ concentrated = ns.allocate(circuit, budget=16, strategy="concentrated-rows", wit
 spread
 
 # %%
-# :func:`neurosubset.plot_allocation` draws which synapses are plastic (dark), projection by projection.
+# :func:`neurosubset.plot_allocation` draws every synapse by region (rows receive, columns send): grey frozen,
+# red plastic.
 ns.plot_allocation(circuit, concentrated)
 
 # %%

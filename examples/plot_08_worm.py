@@ -28,8 +28,8 @@ if worm is not None:
 
 # %%
 # Where the plastic synapses sit: spread-rows gives about one plastic synapse to each postsynaptic neuron, so the
-# budget follows the neuron counts of the regions (a full picture of the masks, ``ns.plot_allocation(worm,
-# alloc)``, has one panel per projection: 50 of them on the worm).
+# budget follows the neuron counts of the regions (``ns.plot_allocation(worm, alloc)`` draws every synapse, a
+# 302 x 302 block matrix, too fine to read at this size).
 if worm is not None:
     import matplotlib.pyplot as plt
 

@@ -4,7 +4,8 @@ From nothing to a fraction sweep of an E/I circuit
 
 This tutorial writes a small excitatory/inhibitory (E/I) circuit as a TOML file, asks how well a handful of
 plastic synapses lets it learn, explains the answer with a certificate, and then sweeps how a fixed budget of
-plastic synapses is split between two projections. It takes about a minute on one CPU core.
+plastic synapses is split between three projections. It takes about 20 s of CPU (a minute or two on a busy
+machine).
 
 The question behind every number here: a *teacher* circuit has random weights; a *student* circuit of the same
 structure has random frozen weights except for its *plastic* synapses, which are free. Can the plastic synapses be
