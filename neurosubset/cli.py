@@ -12,7 +12,9 @@ computing anything.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,23 +121,53 @@ def _check_out(args: argparse.Namespace) -> None:
 
 def _cmd_mp(args: argparse.Namespace) -> None:
     """Estimate the match probability MP(A, m) of one allocation and write the dataset."""
-    from .benchmark import match_probability
+    from . import _partial
+    from .benchmark import PartialResult, match_probability
     from .results import summary
 
-    _check_out(args)
+    resumable = bool(args.out) and not args.save_weights and Path(args.out).suffix == ".nc"
+    if not (resumable and not args.overwrite and Path(args.out).is_file() and _partial.resume_path(args.out).is_file()):
+        _check_out(args)  # else: maybe an interrupted run of this request (checked below, once the request is known)
     options = _fit_options(args, threads=_workers(args), device=args.device, skip_zero=args.skip_zero)
     circuit = load_circuit(args.circuit)
     options.check_circuit(circuit, "neurosubset mp")
     alloc = _allocation(circuit, args)
-    ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, options=options,
-                           return_weights=args.save_weights, progress=not args.quiet)
+    key = _partial.request_key(circuit, alloc, args.m, args.trials, args.seed, options)
+    resume = _partial.load(args.out, key) if resumable and not args.overwrite and Path(args.out).is_file() else None
+    if resumable and resume is None and not args.overwrite and Path(args.out).is_file():
+        _check_out(args)  # a complete result, or another request's: refused as any existing file
+    if resume is not None:
+        print(f"resuming {args.out}: {resume.matched.size} of {args.trials} trials done")
+    if resumable and options.chunk is None:  # four chunks of trials: what an interrupt can keep (fewer, larger
+        options = options._evolve(chunk=max(1, -(-args.trials // 4)))  # batches would keep less; more cost more)
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if resumable and main_thread else None
+    try:
+        ds = match_probability(circuit, alloc, m=args.m, trials=args.trials, seed=args.seed, options=options,
+                               return_weights=args.save_weights, progress=not args.quiet, _resume=resume)
+    except PartialResult as exc:
+        if resumable:
+            write_dataset(exc.dataset, args.out, overwrite=True, what="--out")
+            _partial.save(args.out, exc.result, key)
+            print(f"interrupted: wrote {exc.result.matched.size} of {args.trials} trials to {args.out} (partial; "
+                  f"rerun the same command to complete it)", file=sys.stderr)
+        raise KeyboardInterrupt from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(f"MP = {float(ds.mp):.3f}  95% CI [{float(ds.mp_low):.3f}, {float(ds.mp_high):.3f}]  "
           f"({int(ds.matched.sum())}/{ds.sizes['trial']} matched; M = {alloc.size}, m = {args.m}, "
           f"strategy {args.strategy}, solver {ds.attrs['solver']}, first-round MP {float(ds.mp_first_round):.3f}; "
           f"{_estimate(ds)}, certificate {ds.attrs.get('certificate_verdict', 'not computed')}; {summary(ds)})")
     _warn_non_finite(args, int((ds["fit_status"].values == NON_FINITE).sum()), ds.sizes["trial"])
     if args.out:
-        _write(ds, args.out, args.overwrite)
+        _write(ds, args.out, args.overwrite or resume is not None)
+        _partial.clear(args.out)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the run stops where it is and keeps what it finished."""
+    raise KeyboardInterrupt
 
 
 def _estimate(ds) -> str:
