@@ -199,3 +199,21 @@ def test_a_fit_beyond_the_machine_is_refused_before_any_draw():
     with pytest.raises(ns.ParameterError, match="memory") as err:
         ns.fit(layer, alloc, m=10**8, trials=200)
     assert "'trials' or 'm'" in str(err.value)
+
+
+def test_progress_prints_a_cost_estimate_before_fitting(capsys):
+    """match_probability(progress=True): one line before the fit, with the request's size, the calibration and
+    what lowers the cost; exact deciders get a single figure (no rounds)."""
+    ff = ns.feedforward([4, 3, 2])
+    lm_alloc = ns.allocate(ff, 10, seed=0)  # both layers plastic: bilinear, the LM runs
+    assert lm_alloc.counts["W1"] and lm_alloc.counts["W2"]
+    ns.match_probability(ff, lm_alloc, m=2, trials=3, seed=0, progress=True, certificate=False)
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("estimated cost:"))
+    assert "for 3 trials" in line and "one LM round on 2 trials took" in line and "--max-rounds" in line
+    ns.match_probability(ff, ns.allocate(ff, 6, within=["W2"], seed=0), m=2, trials=3, seed=0, progress=True,
+                         certificate=False)  # affine: exact least squares
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("estimated cost:"))
+    assert "exact deciders" in line and "for 3 trials" in line
+    ns.match_probability(ff, lm_alloc, m=2, trials=3, seed=0, certificate=False)  # no progress: no estimate
+    assert "estimated cost" not in capsys.readouterr().err
