@@ -132,6 +132,9 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
              **_schema.versions()}
     if stability_applies(circuit):
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
+    if any(p.signs for p in circuit.projections):  # per-synapse signs from data: a sign constraint, not Dale's law
+        attrs["sign_constraint"] = "per-synapse signs from data" + (
+            " and Dale's law (region signs)" if any(r.sign is not None for r in circuit.regions) else "")
     coords = {"trial": ("trial", np.arange(trials), meta("trial")),
               "round": ("round", np.arange(res.mp_by_round.size), meta("round")), "m": ((), m, meta("m")),
               **{f"synapse_{k}": ("synapse", v, meta(f"synapse_{k}")) for k, v in synapses.items()},
