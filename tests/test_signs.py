@@ -57,3 +57,13 @@ def test_bad_signs_are_refused_in_one_line(kwargs, match):
     with pytest.raises(ns.CircuitSpecError, match=match) as err:
         _circuit(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_results_name_the_sign_constraint_as_per_synapse_not_dale():
+    c = _circuit()
+    ds = ns.match_probability(c, ns.allocate(c, 5, within=["H->H"]), m=2, trials=2, seed=0, certificate=False)
+    assert ds.attrs["sign_constraint"] == "per-synapse signs from data"
+    unsigned = _circuit(signs=None)
+    ds0 = ns.match_probability(unsigned, ns.allocate(unsigned, 5, within=["H->H"]), m=2, trials=2, seed=0,
+                               certificate=False)
+    assert "sign_constraint" not in ds0.attrs
