@@ -186,8 +186,11 @@ def _numeric(column: Any) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
 
 
-def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], np.ndarray]:
-    """Per region pair count matrices ``(n_post, n_pre)`` from an edge list of neuron names."""
+def _from_edges(regions: Sequence[Region], table: Any, signed: dict | None = None
+                ) -> dict[tuple[str, str], np.ndarray]:
+    """Per region pair count matrices ``(n_post, n_pre)`` from an edge list of neuron names; with ``signed`` (a dict
+    filled in place), the ``sign`` column of edges from unsigned regions as per-pair sign matrices (per-synapse
+    signs from data) instead of a refusal."""
     # neuron names: the regions' own lists, default names (E[0], ...) for regions that list none (input and
     # output regions need no list)
     where = _neuron_index(regions, defaults=True)
@@ -207,7 +210,13 @@ def _from_edges(regions: Sequence[Region], table: Any) -> dict[tuple[str, str], 
         (rp, i), (rq, j) = where[post], where[pre]
         if signs is not None:
             s = None if not np.isfinite(signs[k]) or signs[k] == 0 else int(np.sign(signs[k]))
-            if s != by_name[rq].sign:
+            if signed is not None and by_name[rq].sign is None and s is not None:
+                per = signed.setdefault((rq, rp), np.zeros((by_name[rp].size, by_name[rq].size)))
+                if per[i, j] not in (0, s):
+                    raise CircuitSpecError(f"connectivity row {k} ({pre} -> {post}): sign {s} contradicts an earlier "
+                                           f"row of the same synapse ({int(per[i, j])}).")
+                per[i, j] = s
+            elif s != by_name[rq].sign:
                 raise CircuitSpecError(f"connectivity row {k} ({pre} -> {post}): sign {signs[k]:g} differs from the "
                                        f"sign of region {rq!r} ({by_name[rq].sign}); Dale signs are per region: "
                                        f"allowed {by_name[rq].sign} (None: 0 or empty), or split the region.")
@@ -323,13 +332,14 @@ def circuit_arguments(regions: Sequence[Region], connectivity: Any, *, labels: S
     """
     regions = tuple(regions)
     check_choice("rows", rows, ROW_ORDERS, error=CircuitSpecError)
+    edge_signs: dict[tuple[str, str], np.ndarray] = {}
     if isinstance(connectivity, Mapping):
         pairs = _from_mapping(regions, connectivity)
     elif isinstance(connectivity, (str, Path)) or hasattr(connectivity, "columns"):
-        pairs = _from_edges(regions, _edge_table(connectivity))
+        pairs = _from_edges(regions, _edge_table(connectivity), edge_signs)
     else:
         pairs = _from_matrix(regions, connectivity, labels, names, rows)
-    signed: dict[tuple[str, str], np.ndarray] = {}
+    signed = edge_signs  # an edge list's 'sign' column on unsigned regions: per-synapse signs
     if signs is not None:
         if isinstance(connectivity, Mapping) or isinstance(connectivity, (str, Path)) or hasattr(connectivity,
                                                                                                 "columns"):

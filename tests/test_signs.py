@@ -67,3 +67,20 @@ def test_results_name_the_sign_constraint_as_per_synapse_not_dale():
     ds0 = ns.match_probability(unsigned, ns.allocate(unsigned, 5, within=["H->H"]), m=2, trials=2, seed=0,
                                certificate=False)
     assert "sign_constraint" not in ds0.attrs
+
+
+def test_an_edge_list_sign_column_gives_per_synapse_signs_on_unsigned_regions():
+    import pandas as pd
+
+    from neurosubset.connectivity import circuit_arguments
+
+    regions = (Region("X", 2, "input"), Region("H", 3, "hidden", neurons=("a", "b", "c")), Region("OUT", 1, "output"))
+    table = pd.DataFrame({"pre": ["a", "b", "c", "a"], "post": ["b", "c", "a", "c"], "count": [2, 1, 3, 1],
+                          "sign": [1, -1, 0, float("nan")]})
+    fixed = (Projection("X", "H"), Projection("H", "OUT"))
+    c = ns.Circuit(**circuit_arguments(regions, table, projections=fixed))
+    # (post, pre) indices: b<-a = (1, 0) +1; c<-b = (2, 1) -1; a<-c and c<-a free
+    assert c.projection["H->H"].signs == ((1, 0, 1), (2, 1, -1))
+    bad = table.assign(sign=[1, -1, 0, 0], pre=["a", "b", "c", "a"], post=["b", "c", "a", "b"])  # b<-a twice: + then 0
+    c2 = ns.Circuit(**circuit_arguments(regions, bad, projections=fixed))  # 0 is "free": no contradiction
+    assert c2.projection["H->H"].signs == ((1, 0, 1), (2, 1, -1))
