@@ -126,25 +126,29 @@ html_copy_source = False
 
 # -- "Reproducing the paper": analysis/README.md rendered with its figures ----------------------------------------
 # analysis/README.md stays the one source of the analysis report (the analysis scripts' authors edit it); at every
-# build it is copied to docs/analysis.md (git-ignored) with each figure it names ("Figure: `data/NAME.png`")
-# shown after the paragraph that names it.
+# build it is copied to docs/analysis.md (git-ignored) with each figure it names (`data/NAME.png`) shown after the
+# paragraph that first names it.
 import re  # noqa: E402
 
-_FIGURE = re.compile(r"[Ff]igure:? `data/([\w-]+\.png)`")
+_FIGURE = re.compile(r"`data/([\w-]+\.png)`")
 
 
 def _analysis_page(app) -> None:
     text = (ROOT / "analysis" / "README.md").read_text()
-    out, pending = [], []
+    out, pending, shown = [], [], set()
+    in_code = False
     for line in text.split("\n"):
-        if not line.strip() and pending:
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        if not line.strip() and pending and not in_code:
             for name in pending:
                 out += ["", f"```{{image}} ../data/{name}", f":alt: data/{name}", ":width: 90%", "```"]
             pending = []
         out.append(line)
         for name in _FIGURE.findall(line):
-            if (ROOT / "data" / name).exists() and name not in pending:
+            if (ROOT / "data" / name).exists() and name not in shown:
                 pending.append(name)
+                shown.add(name)
     for name in pending:
         out += ["", f"```{{image}} ../data/{name}", f":alt: data/{name}", ":width: 90%", "```"]
     page = HERE / "analysis.md"
