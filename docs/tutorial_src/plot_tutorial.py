@@ -166,8 +166,12 @@ print(ds["mp"].sel(m=6).to_dataframe()["mp"].unstack("strategy").round(2).to_str
 #
 # The figures
 # -----------
-# MP on the simplex of the three shares, one panel per strategy (marker: the certificate's verdict):
-plot.mp_ternary(ds, m=6)
+# MP on the simplex of the three shares, one panel per strategy (marker: the certificate's verdict). The plot
+# functions return a :class:`matplotlib.figure.Figure` that Jupyter displays; in a script, save it (it is not a
+# pyplot window, so ``plt.show()`` does not show it):
+fig = plot.mp_ternary(ds, m=6)
+fig.savefig(workdir / "tutorial_ternary.png")
+fig
 
 # %%
 # :func:`neurosubset.plot.mp_curves` draws MP along one edge of the simplex (here X->I = 0: the budget moves from
