@@ -110,8 +110,8 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
 
 
-def check_fit(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *, what: str = "fit",
-              certificate: bool = False) -> None:
+def check_fit(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *,
+              what: str = "fit", certificate: bool = False) -> None:
     """Refuse (one line) a fit of ``trials`` draws with ``m`` probes on ``alloc`` that the machine cannot hold.
 
     ``solver``: a LevenbergMarquardt multiplies the Jacobian by its starts per round; least squares and ``Auto``
@@ -156,8 +156,9 @@ def per_trial_bytes(circuit: Circuit, plastic: int, m: int, solver: Solver | Non
     return int(total)
 
 
-def chunk_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *, chunk: int | None = None,
-                 max_memory: float | None = None, what: str = "fit", available: int | None = None) -> int:
+def chunk_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, solver: Solver | None = None, *,
+                 chunk: int | None = None, max_memory: float | None = None, what: str = "fit",
+                 available: int | None = None) -> int:
     """How many trials a fit processes at once: all of them when they fit, else chunks sized from memory.
 
     Parameters

@@ -45,7 +45,6 @@ from ._spec import check_graph, dumps_toml, from_spec, loads_toml, read_toml, to
 from .connectivity import circuit_arguments, resolve_connectivity_file, triples_to_dense
 from .distribution import WeightDistribution
 from .dynamics import Dynamics
-from .dynamics.base import names as dynamics_names
 from .dynamics.base import resolve as resolve_dynamics
 from .dynamics.stability import SpecStability, check_steady_spec, spec_stability, stability_applies
 from .layout import IndexLayout

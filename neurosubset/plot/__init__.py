@@ -1,8 +1,8 @@
 """Figures from Datasets only: sweep results (:func:`neurosubset.sweep`) and single ``match_probability`` results.
 
-Every function takes an :class:`xarray.Dataset` (or, for :func:`plot_allocation`, a circuit and an allocation)
-and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure state, no display
-needed); :func:`save_figures` writes PNGs (or PDF / SVG). Sweep figures take the ``point`` layout and the dense layout of stores
+Every function takes an :class:`xarray.Dataset` (or, for :func:`plot_allocation`, a circuit and an allocation) and
+returns a :class:`matplotlib.figure.Figure` built without pyplot (no global figure state, no display needed);
+:func:`save_figures` writes PNGs (or PDF / SVG). Sweep figures take the ``point`` layout and the dense layout of stores
 written before store format 2, and mark certificate verdicts ("zero", "one", "positive", "unproven").
 
 - :func:`mp_curves`: MP against one fraction key (or ``m``) with 95% Wilson bands and verdict markers.

@@ -35,7 +35,8 @@ def weights_dataset(circuit: Circuit, weights: Mapping[str, np.ndarray]) -> xr.D
         data[stem] = ((f"{stem}_post", f"{stem}_pre"), w[name], weight_meta("before", name))
     coords = {k: v for name in circuit.weight_names
               for k, v in weight_name_coords(circuit, name, var_name(name)).items()}
-    return xr.Dataset(data, coords=coords, attrs={"circuit": circuit.to_toml(), "circuit_name": circuit.name, **versions()})
+    return xr.Dataset(data, coords=coords,
+                      attrs={"circuit": circuit.to_toml(), "circuit_name": circuit.name, **versions()})
 
 
 def responses_dataset(circuit: Circuit, probes, responses: Mapping[str, np.ndarray], noise=None) -> xr.Dataset:

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .._checks import ParameterError
 from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import DTYPE, assemble

@@ -21,8 +21,8 @@ from ..circuit import Circuit
 from ..distribution import spectral_radius
 from ..dynamics import DTYPE, forward
 from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
-from .settings import (DEFAULT_DT, DEFAULT_RATE_UNIT, DEFAULT_TAU, MIN_RATE_UNIT, TAU_STEPS, SpikingSettings, SpikingSettingsError,
-                       SpikingWarning)
+from .settings import (DEFAULT_DT, DEFAULT_RATE_UNIT, DEFAULT_TAU, MIN_RATE_UNIT, TAU_STEPS, SpikingSettings,
+                       SpikingSettingsError, SpikingWarning)
 from .simulation import _simulate
 
 AGREE_Z = 3.0             # agreement: within 3 standard errors ...

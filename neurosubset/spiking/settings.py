@@ -54,15 +54,15 @@ class SpikingSettings:
         circuit's own tau in :func:`~neurosubset.spiking.spikecheck` and for continuous circuits in the checks.
         The stationary rates compared do not depend on it; the simulated ``duration`` must stay much longer.
     rate_unit : float, optional
-        ``r_0`` (Hz, > 0): Hz per unit of probe value and of rate-model activity. ``None`` (default): automatic,
-        the largest ``r_0 <= DEFAULT_RATE_UNIT`` (40 Hz; at least ``MIN_RATE_UNIT``, 5 Hz) whose predicted mean output rates
+        ``r_0`` (Hz, > 0): Hz per unit of probe value and of rate-model activity. ``None`` (default): automatic, the
+        largest ``r_0 <= DEFAULT_RATE_UNIT`` (40 Hz; at least ``MIN_RATE_UNIT``, 5 Hz) whose predicted mean output rates
         (automatic baselines included) stay at or below ``max_rate`` where the circuit allows; the baseline's
-        fluctuation floor (``margin`` standard deviations, ``sd^2 = sum W^2 r / (2 tau)``) does not shrink with
-        ``r_0``, so a circuit whose rates exceed ``max_rate`` even at 5 Hz keeps 40 Hz and is warned about
-        (:class:`SpikingWarning`, naming the ``tau`` that would allow it: the floor falls about as ``1 / tau``). Precision: a rate-model difference ``dy`` is ``r_0 dy`` Hz against a
-        standard error ``sqrt(rate / (duration repeats))`` (times the network's Fano factor), so keeping the
-        z-score of the 40 Hz setting needs ``duration x (40 / r_0)^2 x (rate / rate_40)``: the
-        ``duration_for_same_precision`` attr of a check says how long.
+        fluctuation floor (``margin`` standard deviations, ``sd^2 = sum W^2 r / (2 tau)``) does not shrink with ``r_0``,
+        so a circuit whose rates exceed ``max_rate`` even at 5 Hz keeps 40 Hz and is warned about
+        (:class:`SpikingWarning`, naming the ``tau`` that would allow it: the floor falls about as ``1 / tau``).
+        Precision: a rate-model difference ``dy`` is ``r_0 dy`` Hz against a standard error ``sqrt(rate / (duration
+        repeats))`` (times the network's Fano factor), so keeping the z-score of the 40 Hz setting needs ``duration x
+        (40 / r_0)^2 x (rate / rate_40)``: the ``duration_for_same_precision`` attr of a check says how long.
     max_rate : float, optional
         Hz (> 0): the ceiling of predicted mean output rates that the automatic rate unit aims for (default
         :data:`DEFAULT_MAX_RATE`, 100 Hz); ``None``: no ceiling (the automatic rate unit is then 40 Hz).

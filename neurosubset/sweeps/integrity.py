@@ -161,8 +161,9 @@ def _verify(path: Path, dims: Sequence[str], names: Sequence[str], done: np.ndar
 
 def _suspects(path: Path, index: tuple[int, ...], names: Sequence[str], arrays: Mapping[str, Any]) -> str:
     """Which of a failed point's chunks to blame: those written after its status chunk (the commit record, written
-    last) were changed later, unless most are (a copy of the store renews every time). A missing chunk file is only a suspect when no chunk is newer: Zarr stores no file for a
-    chunk equal to the fill value, so the missing ones of an intact point are not damage."""
+    last) were changed later, unless most are (a copy of the store renews every time). A missing chunk file is only a
+    suspect when no chunk is newer: Zarr stores no file for a chunk equal to the fill value, so the missing ones of an
+    intact point are not damage."""
     chunks = {n: path / n / _chunk_key(index, arrays[n].ndim) for n in names}
     try:
         committed = (path / "status" / _chunk_key(index, len(index))).stat().st_mtime_ns
@@ -232,7 +233,8 @@ def _metadata_damage(path: Path) -> str | None:
     except (OSError, ValueError) as exc:
         return f"its root attributes (.zattrs) cannot be read ({_one_line(exc)})"
     if not isinstance(attrs, dict) or "sweep_config" not in attrs or "config_hash" not in attrs:
-        return "its root attributes (.zattrs) lack 'sweep_config' / 'config_hash', so its configuration cannot be verified"
+        return ("its root attributes (.zattrs) lack 'sweep_config' / 'config_hash', so its configuration cannot be "
+                "verified")
     try:
         consolidated = _read_json(path / ".zmetadata")["metadata"]
     except FileNotFoundError:
