@@ -138,8 +138,8 @@ def _cmd_mp(args: argparse.Namespace) -> None:
         _check_out(args)  # a complete result, or another request's: refused as any existing file
     if resume is not None:
         print(f"resuming {args.out}: {resume.matched.size} of {args.trials} trials done")
-    if resumable and options.chunk is None:  # four chunks of trials: what an interrupt can keep (fewer, larger
-        options = options._evolve(chunk=max(1, -(-args.trials // 4)))  # batches would keep less; more cost more)
+    if resumable and options.chunk is None and args.trials >= _RESUMABLE_TRIALS:  # four chunks of trials: what
+        options = options._evolve(chunk=-(-args.trials // 4))  # an interrupt keeps (small runs: one batch)
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _interrupt) if resumable and main_thread else None
     try:
@@ -163,6 +163,10 @@ def _cmd_mp(args: argparse.Namespace) -> None:
     if args.out:
         _write(ds, args.out, args.overwrite or resume is not None)
         _partial.clear(args.out)
+
+
+_RESUMABLE_TRIALS = 32  # mp --out with at least this many trials fits them in four chunks (resumable after an
+# interrupt); fewer trials stay one batch (the LM's per-iteration cost is mostly overhead on small batches)
 
 
 def _interrupt(signum: int, frame: object) -> None:
