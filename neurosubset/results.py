@@ -338,6 +338,10 @@ def _bracket_variables(res: Any) -> dict[str, tuple]:
     out = {"outcome": ("trial", res.outcome, meta("outcome")), "mp_lower": ((), lower, meta("mp_lower")),
            "mp_upper": ((), upper, meta("mp_upper"))}
     if getattr(res, "proof_kind", None) is not None:  # dale or stable acting (issue 28)
+        if np.isin(res.proof_kind, (_schema.SIGN_CONE_PROOF, _schema.BRANCH_AND_BOUND_PROOF)).any():
+            out["mp_upper"] = ((), upper, meta("mp_upper", comment=(
+                "within K: some proofs of no match hold only for plastic values within the plausibility bound "
+                "(attr plausibility_bound, init SDs of each synapse)")))
         out["proof_kind"] = ("trial", res.proof_kind, meta("proof_kind"))
         out["witness_scale"] = ("trial", res.witness_scale, meta("witness_scale"))
     return out
