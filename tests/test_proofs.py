@@ -189,3 +189,14 @@ def test_the_row_lps_and_scip_agree_where_the_lps_decide():
     assert refuted.any(), lp.outcome
     assert (bb.outcome[refuted] == _schema.PROVEN_NO_MATCH).all(), (lp.outcome, bb.outcome)
     assert not ((bb.outcome == _schema.PROVEN_MATCH) & refuted).any()
+
+
+@pytest.mark.slow
+def test_a_bracket_with_proofs_within_k_says_so():
+    circuit = ns.Circuit.from_dict(TINY)
+    alloc = ns.allocate(circuit, 1, within=["E->E"], seed=1)
+    ds = ns.match_probability(circuit, alloc, m=2, trials=4, seed=0, certificate=False)
+    assert (ds.outcome.values == _schema.PROVEN_NO_MATCH).all()  # one value, two probes: no match (grid test above)
+    assert ds.attrs["plausibility_bound"] == K
+    assert "within K" in ds.mp_upper.attrs["comment"]
+    assert set(ds.proof_kind.values) <= {_schema.SIGN_CONE_PROOF, _schema.BRANCH_AND_BOUND_PROOF}
