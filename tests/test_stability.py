@@ -194,3 +194,20 @@ def test_small_loops_keep_the_dense_check_and_its_memory_term():
     assert c.dynamics.spec_memory_terms(c) == {"eigen-solve": 8 * 4 * n * n}
     big = ns.Circuit.from_dict(_ei_spec(1000, 250, 0.05, scale=0.5))
     assert big.dynamics.spec_memory_terms(big) == {"eigen-solve": 0}  # no dense eigensolve above 1,000 neurons
+
+
+@pytest.mark.slow
+def test_balanced_ei_is_stable_as_drawn_by_the_sparse_check():
+    # circuits/balanced_ei.toml: 10,000 E/I neurons, p = 0.02; its comments derive the gains. Closed form here:
+    # bulk radius^2 = rho([g_ab^2 (1 - 2p/pi)]), mean eigenvalues of [[0.798 g sqrt(K)] with signs]
+    c = ns.Circuit.from_toml(ROOT / "circuits" / "balanced_ei.toml")
+    s = c.stability
+    f = 1 - 2 * 0.02 / np.pi
+    radius = np.sqrt(np.abs(np.linalg.eigvals(f * np.array([[0.3**2, 0.7**2], [0.4**2, 0.6**2]]))).max())
+    c0, ke, ki = np.sqrt(2 / np.pi), np.sqrt(160), np.sqrt(40)
+    outliers = np.linalg.eigvals(c0 * np.array([[0.3 * ke, -0.7 * ki], [0.4 * ke, -0.6 * ki]]))
+    assert abs(outliers[0]) > radius and abs(outliers.real).max() < 1e-12  # 0 +- 2.26i, outside the bulk
+    assert s.check == "sparse" and s.draws == 3 and s.unstable_fraction == 0.0
+    assert s.predicted == (pytest.approx(max(radius, outliers.real.max()), rel=1e-12),) and radius < 0.73
+    assert all(abs(v - radius) <= PREDICTION_ATOL for v in s.values), s.values  # ARPACK's rightmost, per draw
+    assert c.dynamics.spec_memory_terms(c) == {"eigen-solve": 0}
