@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import neurosubset as ns
-from neurosubset import _schema
+from neurosubset._internal import OUTCOME, PROOF_KIND
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cell_type_blocks, projection_groups  # noqa: E402
@@ -39,8 +39,8 @@ def run(trials: int, signs: str | None) -> list[dict]:
             r = ns.fit(worm, alloc, m=2, trials=trials, seed=0, solver=SOLVER, dale=True, stable=True)
             rec = {"signs": signs or "dale", "gap_junctions": gap, "allocation": label, "M": int(alloc.size),
                    "trials": trials, "wall_s": round(time.perf_counter() - t, 1),
-                   "outcome": [_schema.OUTCOME.meanings[k] for k in r.outcome],
-                   "proof_kind": [_schema.PROOF_KIND.meanings[k] for k in r.proof_kind],
+                   "outcome": [OUTCOME.meanings[k] for k in r.outcome],
+                   "proof_kind": [PROOF_KIND.meanings[k] for k in r.proof_kind],
                    "witness_scale": [None if not np.isfinite(v) else round(float(v), 1) for v in r.witness_scale]}
             print(json.dumps(rec), flush=True)
             out.append(rec)

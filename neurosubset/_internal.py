@@ -9,7 +9,8 @@ package imports this one. Not public API: a name may change or go without deprec
 
 Result schema (:mod:`neurosubset._schema`)
     :func:`meta` (CF attrs of a variable), :data:`VARIABLES` (every variable's schema), :data:`DECISION` (the
-    decision flags of fits), :data:`DONE` (the status of a computed sweep point).
+    decision flags of fits), :data:`DONE` (the status of a computed sweep point), :data:`OUTCOME` and
+    :data:`PROOF_KIND` (what each trial proves, and by what kind of witness or proof).
 Analysis variables (:mod:`neurosubset._analysis_schema`)
     :func:`analysis_meta` (attrs of a variable an analysis script stores beside the result variables).
 Figures (:mod:`neurosubset._outputs`)
@@ -21,8 +22,10 @@ from ._analysis_schema import analysis_meta as analysis_meta
 from ._outputs import write_figure as write_figure
 from ._schema import DECISION as DECISION
 from ._schema import DONE as DONE
+from ._schema import OUTCOME as OUTCOME
+from ._schema import PROOF_KIND as PROOF_KIND
 from ._schema import VARIABLES as VARIABLES
 from ._schema import meta as meta
 from .theory._ranks import _columns as rank_columns
 
-__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "rank_columns", "analysis_meta", "write_figure"]
+__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "OUTCOME", "PROOF_KIND", "rank_columns", "analysis_meta", "write_figure"]
