@@ -142,10 +142,9 @@ def smoothed_abscissa(w: np.ndarray, loop_index: list[np.ndarray], rows: np.ndar
     value = top + float(np.log(share.sum())) / beta
     share /= share.sum()
     grad = np.zeros(rows.size)
-    start = 0
-    for idx, lam, left, right in parts:
-        c = share[start:start + lam.size] / np.einsum("ij,ij->j", np.conj(left), right)
-        start += lam.size
+    shares = np.split(share, np.cumsum([p[1].size for p in parts])[:-1]) if parts else []
+    for (idx, lam, left, right), weight in zip(parts, shares):
+        c = weight / np.einsum("ij,ij->j", np.conj(left), right)
         d = np.real(np.conj(left) @ (c[:, None] * right.T))  # d value / d block entry (post, pre)
         where = -np.ones(w.shape[0] + 1, dtype=np.int64)
         where[idx] = np.arange(idx.size)
