@@ -429,9 +429,9 @@ def test_spiking_check_maps_only_linear_circuits_with_the_kernel_tau():
         assert "\n" not in str(info.value)
     # the twin's fixed point is the continuous circuit's long-time limit (constant input, t = 5 s >> tau)
     long = rnn(tau=0.02, n=4, gain=0.5, duration=5.0, dt=0.05)
-    twin = _rate_circuit(long, cfg)
-    assert twin.dynamics.name == "steady"
     x = np.random.default_rng(0).standard_normal((3, 2))
+    twin, _ = _rate_circuit(long, cfg, x)
+    assert twin.dynamics.name == "steady"
     np.testing.assert_allclose(run(long, w, x[:, None, :]), run(twin, w, x), rtol=1e-9, atol=1e-12)
 
 
