@@ -47,7 +47,7 @@ exclude_patterns = ["_build", "inventories", "README.md", "tutorial_src", "**/GA
                     "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip", "tutorial/*.ipynb",
                     "tutorial/*.py", "tutorial/*.zip"]
 templates_path = ["_templates"]
-html_static_path = ["_static"]
+
 
 # -- strictness ---------------------------------------------------------------------------------------------------
 nitpicky = True
