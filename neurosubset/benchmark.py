@@ -370,7 +370,8 @@ def _with_solver(parts: list[FitResult]) -> list[FitResult]:
     """``parts`` with a resumed first part (read back without its solver objects) given the second's."""
     if len(parts) > 1 and parts[0].options is None:
         ref = parts[1]
-        parts = [dataclasses.replace(parts[0], options=ref.options, solver=ref.solver, tol=ref.tol), *parts[1:]]
+        parts = [dataclasses.replace(parts[0], options=ref.options, solver=ref.solver, tol=ref.tol, dale=ref.dale,
+                                     stable=ref.stable), *parts[1:]]
     return parts
 
 
@@ -397,7 +398,8 @@ def _without_weights(res: FitResult) -> FitResult:
 
 def _concat(parts: list[FitResult]) -> FitResult:
     """The chunks' results as one, in trial order; ``mp_by_round`` recounted over all trials."""
-    cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
+    # a resumed part (read back from a file or a sweep store) may lack what the fitted parts report: then None
+    cat = (lambda xs: None if any(x is None for x in xs) else np.concatenate(xs))
     field = (lambda name: cat([getattr(p, name) for p in parts]))
     dicts = (lambda ds: {k: np.concatenate([d[k] for d in ds]) for k in ds[0]})
     ts = [p.trials for p in parts]
@@ -406,8 +408,11 @@ def _concat(parts: list[FitResult]) -> FitResult:
                    cat([t.student_rejected for t in ts]))
     matched = field("matched")
     sizes = [p.matched.size for p in parts]
-    # each chunk's fractions are exact counts / chunk size: recount, then divide once (as over one batch)
-    counts = sum(np.rint(p.mp_by_round * n) for p, n in zip(parts, sizes))
+    # each chunk's fractions are exact counts / chunk size: recount, then divide once (as over one batch); a part
+    # with fewer rounds keeps its final count in the later ones (a resumed part may be padded to the round cap)
+    rounds = max(p.mp_by_round.size for p in parts)
+    counts = sum(np.rint(np.pad(p.mp_by_round, (0, rounds - p.mp_by_round.size), mode="edge") * n)
+                 for p, n in zip(parts, sizes))
     return dataclasses.replace(
         parts[0], trials=draws, student=dicts([p.student for p in parts]), theta=field("theta"),
         residual=field("residual"), matched=matched, restarts=field("restarts"), mp_by_round=counts / matched.size,

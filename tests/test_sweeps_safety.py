@@ -642,6 +642,39 @@ def test_extending_a_finished_sweep_computes_only_the_new_points(tmp_path, monke
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("make, kw", [
+    (two_inputs, dict(KW)),  # exact least squares
+    (lambda: ns.feedforward([4, 3, 2]), dict(budget=[10], strategy="random", m=[2, 3], seed=1)),  # the LM
+], ids=["exact", "lm"])
+def test_rerunning_a_finished_sweep_with_more_trials_extends_it_and_fits_only_the_new_trials(tmp_path, monkeypatch,
+                                                                                              make, kw):
+    import neurosubset.benchmark as benchmark
+
+    store = tmp_path / "s.zarr"
+    ns.sweep(make(), **{**kw, "trials": 3}, store=store)
+    firsts = []
+    real = benchmark.draw_trials
+
+    def recording(circuit, m, trials, seed, *, first=0, stable=False):  # the real draws, their trial range noted
+        firsts.append((first, trials))
+        return real(circuit, m, trials, seed, first=first, stable=stable)
+
+    monkeypatch.setattr(benchmark, "draw_trials", recording)
+    extended = ns.sweep(make(), **{**kw, "trials": 5}, store=store)
+    monkeypatch.setattr(benchmark, "draw_trials", real)
+    assert firsts and all(first >= 3 and first + n <= 5 for first, n in firsts), firsts  # trials 3 and 4 only
+    fresh = ns.sweep(make(), **{**kw, "trials": 5})  # the reference: a fresh sweep of five trials
+    for got in (extended, open_sweep(store)):
+        assert got.sizes["trial"] == 5 and got.attrs["trials"] == 5
+        for name, var in fresh.data_vars.items():
+            if name == "residual":  # LAPACK's last bit may differ between batch sizes
+                np.testing.assert_allclose(got[name].values, var.values, rtol=1e-6, atol=1e-12)
+            else:
+                assert got[name].equals(var), name
+    with pytest.raises(ns.SweepStoreError, match=r"differs in \['trials'\]"):  # fewer trials: refused
+        ns.sweep(make(), **{**kw, "trials": 4}, store=store)
+
+@pytest.mark.slow
 def test_plot_never_overwrites_figures_without_overwrite(tmp_path, capsys):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)

@@ -31,7 +31,7 @@ from .config import SweepConfig, paired_seed, point_seed
 from .executors import check_scheduler, check_workers, completed, point_executor
 from .grid import DensityGrid, FractionGrid
 from .integrity import _check_metadata
-from .point import PointTask, point_values, run_point
+from .point import PointTask, point_values, resume_result, run_point
 from .layout import index_points
 from .store import MemoryTarget, SweepStoreError, ZarrTarget, store_lock, store_versions
 from .template import levels, point_options, point_variables, skeleton
@@ -365,8 +365,11 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                 for jm, mm in enumerate(cfg.ms):
                     index = tuple({**at, **flag, "m": jm}[d] for d in cfg.dims)
                     if not done[index]:
+                        kept = getattr(target, "resumes", {}).get(index)  # a store extended to more trials
                         tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
-                                               m=mm, trials=cfg.trials, seed=trial_seed, options=options))
+                                               m=mm, trials=cfg.trials, seed=trial_seed, options=options,
+                                               resume=None if kept is None else resume_result(kept, cfg.max_rounds,
+                                                                                             alloc.size)))
         total = int((status == PENDING).sum())
         bar = None
         if progress and tasks:  # the cost before it is paid: a one-round calibration of the first point's trials

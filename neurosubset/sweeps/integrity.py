@@ -188,11 +188,15 @@ _EXTENSIBLE = ("m", "budget", "strategy")  # grid fields a finished sweep may gr
 
 
 def _is_extension(stored: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether ``new`` only adds values to the stored ``m``, ``budget`` or ``strategy`` lists (nothing else differs)."""
+    """Whether ``new`` only adds values to the stored ``m``, ``budget`` or ``strategy`` lists, or only raises
+    ``trials`` (trial ``i`` of every point depends on the point's seed and ``i`` alone), nothing else differing."""
     if "sweep_config" not in stored or stored.get("config_hash") == new.get("config_hash"):
         return False
     old_cfg, new_cfg = json.loads(stored["sweep_config"]), json.loads(new["sweep_config"])
     differ = {k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k)}
+    if differ == {"trials"}:
+        return isinstance(old_cfg["trials"], int) and isinstance(new_cfg["trials"], int) and (
+            new_cfg["trials"] > old_cfg["trials"])
     return bool(differ) and differ <= set(_EXTENSIBLE) and all(
         set(old_cfg[k]) < set(new_cfg[k]) for k in differ)
 
@@ -213,7 +217,8 @@ def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, 
     raise SweepStoreError(f"The store {str(path)!r} holds a sweep with another configuration (config hash "
                           f"{stored['config_hash']}, requested {new['config_hash']}); it differs in {differ} ({shown})."
                           f" Refusing to mix results: use another store path, or overwrite=True (--overwrite) to start "
-                          f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, extends the store.)")
+                          f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, or raising 'trials' "
+                          f"alone, extends the store.)")
 
 
 

@@ -29,6 +29,7 @@ from ..solvers.bounded import sign_bounds
 # attrs of a match_probability Dataset that a sweep stores as per-point variables: attr -> variable
 _ATTR_VARIABLES = {var.attr: var.name for var in SWEEP.variables if var.attr is not None}
 _ROUND = "round"  # the dim padded to the sweep's round cap (later rounds keep the final value)
+SWEEP_ABSENT = {var.name: var.absent for var in SWEEP.variables if getattr(var, "absent", None) is not None}
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class PointTask:
     trials: int
     seed: int
     options: FitOptions
+    resume: Any = None  # a sweep extended to more trials: the point's old trials (a FitResult), kept, not refitted
 
 
 @lru_cache(maxsize=8)
@@ -66,7 +68,47 @@ def _circuit(toml_text: str) -> Circuit:
 def run_point(task: PointTask) -> xr.Dataset:
     """Compute one sweep point (in a worker process or in the caller): the :func:`match_probability` Dataset."""
     return match_probability(_circuit(task.circuit_toml), task.alloc, task.m, task.trials, task.seed,
-                             options=task.options)
+                             options=task.options, _resume=task.resume)
+
+
+def resume_result(values: dict[str, np.ndarray], rounds_stored: int, n_plastic: int) -> Any:
+    """A point's stored values over its old trials as the finished part of its rerun (a FitResult without
+    weights or solver objects; :func:`neurosubset.benchmark.match_probability`'s ``_resume``).
+
+    ``values``: point variable -> its stored value (per-trial arrays over the old trials, ``mp_by_round`` padded to
+    the round cap ``rounds_stored`` with its last value, which recounts to the same trials); ``theta`` is not
+    stored (zeros ``(trial, n_plastic)``: a sweep keeps no weights). Optional per-trial
+    variables the point did not write (their absent value, or not stored) are None, as a fresh fit leaves them.
+    """
+    from .. import _schema
+    from ..benchmark import FitResult
+    from ..draws import Trials
+
+    matched = np.asarray(values["matched"], dtype=bool)
+    n = matched.size
+
+    def optional(name: str) -> np.ndarray | None:
+        if name not in values:
+            return None
+        value = np.asarray(values[name])
+        absent = SWEEP_ABSENT.get(name)
+        if absent is not None and (value == absent).all():
+            return None
+        if value.dtype.kind == "f" and np.isnan(value).all():
+            return None
+        return value
+
+    decision, outcome = optional("decision"), optional("outcome")
+    exact = bool(outcome is not None and decision is not None
+                 and ((outcome != _schema.UNDECIDED) & (decision != _schema.LM_DECISION)).all())
+    trials = Trials({}, {}, np.zeros((n, 0)), optional("teacher_rejected"), optional("student_rejected"))
+    return FitResult(trials=trials, student={}, theta=np.zeros((n, n_plastic)), residual=np.asarray(values["residual"]),
+                     matched=matched, restarts=np.asarray(values["restarts"]),
+                     mp_by_round=np.asarray(values["mp_by_round"], dtype=float)[:rounds_stored], solver="",
+                     tol=float("nan"), status=np.asarray(values["fit_status"]), options=None,
+                     exact=exact, max_real_eig=optional("max_real_eig"), sign_violations=optional("sign_violations"),
+                     decision=decision, outcome=outcome, proof_kind=optional("proof_kind"),
+                     witness_scale=optional("witness_scale"))
 
 
 def _is_point_variable(name: str) -> bool:

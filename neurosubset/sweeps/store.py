@@ -125,6 +125,9 @@ class ZarrTarget:
         self.names: list[str] = []
         self.attrs = dict(skeleton.attrs)
         self.damaged: list[str] = []  # one line per done point whose values failed their checksum (recomputed)
+        # a store extended to more trials: new point index -> the point's stored values over its old trials (what
+        # neurosubset.sweeps.point.resume_result turns into the finished trials the point's rerun keeps)
+        self.resumes: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
         self._redo: set[tuple[int, ...]] = set()
         name = glob.escape(path.name)  # 'x*.zarr' is a name, not a pattern: never another store's files
         for stale in path.parent.glob(f"{name}.tmp-*"):  # a creation killed half-way (we hold the lock)
@@ -180,10 +183,15 @@ class ZarrTarget:
 
     def _extend(self) -> None:
         """Rebuild the store for a grid that adds ``m``, ``budget`` or ``strategy`` values: every done point keeps
-        its values (verified) at its new index, the new points are pending. Written beside the store and swapped in."""
+        its values (verified) at its new index, the new points are pending. Written beside the store and swapped in.
+
+        More ``trials``: every point's old trials are kept in the store's first trials and in :attr:`resumes`, and
+        every point is pending, so that its rerun fits only the new trials (until it is written, a point's status is
+        pending: an extension interrupted half-way recomputes the points it had not written from scratch)."""
         old = flat_points(open_sweep(self.path))  # verified: a damaged store is refused before it is extended
         new = self.skeleton
         dims = self.dims
+        more_trials = new.sizes.get("trial", 0) > old.sizes.get("trial", 0)
         where = []
         for d in dims:  # old position -> new position along each point dim
             new_values = [v.item() if hasattr(v, "item") else v for v in new[d].values]
@@ -192,15 +200,22 @@ class ZarrTarget:
         variables: dict[str, Any] = {}
         for name in _point_names(old, dims):
             var = old[name]
-            shape = (*new["status"].shape, *var.shape[len(dims):])
+            inner = var.dims[len(dims):]
+            shape = (*new["status"].shape, *(new.sizes[d] if d == "trial" else var.sizes[d] for d in inner))
             data = np.full(shape, fill_value(var.dtype), var.dtype)
-            data[grid] = var.values
+            data[grid + tuple(slice(0, var.sizes[d]) for d in inner)] = var.values
             variables[name] = xr.Variable(var.dims, data, dict(var.attrs))
         status = new["status"].values.copy()
         pending = status == PENDING
         old_done = old["status"].values == DONE
         moved = np.zeros(status.shape, bool)
         moved[grid] = old_done
+        if more_trials:  # every point is computed again, from its kept trials on
+            for index in zip(*np.nonzero(old_done)):
+                at = tuple(int(where[k][i]) for k, i in enumerate(index))
+                self.resumes[at] = {n: np.asarray(old[n].values[tuple(int(i) for i in index)])
+                                    for n in _point_names(old, dims)}
+            moved[:] = False
         status[moved] = DONE
         template = new.assign(variables)
         template["status"] = template["status"].copy(data=status)  # the skeleton's own array stays as it was
