@@ -493,15 +493,21 @@ def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probe
                 power = (power @ x) / j
                 props += (frac ** j).view(shape) * power
             e, f = props[..., :n, :n], props[..., :n, n:]
-            cache[length] = (count, torch.as_tensor(wts * step, dtype=gen.dtype), e[:-1].mT, f[:-1].mT,
-                             e[:-1].flip(0), e[-1].mT, f[-1].mT, e[-1])
+            q = xi.size
+            # side by side along the columns, so that each panel is one product per operand: the adjoints times
+            # [E(1 - xi_1) ... E(1 - xi_q) E(1)] (nodes, then the whole panel), the states times [E(xi_j)^T]
+            a_cat = torch.cat([*e[:-1].flip(0).unbind(0), e[-1]], dim=-1)  # (..., N, (q + 1) N)
+            h_cat = torch.cat(e[:-1].mT.unbind(0), dim=-1)  # (..., N, q N)
+            f_cat = torch.cat(f[:-1].mT.unbind(0), dim=-1)  # (..., K, q N)
+            cache[length] = (count, torch.as_tensor(wts * step, dtype=gen.dtype), q, a_cat, h_cat, f_cat,
+                             e[-1].mT, f[-1].mT)
         return cache[length]
 
     # forward: the state at every panel boundary of every segment, (..., m, N)
     h = probes.new_zeros(probes.shape[:-2] + (n,))
     bounds = []
     for start, end in zip(starts, ends):
-        count, _, _, _, _, e1, f1, _ = panels(end - start)
+        count, _, _, _, _, _, e1, f1 = panels(end - start)
         u = probes[..., start // per, :]
         seg = [h]
         for _ in range(count):
@@ -517,22 +523,24 @@ def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probe
         start, end = starts[seg_no], ends[seg_no]
         if end in read:
             lam[..., read.index(end), :, :] = w_out_rows.expand(lam[..., 0, :, :].shape)
-        count, wq, e_nodes_t, f_nodes_t, e_mirror, _, _, e1 = panels(end - start)
-        back = e1.unsqueeze(-3).unsqueeze(-3)  # (..., 1, 1, N, N) for the adjoints (..., m, R, o, N)
+        count, wq, q, a_cat, h_cat, f_cat, _, _ = panels(end - start)
+        rows = lam.shape[-4:-1]  # (m, R, o)
         u = probes[..., start // per, :]
-        u_nodes = u @ f_nodes_t  # (q, ..., m, N): F(xi_j h) u
+        u_nodes = u @ f_cat  # (..., m, q N): F(xi_j h) u
         a_sum = probes.new_zeros(lam.shape)  # int a dr over the segment (input synapses)
+        wcol = wq[:, None]
         for p in range(count - 1, -1, -1):
             hb = bounds[seg_no][p]  # (..., m, N) at the panel's start
-            # nodes j: h(r_j) = E(xi_j h) hb + F(xi_j h) u, a(r_j) = lam E((1 - xi_j) h) = lam E(xi_{q+1-j} h)
-            h_nodes = hb @ e_nodes_t + u_nodes  # (q, ..., m, N)
-            a_nodes = (lam.flatten(-4, -2) @ e_mirror).unflatten(-2, lam.shape[-4:-1])  # (q, ..., m, R, o, N)
+            # nodes j: h(r_j) = E(xi_j h) hb + F(xi_j h) u, a(r_j) = lam E((1 - xi_j) h); then lam E(h)
+            h_nodes = (hb @ h_cat + u_nodes).unflatten(-1, (q, n))  # (..., m, q, N)
+            moved = (lam.flatten(-4, -2) @ a_cat).unflatten(-2, rows)  # (..., m, R, o, (q + 1) N)
+            a_nodes = moved[..., :q * n].unflatten(-1, (q, n))  # (..., m, R, o, q, N)
             if rk.numel():
-                contrib = a_nodes[..., rpost] * h_nodes[..., None, None, :][..., rpre]  # (q, ..., m, R, o, Mr)
-                jac[..., rk] += torch.tensordot(wq, contrib, dims=1) * inv[rpost]
+                contrib = a_nodes[..., rpost] * h_nodes[..., None, None, :, :][..., rpre]  # (..., m, R, o, q, Mr)
+                jac[..., rk] += (contrib * wcol).sum(-2) * inv[rpost]
             if ik.numel():
-                a_sum += torch.tensordot(wq, a_nodes, dims=1)
-            lam = lam @ back  # lam expm(A h): back to the panel's start
+                a_sum += (a_nodes * wcol).sum(-2)
+            lam = moved[..., q * n:]  # lam expm(A h): back to the panel's start
         if ik.numel():
             jac[..., ik] += a_sum[..., ipost] * inv[ipost] * u[..., None, None, :][..., ipre]
     return y.flatten(-3), jac.flatten(-4, -2)
