@@ -1,8 +1,10 @@
 """Issue 26: the adversarial user's attacks, one test per finding (named by its number), beside attacks that held.
 
 Fixed findings are plain tests (each failed on the code before its fix; 5-8, 11, 16-18 and 20 were strict xfails
-until their fixes landed). Runaway reproductions (item 14, memory climbing to GBs) are not run here, except where a refusal now stops them up front (``plot --dpi``), in a
-subprocess under an address-space cap.
+until their fixes landed). Runaway reproductions (item 14, memory climbing to GBs) run only where a refusal now
+stops them up front (``plot --dpi``, ``--step 1e-9``, ``--dirichlet 1e8``), in a subprocess under an address-space
+cap; the other runaways are refused at spec or parameter time and tested there. The property test (Must show) and
+the parametrised table of every finding beside the attacks that held (``tests/test_attacks_catalogue.py``) close it.
 
 Every store is tiny (an affine two-input circuit: exact least squares, milliseconds per point) and lives in
 ``tmp_path``; nothing is written into the repository's ``data/``.
@@ -202,7 +204,7 @@ def test_a4_cleanup_never_touches_other_stores_files(tmp_path, sibling, name):
     assert (tmp_path / name).is_dir()
 
 
-# ================================================================================================ B: silent wrong results
+# ============================================================================================= B: silent wrong results
 def _damage(store: Path, case: str) -> None:
     if case == "zmetadata and mp/.zarray deleted":
         (store / ".zmetadata").unlink()
@@ -578,7 +580,8 @@ def _lffn_files(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "W.nc", tmp_path / "R.nc"
 
 
-@pytest.mark.parametrize("change", [('nonlinearity = "linear"', 'nonlinearity = "relu"'), ('name = "feedforward_linear_4-2"', 'name = "renamed"')],
+@pytest.mark.parametrize("change", [('nonlinearity = "linear"', 'nonlinearity = "relu"'),
+                                    ('name = "feedforward_linear_4-2"', 'name = "renamed"')],
                          ids=["relu spec", "renamed spec"])
 def test_13_localize_refuses_files_written_for_another_circuit(tmp_path, capsys, no_compute, change):
     weights, responses = _lffn_files(tmp_path)
@@ -694,8 +697,8 @@ def test_14_a_continuous_circuit_of_1e10_rk4_steps_is_refused():
 def test_14_workers_beyond_four_per_core_are_refused(tmp_path, capsys, no_compute, command):
     from neurosubset._checks import max_workers
 
-    args = _mp(tmp_path / "r.nc") if command == "mp" else ["sweep", "lffn:4-2", "--budget", "4", "--m", "2",
-                                                             "--trials", "2", "--quiet", "--out", str(tmp_path / "s.zarr")]
+    args = _mp(tmp_path / "r.nc") if command == "mp" else [
+        "sweep", "lffn:4-2", "--budget", "4", "--m", "2", "--trials", "2", "--quiet", "--out", str(tmp_path / "s.zarr")]
     assert cli.main([*args, "--workers", "1000"]) == 2
     _one_line_error(capsys, "--workers must be an integer from 1 to", "per core")
     assert not list(tmp_path.iterdir())

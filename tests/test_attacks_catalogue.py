@@ -131,9 +131,11 @@ RUN = [
 ]
 # findings reproduced by a test of tests/test_attacks.py (damage, kills, injected faults, numbers): that test's name
 REFERENCED = {
-    "1 non-finite store export / plot / resume": "test_a1_nonfinite_trials_store_exports_plots_and_resumes_without_recomputing",
+    "1 non-finite store export / plot / resume":
+        "test_a1_nonfinite_trials_store_exports_plots_and_resumes_without_recomputing",
     "1 checksum of what is read back": "test_a1_checksum_hashes_what_is_read_back",
-    "2 spikecheck --fig overwrites / default figure / suffix / missing folder": "test_a2_spikecheck_figures_follow_the_output_rule_before_simulating",
+    "2 spikecheck --fig overwrites / default figure / suffix / missing folder":
+        "test_a2_spikecheck_figures_follow_the_output_rule_before_simulating",
     "2 spikecheck --fig inside a store": "test_a2_spikecheck_figures_never_go_into_a_store",
     "2 shipped data replaced": "test_a2_shipped_data_is_never_replaced_even_with_overwrite",
     "2 plot checks every figure first": "test_a2_plot_checks_every_figure_before_writing_any",
