@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ._checks import ParameterError
+from ._checks import ParameterError, workers_allowed
 from .solvers import SOLVERS, Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver, lm_fields
 
 if TYPE_CHECKING:
@@ -90,14 +90,14 @@ def _count_or_none(value: Any) -> int | None:
 
 
 def _threads_or_none(value: Any) -> int | None:
-    from ._checks import check_workers, workers_allowed
+    from ._checks import check_workers
 
     if value is None:
         return None
     try:
         return check_workers(value, "threads")
     except ParameterError:
-        raise _Invalid(f"{workers_allowed()}, or None") from None
+        raise _Invalid from None
 
 
 def _bytes_or_none(value: Any) -> float | None:
@@ -135,7 +135,7 @@ PARAMETER_CONSTRAINTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dale": ("True or False", _flag),
     "stable": ("True or False", _flag),
     "device": ("'cpu' or 'cuda' ('cuda:N', or a torch.device of those)", _device),
-    "threads": ("an integer from 1 to 4 per core (ns._checks.max_workers()) or None", _threads_or_none),
+    "threads": (f"{workers_allowed()}, or None", _threads_or_none),
     "chunk": ("an integer >= 1 or None", _count_or_none),
     "max_memory": ("a finite number of bytes > 0 or None", _bytes_or_none),
     "skip_zero": ("True, False or None", _flag_or_none),
