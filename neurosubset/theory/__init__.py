@@ -21,7 +21,9 @@ from :meth:`Circuit.sample_probes`, maximum over several points, columns in unit
 deviation) carry a verdict only where their singular-value gap is decisive; otherwise linear circuits get exact
 ranks over GF(p) (:mod:`~neurosubset.theory.modular_ranks`: the adjoint Jacobian evaluated in arithmetic mod a random
 prime ``p < 2^62`` at a uniform point), which are lower bounds on the generic ranks and equal them except with
-probability ``<= r d / p`` (Schwartz-Zippel), and ReLU circuits stay "unproven".
+probability ``<= r d / p`` (Schwartz-Zippel), and ReLU circuits stay "unproven". By default a linear circuit whose
+exact ranks are estimated cheaper than the float ones (:func:`~neurosubset.theory.modular_ranks.rank_costs`, e.g.
+many probes of few stacked inputs) gets the exact ranks directly.
 
 Because the columns of a fixed Jacobian form a linear matroid, and the matroids for m and m + 1 probes are nested,
 one greedy allocation reaches the largest plastic rank of its budget at every m at once (:func:`optimal_allocation`,

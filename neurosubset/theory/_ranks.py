@@ -16,7 +16,8 @@ from ..allocation import Allocation
 from ..circuit import Circuit
 from ..dynamics import DTYPE, PlasticMap
 
-# "auto": float ranks where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits);
+# "auto": exact ranks over GF(p) where they apply and are estimated cheaper (modular_ranks.rank_costs), else float
+# ranks where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits);
 # "exact": GF(p) only; the others: float only (see neurosubset.theory.modular_ranks)
 METHODS = ("auto", "exact", "autograd", "adjoint", "sketch")
 # Relative SVD tolerance: a singular value counts when it exceeds RANK_RTOL * (largest singular value).
