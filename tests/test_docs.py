@@ -264,3 +264,18 @@ def test_index_and_a_gallery_page_render_with_their_figures(site, tmp_path):
         rows = min(shot.shape[0], without.shape[0])
         differing = np.any(shot[:rows] != without[:rows], axis=-1).sum()
         assert differing > 200 * 150, f"{page.name}: its figures do not render ({differing} pixels differ)"
+
+
+# -- the README is the landing page -------------------------------------------------------------------------------
+
+def test_readme_is_a_short_landing_page_whose_links_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 150
+    for heading in ("## Two commands", "## Ten lines of Python", "## Documentation"):
+        assert heading in text
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [t for t in targets if not urlsplit(t).scheme]
+    assert any(t.endswith(".png") for t in local), "the README shows a figure"
+    missing = [t for t in local if not (ROOT / unquote(urlsplit(t).path)).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    assert "make docs" in text
