@@ -38,7 +38,8 @@ demo: $(STAMP)
 	$(BIN)/neurosubset plot data/demo_sweep.zarr --out data/demo_sweep --overwrite
 	$(BIN)/neurosubset export data/demo_sweep.zarr data/demo_sweep.nc --overwrite
 
-test: $(STAMP)
+# everything: the linter, then every test (slow ones included)
+test: lint
 	$(BIN)/python -m pytest -q
 
 # ruff, configured in pyproject.toml ([tool.ruff]: pycodestyle, pyflakes, import order; line length 120)

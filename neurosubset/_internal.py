@@ -28,4 +28,5 @@ from ._schema import VARIABLES as VARIABLES
 from ._schema import meta as meta
 from .theory._ranks import _columns as rank_columns
 
-__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "OUTCOME", "PROOF_KIND", "rank_columns", "analysis_meta", "write_figure"]
+__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "OUTCOME", "PROOF_KIND", "rank_columns", "analysis_meta",
+           "write_figure"]

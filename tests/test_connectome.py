@@ -209,7 +209,7 @@ def test_an_unknown_dataset_is_one_line_listing_the_allowed_names():
         ns.celegans("cook2091")
 
 
-# ---------------------------------------------------------------------- Fenyves et al. 2020 per-synapse signs (issue 28)
+# --------------------------------------------------------------------- Fenyves et al. 2020 per-synapse signs (issue 28)
 def _fenyves_sheet():
     """(pre, post) -> polarity string, read here with openpyxl's cached values (the sheet's cells are formulas);
     the data file ships with wormneuroatlas: without it this test says so loudly."""

@@ -13,13 +13,14 @@ the point's chunk files and folders are fsync'ed before the next point is writte
 damaged or deleted chunk is recomputed by a resume and refused (naming the point and the variable) by a reader. Readers
 read ``status`` first and only trust points that were done then (a consistent snapshot while a writer runs).
 
-A store made by a different configuration is refused, naming the fields, except a grid that only adds values to
-``m``, ``budget`` or ``strategy``: the store is then extended (rebuilt beside itself with every done point moved to
-its new index, and swapped in), and only the new points are computed (every point's seeds derive from its
-coordinates, so they equal a fresh sweep's); and a larger ``trials`` alone: every point keeps its trials and fits
-only the new ones (trial ``i`` depends on the point's seed and ``i``), equal to a fresh sweep of that many trials. ``<store>.lock`` (``fcntl.flock`` on the real path,
-symlinks resolved, released by the kernel when the process dies) makes a second writer fail at once; a writer
-removes it when it finishes (a lock file left by a killed writer is harmless: the next writer takes it over).
+A store made by a different configuration is refused, naming the fields, except a grid that only adds values to ``m``,
+``budget`` or ``strategy``: the store is then extended (rebuilt beside itself with every done point moved to its new
+index, and swapped in), and only the new points are computed (every point's seeds derive from its coordinates, so they
+equal a fresh sweep's); and a larger ``trials`` alone: every point keeps its trials and fits only the new ones (trial
+``i`` depends on the point's seed and ``i``), equal to a fresh sweep of that many trials. ``<store>.lock``
+(``fcntl.flock`` on the real path, symlinks resolved, released by the kernel when the process dies) makes a second
+writer fail at once; a writer removes it when it finishes (a lock file left by a killed writer is harmless: the next
+writer takes it over).
 """
 from __future__ import annotations
 
