@@ -42,7 +42,7 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-# ruff, configured in pyproject.toml ([tool.ruff]: pycodestyle, pyflakes, import order; line length 120)
+# ruff, configured in pyproject.toml ([tool.ruff]: pycodestyle errors and warnings, pyflakes; line length 120)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
