@@ -570,9 +570,11 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
 
     Examples
     --------
-    >>> ff = feedforward([8, 6, 3])                                          # doctest: +SKIP
-    >>> ds = match_probability(ff, allocate(ff, 18, within=["W2"]), m=4)      # doctest: +SKIP
-    >>> float(ds.mp)                                                         # doctest: +SKIP
+    >>> import neurosubset as ns
+    >>> ff = ns.feedforward([8, 6, 3])
+    >>> ds = ns.match_probability(ff, ns.allocate(ff, 18, within=["W2"]), m=4, trials=20)   # all of W2 plastic
+    >>> float(ds.mp), ds.attrs["decision_kind"], ds.attrs["certificate_verdict"]
+    (1.0, 'exact', 'one')
     """
     options = fit_options("match_probability", options, solver=solver, tol=tol, certificate=certificate,
                           threads=threads, dale=dale, stable=stable, device=device, chunk=chunk,
