@@ -103,8 +103,8 @@ DOCTESTS = _doctests()
 def test_public_docstrings_have_examples():
     """The main public functions teach by example (doctests that run, not only ``+SKIP`` ones)."""
     runnable = {t.name for t in DOCTESTS if any(not ex.options.get(doctest.SKIP) for ex in t.examples)}
-    for name in ["neurosubset.allocate", "neurosubset.match_probability", "neurosubset.certify", "neurosubset.simplex_grid",
-                 "neurosubset.Circuit.from_dict", "neurosubset.Circuit.from_connectivity",
+    for name in ["neurosubset.allocate", "neurosubset.match_probability", "neurosubset.certify",
+                 "neurosubset.simplex_grid", "neurosubset.Circuit.from_dict", "neurosubset.Circuit.from_connectivity",
                  "neurosubset.wilson_interval"]:
         assert name in runnable, f"{name} has no runnable docstring example"
 
