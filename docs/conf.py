@@ -2,8 +2,10 @@
 
 The build is offline and strict: ``sphinx-build -W --keep-going -n`` (warnings are errors, nitpicky
 cross-references). Cross-references into numpy, scipy, xarray, torch, matplotlib and Python resolve through the
-intersphinx inventories committed under ``docs/inventories/`` (nothing is fetched at build time); see
-``docs/inventories/README.md`` for how they were made and ``docs/inventories/make_inventories.py`` to extend them.
+intersphinx inventories committed under ``docs/inventories/`` (nothing is fetched at build time). They are
+generated, not downloaded (no network here but the package index, and no installed package ships one):
+``docs/inventories/make_inventories.py`` writes minimal inventories of exactly the names the docs reference,
+pointing at the projects' real stable URLs; see docs/README.md.
 The gallery (``examples/*.py``) and the tutorial (``docs/tutorial_src/*.py``) are executed by sphinx-gallery
 on every build, on one torch thread.
 """
