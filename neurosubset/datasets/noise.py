@@ -30,6 +30,7 @@ import xarray as xr
 from scipy.special import gammaln
 
 from .._checks import ParameterError, check_real
+from ._schema import meta
 
 __all__ = ["pooled_noise", "split_half", "OUTLIER_DFF"]
 
@@ -110,24 +111,17 @@ def pooled_noise(ds: xr.Dataset, *, outlier: float = OUTLIER_DFF, shrink: float 
     out["response"] = (pair, np.where(diag, np.nan, mean), ds["response"].attrs)
     out["self_response"] = ("stimulated", np.diag(mean).copy(), ds["self_response"].attrs)
     out["trial_sd"] = (pair, s, ds["trial_sd"].attrs)
-    out["sd_trial"] = (pair, sd_trial, {"long_name": "modelled SD of one trial's amplitude (a_i + b |mean|)",
-                                        "units": "1"})
-    out["sd_mean"] = (pair, np.where(diag, np.nan, sd_mean),
-                      {"long_name": "modelled SD of the pair's mean response (sd_trial / sqrt(n_trials))",
-                       "units": "1"})
+    out["sd_trial"] = (pair, sd_trial, meta("sd_trial"))
+    out["sd_mean"] = (pair, np.where(diag, np.nan, sd_mean), meta("sd_mean"))
     out["sd_floor"] = (pair, np.where(diag | (n == 0), np.nan, floor[:, None] / np.sqrt(np.maximum(n, 1))),
-                       {"long_name": "SD of the pair's mean from the responding neuron's floor alone (a_i / "
-                                     "sqrt(n_trials)): the weights of the fits, which must not shrink with the "
-                                     "measured response itself", "units": "1"})
-    out["floor"] = ("responding", floor, {"long_name": "noise floor a_i of the responding neuron", "units": "1"})
-    out["floor_dof"] = ("responding", dof, {"long_name": "degrees of freedom (trials - 1, summed over its pairs "
-                                                         "with >= 2 trials) behind the floor", "units": "1"})
+                       meta("sd_floor"))
+    out["floor"] = ("responding", floor, meta("floor"))
+    out["floor_dof"] = ("responding", dof, meta("floor_dof"))
     names = ds["responding"].values
     out = out.assign_coords(outlier=("outlier", np.arange(len(values))))
     out["outlier_responding"] = ("outlier", np.array([names[i] for i, _, _ in where], dtype=str))
     out["outlier_stimulated"] = ("outlier", np.array([names[j] for _, j, _ in where], dtype=str))
-    out["outlier_value"] = ("outlier", values.astype(np.float64), {"long_name": "dropped trial amplitude",
-                                                                  "units": "1"})
+    out["outlier_value"] = ("outlier", values.astype(np.float64), meta("outlier_value"))
     out.attrs.update({"noise_model": "sd_trial_ij = a_i + b |mean_ij| (weighted least squares on the pairs with "
                                      ">= 2 trials, sample SD / c4(n), weights n - 1; a_i shrunk to a with "
                                      f"{shrink:g} pseudo-dof); sd_mean = sd_trial / sqrt(n)",

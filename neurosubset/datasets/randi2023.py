@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .._checks import MissingExtraError, check_choice
+from ._schema import meta
 
 __all__ = ["randi2023", "funatlas_path", "STRAINS", "CITATION"]
 
@@ -164,23 +165,11 @@ def randi2023(strain: str = "wt", *, awc: str = "merge") -> xr.Dataset:
     response = np.where(diag, np.nan, mean)
     q = np.where(n > 0, q, np.nan)
     pair = ("responding", "stimulated")
-    data = {
-        "response": (pair, response, {"long_name": "mean calcium response of the responding neuron to stimulation "
-                                                   "of the stimulated neuron (NaN: not measured, or the diagonal)",
-                                      "units": "1", "quantity": "dF/F"}),
-        "self_response": ("stimulated", self_response, {"long_name": "the stimulated neuron's own mean calcium "
-                                                                     "response", "units": "1", "quantity": "dF/F"}),
-        "n_trials": (pair, n.astype(np.int64), {"long_name": "number of trials (finite per-trial amplitudes)",
-                                                "units": "1"}),
-        "trial_sd": (pair, sd, {"long_name": "SD of the per-trial amplitudes (ddof 1; NaN below 2 trials)",
-                                "units": "1"}),
-        "q": (pair, q, {"long_name": "false discovery rate of the pair's response (Randi et al. 2023)",
-                        "units": "1"}),
-        "trials": (pair + ("trial",), trials, {"long_name": "per-trial response amplitudes (NaN-padded)",
-                                               "units": "1"}),
-    }
-    coords = {"responding": ("responding", np.array(names, dtype=str), {"long_name": "responding neuron"}),
-              "stimulated": ("stimulated", np.array(names, dtype=str), {"long_name": "stimulated neuron"})}
+    data = {name: (dims, values, meta(name)) for name, dims, values in (
+        ("response", pair, response), ("self_response", ("stimulated",), self_response),
+        ("n_trials", pair, n.astype(np.int64)), ("trial_sd", pair, sd), ("q", pair, q),
+        ("trials", pair + ("trial",), trials))}
+    coords = {dim: (dim, np.array(names, dtype=str), meta(dim)) for dim in pair}
     attrs = {"title": f"C. elegans signal-propagation atlas ({strain})", "strain": strain, "awc": awc,
              "source": f"wormneuroatlas data/funatlas.h5, group {strain!r} (read with h5py)",
              "references": CITATION,
