@@ -2,7 +2,7 @@
 
 References: the steady fixed point by ``numpy.linalg.solve(I - W, W_in x)`` on a recurrent matrix assembled by hand
 from the weights, the feed-forward layers and the discrete recursion as explicit loops. (Continuous trajectories
-are checked in tests/test_continuous.py.)
+are checked in tests/test_dynamics_continuous.py.)
 """
 from __future__ import annotations
 

@@ -724,7 +724,7 @@ class Continuous(Dynamics):
         """Whether :meth:`tangents` serves ``circuit``'s Jacobian (with hidden neurons): reverse mode,
         :func:`linear_jacobian` (linear) or :func:`rk4_adjoint_jacobian` (RK4);
         :meth:`neurosubset.dynamics.PlasticMap.jacobian` uses it for ``method="auto"`` (``"autograd"`` stays
-        available; tests/test_continuous.py checks them against it, against :func:`rk4_jacobian`'s forward
+        available; tests/test_dynamics_continuous.py checks them against it, against :func:`rk4_jacobian`'s forward
         sensitivities and against finite differences)."""
         return bool(circuit.slices("hidden"))
 
