@@ -6,7 +6,7 @@ here (:func:`test_finding_is_refused_in_one_line`: exit 2, one line naming the c
 that needs damage, a kill, an injected full disk or a numerical check names the test of ``tests/test_attacks.py``
 that reproduces it, and :func:`test_every_finding_has_a_test` fails if that test is gone (so the table cannot drift
 from the tests). ``HELD`` are attacks that held before the fixes and must keep holding, the same way: command lines
-run here, the rest referenced in ``tests/test_sweeps_safety.py`` / ``tests/test_write_path.py`` / ``tests/test_cli.py``.
+run here, the rest referenced in ``tests/test_sweeps_safety.py`` / ``tests/test_outputs.py`` / ``tests/test_cli.py``.
 """
 from __future__ import annotations
 
