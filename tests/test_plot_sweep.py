@@ -267,3 +267,36 @@ def test_residual_histogram_marks_unstable_and_undecided_trials():
     heights = sum(p.get_height() for p in ax.patches)
     assert heights == ds.sizes["trial"]
     assert ">=" in ax.get_title()  # a lower bound
+
+
+def test_ternary_markers_at_the_corners_show_whole():
+    """A point with all the budget on one key sits at a corner of the triangle: its marker is not clipped
+    (clip_on False) and its centre lies inside the axes' view limits with the whole marker inside the axes box.
+    The corner's position is computed here from the barycentric coordinates (mpltern's default triangle: the t
+    corner at (0, 1), l at (-1/sqrt 3, 0), r at (1/sqrt 3, 0), so x = (r - l) / sqrt 3, y = t)."""
+    keys = ["E->O", "PV->O", "SST->O"]
+    c = Circuit(tuple(Region(r, 3, "input") for r in ("E", "PV", "SST")) + (Region("O", 2, "output"),),
+                tuple(Projection(r, "O") for r in ("E", "PV", "SST")), name="three_inputs")
+    ds = ns.sweep(c, budget=[6], fractions=ns.simplex_grid(keys, step=0.5), strategy=["spread-rows"], m=[2],
+                  trials=2, seed=0)
+    fig = mp_ternary(ds)
+    ax = [a for a in fig.axes if a.name == "ternary"][0]
+    renderer = _renderer(fig)
+    markers = [col for col in ax.collections if isinstance(col, PathCollection) and col.get_array() is not None]
+    assert markers
+    box = ax.get_window_extent(renderer)
+    for t, l, r in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]:
+        x, y = (r - l) / np.sqrt(3.0), t
+        found = [(col, i) for col in markers for i, xy in enumerate(col.get_offsets())
+                 if np.allclose(xy, (x, y), atol=1e-9)]
+        assert len(found) == 1, (t, l, r)  # one marker at this corner (the sweep has the point)
+        col, i = found[0]
+        assert col.get_clip_on() is False
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        assert x0 < x < x1 and y0 < y < y1, ((x, y), (x0, x1), (y0, y1))
+        cx, cy = ax.transData.transform((x, y))
+        radius = np.sqrt(np.ravel(col.get_sizes())[min(i, len(col.get_sizes()) - 1)]) / 2 * fig.dpi / 72
+        assert box.x0 <= cx - radius and cx + radius <= box.x1 and box.y0 <= cy - radius and cy + radius <= box.y1
+    for axis, key in zip((ax.taxis, ax.laxis, ax.raxis), keys):  # corner labels read horizontally, not rotated
+        assert axis.label.get_text() == key
+        assert axis.label.get_rotation() % 360 == 0, (key, axis.label.get_rotation())

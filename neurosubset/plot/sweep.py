@@ -404,6 +404,19 @@ def ternary_keys(ds: xr.Dataset) -> list[str] | None:
     return varying if len(varying) == 3 else None
 
 
+_SIMPLEX_PAD = 0.06  # the drawn triangle reaches this far past each fraction's 0 (and 1 + 2 pads past 1)
+
+
+def _pad_simplex(ax: Any) -> None:
+    """Draw the triangle a little larger than the simplex (ticks stay at 0, 0.2, ..., 1), so a point at a corner
+    or on an edge (all the budget on one key, or none on one) shows its whole marker inside the axes."""
+    lo, hi = -_SIMPLEX_PAD, 1.0 + 2 * _SIMPLEX_PAD
+    ax.set_ternary_lim(lo, hi, lo, hi, lo, hi)
+    ticks = np.linspace(0.0, 1.0, 6)
+    for axis in (ax.taxis, ax.laxis, ax.raxis):
+        axis.set_ticks(ticks)
+
+
 def mp_ternary(ds: xr.Dataset, *, budget: int | None = None, m: int | None = None) -> Figure:
     """MP on the simplex of three fraction keys (a ternary plot, mpltern), one panel per strategy.
 
@@ -448,16 +461,18 @@ def mp_ternary(ds: xr.Dataset, *, budget: int | None = None, m: int | None = Non
             hit = np.isfinite(mp) & ((verdicts == verdict) if verdicts is not None else (verdict == "positive"))
             if hit.any():
                 image = ax.scatter(t[hit], left[hit], right[hit], c=mp[hit], vmin=0.0, vmax=1.0, cmap="magma",
-                                   marker=marker, s=60, edgecolor="k", linewidths=0.5, label=f"verdict {verdict}")
+                                   marker=marker, s=60, edgecolor="k", linewidths=0.5, label=f"verdict {verdict}",
+                                   clip_on=False, zorder=3)
         lower = lower_bound(cells) & np.isfinite(mp)
         if lower.any():
             any_lower = True
             ax.scatter(t[lower], left[lower], right[lower], marker="s", s=150, facecolor="none",
-                       edgecolor="deepskyblue", linewidths=1.4, label="lower bound")
-        ax.set_tlabel(shown[0])
-        ax.set_llabel(shown[1])
-        ax.set_rlabel(shown[2])
-        title(ax, label or "MP", pad=26)
+                       edgecolor="deepskyblue", linewidths=1.4, label="lower bound", clip_on=False, zorder=3)
+        _pad_simplex(ax)
+        for axis, key in zip((ax.taxis, ax.laxis, ax.raxis), shown):
+            axis.set_label_text(key)  # at its corner (where the key holds the whole budget), horizontal, never rotated
+            axis.set_label_rotation_mode("horizontal")
+        title(ax, label or "MP", pad=36)
     handles = [h for h in fig.axes[0].get_legend_handles_labels()[0]]
     if image is not None:
         fig.colorbar(image, ax=fig.axes, shrink=0.8).set_label("match probability MP (1)")
