@@ -9,6 +9,9 @@ the true MP with probability >= 0.95 whatever the undecided trials hide. This ex
 linear recurrent network whose recurrent weights are plastic (outputs polynomial in them: no exact decider).
 """
 # %%
+import tempfile
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -54,3 +57,8 @@ ax.scatter(m_[verdict == "zero"], mp[verdict == "zero"], marker="s", s=60, c="k"
 ax.set_xlabel("probes m")
 ax.set_ylabel("match probability")
 ax.legend(fontsize=8)
+
+# %%
+# Run as a script, save the figure (here into the temporary folder) or show it in a window:
+fig.savefig(Path(tempfile.gettempdir()) / "certificates_vs_fits.png", dpi=150)
+plt.show()
