@@ -28,7 +28,7 @@ import torch
 import neurosubset as ns
 from neurosubset.dynamics import DTYPE, PlasticMap
 from neurosubset.dynamics import continuous as cont
-from neurosubset.solvers.lm import _marquardt_step
+from neurosubset._internal import marquardt_step
 
 SPEC = Path(__file__).resolve().parents[1] / "circuits" / "v1_four_class_continuous.toml"
 FRACTIONS = {"E->E": 0.25, "PV->E": 0.25, "SST->E": 0.25, "E->OUT": 0.25}
@@ -61,13 +61,13 @@ def old_iteration(fmap: PlasticMap, theta: torch.Tensor, target: torch.Tensor) -
         f, jac = fmap(theta), fmap.jacobian(theta, method="autograd")
     else:
         f, jac = cont.rk4_jacobian(c, fmap.weights(theta), fmap.probes, fmap.index, fmap.size)
-    _marquardt_step(jac, f - target, torch.full((theta.shape[0],), 1e-3, dtype=DTYPE))
+    marquardt_step(jac, f - target, torch.full((theta.shape[0],), 1e-3, dtype=DTYPE))
     return jac
 
 
 def new_iteration(fmap: PlasticMap, theta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     f, jac = fmap.value_and_jacobian(theta)
-    _marquardt_step(jac, f - target, torch.full((theta.shape[0],), 1e-3, dtype=DTYPE))
+    marquardt_step(jac, f - target, torch.full((theta.shape[0],), 1e-3, dtype=DTYPE))
     return jac
 
 

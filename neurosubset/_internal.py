@@ -15,6 +15,8 @@ Analysis variables (:mod:`neurosubset._analysis_schema`)
     :func:`analysis_meta` (attrs of a variable an analysis script stores beside the result variables).
 Figures (:mod:`neurosubset._outputs`)
     :func:`write_figure` (a figure through the output rules: atomic, never over an existing file unasked).
+Levenberg-Marquardt (:mod:`neurosubset.solvers.lm`)
+    :func:`marquardt_step` (``_marquardt_step``: one damped Gauss-Newton step on a batch, for the benchmarks).
 Exact ranks (:mod:`neurosubset.theory._ranks`)
     :func:`rank_columns` (``_columns``: the Jacobian columns of an allocation's plastic synapses).
 """
@@ -26,7 +28,8 @@ from ._schema import OUTCOME as OUTCOME
 from ._schema import PROOF_KIND as PROOF_KIND
 from ._schema import VARIABLES as VARIABLES
 from ._schema import meta as meta
+from .solvers.lm import _marquardt_step as marquardt_step
 from .theory._ranks import _columns as rank_columns
 
-__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "OUTCOME", "PROOF_KIND", "rank_columns", "analysis_meta",
-           "write_figure"]
+__all__ = ["meta", "VARIABLES", "DECISION", "DONE", "OUTCOME", "PROOF_KIND", "rank_columns", "marquardt_step",
+           "analysis_meta", "write_figure"]

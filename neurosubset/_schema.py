@@ -373,6 +373,13 @@ def fill_value(dtype: np.dtype) -> Any:
         return 0
     return ""
 
+# ns.sweep_allocations (neurosubset.sweeps.named): the named allocations and the rounds each point ran
+VARIABLES.update({
+    "named_allocation": {"long_name": "allocation of the plastic synapses (named by the caller)"},
+    "rounds": {"long_name": "restart rounds the point ran (mp_by_round holds its final value after them)",
+               "units": "1"},
+})
+
 
 def meta(name: str, **extra: Any) -> dict[str, Any]:
     """A fresh copy of the attrs of variable ``name`` (see :data:`VARIABLES`), updated with ``extra``."""

@@ -301,6 +301,7 @@ def test_there_are_no_import_cycles_between_any_two_modules():
 SHARED_PRIVATE = {
     "neurosubset._checks": "errors, warnings and argument checks raised by every module",
     "neurosubset._schema": "the result schema (status flags, variable names, attrs) every writer and reader uses",
+    "neurosubset._partial": "the mp command's interrupted results and their resume file (cli)",
     "neurosubset._spec": "the spec types (Region, Projection, roles) and TOML I/O under circuit, layout, connectome",
     "neurosubset._outputs": "safe output files (checks, atomic writes, fsync) for the CLI, results and sweep stores",
     "neurosubset._memory": "memory estimates and trial chunking for benchmark, sweeps and the circuit check",

@@ -275,8 +275,9 @@ def sparse_steady(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np
     b = sparse_block(circuit, structure, values, FIXED_POINT, "input")
     n = a.shape[0]
     out_idx = np.concatenate([np.arange(slices[o].start, slices[o].stop) for o in circuit.output_regions])
-    select = np.zeros((n, out_idx.size))
-    select[out_idx, np.arange(out_idx.size)] = 1.0
+    # the read-out selector (n, n_out) from its index pairs (blocks.selector builds a dense identity: O(n^2))
+    select = scipy.sparse.coo_matrix((np.ones(out_idx.size), (out_idx, np.arange(out_idx.size))),
+                                     shape=(n, out_idx.size)).toarray()
     if method == "gmres":
         system = (scipy.sparse.identity(n, format="csr") - a).tocsr()
         rates = _gmres(system, np.asarray(b @ x.T), rtol)  # (N, m)

@@ -25,8 +25,6 @@ from .executors import completed, point_executor
 from .point import PointTask, point_values, run_point
 
 _DIMS = ("allocation", "m")
-_ALLOCATION = {"long_name": "allocation of the plastic synapses (named by the caller)"}
-_ROUNDS = {"long_name": "restart rounds the point ran (mp_by_round holds its final value after them)", "units": "1"}
 
 
 def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *, m: int | Sequence[int],
@@ -119,7 +117,7 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
         for name, var in ds.data_vars.items():
             dims.setdefault(str(name), tuple(str(d) for d in var.dims))
     shape = (len(names), len(ms))
-    out = xr.Dataset(coords={"allocation": ("allocation", names, _ALLOCATION),
+    out = xr.Dataset(coords={"allocation": ("allocation", names, meta("named_allocation")),
                              "m": ("m", np.array(ms, np.int64), meta("m")),
                              "trial": ("trial", np.arange(trials), meta("trial")),
                              "round": ("round", np.arange(rounds), meta("round"))})
@@ -137,7 +135,7 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
     ran = np.zeros(shape, np.int64)
     for index, ds in results.items():
         ran[index] = ds.sizes.get("round", 1)
-    out["rounds"] = (_DIMS, ran, _ROUNDS)
+    out["rounds"] = (_DIMS, ran, meta("rounds"))
     out["budget"] = ("allocation", np.array([allocations[n].size for n in names], np.int64), meta("budget"))
     out["strategy"] = ("allocation", np.array([allocations[n].strategy for n in names], dtype=str),
                        meta("strategy"))
