@@ -267,10 +267,24 @@ def test_a_finished_sweep_leaves_no_lock_file_and_overwrite_starts_over(tmp_path
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
     assert not (tmp_path / "s.zarr.lock").exists()
+    # fewer trials would drop stored ones, and more trials do not excuse another change: both refused, store kept
     with pytest.raises(ns.SweepStoreError, match=r"differs in \['trials'\]"):
-        ns.sweep(two_inputs(), **{**KW, "trials": 5}, store=store)
-    other = ns.sweep(two_inputs(), **{**KW, "trials": 5}, store=store, overwrite=True)
-    assert other.sizes["trial"] == 5 and open_sweep(store).sizes["trial"] == 5
+        ns.sweep(two_inputs(), **{**KW, "trials": 3}, store=store)
+    with pytest.raises(ns.SweepStoreError, match=r"differs in \[.*'seed'"):
+        ns.sweep(two_inputs(), **{**KW, "trials": 5, "seed": 3}, store=store)
+    assert not (tmp_path / "s.zarr.lock").exists()
+    xr.testing.assert_identical(open_sweep(store), fresh)
+    # more trials alone extend the finished sweep (issue 29): the stored trials kept, no lock left
+    extended = ns.sweep(two_inputs(), **{**KW, "trials": 5}, store=store)
+    assert extended.sizes["trial"] == 5 and open_sweep(store).sizes["trial"] == 5
+    assert not (tmp_path / "s.zarr.lock").exists()
+    kept = [n for n in fresh.data_vars if "trial" in fresh[n].dims]
+    assert kept, list(fresh.data_vars)
+    for name in kept:  # the per-trial values of the stored trials, unchanged (the attrs name 5 trials now)
+        xr.testing.assert_identical(extended[name].isel(trial=slice(0, 4)), fresh[name])
+    # overwrite starts over, fewer trials included
+    other = ns.sweep(two_inputs(), **{**KW, "trials": 3}, store=store, overwrite=True)
+    assert other.sizes["trial"] == 3 and open_sweep(store).sizes["trial"] == 3
 
 
 def test_a_changed_circuit_file_names_the_fields(tmp_path):
