@@ -79,7 +79,8 @@ def test_a_deleted_chunk_is_refused_by_readers_and_recomputed_by_resume(tmp_path
     index = _done_indices(fresh)[1]
     _chunk(store, "residual", index).unlink()  # the point's status still says done
     stamps = {p.name: p.stat().st_mtime_ns for p in (store / "residual").iterdir()}
-    with pytest.raises(ns.SweepStoreError, match=r"damaged.*point \(budget=6.*'residual'"):
+    with pytest.raises(ns.SweepStoreError, match=r"damaged.*point \(budget=6.*do not match its checksum.*"
+                                                 r"absent chunk files: .*residual/"):
         open_sweep(store)
     with pytest.raises(ns.SweepStoreError, match="damaged"):
         export(store, tmp_path / "s.nc")
