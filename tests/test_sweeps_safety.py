@@ -594,12 +594,13 @@ def test_requests_beyond_the_machine_are_refused_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert all(n in lines[0] for n in ("needs about", "GB of memory", "available on this machine",
-                                        "with one trial at a time", "Lower 'm'")), lines
+                                        "with one trial at a time", "Lower 'restarts'",
+                                        "'m' (of 'trials' or 'm'")), lines
     proc = _capped("sweep", "lffn:8-6-3", "--budget", "9", "--m", "10000000", "--quiet", "--out",
                    str(tmp_path / "never.zarr"), "--workers", "2")
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "sweep point" in lines[0] and "Lower 'm'" in lines[0], \
-        proc.stderr[-2000:]
+    assert proc.returncode == 2 and len(lines) == 1 and "sweep point" in lines[0], proc.stderr[-2000:]
+    assert "Lower 'restarts'" in lines[0] and "'m' (of 'trials' or 'm'" in lines[0], lines
     assert not list(tmp_path.iterdir())
     with pytest.raises(ns.CircuitSpecError, match="needs about .* Lower the region sizes"):
         Circuit((Region("A", 4, "input"), Region("H", 10 ** 6), Region("O", 3, "output")),
