@@ -461,8 +461,10 @@ def test_spikecheck_takes_the_circuit_tau_and_refuses_what_it_cannot_map(tmp_pat
         with pytest.raises(SpikingSettingsError, match=message) as info:
             spikecheck(bad, ns.allocate(bad, 2, seed=0), 1)
         assert "\n" not in str(info.value)
+    # an explicit tau other than the circuit's is refused (the mapping holds only at the circuit's tau; the default,
+    # tau=None, takes the circuit's)
     with pytest.raises(SpikingSettingsError, match=r"'tau' setting \(0.05 s\) must equal the tau") as info:
-        spikecheck(c, alloc, 2, settings=SpikingSettings())
+        spikecheck(c, alloc, 2, settings=SpikingSettings(tau=0.05))
     assert "\n" not in str(info.value)
     assert continuous_kernel_tau(ei(tau_e=0.03, tau_i=0.03)) == 0.03  # equal per-region taus map
     # the CLI takes the circuit's tau when --tau is not given
