@@ -72,6 +72,9 @@ POINT_CONDITIONS: dict[str, str] = {
                           "local_stability: nonlinear continuous)",
     "stable_required": "the point's stable option is on",
     "signed_plastic": "the point's allocation has a plastic synapse from a signed region (Dale's law can be broken)",
+    "constraint_acts": "Dale's law or the stable option acts at the point: the dale option is on and the allocation "
+                       "has a signed plastic synapse, or the stable option is on and the circuit has a stability rule "
+                       "(neurosubset.dynamics.stability.stability_applies: steady, linear continuous)",
 }
 
 
@@ -280,8 +283,9 @@ _ESTIMATE = (
     _var("sign_violations", "trial", need=OPTIONAL, dtype="int64", when="signed_plastic", absent=-1),
     _var("decision", "trial", need=CURRENT, dtype="int8"),
     _var("outcome", "trial", need=OPTIONAL, dtype="int8"),
-    _var("proof_kind", "trial", need=OPTIONAL, dtype="int8"), _var("witness_scale", "trial", need=OPTIONAL,
-                                                                   dtype="float64"),
+    # dale or stable acting (issue 28): what settled each trial, and the size of each witness
+    _var("proof_kind", "trial", need=OPTIONAL, dtype="int8", when="constraint_acts"),
+    _var("witness_scale", "trial", need=OPTIONAL, dtype="float64", when="constraint_acts"),
     _var("mp_lower", need=OPTIONAL, dtype="float64"), _var("mp_upper", need=OPTIONAL, dtype="float64"),
     # certificate=True
     _var("plastic_rank", need=OPTIONAL, dtype="float64", when="certificate"),

@@ -125,10 +125,12 @@ def stability_reported(circuit: Circuit) -> bool:
 def point_conditions(circuit: Circuit, alloc: Allocation | None, options: FitOptions) -> dict[str, bool]:
     """The :data:`neurosubset.schema.POINT_CONDITIONS` of one point (``alloc`` None: an allocation with no
     plastic synapse), which decide the variables it writes (:func:`neurosubset.schema.sweep_point_variables`)."""
+    signed = alloc is not None and sign_bounds(circuit, alloc).active
     return {"certificate": bool(options.certificate),
             "stability_reported": stability_reported(circuit),
             "stable_required": bool(options.stable),
-            "signed_plastic": alloc is not None and sign_bounds(circuit, alloc).active}
+            "signed_plastic": signed,
+            "constraint_acts": bool(options.dale and signed or options.stable and stability_applies(circuit))}
 
 
 def point_values(ds: xr.Dataset, rounds: int) -> dict[str, Any]:

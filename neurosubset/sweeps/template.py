@@ -93,6 +93,11 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
     fit.update(dale="swept (the dale dim)" if cfg.dales is not None else int(cfg.dale and cfg.dale_acts),
                stable="swept (the stable_required dim)" if cfg.stables is not None
                else int(cfg.stable and cfg.stable_acts))
+    # K (issue 28) as the flags: recorded only where dale or stable can act at some point (swept or not)
+    dale_on = any(cfg.dales) if cfg.dales is not None else cfg.dale
+    stable_on = any(cfg.stables) if cfg.stables is not None else cfg.stable
+    if not (dale_on and cfg.dale_acts or stable_on and cfg.stable_acts):
+        fit.pop("plausibility_bound", None)
     attrs = {
         "title": f"neurosubset sweep of {circuit.name}",
         "circuit": cfg.circuit_toml,
