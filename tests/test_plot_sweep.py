@@ -285,11 +285,11 @@ def test_ternary_markers_at_the_corners_show_whole():
     markers = [col for col in ax.collections if isinstance(col, PathCollection) and col.get_array() is not None]
     assert markers
     box = ax.get_window_extent(renderer)
-    for t, l, r in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]:
-        x, y = (r - l) / np.sqrt(3.0), t
+    for t, left, right in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]:
+        x, y = (right - left) / np.sqrt(3.0), t
         found = [(col, i) for col in markers for i, xy in enumerate(col.get_offsets())
                  if np.allclose(xy, (x, y), atol=1e-9)]
-        assert len(found) == 1, (t, l, r)  # one marker at this corner (the sweep has the point)
+        assert len(found) == 1, (t, left, right)  # one marker at this corner (the sweep has the point)
         col, i = found[0]
         assert col.get_clip_on() is False
         (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
