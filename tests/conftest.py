@@ -115,3 +115,61 @@ def named_circuit(name: str):
 
 
 _BUILT: dict = {}
+
+
+# ----------------------------------------------------------------------------------- a reference steady solve
+def steady_system(circuit, weights):
+    """The fixed-point system of a linear steady circuit, assembled here in numpy from the circuit's regions and
+    projections (a reference: independent of :mod:`neurosubset.dynamics.blocks`).
+
+    Parameters
+    ----------
+    circuit : neurosubset.Circuit
+        A steady circuit; neurons ordered by region declaration, input regions apart.
+    weights : dict of str to ndarray
+        One trial's weight matrix ``(post size, pre size)`` per projection name.
+
+    Returns
+    -------
+    w : ndarray, shape (N, N)
+        Recurrent weights over the N non-input neurons.
+    u : ndarray, shape (N, n_in)
+        Input weights.
+    outs : ndarray of int, shape (n_out,)
+        Rows of the output neurons, so that the outputs are ``solve(I - w, u @ x)[outs]``.
+    """
+    names = [r.name for r in circuit.regions if r.role != "input"]
+    inputs = [r.name for r in circuit.regions if r.role == "input"]
+    start = dict(zip(names, np.cumsum([0] + [circuit.region[k].size for k in names])[:-1]))
+    in_start = dict(zip(inputs, np.cumsum([0] + [circuit.region[k].size for k in inputs])[:-1]))
+    n = sum(circuit.region[k].size for k in names)
+    w, u = np.zeros((n, n)), np.zeros((n, sum(circuit.region[k].size for k in inputs)))
+    for p in circuit.projections:
+        a, b = start[p.post], circuit.region[p.post].size
+        if p.pre in start:
+            w[a:a + b, start[p.pre]:start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+        else:
+            u[a:a + b, in_start[p.pre]:in_start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
+    outs = np.concatenate([np.arange(start[k], start[k] + circuit.region[k].size) for k in names
+                           if circuit.region[k].role == "output"])
+    return w, u, outs
+
+
+def steady_outputs(circuit, weights, probes):
+    """Outputs of a linear steady circuit by a dense numpy solve of :func:`steady_system`: ``r = (I - W)^-1 U x``.
+
+    Parameters
+    ----------
+    circuit : neurosubset.Circuit
+    weights : dict of str to ndarray
+        One trial's weights (see :func:`steady_system`).
+    probes : ndarray, shape (m, n_in)
+
+    Returns
+    -------
+    y : ndarray, shape (m, n_out)
+    w : ndarray, shape (N, N)
+        The recurrent weights (for a stability check by the caller).
+    """
+    w, u, outs = steady_system(circuit, weights)
+    return np.linalg.solve(np.eye(w.shape[0]) - w, u @ probes.T)[outs].T, w

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import steady_outputs
 
 import neurosubset as ns
 from neurosubset import _schema
@@ -18,25 +19,6 @@ EI_ISN = ROOT / "circuits" / "ei_isn.toml"
 RECURRENT = ["E->E", "E->I", "I->E", "I->I"]
 TOL = 1e-8  # the toolkit's default match tolerance
 FD_STEP, FD_RTOL = 1e-6, 1e-5  # central differences of a smooth function: error O(h^2) against O(eps / h) rounding
-
-
-def _assemble(circuit, weights):
-    """``(W (N, N), U (N, n_in), output rows)`` over the non-input neurons, in region declaration order."""
-    names = [r.name for r in circuit.regions if r.role != "input"]
-    inputs = [r.name for r in circuit.regions if r.role == "input"]
-    start = dict(zip(names, np.cumsum([0] + [circuit.region[k].size for k in names])[:-1]))
-    in_start = dict(zip(inputs, np.cumsum([0] + [circuit.region[k].size for k in inputs])[:-1]))
-    n = sum(circuit.region[k].size for k in names)
-    w, u = np.zeros((n, n)), np.zeros((n, sum(circuit.region[k].size for k in inputs)))
-    for p in circuit.projections:
-        a, b = start[p.post], circuit.region[p.post].size
-        if p.pre in start:
-            w[a:a + b, start[p.pre]:start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
-        else:
-            u[a:a + b, in_start[p.pre]:in_start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
-    outs = np.concatenate([np.arange(start[k], start[k] + circuit.region[k].size) for k in names
-                           if circuit.region[k].role == "output"])
-    return w, u, outs
 
 
 def test_the_lyapunov_certificate_agrees_with_the_eigenvalues():
@@ -86,11 +68,8 @@ def test_every_stable_witness_on_ei_isn_holds_an_independent_check():
         sigma = circuit.init_scale(alloc)
         for i in np.flatnonzero(res.outcome == _schema.PROVEN_MATCH):
             student = {k: v[i] for k, v in res.student.items()}
-            w, u, outs = _assemble(circuit, student)
-            wt, ut, _ = _assemble(circuit, {k: v[i] for k, v in draws.teacher.items()})
-            x = draws.probes[i].T
-            y_s = np.linalg.solve(np.eye(w.shape[0]) - w, u @ x)[outs]
-            y_t = np.linalg.solve(np.eye(wt.shape[0]) - wt, ut @ x)[outs]
+            y_s, w = steady_outputs(circuit, student, draws.probes[i])
+            y_t, _ = steady_outputs(circuit, {k: v[i] for k, v in draws.teacher.items()}, draws.probes[i])
             rel = np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t)
             assert rel < TOL, f"budget {budget} trial {i}: residual {rel:.2e}"
             assert np.linalg.eigvals(w).real.max() < 1.0, np.linalg.eigvals(w).real.max()

@@ -1,13 +1,14 @@
 """Proofs of no match within the sign box and the plausibility box (neurosubset.solvers.proofs).
 
 References are independent of the code under test: a brute-force grid (plus a bounded local refinement) of the
-relative residual over the plausibility box, computed from a dense numpy solve of the fixed point assembled here;
-and closed-form LPs for the rational Farkas check.
+relative residual over the plausibility box, computed from a dense numpy solve of the fixed point assembled in numpy
+(conftest.steady_outputs); and closed-form LPs for the rational Farkas check.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import steady_outputs
 from scipy.optimize import minimize
 
 import neurosubset as ns
@@ -31,36 +32,11 @@ TINY = {"name": "tiny", "dynamics": "steady", "nonlinearity": "linear", "seed": 
                         {"pre": "E", "post": "OUT", "p": 1.0, "gain": 1.0}]}
 
 
-def _order(circuit):
-    names = [r.name for r in circuit.regions if r.role != "input"]
-    start = dict(zip(names, np.cumsum([0] + [circuit.region[n].size for n in names])[:-1]))
-    return names, start
-
-
-def _outputs(circuit, weights, probes):
-    """Outputs ``(m, n_out)`` of a linear steady circuit, assembled here: r = (I - W)^-1 U x (dense numpy)."""
-    names, start = _order(circuit)
-    n = sum(circuit.region[k].size for k in names)
-    inputs = [r.name for r in circuit.regions if r.role == "input"]
-    in_start = dict(zip(inputs, np.cumsum([0] + [circuit.region[k].size for k in inputs])[:-1]))
-    w, u = np.zeros((n, n)), np.zeros((n, sum(circuit.region[k].size for k in inputs)))
-    for p in circuit.projections:
-        a, b = start[p.post], circuit.region[p.post].size
-        if p.pre in start:
-            w[a:a + b, start[p.pre]:start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
-        else:
-            u[a:a + b, in_start[p.pre]:in_start[p.pre] + circuit.region[p.pre].size] = weights[p.name]
-    r = np.linalg.solve(np.eye(n) - w, u @ probes.T)
-    outs = np.concatenate([np.arange(start[k], start[k] + circuit.region[k].size) for k in names
-                           if circuit.region[k].role == "output"])
-    return r[outs].T, w
-
-
 def _grid_min(circuit, alloc, draws, i, lo, hi):
     """Smallest relative residual over the box (a grid of 201 points per plastic value, then L-BFGS-B from the
-    five best), by this file's own fixed-point solve."""
+    five best), by the reference fixed-point solve (conftest.steady_outputs)."""
     teacher = {k: v[i] for k, v in draws.teacher.items()}
-    y_t, _ = _outputs(circuit, teacher, draws.probes[i])
+    y_t, _ = steady_outputs(circuit, teacher, draws.probes[i])
     where = [(k, r, c) for k in circuit.weight_names for r, c in zip(*np.nonzero(alloc.masks[k]))]
 
     def resid(theta):
@@ -68,7 +44,7 @@ def _grid_min(circuit, alloc, draws, i, lo, hi):
         for (k, r, c), t in zip(where, theta):
             w[k][r, c] = t
         try:
-            y, _ = _outputs(circuit, w, draws.probes[i])
+            y, _ = steady_outputs(circuit, w, draws.probes[i])
         except np.linalg.LinAlgError:
             return np.inf
         return float(np.linalg.norm(y - y_t) / np.linalg.norm(y_t))
@@ -113,8 +89,8 @@ def test_each_proven_no_match_agrees_with_a_brute_force_grid_within_k(budget, le
 
 
 def _witness_holds(circuit, res, draws, i, lo, hi):
-    y_t, _ = _outputs(circuit, {k: v[i] for k, v in draws.teacher.items()}, draws.probes[i])
-    y_s, w = _outputs(circuit, {k: v[i] for k, v in res.student.items()}, draws.probes[i])
+    y_t, _ = steady_outputs(circuit, {k: v[i] for k, v in draws.teacher.items()}, draws.probes[i])
+    y_s, w = steady_outputs(circuit, {k: v[i] for k, v in res.student.items()}, draws.probes[i])
     rel = np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t)
     assert rel < TOL, f"trial {i}: witness residual {rel:.2e}"
     assert ((res.theta[i] >= lo) & (res.theta[i] <= hi)).all(), (res.theta[i], lo, hi)
