@@ -141,34 +141,16 @@ def test_certificate_repr_shows_the_closed_form_ranks(strategy, per_row):
 
 def test_circuit_table_says_autapses_and_shows_the_density_of_data_projections():
     # a data-given projection: 3 synapses of a 3 x 4 matrix -> density 0.25, never the unused p = 1
-    spec = """
-dynamics = "steady"
-[regions.IN]
-size = 4
-role = "input"
-[regions.E]
-size = 3
-[regions.OUT]
-size = 1
-role = "output"
-[[projections]]
-pre = "IN"
-post = "E"
-synapses = [[0, 0, 1], [1, 2, 2], [2, 3, 1]]
-[[projections]]
-pre = "E"
-post = "E"
-p = 0.5
-gain = 0.3
-[[projections]]
-pre = "E"
-post = "OUT"
-"""
-    c = ns.Circuit.from_toml_text(spec)
-    text = repr(c)
+    def circuit(autapses):
+        regions = (ns.Region("IN", 4, "input"), ns.Region("E", 3), ns.Region("OUT", 1, "output"))
+        return ns.Circuit(regions, (ns.Projection("IN", "E", synapses=((0, 0, 1), (1, 2, 2), (2, 3, 1))),
+                                    ns.Projection("E", "E", p=0.5, gain=0.3, autapses=autapses),
+                                    ns.Projection("E", "OUT")), dynamics="steady")
+
+    text = repr(circuit(autapses=True))
     data_row = _text_rows(text, "IN->E")
     assert data_row[1:3] == ["0.25", "(data)"], data_row
     assert _text_rows(text, "E->E")[-1] == "yes" and _text_rows(text, "E->OUT")[-1] == "-"
     assert "autapses (a neuron onto itself) are allowed" in text
-    no_self = ns.Circuit.from_toml_text(spec.replace("gain = 0.3", "gain = 0.3\nautapses = false"))
+    no_self = circuit(autapses=False)
     assert _text_rows(repr(no_self), "E->E")[-1] == "no"
