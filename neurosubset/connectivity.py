@@ -375,6 +375,12 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
     counts per projection name, or ``.csv``, an edge list (pre, post, count neuron names; the regions list their
     neurons) whose edges from region A to region B fill the spec's projection ``A -> B``. The spec's projections
     keep their gains and ``init``; those the file does not mention keep their own structure.
+
+    Per-synapse signs from the file (a sign constraint from data, kept as the projection's ``signs``; the
+    presynaptic region must be unsigned, as for inline ``signs``): a ``.csv``'s ``sign`` column (+1, -1; 0 or
+    empty: free) on edges from an unsigned region, or a *signed count* in a ``.npz``: an array with a negative
+    entry gives every synapse of it the sign of its count (``-3``: three inhibitory contacts); an array without
+    one is plain counts, its signs free.
     """
     spec = dict(spec)
     file = spec.pop("connectivity")
@@ -387,6 +393,7 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
     from ._spec import from_spec
 
     kwargs = from_spec(spec, source=source)
+    file_signs: dict[str, np.ndarray] = {}  # projection name -> (n_post, n_pre) +1 / -1 / 0 (free)
     if path.suffix == ".npz":
         try:
             data = np.load(path, allow_pickle=False)
@@ -401,8 +408,15 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
             if np.iscomplexobj(value):
                 raise CircuitSpecError(f"{source}: connectivity file {str(path)!r}: array {key!r} is complex "
                                        f"({value.dtype}); synapse counts must be real numbers.")
+        signed_regions = {r.name for r in kwargs["regions"] if r.sign is not None}
+        pre_of = {p.name: p.pre for p in kwargs["projections"]}
+        for key, value in list(found.items()):  # signed counts: negative entries on an unsigned region's projection
+            arr = np.asarray(value)
+            if arr.dtype.kind in "biuf" and (arr < 0).any() and pre_of.get(key) not in signed_regions:
+                found[key], file_signs[key] = np.abs(arr), np.sign(arr)
     else:
-        pairs = _from_edges(kwargs["regions"], _edge_table(path))
+        edge_signs: dict[tuple[str, str], np.ndarray] = {}
+        pairs = _from_edges(kwargs["regions"], _edge_table(path), edge_signs)
         by_pair = {(p.pre, p.post): p.name for p in kwargs["projections"] if not p.fixed}
         missing = sorted(set(pairs) - set(by_pair))
         if missing:
@@ -410,6 +424,7 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
                                    f"{missing[0][1]!r}, but the spec declares no projection {missing[0][0]}->"
                                    f"{missing[0][1]}. Declared: {sorted(by_pair.values())}.")
         found = {by_pair[k]: v for k, v in pairs.items()}
+        file_signs.update({by_pair[k]: v for k, v in edge_signs.items() if k in by_pair})
     names = [p.name for p in kwargs["projections"]]
     if not found or not any(np.any(np.asarray(v, dtype=object) != 0) for v in found.values()):
         raise CircuitSpecError(f"{source}: connectivity file {str(path)!r} contributes no synapse; it should fill "
@@ -428,6 +443,12 @@ def resolve_connectivity_file(spec: Mapping[str, Any], *, base: str | Path | Non
                                        f"{str(path)!r}; give one.")
             counts = _matrix(f"{path.name}[{proj.name!r}]", found[proj.name], (shapes[proj.post], shapes[proj.pre]))
             entry["synapses"] = [list(t) for t in _triples(counts)]
+            if proj.name in file_signs:
+                if "signs" in entry:
+                    raise CircuitSpecError(f"{source}: projection {proj.name!r} has inline signs and signs in "
+                                           f"{str(path)!r}; give one.")
+                sign = np.where(counts > 0, file_signs[proj.name], 0.0)
+                entry["signs"] = [[i, j, int(v)] for i, j, v in _triples(sign)]
         projections.append(entry)
     spec["projections"] = projections
     return spec

@@ -120,6 +120,42 @@ def test_toml_embeds_the_data_and_a_spec_may_point_to_a_file_next_to_it(tmp_path
         assert file not in loaded.to_toml()  # the data, never the path
 
 
+def test_signs_in_a_connectivity_file_named_by_a_spec_reach_the_circuit(tmp_path):
+    """A signed count in a .npz (negative entries) and a .csv's sign column give per-synapse signs on the
+    unsigned region b's projection b->a; plain counts leave signs free; inline + file signs are refused."""
+    counts = _counts()
+    sign = np.where(np.random.default_rng(11).random(counts[("b", "a")].shape) < 0.5, -1.0, 1.0)
+    sign[0, 0] = -1.0  # at least one negative entry (a signed count)
+    present = counts[("b", "a")] > 0
+    expected = tuple((int(i), int(j), int(sign[i, j])) for i, j in zip(*np.nonzero(present)))
+    head = _toml_by_hand(counts).split("[[projections]]")[0]
+    decl = "".join(f'[[projections]]\npre = "{a}"\npost = "{b}"\ngain = {GAIN}\n' for a, b in PAIRS)
+    np.savez(tmp_path / "s.npz", **{f"{a}->{b}": c * (sign if (a, b) == ("b", "a") else 1.0)
+                                    for (a, b), c in counts.items()})
+    table = _edges(counts)
+    table["sign"] = [sign[NAMES["a"].index(po), NAMES["b"].index(pr)] if pr in NAMES["b"] and po in NAMES["a"]
+                     else (1 if pr in NAMES["a"] else 0) for pr, po in zip(table["pre"], table["post"])]
+    table.to_csv(tmp_path / "s.csv", index=False)
+    ref = ns.Circuit.from_toml_text(_toml_by_hand(counts))
+    rng = np.random.default_rng(0)
+    for file in ("s.npz", "s.csv"):
+        spec = tmp_path / f"spec_{file[2:]}.toml"
+        spec.write_text(f'connectivity = "{file}"\n' + head + decl)
+        loaded = ns.Circuit.from_toml(spec)
+        assert loaded.projection["b->a"].signs == expected, file
+        assert loaded.projection["b->a"].synapses == ref.projection["b->a"].synapses, file  # |signed count|
+        assert all(loaded.projection[f"{a}->{b}"].signs is None for a, b in PAIRS if (a, b) != ("b", "a")), file
+        w = np.stack([loaded.sample_weights(rng)["b->a"] for _ in range(50)])
+        assert all((s * w[:, i, j] > 0).all() for i, j, s in expected), file
+        assert ns.Circuit.from_toml_text(loaded.to_toml()) == loaded, file
+    assert ref.projection["b->a"].signs is None  # plain counts: free
+    inline = decl.replace('pre = "b"\npost = "a"\n', 'pre = "b"\npost = "a"\nsigns = [[0, 0, -1]]\n')
+    (tmp_path / "both.toml").write_text('connectivity = "s.npz"\n' + head + inline)
+    with pytest.raises(CircuitSpecError, match="inline signs and signs in") as err:
+        ns.Circuit.from_toml(tmp_path / "both.toml")
+    assert "\n" not in str(err.value)
+
+
 def test_init_modes_follow_their_formulas():
     counts = _counts()
     mapping = {f"{pre}->{post}": c for (pre, post), c in counts.items()}
