@@ -126,6 +126,12 @@ def _device(value: Any) -> str:
     return str(out)
 
 
+def _weights_layout(value: Any) -> str:
+    if not isinstance(value, str) or value not in ("auto", "dense", "sparse"):
+        raise _Invalid
+    return value
+
+
 # The one table of what each field of FitOptions allows: field -> (what the message says is allowed, the check that
 # returns the normalised value or raises _Invalid).
 PARAMETER_CONSTRAINTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -141,6 +147,7 @@ PARAMETER_CONSTRAINTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "skip_zero": ("True, False or None", _flag_or_none),
     "certificate": ("True or False", _flag),
     "plausibility_bound": ("a finite number > 0 (init SDs)", _positive),
+    "weights_layout": ("one of ['auto', 'dense', 'sparse']", _weights_layout),
 }
 
 
@@ -208,6 +215,11 @@ class FitOptions:
         search witnesses and prove "no match" with every plastic value within ``K`` init SDs of its synapse, so
         their brackets hold "within K" (default 100; stored as the attr ``plausibility_bound`` where ``dale`` or
         ``stable`` is on).
+    weights_layout : {"auto", "dense", "sparse"}
+        How a fit holds the weights (:mod:`neurosubset.dynamics.sparse_map`): ``"auto"`` (default) dense, or sparse
+        (values on the present synapses, sparse solves) for steady linear circuits above the measured crossover
+        (:func:`~neurosubset.dynamics.sparse_map.choose_layout`). Exact decisions do not depend on it; results
+        record the layout that ran (attr ``weights_layout``).
 
     Examples
     --------
@@ -226,6 +238,7 @@ class FitOptions:
     skip_zero: bool | None = None
     certificate: bool = True
     plausibility_bound: float = 100.0
+    weights_layout: str = "auto"
 
     def __post_init__(self) -> None:
         for name, value in validate_params({f.name: getattr(self, f.name) for f in fields(self)},

@@ -35,7 +35,8 @@ FIELDS = [f for f in FitOptions.__dataclass_fields__]
 
 # one invalid value per field (tol: the meaningless tolerances of issue 26 finding #11 among them)
 INVALID = {"solver": "newton", "tol": float("inf"), "dale": "yes", "stable": None, "device": "tpu", "threads": 0,
-           "chunk": 0, "max_memory": -1.0, "skip_zero": "auto", "certificate": "no", "plausibility_bound": -1.0}
+           "chunk": 0, "max_memory": -1.0, "skip_zero": "auto", "certificate": "no", "plausibility_bound": -1.0,
+           "weights_layout": "csr"}
 MORE_TOL = [1.0, 5.0, float("nan"), 0.0, -1e-8, True, "1e-8"]
 
 
@@ -196,9 +197,11 @@ def test_each_field_is_validated_once_per_python_call(counts):
     c, weights, probes, responses = _tiny()
     alloc = ns.allocate(c, 3, within=["W2"], seed=0)
     calls = [
-        # plausibility_bound is no keyword of theirs (options=FitOptions(plausibility_bound=...) only)
-        (lambda: ns.fit(c, alloc, m=2, trials=2), set(FIELDS) - {"certificate", "plausibility_bound"}),
-        (lambda: ns.match_probability(c, alloc, m=2, trials=2), set(FIELDS) - {"plausibility_bound"}),
+        # plausibility_bound and weights_layout are no keywords of theirs (options=FitOptions(...) only)
+        (lambda: ns.fit(c, alloc, m=2, trials=2),
+         set(FIELDS) - {"certificate", "plausibility_bound", "weights_layout"}),
+        (lambda: ns.match_probability(c, alloc, m=2, trials=2),
+         set(FIELDS) - {"plausibility_bound", "weights_layout"}),
         # the sweep's points run match_probability with the sweep's options: no second validation
         (lambda: ns.sweep(c, budget=[2, 3], m=[2], trials=2, within=["W2"]),
          {"solver", "tol", "certificate", "device", "dale", "stable"}),

@@ -1,0 +1,530 @@
+"""The sparse weights layout wired into the fit: draws, the plastic map ``theta -> F(theta)`` and the dense/sparse switch.
+
+A steady linear circuit of ``10^4`` neurons at a few percent connectivity holds ``10^6`` synapses; its dense weight
+matrices take 800 MB per trial and per copy. Here a trial's weights are one float64 vector over the present
+synapses (every weight's synapses concatenated in declaration order, each in the row-major order of
+:func:`~neurosubset.dynamics.sparse.sparse_structure`), the steady system ``I - A`` is a CSR matrix with a fixed
+pattern, and the outputs and their adjoint Jacobian come from sparse solves (``splu`` up to
+:data:`SPLU_MAX_NEURONS`, GMRES to relative residual :data:`~neurosubset.dynamics.sparse.GMRES_RTOL` above: the LU
+factors of a random E/I matrix fill to ``~n^2``). Memory is linear in synapses and trials.
+
+- :class:`WeightsLayout`: ``DENSE`` or ``SPARSE``, what a result records (attr ``weights_layout``).
+- :func:`choose_layout`: the automatic switch, by a crossover measured on the reference machine
+  (:data:`SPARSE_MIN_NEURONS`, :data:`SPARSE_MAX_DENSITY`).
+- :func:`draw_sparse_weights`: one draw, **the same numbers** as :meth:`Circuit.sample_weights` from the same
+  generator (its normal stream redrawn a chunk of rows at a time), so both layouts fit the same trials and make the
+  same exact decisions.
+- :class:`SparsePlasticMap`: the interface of :class:`~neurosubset.dynamics.PlasticMap` the deciders use (call,
+  ``value_and_jacobian``, ``jacobian``, ``subset``), one sparse solve per problem.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+import torch
+
+from .._checks import ParameterError
+from .adjoint import FIXED_POINT
+from .sparse import GMRES_RTOL, _gmres, sparse_structure
+
+if TYPE_CHECKING:
+    from ..allocation import Allocation
+    from ..circuit import Circuit
+
+__all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
+           "SparsePlasticMap", "sparse_is_affine", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
+
+# The crossover (tests/ and benchmarks/bench_sparse.py, 2-core reference machine, one thread, one trial with m = 4,
+# 20 outputs, 10^4 plastic synapses): the dense torch LU took 0.25 s at 2,000 neurons and 3.09 s at 5,000, the
+# sparse GMRES path 1.29 s and 3.47 s; the dense path's memory grows as n^2 per problem (1.2 GB at 5,000), the
+# sparse one's as synapses. Dense stays the default up to 5,000 neurons; above, and sparse enough, sparse.
+SPARSE_MIN_NEURONS = 5000
+SPARSE_MAX_DENSITY = 0.1  # present synapses / dense entries of the recurrent and input weights
+SPLU_MAX_NEURONS = 2000  # up to this many steady neurons the sparse path factors I - A (splu), above it GMRES
+_CHUNK = 2**22  # normals drawn per chunk when redrawing a dense draw's stream (32 MB of float64)
+
+
+class WeightsLayout(enum.Enum):
+    """How a fit holds its weights: ``DENSE`` matrices ``(n_post, n_pre)`` per trial, or ``SPARSE`` values on the
+    present synapses (:mod:`neurosubset.dynamics.sparse_map`). ``.value`` is what results record."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+
+    @classmethod
+    def parse(cls, value: str | WeightsLayout | None) -> WeightsLayout | None:
+        """``"auto"`` / None -> None (the switch decides), else the member; one-line error otherwise."""
+        if value is None or value == "auto":
+            return None
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise ParameterError(f"The 'weights_layout' parameter must be one of ['auto', 'dense', 'sparse']. "
+                                 f"Got {value!r} instead.") from None
+
+
+def sparse_applicable(circuit: Circuit) -> bool:
+    """Whether the sparse layout can run ``circuit``: steady dynamics, linear."""
+    return circuit.dynamics.name == "steady" and circuit.nonlinearity == "linear"
+
+
+def _density(circuit: Circuit) -> float:
+    """Expected present synapses over dense entries, over all projections (``p`` of Bernoulli ones, the given
+    synapses of data-given ones)."""
+    dense = present = 0.0
+    for p in circuit.projections:
+        n_post, n_pre = circuit.shape(p.name)
+        dense += n_post * n_pre
+        given = p.weights if p.fixed else p.synapses
+        present += len(given) if given is not None else min(p.p, 1.0) * n_post * n_pre
+    return present / dense if dense else 1.0
+
+
+def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None) -> WeightsLayout:
+    """The weights layout a fit of ``circuit`` uses.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    requested : {"auto", "dense", "sparse"} or WeightsLayout, optional
+        ``"auto"`` / None: sparse for steady linear circuits of more than :data:`SPARSE_MIN_NEURONS` neurons whose
+        weights are at most :data:`SPARSE_MAX_DENSITY` dense (above the measured crossover), dense otherwise.
+
+    Returns
+    -------
+    WeightsLayout
+
+    Raises
+    ------
+    ParameterError
+        ``"sparse"`` asked for a circuit the sparse layout cannot run (not steady and linear).
+    """
+    want = WeightsLayout.parse(requested)
+    if want is WeightsLayout.SPARSE and not sparse_applicable(circuit):
+        raise ParameterError(f"The 'weights_layout' parameter 'sparse' needs a steady linear circuit; "
+                             f"{circuit.name!r} is {circuit.nonlinearity} {circuit.dynamics.name}. Use 'auto' or "
+                             f"'dense'.")
+    if want is not None:
+        return want
+    big = sum(r.size for r in circuit.regions) > SPARSE_MIN_NEURONS
+    return WeightsLayout.SPARSE if (sparse_applicable(circuit) and big
+                                    and _density(circuit) <= SPARSE_MAX_DENSITY) else WeightsLayout.DENSE
+
+
+# ------------------------------------------------------------------------------------------------ draws
+def _offsets(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, int]:
+    """First position of each weight's synapses in the concatenated value vector (weight order)."""
+    out, at = {}, 0
+    for name in circuit.weight_names:
+        out[name] = at
+        at += structure[name][0].size
+    out[""] = at  # the total
+    return out
+
+
+def synapse_sd(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Initial SD of each present synapse (the values of :attr:`Circuit.init_sd` on the structure, without its dense
+    matrices): weight name -> ``(S,)``."""
+    out = {}
+    for p in circuit.projections:
+        rows, cols = structure[p.name]
+        n_post, n_pre = circuit.shape(p.name)
+        if p.fixed:
+            out[p.name] = np.zeros(rows.size)
+        elif p.synapses is None:
+            out[p.name] = np.full(rows.size, p.gain / np.sqrt(p.p * n_pre))
+        else:
+            present = rows.size
+            sd = p.gain / np.sqrt(present / n_post) if present else 0.0
+            if p.init == "count":
+                trip = np.asarray(p.synapses, dtype=float).reshape(-1, 3)
+                counts = trip[:, 2]
+                norm = np.sqrt((counts**2).sum() / n_post)
+                key = trip[:, 0].astype(np.int64) * n_pre + trip[:, 1].astype(np.int64)
+                mine = counts[np.searchsorted(key, rows * n_pre + cols)]  # triples sorted row-major
+                out[p.name] = p.gain * mine / norm if norm > 0 else mine
+            else:
+                out[p.name] = np.full(rows.size, sd)
+    return out
+
+
+def draw_sparse_weights(circuit: Circuit, rng: np.random.Generator,
+                        structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                        sd: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """One draw of weights, the same numbers as :meth:`Circuit.sample_weights` from the same ``rng``, as values.
+
+    The dense draw takes ``rng.standard_normal((n_post, n_pre))`` per projection (declaration order) and keeps the
+    present synapses; this takes the same normals a chunk of rows at a time (numpy's generator gives the same stream
+    in pieces) and keeps only the present ones, so memory is ``O(synapses + chunk)`` and the generator ends in the
+    same state (the probes drawn after it agree too).
+
+    Parameters
+    ----------
+    circuit : Circuit
+    rng : numpy.random.Generator
+    structure : dict
+        :func:`~neurosubset.dynamics.sparse.sparse_structure` of ``circuit``.
+    sd : dict, optional
+        :func:`synapse_sd` (computed if not given).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S,)`` float64: every weight's synapse values concatenated in declaration order.
+    """
+    sd = synapse_sd(circuit, structure) if sd is None else sd
+    parts = []
+    for p in circuit.projections:
+        rows, cols = structure[p.name]
+        n_post, n_pre = circuit.shape(p.name)
+        if p.fixed:
+            parts.append(np.asarray(p.weights, dtype=float).reshape(-1, 3)[:, 2].copy())
+            continue
+        z = np.empty(rows.size)
+        step = max(1, _CHUNK // max(n_pre, 1))
+        bounds = np.searchsorted(rows, np.arange(0, n_post + step, step))
+        for k, start in enumerate(range(0, n_post, step)):
+            block = rng.standard_normal((min(step, n_post - start), n_pre))
+            lo, hi = bounds[k], bounds[k + 1]
+            z[lo:hi] = block[rows[lo:hi] - start, cols[lo:hi]]
+        w = z * sd[p.name]
+        sign = circuit.region[p.pre].sign
+        if sign is not None:
+            w = sign * np.abs(w)
+        if p.signs:
+            s = np.asarray(p.signs, dtype=np.int64).reshape(-1, 3)
+            key = rows * n_pre + cols
+            at = np.searchsorted(key, s[:, 0] * n_pre + s[:, 1])
+            hit = (at < key.size) & (key[np.minimum(at, key.size - 1)] == s[:, 0] * n_pre + s[:, 1])
+            w[at[hit]] = np.where(s[hit, 2] != 0, s[hit, 2] * np.abs(w[at[hit]]), w[at[hit]])
+        parts.append(w)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def to_dense(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+             values: np.ndarray) -> dict[str, np.ndarray]:
+    """The dense matrices of a value vector (:func:`draw_sparse_weights`' layout): small circuits and checks."""
+    at = _offsets(circuit, structure)
+    out = {}
+    for name in circuit.weight_names:
+        w = np.zeros(circuit.shape(name))
+        r, c = structure[name]
+        w[r, c] = values[at[name]:at[name] + r.size]
+        out[name] = w
+    return out
+
+
+def plastic_value_positions(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                            alloc: Allocation) -> np.ndarray:
+    """``(M,)`` positions in the value vector of the allocation's plastic synapses, in the order of ``theta``
+    (weights in declaration order, row-major within each)."""
+    at = _offsets(circuit, structure)
+    out = []
+    for name in circuit.weight_names:
+        idx = np.asarray(alloc.indices[name], dtype=np.int64)
+        if not idx.size:
+            continue
+        rows, cols = structure[name]
+        key = rows * circuit.shape(name)[1] + cols
+        pos = np.searchsorted(key, idx)
+        if (pos >= key.size).any() or (key[np.minimum(pos, key.size - 1)] != idx).any():
+            raise ParameterError(f"The allocation marks synapses of {name!r} that the structure does not have.")
+        out.append(at[name] + pos)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ the system
+class SparseSteady:
+    """The fixed sparsity pattern of a steady linear circuit's ``I - A`` and ``B``, and solves on it.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Steady, linear.
+    structure : dict
+        :func:`~neurosubset.dynamics.sparse.sparse_structure`.
+    plastic : numpy.ndarray, optional
+        ``(M,)`` positions of the plastic synapses in the value vector (:func:`plastic_value_positions`).
+    method : {"auto", "splu", "gmres"}
+        ``"auto"``: splu up to :data:`SPLU_MAX_NEURONS` steady neurons, GMRES above.
+    """
+
+    def __init__(self, circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 plastic: np.ndarray | None = None, *, method: str = "auto"):
+        self.circuit, self.structure = circuit, structure
+        slices, inputs = circuit.slices(FIXED_POINT), circuit.slices("input")
+        n = self.n = sum(s.stop - s.start for s in slices.values())
+        self.n_in = circuit.n_in
+        at = _offsets(circuit, structure)
+        self.n_values = at[""]
+        rec, inp = ([], [], []), ([], [], [])
+        for name in circuit.weight_names:
+            proj = circuit.projection[name]
+            r, c = structure[name]
+            pos = np.arange(at[name], at[name] + r.size)
+            if proj.post not in slices:
+                continue
+            dest = rec if proj.pre in slices else inp
+            pre_at = slices[proj.pre].start if proj.pre in slices else inputs[proj.pre].start
+            dest[0].append(r + slices[proj.post].start)
+            dest[1].append(c + pre_at)
+            dest[2].append(pos)
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64))
+        rr, rc, self._rec_pos = (cat(x) for x in rec)
+        ir, ic, self._inp_pos = (cat(x) for x in inp)
+        # I - A: one CSR pattern for every draw; each synapse and each diagonal entry knows its slot in `data`
+        diag = np.arange(n)
+        keys = np.unique(np.concatenate([rr * n + rc, diag * n + diag]))
+        self._rec_slot, self._diag_slot = np.searchsorted(keys, rr * n + rc), np.searchsorted(keys, diag * n + diag)
+        self._indptr = np.searchsorted(keys // n, np.arange(n + 1)).astype(np.int64)
+        self._indices = (keys % n).astype(np.int64)
+        ikeys = np.unique(ir * self.n_in + ic)
+        self._inp_slot = np.searchsorted(ikeys, ir * self.n_in + ic)
+        self._inp_indptr = np.searchsorted(ikeys // self.n_in, np.arange(n + 1)).astype(np.int64)
+        self._inp_indices = (ikeys % self.n_in).astype(np.int64)
+        self.out_idx = np.concatenate([np.arange(slices[o].start, slices[o].stop) for o in circuit.output_regions])
+        if method == "auto":
+            method = "splu" if n <= SPLU_MAX_NEURONS else "gmres"
+        if method not in ("splu", "gmres"):
+            raise ParameterError(f"The 'method' parameter must be one of ['auto', 'splu', 'gmres']. Got {method!r}.")
+        self.method = method
+        self.set_plastic(np.zeros(0, dtype=np.int64) if plastic is None else plastic)
+
+    def set_plastic(self, plastic: np.ndarray) -> None:
+        """Where each plastic synapse sits in the Jacobian's closed form: its post and pre (``[neurons; inputs]``)."""
+        plastic = np.asarray(plastic, dtype=np.int64)
+        self.plastic = plastic
+        slices, inputs = self.circuit.slices(FIXED_POINT), self.circuit.slices("input")
+        at = _offsets(self.circuit, self.structure)
+        post, pre = np.zeros(plastic.size, dtype=np.int64), np.zeros(plastic.size, dtype=np.int64)
+        for name in self.circuit.weight_names:
+            lo, hi = at[name], at[name] + self.structure[name][0].size
+            sel = (plastic >= lo) & (plastic < hi)
+            if not sel.any():
+                continue
+            proj = self.circuit.projection[name]
+            r, c = self.structure[name]
+            k = plastic[sel] - lo
+            post[sel] = r[k] + slices[proj.post].start
+            pre[sel] = c[k] + (self.n + inputs[proj.pre].start if proj.pre in inputs else slices[proj.pre].start)
+        self.post, self.pre = post, pre
+
+    def matrices(self, values: np.ndarray) -> tuple[scipy.sparse.csr_matrix, scipy.sparse.csr_matrix]:
+        """``(I - A, B)`` for one value vector, CSR on the fixed patterns (duplicates summed)."""
+        n = self.n
+        data = np.bincount(self._rec_slot, weights=-values[self._rec_pos], minlength=self._indices.size)
+        data[self._diag_slot] += 1.0
+        system = scipy.sparse.csr_matrix((data, self._indices, self._indptr), shape=(n, n))
+        bdata = np.bincount(self._inp_slot, weights=values[self._inp_pos], minlength=self._inp_indices.size)
+        b = scipy.sparse.csr_matrix((bdata, self._inp_indices, self._inp_indptr), shape=(n, self.n_in))
+        return system, b
+
+    def solve(self, values: np.ndarray, x: np.ndarray, *, jacobian: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Outputs ``(m * n_out,)`` (probe-major) and, with ``jacobian``, ``dy / dtheta`` ``(m * n_out, M)`` of one
+        problem: values ``(S,)``, probes ``x`` ``(m, n_in)``. A singular ``I - A`` or a GMRES solve short of its
+        tolerance gives NaN."""
+        system, b = self.matrices(values)
+        n, m, n_out = self.n, x.shape[0], self.out_idx.size
+        rhs = np.asarray(b @ x.T)  # (N, m)
+        select = None
+        if jacobian:
+            select = np.zeros((n, n_out))
+            select[self.out_idx, np.arange(n_out)] = 1.0
+        if self.method == "gmres":
+            rates = _gmres(system, rhs, GMRES_RTOL)
+            g_t = _gmres(system.T.tocsr(), select, GMRES_RTOL) if jacobian else None
+        else:
+            try:
+                lu = scipy.sparse.linalg.splu(system.tocsc())
+                rates = lu.solve(rhs)
+                g_t = lu.solve(select, trans="T") if jacobian else None
+            except RuntimeError:  # exactly singular
+                rates = np.full((n, m), np.nan)
+                g_t = np.full((n, n_out), np.nan) if jacobian else None
+        outputs = rates[self.out_idx].T.reshape(-1)
+        if not jacobian:
+            return outputs, None
+        act = np.concatenate([rates, x.T], axis=0)  # (N + n_in, m)
+        jac = act[self.pre].T[:, None, :] * g_t[self.post].T[None, :, :]  # (m, n_out, M)
+        return outputs, jac.reshape(m * n_out, self.plastic.size)
+
+    def rates(self, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """All steady rates ``(N, m)`` of one problem."""
+        system, b = self.matrices(values)
+        rhs = np.asarray(b @ x.T)
+        if self.method == "gmres":
+            return _gmres(system, rhs, GMRES_RTOL)
+        try:
+            return scipy.sparse.linalg.splu(system.tocsc()).solve(rhs)
+        except RuntimeError:
+            return np.full((self.n, x.shape[0]), np.nan)
+
+
+class SparsePlasticMap:
+    """``theta -> F(theta)`` over many problems with sparse weights: the interface of
+    :class:`~neurosubset.dynamics.PlasticMap` that the decider chain uses.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Steady, linear.
+    alloc : Allocation
+    system : SparseSteady
+        The circuit's pattern, its ``plastic`` set to the allocation's positions.
+    frozen : numpy.ndarray
+        ``(trial, S)`` float64 value vectors of the students' own draws (plastic positions are ignored).
+    probes : torch.Tensor
+        ``(trial, m, n_in)`` float64.
+
+    Notes
+    -----
+    :meth:`subset` keeps the trials' value vectors and gathers only an index (the LM's restarts share their trial's
+    frozen values), so memory stays linear in trials whatever the restarts. Every evaluation runs one sparse solve
+    per problem on the CPU.
+    """
+
+    sparse = True
+    closed_form = True
+
+    def __init__(self, circuit: Circuit, alloc: Allocation, system: SparseSteady, frozen: np.ndarray,
+                 probes: torch.Tensor):
+        self.circuit, self.system, self.size = circuit, system, int(alloc.size)
+        self.alloc = alloc
+        self._frozen = np.array(frozen, dtype=np.float64, copy=True)
+        self._frozen[:, system.plastic] = 0.0
+        self._rows = np.arange(self._frozen.shape[0])
+        self.probes = probes
+
+    @property
+    def problems(self) -> int:
+        return int(self._rows.size)
+
+    def values(self, theta: torch.Tensor | np.ndarray) -> np.ndarray:
+        """``(problem, S)`` value vectors of the students ``theta`` ``(problem, M)``."""
+        th = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else np.asarray(theta)
+        out = self._frozen[self._rows].copy()
+        out[:, self.system.plastic] += th
+        return out
+
+    def frozen_values(self) -> np.ndarray:
+        """``(problem, S)`` frozen values (0 at plastic positions)."""
+        return self._frozen[self._rows]
+
+    def _run(self, theta: torch.Tensor, select: torch.Tensor | None, jacobian: bool):
+        rows = self._rows if select is None else self._rows[np.asarray(select.cpu())]
+        probes = self.probes if select is None else self.probes[select]
+        th = theta.detach().cpu().numpy()
+        x = probes.detach().cpu().numpy()
+        outs, jacs = [], []
+        for k, r in enumerate(rows):
+            v = self._frozen[r].copy()
+            v[self.system.plastic] += th[k]
+            y, j = self.system.solve(v, x[k], jacobian=jacobian)
+            outs.append(y)
+            jacs.append(j)
+        e = x.shape[1] * self.system.out_idx.size
+        f = torch.as_tensor(np.stack(outs) if outs else np.zeros((0, e)), dtype=theta.dtype)
+        if not jacobian:
+            return f, None
+        return f, torch.as_tensor(np.stack(jacs) if jacs else np.zeros((0, e, self.size)), dtype=theta.dtype)
+
+    def __call__(self, theta: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        """``F(theta)`` ``(problem, E)``; ``select`` (long) evaluates a subset of problems."""
+        return self._run(theta, select, False)[0]
+
+    def value_and_jacobian(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F(theta)`` ``(problem, E)`` and ``dF/dtheta`` ``(problem, E, M)`` from one solve and one adjoint solve
+        per problem."""
+        return self._run(theta, None, True)
+
+    def jacobian(self, theta: torch.Tensor, select: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        """``dF/dtheta`` ``(problem, E, M)`` (the adjoint closed form through the sparse solves)."""
+        return self._run(theta, select, True)[1]
+
+    def subset(self, select: torch.Tensor) -> SparsePlasticMap:
+        """The map over problems ``select`` (long ``(problem,)``, repeats allowed): an index, no copy of values."""
+        out = object.__new__(SparsePlasticMap)
+        out.__dict__.update(self.__dict__)
+        sel = np.asarray(select.cpu()) if isinstance(select, torch.Tensor) else np.asarray(select)
+        out._rows = self._rows[sel]
+        out.probes = self.probes[torch.as_tensor(sel)]
+        return out
+
+
+def sparse_is_affine(circuit: Circuit, alloc: Allocation) -> bool:
+    """Whether the outputs of a steady linear circuit are affine in the plastic weights, from the region graph.
+
+    ``dy_o / dw_ij = G[o, i] r_j`` with ``G = S (I - A)^-1``: it depends on a plastic ``w_kl`` only if neuron ``i``
+    reaches ``l`` or ``k`` reaches ``j`` (through synapses). So the outputs are affine when no plastic synapse's
+    presynaptic region is reachable from a plastic synapse's postsynaptic region (itself included); otherwise they
+    are generically not (a non-affine verdict costs only the exact least-squares shortcut: the other deciders run).
+    """
+    plastic = [circuit.projection[k] for k in circuit.weight_names if alloc.counts[k]]
+    if not plastic:
+        return True
+    edges: dict[str, set[str]] = {}
+    for p in circuit.projections:
+        edges.setdefault(p.pre, set()).add(p.post)
+    reach = {p.post for p in plastic}
+    todo = list(reach)
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in reach:
+                reach.add(nxt)
+                todo.append(nxt)
+    return not any(p.pre in reach for p in plastic)
+
+
+@dataclass(frozen=True)
+class SparseTrials:
+    """The draws of a batch of trials in the sparse layout (the numbers of :class:`~neurosubset.draws.Trials`).
+
+    Attributes
+    ----------
+    teacher, student_init : numpy.ndarray
+        ``(trial, S)`` value vectors.
+    probes : numpy.ndarray
+        ``(trial, m, n_in)``.
+    teacher_rejected, student_rejected : numpy.ndarray
+        ``(trial,)`` int64 (zero: the sparse layout draws without the stability condition).
+    """
+
+    teacher: np.ndarray
+    student_init: np.ndarray
+    probes: np.ndarray
+    teacher_rejected: np.ndarray
+    student_rejected: np.ndarray
+
+
+def draw_sparse_trials(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]], m: int,
+                       trials: int, seed: int, *, first: int = 0,
+                       sd: Mapping[str, np.ndarray] | None = None) -> SparseTrials:
+    """Teachers, students and probes of trials ``first .. first + trials - 1``: the draws of
+    :func:`neurosubset.draws.draw_trials` (``stable=False``), as value vectors."""
+    sd = synapse_sd(circuit, structure) if sd is None else sd
+    teachers, students, probes = [], [], []
+    for i in range(first, first + trials):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
+        teachers.append(draw_sparse_weights(circuit, rng, structure, sd))
+        students.append(draw_sparse_weights(circuit, rng, structure, sd))
+        probes.append(circuit.sample_probes(m, rng))
+    zero = np.zeros(trials, dtype=np.int64)
+    return SparseTrials(np.stack(teachers), np.stack(students), np.stack(probes), zero, zero.copy())
+
+
+def structure_of(circuit: Circuit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The circuit's structure as index arrays, computed once per circuit (cached on it)."""
+    cached = circuit.__dict__.get("_sparse_structure")
+    if cached is None:
+        cached = sparse_structure(circuit)
+        circuit.__dict__["_sparse_structure"] = cached
+    return cached
