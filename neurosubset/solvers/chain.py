@@ -155,11 +155,15 @@ class Decider:
         repeat a weaker search) rather than going on to the next decider.
     records : bool
         Whether a result records this decider's :meth:`recorded` solver when it is the first to apply.
+    sparse_ready : bool
+        Whether it runs on the sparse weights layout's map (:class:`~neurosubset.dynamics.sparse_map.SparsePlasticMap`:
+        calls, Jacobians and subsets only, no dense weight matrices); the sparse layout's chain keeps only these.
     """
 
     name: ClassVar[str] = ""
     final: ClassVar[bool] = False
     records: ClassVar[bool] = True
+    sparse_ready: ClassVar[bool] = False
 
     def applicable(self, problem: Problem) -> bool:
         raise NotImplementedError
@@ -201,6 +205,7 @@ class RankCertificate(Decider):
 
     name: ClassVar[str] = "rank_certificate"
     final: ClassVar[bool] = True
+    sparse_ready: ClassVar[bool] = True
     records: ClassVar[bool] = False  # the result records the solver that would have run
 
     def applicable(self, problem: Problem) -> bool:
@@ -225,6 +230,7 @@ class AffineLeastSquares(Decider):
     empty_only: bool = False
     name: ClassVar[str] = "lstsq"
     final: ClassVar[bool] = True
+    sparse_ready: ClassVar[bool] = True
 
     def recorded(self, problem: Problem) -> LeastSquares:
         return LeastSquares()
@@ -282,6 +288,7 @@ class LiftedRates(Decider):
     lm: LevenbergMarquardt = field(default_factory=LevenbergMarquardt)
     forced: bool = False
     name: ClassVar[str] = "lifted"
+    sparse_ready: ClassVar[bool] = True  # the free-read-out witness on sparse rows (solvers.sparse_lifted)
 
     @classmethod
     def build(cls, lm: LevenbergMarquardt, dale: bool) -> LiftedRates:
@@ -298,7 +305,11 @@ class LiftedRates(Decider):
 
     def decide(self, batch: Batch, open_: np.ndarray) -> Decided:
         fmap, targets, own = _on(batch, open_)
-        theta, resid, status = solve_lifted(fmap, targets, own, batch.alloc, batch.bounds, tol=batch.tol)
+        if getattr(fmap, "sparse", False):  # sparse rows: the free-read-out witness (finds, never refutes)
+            from .sparse_lifted import solve_lifted_sparse
+            theta, resid, status = solve_lifted_sparse(fmap, targets, own, batch.alloc, batch.bounds, tol=batch.tol)
+        else:
+            theta, resid, status = solve_lifted(fmap, targets, own, batch.alloc, batch.bounds, tol=batch.tol)
         if batch.admissible is not None and (status == MATCHED).any():
             hit = torch.as_tensor(np.flatnonzero(status == MATCHED))
             ok = np.asarray(batch.admissible(fmap.subset(hit), theta[hit]), dtype=bool)
@@ -315,6 +326,7 @@ class LevenbergMarquardtRounds(Decider):
 
     lm: LevenbergMarquardt = field(default_factory=LevenbergMarquardt)
     name: ClassVar[str] = "lm"
+    sparse_ready: ClassVar[bool] = True
 
     def recorded(self, problem: Problem) -> LevenbergMarquardt:
         return self.lm
