@@ -47,6 +47,7 @@ from .allocation import Allocation
 from .circuit import Circuit
 from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
+from .dynamics.sparse_map import WeightsLayout, choose_layout
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
 from .solvers.bounded import sign_bounds
 from .solvers.chain import Batch, Problem, decider_chain, resolve, run_chain
@@ -121,6 +122,10 @@ class FitResult:
     witness_scale : numpy.ndarray or None
         ``(trial,)`` float64 where ``dale`` or ``stable`` acts: ``max_k |theta_k| / sigma_k`` of a matched
         student (init SDs of its synapse), NaN where not matched.
+    improving : numpy.ndarray or None
+        ``(trial,)`` bool: the LM's last round (``max_rounds``) still improved the trial (a match, or a lower best
+        residual): its effort had not converged (:attr:`LevenbergMarquardt.patience`); False where a decider other
+        than the LM settled it. None for trials read back from a file or store.
     """
 
     trials: Trials
@@ -143,6 +148,7 @@ class FitResult:
     outcome: np.ndarray | None = None
     proof_kind: np.ndarray | None = None
     witness_scale: np.ndarray | None = None
+    improving: np.ndarray | None = None
 
     @property
     def student_stable(self) -> np.ndarray | None:
@@ -301,6 +307,11 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
     carrying the finished trials.
     """
     solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
+    if choose_layout(circuit, options.weights_layout) is WeightsLayout.SPARSE:  # values on synapses, sparse solves
+        from ._sparse_fit import fit_trials_sparse
+
+        return fit_trials_sparse(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
+                                 resume=resume)
     device = torch.device(options.device)
     with torch_threads(options.threads):
         _check_lifted(circuit, alloc, solver)
@@ -418,7 +429,7 @@ def _concat(parts: list[FitResult]) -> FitResult:
         residual=field("residual"), matched=matched, restarts=field("restarts"), mp_by_round=counts / matched.size,
         status=field("status"), exact=all(p.exact for p in parts), max_real_eig=field("max_real_eig"),
         sign_violations=field("sign_violations"), decision=field("decision"), outcome=field("outcome"),
-        proof_kind=field("proof_kind"), witness_scale=field("witness_scale"))
+        proof_kind=field("proof_kind"), witness_scale=field("witness_scale"), improving=field("improving"))
 
 
 def _skips_zero(circuit: Circuit, skip_zero: bool | None) -> bool:
@@ -478,7 +489,7 @@ def _fit(circuit: Circuit, alloc: Allocation, draws: Trials, *, seed: int, tol: 
                      status, solver, dale=dale, stable=stable, exact=exact, max_real_eig=max_re,
                      sign_violations=signs.violations(theta_np) if signs.active else None,
                      decision=decision.astype(np.int8), outcome=outcome.astype(np.int8), proof_kind=proof_kind,
-                     witness_scale=witness_scale)
+                     witness_scale=witness_scale, improving=out.improving)
 
 
 def _evidence(circuit: Circuit, student: dict[str, np.ndarray], theta: np.ndarray, sigma: np.ndarray,
@@ -565,8 +576,9 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         unstable draws ``teacher_rejected``, ``student_rejected``), signed plastic synapses ``sign_violations
         (trial)``. Attrs hold the configuration (circuit spec as TOML, allocation, solver, tolerance, ``dale`` and
         ``stable`` as 0/1, versions and ``Conventions``, a config hash) and ``decision_kind``: "exact" (exact
-        deciders) or "lower bound" (a local solver's count, which can miss solutions). ``plastic_rank`` and
-        ``full_rank`` are float64, as in sweeps.
+        deciders) or "lower bound" (a local solver's count, which can miss solutions), and ``weights_layout``:
+        "dense" or "sparse", how the fit held the weights (:class:`~neurosubset.FitOptions` ``weights_layout``; the
+        exact decisions do not depend on it). ``plastic_rank`` and ``full_rank`` are float64, as in sweeps.
 
     Examples
     --------
@@ -583,6 +595,11 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         options = options._evolve(solver=as_solver(options.solver, where="match_probability", restarts=restarts,
                                                    max_rounds=max_rounds, steps=steps))
     options.check_circuit(circuit, "match_probability")
+    layout = choose_layout(circuit, options.weights_layout)
+    if layout is WeightsLayout.SPARSE:
+        from ._sparse_fit import check_sparse_request
+
+        check_sparse_request(circuit, options, return_weights=return_weights)
     certificate, threads = options.certificate, options.threads
     cert = None
     if certificate and _skips_zero(circuit, options.skip_zero):  # certified first: a "zero" verdict spares fitting
@@ -599,9 +616,11 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     except _Interrupted as exc:
         done = fit_dataset(circuit, alloc, exc.result, m=m, seed=seed, options=options,
                            return_weights=return_weights and _resume is None)
-        done.attrs.update(partial=1, trials_done=int(exc.result.matched.size), trials_requested=int(trials))
+        done.attrs.update(partial=1, trials_done=int(exc.result.matched.size), trials_requested=int(trials),
+                          weights_layout=layout.value)
         raise PartialResult(done, exc.result) from None
     ds = fit_dataset(circuit, alloc, res, m=m, seed=seed, options=options, return_weights=return_weights)
+    ds.attrs["weights_layout"] = layout.value  # how the fit held its weights (decisions do not depend on it)
     overflowed = int((res.status == NON_FINITE).sum())
     if overflowed:
         warnings.warn(f"In {overflowed} of {res.status.size} trials the outputs overflowed to inf/NaN (fit_status "

@@ -1,4 +1,4 @@
-"""The sparse weights layout wired into the fit: draws, the plastic map ``theta -> F(theta)`` and the dense/sparse switch.
+"""The sparse weights layout in the fit: draws, the plastic map ``theta -> F(theta)`` and the dense/sparse switch.
 
 A steady linear circuit of ``10^4`` neurons at a few percent connectivity holds ``10^6`` synapses; its dense weight
 matrices take 800 MB per trial and per copy. Here a trial's weights are one float64 vector over the present

@@ -19,7 +19,7 @@ from ..dynamics import DTYPE, PlasticMap
 # "auto": exact ranks over GF(p) where they apply and are estimated cheaper (modular_ranks.rank_costs), else float
 # ranks where their singular-value gap is decisive, else exact ranks over GF(p) (linear circuits);
 # "exact": GF(p) only; the others: float only (see neurosubset.theory.modular_ranks)
-METHODS = ("auto", "exact", "autograd", "adjoint", "sketch")
+METHODS = ("auto", "exact", "autograd", "adjoint", "sketch", "iterative")
 # Relative SVD tolerance: a singular value counts when it exceeds RANK_RTOL * (largest singular value).
 # Rounding noise of the float64 Jacobians here is ~1e-15 relative; the smallest generic singular values of the
 # small and medium circuits measured in analysis/theory_vs_empirics.py stay above ~1e-6 relative, so 1e-9 sits in
