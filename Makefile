@@ -60,8 +60,11 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all,docs]"
 	touch $(DOCS_STAMP)
 
+# The stamp carries the build's start time: tests/test_docs.py reuses the site while no source is newer than it.
 docs: $(DOCS_STAMP)
+	@mkdir -p docs/_build && touch docs/_build/.docs-started
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/sphinx-build -b html -W --keep-going -n -q docs docs/_build/html
+	@mv docs/_build/.docs-started docs/_build/html/.sources-stamp
 	@echo "== docs/_build/html/index.html"
 
 clean:

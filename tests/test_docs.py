@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -123,20 +124,63 @@ def test_docstring_examples_run(test, monkeypatch):
 
 # -- the built site -----------------------------------------------------------------------------------------------
 
+# `make docs` (and the fixture below, after a build of its own) leaves this stamp with the build's start time: the site
+# holds every source older than it
+STAMP = DOCS / "_build" / "html" / ".sources-stamp"
+# what the site is built from: the pages and the sphinx extensions, the gallery, the package (autodoc), the analysis
+# report and the circuits and data files that examples and pages read
+SOURCES = ["docs", "examples", "neurosubset", "analysis", "circuits", "data", "pyproject.toml"]
+
+
+def _newer_sources(stamp: Path) -> list[str] | None:
+    """The source files (git-tracked or untracked but not ignored, under :data:`SOURCES`) modified after ``stamp``;
+    None where that cannot be told (no stamp, no git)."""
+    if not stamp.is_file():
+        return None
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *SOURCES],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    since = stamp.stat().st_mtime
+    files = [ROOT / name for name in dict.fromkeys(listed.split("\0")) if name]
+    return [str(f.relative_to(ROOT)) for f in files if f.is_file() and f.stat().st_mtime > since]
+
+
 @pytest.fixture(scope="session")
 def site() -> Path:
-    """docs/_build/html, brought up to date by an incremental ``sphinx-build -W -n`` where Sphinx is installed
-    (``make docs``; only changed gallery examples re-run), else as ``make docs`` left it."""
+    """docs/_build/html as ``make docs`` built it when no source changed since (its stamp, the build's start time);
+    otherwise brought up to date by an incremental ``sphinx-build -W -n`` where Sphinx is installed (only changed
+    gallery examples re-run), else as ``make docs`` left it."""
     out = DOCS / "_build" / "html"
+    if _newer_sources(STAMP) == [] and (out / "index.html").is_file():
+        return out  # `make docs` just built it from these sources (CI: .ci/run runs it before the tests)
     if importlib.util.find_spec("sphinx") is not None and importlib.util.find_spec("sphinx_gallery") is not None:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
+        started = time.time()
         proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-n", "-q",
                                str(DOCS), str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-4000:]}"
+        STAMP.touch()
+        os.utime(STAMP, (started, started))
     elif not (out / "index.html").exists():
         pytest.skip("SKIPPED LOUDLY: Sphinx is not installed and docs/_build/html does not exist: run `make docs` "
                     "(installs the docs extra) to check the built site")
     return out
+
+
+def test_newer_sources_tells_a_stale_site_from_a_fresh_one(tmp_path):
+    """The freshness rule on the real tree: a stamp older than a source file lists it; a stamp from the future lists
+    nothing; no stamp: unknown (the fixture builds)."""
+    stamp = tmp_path / "stamp"
+    assert _newer_sources(stamp) is None
+    stamp.touch()
+    source = ROOT / "neurosubset" / "__init__.py"
+    os.utime(stamp, (source.stat().st_mtime - 10, source.stat().st_mtime - 10))
+    assert "neurosubset/__init__.py" in _newer_sources(stamp)
+    future = time.time() + 3600
+    os.utime(stamp, (future, future))
+    assert _newer_sources(stamp) == []
 
 
 class _Refs(html.parser.HTMLParser):
