@@ -324,7 +324,12 @@ def _check_outputs_reached(circuit: Circuit) -> None:
     (``p`` tiny, an all-zero matrix): their outputs are 0 whatever the weights, so every student would trivially
     match (MP = 1, "exact"). :func:`neurosubset._spec.check_graph` checks the declared projections; this checks the
     drawn structure."""
-    empty = [p.name for p in circuit.projections if not circuit.structure[p.name].any()]
+    from .dynamics.sparse_map import WeightsLayout, choose_layout, structure_of
+
+    if choose_layout(circuit) is WeightsLayout.SPARSE:  # index arrays: no dense masks at load (issue 32)
+        empty = [name for name, (rows, _) in structure_of(circuit).items() if rows.size == 0]
+    else:
+        empty = [p.name for p in circuit.projections if not circuit.structure[p.name].any()]
     if not empty:
         return
     reached = set(circuit.input_regions)
@@ -347,11 +352,16 @@ def _check_circuit_memory(circuit: Circuit) -> None:
     steady dynamics, the eigen-solve of the full recurrent matrix exceed the memory available."""
     from ._memory import check_memory
 
+    from .dynamics.sparse_map import WeightsLayout, choose_layout, expected_synapses
+
     size = {r.name: r.size for r in circuit.regions}
     dense = sum(size[p.post] * size[p.pre] for p in circuit.projections)
     n = sum(size.values())
     steps = int(getattr(circuit, "steps", 1) or 1)
-    terms = {"weight matrices": 8 * 3 * dense, "eigen-solve": 0, **circuit.dynamics.spec_memory_terms(circuit),
+    # the sparse layout (large sparse steady linear circuits) holds values and two int64 indices per synapse
+    weights = (("weight values and indices", (8 * 3 + 16) * expected_synapses(circuit))
+               if choose_layout(circuit) is WeightsLayout.SPARSE else ("weight matrices", 8 * 3 * dense))
+    terms = {weights[0]: int(weights[1]), "eigen-solve": 0, **circuit.dynamics.spec_memory_terms(circuit),
              # any fit or simulation holds at least one probe's inputs and forward states over the time steps
              # (steps = 10^9 asked for 29.8 GiB of probes alone before this was counted)
              "trajectory of one probe": int(8 * steps * (sum(size[r.name] for r in circuit.regions

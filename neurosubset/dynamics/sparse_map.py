@@ -76,16 +76,22 @@ def sparse_applicable(circuit: Circuit) -> bool:
     return circuit.dynamics.name == "steady" and circuit.nonlinearity == "linear"
 
 
-def _density(circuit: Circuit) -> float:
-    """Expected present synapses over dense entries, over all projections (``p`` of Bernoulli ones, the given
-    synapses of data-given ones)."""
-    dense = present = 0.0
+def expected_synapses(circuit: Circuit) -> float:
+    """Expected present synapses over all projections (``p n_post n_pre`` of Bernoulli ones, the given synapses of
+    data-given ones), known before any structure is drawn."""
+    size = {r.name: r.size for r in circuit.regions}
+    present = 0.0
     for p in circuit.projections:
-        n_post, n_pre = circuit.shape(p.name)
-        dense += n_post * n_pre
         given = p.weights if p.fixed else p.synapses
-        present += len(given) if given is not None else min(p.p, 1.0) * n_post * n_pre
-    return present / dense if dense else 1.0
+        present += len(given) if given is not None else min(p.p, 1.0) * size[p.post] * size[p.pre]
+    return present
+
+
+def _density(circuit: Circuit) -> float:
+    """Expected present synapses over dense entries, over all projections."""
+    size = {r.name: r.size for r in circuit.regions}
+    dense = sum(size[p.post] * size[p.pre] for p in circuit.projections)
+    return expected_synapses(circuit) / dense if dense else 1.0
 
 
 def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None) -> WeightsLayout:
@@ -114,7 +120,7 @@ def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None
                              f"'dense'.")
     if want is not None:
         return want
-    big = sum(r.size for r in circuit.regions) > SPARSE_MIN_NEURONS
+    big = sum(r.size for r in circuit.regions) > SPARSE_MIN_NEURONS  # regions: usable while a Circuit is built
     return WeightsLayout.SPARSE if (sparse_applicable(circuit) and big
                                     and _density(circuit) <= SPARSE_MAX_DENSITY) else WeightsLayout.DENSE
 

@@ -448,10 +448,11 @@ def sparse_spec_stability(circuit: Circuit, draws: int = SPARSE_SPEC_DRAWS) -> S
     SpecStability
         ``check == "sparse"``, ``predicted`` per loop.
     """
-    from .sparse import sample_sparse_weights, sparse_block, sparse_structure
+    from .sparse import sample_sparse_weights, sparse_block
+    from .sparse_map import structure_of
 
     found = loops(circuit)
-    structure = sparse_structure(circuit)
+    structure = structure_of(circuit)  # index arrays, computed once per circuit (the fit's too)
     per_loop = np.zeros((len(found), draws))
     for k in range(draws):
         seed = np.random.SeedSequence(circuit.seed, spawn_key=(SPEC_SEED_KEY, k))
