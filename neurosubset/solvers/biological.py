@@ -40,6 +40,7 @@ from .._schema import MATCHED, PROVEN_MATCH, STALLED, STABLE_WITNESS_DECISION, U
 from ..dynamics.blocks import block_matrix
 from ..dynamics.stability import plastic_in_loops
 from .lifted import _layout, _residuals, lifting_applicable
+from .lifted import _trial as _lifted_trial
 from .options import LevenbergMarquardt
 
 if TYPE_CHECKING:
@@ -188,6 +189,27 @@ class _Student:
         return res, jac, float(np.linalg.norm(res) / self.scale) if self.scale > 0 else float(np.linalg.norm(res))
 
 
+def _null_projection(jac: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g`` ``(M,)`` minus its component in the row space of ``jac`` ``(E, M)`` (the directions that move the
+    outputs to first order), by an orthonormal basis of that row space.
+
+    Wide Jacobians (``M > 4 E``, the worm's 252 x 3,709) take the basis from the eigenvectors of ``J J^T``
+    (``E x E``; singular values below ``1e-6`` of the largest count as zero: the correction steps absorb what they
+    move); the others from a thin SVD (rank cut at machine precision). Never the full ``M x M`` basis of the
+    null space (16 s per step on the worm).
+    """
+    if jac.shape[0] == 0 or not np.isfinite(jac).all():
+        return g.copy()
+    if jac.shape[1] > 4 * jac.shape[0]:
+        lam, u = np.linalg.eigh(jac @ jac.T)
+        keep = lam > lam[-1] * 1e-12 if lam[-1] > 0 else np.zeros(lam.size, dtype=bool)
+        basis = (jac.T @ u[:, keep]) / np.sqrt(lam[keep])  # (M, r) orthonormal
+        return g - basis @ (basis.T @ g)
+    _, sv, vt = np.linalg.svd(jac, full_matrices=False)
+    rank = int((sv > sv[0] * max(jac.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
+    return g - vt[:rank].T @ (vt[:rank] @ g)
+
+
 def _free(theta: np.ndarray, step: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Values not held at a face of the box by ``step`` (those at a face that the step pushes outwards are held)."""
     return ~(((theta <= lo) & (step < 0)) | ((theta >= hi) & (step > 0)))
@@ -229,6 +251,10 @@ class _Search:
     margin: float
     beta: float
     tol: float
+    deadline: float = float("inf")  # time.perf_counter() after which the search gives up (the trial's cap)
+
+    def late(self) -> bool:
+        return time.perf_counter() > self.deadline
 
 
 def _correct(st: _Student, theta: np.ndarray, lo, hi, target: float, steps: int, mu: float
@@ -271,13 +297,9 @@ def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search
     free = _free(theta, -grad, lo, hi)
     if not free.any():
         return theta, top, 0.0, mu
-    jf = jac[:, free]
-    _, sv, vt = np.linalg.svd(jf, full_matrices=True)
-    rank = int((sv > sv[0] * max(jf.shape) * np.finfo(float).eps).sum()) if sv.size and sv[0] > 0 else 0
-    null = vt[rank:]  # directions that keep the outputs to first order
-    proj = null.T @ (null @ grad[free])
+    proj = _null_projection(jac[:, free], grad[free])  # directions that keep the outputs to first order
     norm = float(np.sqrt(proj @ proj))
-    if norm <= 0.0:
+    if norm <= 1e-12 * float(np.sqrt(grad @ grad)):  # the gradient lies in the row space: no descent direction
         return theta, top, 0.0, mu
     step = np.zeros_like(theta)
     step[free] = -min((value - (1.0 - knobs.margin) + knobs.margin) / norm, radius) * proj / norm
@@ -285,7 +307,9 @@ def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search
     if not rel < inner:
         return theta, top, radius * 0.5, mu
     _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
-    if top_new >= 1.0:  # crossed the pole of (I - W)^{-1}: the other side is another branch
+    if top < 1.0 <= top_new:  # crossed the pole of (I - W)^{-1}: the other side is another branch
+        return theta, top, radius * 0.5, mu
+    if top >= 1.0 and not top_new < top:  # from an unstable point (a lifted witness) only downhill steps
         return theta, top, radius * 0.5, mu
     return new, top_new, radius * (1.5 if top_new < top else 0.5), mu
 
@@ -300,7 +324,8 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
     rises above ``1 - margin``. A step whose corrected point falls off the manifold or crosses ``max Re = 1`` (the
     pole of ``(I - W)^{-1}``) is retried shorter. At ``t = 1``: abscissa descent until ``max Re < 1 - margin``.
     Where the straight path fails (it leaves the box, or meets a fold), LM goes straight to the teacher's
-    manifold from ``start`` and descends the abscissa there (the descent cannot cross the pole).
+    manifold from ``start`` and descends the abscissa there (:func:`_on_manifold`). Gives up (None) once
+    ``knobs.deadline`` has passed.
     """
     lay, n = st.lay, st.n
     goal = 1.0 - knobs.margin
@@ -314,7 +339,7 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
     teacher, inner = st.y, knobs.tol * 1e-1
     radius, mu, t, dt, used = 0.1 * float(np.linalg.norm(sigma)), 1e-6, 0.0, 0.25, 0
     try:
-        while used < knobs.iterations:
+        while used < knobs.iterations and not knobs.late():
             used += 1
             if t >= 1.0:
                 if top < goal:
@@ -337,22 +362,37 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
                     return None
                 continue
             theta, top, t, mu, dt = new, top_new, t_new, mu_new, min(2.0 * dt, 1.0)
-            while top >= goal and used < knobs.iterations:  # keep away from the pole while moving
+            while top >= goal and used < knobs.iterations and not knobs.late():  # keep away from the pole
                 used += 1
                 theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
                 if radius < 1e-10:
                     break
     finally:
         st.y = teacher
+    if knobs.late():
+        return None
     # the straight path left the box or met a fold: LM straight onto the teacher's manifold, then descend there
+    return _on_manifold(st, loop_index, start, lo, hi, sigma, knobs)
+
+
+def _on_manifold(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
+                 ) -> np.ndarray | None:
+    """LM from ``start`` onto the teacher's manifold, then down the smoothed abscissa along it until
+    ``max Re < 1 - margin`` (None where LM does not reach the manifold, the descent stalls, or the deadline
+    passes). ``start`` may be unstable (a lifted witness): from there only downhill steps are taken; a stable point
+    never crosses ``max Re = 1``."""
+    lay, n = st.lay, st.n
+    inner = knobs.tol * 1e-1
     theta, rel, mu = _correct(st, np.clip(start, lo, hi), lo, hi, inner, knobs.iterations, 1e-6)
     if not rel < inner:
         return None
     _, top, _ = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
     radius = 0.1 * float(np.linalg.norm(sigma))
     for _ in range(knobs.iterations):
-        if top < goal:
+        if top < 1.0 - knobs.margin:
             return theta
+        if knobs.late():
+            return None
         theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
         if radius < 1e-10:
             return None
@@ -371,7 +411,9 @@ class StableWitness:
     Attributes
     ----------
     starts : int
-        Starts per trial: the student's own values, then random draws of the init moved into the box.
+        Starts per trial: the student's own values (continuation in the targets), then the lifted witness
+        (:mod:`~neurosubset.solvers.lifted`, the rates as unknowns; where it is unstable the abscissa is descended
+        from it along the manifold, downhill only), then ``starts - 1`` random draws of the init moved into the box.
     iterations : int
         Manifold steps per start (and LM steps to reach the manifold).
     margin : float
@@ -379,15 +421,17 @@ class StableWitness:
     beta : float
         Softness of the smoothed abscissa.
     seconds : float
-        Wall-clock cap per trial: no new start begins after it (as SCIP's time limit, it makes a trial's verdict
-        depend on the machine where it binds; a trial it cuts short stays open, never a guess).
+        Wall-clock cap per trial, checked inside each start's steps (as SCIP's time limit, it makes a trial's
+        verdict depend on the machine where it binds; a trial it cuts short stays open, never a guess). 30 s:
+        the worm's certified witnesses took 8-60 s on the loaded 2-core machine; a trial it cannot match cost
+        120-260 s before the cap was checked inside the steps.
     """
 
     starts: int = 4
     iterations: int = 200
     margin: float = 0.02
     beta: float = 20.0
-    seconds: float = 120.0
+    seconds: float = 30.0
     name: ClassVar[str] = "stable_witness"
     final: ClassVar[bool] = False
     records: ClassVar[bool] = False  # the result records the solver that would have run without it
@@ -430,7 +474,6 @@ class StableWitness:
         bounds = batch.bounds
         lo, hi = plausibility_box(None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
                                   batch.sigma, batch.plausibility_bound)
-        knobs = _Search(self.iterations, self.margin, self.beta, batch.tol)
         own_np, found = own.numpy(), np.zeros(n, dtype=bool)
         out = own_np.copy()
         with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
@@ -439,16 +482,22 @@ class StableWitness:
                 rng = np.random.default_rng(np.random.SeedSequence(batch.seed,
                                                                    spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
                 began = time.perf_counter()
-                for s in range(self.starts):
-                    if s and time.perf_counter() - began > self.seconds:
+                knobs = _Search(self.iterations, self.margin, self.beta, batch.tol, began + self.seconds)
+                for s in range(self.starts + 1):
+                    if s and knobs.late():
                         break
                     if s == 0:
-                        start = own_np[p]
+                        got = _search(st, loop_index, own_np[p], lo, hi, batch.sigma, knobs)
+                    elif s == 1:  # the lifted witness (rates as unknowns; often unstable): descend from it
+                        lifted, lin = _lifted_trial(lay, a_all[p], b_all[p], x_all[p], y_all[p],
+                                                    np.clip(own_np[p], lo, hi), lo, hi, batch.tol)
+                        got = (_on_manifold(st, loop_index, lifted, lo, hi, batch.sigma, knobs)
+                               if lin <= batch.tol and np.isfinite(lifted).all() else None)
                     else:
                         start = rng.normal(size=alloc.size) * batch.sigma
                         if bounds is not None:
                             start = bounds.inside(start)
-                    got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
+                        got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
                     if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
                         out[p], found[p] = got, True
                         break
