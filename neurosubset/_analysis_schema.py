@@ -129,6 +129,23 @@ SCRIPT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "dale": {"long_name": "Dale's law kept (1) or not (0)", **_ONE},
         "budget": {"long_name": "plastic synapses asked for M", **_ONE},
     },
+    "celegans_biological": {
+        "signs": {"long_name": "source of the synapse signs: dale (transmitter, per neuron) or fenyves2020 (per "
+                               "synapse, from postsynaptic receptors; complex / no prediction left free)"},
+        "n_plastic": {"long_name": "plastic synapses of the allocation", **_ONE},
+        "n_proven_match": {"long_name": "trials with a Lyapunov-certified stable signed witness", **_ONE},
+        "n_no_match_lp": {"long_name": "trials proven to have no match within K by a sign-cone LP (Farkas ray "
+                                       "checked in exact rationals)", **_ONE},
+        "n_no_match_bb": {"long_name": "trials proven to have no match within K by SCIP's spatial branch and "
+                                       "bound", **_ONE},
+        "n_undecided": {"long_name": "trials neither matched nor refuted within the per-trial caps", **_ONE},
+        "decided_fraction": {"long_name": "fraction of trials decided (proven match or proven no match within "
+                                          "K)", **_ONE},
+        "witness_scale_median": {"long_name": "median witness_scale over the proven matches", "units": "1"},
+        "witness_scale_max": {"long_name": "largest witness_scale over the proven matches", "units": "1"},
+        "seconds": {"long_name": "wall time of the allocation's trials (one torch thread, shared 2-core machine)",
+                    "units": "s"},
+    },
     "continuous_allocations": {
         "tau": {"long_name": "time constant of the recurrent neurons", "units": "s"},
         "dt": {"long_name": "RK4 time step", "units": "s"},
