@@ -263,7 +263,8 @@ class FitOptions:
         """The options as the plain attrs (str, int, float: netCDF accepts them) that result files carry.
 
         ``solver_requested``, ``tolerance``, the LM's ``restarts_per_round``, ``max_rounds``, ``lm_steps`` (and
-        ``lm_widen`` where not the default), ``dale``, ``stable`` and ``certificate`` as 0/1. With ``ran``, the
+        ``lm_widen`` where not the default, ``lm_patience`` where it can stop a trial before ``max_rounds``),
+        ``dale``, ``stable`` and ``certificate`` as 0/1. With ``ran``, the
         solver that ran (``Auto`` resolved), also ``solver`` (its name), and the LM fields are its own (0 where an
         exact decider ran), as mp results record them. ``device``, ``threads``, ``chunk`` and ``max_memory`` do not
         change results and are not recorded.
@@ -278,6 +279,8 @@ class FitOptions:
                                "max_rounds": lm["max_rounds"], "lm_steps": lm["iterations"]}
         if lm["widen"] and lm["widen"] != LevenbergMarquardt.widen:
             out["lm_widen"] = lm["widen"]
+        if _patience_acts(lm):  # only where it can stop a trial early: the fixed policy's attrs stay as they were
+            out["lm_patience"] = lm["patience"]
         out.update(dale=int(self.dale), stable=int(self.stable), certificate=int(self.certificate))
         if self.dale or self.stable:
             out["plausibility_bound"] = self.plausibility_bound
@@ -295,7 +298,9 @@ class FitOptions:
                   "iterations": attrs.get("lm_steps", 0), "widen": attrs.get("lm_widen", LevenbergMarquardt.widen)}
         cls_ = SOLVERS[name] if name in SOLVERS else Auto
         given = {k: int(v) if k != "widen" else float(v) for k, v in effort.items() if v}
-        solver = cls_() if cls_ is LeastSquares or "restarts" not in given else cls_(**given)
+        # lm_patience is recorded where it acts; without it every round ran (or patience could not stop any): 0
+        solver = cls_() if cls_ is LeastSquares or "restarts" not in given else cls_(
+            **given, patience=int(attrs.get("lm_patience", 0)))
 
         def flag(key: str, default: bool) -> bool:
             value = attrs.get(key)
@@ -355,9 +360,9 @@ def constraints_act(circuit: Circuit) -> tuple[bool, bool]:
 # value); sweep: the solver requested and its LM fields (the defaults for least squares), the certificate.
 _HASH_SPELLING = {
     "mp": {"restarts": "restarts_per_round", "max_rounds": "max_rounds", "iterations": "lm_steps",
-           "widen": "lm_widen", "on": 1, "certificate": False},
+           "widen": "lm_widen", "patience": "lm_patience", "on": 1, "certificate": False},
     "sweep": {"restarts": "restarts", "max_rounds": "max_rounds", "iterations": "lm_steps", "widen": "widen",
-              "on": True, "certificate": True},
+              "patience": "patience", "on": True, "certificate": True},
 }
 
 
@@ -382,8 +387,9 @@ def hashed_config(options: FitOptions, rest: Mapping[str, Any], *, kind: str, da
     Returns
     -------
     dict
-        ``rest`` with ``tolerance``, ``solver``, the LM's fields (its ``widen`` only where not the default, so older
-        hashes still hold), ``certificate`` (sweeps) and ``dale`` / ``stable`` where on and acting.
+        ``rest`` with ``tolerance``, ``solver``, the LM's fields (its ``widen`` only where not the default and its
+        ``patience`` only where it can stop a trial early, so older hashes still hold), ``certificate`` (sweeps)
+        and ``dale`` / ``stable`` where on and acting.
     """
     spell = _HASH_SPELLING[kind]
     solver = options.solver if ran is None else ran
@@ -397,6 +403,8 @@ def hashed_config(options: FitOptions, rest: Mapping[str, Any], *, kind: str, da
         out["certificate"] = options.certificate
     if lm["widen"] and lm["widen"] != LevenbergMarquardt.widen:
         out[spell["widen"]] = lm["widen"]
+    if _patience_acts(lm):  # only where it can act: the fixed policy (patience 0) keeps every older hash
+        out[spell["patience"]] = lm["patience"]
     if options.dale and dale_acts:
         out["dale"] = spell["on"]
     if options.stable and stable_acts:
@@ -404,6 +412,12 @@ def hashed_config(options: FitOptions, rest: Mapping[str, Any], *, kind: str, da
     if (options.dale and dale_acts or options.stable and stable_acts) and options.plausibility_bound != 100.0:
         out["plausibility_bound"] = options.plausibility_bound  # only where not the default: older hashes hold
     return out
+
+
+def _patience_acts(lm: Mapping[str, Any]) -> bool:
+    """Whether the LM fields ``lm`` (:func:`~neurosubset.solvers.options.lm_fields`) have a ``patience`` that can
+    stop a trial before ``max_rounds`` (:attr:`LevenbergMarquardt.patience_acts`)."""
+    return bool(lm.get("patience")) and lm["max_rounds"] > lm["patience"] + 1
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

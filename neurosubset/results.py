@@ -130,6 +130,10 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
              "still_improving": int(last_gain > _schema.LAST_ROUND_GAIN_FLAG),
              "decision_kind": _schema.DECISION_KINDS[0] if res.exact else _schema.DECISION_KINDS[1],
              **_schema.versions()}
+    if getattr(res, "improving", None) is not None:
+        # 0: the LM's last round (max_rounds) still improved some trial (a match or a lower residual): its effort
+        # had not converged and more rounds may match more; 1: every trial was settled, or stopped improving
+        attrs["effort_converged"] = int(not np.asarray(res.improving).any())
     if stability_applies(circuit):
         attrs["spec_unstable_fraction"] = circuit.stability.unstable_fraction
     if any(p.signs for p in circuit.projections):  # per-synapse signs from data: a sign constraint, not Dale's law

@@ -318,8 +318,9 @@ MP = Layout(
                  "seed solver tolerance restarts_per_round max_rounds lm_steps config_hash last_round_gain",
                  "title solver_requested dale stable decision_kind still_improving",
                  # still_improving: last_round_gain above _schema.LAST_ROUND_GAIN_FLAG (files before it lack it)
-                 # lm_widen: hashed only when not the default; spec_unstable_fraction: steady circuits
-                 "lm_widen spec_unstable_fraction"),
+                 # lm_widen: hashed only when not the default; spec_unstable_fraction: steady circuits;
+                 # lm_patience: where it can stop a trial early; effort_converged: files before it lack it
+                 "lm_widen spec_unstable_fraction lm_patience effort_converged"),
         **_VERSIONS,
         **{k: OPTIONAL for k in CERTIFICATE_ATTRS},  # checked as the certificate layout where a certificate is there
     })
@@ -355,8 +356,8 @@ SWEEP = Layout(
                  "solver_requested restarts_per_round max_rounds lm_steps certificate seeding sweep_config config_hash "
                  "zarr_version",
                  "dale stable",
-                 # paired sweeps; the point layout (store format 2)
-                 "trial_seed layout paired fraction_grid"),
+                 # paired sweeps; the point layout (store format 2); lm_patience where it can stop a trial early
+                 "trial_seed layout paired fraction_grid lm_patience"),
         **_VERSIONS,
     },
     point_dims=True)

@@ -133,6 +133,9 @@ class Decided:
     rounds : int or None
         Length of the batch's ``mp_by_round`` when this decider is the last to run (None: the rounds of the
         solver the result records).
+    improving : numpy.ndarray or None
+        ``(n,)`` bool, deciders that run rounds: the last round (the cap) still improved the trial (its effort had
+        not converged); None: False for every trial.
     """
 
     theta: torch.Tensor
@@ -143,6 +146,7 @@ class Decided:
     restarts: np.ndarray
     history: list[float] | None = None
     rounds: int | None = 1
+    improving: np.ndarray | None = None
 
 
 class Decider:
@@ -295,7 +299,8 @@ class LiftedRates(Decider):
         return cls(lm)
 
     def recorded(self, problem: Problem) -> SteadyLifting:
-        return SteadyLifting(self.lm.restarts, self.lm.max_rounds, self.lm.iterations, self.lm.widen)
+        return SteadyLifting(self.lm.restarts, self.lm.max_rounds, self.lm.iterations, self.lm.widen,
+                             self.lm.patience)
 
     def applicable(self, problem: Problem) -> bool:
         circuit = problem.circuit
@@ -352,7 +357,8 @@ class LevenbergMarquardtRounds(Decider):
         status = np.asarray(out.status)
         return Decided(out.theta.cpu(), out.residual.cpu(), status,
                        np.full(open_.size, LM_DECISION, dtype=np.int8), _outcome(status, proofs=()),
-                       np.asarray(out.restarts), history=list(out.history), rounds=len(out.history))
+                       np.asarray(out.restarts), history=list(out.history), rounds=len(out.history),
+                       improving=out.improving)
 
 
 # the chain Auto runs, in order: exact deciders first, the local solver last (a new decider: one line here)
@@ -364,8 +370,8 @@ def decider_chain(solver: Any, *, dale: bool) -> tuple[Decider, ...]:
     """The deciders that run for a requested solver: :class:`Auto` the whole :data:`AUTO_CHAIN`; ``"lstsq"``
     least squares alone; ``"lifted"`` the lifted rates then the LM; ``"lm"`` the LM alone (the certificate's
     rank deficit first in every chain, where ``skip_zero`` computed one)."""
-    lm = LevenbergMarquardt(solver.restarts, solver.max_rounds, solver.iterations, solver.widen) if isinstance(
-        solver, LevenbergMarquardt) else LevenbergMarquardt()
+    lm = LevenbergMarquardt(solver.restarts, solver.max_rounds, solver.iterations, solver.widen,
+                            solver.patience) if isinstance(solver, LevenbergMarquardt) else LevenbergMarquardt()
     zero = RankCertificate()
     if isinstance(solver, Auto):
         return tuple(decider.build(lm, dale) for decider in AUTO_CHAIN)
@@ -401,6 +407,7 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
     theta, resid = batch.own.clone(), torch.full((n,), float("nan"), dtype=batch.targets.dtype)
     status, decision = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
     outcome, restarts = np.full(n, UNDECIDED, dtype=np.int8), np.zeros(n, dtype=np.int64)
+    improving = np.zeros(n, dtype=bool)
     open_, history, rounds = np.arange(n), None, 1
     for decider in applicable:
         if open_.size == 0:
@@ -415,6 +422,8 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
             theta[sel], resid[sel] = got.theta, got.residual
         status[open_], decision[open_], outcome[open_] = got.status, got.decision, got.outcome
         restarts[open_] = got.restarts
+        if got.improving is not None:
+            improving[open_] = got.improving
         rounds = got.rounds if got.rounds is not None else getattr(recorded, "max_rounds", 1)
         if got.history is None:
             history = None
@@ -427,8 +436,10 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
             break
     if history is None:
         return ChainResult(theta, resid, status, decision, outcome, restarts,
-                           [float((status == MATCHED).sum()) / n] * rounds, from_rounds=False, solver=recorded)
-    return ChainResult(theta, resid, status, decision, outcome, restarts, history, from_rounds=True, solver=recorded)
+                           [float((status == MATCHED).sum()) / n] * rounds, improving=improving, from_rounds=False,
+                           solver=recorded)
+    return ChainResult(theta, resid, status, decision, outcome, restarts, history, improving=improving,
+                       from_rounds=True, solver=recorded)
 
 
 def resolve(chain: Sequence[Decider], problem: Problem) -> Any:

@@ -52,7 +52,7 @@ def lifting_applicable(circuit, alloc, solver: LevenbergMarquardt) -> SteadyLift
     least squares in ``fit`` before any decider)."""
     if not isinstance(circuit.dynamics, Steady) or circuit.nonlinearity != "linear":
         return None
-    return SteadyLifting(solver.restarts, solver.max_rounds, solver.iterations, solver.widen)
+    return SteadyLifting(solver.restarts, solver.max_rounds, solver.iterations, solver.widen, solver.patience)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ from .lm import (LM_CAPPED, LM_CONVERGED, LM_INADMISSIBLE, LM_NO_DESCENT, LM_NON
 from .options import LevenbergMarquardt
 
 _MAX_DOUBLINGS = 3  # round r runs iterations * 2**min(r, 3) LM iterations
+# a round improves a trial when it lowers the trial's best relative residual below this fraction of its best before
+# the round (a fresh or continued restart came closer); ``patience`` rounds in a row that do not, and the trial stops
+IMPROVED = 0.99
 # an unmatched trial's status is how its best restart stopped (converged/sibling cannot be unmatched at tol)
 _LM_TO_FIT = {LM_STALLED: STALLED, LM_CAPPED: ITERATION_CAP, LM_NO_DESCENT: NO_DESCENT, LM_NON_FINITE: NON_FINITE}
 
@@ -47,6 +50,13 @@ class MultiStartResult:
     status : numpy.ndarray
         ``(trial,)`` int8 :data:`neurosubset._schema.FIT_STATUS`; ``unstable`` where the only matches found were
         refused by ``admissible`` (``theta`` and ``residual`` are then the best refused match).
+    improving : numpy.ndarray
+        ``(trial,)`` bool: the trial ran the last round (``max_rounds``) and that round still improved it (lowered
+        its best residual below :data:`IMPROVED` times its best before, a match included): more rounds may have
+        matched more. False for every trial where the rounds stopped before the cap.
+    rounds : numpy.ndarray
+        ``(trial,)`` int64 rounds the trial ran (until it matched, ``patience`` rounds in a row did not improve it,
+        or ``max_rounds``).
     """
 
     theta: torch.Tensor
@@ -54,6 +64,8 @@ class MultiStartResult:
     restarts: np.ndarray
     history: list[float]
     status: np.ndarray
+    improving: np.ndarray | None = None
+    rounds: np.ndarray | None = None
 
 
 def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
@@ -103,7 +115,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     -------
     MultiStartResult
     """
-    restarts, max_rounds, widen = solver.restarts, solver.max_rounds, solver.widen
+    restarts, max_rounds, widen, patience = solver.restarts, solver.max_rounds, solver.widen, solver.patience
     trials, size = targets.shape[0], fmap.size
     ids = np.arange(first, first + trials) if trial_ids is None else np.asarray(trial_ids)
     dtype, device = targets.dtype, targets.device
@@ -115,15 +127,20 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     carry = _Carry.empty(size, dtype, device)  # restarts that hit their round's cap while still descending
     box = bounds.tensors(dtype, device) if bounds is not None and bounds.active else (None, None)
     refused = _Refused.empty(trials, size, dtype, device) if admissible is not None else None
+    quiet = np.zeros(trials, dtype=np.int64)  # rounds in a row that did not improve the trial
+    ran = np.zeros(trials, dtype=np.int64)
+    improving = np.zeros(trials, dtype=bool)  # the last round improved it (kept only for the cap's round)
+    stopped = torch.zeros(trials, dtype=torch.bool, device=device)  # patience ran out
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_rounds, desc="restart rounds", unit="round", leave=False)
     for rnd in range(max_rounds):
-        todo = torch.nonzero(~(best < tol)).flatten().cpu()
-        if todo.numel() == 0:
+        todo = torch.nonzero(~(best < tol) & ~stopped).flatten().cpu()
+        if todo.numel() == 0:  # every trial matched or stopped: the later rounds would change nothing
             history.extend([history[-1]] * (max_rounds - rnd))
+            improving[:] = False
             break
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
@@ -154,13 +171,23 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         at_low = resid == low[owner]
         lead = torch.full((trials,), owner.numel(), device=device).scatter_reduce(0, owner[at_low], index[at_low],
                                                                                   reduce="amin")
+        before = best[todo].clone()
         better = low[todo] < best[todo]
         rows = todo[better]
         best[rows] = low[rows]
         best_theta[rows] = res.theta[lead[rows]]
         best_why[rows] = res.status[lead[rows]]
         history.append(float((best < tol).double().mean()))
-        carry = _Carry.keep(res, owner, best >= tol, restarts)  # only trials still open go on
+        # convergence, per trial: did this round bring it closer (its best residual down by >= 1%)?
+        ids_np = todo.cpu().numpy()
+        gained = (best[todo] < IMPROVED * before).cpu().numpy()
+        quiet[ids_np] = np.where(gained, 0, quiet[ids_np] + 1)
+        ran[ids_np] += 1
+        improving[:] = False
+        improving[ids_np] = gained
+        if patience:
+            stopped[todo[torch.as_tensor(quiet[ids_np] >= patience, device=device)]] = True
+        carry = _Carry.keep(res, owner, (best >= tol) & ~stopped, restarts)  # only trials still open go on
         if bar is not None:
             bar.update(1)
             bar.set_postfix(matched=f"{history[-1]:.3f}")
@@ -176,7 +203,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     status = trial_status(resid, tol, unmatched=unmatched)
     if refused is not None:
         status[(status == MATCHED) & (unmatched == UNSTABLE)] = UNSTABLE
-    return MultiStartResult(best_theta, resid, n_rest, history, status)
+    return MultiStartResult(best_theta, resid, n_rest, history, status, improving, ran)
 
 
 @dataclass(frozen=True)

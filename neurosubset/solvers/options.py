@@ -44,12 +44,19 @@ class LevenbergMarquardt:
     widen : float
         Growth factor of the start scale per round (>= 1): restart ``j`` of round ``r`` starts at
         ``widen^(r j / (restarts - 1))`` init SDs.
+    patience : int
+        Rounds chosen from the measured convergence (>= 0): a trial stops getting rounds once ``patience`` rounds in
+        a row did not improve it (did not lower its best relative residual by 1%: no restart, fresh or continued,
+        came closer), so the rounds end where the last ones gain nothing; ``max_rounds`` stays the cap, and a result
+        whose last round still improved some trial says so (attr ``effort_converged = 0``). ``0``: every unmatched
+        trial runs all ``max_rounds`` (the policy before; results made with it are reproduced bit for bit).
     """
 
     restarts: int = 4
     max_rounds: int = 8
     iterations: int = 400
     widen: float = 4.0
+    patience: int = 2
     name: ClassVar[str] = "lm"
 
     def __post_init__(self) -> None:
@@ -57,6 +64,14 @@ class LevenbergMarquardt:
         object.__setattr__(self, "max_rounds", check_int("max_rounds", self.max_rounds, minimum=1))
         object.__setattr__(self, "iterations", check_int("iterations", self.iterations, minimum=1))
         object.__setattr__(self, "widen", check_real("widen", self.widen, low=1.0))
+        object.__setattr__(self, "patience", check_int("patience", self.patience, minimum=0))
+
+    @property
+    def patience_acts(self) -> bool:
+        """Whether ``patience`` can stop a trial before ``max_rounds`` (round 0 always improves on nothing, so the
+        earliest stop is after round ``patience``): only then is it recorded and hashed, so results of the fixed
+        policy, and of caps too short for it to act, keep their attrs and config hashes."""
+        return self.patience > 0 and self.max_rounds > self.patience + 1
 
     def to_attrs(self) -> dict[str, Any]:
         """Plain attrs: ``solver`` and the effort fields."""
@@ -83,7 +98,7 @@ class Auto(LevenbergMarquardt):
     def resolve(self, affine: bool) -> LeastSquares | LevenbergMarquardt:
         """The solver that runs: :class:`LeastSquares` if ``affine``, else the LM with these fields."""
         return LeastSquares() if affine else LevenbergMarquardt(self.restarts, self.max_rounds, self.iterations,
-                                                                self.widen)
+                                                                self.widen, self.patience)
 
 
 @dataclass(frozen=True)
@@ -166,4 +181,6 @@ def solver_from_attrs(attrs: dict[str, Any]) -> Solver:
     if name not in SOLVERS:
         raise ParameterError(f"The 'solver' attr must be one of {list(SOLVERS)}. Got {name!r} instead.")
     cls = SOLVERS[name]
-    return cls() if cls is LeastSquares else cls(**{k: attrs[k] for k in _EFFORT if k in attrs})
+    # attrs written before ``patience`` existed were made with every round run: patience 0
+    return cls() if cls is LeastSquares else cls(**{k: attrs[k] for k in _EFFORT if k in attrs},
+                                                 patience=int(attrs.get("patience", 0)))
