@@ -12,7 +12,7 @@ from conftest import steady_outputs
 import neurosubset as ns
 from neurosubset import _schema
 from neurosubset.benchmark import draw_trials
-from neurosubset.solvers.biological import lyapunov_certificate, smoothed_abscissa
+from neurosubset.solvers.biological import _null_projection, lyapunov_certificate, smoothed_abscissa
 
 ROOT = Path(__file__).resolve().parents[1]
 EI_ISN = ROOT / "circuits" / "ei_isn.toml"
@@ -55,6 +55,21 @@ def test_the_smoothed_abscissa_bounds_the_maximum_and_its_gradient_is_exact():
               ) / (2 * FD_STEP)
         assert abs(fd - grad[k]) <= FD_RTOL * max(1.0, abs(fd)), (k, fd, grad[k])
     assert grad[-1] == 0.0  # a synapse between loops moves no eigenvalue (block triangular)
+
+
+@pytest.mark.parametrize(("rows", "cols", "rank"), [(6, 40, 6), (6, 40, 3), (8, 5, 5), (12, 20, 12)])
+def test_the_descent_direction_is_the_projection_onto_the_null_space(rows, cols, rank):
+    """The abscissa step's direction (row-space basis from J J^T for wide J, thin SVD otherwise) equals the
+    projection onto the null space spanned by scipy's null_space, also for rank-deficient Jacobians."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(rows * cols + rank)
+    jac = rng.normal(size=(rows, rank)) @ rng.normal(size=(rank, cols))
+    g = rng.normal(size=cols)
+    null = scipy.linalg.null_space(jac)
+    want = null @ (null.T @ g)
+    np.testing.assert_allclose(_null_projection(jac, g), want, atol=1e-9 * np.linalg.norm(g))
+    assert np.abs(jac @ _null_projection(jac, g)).max() <= 1e-9 * np.abs(jac).max() * np.linalg.norm(g)
 
 
 @pytest.mark.slow
