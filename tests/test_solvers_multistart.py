@@ -1,0 +1,74 @@
+"""The restart rounds' effort chosen from the measured convergence (LevenbergMarquardt.patience, issue 29).
+
+Known convergence, on a two-layer linear net (outputs W2 W1 x: bilinear in plastic values of both layers): 4 plastic
+values against 4 probes x 2 outputs = 8 equations (the teacher's generic outputs lie off the student's at most
+4-dimensional image, so MP = 0 almost surely), and every weight plastic (the teacher's own weights solve it: MP = 1).
+The fixed policy (patience 0) is the reference run.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import neurosubset as ns
+
+OVER = ns.feedforward([3, 2, 2])  # W1: 2 x 3, W2: 2 x 2
+
+
+def _mp(alloc, m, solver, trials=4):
+    return ns.match_probability(OVER, alloc, m=m, trials=trials, seed=3, solver=solver, certificate=False,
+                                dale=False, stable=False)
+
+
+@pytest.mark.slow
+def test_rounds_stop_where_they_stop_improving_and_the_full_cap_would_have_gained_nothing():
+    alloc = ns.allocate(OVER, 4, fractions={"W1": 0.5, "W2": 0.5}, seed=1)  # 8 equations, 4 unknowns
+    lm = dict(restarts=2, max_rounds=8, iterations=10)
+    early = _mp(alloc, 4, ns.LevenbergMarquardt(**lm, patience=2))
+    full = _mp(alloc, 4, ns.LevenbergMarquardt(**lm, patience=0))
+    # MP = 0 is known (more equations than plastic values); the fixed policy ran all 8 rounds and found nothing
+    assert float(full.mp) == 0.0 and (full.restarts.values == 2 * 8).all()
+    # with patience every trial stopped early (rounds = restarts / 2), having lost nothing
+    rounds = early.restarts.values // 2
+    assert (rounds >= 3).all() and (rounds < 8).all(), rounds
+    assert float(early.mp) == 0.0
+    assert early.attrs["effort_converged"] == 1 and early.attrs["last_round_gain"] == 0.0
+    assert early.attrs["lm_patience"] == 2 and "lm_patience" not in full.attrs
+    assert early.attrs["config_hash"] != full.attrs["config_hash"]
+    # each stopped trial's best residual is no better than 1% below what the full run reached in the same rounds'
+    # worth of starts plus more: the later rounds of the full run could only lower it (never raise it)
+    assert (full.residual.values <= early.residual.values * (1 + 1e-9)).all()
+
+
+def test_a_solvable_problem_converges_and_a_cut_short_one_says_it_did_not():
+    alloc = ns.allocate(OVER, 10, seed=0)  # every weight plastic: the teacher's weights are a solution, MP = 1
+    done = _mp(alloc, 2, ns.LevenbergMarquardt(restarts=2, max_rounds=4, iterations=200))
+    assert float(done.mp) == 1.0 and done.attrs["effort_converged"] == 1
+    # one round of 2 iterations: every trial improves in it but none can match yet; the cap cut it short
+    cut = _mp(alloc, 2, ns.LevenbergMarquardt(restarts=2, max_rounds=1, iterations=2))
+    assert float(cut.mp) < 1.0 and cut.attrs["effort_converged"] == 0
+
+
+def test_patience_that_cannot_act_changes_nothing():
+    # max_rounds <= patience + 1: no trial can stop before the cap, so the result and its hash are the fixed
+    # policy's, bit for bit (stores made before patience keep their hashes)
+    alloc = ns.allocate(OVER, 4, fractions={"W1": 0.5, "W2": 0.5}, seed=1)
+    a = _mp(alloc, 4, ns.LevenbergMarquardt(restarts=2, max_rounds=3, iterations=10, patience=2))
+    b = _mp(alloc, 4, ns.LevenbergMarquardt(restarts=2, max_rounds=3, iterations=10, patience=0))
+    xr.testing.assert_identical(a, b)
+    assert not ns.LevenbergMarquardt(max_rounds=3, patience=2).patience_acts
+    assert ns.LevenbergMarquardt().patience_acts and ns.LevenbergMarquardt().patience == 2
+
+
+def test_patience_is_validated_and_round_trips_through_the_attrs():
+    with pytest.raises(ns.ParameterError, match="patience"):
+        ns.LevenbergMarquardt(patience=-1)
+    opts = ns.FitOptions(solver=ns.Auto(patience=3))
+    back = ns.FitOptions.from_attrs(opts.to_attrs())
+    assert back.solver == opts.solver
+    # attrs without lm_patience (files made before it) read as the fixed policy
+    attrs = opts.to_attrs()
+    del attrs["lm_patience"]
+    assert ns.FitOptions.from_attrs(attrs).solver.patience == 0
+    np.testing.assert_equal(ns.LevenbergMarquardt(patience=0).patience_acts, False)
