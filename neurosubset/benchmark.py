@@ -524,7 +524,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
                       max_rounds: int | None = None, steps: int | None = None, device: str | torch.device = "cpu",
                       chunk: int | None = None, max_memory: float | None = None,
                       skip_zero: bool | None = None, options: FitOptions | None = None,
-                      _resume: FitResult | None = None) -> xr.Dataset:
+                      _resume: FitResult | None = None, _estimate: bool = True) -> xr.Dataset:
     """Estimate ``MP(A, m)``: the probability that the student can match the teacher on ``m`` random probes.
 
     Parameters
@@ -557,6 +557,9 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     _resume : FitResult, optional
         Private (the ``mp`` command's resume): trials ``0 .. k - 1`` of this same request, already fitted
         (:attr:`PartialResult.result`); only the others are fitted, and the result equals an uninterrupted run's.
+    _estimate : bool
+        Private (a sweep point's per-trial bar): with ``progress``, print the cost estimate first (the sweep prints
+        one for all its points).
 
     Raises
     ------
@@ -606,7 +609,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
         with torch_threads(threads):
             cert = certify(circuit, alloc, m=check_int("m", m, minimum=1), seed=check_int("seed", seed, minimum=0),
                            dale=options.dale, stable=options.stable)
-    if progress and _resume is None and not (cert is not None and cert.verdict == "zero"):
+    if progress and _estimate and _resume is None and not (cert is not None and cert.verdict == "zero"):
         with torch_threads(threads):
             print(cost_estimate(circuit, alloc, check_int("m", m, minimum=1), check_int("trials", trials, minimum=1),
                                 check_int("seed", seed, minimum=0), options), file=sys.stderr, flush=True)

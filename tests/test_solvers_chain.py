@@ -147,3 +147,17 @@ def test_auto_chain_ends_with_the_lm_and_lstsq_alone_for_lstsq():
     chain = decider_chain(ns.Auto(), dale=False)
     assert isinstance(chain[-1], LevenbergMarquardtRounds)
     assert [type(x).__name__ for x in decider_chain(ns.LeastSquares(), dale=False)][-1] == "AffineLeastSquares"
+
+
+def test_progress_shows_a_bar_over_the_trials_naming_the_decider(capsys):
+    ff = ns.feedforward([4, 3, 2])
+    alloc = ns.allocate(ff, 10, seed=0)  # bilinear: the LM runs
+    ns.match_probability(ff, alloc, m=2, trials=3, seed=0, progress=True, certificate=False,
+                         solver=ns.Auto(restarts=2, max_rounds=2, iterations=50))
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("trials:")]
+    assert frames and "3/3" in frames[-1], frames[-3:]
+    assert any(" lm" in f or "lm]" in f for f in frames), frames[-3:]
+    ns.match_probability(ff, alloc, m=2, trials=3, seed=0, certificate=False,
+                         solver=ns.Auto(restarts=2, max_rounds=2, iterations=50))
+    assert "trials:" not in capsys.readouterr().err  # progress=False: no bar

@@ -72,3 +72,26 @@ def test_patience_is_validated_and_round_trips_through_the_attrs():
     del attrs["lm_patience"]
     assert ns.FitOptions.from_attrs(attrs).solver.patience == 0
     np.testing.assert_equal(ns.LevenbergMarquardt(patience=0).patience_acts, False)
+
+
+def test_tick_reports_each_trial_once_as_it_matches_or_runs_out_of_rounds():
+    import torch
+
+    from neurosubset.benchmark import draw_trials
+    from neurosubset.dynamics import PlasticMap, forward
+    from neurosubset.solvers.multistart import multistart
+
+    ff = ns.feedforward([3, 2, 2])
+    alloc = ns.allocate(ff, 10, seed=0)  # every weight plastic: solvable
+    draws = draw_trials(ff, 2, 5, 0)
+    fmap = PlasticMap(ff, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    targets = forward(ff, {k: torch.as_tensor(v) for k, v in draws.teacher.items()}, fmap.probes).flatten(-2)
+    ticks: list[int] = []
+    out = multistart(fmap, targets, ff.init_scale(alloc), ns.LevenbergMarquardt(restarts=2, max_rounds=3,
+                                                                               iterations=3),
+                     seed=0, tol=1e-8, tick=ticks.append)
+    assert sum(ticks) == 5 and all(t >= 0 for t in ticks)
+    # after each round but the last: the trials matched so far (no patience acts with 3 rounds)
+    matched = np.rint(np.asarray(out.history) * 5).astype(int)
+    assert np.cumsum(ticks)[:len(out.history) - 1].tolist() == matched[:-1].tolist()

@@ -455,3 +455,18 @@ def test_sweep_keeps_dale_law_and_hashes_the_flags_only_where_they_act():
     a = ns.sweep(ff, budget=[6], m=[2], trials=6, seed=0)
     b = ns.sweep(ff, budget=[6], m=[2], trials=6, seed=0, dale=False, stable=False)
     xr.testing.assert_identical(a, b)
+
+
+def test_progress_per_trial_inside_points_only_on_a_terminal(capsys, monkeypatch):
+    ff = ns.feedforward([4, 3, 2])
+    kw = dict(budget=[10], m=[2], trials=3, seed=0, progress=True, certificate=False,
+              solver=ns.Auto(restarts=2, max_rounds=2, iterations=30))
+    ns.sweep(ff, **kw)
+    err = capsys.readouterr().err
+    assert "sweep points" in err and "trials:" not in err  # not a terminal: the per-point bar only
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    ns.sweep(ff, **kw)
+    err = capsys.readouterr().err
+    frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("trials:")]
+    assert frames and "3/3" in frames[-1] and "sweep points" in err
+    assert err.count("estimated cost:") == 1  # the sweep's estimate, none per point

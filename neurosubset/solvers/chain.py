@@ -93,6 +93,8 @@ class Batch:
     plausibility_bound : float
         ``K``: the biological deciders' witnesses and proofs keep each plastic value within ``K`` init SDs
         (:attr:`sigma`) of its synapse (:class:`~neurosubset.FitOptions` ``plausibility_bound``).
+    tick : callable or None
+        ``tick(k)``: ``k`` more trials finished (set by :func:`run_chain` where ``progress``: its per-trial bar).
     """
 
     problem: Problem
@@ -110,6 +112,7 @@ class Batch:
     device: torch.device = torch.device("cpu")
     progress: bool = False
     plausibility_bound: float = 100.0
+    tick: Callable[[int], None] | None = None
 
     @property
     def trials(self) -> int:
@@ -348,12 +351,12 @@ class LevenbergMarquardtRounds(Decider):
         if open_.size == batch.trials:  # one batch: restart seeds from the batch's first global index
             out = multistart(work, batch.targets.to(batch.device), batch.sigma, self.lm, seed=batch.seed,
                              tol=batch.tol, progress=batch.progress, bounds=batch.bounds,
-                             admissible=batch.admissible, first=batch.first)
+                             admissible=batch.admissible, first=batch.first, tick=batch.tick)
         else:
             sel = torch.as_tensor(open_)
             out = multistart(work.subset(sel.to(batch.device)), batch.targets[sel].to(batch.device), batch.sigma,
                              self.lm, seed=batch.seed, tol=batch.tol, progress=batch.progress, bounds=batch.bounds,
-                             admissible=batch.admissible, trial_ids=batch.first + open_)
+                             admissible=batch.admissible, trial_ids=batch.first + open_, tick=batch.tick)
         status = np.asarray(out.status)
         return Decided(out.theta.cpu(), out.residual.cpu(), status,
                        np.full(open_.size, LM_DECISION, dtype=np.int8), _outcome(status, proofs=()),
@@ -400,18 +403,46 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
 
     ``history``: where a decider ran rounds (the LM), the matched fraction after each of its rounds, counting the
     trials earlier deciders matched; otherwise the final matched fraction, repeated over the last decider's rounds.
+    With ``batch.progress``, a tqdm bar over the batch's trials advances as trials finish (decided by a decider,
+    or done with the LM's rounds), naming the decider at work.
     """
     n = batch.trials
     applicable = [d for d in chain if d.applicable(batch.problem)]
+    bar, done = None, [0]
+    if batch.progress:
+        from tqdm.auto import tqdm
+
+        # updated a few times per decider or LM round: every update drawn (no rate limit)
+        bar = tqdm(total=n, desc="trials", unit="trial", leave=False, mininterval=0, miniters=1)
+
+        def tick(k: int) -> None:
+            done[0] += k
+            bar.update(k)
+
+        batch.tick = tick
+    try:
+        return _run(applicable, chain, batch, bar, done)
+    finally:
+        if bar is not None:
+            bar.close()
+            batch.tick = None
+
+
+def _run(applicable: list[Decider], chain: Sequence[Decider], batch: Batch, bar: Any, done: list[int]
+         ) -> ChainResult:
+    """The loop of :func:`run_chain` (``bar``: its progress bar or None; ``done``: trials it counted)."""
+    n = batch.trials
     recorded = resolve(chain, batch.problem)
     theta, resid = batch.own.clone(), torch.full((n,), float("nan"), dtype=batch.targets.dtype)
     status, decision = np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int8)
     outcome, restarts = np.full(n, UNDECIDED, dtype=np.int8), np.zeros(n, dtype=np.int64)
     improving = np.zeros(n, dtype=bool)
     open_, history, rounds = np.arange(n), None, 1
-    for decider in applicable:
+    for step, decider in enumerate(applicable):
         if open_.size == 0:
             break
+        if bar is not None:
+            bar.set_postfix_str(decider.name)
         before = float((status == MATCHED).sum())
         got = decider.decide(batch, open_)
         if open_.size == n:
@@ -432,6 +463,12 @@ def run_chain(chain: Sequence[Decider], batch: Batch) -> ChainResult:
         else:
             history = [(before + h * open_.size) / n for h in got.history]
         open_ = open_[got.outcome == UNDECIDED]
+        if bar is not None:  # decided trials are finished; after the last decider, every trial is
+            last = decider.final or step == len(applicable) - 1
+            gone = n if last else n - open_.size
+            if gone > done[0]:
+                bar.update(gone - done[0])
+                done[0] = gone
         if decider.final:
             break
     if history is None:

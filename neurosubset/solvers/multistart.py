@@ -82,7 +82,7 @@ def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
 def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
                tol: float, progress: bool = False, bounds: Bounds | None = None,
                admissible: Callable | None = None, first: int = 0,
-               trial_ids: np.ndarray | None = None) -> MultiStartResult:
+               trial_ids: np.ndarray | None = None, tick: Callable[[int], None] | None = None) -> MultiStartResult:
     """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
 
     Parameters
@@ -110,6 +110,9 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         trials is fitted exactly as inside one batch of all of them.
     trial_ids : numpy.ndarray, optional
         ``(trial,)`` global index of each row (a subset of a batch's trials); overrides ``first``.
+    tick : callable, optional
+        ``tick(k)``: ``k`` more trials are finished (matched, or out of patience) after a round, and the rest
+        after the last one (a per-trial progress bar).
 
     Returns
     -------
@@ -131,6 +134,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     ran = np.zeros(trials, dtype=np.int64)
     improving = np.zeros(trials, dtype=bool)  # the last round improved it (kept only for the cap's round)
     stopped = torch.zeros(trials, dtype=torch.bool, device=device)  # patience ran out
+    finished = 0  # trials reported to ``tick``
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -188,11 +192,17 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         if patience:
             stopped[todo[torch.as_tensor(quiet[ids_np] >= patience, device=device)]] = True
         carry = _Carry.keep(res, owner, (best >= tol) & ~stopped, restarts)  # only trials still open go on
+        if tick is not None:
+            now = int(((best < tol) | stopped).sum())
+            tick(now - finished)
+            finished = now
         if bar is not None:
             bar.update(1)
             bar.set_postfix(matched=f"{history[-1]:.3f}")
     if bar is not None:
         bar.close()
+    if tick is not None and trials > finished:
+        tick(trials - finished)
     unmatched = np.array([_LM_TO_FIT.get(int(w), STALLED) for w in best_why.cpu()], dtype=np.int8)
     if refused is not None:  # no admissible match but a refused one: report it, flagged unstable
         only = ~(best < tol) & (refused.residual < tol)

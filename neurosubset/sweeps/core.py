@@ -360,6 +360,9 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
         done = target.done()
         tasks = []
         flags = point_options(cfg)
+        # progress per trial inside a point: where points run in this process (one worker, no scheduler), on a
+        # terminal (a worker process's bars would interleave; a log file gets the per-point bar only)
+        inner = bool(progress) and scheduler is None and workers == 1 and sys.stderr.isatty()
         for at, trial_seed, alloc in feasible:
             for flag, options in flags:
                 for jm, mm in enumerate(cfg.ms):
@@ -369,7 +372,8 @@ def _run(cfg: SweepConfig, circuit: Circuit, names: list[str], path: Path | None
                         tasks.append(PointTask(index=index, circuit_toml=cfg.circuit_toml, alloc=alloc,
                                                m=mm, trials=cfg.trials, seed=trial_seed, options=options,
                                                resume=None if kept is None else resume_result(kept, cfg.max_rounds,
-                                                                                             alloc.size)))
+                                                                                             alloc.size),
+                                               progress=inner))
         total = int((status == PENDING).sum())
         bar = None
         if progress and tasks:  # the cost before it is paid: a one-round calibration of the first point's trials

@@ -58,6 +58,7 @@ class PointTask:
     seed: int
     options: FitOptions
     resume: Any = None  # a sweep extended to more trials: the point's old trials (a FitResult), kept, not refitted
+    progress: bool = False  # a per-trial bar inside the point (in-process points on a terminal only)
 
 
 @lru_cache(maxsize=8)
@@ -68,7 +69,7 @@ def _circuit(toml_text: str) -> Circuit:
 def run_point(task: PointTask) -> xr.Dataset:
     """Compute one sweep point (in a worker process or in the caller): the :func:`match_probability` Dataset."""
     return match_probability(_circuit(task.circuit_toml), task.alloc, task.m, task.trials, task.seed,
-                             options=task.options, _resume=task.resume)
+                             options=task.options, _resume=task.resume, progress=task.progress, _estimate=False)
 
 
 def resume_result(values: dict[str, np.ndarray], rounds_stored: int, n_plastic: int) -> Any:
