@@ -6,9 +6,9 @@ Per allocation, :func:`neurosubset.match_probability` with ``dale=True, stable=T
 (``Auto``): each trial is a proven match (a stable signed witness, Lyapunov-certified), a proven no match within
 the plausibility bound K (a sign-cone LP whose Farkas ray is checked in exact rationals, or SCIP's branch and bound
 inside the K box), or undecided. Stored: the bracket ``[mp_lower, mp_upper]`` (within K), the fraction decided, the
-proof kinds, ``witness_scale`` per trial, the wall time. The per-trial caps (30 s stable-witness search, 20 s SCIP)
-make an undecided trial depend on the machine; a verdict is never a guess. Undecided trials are neither matches nor
-proofs: the bracket holds them on both sides.
+proof kinds, ``witness_scale`` per trial, the wall and CPU time. The per-trial caps (30 s stable-witness search,
+20 s SCIP, both CPU seconds) make an undecided trial depend on the machine; a verdict is never a guess. Undecided
+trials are neither matches nor proofs: the bracket holds them on both sides.
 
 Run: ``python analysis/celegans_biological.py [--quick] [--out DIR] [--trials N] [--signs dale,fenyves2020]
 [--runs FILE.jsonl]``. Each allocation's record is appended to ``--runs`` (JSON lines) as soon as it finishes; a
@@ -57,12 +57,13 @@ def run_one(signs: str, gap: bool, label: str, trials: int, seed: int) -> dict:
     """One allocation: per-trial outcome, proof kind and witness_scale, the bracket and the wall time."""
     worm = ns.celegans("cook2019-herm", seed=0, gap_junctions=gap, signs=None if signs == "dale" else signs)
     alloc = _allocation(worm, label, seed)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     ds = ns.match_probability(worm, alloc, m=2, trials=trials, seed=seed, solver=SOLVER, dale=True, stable=True,
                               certificate=False)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     rec = {"signs": signs, "gap_junctions": int(gap), "allocation": label, "n_plastic": int(alloc.size),
-           "trials": trials, "seconds": round(wall, 1), "mp_lower": float(ds.mp_lower), "mp_upper": float(ds.mp_upper),
+           "trials": trials, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+           "mp_lower": float(ds.mp_lower), "mp_upper": float(ds.mp_upper),
            "plausibility_bound": float(ds.attrs.get("plausibility_bound", 100.0)),
            "outcome": [OUTCOME.meanings[k] for k in ds.outcome.values],
            "proof_kind": [PROOF_KIND.meanings[k] for k in ds.proof_kind.values],
@@ -76,7 +77,7 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
     """Records -> a Dataset over (signs, gap_junctions, allocation[, trial]); runs not made are NaN / ''."""
     signs = [s for s in SIGNS if any(r["signs"] == s for r in records)]
     shape3 = (len(signs), 2, len(ALLOCATIONS))
-    per = {k: np.full(shape3, np.nan) for k in ("n_plastic", "trials", "seconds", "mp_lower", "mp_upper",
+    per = {k: np.full(shape3, np.nan) for k in ("n_plastic", "trials", "seconds", "cpu_seconds", "mp_lower", "mp_upper",
                                                  "n_proven_match", "n_no_match_lp", "n_no_match_bb",
                                                  "n_undecided", "decided_fraction", "witness_scale_median",
                                                  "witness_scale_max")}
@@ -87,7 +88,8 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
         i, j, k = signs.index(r["signs"]), int(r["gap_junctions"]), ALLOCATIONS.index(r["allocation"])
         n = r["trials"]
         ws = np.array([np.nan if v is None else v for v in r["witness_scale"]])
-        vals = {"n_plastic": r["n_plastic"], "trials": n, "seconds": r["seconds"], "mp_lower": r["mp_lower"],
+        vals = {"n_plastic": r["n_plastic"], "trials": n, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
+                "mp_lower": r["mp_lower"],
                 "mp_upper": r["mp_upper"], "n_proven_match": r["outcome"].count("proven_match"),
                 "n_no_match_lp": r["proof_kind"].count(NO_MATCH_KINDS[0]),
                 "n_no_match_bb": r["proof_kind"].count(NO_MATCH_KINDS[1]),
@@ -123,8 +125,8 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
         note="proven no match holds within K init SDs per plastic synapse (sign-cone LP: Farkas ray checked in exact "
              "rationals on floating-point pinned rates; branch and bound: SCIP's floating-point verdict); a proven "
              "match is a Lyapunov-certified stable signed witness; undecided trials (caps of 30 s search / 20 s "
-             "SCIP per trial on a loaded 2-core machine) count on neither side of the bracket; seconds are wall "
-             "times on that shared machine (upper bounds)"))
+             "SCIP per trial, CPU seconds) count on neither side of the bracket; seconds are wall times on a shared, "
+             "loaded 2-core machine (upper bounds), cpu_seconds the process's CPU time"))
     return ds
 
 
@@ -153,13 +155,13 @@ def _figure(ds: xr.Dataset):
                 ax.errorbar(x + 0.3, (float(p.mp_lower) + float(p.mp_upper)) / 2,
                             yerr=[[(float(p.mp_upper) - float(p.mp_lower)) / 2]] * 2, fmt="none", color="k",
                             capsize=2, lw=1, label="MP bracket within K" if x == 0 and col == 0 else None)
-                ax.text(x, 1.02, f"{int(n)}\n{float(p.seconds) / 60:.0f} min", ha="center", fontsize=6)
+                ax.text(x, 1.02, f"{int(n)}\n{float(p.cpu_seconds) / 60:.1f} min", ha="center", fontsize=6)
                 x += 1
         ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=45, ha="right")
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("fraction of trials")
         ax.set_title(f"worm m = 2, {'Dale' if s == 'dale' else 'Fenyves 2020'} signs + stable, K = "
-                     f"{ds.attrs['plausibility_bound']:g} init SDs (trials, wall time above)")
+                     f"{ds.attrs['plausibility_bound']:g} init SDs (trials, CPU time above)")
     axes[0, 0].legend(loc="center left", fontsize=6)
     return fig
 

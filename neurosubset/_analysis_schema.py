@@ -145,6 +145,8 @@ SCRIPT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "witness_scale_max": {"long_name": "largest witness_scale over the proven matches", "units": "1"},
         "seconds": {"long_name": "wall time of the allocation's trials (one torch thread, shared 2-core machine)",
                     "units": "s"},
+        "cpu_seconds": {"long_name": "CPU time of the allocation's trials (the process's, one torch thread)",
+                        "units": "s"},
     },
     "continuous_allocations": {
         "tau": {"long_name": "time constant of the recurrent neurons", "units": "s"},

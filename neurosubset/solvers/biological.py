@@ -251,10 +251,10 @@ class _Search:
     margin: float
     beta: float
     tol: float
-    deadline: float = float("inf")  # time.perf_counter() after which the search gives up (the trial's cap)
+    deadline: float = float("inf")  # time.process_time() after which the search gives up (the trial's cap)
 
     def late(self) -> bool:
-        return time.perf_counter() > self.deadline
+        return time.process_time() > self.deadline
 
 
 def _correct(st: _Student, theta: np.ndarray, lo, hi, target: float, steps: int, mu: float
@@ -421,10 +421,11 @@ class StableWitness:
     beta : float
         Softness of the smoothed abscissa.
     seconds : float
-        Wall-clock cap per trial, checked inside each start's steps (as SCIP's time limit, it makes a trial's
-        verdict depend on the machine where it binds; a trial it cuts short stays open, never a guess). 30 s:
-        the worm's certified witnesses took 8-60 s on the loaded 2-core machine; a trial it cannot match cost
-        120-260 s before the cap was checked inside the steps.
+        Cap per trial in CPU seconds of the process (``time.process_time``: on a shared machine a wall-clock cap
+        would make verdicts depend on the others' load), checked inside each start's steps. As SCIP's time limit,
+        it makes a trial's verdict depend on the machine where it binds; a trial it cuts short stays open, never
+        a guess. 30 s: the worm's certified witnesses took 8-60 s of wall time on the loaded 2-core machine; a
+        trial it could not match cost 120-260 s before the cap was checked inside the steps.
     """
 
     starts: int = 4
@@ -481,7 +482,7 @@ class StableWitness:
                 st = _Student(lay, a_all[p], b_all[p], x_all[p], y_all[p])
                 rng = np.random.default_rng(np.random.SeedSequence(batch.seed,
                                                                    spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
-                began = time.perf_counter()
+                began = time.process_time()
                 knobs = _Search(self.iterations, self.margin, self.beta, batch.tol, began + self.seconds)
                 for s in range(self.starts + 1):
                     if s and knobs.late():

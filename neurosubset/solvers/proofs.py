@@ -287,6 +287,7 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
     model = pyscipopt.Model()
     model.hideOutput()
     model.setParam("limits/time", float(seconds))
+    model.setParam("timing/clocktype", 1)  # CPU seconds, not wall: on a shared machine the others' load would decide
     model.setParam("randomization/randomseedshift", int(seed) % 2**31)
     model.setParam("constraints/nonlinear/tightenlpfeastol", False)  # SoPlex without GMP refuses < 1e-10 (noise)
     model.setParam("limits/solutions", 1)  # a feasible point ends the search (it is checked as a witness after)
