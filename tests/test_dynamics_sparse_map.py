@@ -1,0 +1,102 @@
+"""neurosubset.dynamics.sparse_map: the sparse layout's draws, plastic map and dense/sparse switch.
+
+References are independent of the sparse code: Circuit.sample_weights (the dense draw), the dense PlasticMap
+(torch LU and its closed-form adjoint), and is_affine's second differences.
+"""
+import numpy as np
+import pytest
+import torch
+
+import neurosubset as ns
+from neurosubset._checks import ParameterError
+from neurosubset.dynamics import DTYPE, PlasticMap, is_affine
+from neurosubset.dynamics import sparse_map as sm
+
+
+def _ei(n_e=40, n_i=10, seed=3, **extra):
+    """A small steady E/I circuit with every kind of structure the sparse layout reads (Bernoulli, autapse-free,
+    data-given with init count, fixed, per-synapse signs, dense input and read-out)."""
+    spec = {"name": "ei", "dynamics": "steady", "seed": seed,
+            "regions": {"X": {"size": 6, "role": "input"}, "E": {"size": n_e, "sign": 1},
+                        "I": {"size": n_i, "sign": -1}, "F": {"size": 5}, "OUT": {"size": 3, "role": "output"}},
+            "projections": [
+                {"pre": "X", "post": "E", "p": 0.4}, {"pre": "X", "post": "I", "p": 0.4},
+                {"pre": "E", "post": "E", "p": 0.2, "gain": 0.3}, {"pre": "E", "post": "I", "p": 0.2, "gain": 0.4},
+                {"pre": "I", "post": "E", "p": 0.2, "gain": 0.7},
+                {"pre": "I", "post": "I", "p": 0.3, "gain": 0.6, "autapses": False},
+                {"pre": "X", "post": "F", "synapses": [[0, 1, 2], [1, 0, 1], [3, 5, 4], [4, 2, 1]], "init": "count"},
+                {"pre": "F", "post": "E", "weights": [[0, 0, 0.5], [7, 2, -0.25]]},
+                {"pre": "F", "post": "OUT", "p": 1.0, "gain": 0.5, "signs": [[0, 1, -1], [2, 3, 1]]},
+                {"pre": "E", "post": "OUT", "p": 0.5}, {"pre": "X", "post": "OUT", "p": 1.0}]}
+    spec.update(extra)
+    return ns.Circuit.from_dict(spec)
+
+
+def _readout_plus_ee(c, ee=30):
+    """Every read-out synapse from E plastic (free rows at small m) plus ``ee`` spread-rows E->E synapses."""
+    masks = dict(ns.allocate(c, ee, strategy="spread-rows", within=["E->E"], seed=1).masks)
+    masks["E->OUT"] = c.eligible["E->OUT"]
+    return ns.Allocation.from_masks(c, masks)
+
+
+def test_sparse_draws_are_the_dense_draws(monkeypatch):
+    c = _ei()
+    st = sm.structure_of(c)
+    monkeypatch.setattr(sm, "_CHUNK", 17)  # many chunks of rows: the stream must not depend on them
+    for seed in (0, 5):
+        dense_rng, sparse_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        for _ in range(2):  # consecutive draws from one generator, as a trial's teacher then student
+            dense = c.sample_weights(dense_rng)
+            values = sm.draw_sparse_weights(c, sparse_rng, st)
+            for name, w in sm.to_dense(c, st, values).items():
+                np.testing.assert_array_equal(w, dense[name])
+        assert dense_rng.standard_normal() == sparse_rng.standard_normal()  # the probes drawn next agree too
+
+
+@pytest.mark.parametrize("method", ["splu", pytest.param("gmres", marks=pytest.mark.slow)])
+def test_sparse_map_matches_the_dense_map(method):
+    c = _ei()
+    st = sm.structure_of(c)
+    alloc = _readout_plus_ee(c)
+    rng = np.random.default_rng(1)
+    frozen = np.stack([sm.draw_sparse_weights(c, rng, st) for _ in range(3)])
+    probes = torch.as_tensor(rng.standard_normal((3, 4, c.n_in)), dtype=DTYPE)
+    system = sm.SparseSteady(c, st, sm.plastic_value_positions(c, st, alloc), method=method)
+    fmap = sm.SparsePlasticMap(c, alloc, system, frozen, probes)
+    dense = PlasticMap(c, alloc, {k: torch.as_tensor(np.stack([sm.to_dense(c, st, f)[k] for f in frozen]))
+                                  for k in c.weight_names}, probes)
+    theta = torch.as_tensor(rng.standard_normal((3, alloc.size)) * 0.1, dtype=DTYPE)
+    f, jac = fmap.value_and_jacobian(theta)
+    f_ref, jac_ref = dense.value_and_jacobian(theta)
+    assert float((f - f_ref).norm() / f_ref.norm()) < 1e-10
+    assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
+    sel = torch.tensor([2, 0, 2])  # repeats: the LM's restarts of one trial
+    sub = fmap.subset(sel)
+    assert float((sub(theta[sel]) - f_ref[sel]).norm() / f_ref[sel].norm()) < 1e-10
+    assert float((fmap.jacobian(theta[sel], sel) - jac_ref[sel]).norm() / jac_ref[sel].norm()) < 1e-10
+
+
+def test_the_switch_picks_dense_for_small_and_sparse_for_large_sparse_circuits():
+    small = _ei()
+    assert sm.choose_layout(small) is sm.WeightsLayout.DENSE
+    assert sm.choose_layout(small, "sparse") is sm.WeightsLayout.SPARSE
+    big = ns.Circuit.from_dict({  # above the crossover, 2% connectivity, no loop (no spec check to wait for)
+        "name": "wide", "dynamics": "steady",
+        "regions": {"X": {"size": 50, "role": "input"}, "H": {"size": 6000}, "OUT": {"size": 5, "role": "output"}},
+        "projections": [{"pre": "X", "post": "H", "p": 0.02}, {"pre": "H", "post": "OUT", "p": 0.02}]})
+    assert sm.choose_layout(big) is sm.WeightsLayout.SPARSE
+    assert sm.choose_layout(big, "dense") is sm.WeightsLayout.DENSE
+    assert "structure" not in big.__dict__  # loaded without the dense masks
+    discrete = _ei(dynamics="discrete")
+    with pytest.raises(ParameterError, match="needs a steady linear circuit") as info:
+        sm.choose_layout(discrete, "sparse")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ParameterError, match=r"must be one of \['auto', 'dense', 'sparse'\]"):
+        sm.choose_layout(small, "csr")
+
+
+def test_sparse_affinity_from_the_region_graph_agrees_with_second_differences():
+    c = _ei()
+    for within in (["X->OUT", "F->OUT"], ["E->E"], ["E->I", "E->OUT"], ["X->F"]):
+        alloc = ns.allocate(c, 4, within=within, seed=2)
+        assert sm.sparse_is_affine(c, alloc) == is_affine(c, alloc), within

@@ -1,0 +1,63 @@
+"""neurosubset._sparse_fit: match_probability in the sparse weights layout against the dense layout.
+
+The dense layout (dense draws, torch LU, the dense deciders) is the independent reference: the same trials must get
+identical exact decisions, and the switch must be recorded in the result.
+"""
+import numpy as np
+import pytest
+
+import neurosubset as ns
+from neurosubset._checks import ParameterError
+
+from test_dynamics_sparse_map import _ei, _readout_plus_ee
+
+FREE = dict(dale=False, stable=False, certificate=False)
+
+
+def _both(c, alloc, m=3, trials=4, **opts):
+    kw = {**FREE, **opts}
+    return [ns.match_probability(c, alloc, m=m, trials=trials, options=ns.FitOptions(weights_layout=lay, **kw))
+            for lay in ("dense", "sparse")]
+
+
+@pytest.mark.parametrize("dale", [False, True])
+def test_layouts_make_identical_exact_decisions_on_affine_allocations(dale):
+    c = _ei()
+    alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)  # read-out: affine, least squares / BVLS
+    dense, sparse = _both(c, alloc, dale=dale)
+    assert dense.attrs["weights_layout"] == "dense" and sparse.attrs["weights_layout"] == "sparse"
+    assert dense.attrs["decision_kind"] == sparse.attrs["decision_kind"] == "exact"
+    for var in ("matched", "decision", "outcome", "fit_status"):
+        np.testing.assert_array_equal(dense[var].values, sparse[var].values, err_msg=var)
+    if dale:  # the sign box binds: some trials are proven infeasible, others matched
+        assert 0 < int(dense.matched.sum()) < dense.matched.size or not dense.matched.all()
+
+
+def test_the_lifted_decider_on_sparse_rows_finds_the_dense_deciders_witnesses():
+    c = _ei()
+    alloc = _readout_plus_ee(c)  # free read-out rows at m = 3 (>= 3 presynaptic E cells per output row)
+    dense, sparse = _both(c, alloc, solver="lifted")
+    assert sparse.attrs["solver"] == "lifted" and sparse.attrs["decision_kind"] == "exact"
+    np.testing.assert_array_equal(dense.outcome.values, sparse.outcome.values)
+    assert sparse.matched.all() and (sparse.residual.values < 1e-10).all()
+    assert set(np.unique(sparse.decision.values)) == set(np.unique(dense.decision.values))
+
+
+@pytest.mark.slow
+def test_layouts_agree_where_the_lm_decides():
+    c = _ei()
+    alloc = ns.allocate(c, 30, strategy="spread-rows", within=["E->E"], seed=1)  # non-affine, too few hidden: LM
+    dense, sparse = _both(c, alloc, solver=ns.LevenbergMarquardt(max_rounds=1))
+    assert dense.attrs["decision_kind"] == sparse.attrs["decision_kind"] == "lower bound"
+    np.testing.assert_array_equal(dense.matched.values, sparse.matched.values)
+
+
+def test_the_sparse_layout_refuses_what_it_does_not_run_in_one_line():
+    c = _ei()
+    alloc = ns.allocate(c, 4, within=["E->OUT"], seed=0)
+    for kw, field in (({"stable": True}, "stable"), ({"return_weights": True}, "return_weights")):
+        opts = {**FREE, "stable": kw.get("stable", False)}
+        with pytest.raises(ParameterError, match=f"The '{field}' parameter of match_probability") as info:
+            ns.match_probability(c, alloc, m=2, trials=2, return_weights=kw.get("return_weights", False),
+                                 options=ns.FitOptions(weights_layout="sparse", **opts))
+        assert "\n" not in str(info.value)
