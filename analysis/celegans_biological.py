@@ -13,8 +13,8 @@ trials are neither matches nor proofs: the bracket holds them on both sides.
 Run: ``python analysis/celegans_biological.py [--quick] [--out DIR] [--trials N] [--signs dale,fenyves2020]
 [--runs FILE.jsonl]``. Each allocation's record is appended to ``--runs`` (JSON lines) as soon as it finishes; a
 rerun with the same file skips the finished ones, and the Dataset and figure are assembled from every record in
-it (``--assemble`` only assembles; default file: the temporary folder). ``--quick``: the greedy allocation
-without gap junctions, 2 trials.
+it (``--assemble`` only assembles; default file: in ``--out``'s folder, in the temporary one for ``data/``).
+``--quick``: the greedy allocation without gap junctions, 2 trials.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import neurosubset as ns
 from neurosubset._internal import OUTCOME, PROOF_KIND
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import base_attrs, cell_type_blocks, describe, figure, parse_args, projection_groups, save  # noqa: E402
+from common import REPO, base_attrs, cell_type_blocks, describe, figure, parse_args, projection_groups, save  # noqa: E402
 
 NAME = "celegans_biological"
 # the LM last in the chain rarely decides anything with Dale + stable on the worm (its matches are unstable); a short
@@ -110,9 +110,9 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
     ds["proof_kind"] = (dims3 + ("trial",), kind)
     ds["witness_scale"] = (dims3 + ("trial",), scale)
     ds = describe(ds, NAME)
-    for name, flags in (("outcome", OUTCOME), ("proof_kind", PROOF_KIND)):
-        ds[name].attrs.update(_FillValue=np.int8(-1), flag_values=np.arange(len(flags.meanings), dtype=np.int8),
-                              flag_meanings=" ".join(flags.meanings))
+    for name, flags in (("outcome", OUTCOME), ("proof_kind", PROOF_KIND)):  # -1: a trial of a run not made
+        ds[name].attrs.update(flag_values=np.arange(-1, len(flags.meanings), dtype=np.int8),
+                              flag_meanings=" ".join(("not_run", *flags.meanings)))
     made = [f"{r['signs']}/{'gaps' if r['gap_junctions'] else 'no gaps'}/{r['allocation']}/{r['trials']} trials"
             for r in records]
     ds.attrs.update(base_attrs(
@@ -176,7 +176,8 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], rest)
     started = time.perf_counter()
     trials = 2 if args.quick else own.trials
-    runs = own.runs or Path(tempfile.gettempdir()) / f"neurosubset-{NAME}-runs{'-quick' if args.quick else ''}.jsonl"
+    shipped = Path(args.out).resolve() == (REPO / "data").resolve()  # the checkpoint never goes into data/
+    runs = own.runs or (Path(tempfile.gettempdir()) if shipped else Path(args.out)) / f"{NAME}_runs.jsonl"
     records = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()] if runs.exists() else []
     if not own.assemble:
         order = [(False, "greedy-276")] if args.quick else ORDER

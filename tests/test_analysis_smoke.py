@@ -190,6 +190,26 @@ def test_continuous_allocations(tmp_path):
     assert (w.decision_kind == "lower bound").all() and (w.full_rank == 4).all() and (w.plastic_rank <= 4).all()
 
 
+@pytest.mark.slow
+def test_celegans_biological(tmp_path):
+    ds = _run("celegans_biological", tmp_path)
+    # quick: Dale signs + stable, greedy 276 without gap junctions, 2 trials; the other runs are NaN / -1
+    run = ds.sel(signs="dale", gap_junctions=0, allocation="greedy-276")
+    assert int(run.trials) == 2 and int(run.n_plastic) == 276
+    counts = int(run.n_proven_match) + int(run.n_no_match_lp) + int(run.n_no_match_bb) + int(run.n_undecided)
+    assert counts == 2 and float(run.decided_fraction) == 1 - int(run.n_undecided) / 2
+    kinds = dict(zip(ds.proof_kind.attrs["flag_values"], ds.proof_kind.attrs["flag_meanings"].split()))
+    outcomes = dict(zip(ds.outcome.attrs["flag_values"], ds.outcome.attrs["flag_meanings"].split()))
+    assert (ds.outcome.sel(gap_junctions=1) == -1).all() and outcomes[-1] == "not_run"
+    for o, k in zip(run.outcome.values, run.proof_kind.values):  # a no match is a proof within K, a match a witness
+        assert (outcomes[o] == "proven_no_match") == (kinds[k] in ("sign_cone_lp_within_k",
+                                                                   "branch_and_bound_within_k"))
+        assert (outcomes[o] == "proven_match") == (kinds[k] == "lyapunov_witness")
+    # the bracket: proven matches / trials <= mp_lower-side, proofs cap mp_upper (Wilson ends, so only ordering)
+    assert 0.0 <= float(run.mp_lower) <= float(run.mp_upper) <= 1.0
+    assert np.isnan(ds.trials.sel(gap_junctions=1)).all() and ds.attrs["plausibility_bound"] == 100.0
+
+
 # ------------------------------------------------------------------------------------- static rules (fast)
 def _analysis_trees():
     import ast
