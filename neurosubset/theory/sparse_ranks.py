@@ -6,8 +6,9 @@ form through the sparse solves of :class:`~neurosubset.dynamics.sparse_map.Spars
 ``dy_(p, o) / dw_ij = G[o, i] act[j, p]`` with the rates ``act`` (one solve per probe) and ``G = S (I - A)^-1`` (one
 adjoint solve per output), splu up to :data:`~neurosubset.dynamics.sparse_map.SPLU_MAX_NEURONS` neurons and GMRES to
 relative residual 1e-12 above. Its ``N`` columns (one per present synapse, in units of the init SD as the dense
-paths) are never held at once: their transposes are stacked a chunk at a time into the ``E x E`` triangular factor of
-a QR (TSQR), whose singular values are the Jacobian's. The ranks are floating-point ranks of a Jacobian computed by
+paths) are never held at once: their transposes are reduced per postsynaptic neuron to ``m x m`` QR factors
+(:func:`_factor`) and stacked a chunk at a time into the ``E x E`` triangular factor of a QR (TSQR), whose singular
+values are the Jacobian's. The ranks are floating-point ranks of a Jacobian computed by
 iterative solves, **flagged** ``Certificate.method = "iterative"`` and ``Certificate.estimate = True``; a verdict
 needs their gaps to be decisive (else "unproven": no GF(p) fallback at this size). Cross-checked against the GF(p)
 ranks up to 2,000 neurons (tests/test_theory_sparse_ranks.py, benchmarks/bench_sparse.py).
@@ -22,7 +23,7 @@ from ..dynamics.sparse_map import SparseSteady, draw_sparse_weights, structure_o
 
 __all__ = ["sparse_rank_evidence", "eligible_positions"]
 
-_ROWS_PER_CHUNK = 2**15  # Jacobian columns per TSQR step (2^15 x E float64: 21 MB at E = 80)
+_ROWS_PER_CHUNK = 2**15  # rows per TSQR step (2^15 x E float64: 21 MB at E = 80)
 
 
 def eligible_positions(circuit) -> np.ndarray:
@@ -39,12 +40,34 @@ def eligible_positions(circuit) -> np.ndarray:
 
 
 def _factor(act: np.ndarray, g_t: np.ndarray, post: np.ndarray, pre: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The ``R`` of a QR of the Jacobian's transpose ``(N, E)`` over the given synapses, chunk by chunk."""
-    e = act.shape[1] * g_t.shape[1]
+    """A matrix with the singular values of the Jacobian over the given synapses, ``(rows, E)`` with few rows.
+
+    The Jacobian's transpose has one row ``s_k (a_k kron g_i)`` per synapse ``k`` onto neuron ``i`` (``a_k`` the
+    presynaptic activity on the ``m`` probes, ``g_i = G[:, i]``, ``s_k`` the init SD). Grouped by postsynaptic neuron
+    the rows are ``A_i kron g_i^T``; with ``A_i = Q_i R_i`` (QR, ``R_i`` at most ``m x m``) that is
+    ``(Q_i kron 1)(R_i kron g_i^T)``, and ``diag(Q_i)`` has orthonormal columns, so the stacked ``R_i kron g_i^T``
+    (at most ``m`` rows per neuron instead of one per synapse) has the same singular values; a QR of those (a chunk at
+    a time, TSQR) leaves the ``E x E`` factor. No Gram matrix is formed (its rounding would hide singular values
+    below ``1e-8`` relative).
+    """
+    m, n_out = act.shape[1], g_t.shape[1]
+    e = m * n_out
+    if post.size == 0:
+        return np.zeros((0, e))
+    order = np.argsort(post, kind="stable")
+    post_s = post[order]
+    cells, start, counts = np.unique(post_s, return_index=True, return_counts=True)
+    within = np.arange(post_s.size) - np.repeat(start, counts)
+    rows = act[pre[order]] * scale[order, None]  # (S, m): A_i's rows, neuron by neuron
+    first = np.repeat(np.arange(cells.size), counts)
     r = np.zeros((0, e))
-    for a in range(0, post.size, _ROWS_PER_CHUNK):
-        sl = slice(a, a + _ROWS_PER_CHUNK)
-        block = (act[pre[sl]][:, :, None] * g_t[post[sl]][:, None, :]).reshape(-1, e) * scale[sl, None]
+    step = max(1, _ROWS_PER_CHUNK * 8 // max(int(counts.max()) * m, 1))  # neurons per batched QR
+    for a in range(0, cells.size, step):
+        sel = slice(start[a], start[a + step] if a + step < cells.size else post_s.size)
+        padded = np.zeros((min(step, cells.size - a), int(counts[a:a + step].max()), m))
+        padded[first[sel] - a, within[sel]] = rows[sel]
+        r_i = np.linalg.qr(padded, mode="r")  # (cells, min(K, m), m)
+        block = (r_i[:, :, :, None] * g_t[cells[a:a + step]][:, None, None, :]).reshape(-1, e)
         r = scipy.linalg.qr(np.vstack([r, block]), mode="r", check_finite=False)[0][:e]
     return r
 
