@@ -46,7 +46,7 @@ import torch
 from ..dynamics import DTYPE, torch_threads
 
 __all__ = ["Anatomy", "AtlasData", "AtlasFit", "atlas_anatomy", "atlas_data", "fit_atlas", "predict_atlas",
-           "lr_groups", "atlas_folds", "rewire", "heldout_scores", "loss_gradient", "group_scores"]
+           "lr_groups", "atlas_folds", "rewire", "atlas_weights", "heldout_scores", "loss_gradient", "group_scores"]
 
 
 @dataclass(frozen=True)
@@ -280,10 +280,23 @@ def atlas_folds(data: AtlasData, anatomy: Anatomy, k: int, seed: int = 0) -> lis
     return [np.flatnonzero([fold_of[x] == f for x in labels]) for f in range(k)]
 
 
+_RHO: dict[int, tuple[np.ndarray, float]] = {}
+
+
+def _spectral_radius(counts: np.ndarray) -> float:
+    """``rho(counts)``, computed once per counts array (every fit and prediction needs it; ~0.1 s each)."""
+    hit = _RHO.get(id(counts))
+    if hit is None or hit[0] is not counts:
+        if len(_RHO) > 64:
+            _RHO.clear()
+        hit = _RHO[id(counts)] = (counts, float(np.max(np.abs(np.linalg.eigvals(counts)))))
+    return hit[1]
+
+
 def _base(anatomy: Anatomy, signs: bool, gap: bool) -> tuple[torch.Tensor, torch.Tensor]:
     sign = np.where(anatomy.sign < 0, -1.0, 1.0) if signs else np.ones(anatomy.size)
     chem = anatomy.counts * sign[None, :]
-    rho = float(np.max(np.abs(np.linalg.eigvals(anatomy.counts))))
+    rho = _spectral_radius(anatomy.counts)
     chem = chem / rho if rho > 0 else chem
     lap = anatomy.gap if gap else np.zeros_like(anatomy.gap)
     return torch.as_tensor(chem, dtype=DTYPE), torch.as_tensor(lap, dtype=DTYPE)
@@ -435,6 +448,19 @@ def predict_atlas(fit: AtlasFit, data: AtlasData, anatomy: Anatomy, *, threads: 
                         torch.as_tensor(fit.tied_group), torch.as_tensor(fit.factors, dtype=DTYPE),
                         clamp=fit.clamp)
     return pred.numpy()
+
+
+def atlas_weights(fit: AtlasFit, anatomy: Anatomy) -> np.ndarray:
+    """``(N, N)`` the weights ``W`` ``(post, pre)`` of ``fit`` (module docstring): frozen anatomy, departures and
+    tied groups."""
+    chem, lap = (t.numpy() for t in _base(anatomy, fit.signs, fit.gap))
+    w = fit.chem_gain * chem + fit.gap_gain * lap
+    if fit.plastic.shape[0]:
+        np.add.at(w, (fit.plastic[:, 0], fit.plastic[:, 1]), fit.departures)
+    if fit.tied_pairs.shape[0]:
+        t = fit.tied_pairs
+        np.add.at(w, (t[:, 0], t[:, 1]), fit.chem_gain * chem[t[:, 0], t[:, 1]] * fit.factors[fit.tied_group])
+    return w
 
 
 def heldout_scores(fit: AtlasFit, data: AtlasData, anatomy: Anatomy) -> dict[str, float]:

@@ -2,16 +2,19 @@
 
 Both atlases are restricted to what was measured in both (stimulations with a measured pair in both, pairs
 measured in both). The reference strain is fitted (anatomy, global and read-out gains, :mod:`.atlas`); then,
-with that fit frozen, each candidate group of pairs gets ONE shared additive weight change (a group: a projection
-between cell classes, or the edges of one neuropeptide family) fitted to the other strain on the training
-stimulations, and judged by the held-out chi-square over folds of stimulated neurons (left/right partners
-together). The score of a group is the held-out chi-square it removes from the frozen reference's, summed over the
-folds; size-matched random groups of pairs (uniform over the ordered pairs) give each group its null: the
-empirical p-value ``(1 + #random >= score) / (1 + draws)``.
+with that fit frozen, each candidate group of pairs gets ONE shared additive weight change ``v`` (a group: a
+projection between cell classes, or the edges of one neuropeptide family) fitted to the other strain on the
+training stimulations (:func:`shared_change`: Gauss-Newton on the one value, ridge ``lam v^2``), and judged by the
+held-out chi-square over folds of stimulated neurons (left/right partners together). The score of a group is the
+held-out chi-square it removes from the frozen reference's, summed over the folds; ``draws`` size-matched random
+groups of pairs (uniform over the ordered pairs, the same fit) give each group its null: the empirical p-value
+``(1 + #random >= score) / (1 + draws)`` (one-sided; not corrected for the number of groups).
 
-Ambiguity (as ``localize``'s "statistically tied"): a group whose held-out chi-square is within the critical
-difference 3.84 (chi-square, 1 dof, 5%: one fitted value each) of the first-placed group's is ``ambiguous``: the
-first place is not unique.
+Ambiguity as :func:`neurosubset.responses.localize` rules it (its ``_ties``, ``alpha`` 0.01 by default): a group is
+``statistically_tied`` with the first-placed one when their held-out chi-squares differ by less than
+``chi2.isf(alpha, 1)`` (6.63), ``structurally_equivalent`` when its whitened Jacobian (d responses / d v on every
+stimulation of the other strain, at its own fit) spans the same column as the first's, ``ambiguous`` when either
+(with the same match verdict, held-out p-value >= ``alpha``): the first place is then not unique.
 """
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .atlas import AtlasData, AtlasFit, Anatomy, atlas_folds, fit_atlas, heldout_scores
+from dataclasses import replace
 
-__all__ = ["common_measured", "group_change_ranking", "neuropeptide_groups", "ripoll_sanchez_groups", "TIE_CHI2"]
+from .atlas import AtlasData, AtlasFit, Anatomy, atlas_folds, atlas_weights, fit_atlas, heldout_scores
 
-TIE_CHI2 = 3.841458820694124
-"""chi2(1).ppf(0.95): held-out chi-square difference within which two groups are statistically tied."""
+__all__ = ["common_measured", "group_change_ranking", "neuropeptide_groups", "ripoll_sanchez_groups",
+           "shared_change"]
 
 
 def common_measured(first: AtlasData, second: AtlasData) -> tuple[AtlasData, AtlasData]:
@@ -102,10 +105,95 @@ def ripoll_sanchez_groups(anatomy: Anatomy, model: str = "short_range_model",
     return out
 
 
+def shared_change(base: AtlasFit, data: AtlasData, anatomy: Anatomy, pairs: np.ndarray, *, lam: float = 1.0,
+                  iterations: int = 30, tol: float = 1e-7, start: float = 0.0) -> tuple[AtlasFit, np.ndarray]:
+    """ONE shared additive change ``v`` on every pair of ``pairs``, ``base`` frozen, fitted to ``data``.
+
+    Minimises ``sum ((g_i X_ij(v) - R_ij) / sd_ij)^2 + lam v^2`` over the measured pairs, ``X(v) = (I - W_base -
+    v P)^-1 diag(u)`` (``P`` the indicator of ``pairs``; clamped as ``base`` is) by Gauss-Newton on the one value,
+    ``dX/dv = (I - W)^-1 P X``, halving a step until the objective falls; stops when the step is below ``tol (1 +
+    |v|)``. The same objective as :func:`neurosubset.responses.atlas.fit_atlas` with ``shared=[pairs]``,
+    ``fixed_base=True``, ``lam_t=lam``, for a fraction of its cost.
+
+    Parameters
+    ----------
+    base : AtlasFit
+        The frozen fit (global gains, read-out gains, departures, tied groups).
+    data : AtlasData
+    anatomy : Anatomy
+    pairs : numpy.ndarray
+        ``(K, 2)`` pairs ``(post, pre)`` sharing the change (duplicates add).
+    lam : float
+        Ridge on ``v`` (chi-square units per squared unit).
+    iterations : int
+        Gauss-Newton steps (max).
+    tol : float
+        Relative step size that stops it.
+    start : float
+        Initial ``v``.
+
+    Returns
+    -------
+    fit : AtlasFit
+        ``base`` with ``pairs`` appended to its departures at the value ``v`` and ``chi_square`` on ``data``.
+    jacobian : numpy.ndarray
+        ``(M,)`` whitened ``d ((g_i X_ij - R_ij) / sd_ij) / dv`` at ``v`` over ``data``'s measured pairs (``M``,
+        in ``numpy.nonzero`` order of the mask).
+    """
+    from scipy.linalg import lu_factor, lu_solve
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    n = anatomy.size
+    w0 = atlas_weights(base, anatomy)
+    ind = np.zeros((n, n))
+    np.add.at(ind, (pairs[:, 0], pairs[:, 1]), 1.0)
+    cols = np.arange(data.stimulated.size)
+    rhs = np.zeros((n, cols.size))
+    rhs[data.stimulated, cols] = data.drive
+    weight = np.where(data.mask, 1.0 / data.sd, 0.0)
+    g = base.gains[:, None]
+
+    def at(v: float):
+        lu = lu_factor(np.eye(n) - w0 - v * ind, check_finite=False)
+        x = lu_solve(lu, rhs, check_finite=False)
+        dx = lu_solve(lu, ind @ x, check_finite=False)
+        if base.clamp:
+            xs = x[data.stimulated, cols]
+            scale = data.drive / xs
+            dx = dx * scale - x * scale * (dx[data.stimulated, cols] / xs)
+            x = x * scale
+        r = (g * x - data.response) * weight
+        return r, g * dx * weight
+
+    v = float(start)
+    r, j = at(v)
+    obj = float((r**2).sum()) + lam * v * v
+    for _ in range(iterations):
+        step = -(float((j * r).sum()) + lam * v) / (float((j * j).sum()) + lam)
+        for _half in range(30):
+            with np.errstate(all="ignore"):
+                r_new, j_new = at(v + step)
+            obj_new = float((r_new**2).sum()) + lam * (v + step) ** 2
+            if np.isfinite(obj_new) and obj_new <= obj:
+                break
+            step /= 2
+        else:
+            break
+        v, obj, r, j = v + step, obj_new, r_new, j_new
+        if abs(step) < tol * (1 + abs(v)):
+            break
+    chi = float((r**2).sum())
+    fit = replace(base, plastic=np.concatenate([base.plastic.reshape(-1, 2), pairs]).astype(np.int64),
+                  departures=np.concatenate([base.departures, np.full(len(pairs), v)]), chi_square=chi,
+                  values=int(data.mask.sum()), converged=bool(np.isfinite(chi)))
+    return fit, j[data.mask]
+
+
 def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatomy,
-                         groups: Mapping[str, np.ndarray], *, folds: int = 5, draws: int = 20, seed: int = 0,
-                         iterations: int = 150, group_iterations: int = 30, base: AtlasFit | None = None,
-                         progress: Callable[[str], None] | None = None, threads: int | None = 1) -> dict:
+                         groups: Mapping[str, np.ndarray], *, folds: int = 5, draws: int = 99, seed: int = 0,
+                         iterations: int = 150, group_iterations: int = 30, lam: float = 1.0, alpha: float = 0.01,
+                         base: AtlasFit | None = None, progress: Callable[[str], None] | None = None,
+                         threads: int | None = 1) -> dict:
     """Rank candidate groups of pairs by how much of ``other``'s held-out chi-square one shared change on the
     group removes from the frozen fit of ``reference`` (module docstring).
 
@@ -119,7 +207,15 @@ def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatom
     folds : int
         Folds over the stimulations.
     draws : int
-        Size-matched random groups per distinct group size.
+        Size-matched random groups per distinct group size (the smallest p-value is ``1 / (1 + draws)``).
+    iterations : int
+        L-BFGS iterations of the reference fit (when ``base`` is not given).
+    group_iterations : int
+        Gauss-Newton steps of each shared change (:func:`shared_change`).
+    lam : float
+        Ridge on the shared change.
+    alpha : float
+        Level of the ambiguity rule (``localize``'s: ``chi2.isf(alpha, 1)``) and of the match verdict.
     base : AtlasFit, optional
         The reference fit (default: fitted here on every stimulation of ``reference``).
 
@@ -127,10 +223,15 @@ def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatom
     -------
     dict
         ``names``, ``size`` (pairs per group), ``score`` (held-out chi-square removed, summed over folds),
-        ``heldout_chi_square``, ``value`` (the shared change fitted on all stimulations), ``null_mean``,
-        ``null_sd``, ``p_value``, ``place`` (1 best), ``ambiguous``, ``baseline_chi_square``, ``values`` and
-        ``base`` (the reference fit).
+        ``heldout_chi_square``, ``value`` (the shared change fitted on all stimulations of ``other``),
+        ``null_mean``, ``null_sd``, ``null_max``, ``p_value``, ``place`` (1 best), ``ambiguous``,
+        ``statistically_tied``, ``structurally_equivalent``, ``matched``, ``equally_good`` (names, in ranked order),
+        ``tie_rule``, ``baseline_chi_square``, ``values`` and ``base`` (the reference fit).
     """
+    from scipy.stats import chi2
+
+    from .fitting import _ties  # localize's rule, the same code
+
     note = progress or (lambda label: None)
     if base is None:
         base = fit_atlas(reference, anatomy, iterations=iterations, threads=threads)
@@ -138,22 +239,28 @@ def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatom
     # the reference's fit, frozen, against the other strain: the baseline
     fold_idx = atlas_folds(other, anatomy, folds, seed=seed)
     s_all = np.arange(other.stimulated.size)
-    base_chi = sum(heldout_scores(base, other.columns(f), anatomy)["chi_square"] for f in fold_idx)
+    trains = [other.columns(np.setdiff1d(s_all, f)) for f in fold_idx]
+    helds = [other.columns(f) for f in fold_idx]
+    base_chi = sum(heldout_scores(base, h, anatomy)["chi_square"] for h in helds)
 
-    def score(pairs: np.ndarray) -> tuple[float, float]:
+    def score(pairs: np.ndarray, whole: bool) -> tuple[float, float, float, np.ndarray | None]:
+        # the same fits for the groups and their random nulls (the whole-data fit only adds the value and Jacobian)
+        full, jac = shared_change(base, other, anatomy, pairs, lam=lam, iterations=group_iterations) if whole else (
+            None, None)
+        v0 = float(full.departures[-1]) if whole else 0.0
         chi = 0.0
-        for f in fold_idx:
-            train = other.columns(np.setdiff1d(s_all, f))
-            fit = fit_atlas(train, anatomy, shared=[pairs], start=base, fixed_base=True, clamp=base.clamp,
-                            signs=base.signs, gap=base.gap, iterations=group_iterations, threads=threads)
-            chi += heldout_scores(fit, other.columns(f), anatomy)["chi_square"]
-        return base_chi - chi, chi
+        for train, held in zip(trains, helds):
+            fit, _j = shared_change(base, train, anatomy, pairs, lam=lam, iterations=group_iterations)
+            chi += heldout_scores(fit, held, anatomy)["chi_square"]
+        return base_chi - chi, chi, v0, jac
 
     names = list(groups)
     sizes = np.array([len(groups[k]) for k in names])
-    scores, chis = np.zeros(len(names)), np.zeros(len(names))
+    scores, chis, value = np.zeros(len(names)), np.zeros(len(names)), np.zeros(len(names))
+    jacobians = []
     for k, name in enumerate(names):
-        scores[k], chis[k] = score(groups[name])
+        scores[k], chis[k], value[k], jac = score(groups[name], True)
+        jacobians.append(jac[:, None])
         note(f"group {name}")
     rng = np.random.default_rng(seed)
     n = anatomy.size
@@ -165,16 +272,25 @@ def group_change_ranking(reference: AtlasData, other: AtlasData, anatomy: Anatom
             post, pre = flat // n, flat % n
             keep = post != pre
             pairs = np.stack([post[keep], pre[keep]], axis=1)[:size]
-            vals.append(score(pairs)[0])
+            vals.append(score(pairs, False)[0])
             note(f"random size {size}")
         null[size] = np.array(vals)
-    null_mean = np.array([null[s].mean() for s in sizes])
+    null_mean = np.array([null[s].mean() if draws else np.nan for s in sizes])
     null_sd = np.array([null[s].std(ddof=1) if draws > 1 else np.nan for s in sizes])
+    null_max = np.array([null[s].max() if draws else np.nan for s in sizes])
     p = np.array([(1 + (null[s] >= v).sum()) / (1 + draws) for s, v in zip(sizes, scores)])
     order = np.argsort(-scores, kind="stable")
     place = np.empty(len(names), dtype=np.int64)
     place[order] = np.arange(1, len(names) + 1)
-    ambiguous = chis - chis[order[0]] <= TIE_CHI2 if names else np.zeros(0, dtype=bool)
-    return {"names": names, "size": sizes, "score": scores, "heldout_chi_square": chis, "null_mean": null_mean,
-            "null_sd": null_sd, "p_value": p, "place": place, "ambiguous": ambiguous,
+    held_values = sum(int(h.mask.sum()) for h in helds)
+    matched = chi2.sf(chis, held_values) >= alpha
+    first = int(order[0])
+    same, tied, rule = _ties(True, {"chi_square": chis}, jacobians, matched, first, 0.0, alpha)
+    equal = tied | (same & (matched == matched[first]))
+    equal[first] = True
+    ambiguous = equal & (equal.sum() > 1)
+    return {"names": names, "size": sizes, "score": scores, "heldout_chi_square": chis, "value": value,
+            "null_mean": null_mean, "null_sd": null_sd, "null_max": null_max, "p_value": p, "place": place,
+            "ambiguous": ambiguous, "statistically_tied": tied, "structurally_equivalent": same,
+            "matched": matched, "equally_good": [names[i] for i in order if equal[i]], "tie_rule": rule,
             "baseline_chi_square": float(base_chi), "values": int(other.mask.sum()), "base": base}
