@@ -18,8 +18,9 @@ Steps (every fit cross-validated over stimulated neurons, left/right partners he
 4. budget curves (:mod:`neurosubset.responses.atlas_budget`): spread, concentrated, class, greedy, on the anatomy
    and on degree-preserving rewired anatomies (the null keeps the data);
 5. wt -> unc31 (:mod:`neurosubset.responses.atlas_compare`): on what both measured, which group of pairs (class
-   projections, neuropeptide families / receptors / pathway counts) must change, against size-matched random
-   groups, with ambiguity (statistical ties with the first place).
+   projections, neuropeptide families / receptors / pathway counts) must change, each against size-matched random
+   groups (99 per size in the full run: empirical p >= 0.01, not corrected for the number of groups), with
+   ``localize``'s ambiguity sets (statistical ties and structural equivalence with the first place).
 
 Fits are weighted by ``sd_floor`` (the responding neuron's noise floor / sqrt(trials)); explained variance is
 unweighted, ``1 - SS_res / SS_tot`` around the held-out values' mean. Every fit is L-BFGS (a local optimiser): the
@@ -62,11 +63,11 @@ REFERENCES = ("Cook SJ et al. (2019) Whole-animal connectomes of both Caenorhabd
 def config(quick: bool) -> dict:
     if quick:
         return dict(folds=3, iterations=80, refit=40, budgets=(0, 50, 400), class_steps=2, greedy_steps=2,
-                    greedy_candidates=2, lams=(1e3,), nulls=1, null_budgets=(0, 400), unc_folds=3, draws=2,
-                    class_groups=4, group_iterations=20, variants=("signs+gap", "signs", "signs+gap, clamped"))
+                    greedy_candidates=2, lams=(1e3,), nulls=1, null_budgets=(0, 400), unc_folds=3, draws=19,
+                    class_groups=4, group_iterations=30, variants=("signs+gap", "signs", "signs+gap, clamped"))
     return dict(folds=5, iterations=150, refit=80, budgets=(0, 25, 50, 100, 200, 400, 800, 1600, 3200),
                 class_steps=6, greedy_steps=6, greedy_candidates=4, lams=(1e4, 1e3, 1e2), nulls=3,
-                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=4, class_groups=10, group_iterations=30,
+                null_budgets=(0, 100, 400, 1600), unc_folds=5, draws=99, class_groups=10, group_iterations=30,
                 variants=tuple(VARIANTS))
 
 
@@ -161,14 +162,23 @@ def main(argv=None) -> None:
     out["curve_chosen"] = (("strategy", "fold", "step"),
                            np.stack([pad(curve[s]["chosen"], fill="", dtype=object).astype(str) for s in STRATEGIES]),
                            {"long_name": "class (class) or class projection PRE->POST (greedy) added at the step"})
+    out["curve_dropped"] = (("strategy", "fold", "step"),
+                            np.stack([pad(curve[s]["dropped"], fill="", dtype=object).astype(str)
+                                      for s in STRATEGIES]),
+                            {"long_name": "greedy: class projections the backward check removed at the step "
+                                          "(removal raised the training chi-square by < chi2.isf(0.01, 1))"})
     ranking = greedy_ranking(wt, anatomy, settings, progress=note)  # on every stimulation: the ranking itself
     out["ranking_chosen"] = ("rank", np.array(ranking["chosen"], dtype=str),
                              {"long_name": "class projection PRE->POST added at each greedy step (all wt "
                                            "stimulations)"})
     out["ranking_chi_square"] = ("rank", ranking["chi_square"][1:], {"long_name": "training chi-square after the "
                                                                                   "step", "units": "1"})
-    out["ranking_factor"] = ("rank", ranking["factors"], {"long_name": "fitted factor f of the projection "
-                                                                     "(weights x (1 + f))", "units": "1"})
+    out["ranking_dropped"] = ("rank", np.array(ranking["dropped"], dtype=str),
+                              {"long_name": "class projections the backward check removed at the step"})
+    out["ranking_active"] = ("active", np.array(ranking["active"], dtype=str),
+                             {"long_name": "class projections of the final greedy fit (all wt stimulations)"})
+    out["ranking_factor"] = ("active", ranking["factors"], {"long_name": "fitted factor f of the projection "
+                                                                       "(weights x (1 + f))", "units": "1"})
     null_settings = CurveSettings(budgets=cfg["null_budgets"], strategies=("spread", "concentrated"),
                                   iterations=cfg["iterations"], refit_iterations=cfg["refit"])
     null_ev = np.full((cfg["nulls"], 2, len(folds), len(cfg["null_budgets"])), np.nan)
@@ -205,13 +215,22 @@ def main(argv=None) -> None:
                                                    "units": "1"}),
         "group_null_sd": (g, rank["null_sd"], {"long_name": "SD of the scores of size-matched random groups",
                                                "units": "1"}),
-        "group_p_value": (g, rank["p_value"], {"long_name": "empirical p: (1 + #random >= score) / (1 + draws)",
+        "group_null_max": (g, rank["null_max"], {"long_name": "largest score of the size-matched random groups",
+                                                 "units": "1"}),
+        "group_p_value": (g, rank["p_value"], {"long_name": "empirical p: (1 + #random >= score) / (1 + draws), "
+                                                            "one-sided, not corrected for the number of groups",
                                                "units": "1"}),
+        "group_value": (g, rank["value"], {"long_name": "shared weight change fitted on every common stimulation",
+                                           "units": "1"}),
         "group_place": (g, rank["place"], {"long_name": "place (1: removes the most held-out chi-square)",
                                            "units": "1"}),
-        "group_ambiguous": (g, rank["ambiguous"].astype(np.int8),
-                            {"long_name": "held-out chi-square within 3.84 of the first place's (tied)",
-                             "flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "false true"}),
+        **{f"group_{k}": (g, rank[k].astype(np.int8), {"long_name": long, "flag_values": np.array([0, 1], np.int8),
+                                                        "flag_meanings": "false true"})
+           for k, long in (("ambiguous", "equally good as the first place (localize's rule): the first place is "
+                                         "not unique"),
+                           ("statistically_tied", "held-out chi-square within chi2.isf(0.01, 1) = 6.63 of the first "
+                                                  "place's"),
+                           ("structurally_equivalent", "same Jacobian column as the first place's"))},
     })
     bar.close()
 
@@ -225,7 +244,8 @@ def main(argv=None) -> None:
     coords = {"variant": names, "fold": np.arange(len(folds)), "lam": ref["lam"], "strategy": list(STRATEGIES),
               "step": np.arange(steps), "rewiring": np.arange(cfg["nulls"]),
               "null_strategy": ["spread", "concentrated"], "null_budget": np.array(cfg["null_budgets"]),
-              "group": list(rank["names"]), "rank": np.arange(1, len(ranking["chosen"]) + 1)}
+              "group": list(rank["names"]), "rank": np.arange(1, len(ranking["chosen"]) + 1),
+              "active": np.arange(len(ranking["active"]))}
     attrs = base_attrs(NAME, args, **{k: str(v) for k, v in cfg.items()})
     attrs.update(plain_attrs({
         "title": "C. elegans signal-propagation atlas fitted on the anatomy",
@@ -239,6 +259,8 @@ def main(argv=None) -> None:
         "drive_measured_wt": int(wt.measured_drive.sum()),
         "common_stimulations": int(unc_d.stimulated.size), "common_pairs": int(unc_d.mask.sum()),
         "unc31_baseline_chi_square": rank["baseline_chi_square"], "unc31_values": rank["values"],
+        "unc31_draws": int(cfg["draws"]), "unc31_equally_good": ",".join(rank["equally_good"]),
+        "unc31_tie_rule": rank["tie_rule"],
         "ranking_anatomy_chi_square": float(ranking["chi_square"][0]),
         **noise_attrs}))
     ds = xr.Dataset(out, coords=coords, attrs=attrs)
@@ -278,7 +300,7 @@ def main(argv=None) -> None:
     ax.set_yticks(y, [rank["names"][i] for i in order], fontsize=6)
     ax.invert_yaxis()
     ax.set_xlabel("held-out unc31 chi-square removed")
-    ax.set_title("wt -> unc31 (orange: tied with 1st; bars: random +-2 SD)")
+    ax.set_title("wt -> unc31 (orange: ambiguous with 1st; bars: random +-2 SD)")
     ax = axes[1, 1]
     d = noisy["wt"]
     n = d["n_trials"].values
