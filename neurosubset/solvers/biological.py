@@ -414,6 +414,9 @@ class StableWitness:
         Starts per trial: the student's own values (continuation in the targets), then the lifted witness
         (:mod:`~neurosubset.solvers.lifted`, the rates as unknowns; where it is unstable the abscissa is descended
         from it along the manifold, downhill only), then ``starts - 1`` random draws of the init moved into the box.
+    box_starts : int
+        Then starts spread over the box (uniform in it, or 3 init SDs wide, alternately): LM onto the manifold and
+        downhill along it (on ei_isn with 12 recurrent synapses, stable matches that no continuation reached).
     iterations : int
         Manifold steps per start (and LM steps to reach the manifold).
     margin : float
@@ -429,6 +432,7 @@ class StableWitness:
     """
 
     starts: int = 4
+    box_starts: int = 16
     iterations: int = 200
     margin: float = 0.02
     beta: float = 20.0
@@ -484,7 +488,7 @@ class StableWitness:
                                                                    spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
                 began = time.process_time()
                 knobs = _Search(self.iterations, self.margin, self.beta, batch.tol, began + self.seconds)
-                for s in range(self.starts + 1):
+                for s in range(self.starts + 1 + self.box_starts):
                     if s and knobs.late():
                         break
                     if s == 0:
@@ -494,11 +498,15 @@ class StableWitness:
                                                     np.clip(own_np[p], lo, hi), lo, hi, batch.tol)
                         got = (_on_manifold(st, loop_index, lifted, lo, hi, batch.sigma, knobs)
                                if lin <= batch.tol and np.isfinite(lifted).all() else None)
-                    else:
+                    elif s <= self.starts:
                         start = rng.normal(size=alloc.size) * batch.sigma
                         if bounds is not None:
                             start = bounds.inside(start)
                         got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
+                    else:  # spread over the box: uniform, or 3 init SDs wide (alternately); LM, then downhill
+                        wide = rng.uniform(lo, hi) if s % 2 else np.clip(rng.normal(size=alloc.size) * 3.0
+                                                                         * batch.sigma, lo, hi)
+                        got = _on_manifold(st, loop_index, wide, lo, hi, batch.sigma, knobs)
                     if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
                         out[p], found[p] = got, True
                         break
