@@ -132,3 +132,28 @@ def test_as_solver_takes_strings_and_refuses_unknown_ones():
         as_solver("lm", steps=3, iterations=4)
     with pytest.warns(FutureWarning, match="pass solver=LevenbergMarquardt"):
         assert as_solver("lm", restarts=2) == ns.LevenbergMarquardt(restarts=2)
+
+
+def test_boxed_lm_reaches_the_bounded_least_squares_optimum_of_an_affine_problem():
+    """With a box, the projected LM on an affine problem ends at scipy's bounded least squares optimum (BVLS, an
+    independent method) in a few dozen iterations, where several values sit on a bound (the step re-solved for the
+    free values once the clipped ones are on their bounds)."""
+    from scipy.optimize import lsq_linear
+
+    c = ns.feedforward([6, 4])
+    alloc = ns.allocate(c, 16, strategy="spread-rows", seed=0)  # 4 per row, m = 3: solvable without the box
+    _, fmap, targets = _problem(c, alloc, m=3, trials=6)
+    lower = torch.zeros(alloc.size, dtype=torch.float64)  # all >= 0, at most 0.2: binds in every trial
+    upper = torch.full((alloc.size,), 0.2, dtype=torch.float64)
+    zero = torch.zeros(6, alloc.size, dtype=torch.float64)
+    jac, offset = fmap.jacobian(zero, method="autograd").numpy(), fmap(zero).numpy()
+    res = levenberg_marquardt(fmap, torch.arange(6), targets, torch.full((6, alloc.size), 0.1, dtype=torch.float64),
+                              steps=60, lower=lower, upper=upper)
+    on_bound = 0
+    for i in range(6):
+        ref = lsq_linear(jac[i], targets[i].numpy() - offset[i], bounds=(0.0, 0.2), method="bvls", tol=1e-14)
+        want = np.linalg.norm(jac[i] @ ref.x + offset[i] - targets[i].numpy()) / np.linalg.norm(targets[i].numpy())
+        assert res.residual[i].item() == pytest.approx(want, rel=1e-6, abs=1e-12)
+        on_bound += int(((ref.x <= 1e-12) | (ref.x >= 0.2 - 1e-12)).sum())
+    assert on_bound > 6 and (res.iterations <= 60).all()
+    assert ((res.theta >= lower) & (res.theta <= upper)).all()

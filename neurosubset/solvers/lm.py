@@ -319,12 +319,24 @@ def _projected_step(jac: torch.Tensor, r: torch.Tensor, mu: torch.Tensor, th: to
     """The projected LM trial point inside ``[lower, upper]`` and the step to it, ``((problem, M), (problem, M))``.
 
     Values on a bound whose gradient ``J^T r`` points out of the box are held (zero Jacobian column: the Marquardt
-    step leaves them at exactly 0); the trial point ``th + delta`` is clipped onto the box.
+    step leaves them at exactly 0). Values the step would carry through a bound are put on it, and the step of the
+    others is solved again with those moves in the residual (``r + J d_fixed``), so the free values compensate for
+    the clipped ones instead of keeping a step computed as if no bound were there; the trial point is then clipped
+    onto the box. (Clipping the first step alone, as before, crept: on the V1 E/I circuit under Dale's law every
+    restart ran its 400 iterations at relative residuals 2e-4 .. 0.3, where the second solve matched 3 of 6 trials
+    in the first round, 5 of 6 in three; unconstrained, the same problems converge in 15-19 iterations.)
     """
     grad = (jac.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
     held = ((th <= lower) & (grad > 0)) | ((th >= upper) & (grad < 0))
     delta = _marquardt_step(jac.masked_fill(held.unsqueeze(-2), 0.0), r, mu)
-    th_new = torch.minimum(torch.maximum(th + delta, lower), upper)
+    new = th + delta
+    out = ((new < lower) | (new > upper)) & ~held
+    if bool(out.any()):
+        moved = torch.where(out, torch.minimum(torch.maximum(new, lower), upper) - th, torch.zeros_like(th))
+        again = _marquardt_step(jac.masked_fill((held | out).unsqueeze(-2), 0.0),
+                                r + (jac @ moved.unsqueeze(-1)).squeeze(-1), mu)
+        new = th + torch.where(out, moved, again)
+    th_new = torch.minimum(torch.maximum(new, lower), upper)
     return th_new, th_new - th
 
 
