@@ -385,6 +385,9 @@ def _add_solver(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int,
                         help=f"LM iterations in the first round, doubling per round (default {lm.iterations})")
     parser.add_argument("--widen", type=float, help=f"growth of the LM start scale per round (default {lm.widen:g})")
+    parser.add_argument("--patience", type=int,
+                        help=f"LM rounds in a row without improving a trial before it stops (0: every round; "
+                             f"default {lm.patience})")
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # deprecated alias of --iterations
 
 
@@ -466,7 +469,7 @@ def _fit_options(args: argparse.Namespace, **extra) -> FitOptions:
 def _solver(args: argparse.Namespace) -> Solver | str:
     """The solver object that ``--solver`` and the effort options describe (an unknown name as given: the options'
     validator refuses it)."""
-    effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen")
+    effort = {key: getattr(args, key) for key in ("restarts", "max_rounds", "iterations", "widen", "patience")
               if getattr(args, key) is not None}
     if args.steps is not None:
         if "iterations" in effort:

@@ -75,6 +75,13 @@ def test_solver_options_build_the_solver_object(tmp_path):
     with xr.open_dataset(out, engine="h5netcdf") as ds:
         assert (ds.attrs["solver"], ds.attrs["restarts_per_round"], ds.attrs["max_rounds"],
                 ds.attrs["lm_steps"]) == ("lm", 2, 2, 50)
+        assert "lm_patience" not in ds.attrs  # 2 rounds: the default patience cannot stop a trial early
+    out = tmp_path / "mp_patience.nc"
+    assert main(["mp", "lrnn:5,2,1,3", "--budget", "6", "--within", "W", "--m", "2", "--trials", "3", "--quiet",
+                 "--solver", "lm", "--restarts", "2", "--max-rounds", "4", "--iterations", "20", "--patience", "1",
+                 "--out", str(out)]) == 0
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        assert ds.attrs["lm_patience"] == 1 and ds.attrs["effort_converged"] in (0, 1)
 
 
 def test_an_os_error_is_one_line_and_exit_2(tmp_path, capsys):
