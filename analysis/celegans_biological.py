@@ -150,19 +150,21 @@ def _figure(ds: xr.Dataset):
                          float(p.n_undecided)]
                 bottom = 0.0
                 for (name, color), v in zip(colors.items(), parts):
-                    ax.bar(x, v / n, bottom=bottom, color=color, label=name if x == 0 and col == 0 else None)
+                    ax.bar(x, v / n, width=0.6, bottom=bottom, color=color,
+                           label=name if x == 0 and col == 0 else None)
                     bottom += v / n
-                ax.errorbar(x + 0.3, (float(p.mp_lower) + float(p.mp_upper)) / 2,
+                ax.errorbar(x + 0.42, (float(p.mp_lower) + float(p.mp_upper)) / 2,
                             yerr=[[(float(p.mp_upper) - float(p.mp_lower)) / 2]] * 2, fmt="none", color="k",
                             capsize=2, lw=1, label="MP bracket within K" if x == 0 and col == 0 else None)
                 ax.text(x, 1.02, f"{int(n)}\n{float(p.cpu_seconds) / 60:.1f} min", ha="center", fontsize=6)
                 x += 1
         ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=45, ha="right")
         ax.set_ylim(0, 1.15)
+        ax.set_xlim(-0.5, len(labels) - 0.3)
         ax.set_ylabel("fraction of trials")
         ax.set_title(f"worm m = 2, {'Dale' if s == 'dale' else 'Fenyves 2020'} signs + stable, K = "
                      f"{ds.attrs['plausibility_bound']:g} init SDs (trials, CPU time above)")
-    axes[0, 0].legend(loc="center left", fontsize=6)
+    fig.legend(loc="outside lower center", ncols=5, fontsize=6)
     return fig
 
 
