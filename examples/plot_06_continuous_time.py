@@ -59,3 +59,11 @@ for dale in (True, False):
     res = ns.match_probability(circuit, alloc, m=3, trials=20, seed=0, dale=dale)
     print(f"dale={dale}: MP = {float(res.mp):.2f} ({res.attrs['decision_kind']}), "
           f"certificate: {res.attrs['certificate_verdict']}")
+
+# %%
+# Run as a script, save the figure (here into the temporary folder) or show it in a window:
+import tempfile
+from pathlib import Path
+
+fig.savefig(Path(tempfile.gettempdir()) / "continuous_time_rates.png", dpi=150)
+plt.show()

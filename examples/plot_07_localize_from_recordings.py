@@ -56,3 +56,11 @@ ax.barh(names, ds["heldout_residual"].values + 1e-17, color=["C2" if m else "C7"
 ax.set_xscale("log")
 ax.invert_yaxis()
 ax.set_xlabel("held-out relative residual (green: matched)")
+
+# %%
+# Run as a script, save the figure (here into the temporary folder) or show it in a window:
+import tempfile
+from pathlib import Path
+
+fig.savefig(Path(tempfile.gettempdir()) / "localize_heldout_residuals.png", dpi=150)
+plt.show()

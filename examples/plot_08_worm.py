@@ -41,3 +41,12 @@ if worm is not None:
     ax.barh(list(per_region), list(per_region.values()))
     ax.set_xlabel("plastic synapses onto the region")
     ax.invert_yaxis()
+
+# %%
+# Run as a script, save the figure (here into the temporary folder) or show it in a window:
+if worm is not None:
+    import tempfile
+    from pathlib import Path
+
+    fig.savefig(Path(tempfile.gettempdir()) / "worm_plastic_per_region.png", dpi=150)
+    plt.show()
