@@ -300,6 +300,7 @@ def test_19_a_truncated_nc_names_the_file(tmp_path, capsys):
         _one_line_error(capsys, str(out), "truncated")
 
 
+@pytest.mark.slow
 def test_19_plot_out_pdf_writes_pdf_files(tmp_path, capsys, store):
     assert cli.main(["plot", str(store), "--out", str(tmp_path / "x.pdf")]) == 0
     made = sorted(p.name for p in tmp_path.glob("x*"))

@@ -116,6 +116,7 @@ def _both(path: Path, tmp_path: Path, cfchecks, allowed: tuple[str, ...] = ()) -
             assert var.attrs.get("long_name"), f"{path.name}: {name} has no long_name"
 
 
+@pytest.mark.slow
 def test_mp_files_pass_both_checkers_and_keep_their_allocation(tmp_path, cfchecks):
     ca = ns.Circuit.from_toml(ROOT / "circuits" / "ca3_ca1.toml")
     out = tmp_path / "mp_ca3.nc"  # steady: stability variables, rejected draws, decision flags (exact read-out)
@@ -141,6 +142,7 @@ def _plain(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+@pytest.mark.slow
 def test_a_fit_dataset_with_weights_written_by_ns_write_passes_both_checkers(tmp_path, cfchecks):
     rnn = ns.linear_rnn(5, 2, 1, steps=3)
     ds = _plain(ns.match_probability(rnn, ns.allocate(rnn, 6, within=["W"], seed=0), m=3, trials=4,
@@ -157,6 +159,7 @@ def test_a_fit_dataset_with_weights_written_by_ns_write_passes_both_checkers(tmp
         np.testing.assert_array_equal(student[str(name)][:, post, pre], ds.theta.values[:, k])
 
 
+@pytest.mark.slow
 def test_sweep_export_passes_both_checkers(tmp_path, cfchecks):
     ff = ns.feedforward([4, 3, 2])
     store = tmp_path / "s.zarr"

@@ -117,6 +117,7 @@ def test_sweep_takes_no_dale_and_no_stable(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_sweep_compares_dale_draws_dirichlet_points_and_unpairs(tmp_path):
     import numpy as np
 

@@ -264,6 +264,7 @@ def test_a_sweep_counts_only_eligible_synapses():
     assert (ds["status"].values == INFEASIBLE_BUDGET).all(), ds["status"].values
 
 
+@pytest.mark.slow
 def test_results_carry_the_given_neuron_names_as_coordinates(tmp_path):
     import xarray as xr
 

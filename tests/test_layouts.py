@@ -142,6 +142,7 @@ def test_mp_without_certificate_has_no_certificate_to_check():
 
 
 # ------------------------------------------------------------------------------------------------ sweep
+@pytest.mark.slow
 def test_sweep_in_memory_and_its_store_follow_the_sweep_layout(tmp_path):
     store = tmp_path / "s.zarr"
     kwargs = {"budget": [2, 4], "m": [1, 2], "trials": 2, "fractions": ns.simplex_grid(["W1", "W2"], step=0.5),
@@ -285,6 +286,7 @@ def test_localize_and_fit_responses_follow_their_layouts(noisy):
 
 # ------------------------------------------------------------------------------------------------ spiking
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spiking_check_follows_its_layout():
     circuit = tiny()
     rng = np.random.default_rng(0)
@@ -293,6 +295,7 @@ def test_spiking_check_follows_its_layout():
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spikecheck_and_one_student_compare_follow_the_compare_layout():
     circuit = tiny()
     ds = ns.spikecheck(circuit, ns.allocate(circuit, 4, within=["W2"], seed=0), m=2, seed=1,

@@ -206,6 +206,7 @@ def test_paired_difference_plot(swept):
     np.testing.assert_array_equal(got, np.sort(diff["mp_difference"].sel(budget=9).values.ravel()))
 
 
+@pytest.mark.slow
 def test_figures_and_files(swept, single, tmp_path):
     assert set(figures(swept)) == {"curves", "heatmap", "masks"}
     assert set(figures(single)) == {"mp"}

@@ -759,6 +759,7 @@ def test_the_block_check_on_a_hand_made_package():
                      ["neurosubset/b.py:21", "neurosubset.b.local"]], _block_assemblies(src)  # its own block_matrix
 
 
+@pytest.mark.slow
 def test_the_block_check_finds_the_four_old_assemblies():
     # at OLD the block matrix was assembled by dynamics._blocks, _continuous._blocks, theory/exact._block and
     # _stability.loop_matrix (and, the check finds, by Circuit.expected_spectral_radius, spiking.hawkes.linear_form

@@ -274,6 +274,7 @@ def test_import_error_names_the_extra(monkeypatch):
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_cli_spikecheck(tmp_path, capsys):
     out = tmp_path / "spikes.nc"
     code = main(["spikecheck", "circuits/ca3_ca1.toml", "--budget", "40", "--within", "CA1->OUT", "--m", "3",
@@ -355,6 +356,7 @@ def test_settings_object_and_loose_keywords_give_the_same_dataset():
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_spikecheck_returns_the_dataset_of_the_cli_path():
     # the reference is the composition neurosubset spikecheck made before spikecheck existed: fit one draw,
     # spiking_compare teacher vs fitted and unfitted student with the CLI's keywords, then the fit's attrs
@@ -442,6 +444,7 @@ def test_a_circuit_whose_rates_cannot_stay_below_max_rate_is_warned_about_plainl
 
 
 @pytest.mark.requires_brian2
+@pytest.mark.slow
 def test_clipping_warning_says_plainly_what_was_measured_against_what_is_tolerated():
     circuit, w, probes = _ff_case()
     with pytest.warns(SpikingWarning) as record:  # as test_rectification_is_measured_..., a 5 ms kernel

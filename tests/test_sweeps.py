@@ -309,6 +309,7 @@ def test_store_matches_memory_and_exports_to_netcdf(small, tmp_path):
     xr.testing.assert_identical(open_sweep(nc), stored)  # the library reader indexes `point` again
 
 
+@pytest.mark.slow
 def test_rerun_computes_nothing_and_other_config_is_refused(tmp_path):
     store = tmp_path / "s.zarr"
     kw = dict(budget=[6], fractions=ns.simplex_grid(["A->O", "B->O"], step=0.5), strategy="spread-rows", m=[2, 3],
@@ -329,6 +330,7 @@ def test_rerun_computes_nothing_and_other_config_is_refused(tmp_path):
     xr.testing.assert_identical(open_sweep(store), first)  # refused runs left the store alone
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused(tmp_path):
     store = tmp_path / "s.zarr"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

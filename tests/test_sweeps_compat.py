@@ -49,6 +49,7 @@ def _reset_to_pending(store: Path, indices: list[tuple[int, ...]]) -> None:
         status[index] = PENDING
 
 
+@pytest.mark.slow
 def test_old_store_opens_plots_and_exports(old_store, tmp_path):
     ds = open_sweep(old_store)
     assert is_sweep(ds)
@@ -60,6 +61,7 @@ def test_old_store_opens_plots_and_exports(old_store, tmp_path):
     xr.testing.assert_identical(open_sweep(nc), ds)
 
 
+@pytest.mark.slow
 def test_old_store_resumes_with_its_hash_and_reproduces_its_values(old_store):
     original = open_sweep(old_store)
     done = np.argwhere(original["status"].values == DONE)
@@ -77,6 +79,7 @@ def test_old_store_resumes_with_its_hash_and_reproduces_its_values(old_store):
     assert changed == {".".join(map(str, (*index, 0))) for index in redo}, changed
 
 
+@pytest.mark.slow
 def test_new_sweep_computes_the_old_values_everywhere():
     # a new sweep (store format 2: points along one dim) with paired=False draws what the old code drew: at every
     # simplex point the values equal the old dense store's cell, selected by the key levels in the old layout
@@ -118,6 +121,7 @@ def test_old_store_converts_to_the_point_layout(old_store):
         ns.sweep(ca3_ca1(), **OLD_SETTINGS, paired=True, store=old_store)
 
 
+@pytest.mark.slow
 def test_old_mp_file_opens_and_plots(tmp_path):
     ds = open_sweep(shutil.copy(OLD_MP, tmp_path / "mp.nc"))
     assert not is_sweep(ds) and float(ds["mp"]) == 1.0

@@ -288,6 +288,7 @@ def test_a_finished_sweep_leaves_no_lock_file_and_overwrite_starts_over(tmp_path
     assert other.sizes["trial"] == 3 and open_sweep(store).sizes["trial"] == 3
 
 
+@pytest.mark.slow
 def test_a_changed_circuit_file_names_the_fields(tmp_path):
     store = tmp_path / "s.zarr"
     ns.sweep(ns.feedforward([7, 3]), budget=[6], m=[2], trials=2, store=store)
@@ -400,6 +401,7 @@ def test_mp_never_overwrites_without_overwrite(tmp_path, capsys, no_compute):
     _one_line_error(capsys, "already exists")
 
 
+@pytest.mark.slow
 def test_mp_overwrite_replaces_a_file(tmp_path, capsys):
     out = tmp_path / "mp.nc"
     out.write_text("old")
@@ -411,6 +413,7 @@ def test_mp_overwrite_replaces_a_file(tmp_path, capsys):
     assert open_sweep(zout).sizes["trial"] == 2
 
 
+@pytest.mark.slow
 def test_single_results_never_touch_a_sweep_store(tmp_path, capsys, no_compute):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)
@@ -427,6 +430,7 @@ def test_single_results_never_touch_a_sweep_store(tmp_path, capsys, no_compute):
     xr.testing.assert_identical(open_sweep(store), before)
 
 
+@pytest.mark.slow
 def test_export_rules(tmp_path, capsys, fresh):
     store = tmp_path / "s.zarr"
     ns.sweep(two_inputs(), **KW, store=store)

@@ -75,6 +75,7 @@ def test_old_store_without_decision_kind_reads_its_kinds(tmp_path):
     assert "LB: lower bound at 8 of 12 points" in mp_table(ds)
 
 
+@pytest.mark.slow
 def test_cli_sweep_prints_the_marked_table(tmp_path, capsys):
     out = tmp_path / "s.zarr"
     assert main(["sweep", "lrnn:6,1,1,4", "--budget", "12", "--within", "W", "--strategy", "spread-rows", "--m", "3",

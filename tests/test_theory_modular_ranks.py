@@ -226,7 +226,9 @@ def _q_ranks(circuit, alloc, m, points=2, seed=7):
 
 
 @pytest.mark.parametrize("circuit, budget, within, m", [
-    (ns.linear_rnn(3, 1, 2, steps=3), 5, ["W"], 4), (ns.linear_rnn(3, 1, 2, steps=2), 6, ["W", "C"], 5),
+    # the RNN cases' sympy references take seconds (slow); the feed-forward ones keep the fast lane's check
+    pytest.param(ns.linear_rnn(3, 1, 2, steps=3), 5, ["W"], 4, marks=pytest.mark.slow),
+    pytest.param(ns.linear_rnn(3, 1, 2, steps=2), 6, ["W", "C"], 5, marks=pytest.mark.slow),
     (ns.feedforward([2, 3, 2]), 4, ["W1"], 3), (ns.feedforward([2, 3, 2]), 6, ["W2"], 3)],
     ids=["rnn-W", "rnn-WC", "ff-W1", "ff-W2"])
 def test_default_and_both_methods_give_the_ranks_over_q(circuit, budget, within, m):
