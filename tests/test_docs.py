@@ -235,6 +235,7 @@ def _internal_problems(site: Path) -> tuple[list[str], int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs_site")  # one site build per run, not one per worker
 def test_site_internal_links_and_images_resolve(site):
     pages = list(site.rglob("*.html"))
     assert len(pages) > 80  # the API pages alone are more than that
@@ -383,6 +384,7 @@ def test_colour_count_equals_the_row_unique_count():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs_site")  # one site build per run, not one per worker
 def test_index_and_a_gallery_page_render_with_their_figures(site, tmp_path):
     path = _chromium()
     if path is None:
