@@ -308,10 +308,8 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
     """
     solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
     if choose_layout(circuit, options.weights_layout) is WeightsLayout.SPARSE:  # values on synapses, sparse solves
-        from ._sparse_fit import fit_trials_sparse
-
-        return fit_trials_sparse(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
-                                 resume=resume)
+        return _fit_trials_sparse(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
+                                  resume=resume)
     device = torch.device(options.device)
     with torch_threads(options.threads):
         _check_lifted(circuit, alloc, solver)
@@ -328,6 +326,44 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
                             stable=stable, first=first, device=device, zero=zero,
                             plausibility_bound=options.plausibility_bound)
                 parts.append(part if keep_weights else _without_weights(part))
+        except KeyboardInterrupt:
+            if not parts:
+                raise
+            raise _Interrupted(parts[0] if len(parts) == 1 else _concat(_with_solver(parts))) from None
+    return parts[0] if len(parts) == 1 else _concat(_with_solver(parts))
+
+
+def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
+                       progress: bool, cert: Certificate | None, resume: FitResult | None = None) -> FitResult:
+    """:func:`_fit_trials` in the sparse weights layout (:mod:`neurosubset.sparse_fit`): the same trials, restart
+    seeds and chain of sparse-ready deciders, a result without weight matrices (``student`` empty, ``trials``
+    without draws) or stability (``max_real_eig`` None)."""
+    from .sparse_fit import sparse_setup
+
+    plan = sparse_setup(circuit, alloc, m, trials, options=options, cert=cert)
+    parts = [] if resume is None else [resume]
+    with torch_threads(options.threads):
+        try:
+            for first in range(0 if resume is None else resume.matched.size, trials, plan.size):
+                n = min(plan.size, trials - first)
+                out, draws = plan.run_chunk(first, n, seed, tol=options.tol, progress=progress,
+                                            plausibility_bound=options.plausibility_bound)
+                resid = out.residual.cpu().numpy()
+                matched = (resid < options.tol) & (not plan.zero)
+                history = out.history if out.from_rounds else [float(matched.mean())] * len(out.history)
+                exact = bool(((out.outcome != _schema.UNDECIDED) & (out.decision != _schema.LM_DECISION)).all())
+                theta = out.theta.cpu().numpy()
+                proof_kind = witness_scale = None
+                if plan.bounds is not None:
+                    proof_kind, witness_scale = _evidence(circuit, {}, theta, plan.sigma, out.decision, out.outcome,
+                                                          False)
+                light = Trials({}, {}, np.zeros((n, 0)), draws.teacher_rejected, draws.student_rejected)
+                parts.append(FitResult(
+                    light, {}, theta, resid, matched, out.restarts, np.array(history), out.solver.name, options.tol,
+                    out.status, out.solver, dale=options.dale, stable=options.stable, exact=exact, max_real_eig=None,
+                    sign_violations=plan.signs.violations(theta) if plan.signs.active else None,
+                    decision=out.decision.astype(np.int8), outcome=out.outcome.astype(np.int8),
+                    proof_kind=proof_kind, witness_scale=witness_scale))
         except KeyboardInterrupt:
             if not parts:
                 raise
@@ -600,7 +636,7 @@ def match_probability(circuit: Circuit, alloc: Allocation, m: int, trials: int =
     options.check_circuit(circuit, "match_probability")
     layout = choose_layout(circuit, options.weights_layout)
     if layout is WeightsLayout.SPARSE:
-        from ._sparse_fit import check_sparse_request
+        from .sparse_fit import check_sparse_request
 
         check_sparse_request(circuit, options, return_weights=return_weights)
     certificate, threads = options.certificate, options.threads

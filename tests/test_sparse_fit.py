@@ -1,4 +1,4 @@
-"""neurosubset._sparse_fit: match_probability in the sparse weights layout against the dense layout.
+"""neurosubset.sparse_fit: match_probability in the sparse weights layout against the dense layout.
 
 The dense layout (dense draws, torch LU, the dense deciders) is the independent reference: the same trials must get
 identical exact decisions, and the switch must be recorded in the result.

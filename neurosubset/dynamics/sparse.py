@@ -31,7 +31,7 @@ GMRES_RTOL = 1e-12  # relative residual of each iterative solve (method "gmres")
 _GMRES_RESTART = 100
 
 __all__ = ["sparse_structure", "sample_sparse_weights", "sparse_block", "dense_weights", "plastic_positions",
-           "sparse_steady"]
+           "sparse_steady", "gmres_columns"]
 
 
 def sparse_structure(circuit: Circuit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -280,8 +280,8 @@ def sparse_steady(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np
                                      shape=(n, out_idx.size)).toarray()
     if method == "gmres":
         system = (scipy.sparse.identity(n, format="csr") - a).tocsr()
-        rates = _gmres(system, np.asarray(b @ x.T), rtol)  # (N, m)
-        g_t = _gmres(system.T.tocsr(), select, rtol) if plastic is not None else None  # (N, n_out) = G^T
+        rates = gmres_columns(system, np.asarray(b @ x.T), rtol)  # (N, m)
+        g_t = gmres_columns(system.T.tocsr(), select, rtol) if plastic is not None else None  # (N, n_out) = G^T
     else:
         try:
             lu = scipy.sparse.linalg.splu((scipy.sparse.identity(n, format="csc") - a).tocsc())
@@ -310,7 +310,7 @@ def sparse_steady(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np
     return outputs, jac.reshape(m * out_idx.size, post.size)
 
 
-def _gmres(system: scipy.sparse.csr_matrix, rhs: np.ndarray, rtol: float) -> np.ndarray:
+def gmres_columns(system: scipy.sparse.csr_matrix, rhs: np.ndarray, rtol: float) -> np.ndarray:
     """``system^-1 rhs`` column by column by GMRES (restart 100) to relative residual ``rtol``; NaN columns where a
     solve stops short of it."""
     out = np.empty_like(rhs, dtype=np.float64)

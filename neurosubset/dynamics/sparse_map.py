@@ -31,7 +31,7 @@ import torch
 
 from .._checks import ParameterError
 from .adjoint import FIXED_POINT
-from .sparse import GMRES_RTOL, _gmres, sparse_structure
+from .sparse import GMRES_RTOL, gmres_columns, sparse_structure
 
 if TYPE_CHECKING:
     from ..allocation import Allocation
@@ -346,8 +346,8 @@ class SparseSteady:
             select = np.zeros((n, n_out))
             select[self.out_idx, np.arange(n_out)] = 1.0
         if self.method == "gmres":
-            rates = _gmres(system, rhs, GMRES_RTOL)
-            g_t = _gmres(system.T.tocsr(), select, GMRES_RTOL) if jacobian else None
+            rates = gmres_columns(system, rhs, GMRES_RTOL)
+            g_t = gmres_columns(system.T.tocsr(), select, GMRES_RTOL) if jacobian else None
         else:
             try:
                 lu = scipy.sparse.linalg.splu(system.tocsc())
@@ -368,7 +368,7 @@ class SparseSteady:
         system, b = self.matrices(values)
         rhs = np.asarray(b @ x.T)
         if self.method == "gmres":
-            return _gmres(system, rhs, GMRES_RTOL)
+            return gmres_columns(system, rhs, GMRES_RTOL)
         try:
             return scipy.sparse.linalg.splu(system.tocsc()).solve(rhs)
         except RuntimeError:

@@ -26,7 +26,7 @@ import scipy.sparse.linalg
 import torch
 
 from .._schema import MATCHED, STALLED
-from ..dynamics.sparse import GMRES_RTOL, _gmres
+from ..dynamics.sparse import GMRES_RTOL, gmres_columns
 from .lm import relative_residual
 
 __all__ = ["solve_lifted_sparse"]
@@ -44,7 +44,7 @@ def _hidden_rates(system, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> n
         rhs = np.asarray(b[hidden] @ x.T) - np.asarray(full[hidden][:, out] @ y)  # A_ho Y + B_h X
         sub = full[hidden][:, hidden].tocsr()
         if system.method == "gmres":
-            rates[hidden] = _gmres(sub, rhs, GMRES_RTOL)
+            rates[hidden] = gmres_columns(sub, rhs, GMRES_RTOL)
         else:
             try:
                 rates[hidden] = scipy.sparse.linalg.splu(sub.tocsc()).solve(rhs)

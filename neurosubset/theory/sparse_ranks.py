@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from ..dynamics.sparse import GMRES_RTOL, _gmres
+from ..dynamics.sparse import GMRES_RTOL, gmres_columns
 from ..dynamics.sparse_map import SparseSteady, draw_sparse_weights, structure_of, synapse_sd
 
 __all__ = ["sparse_rank_evidence", "eligible_positions"]
@@ -64,8 +64,10 @@ def _factor(act: np.ndarray, g_t: np.ndarray, post: np.ndarray, pre: np.ndarray,
     step = max(1, _ROWS_PER_CHUNK * 8 // max(int(counts.max()) * m, 1))  # neurons per batched QR
     for a in range(0, cells.size, step):
         sel = slice(start[a], start[a + step] if a + step < cells.size else post_s.size)
-        padded = np.zeros((min(step, cells.size - a), int(counts[a:a + step].max()), m))
-        padded[first[sel] - a, within[sel]] = rows[sel]
+        depth = int(counts[a:a + step].max())
+        padded = np.zeros((min(step, cells.size - a) * depth, m))  # each neuron's A_i, zero rows below
+        padded[(first[sel] - a) * depth + within[sel]] = rows[sel]
+        padded = padded.reshape(-1, depth, m)
         r_i = np.linalg.qr(padded, mode="r")  # (cells, min(K, m), m)
         block = (r_i[:, :, :, None] * g_t[cells[a:a + step]][:, None, None, :]).reshape(-1, e)
         r = scipy.linalg.qr(np.vstack([r, block]), mode="r", check_finite=False)[0][:e]
@@ -104,7 +106,7 @@ def sparse_rank_evidence(circuit, m: int, seed: int, points: int, cols: np.ndarr
         select = np.zeros((n, n_out))
         select[system.out_idx, np.arange(n_out)] = 1.0
         if system.method == "gmres":
-            rates, g_t = _gmres(mat, rhs, GMRES_RTOL), _gmres(mat.T.tocsr(), select, GMRES_RTOL)
+            rates, g_t = gmres_columns(mat, rhs, GMRES_RTOL), gmres_columns(mat.T.tocsr(), select, GMRES_RTOL)
         else:
             import scipy.sparse.linalg
 

@@ -1,0 +1,112 @@
+"""The fit of :func:`neurosubset.fit` / :func:`neurosubset.match_probability` in the sparse weights layout.
+
+Same trials (the dense draws' numbers, :func:`~neurosubset.dynamics.sparse_map.draw_sparse_trials`), same restart
+seeds, same decider chain restricted to the deciders that run on a sparse map (``Decider.sparse_ready``:
+the certificate's rank deficit, least squares, the lifted decider on sparse rows, the LM), so the exact decisions
+equal the dense layout's; memory is linear in synapses and trials (one value vector per draw, the LM's restarts
+share their trial's). Trials run in chunks sized from memory as in the dense layout.
+
+Not in the sparse layout (refused in one line): ``stable=True`` (the students' stability would need a sparse
+eigen-solve per LM match and per draw), ``return_weights`` (dense per-trial matrices) and a GPU ``device`` (the
+sparse solves run on the CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._checks import ParameterError
+from ._memory import available_bytes, check_memory
+from .dynamics.sparse_map import (SparsePlasticMap, SparseSteady, draw_sparse_trials, plastic_value_positions,
+                                  sparse_is_affine, structure_of, synapse_sd)
+from .dynamics.stability import stability_applies
+
+_F64 = 8
+
+
+def sparse_per_trial_bytes(n_values: int, n_equations: int, plastic: int, problems: int) -> int:
+    """Bytes one more trial adds to a sparse fit: teacher and student value vectors and a working copy, its
+    problems' Jacobians (``(E, M)`` each, with the LM's copy) and the solver's vectors."""
+    return int(_F64 * (3 * n_values + 3 * problems * n_equations * plastic))
+
+
+def check_sparse_request(circuit, options, *, return_weights: bool = False, caller: str = "match_probability"
+                         ) -> None:
+    """Refuse (one line) what the sparse layout does not run."""
+    if options.stable and stability_applies(circuit):
+        raise ParameterError(f"The 'stable' parameter of {caller} must be False in the sparse weights layout "
+                             f"(circuit {circuit.name!r}, weights_layout 'sparse'): the students' stability would "
+                             f"need a sparse eigen-solve per draw and per match. Got True instead.")
+    if return_weights:
+        raise ParameterError(f"The 'return_weights' parameter of {caller} must be False in the sparse weights "
+                             f"layout (circuit {circuit.name!r}): per-trial dense matrices are what it avoids. Got "
+                             f"True instead.")
+    if torch.device(options.device).type != "cpu":
+        raise ParameterError(f"The 'device' parameter of {caller} must be 'cpu' in the sparse weights layout (the "
+                             f"sparse solves run on the CPU). Got {options.device!r} instead.")
+
+
+@dataclass
+class SparseFit:
+    """What a sparse fit shares across its chunks of trials (built once by :func:`sparse_setup`)."""
+
+    circuit: Any
+    alloc: Any
+    m: int
+    structure: dict
+    sd: dict
+    system: SparseSteady
+    sigma: np.ndarray
+    chain: tuple
+    affine: bool
+    signed: bool
+    zero: bool
+    bounds: Any
+    signs: Any
+    size: int
+
+    def run_chunk(self, first: int, n: int, seed: int, *, tol: float, progress: bool, plausibility_bound: float):
+        """Draw trials ``first .. first + n - 1`` and run the chain on them: ``(ChainResult, SparseTrials)``."""
+        from .solvers.chain import Batch, Problem, run_chain
+
+        draws = draw_sparse_trials(self.circuit, self.structure, self.m, n, seed, first=first, sd=self.sd)
+        probes = torch.as_tensor(draws.probes, dtype=torch.float64)
+        fmap = SparsePlasticMap(self.circuit, self.alloc, self.system, draws.student_init, probes)
+        targets = torch.as_tensor(np.stack([self.system.solve(draws.teacher[p], draws.probes[p])[0]
+                                            for p in range(n)]), dtype=torch.float64)
+        own = torch.as_tensor(draws.student_init[:, self.system.plastic], dtype=torch.float64)
+        problem = Problem(self.circuit, self.alloc, self.m, n, affine=self.affine, signed=self.signed, zero=self.zero)
+        batch = Batch(problem, fmap, lambda: fmap, targets, own, self.alloc, self.sigma, self.bounds, None, tol, seed,
+                      first, device=torch.device("cpu"), progress=progress, plausibility_bound=plausibility_bound)
+        return run_chain(self.chain, batch), draws
+
+
+def sparse_setup(circuit, alloc, m: int, trials: int, *, options, cert) -> SparseFit:
+    """The request checked (one line) and the shared parts of a sparse fit: structure, system, the chain of the
+    sparse-ready deciders, the chunk size from a sparse memory estimate."""
+    from .solvers.bounded import sign_bounds
+    from .solvers.chain import Problem, decider_chain, resolve
+
+    check_sparse_request(circuit, options, caller="fit")
+    structure = structure_of(circuit)
+    sd = synapse_sd(circuit, structure)
+    positions = plastic_value_positions(circuit, structure, alloc)
+    sigma = np.concatenate([sd[k] for k in circuit.weight_names])[positions]
+    system = SparseSteady(circuit, structure, positions)
+    signs = sign_bounds(circuit, alloc)
+    signed = options.dale and signs.active
+    affine = sparse_is_affine(circuit, alloc)
+    zero = cert is not None and cert.verdict == "zero"
+    chain = tuple(d for d in decider_chain(options.solver, dale=options.dale) if getattr(d, "sparse_ready", False))
+    recorded = resolve(chain, Problem(circuit, alloc, m, trials, affine=affine, signed=signed, zero=zero))
+    problems = 2 * int(getattr(recorded, "restarts", 1) or 1)
+    one = sparse_per_trial_bytes(system.n_values, m * circuit.n_out, alloc.size, problems)
+    available = available_bytes()
+    check_memory(f"fit(m={m}, trials={trials}, M={alloc.size}) in the sparse layout with one trial at a time",
+                 {"trial": one, "total": one}, lower="'m' or the allocation's size", available=available)
+    size = options.chunk or int(min(trials, max(1, min(0.5 * available, options.max_memory or 2**30) // one)))
+    return SparseFit(circuit, alloc, m, structure, sd, system, sigma, chain, affine, signed, zero,
+                     signs if signed else None, signs, min(size, trials))
