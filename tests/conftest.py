@@ -117,6 +117,19 @@ def named_circuit(name: str):
 _BUILT: dict = {}
 
 
+def shipped_circuit(stem: str):
+    """``circuits/<stem>.toml`` loaded once per test session (circuits/balanced_ei.toml's load, with its sparse
+    stability check, takes about 20 s of CPU; test_circuit and test_dynamics_stability share one)."""
+    from pathlib import Path
+
+    import neurosubset as ns
+
+    key = ("shipped", stem)
+    if key not in _BUILT:
+        _BUILT[key] = ns.Circuit.from_toml(Path(__file__).resolve().parents[1] / "circuits" / f"{stem}.toml")
+    return _BUILT[key]
+
+
 # ----------------------------------------------------------------------------------- a reference steady solve
 def steady_system(circuit, weights):
     """The fixed-point system of a linear steady circuit, assembled here in numpy from the circuit's regions and

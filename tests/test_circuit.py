@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import shipped_circuit
 
 import neurosubset as ns
 from neurosubset import AllocationError, CircuitSpecError
@@ -30,7 +31,7 @@ LARGE_SPECS = {"balanced_ei"}  # 10^4 neurons, 2.2 million synapses: about 20 s 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in LARGE_SPECS else p
                                   for p in SPECS], ids=[p.stem for p in SPECS])
 def test_shipped_specs_round_trip_through_toml(path):
-    circuit = ns.Circuit.from_toml(path)
+    circuit = shipped_circuit(path.stem)  # = ns.Circuit.from_toml(path), loaded once per session
     again = ns.Circuit.from_toml_text(circuit.to_toml())
     assert again == circuit
     assert again.structure.keys() == circuit.structure.keys()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shipped_circuit
 
 import neurosubset as ns
 from neurosubset.dynamics.stability import SPEC_SEED_KEY
@@ -200,7 +201,7 @@ def test_small_loops_keep_the_dense_check_and_its_memory_term():
 def test_balanced_ei_is_stable_as_drawn_by_the_sparse_check():
     # circuits/balanced_ei.toml: 10,000 E/I neurons, p = 0.02; its comments derive the gains. Closed form here:
     # bulk radius^2 = rho([g_ab^2 (1 - 2p/pi)]), mean eigenvalues of [[0.798 g sqrt(K)] with signs]
-    c = ns.Circuit.from_toml(ROOT / "circuits" / "balanced_ei.toml")
+    c = shipped_circuit("balanced_ei")  # = ns.Circuit.from_toml(ROOT / "circuits" / "balanced_ei.toml"), loaded once
     s = c.stability
     f = 1 - 2 * 0.02 / np.pi
     radius = np.sqrt(np.abs(np.linalg.eigvals(f * np.array([[0.3**2, 0.7**2], [0.4**2, 0.6**2]]))).max())
