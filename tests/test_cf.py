@@ -302,15 +302,30 @@ def test_to_dataframe_of_an_mp_result_does_not_broadcast_over_weights():
     assert len(whole) == 5 * ds.sizes["round"] * synapses, (len(whole), synapses)
 
 
-def test_decision_kind_is_one_attr_and_old_results_still_say_theirs():
+def test_decision_kind_is_one_attr_and_old_results_still_say_theirs(tmp_path):
     ff = ns.feedforward([4, 3])
     ds = ns.match_probability(ff, ns.allocate(ff, 6, seed=0), m=2, trials=3)
     assert decision_kind(ds) == ds.attrs["decision_kind"] == "exact" and "mp_estimate" not in ds.attrs
-    with xr.open_dataset(ROOT / "data" / "ei_allocations.nc", engine="h5netcdf") as old:  # shipped, mp_estimate
-        kinds, solver = decision_kind(old.load()), old.solver
-    known = solver.notnull() & (solver != "")
-    # exact least squares decides exactly (affine outputs); the Levenberg-Marquardt gives lower bounds
-    assert (kinds.where(solver == "lstsq") == "exact").sum() == int((solver == "lstsq").sum()) > 0
-    assert (kinds.where(solver == "lm") == "lower bound").sum() == int((solver == "lm").sum()) > 0
-    assert set(np.unique(kinds.values[known.values])) <= set(DECISION_KINDS)
+    # a table of many results (as the analysis files are), written and read back: one decision_kind per point.
+    # Plastic synapses only in the last layer leave the outputs affine in them (least squares decides exactly);
+    # synapses in both layers make them bilinear, where no exact decider applies (the ReLU LPs need a ReLU, the
+    # roots a single plastic synapse) and the Levenberg-Marquardt's count is a lower bound
+    net = ns.feedforward([3, 4, 2])
+    allocs = {"last layer": ns.allocate(net, 6, within=["W2"], seed=0), "both layers": ns.allocate(net, 8, seed=0)}
+    assert allocs["last layer"].counts["W1"] == 0 and min(allocs["both layers"].counts.values()) > 0
+    table = ns.sweep_allocations(net, allocs, m=[1, 2], trials=3, seed=0,
+                                 solver=ns.Auto(restarts=1, max_rounds=1, iterations=30))
+    ns.write(table, tmp_path / "table.nc")
+    with xr.open_dataset(tmp_path / "table.nc", engine="h5netcdf") as back:
+        kinds = decision_kind(back.load()).sel(allocation=["last layer", "both layers"])
+    assert [[str(k) for k in row] for row in kinds.values] == [["exact"] * 2, ["lower bound"] * 2]
+    assert set(np.unique(kinds.values)) <= set(DECISION_KINDS)
+    # files written before the merge (issue 14's E/I table among them) carry an mp_estimate variable spelled
+    # "exact" / "lower_bound", and "" where no point was computed
+    old = xr.Dataset({"mp_estimate": (("allocation", "m"), np.array([["exact", "lower_bound"], ["", "exact"]]))},
+                     coords={"allocation": ["a", "b"], "m": [1, 2]})
+    ns.write(old, tmp_path / "pre_merge.nc")
+    with xr.open_dataset(tmp_path / "pre_merge.nc", engine="h5netcdf") as back:
+        read = decision_kind(back.load())
+    assert [[str(k) for k in row] for row in read.values] == [["exact", "lower bound"], ["", "exact"]]
     assert decision_kind(xr.Dataset(attrs={"mp_estimate": "lower_bound"})) == "lower bound"
