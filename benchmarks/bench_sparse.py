@@ -8,7 +8,7 @@ Each mode runs in its own process (peak memory = that process's maximum resident
     python benchmarks/bench_sparse.py mp [N] [LAYOUT] [TRIALS]  # match_probability, read-out + E->E, unconstrained
     python benchmarks/bench_sparse.py step N LAYOUT           # one LM iteration (value + Jacobian, one problem)
     python benchmarks/bench_sparse.py lifted N LAYOUT         # the lifted decider on one trial
-    python benchmarks/bench_sparse.py gfp N                   # certify: iterative float ranks vs GF(p) ranks
+    python benchmarks/bench_sparse.py gfp N [P]               # certify: iterative float ranks vs GF(p) ranks
 
 ``N`` (default 10120: balanced_ei itself) scales balanced_ei to ``0.8 N`` E and ``0.2 N`` I neurons (100 inputs,
 20 outputs, gains as in the file) with the in-degrees of the file held (K_E = 160, K_I = 40: ``p = 160 / N_E``).
@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BALANCED = ROOT / "circuits" / "balanced_ei.toml"
 
 
-def _circuit(n: int):
+def _circuit(n: int, p: float | None = None):
     import neurosubset as ns
 
-    if n == 10120:
+    if n == 10120 and p is None:
         return ns.Circuit.from_toml(BALANCED)
     spec = ns.Circuit.from_toml(BALANCED).to_dict()
     n_e, n_i = int(0.8 * (n - 120)), (n - 120) - int(0.8 * (n - 120))
-    p = min(1.0, 160 / n_e)
+    p = min(1.0, 160 / n_e) if p is None else p
     spec["regions"]["E"]["size"], spec["regions"]["I"]["size"] = n_e, n_i
     for proj in spec["projections"]:
         if proj["pre"] in ("E", "I") and proj["post"] in ("E", "I", "OUT"):
@@ -72,7 +72,8 @@ def main(argv: list[str], circuit=None) -> dict:
     layout = argv[2] if len(argv) > 2 else "auto"
     out: dict = {"mode": mode, "neurons": n, "layout": layout}
     t0, c0 = time.perf_counter(), time.process_time()
-    c = _circuit(n) if circuit is None else circuit
+    p = float(argv[2]) if mode == "gfp" and len(argv) > 2 else None  # gfp N P: connection probability P instead
+    c = _circuit(n, p) if circuit is None else circuit
     out.update(load_wall_s=time.perf_counter() - t0, load_cpu_s=time.process_time() - c0,
                check=c.stability.check if hasattr(c.stability, "check") else None,
                synapses=int(sum(r.size for r, _ in ns.dynamics.sparse_map.structure_of(c).values())))
