@@ -49,7 +49,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# the fast lane: every test over about 2 s is marked slow (kept there by reading pytest --durations)
+# the fast lane: every test over about 1 s is marked slow (kept there by reading pytest --durations)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
