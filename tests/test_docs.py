@@ -175,6 +175,8 @@ def test_newer_sources_tells_a_stale_site_from_a_fresh_one(tmp_path):
     stamp = tmp_path / "stamp"
     assert _newer_sources(stamp) is None
     stamp.touch()
+    if not (ROOT / ".git").exists():
+        pytest.skip("SKIPPED LOUDLY: not a git checkout: the site fixture cannot list the sources and always builds")
     source = ROOT / "neurosubset" / "__init__.py"
     os.utime(stamp, (source.stat().st_mtime - 10, source.stat().st_mtime - 10))
     assert "neurosubset/__init__.py" in _newer_sources(stamp)
