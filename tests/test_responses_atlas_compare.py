@@ -132,7 +132,8 @@ def test_shared_change_is_the_one_dimensional_minimum(clamp):
     np.testing.assert_allclose(jac, (resid(v + h) - resid(v - h)) / (2 * h), rtol=1e-5, atol=1e-6)
 
 
-def test_group_ranking_finds_the_changed_group_and_reports_localize_ties():
+@pytest.mark.parametrize("linear", [True, False])
+def test_group_ranking_finds_the_changed_group_and_reports_localize_ties(linear):
     """The group whose shared change made the other strain comes first, beats all its size-matched random groups
     (p = 1 / (1 + draws)); the same pairs under another name are structurally equivalent and tied (ambiguous, as
     localize rules it), an unrelated group is not."""
@@ -154,7 +155,7 @@ def test_group_ranking_finds_the_changed_group_and_reports_localize_ties():
                       np.ones(10, dtype=bool))
     draws = 9
     out = group_change_ranking(ref, other, an, {"A": group, "A again": group[::-1].copy(), "B": other_group},
-                               folds=3, draws=draws, base=base)
+                               folds=3, draws=draws, base=base, linear=linear)
     place = dict(zip(out["names"], out["place"]))
     assert place["B"] == 3 and {place["A"], place["A again"]} == {1, 2}
     amb = dict(zip(out["names"], out["ambiguous"]))
@@ -165,3 +166,36 @@ def test_group_ranking_finds_the_changed_group_and_reports_localize_ties():
     assert p["A"] == p["A again"] == 1 / (1 + draws)
     assert set(out["equally_good"]) == {"A", "A again"}
     assert "chi2.isf(alpha, 1)" in out["tie_rule"]  # localize's own rule text
+
+
+def test_linear_group_score_is_one_gauss_newton_step():
+    """The default (linearised) score of one group, fold by fold, against numpy: the Jacobian by central
+    differences of the full model, v = -J.r / (J.J + lam) on the training stimulations, held-out chi-square of
+    r0 + v J."""
+    from neurosubset.responses.atlas import atlas_folds
+    from neurosubset.responses.atlas_compare import group_change_ranking
+
+    an, base, stim, drive, mask, sd, AtlasData, rng = _small(False, seed=2)
+    group = np.array([[1, 2], [3, 4], [5, 2]])
+    resp = np.where(mask, 0.3 * rng.standard_normal((10, 10)), 0.0)
+    other = AtlasData(resp, sd, mask, stim, drive, np.ones(10, dtype=bool))
+    out = group_change_ranking(other, other, an, {"G": group}, folds=3, draws=0, base=base, lam=0.5)
+
+    def resid(v):
+        sign = np.where(an.sign < 0, -1.0, 1.0)
+        rho = np.max(np.abs(np.linalg.eigvals(an.counts)))
+        w = base.chem_gain * an.counts * sign[None] / rho + base.gap_gain * an.gap
+        w[group[:, 0], group[:, 1]] += v
+        x = np.linalg.solve(np.eye(10) - w, np.eye(10)[:, stim] * drive)
+        return np.where(mask, (base.gains[:, None] * x - resp) / sd, 0.0)
+
+    r0, h = resid(0.0), 1e-6
+    jac = (resid(h) - resid(-h)) / (2 * h)
+    chi = 0.0
+    for fold in atlas_folds(other, an, 3, seed=0):
+        train = np.setdiff1d(np.arange(10), fold)
+        v = -(jac[:, train] * r0[:, train]).sum() / ((jac[:, train] ** 2).sum() + 0.5)
+        chi += ((r0[:, fold] + v * jac[:, fold]) ** 2).sum()
+    assert abs(out["heldout_chi_square"][0] - chi) < 1e-6 * chi
+    assert abs(out["baseline_chi_square"] - (r0**2).sum()) < 1e-9 * (r0**2).sum()
+    assert abs(out["value"][0] + (jac * r0).sum() / ((jac**2).sum() + 0.5)) < 1e-6
