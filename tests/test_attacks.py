@@ -247,6 +247,7 @@ def test_10_a_store_without_its_root_attrs_is_refused(tmp_path, capsys, store, n
     assert not (tmp_path / "s.nc").exists()
 
 
+@pytest.mark.slow
 def test_10_a_deleted_status_chunk_is_refused_not_read_as_off_grid(tmp_path, capsys, store, fresh):
     chunk = next(p.name for p in sorted((store / "status").iterdir()) if p.name.startswith("0.1."))
     (store / "status" / chunk).unlink()  # the point (budget=6, A->O=0.5) is done; its status now reads off_grid

@@ -63,6 +63,7 @@ def test_cli_mp_line_counts_statuses_and_flags_a_still_improving_fit(capsys):
 
 
 # ------------------------------------------------------------------------------------------------ files (issue 27 #4)
+@pytest.mark.slow
 def test_fraction_keys_is_a_list_for_sweeps_in_memory_in_files_and_old_stores(tmp_path):
     import shutil
     from pathlib import Path

@@ -82,6 +82,7 @@ def _pattern_reference(x, s1, s2, mask, r):
     return False
 
 
+@pytest.mark.slow
 def test_relu_pattern_enumeration_equals_brute_force():
     net = ns.feedforward([2, 3, 1], "relu")
     alloc = _two_rows(net, [1])  # one unit, 2 plastic synapses, m = 3 > 2: pre-activations not free
