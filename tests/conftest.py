@@ -130,6 +130,33 @@ def shipped_circuit(stem: str):
     return _BUILT[key]
 
 
+def sparse_ei(n_e, n_i, *, n_x, n_out, p_in, p_rec, p_out, p_ii=None, seed=3, signed_readout=False, **extra):
+    """A steady E/I circuit with every kind of structure the sparse layout reads: Bernoulli projections (I->I
+    autapse-free), data-given synapses with init count (X->F), fixed weights (F->E), a dense input and read-out, and
+    with ``signed_readout`` per-synapse signs on F->OUT. Gains as in circuits/balanced_ei.toml (E->E 0.3, E->I 0.4,
+    I->E 0.7, I->I 0.6); I->I at ``p_ii`` (default ``p_rec``); ``extra`` overrides top-level spec fields (e.g.
+    ``dynamics``)."""
+    import neurosubset as ns
+
+    f_out = {"pre": "F", "post": "OUT", "p": 1.0, "gain": 0.5}
+    if signed_readout:
+        f_out["signs"] = [[0, 1, -1], [2, 3, 1]]
+    spec = {"name": "ei", "dynamics": "steady", "seed": seed,
+            "regions": {"X": {"size": n_x, "role": "input"}, "E": {"size": n_e, "sign": 1},
+                        "I": {"size": n_i, "sign": -1}, "F": {"size": 5}, "OUT": {"size": n_out, "role": "output"}},
+            "projections": [
+                {"pre": "X", "post": "E", "p": p_in}, {"pre": "X", "post": "I", "p": p_in},
+                {"pre": "E", "post": "E", "p": p_rec, "gain": 0.3}, {"pre": "E", "post": "I", "p": p_rec, "gain": 0.4},
+                {"pre": "I", "post": "E", "p": p_rec, "gain": 0.7},
+                {"pre": "I", "post": "I", "p": p_rec if p_ii is None else p_ii, "gain": 0.6, "autapses": False},
+                {"pre": "X", "post": "F", "synapses": [[0, 1, 2], [1, 0, 1], [3, 5, 4], [4, n_x - 1, 1]],
+                 "init": "count"},
+                {"pre": "F", "post": "E", "weights": [[0, 0, 0.5], [7, 2, -0.25]]},
+                f_out, {"pre": "E", "post": "OUT", "p": p_out}, {"pre": "X", "post": "OUT", "p": 1.0}]}
+    spec.update(extra)
+    return ns.Circuit.from_dict(spec)
+
+
 # ----------------------------------------------------------------------------------- a reference steady solve
 def steady_system(circuit, weights):
     """The fixed-point system of a linear steady circuit, assembled here in numpy from the circuit's regions and

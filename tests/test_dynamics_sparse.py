@@ -7,30 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import neurosubset as ns
 from neurosubset._checks import ParameterError
 from neurosubset.allocation import Allocation
 from neurosubset.dynamics import sparse as sp
 from neurosubset.dynamics.adjoint import FIXED_POINT, plastic_layout
 from neurosubset.dynamics.steady import Steady
+from conftest import sparse_ei
 
 
 def _ei(n_e=240, n_i=60, seed=3, **extra):
     """A steady E/I circuit of a few hundred neurons with every kind of structure the sparse path reads."""
-    spec = {"name": "ei", "dynamics": "steady", "seed": seed,
-            "regions": {"X": {"size": 12, "role": "input"}, "E": {"size": n_e, "sign": 1},
-                        "I": {"size": n_i, "sign": -1}, "F": {"size": 5}, "OUT": {"size": 4, "role": "output"}},
-            "projections": [
-                {"pre": "X", "post": "E", "p": 0.3}, {"pre": "X", "post": "I", "p": 0.3},
-                {"pre": "E", "post": "E", "p": 0.1, "gain": 0.3}, {"pre": "E", "post": "I", "p": 0.1, "gain": 0.4},
-                {"pre": "I", "post": "E", "p": 0.1, "gain": 0.7},
-                {"pre": "I", "post": "I", "p": 0.1, "gain": 0.6, "autapses": False},
-                {"pre": "X", "post": "F", "synapses": [[0, 1, 2], [1, 0, 1], [3, 5, 4], [4, 11, 1]], "init": "count"},
-                {"pre": "F", "post": "E", "weights": [[0, 0, 0.5], [7, 2, -0.25]]},
-                {"pre": "E", "post": "OUT", "p": 0.2}, {"pre": "X", "post": "OUT", "p": 1.0},
-                {"pre": "F", "post": "OUT", "p": 1.0, "gain": 0.5}]}
-    spec.update(extra)
-    return ns.Circuit.from_dict(spec)
+    return sparse_ei(n_e, n_i, n_x=12, n_out=4, p_in=0.3, p_rec=0.1, p_out=0.2, seed=seed, **extra)
 
 
 def test_sparse_structure_is_the_circuits_structure():

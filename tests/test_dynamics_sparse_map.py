@@ -11,25 +11,14 @@ import neurosubset as ns
 from neurosubset._checks import ParameterError
 from neurosubset.dynamics import DTYPE, PlasticMap, is_affine
 from neurosubset.dynamics import sparse_map as sm
+from conftest import sparse_ei
 
 
 def _ei(n_e=40, n_i=10, seed=3, **extra):
     """A small steady E/I circuit with every kind of structure the sparse layout reads (Bernoulli, autapse-free,
     data-given with init count, fixed, per-synapse signs, dense input and read-out)."""
-    spec = {"name": "ei", "dynamics": "steady", "seed": seed,
-            "regions": {"X": {"size": 6, "role": "input"}, "E": {"size": n_e, "sign": 1},
-                        "I": {"size": n_i, "sign": -1}, "F": {"size": 5}, "OUT": {"size": 3, "role": "output"}},
-            "projections": [
-                {"pre": "X", "post": "E", "p": 0.4}, {"pre": "X", "post": "I", "p": 0.4},
-                {"pre": "E", "post": "E", "p": 0.2, "gain": 0.3}, {"pre": "E", "post": "I", "p": 0.2, "gain": 0.4},
-                {"pre": "I", "post": "E", "p": 0.2, "gain": 0.7},
-                {"pre": "I", "post": "I", "p": 0.3, "gain": 0.6, "autapses": False},
-                {"pre": "X", "post": "F", "synapses": [[0, 1, 2], [1, 0, 1], [3, 5, 4], [4, 2, 1]], "init": "count"},
-                {"pre": "F", "post": "E", "weights": [[0, 0, 0.5], [7, 2, -0.25]]},
-                {"pre": "F", "post": "OUT", "p": 1.0, "gain": 0.5, "signs": [[0, 1, -1], [2, 3, 1]]},
-                {"pre": "E", "post": "OUT", "p": 0.5}, {"pre": "X", "post": "OUT", "p": 1.0}]}
-    spec.update(extra)
-    return ns.Circuit.from_dict(spec)
+    return sparse_ei(n_e, n_i, n_x=6, n_out=3, p_in=0.4, p_rec=0.2, p_out=0.5, p_ii=0.3, seed=seed,
+                     signed_readout=True, **extra)
 
 
 def _readout_plus_ee(c, ee=30):
