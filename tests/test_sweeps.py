@@ -330,6 +330,18 @@ def test_rerun_computes_nothing_and_other_config_is_refused(tmp_path):
     xr.testing.assert_identical(open_sweep(store), first)  # refused runs left the store alone
 
 
+def test_a_store_made_before_patience_is_refused_with_the_way_back(tmp_path):
+    # patience=0 is the fixed policy every store before it used (no patience in its config): the default
+    # (patience 2, which can act at max_rounds 8) is another computation, refused with the setting that continues it
+    store = tmp_path / "s.zarr"
+    kw = dict(budget=[6], strategy="spread-rows", m=[2], trials=2)
+    first = ns.sweep(two_inputs(), **kw, store=store, solver=ns.Auto(patience=0))
+    assert "patience" not in json.loads(first.attrs["sweep_config"])
+    with pytest.raises(ns.SweepStoreError, match=r"differs in \['patience'\].*patience=0 \(--patience 0\)"):
+        ns.sweep(two_inputs(), **kw, store=store)
+    xr.testing.assert_identical(ns.sweep(two_inputs(), **kw, store=store, solver=ns.Auto(patience=0)), first)
+
+
 @pytest.mark.slow
 def test_second_writer_is_refused(tmp_path):
     store = tmp_path / "s.zarr"

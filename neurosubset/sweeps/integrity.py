@@ -218,7 +218,15 @@ def _check_same_config(path: Path, stored: Mapping[str, Any], new: Mapping[str, 
                           f"{stored['config_hash']}, requested {new['config_hash']}); it differs in {differ} ({shown})."
                           f" Refusing to mix results: use another store path, or overwrite=True (--overwrite) to start "
                           f"over. (Adding values to 'm', 'budget' or 'strategy', and only that, or raising 'trials' "
-                          f"alone, extends the store.)")
+                          f"alone, extends the store.)" + _patience_hint(old_cfg, differ))
+
+
+def _patience_hint(old_cfg: Mapping[str, Any], differ: list[str]) -> str:
+    """The way back for a store made before the LM's patience existed (every round ran: patience 0)."""
+    if "patience" not in differ or old_cfg.get("patience") is not None:
+        return ""
+    return (" This store was made before the LM stopped early (patience): patience=0 (--patience 0) runs every "
+            "round as it did and continues it.")
 
 
 
