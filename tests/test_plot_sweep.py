@@ -252,8 +252,10 @@ def test_residual_histogram_marks_unstable_and_undecided_trials():
         c = Circuit((Region("x", 2, "input"), Region("h", 4), Region("y", 2, "output")),
                     (Projection("x", "h"), Projection("h", "h", gain=0.9), Projection("h", "y")),
                     dynamics="steady", name="small_steady")
-        ds = ns.match_probability(c, ns.allocate(c, 6, strategy="spread-rows", within=["h->h"], seed=0), m=2,
-                                  trials=12, seed=0)
+        # the LM alone: the default chain's stable-witness search (issue 28) turns these trials' unstable matches
+        # into stable ones; the figure's marking of unstable and undecided trials is what is tested here
+        ds = ns.match_probability(c, ns.allocate(c, 4, strategy="spread-rows", within=["h->h"], seed=0), m=2,
+                                  trials=12, seed=0, solver=ns.LevenbergMarquardt())
     meanings = ds["fit_status"].attrs["flag_meanings"].split()
     unstable = int((ds["fit_status"] == meanings.index("unstable")).sum())
     assert unstable >= 1
