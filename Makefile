@@ -38,10 +38,10 @@ demo: $(STAMP)
 	$(BIN)/neurosubset plot data/demo_sweep.zarr --out data/demo_sweep --overwrite
 	$(BIN)/neurosubset export data/demo_sweep.zarr data/demo_sweep.nc --overwrite
 
-# everything: the linter, then every test (slow ones included). `make test JOBS=2` spreads the tests over two
-# pytest-xdist workers, one torch thread each (--dist loadgroup: the docs tests that share one site build stay on
-# one worker)
-JOBS ?=
+# everything: the linter, then every test (slow ones included), spread over JOBS pytest-xdist workers (default 2,
+# the reference machine's cores), one torch thread each (--dist loadgroup: the docs tests that share one site build
+# stay on one worker). `make test JOBS=` runs them in one process.
+JOBS ?= 2
 test: lint
 	$(if $(JOBS),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1) $(BIN)/python -m pytest -q $(if $(JOBS),-n $(JOBS) --dist loadgroup)
 
