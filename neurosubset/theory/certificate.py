@@ -232,19 +232,27 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
                    else "zero" if plastic_rank < full_rank else "positive")
     elif circuit.nonlinearity != "linear" or not ev.proven:  # never a verdict from an indecisive gap
         verdict = "unproven"
-    elif plastic_rank < full_rank:
-        verdict = "zero"
-    elif affine and not (dale and _signed(circuit, alloc)) and not (
-            stable and stability_applies(circuit) and plastic_in_loops(circuit, alloc.counts)):
-        verdict = "one"
     else:
-        verdict = "positive"
+        verdict = _linear_verdict(circuit, alloc, plastic_rank, full_rank, affine, dale, stable)
     return Certificate(plastic_rank=plastic_rank, full_rank=full_rank, affine=bool(affine), verdict=verdict, m=m,
                        n_plastic=alloc.size, n_synapses=circuit.n_synapses, n_equations=m * circuit.n_out,
                        points=points, rtol=rtol, method=ev.method, plastic_gap=ev.plastic_gap,
                        full_gap=ev.full_gap, estimate=ev.method == "sketch", dale=bool(dale), stable=bool(stable),
                        plastic_tail=ev.plastic_tail, full_tail=ev.full_tail, exact=ev.exact, decisive=ev.decisive,
                        prime=int(ev.prime), error_bound=ev.error_bound)
+
+
+def _linear_verdict(circuit: Circuit, alloc: Allocation, plastic_rank: int, full_rank: int, affine: bool,
+                    dale: bool, stable: bool) -> str:
+    """The verdict of decisive ranks on a linear circuit: a deficit proves MP = 0; full rank with outputs affine in
+    the plastic weights proves MP = 1 unless a sign box (Dale on signed plastic synapses) or the stability
+    requirement on plastic loop synapses can act; otherwise MP > 0."""
+    if plastic_rank < full_rank:
+        return "zero"
+    if affine and not (dale and _signed(circuit, alloc)) and not (
+            stable and stability_applies(circuit) and plastic_in_loops(circuit, alloc.counts)):
+        return "one"
+    return "positive"
 
 
 def _certify_sparse(circuit: Circuit, alloc: Allocation, m: int, seed: int, points: int, rtol: float, dale: bool,
@@ -261,15 +269,8 @@ def _certify_sparse(circuit: Circuit, alloc: Allocation, m: int, seed: int, poin
     cols = np.searchsorted(eligible_positions(circuit), plastic_value_positions(circuit, structure, alloc))
     ev = sparse_rank_evidence(circuit, m, seed, points, cols, rtol)
     affine = sparse_is_affine(circuit, alloc)
-    if not ev.decisive:
-        verdict = "unproven"
-    elif ev.plastic_rank < ev.full_rank:
-        verdict = "zero"
-    elif affine and not (dale and _signed(circuit, alloc)) and not (
-            stable and stability_applies(circuit) and plastic_in_loops(circuit, alloc.counts)):
-        verdict = "one"
-    else:
-        verdict = "positive"
+    verdict = ("unproven" if not ev.decisive
+               else _linear_verdict(circuit, alloc, ev.plastic_rank, ev.full_rank, affine, dale, stable))
     n_synapses = int(sum(r.size for r, _ in structure.values()))
     return Certificate(plastic_rank=ev.plastic_rank, full_rank=ev.full_rank, affine=bool(affine), verdict=verdict,
                        m=m, n_plastic=alloc.size, n_synapses=n_synapses, n_equations=m * circuit.n_out,
