@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +54,19 @@ def _allocation(worm: ns.Circuit, label: str, seed: int) -> ns.Allocation:
     return ns.Allocation.from_masks(worm, {w: worm.eligible[w] for w in chem}, strategy="full")
 
 
+def code_commit() -> str:
+    """The short commit of the code that makes a record (``-dirty`` with uncommitted changes; ``unknown`` outside git):
+    records of one checkpoint file can come from several sessions, and the deciders' caps change what stays open."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
+                                "neurosubset", "analysis"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
 def run_one(signs: str, gap: bool, label: str, trials: int, seed: int) -> dict:
     """One allocation: per-trial outcome, proof kind and witness_scale, the bracket and the wall time."""
     worm = ns.celegans("cook2019-herm", seed=0, gap_junctions=gap, signs=None if signs == "dale" else signs)
@@ -62,6 +76,7 @@ def run_one(signs: str, gap: bool, label: str, trials: int, seed: int) -> dict:
                               certificate=False)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     rec = {"signs": signs, "gap_junctions": int(gap), "allocation": label, "n_plastic": int(alloc.size),
+           "code_commit": code_commit(),
            "trials": trials, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
            "mp_lower": float(ds.mp_lower), "mp_upper": float(ds.mp_upper),
            "plausibility_bound": float(ds.attrs.get("plausibility_bound", 100.0)),
@@ -114,7 +129,7 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
         ds[name].attrs.update(flag_values=np.arange(-1, len(flags.meanings), dtype=np.int8),
                               flag_meanings=" ".join(("not_run", *flags.meanings)))
     made = [f"{r['signs']}/{'gaps' if r['gap_junctions'] else 'no gaps'}/{r['allocation']}/{r['trials']} trials"
-            for r in records]
+            f" @ {r.get('code_commit', 'unknown')}" for r in records]
     ds.attrs.update(base_attrs(
         NAME, args, claim="the worm's biological answer: do stable signed students match within the plausibility "
                           "bound K, on the allocations the certificate calls positive (issue 28)",
