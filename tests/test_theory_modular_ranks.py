@@ -47,6 +47,18 @@ def test_mod_jacobian_equals_the_float_adjoint_at_integer_points(circuit):
     assert np.array_equal(got, np.mod(ref_int, P_SMALL)), f"{(got != np.mod(ref_int, P_SMALL)).sum()} entries differ"
 
 
+
+@pytest.mark.parametrize("circuit", [ns.linear_rnn(4, 2, 3, steps=3), ns.Circuit.from_toml("circuits/lrnn.toml")],
+                         ids=lambda c: c.name)
+def test_mod_jacobian_in_blocks_of_postsynaptic_cells_equals_the_float_adjoint(circuit, monkeypatch):
+    # one postsynaptic cell per GF(p) product (what bounds the memory at 2,000 neurons), same reference as above
+    monkeypatch.setattr(exact, "_BLOCK_ENTRIES", 1)
+    rng = np.random.default_rng(5)
+    weights, probes = _int_point(circuit, 3, rng)
+    ref_int = np.rint(_float_jacobian(circuit, weights, probes)).astype(np.int64)
+    assert np.array_equal(exact.mod_jacobian(circuit, weights, probes, P_SMALL), np.mod(ref_int, P_SMALL))
+
+
 _STEADY = """
 name = "tiny_steady"
 dynamics = "steady"
@@ -88,9 +100,12 @@ def _recurrent(circuit, weights):
     return a
 
 
-def test_mod_jacobian_of_a_steady_circuit_is_the_rational_jacobian_mod_p():
+@pytest.mark.parametrize("block", [None, 1], ids=["one-block", "one-cell-blocks"])
+def test_mod_jacobian_of_a_steady_circuit_is_the_rational_jacobian_mod_p(block, monkeypatch):
     # J = N / det(I - W)^2 with N an integer matrix: det^2 * J from the float adjoint (exact to rounding at this
-    # size) equals det^2 * (the GF(p) Jacobian) mod p
+    # size) equals det^2 * (the GF(p) Jacobian) mod p; also with one postsynaptic cell per GF(p) product
+    if block is not None:
+        monkeypatch.setattr(exact, "_BLOCK_ENTRIES", block)
     circuit = ns.Circuit.from_toml_text(_STEADY)
     rng = np.random.default_rng(0)
     det = 0

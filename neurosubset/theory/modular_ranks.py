@@ -159,14 +159,42 @@ def mod_jacobian(circuit: Circuit, weights: Mapping[str, np.ndarray], probes: np
             block[:, ps, np.arange(size)] = last[qs].T
             cols.append(block.reshape(m * n_out, size))
             continue
-        up, inv_p = np.unique(ps, return_inverse=True)
-        uq, inv_q = np.unique(qs, return_inverse=True)
-        steps = g_np.shape[0]
+        cols.append(_weight_columns(g_np, act, ps, qs, p))
+    return np.concatenate(cols, axis=1) if cols else np.zeros((m * n_out, 0), dtype=np.int64)
+
+
+_BLOCK_ENTRIES = 2**22  # entries of one GF(p) product block (posts x their presynaptic cells x outputs x probes)
+
+
+def _weight_columns(g_np: np.ndarray, act: np.ndarray, post: np.ndarray, pre: np.ndarray, p: int) -> np.ndarray:
+    """``(m * n_out, K)`` Jacobian columns of one weight's synapses ``(post, pre)`` (``(K,)`` each), mod ``p``.
+
+    ``sum_t G_t[o, i] act_t[j, probe]`` as ``nmod_mat`` products ``(n_out n_posts, T) x (T, n_pres m)`` over blocks
+    of postsynaptic cells, each block's product at most about :data:`_BLOCK_ENTRIES` entries (a block holds one
+    cell at least): one product over all ``(post, pre)`` pairs would take ``n_out n_post n_pre m`` entries, 320
+    million at 2,000 neurons (the GF(p) path's memory was quadratic in neurons), while the columns take ``E K``.
+    """
+    steps, n_out = g_np.shape[0], g_np.shape[1]
+    m = act.shape[-1]
+    out = np.empty((m * n_out, post.size), dtype=np.int64)
+    order = np.argsort(post, kind="stable")
+    cells, starts = np.unique(post[order], return_index=True)
+    bounds = np.append(starts, post.size)
+    per = max(1, _BLOCK_ENTRIES // (n_out * m))  # posts x synapses allowed per block (synapses bound the pres)
+    first = 0
+    while first < cells.size:
+        last = first + 1
+        while last < cells.size and (last + 1 - first) * (bounds[last + 1] - bounds[first]) <= per:
+            last += 1
+        at = order[bounds[first]:bounds[last]]  # this block's synapses (positions in the weight)
+        up, inv_p = np.unique(post[at], return_inverse=True)
+        uq, inv_q = np.unique(pre[at], return_inverse=True)
         left = g_np[:, :, up].transpose(1, 2, 0).reshape(n_out * up.size, steps)  # (o, i) x t
         right = act[:, uq, :].reshape(steps, uq.size * m)  # t x (k, j)
         prod = _np(_mat(left, p) * _mat(right, p)).reshape(n_out, up.size, uq.size, m)
-        cols.append(prod[:, inv_p, inv_q, :].transpose(2, 0, 1).reshape(m * n_out, size))
-    return np.concatenate(cols, axis=1) if cols else np.zeros((m * n_out, 0), dtype=np.int64)
+        out[:, at] = prod[:, inv_p, inv_q, :].transpose(2, 0, 1).reshape(m * n_out, at.size)
+        first = last
+    return out
 
 
 def entry_degree(circuit: Circuit) -> int:
