@@ -5,7 +5,7 @@
 optionally the weights and probes) with attrs that hold the full configuration and a config hash;
 :func:`student_weights` / :func:`teacher_weights` read the stored weights back, :func:`stored_masks` the
 allocation and :func:`decision_kind` whether MP is exact, from files of this and of earlier versions. Variable
-attrs come from :mod:`neurosubset._schema`; the Dataset follows CF-1.8 (``tests/test_cf.py``).
+attrs come from :mod:`neurosubset._schema`; the Dataset follows CF-1.8 (``tests/test_outputs_cf.py``).
 """
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ _STEM = "{stem}"
 
 # What a sweep point variable's presence depends on (Variable.when): each condition of one point (its circuit,
 # allocation and fit options), as neurosubset.sweeps.point.point_conditions evaluates it, and as
-# neurosubset.match_probability decides what to write (tests/test_layouts.py checks the two agree)
+# neurosubset.match_probability decides what to write (tests/test_schema_layouts.py checks the two agree)
 POINT_CONDITIONS: dict[str, str] = {
     "certificate": "the certificate option is on",
     "stability_reported": "the circuit has a stability rule (neurosubset.dynamics.stability.stability_applies: "
@@ -255,7 +255,7 @@ _VERSIONS = _attrs(" ".join(k for k in _schema.versions() if k != "Conventions")
 
 # ------------------------------------------------------------------------------------------------ certificate
 # the fields of neurosubset.theory.Certificate, each an attr certificate_<field> of an mp result
-# (tests/test_layouts.py checks these against the dataclass); earlier files carry the first group only
+# (tests/test_schema_layouts.py checks these against the dataclass); earlier files carry the first group only
 _CERTIFICATE_FIELDS = _attrs(
     "plastic_rank full_rank affine verdict m n_plastic n_synapses n_equations points rtol method plastic_gap "
     "full_gap estimate",

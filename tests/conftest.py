@@ -47,7 +47,7 @@ def rng():
 @pytest.fixture
 def no_compute(monkeypatch):
     """Neither match_probability, a sweep point nor the spiking check may run: a refusal (bad output path, bad
-    option) must come first (tests/test_attacks.py, tests/test_sweeps_safety.py)."""
+    option) must come first (tests/test_cli_attacks.py, tests/test_sweeps_safety.py)."""
     import neurosubset.benchmark
     import neurosubset.spiking
     from neurosubset.sweeps import core

@@ -2,7 +2,7 @@
 writes goes through it (``neurosubset.write``, the CLI's ``--out``, ``export``).
 
 The builders (``match_probability``, ``localize``, ``fit_responses``, ``simulate``, the spiking checks, the
-responses and weights files) return Datasets of values and attrs only; ``tests/test_cf.py`` runs the CF checkers
+responses and weights files) return Datasets of values and attrs only; ``tests/test_outputs_cf.py`` runs the CF checkers
 on each kind as written by the write path. Here: a scan of the package's source (as ``tests/test_schema.py`` scans
 it) and what the writer does to the Dataset it is given.
 """

@@ -1,4 +1,4 @@
-"""Unconstrained reference numbers for tests/test_constraints.py, computed by the code before issue 14.
+"""Unconstrained reference numbers for tests/test_benchmark_constraints.py, computed by the code before issue 14.
 
 Run from a worktree of the pre-issue commit: python make_ref.py ROOT OUT.json (ROOT's neurosubset is imported).
 """

@@ -3,7 +3,7 @@ the attacks that held, each run through the public command line (``neurosubset.c
 
 ``FINDINGS`` is the list of the failing attacks the issue names. A finding that one command line reproduces runs
 here (:func:`test_finding_is_refused_in_one_line`: exit 2, one line naming the cause, nothing written); a finding
-that needs damage, a kill, an injected full disk or a numerical check names the test of ``tests/test_attacks.py``
+that needs damage, a kill, an injected full disk or a numerical check names the test of ``tests/test_cli_attacks.py``
 that reproduces it, and :func:`test_every_finding_has_a_test` fails if that test is gone (so the table cannot drift
 from the tests). ``HELD`` are attacks that held before the fixes and must keep holding, the same way: command lines
 run here, the rest referenced in ``tests/test_sweeps_safety.py`` / ``tests/test_outputs.py`` / ``tests/test_cli.py``.
@@ -129,7 +129,7 @@ RUN = [
     ("18", "scheduler http", _sw("--scheduler", "http://x"), ["'scheduler'", "scheme://host:port"]),
     ("19", "extra csv fields", _mp(C), ["c.csv", "row 1 has more fields"]),
 ]
-# findings reproduced by a test of tests/test_attacks.py (damage, kills, injected faults, numbers): that test's name
+# findings reproduced by a test of tests/test_cli_attacks.py (damage, kills, injected faults, numbers): that test's name
 REFERENCED = {
     "1 non-finite store export / plot / resume":
         "test_a1_nonfinite_trials_store_exports_plots_and_resumes_without_recomputing",
@@ -243,7 +243,7 @@ HELD_REFERENCED = {
         "test_extending_a_finished_sweep_computes_only_the_new_points",
         "test_plot_never_overwrites_figures_without_overwrite",
     ],
-    "test_attacks.py": [
+    "test_cli_attacks.py": [
         "test_held_mp_refuses_bad_out_before_computing",
         "test_held_single_results_never_write_into_a_store",
         "test_held_a_store_never_mixes_configurations",
@@ -310,7 +310,7 @@ def _tests_in(name: str) -> set[str]:
 
 
 def test_every_finding_has_a_test():
-    tests = _tests_in("test_attacks.py")
+    tests = _tests_in("test_cli_attacks.py")
     missing = {k: v for k, v in REFERENCED.items() if v not in tests}
     assert not missing, missing
     numbers = {k.split()[0] for k in REFERENCED} | {f for f, *_ in RUN}

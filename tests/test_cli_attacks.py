@@ -4,7 +4,7 @@ Fixed findings are plain tests (each failed on the code before its fix; 5-8, 11,
 until their fixes landed). Runaway reproductions (item 14, memory climbing to GBs) run only where a refusal now
 stops them up front (``plot --dpi``, ``--step 1e-9``, ``--dirichlet 1e8``), in a subprocess under an address-space
 cap; the other runaways are refused at spec or parameter time and tested there. The property test (Must show) and
-the parametrised table of every finding beside the attacks that held (``tests/test_attacks_catalogue.py``) close it.
+the parametrised table of every finding beside the attacks that held (``tests/test_cli_attacks_catalogue.py``) close it.
 
 Every store is tiny (an affine two-input circuit: exact least squares, milliseconds per point) and lives in
 ``tmp_path``; nothing is written into the repository's ``data/``.
