@@ -47,7 +47,7 @@ from .allocation import Allocation
 from .circuit import Circuit
 from .draws import Trials, draw_trials
 from .dynamics import DTYPE, PlasticMap, forward, is_affine, torch_threads
-from .dynamics.sparse_map import WeightsLayout, choose_layout
+from .dynamics.sparse_map import SparseWeights, WeightsLayout, choose_layout
 from .solvers import Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver
 from .solvers.bounded import sign_bounds
 from .solvers.chain import Batch, Problem, decider_chain, resolve, run_chain
@@ -74,7 +74,11 @@ class FitResult:
         The draws.
     student : dict
         Weight name -> ``(trial, n_post, n_pre)``: fitted student weights (frozen entries equal ``student_init``
-        bit for bit; plastic entries hold ``theta``).
+        bit for bit; plastic entries hold ``theta``). In the sparse weights layout
+        (:class:`~neurosubset.FitOptions` ``weights_layout``) each is a
+        :class:`~neurosubset.dynamics.sparse_map.SparseWeights` instead (and so are ``trials.teacher`` and
+        ``trials.student_init``): ``(trial, S)`` values on the present synapses, ``student[k][i]`` trial ``i``'s
+        matrix as a ``scipy.sparse.csr_array`` ``(n_post, n_pre)``, ``student[k].toarray()`` the dense array.
     theta : numpy.ndarray
         ``(trial, M)`` best plastic values found (the allocation's entries in weight order, row-major).
     residual : numpy.ndarray
@@ -309,7 +313,7 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
     solver, tol, dale, stable = options.solver, options.tol, options.dale, options.stable
     if choose_layout(circuit, options.weights_layout) is WeightsLayout.SPARSE:  # values on synapses, sparse solves
         return _fit_trials_sparse(circuit, alloc, m, trials, seed, options=options, progress=progress, cert=cert,
-                                  resume=resume)
+                                  keep_weights=keep_weights, resume=resume)
     device = torch.device(options.device)
     with torch_threads(options.threads):
         _check_lifted(circuit, alloc, solver)
@@ -334,13 +338,19 @@ def _fit_trials(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: 
 
 
 def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, *, options: FitOptions,
-                       progress: bool, cert: Certificate | None, resume: FitResult | None = None) -> FitResult:
+                       progress: bool, cert: Certificate | None, keep_weights: bool = True,
+                       resume: FitResult | None = None) -> FitResult:
     """:func:`_fit_trials` in the sparse weights layout (:mod:`neurosubset.sparse_fit`): the same trials, restart
-    seeds and chain of sparse-ready deciders, a result without weight matrices (``student`` empty, ``trials``
-    without draws) or stability (``max_real_eig`` None)."""
-    from .sparse_fit import sparse_setup
+    seeds and chain of sparse-ready deciders, without stability (``max_real_eig`` None). With ``keep_weights`` the
+    teacher, the student's draw and the fitted student come back as
+    :class:`~neurosubset.dynamics.sparse_map.SparseWeights` per weight name (values on the structure, memory checked
+    first), with the probes; without, none of them."""
+    from .dynamics.sparse_map import sparse_weights
+    from .sparse_fit import check_kept_weights, sparse_setup
 
     plan = sparse_setup(circuit, alloc, m, trials, options=options, cert=cert)
+    if keep_weights:
+        check_kept_weights(plan, trials)
     parts = [] if resume is None else [resume]
     with torch_threads(options.threads):
         try:
@@ -357,9 +367,18 @@ def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int,
                 if plan.bounds is not None:
                     proof_kind, witness_scale = _evidence(circuit, {}, theta, plan.sigma, out.decision, out.outcome,
                                                           False)
-                light = Trials({}, {}, np.zeros((n, 0)), draws.teacher_rejected, draws.student_rejected)
+                if keep_weights:
+                    fitted = draws.student_init.copy()
+                    fitted[:, plan.system.plastic] = theta
+                    kept = Trials(sparse_weights(circuit, plan.structure, draws.teacher),
+                                  sparse_weights(circuit, plan.structure, draws.student_init), draws.probes,
+                                  draws.teacher_rejected, draws.student_rejected)
+                    student = sparse_weights(circuit, plan.structure, fitted)
+                else:
+                    kept = Trials({}, {}, np.zeros((n, 0)), draws.teacher_rejected, draws.student_rejected)
+                    student = {}
                 parts.append(FitResult(
-                    light, {}, theta, resid, matched, out.restarts, np.array(history), out.solver.name, options.tol,
+                    kept, student, theta, resid, matched, out.restarts, np.array(history), out.solver.name, options.tol,
                     out.status, out.solver, dale=options.dale, stable=options.stable, exact=exact, max_real_eig=None,
                     sign_violations=plan.signs.violations(theta) if plan.signs.active else None,
                     decision=out.decision.astype(np.int8), outcome=out.outcome.astype(np.int8),
@@ -448,7 +467,8 @@ def _concat(parts: list[FitResult]) -> FitResult:
     # a resumed part (read back from a file or a sweep store) may lack what the fitted parts report: then None
     cat = (lambda xs: None if any(x is None for x in xs) else np.concatenate(xs))
     field = (lambda name: cat([getattr(p, name) for p in parts]))
-    dicts = (lambda ds: {k: np.concatenate([d[k] for d in ds]) for k in ds[0]})
+    dicts = (lambda ds: {k: SparseWeights.concatenate([d[k] for d in ds]) if isinstance(ds[0][k], SparseWeights)
+                         else np.concatenate([d[k] for d in ds]) for k in ds[0]})
     ts = [p.trials for p in parts]
     draws = Trials(dicts([t.teacher for t in ts]), dicts([t.student_init for t in ts]),
                    np.concatenate([t.probes for t in ts]), cat([t.teacher_rejected for t in ts]),

@@ -49,6 +49,15 @@ def check_sparse_request(circuit, options, *, return_weights: bool = False, call
                              f"sparse solves run on the CPU). Got {options.device!r} instead.")
 
 
+def check_kept_weights(plan: SparseFit, trials: int) -> None:
+    """Refuse (one line) a :func:`neurosubset.fit` whose returned weights would not fit in memory: teacher, student
+    draw and fitted student, ``S`` values each, and the probes, per trial."""
+    one = _F64 * (3 * plan.system.n_values + int(np.prod(plan.circuit.probe_shape(plan.m))))
+    check_memory(f"fit(m={plan.m}, trials={trials}) in the sparse layout, returning every trial's weights",
+                 {"returned weights": one * trials, "total": one * trials},
+                 lower="'trials' (or call match_probability, which keeps no weights)")
+
+
 @dataclass
 class SparseFit:
     """What a sparse fit shares across its chunks of trials (built once by :func:`sparse_setup`)."""

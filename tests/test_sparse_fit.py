@@ -1,10 +1,13 @@
 """neurosubset.sparse_fit: match_probability in the sparse weights layout against the dense layout.
 
 The dense layout (dense draws, torch LU, the dense deciders) is the independent reference: the same trials must get
-identical exact decisions, and the switch must be recorded in the result.
+identical exact decisions, and the switch must be recorded in the result. The returned weights are checked by a
+steady solve assembled here from the CSR matrices (scipy.sparse.linalg.spsolve).
 """
 import numpy as np
 import pytest
+import scipy.sparse
+import scipy.sparse.linalg
 
 import neurosubset as ns
 from neurosubset._checks import ParameterError
@@ -61,3 +64,56 @@ def test_the_sparse_layout_refuses_what_it_does_not_run_in_one_line():
             ns.match_probability(c, alloc, m=2, trials=2, return_weights=kw.get("return_weights", False),
                                  options=ns.FitOptions(weights_layout="sparse", **opts))
         assert "\n" not in str(info.value)
+
+
+def _steady_outputs(c, weights, x):
+    """Outputs ``(m, n_out)`` of a steady linear circuit from CSR weights: ``(I - A) r = B x`` assembled and solved
+    here (spsolve), ``y`` the output regions' rates."""
+    at, n = {}, 0
+    for r in c.regions:
+        if r.role != "input":
+            at[r.name], n = n, n + r.size
+    at_in, n_in = {}, 0
+    for r in c.regions:
+        if r.role == "input":
+            at_in[r.name], n_in = n_in, n_in + r.size
+    a, b = scipy.sparse.lil_array((n, n)), scipy.sparse.lil_array((n, n_in))
+    for p in c.projections:
+        w = weights[p.name].tocoo()
+        if p.pre in at_in:
+            b[w.row + at[p.post], w.col + at_in[p.pre]] = w.data
+        else:
+            a[w.row + at[p.post], w.col + at[p.pre]] = w.data
+    rates = scipy.sparse.linalg.spsolve((scipy.sparse.identity(n) - a).tocsc(), (b.tocsr() @ x.T))
+    outs = np.concatenate([np.arange(at[o], at[o] + c.region[o].size) for o in c.output_regions])
+    return rates[outs].T
+
+
+def test_fit_in_the_sparse_layout_returns_students_that_reproduce_their_teachers():
+    c = _ei()
+    alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)
+    sparse, dense = (ns.fit(c, alloc, m=3, trials=3, options=ns.FitOptions(weights_layout=lay, **FREE))
+                     for lay in ("sparse", "dense"))
+    assert sparse.matched.all()
+    for i in range(3):
+        x = sparse.trials.probes[i]
+        y_teacher = _steady_outputs(c, {k: v[i] for k, v in sparse.trials.teacher.items()}, x)
+        y_student = _steady_outputs(c, {k: v[i] for k, v in sparse.student.items()}, x)
+        assert np.linalg.norm(y_student - y_teacher) / np.linalg.norm(y_teacher) < 1e-8
+        assert sparse.student["E->OUT"][i].shape == c.shape("E->OUT")
+    np.testing.assert_array_equal(sparse.trials.probes, dense.trials.probes)
+    for k in c.weight_names:  # the same draws; the fitted values equal the dense layout's to rounding
+        np.testing.assert_array_equal(sparse.trials.teacher[k].toarray(), dense.trials.teacher[k])
+        np.testing.assert_array_equal(sparse.trials.student_init[k].toarray(), dense.trials.student_init[k])
+        scale = max(np.abs(dense.student[k]).max(), 1.0)
+        np.testing.assert_allclose(sparse.student[k].toarray(), dense.student[k], rtol=0, atol=1e-10 * scale)
+        frozen = ~alloc.masks[k]
+        np.testing.assert_array_equal(sparse.student[k].toarray()[:, frozen], dense.student[k][:, frozen])
+
+
+def test_fit_in_the_sparse_layout_refuses_weights_it_cannot_hold_in_one_line():
+    c = _ei()
+    alloc = ns.allocate(c, 4, within=["E->OUT"], seed=0)
+    with pytest.raises(ParameterError, match="returning every trial's weights.*Lower 'trials'") as info:
+        ns.fit(c, alloc, m=2, trials=10**9, options=ns.FitOptions(weights_layout="sparse", **FREE))
+    assert "\n" not in str(info.value)

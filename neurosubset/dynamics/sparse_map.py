@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from ..circuit import Circuit
 
 __all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
-           "SparsePlasticMap", "sparse_is_affine", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
+           "SparsePlasticMap", "SparseWeights", "sparse_weights", "sparse_is_affine", "SPARSE_MIN_NEURONS",
+           "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
 
 # The crossover (tests/ and benchmarks/bench_sparse.py, 2-core reference machine, one thread, one trial with m = 4,
 # 20 outputs, 10^4 plastic synapses): the dense torch LU took 0.25 s at 2,000 neurons and 3.09 s at 5,000, the
@@ -226,6 +227,64 @@ def to_dense(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndar
         w[r, c] = values[at[name]:at[name] + r.size]
         out[name] = w
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class SparseWeights:
+    """One weight's values in a batch of trials on the circuit's fixed structure: what :func:`neurosubset.fit`
+    returns per weight name in the sparse layout (``FitResult.student``, ``trials.teacher``,
+    ``trials.student_init``) where the dense layout returns ``(trial, n_post, n_pre)`` arrays.
+
+    ``w[i]`` is trial ``i``'s matrix as a :class:`scipy.sparse.csr_array` ``(n_post, n_pre)`` (as ``dense[i]``
+    of the dense layout, with the absent synapses not stored); ``w.toarray()`` the dense ``(trial, n_post, n_pre)``
+    array (small circuits). Memory: ``8 S`` bytes per trial plus the shared index arrays.
+
+    Attributes
+    ----------
+    rows, cols : numpy.ndarray
+        ``(S,)`` int64 postsynaptic and presynaptic index of each present synapse, sorted row-major (the structure
+        of :func:`~neurosubset.dynamics.sparse.sparse_structure`; shared by every trial).
+    values : numpy.ndarray
+        ``(trial, S)`` float64 weights (dimensionless, the units of the dense matrices) on those synapses.
+    shape : tuple of int
+        ``(n_post, n_pre)``.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def _indptr(self) -> np.ndarray:
+        return np.searchsorted(self.rows, np.arange(self.shape[0] + 1)).astype(np.int64)
+
+    def __getitem__(self, trial: int) -> scipy.sparse.csr_array:
+        """Trial ``trial``'s matrix, CSR ``(n_post, n_pre)``."""
+        return scipy.sparse.csr_array((self.values[trial], self.cols, self._indptr()), shape=self.shape)
+
+    def toarray(self) -> np.ndarray:
+        """``(trial, n_post, n_pre)`` dense float64 (absent synapses 0)."""
+        out = np.zeros((len(self), *self.shape))
+        out[:, self.rows, self.cols] = self.values
+        return out
+
+    @classmethod
+    def concatenate(cls, parts: list[SparseWeights]) -> SparseWeights:
+        """The trials of ``parts`` (same structure) in order."""
+        return cls(parts[0].rows, parts[0].cols, np.concatenate([p.values for p in parts]), parts[0].shape)
+
+
+def sparse_weights(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                   values: np.ndarray) -> dict[str, SparseWeights]:
+    """Weight name -> :class:`SparseWeights` of value vectors ``(trial, S)`` (:func:`draw_sparse_weights`'
+    layout); the index arrays are the structure's, not copied."""
+    at = _offsets(circuit, structure)
+    return {name: SparseWeights(structure[name][0], structure[name][1],
+                                values[:, at[name]:at[name] + structure[name][0].size], circuit.shape(name))
+            for name in circuit.weight_names}
 
 
 def plastic_value_positions(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
