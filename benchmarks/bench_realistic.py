@@ -7,7 +7,16 @@ Workloads (``match_probability`` with the library defaults, one torch thread):
 - ``v1_continuous``: ``circuits/v1_four_class_continuous.toml`` (taus 10-30 ms, read-outs at 100 and 200 ms), the
   same allocation rule with 40 plastic synapses, ``m = 2``;
 - ``worm``: ``ns.celegans()`` (302 neurons, steady linear), ``--worm-budget`` plastic synapses spread over rows,
-  ``m = 2``.
+  ``m = 2``;
+- ``worm_greedy``: the worm's greedy optimal allocation of 276 chemical synapses (``analysis/celegans_biological.py``),
+  ``m = 2``;
+- ``ei_isn_12`` / ``ei_isn_24``: ``circuits/ei_isn.toml``, 12 or 24 plastic synapses spread over the rows of the
+  recurrent projections (E->E, E->I, I->E, I->I), ``m = 2`` (issue 28's recurrent allocations).
+
+``--solver auto`` (default) fits with the decider chain (``ns.Auto()``), ``--solver lm`` with the LM alone
+(``ns.LevenbergMarquardt()``), both at their default effort; ``--solver auto --solver lm`` runs both, interleaved,
+on each tree (issue 28's "LM-only vs the chain" as trials decided per minute). Decided per CPU minute is printed beside
+decided per wall minute (the machine is shared).
 
 Each run is a subprocess with ``PYTHONPATH`` set to its tree (the circuit files are always read from this tree, so
 both sides fit the same circuits), one BLAS/OpenMP and torch thread, and a wall-clock limit (``--limit`` s; a run
@@ -18,7 +27,8 @@ decided per minute of wall time, MP and its bracket ``[mp_lower, mp_upper]`` whe
 ``[mp, 1]``: a lower bound). MP from a local optimiser is a lower bound unless the bracket closes.
 
 Usage: python benchmarks/bench_realistic.py --base /tmp/ns_base [--new .] [--rounds 1] [--trials-steady 20]
-       [--trials-continuous 10] [--trials-worm 8] [--limit 600] [--only v1_steady]
+       [--trials-continuous 10] [--trials-worm 8] [--trials-ei 8] [--limit 600] [--only v1_steady]
+       [--solver auto|lm ...]
        (``git worktree add /tmp/ns_base 84b0098`` makes the base tree.)
 """
 from __future__ import annotations
@@ -47,11 +57,23 @@ def _workload(ns, name: str, args):
     if name == "worm":
         c = ns.celegans()
         return c, ns.allocate(c, args.worm_budget, strategy="spread-rows", seed=0), 2, args.trials_worm
+    if name == "worm_greedy":
+        sys.path.insert(0, str(HERE / "analysis"))
+        from celegans_biological import _allocation
+
+        c = ns.celegans()
+        return c, _allocation(c, "greedy-276", 0), 2, args.trials_worm
+    if name in ("ei_isn_12", "ei_isn_24"):
+        c = ns.Circuit.from_toml(HERE / "circuits" / "ei_isn.toml")
+        alloc = ns.allocate(c, int(name.rsplit("_", 1)[1]), strategy="spread-rows",
+                            within=["E->E", "E->I", "I->E", "I->I"], seed=0)
+        return c, alloc, 2, args.trials_ei
     raise ValueError(name)
 
 
 def worker(name: str, out: Path, args) -> None:
-    """Run one workload in this process (the tree on PYTHONPATH) and write its numbers to ``out``."""
+    """Run one workload in this process (the tree on PYTHONPATH) with ``args.solver[0]`` and write its numbers to
+    ``out``."""
     import numpy as np
     import torch
 
@@ -60,7 +82,8 @@ def worker(name: str, out: Path, args) -> None:
     torch.set_num_threads(1)
     circuit, alloc, m, trials = _workload(ns, name, args)
     w0, c0 = time.perf_counter(), time.process_time()
-    ds = ns.match_probability(circuit, alloc, m=m, trials=trials, seed=0)
+    solver = ns.LevenbergMarquardt() if args.solver[0] == "lm" else ns.Auto()
+    ds = ns.match_probability(circuit, alloc, m=m, trials=trials, seed=0, solver=solver)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     matched = int(ds["matched"].values.sum())
     if "outcome" in ds:
@@ -75,14 +98,15 @@ def worker(name: str, out: Path, args) -> None:
                                "by_round": np.asarray(ds["mp_by_round"].values).round(3).tolist()}))
 
 
-def _run(tree: Path, name: str, args) -> dict:
+def _run(tree: Path, name: str, args, solver: str = "auto") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--out", str(out),
                "--trials-steady", str(args.trials_steady), "--trials-continuous", str(args.trials_continuous),
-               "--trials-worm", str(args.trials_worm), "--worm-budget", str(args.worm_budget)]
+               "--trials-worm", str(args.trials_worm), "--worm-budget", str(args.worm_budget),
+               "--trials-ei", str(args.trials_ei), "--solver", solver]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         try:
@@ -107,11 +131,15 @@ def main() -> None:
     parser.add_argument("--trials-continuous", type=int, default=10)
     parser.add_argument("--trials-worm", type=int, default=8)
     parser.add_argument("--worm-budget", type=int, default=400)
+    parser.add_argument("--trials-ei", type=int, default=8)
+    parser.add_argument("--solver", action="append", choices=("auto", "lm"),
+                        help="auto: the decider chain; lm: the LM alone (repeatable; default auto)")
     parser.add_argument("--limit", type=float, default=600.0, help="wall-clock limit per run (s)")
     parser.add_argument("--only", action="append", help="run only these workloads (repeatable)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.solver = args.solver or ["auto"]
     if args.worker:
         worker(args.worker, args.out, args)
         return
@@ -121,15 +149,18 @@ def main() -> None:
     for rnd in range(args.rounds):
         for name in names:
             for side, tree in trees:
-                r = _run(tree, name, args)
-                if "error" in r:
-                    print(f"round {rnd} {name:14s} {side:4s}: {r['error']}", flush=True)
-                    continue
-                per_min = r["decided"] / (r["wall"] / 60.0)
-                print(f"round {rnd} {name:14s} {side:4s}: wall {r['wall']:7.1f} s cpu {r['cpu']:7.1f} s (process "
-                      f"{r['proc_wall']:.1f} / {r['proc_cpu']:.1f} s) trials {r['trials']} matched {r['matched']} "
-                      f"decided {r['decided']} ({per_min:.1f}/min) MP {r['mp']:.3f} bracket [{r['lower']:.3f}, "
-                      f"{r['upper']:.3f}] mp_by_round {r['by_round']}", flush=True)
+                for solver in args.solver:
+                    label = f"{side} {solver}"
+                    r = _run(tree, name, args, solver)
+                    if "error" in r:
+                        print(f"round {rnd} {name:14s} {label:9s}: {r['error']}", flush=True)
+                        continue
+                    per_min, per_cpu_min = r["decided"] / (r["wall"] / 60.0), r["decided"] / (r["cpu"] / 60.0)
+                    print(f"round {rnd} {name:14s} {label:9s}: wall {r['wall']:7.1f} s cpu {r['cpu']:7.1f} s (process "
+                          f"{r['proc_wall']:.1f} / {r['proc_cpu']:.1f} s) trials {r['trials']} matched {r['matched']} "
+                          f"decided {r['decided']} ({per_min:.1f}/wall min, {per_cpu_min:.1f}/CPU min) MP "
+                          f"{r['mp']:.3f} bracket [{r['lower']:.3f}, {r['upper']:.3f}] mp_by_round {r['by_round']}",
+                          flush=True)
     print(f"load average {os.getloadavg()}", flush=True)
 
 
