@@ -484,3 +484,28 @@ def test_progress_per_trial_inside_points_only_on_a_terminal(capsys, monkeypatch
     frames = [f for f in err.replace("\r", "\n").splitlines() if f.startswith("trials:")]
     assert frames and "3/3" in frames[-1] and "sweep points" in err
     assert err.count("estimated cost:") == 1  # the sweep's estimate, none per point
+
+
+@pytest.mark.slow
+def test_a_sweep_records_its_weights_layout_and_resumes_only_in_it(tmp_path):
+    from conftest import sparse_ei
+
+    # a small steady E/I circuit (both layouts run it), an affine read-out allocation: exact least squares
+    c = sparse_ei(20, 5, n_x=6, n_out=2, p_in=0.5, p_rec=0.2, p_out=0.5, p_ii=0.3, seed=0)
+    kw = dict(budget=[4], strategy="spread-rows", within=["E->OUT"], m=[2], trials=2)
+    opts = {lay: ns.FitOptions(dale=False, stable=False, certificate=False, weights_layout=lay)
+            for lay in ("auto", "sparse")}
+    dense = ns.sweep(c, **kw, store=tmp_path / "d.zarr", options=opts["auto"])
+    sparse_store = tmp_path / "s.zarr"
+    sparse = ns.sweep(c, **kw, store=sparse_store, options=opts["sparse"])
+    assert dense.attrs["weights_layout"] == "dense" and sparse.attrs["weights_layout"] == "sparse"
+    # dense ("auto" at this size): the configuration of every store made before the field, so they resume
+    assert "weights_layout" not in json.loads(dense.attrs["sweep_config"])
+    assert json.loads(sparse.attrs["sweep_config"])["weights_layout"] == "sparse"
+    np.testing.assert_array_equal(dense["matched"].values, sparse["matched"].values)  # the same exact decisions
+    with pytest.raises(ns.SweepStoreError, match=r"differs in \['weights_layout'\]"):
+        ns.sweep(c, **kw, store=sparse_store, options=opts["auto"])
+    xr.testing.assert_identical(ns.sweep(c, **kw, store=sparse_store, options=opts["sparse"]), sparse)
+    named = ns.sweep_allocations(c, {"readout": ns.allocate(c, 4, within=["E->OUT"], seed=0)}, m=[2], trials=2,
+                                 options=opts["sparse"])
+    assert named.attrs["weights_layout"] == "sparse"

@@ -56,6 +56,11 @@ class SweepConfig:
     density : bool
         ``points`` are per-key plastic densities (:func:`neurosubset.sweeps.density_grid`); ``budgets`` is empty and
         each point's budget follows from its densities.
+    weights_layout : {"dense", "sparse"}
+        How every point holds its weights (``options.weights_layout`` resolved for the circuit by
+        :func:`~neurosubset.dynamics.sparse_map.choose_layout`; the ``weights_layout`` attr). Hashed only where
+        "sparse" (it runs another decider chain: :mod:`neurosubset.sparse_fit`), so every store made before the
+        field (all dense) keeps its hash.
     """
 
     circuit_toml: str
@@ -75,6 +80,7 @@ class SweepConfig:
     dales: tuple[bool, ...] | None = None
     stables: tuple[bool, ...] | None = None
     density: bool = False
+    weights_layout: str = "dense"
 
     @property
     def solver(self) -> Solver:
@@ -113,6 +119,8 @@ class SweepConfig:
                             stable_acts=self.stable_acts)
         if self.options.skip_zero is not None:  # it changes results; absent (None) in every earlier store
             out["skip_zero"] = self.options.skip_zero
+        if self.weights_layout != "dense":  # every store before the field held dense weights
+            out["weights_layout"] = self.weights_layout
         if dense:  # format 1: byte-identical to the stores written before format 2
             return out
         out["paired"] = self.paired

@@ -24,6 +24,7 @@ from ..benchmark import cost_estimate
 from .._schema import INFEASIBLE_BUDGET, INFEASIBLE_SHARE, PENDING, var_name
 from ..allocation import STRATEGIES, Allocation, allocate, check_fractions
 from ..circuit import Circuit
+from ..dynamics.sparse_map import choose_layout
 from ..options import DEFAULT_TOL, FitOptions, constraints_act, fit_options, validate_params
 from ..schema import LayoutError
 from ..solvers import Auto, Solver, as_solver
@@ -133,8 +134,10 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
         ``matched``, ``residual``, ``restarts``, ``fit_status (..., trial)``, ``plastic_rank``, ``full_rank``),
         ``last_round_gain``, ``solver`` and ``verdict`` per point, and
         ``mask_<weight> (budget, point, strategy, post, pre)``. Points not computed hold NaN, False or 0.
-        Attrs: the configuration, package versions, ``config_hash``. Identical for any ``workers``/``scheduler``
-        and after resuming.
+        Attrs: the configuration, package versions, ``config_hash``, ``weights_layout`` ("dense" or "sparse", the
+        layout the points ran in, as :func:`neurosubset.match_probability` records it; part of the configuration
+        where "sparse", so a store resumes only in the layout it was made in; a store made before the attr ran
+        dense). Identical for any ``workers``/``scheduler`` and after resuming.
 
     Examples
     --------
@@ -197,7 +200,7 @@ def sweep(circuit: Circuit, *, budget: int | Sequence[int] | None = None, m: int
                       within=None if within is None else tuple(within), options=options,
                       dale_acts=dale_acts, stable_acts=stable_acts, layout="dense" if dense else "point",
                       paired=(not dense) if paired is None else bool(paired), dales=dales, stables=stables,
-                      density=density)
+                      density=density, weights_layout=choose_layout(circuit, options.weights_layout).value)
     return _run(cfg, circuit, names, path, workers, scheduler, progress, bool(overwrite))
 
 

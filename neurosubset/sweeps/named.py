@@ -19,6 +19,7 @@ from .._schema import VARIABLES, fill_value, meta
 from ..allocation import Allocation
 from ..benchmark import match_probability
 from ..circuit import Circuit
+from ..dynamics.sparse_map import choose_layout
 from ..options import DEFAULT_TOL, FitOptions, fit_options
 from ..solvers import Auto, Solver
 from .executors import completed, point_executor
@@ -66,7 +67,8 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
         ``plastic_rank``, ``full_rank``, ``verdict``, ``solver``, ``decision_kind``, ``last_round_gain``), and
         ``budget (allocation)`` and ``strategy (allocation)`` of each allocation. A variable that only some points
         write holds its not-computed value (NaN, False, 0, "") at the others. Attrs: ``circuit``, ``trials``,
-        ``seed`` and the fit options (:meth:`neurosubset.FitOptions.to_attrs`).
+        ``seed``, the fit options (:meth:`neurosubset.FitOptions.to_attrs`) and ``weights_layout`` ("dense" or
+        "sparse": how the points held their weights, as :func:`neurosubset.match_probability` records it).
 
     Examples
     --------
@@ -139,5 +141,6 @@ def sweep_allocations(circuit: Circuit, allocations: Mapping[str, Allocation], *
     out["budget"] = ("allocation", np.array([allocations[n].size for n in names], np.int64), meta("budget"))
     out["strategy"] = ("allocation", np.array([allocations[n].strategy for n in names], dtype=str),
                        meta("strategy"))
-    out.attrs.update({"circuit": circuit.name, "trials": trials, "seed": seed, **options.to_attrs()})
+    out.attrs.update({"circuit": circuit.name, "trials": trials, "seed": seed, **options.to_attrs(),
+                      "weights_layout": choose_layout(circuit, options.weights_layout).value})
     return out

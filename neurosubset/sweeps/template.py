@@ -112,6 +112,7 @@ def skeleton(cfg: SweepConfig, circuit: Circuit, status: np.ndarray, masks: dict
         **({"trial_seed": paired_seed(cfg.seed)} if cfg.paired else {}),
         **({} if cfg.layout == "dense" else {"layout": "point", "paired": int(cfg.paired),
                                               "fraction_grid": "density" if cfg.density else "fractions"}),
+        "weights_layout": cfg.weights_layout,  # how the points held their weights (as match_probability records)
         "sweep_config": cfg.json,
         "config_hash": cfg.hash,
         **versions(),
