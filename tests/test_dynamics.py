@@ -121,6 +121,70 @@ def test_value_and_jacobian_equal_the_forward_pass_and_autograd(name):
     np.testing.assert_allclose(sub_jac.numpy(), jac[pick].numpy(), rtol=0, atol=EXACT)
 
 
+# two projections between the same pair of regions (h->h and "h->h slow"): the blocks are summed, so a plastic value
+# can share its matrix entry with another projection's synapse
+SHARED = {"dynamics": "steady", "nonlinearity": "linear", "seed": 0,
+          "regions": {"x": {"size": 3, "role": "input"}, "h": {"size": 6}, "y": {"size": 2, "role": "output"}},
+          "projections": [{"pre": "x", "post": "h"}, {"pre": "h", "post": "h", "p": 0.6, "gain": 0.3},
+                          {"pre": "h", "post": "h", "name": "h->h slow", "p": 0.6, "gain": 0.2},
+                          {"pre": "h", "post": "y"}, {"pre": "x", "post": "y"}]}
+
+
+def _numpy_steady_value_and_jacobian(c, alloc, frozen, probes, theta):
+    """Outputs ``(E,)`` and Jacobian ``(E, M)`` of one steady problem in numpy: the student's weights put together
+    here (projections between the same regions summed), the fixed point by a dense solve and
+    ``dy_o/dW_ij = [(I - W)^-1]_{o i} z_j`` with ``z = [r; x]``, outputs probe-major."""
+    names = [r.name for r in c.regions if r.role != "input"]
+    offset = dict(zip(names, np.cumsum([0] + [c.region[k].size for k in names])[:-1]))
+    n = sum(c.region[k].size for k in names)
+    inputs = [r.name for r in c.regions if r.role == "input"]
+    in_offset = dict(zip(inputs, np.cumsum([0] + [c.region[k].size for k in inputs])[:-1]))
+    wu = np.zeros((n, n + sum(c.region[k].size for k in inputs)))  # [W | U]
+    start, where = 0, []
+    for k in c.weight_names:
+        proj, weight = c.projection[k], frozen[k].copy()
+        i, j = np.nonzero(alloc.masks[k])  # row-major: the order of alloc.indices
+        weight[i, j] = theta[start:start + i.size]
+        start += i.size
+        row, col = offset[proj.post], (in_offset[proj.pre] + n if proj.pre in in_offset else offset[proj.pre])
+        wu[row:row + weight.shape[0], col:col + weight.shape[1]] += weight
+        where += list(zip(i + row, j + col))
+    w, u = wu[:, :n], wu[:, n:]
+    outs = np.concatenate([np.arange(offset[k], offset[k] + c.region[k].size) for k in names
+                           if c.region[k].role == "output"])
+    inv = np.linalg.inv(np.eye(n) - w)
+    r = inv @ u @ probes.T  # (N, m)
+    z = np.concatenate([r, probes.T])  # (N + n_in, m)
+    jac = np.stack([(inv[outs][:, row][None, :] * z[col][:, None]).reshape(-1) for row, col in where], axis=-1)
+    return r[outs].T.reshape(-1), jac
+
+
+@pytest.mark.parametrize("spec", [{**MULTI, "dynamics": "steady"}, SHARED], ids=["steady", "shared-entries"])
+def test_the_kept_frozen_system_gives_the_numpy_outputs_and_jacobian(spec):
+    # a steady map keeps [I - A_0 | B_0] of its frozen weights and adds theta to it at every value_and_jacobian
+    # (also in subsets of subsets, which gather the kept system): the numpy solve above is the reference
+    c = ns.Circuit.from_dict(spec)
+    alloc = ns.allocate(c, 9, seed=5)
+    draws = draw_trials(c, 3, 4, seed=2)
+    fmap = PlasticMap(c, alloc, {k: torch.as_tensor(v) for k, v in draws.student_init.items()},
+                      torch.as_tensor(draws.probes))
+    theta = torch.as_tensor(np.random.default_rng(4).normal(0, 0.3, (4, alloc.size)))
+    frozen = {k: np.where(alloc.masks[k], 0.0, v) for k, v in draws.student_init.items()}
+    pick = torch.tensor([2, 0, 2, 3])
+    first = fmap.subset(pick)
+    maps = [(fmap, np.arange(4), theta), (first, pick.numpy(), theta[pick])]
+    first.value_and_jacobian(theta[pick])  # builds first's system; its subset below gathers it
+    second = torch.tensor([3, 1])
+    maps.append((first.subset(second), pick.numpy()[second.numpy()], theta[pick][second]))
+    for mp, trials, th in maps:
+        value, jac = mp.value_and_jacobian(th)
+        for p, t in enumerate(trials):
+            want_y, want_j = _numpy_steady_value_and_jacobian(c, alloc, {k: v[t] for k, v in frozen.items()},
+                                                              draws.probes[t], th[p].numpy())
+            np.testing.assert_allclose(value[p].numpy(), want_y, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(jac[p].numpy(), want_j, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", ["lrnn", "discrete"])
 def test_large_adjoint_jacobians_take_the_einsum_path_and_agree_with_autograd(name, monkeypatch):
     # certificates build Jacobians with ~10^4 columns: there the broadcast intermediate is replaced by an einsum

@@ -74,14 +74,62 @@ def fixed_point_jacobian(circuit: Circuit, layout: dict, weights: Mapping[str, t
 
     One LU of ``I - A`` over all non-input neurons; the adjoint ``G = S (I - A)^-1`` is one transposed solve.
     """
-    inputs = list(circuit.input_regions)
-    post, pre = layout["post"], layout["pre"]
-    n_prob = probes.shape[0]
     rows = layout["rows"]
     a = block_matrix(circuit, weights, rows, rows)
-    b = block_matrix(circuit, weights, rows, inputs)
+    b = block_matrix(circuit, weights, rows, list(circuit.input_regions))
+    return _fixed_point_solve(torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - a, b, layout, probes,
+                              with_outputs)
+
+
+def fixed_point_system(circuit: Circuit, layout: dict, frozen: Mapping[str, torch.Tensor]) -> dict:
+    """The frozen part of the fixed point's system ``[I - A | B]`` and where the plastic values enter it.
+
+    Parameters
+    ----------
+    circuit : Circuit
+    layout : dict
+        :func:`plastic_layout` of the fixed point (``rows``, ``post``, ``pre``).
+    frozen : dict
+        Weight name -> ``(P, n_post, n_pre)`` frozen weights, zero at the plastic entries.
+
+    Returns
+    -------
+    dict
+        ``system`` ``(P, N, N + n_in)``: ``[I - A_0 | B_0]`` of the frozen weights; ``flat`` (long ``(M,)``): each
+        plastic value's flat position in one problem's ``N x (N + n_in)`` system; ``sign`` ``(M,)``: ``-1`` where it
+        enters ``A`` (so ``I - A``), ``+1`` where it enters ``B``. :func:`system_jacobian` adds ``sign * theta`` at
+        ``flat`` instead of assembling the blocks again.
+    """
+    rows = layout["rows"]
+    a0 = block_matrix(circuit, frozen, rows, rows)
+    b0 = block_matrix(circuit, frozen, rows, list(circuit.input_regions))
+    n = a0.shape[-1]
+    lead = torch.broadcast_shapes(a0.shape[:-2], b0.shape[:-2])
+    eye = torch.eye(n, dtype=a0.dtype, device=a0.device)
+    system = torch.cat([(eye - a0).expand(lead + (n, n)), b0.expand(lead + b0.shape[-2:])], dim=-1)
+    post, pre = layout["post"].to(a0.device), layout["pre"].to(a0.device)
+    sign = torch.where(pre < n, -1.0, 1.0).to(a0.dtype)
+    return {"system": system.contiguous(), "flat": post * system.shape[-1] + pre, "sign": sign}
+
+
+def system_jacobian(layout: dict, system: dict, theta: torch.Tensor, probes: torch.Tensor, *,
+                    with_outputs: bool = False):
+    """:func:`fixed_point_jacobian` at ``theta`` ``(P, M)`` from the frozen system of :func:`fixed_point_system`
+    (its ``system`` over the same ``P`` problems): the plastic values are added into a copy of ``[I - A_0 | B_0]``,
+    no block assembly. The same outputs and Jacobian as assembling the student's weights (bit for bit where no
+    plastic synapse shares its matrix entry with another projection's synapse; else to rounding)."""
+    base = system["system"]
+    n = base.shape[-2]
+    full = base.flatten(-2).index_add(-1, system["flat"], theta * system["sign"]).unflatten(-1, base.shape[-2:])
+    return _fixed_point_solve(full[..., :n].contiguous(), full[..., n:].contiguous(), layout, probes, with_outputs)
+
+
+def _fixed_point_solve(ia: torch.Tensor, b: torch.Tensor, layout: dict, probes: torch.Tensor, with_outputs: bool):
+    """Jacobian (and outputs) of ``y = S ia^-1 B x`` with ``ia = I - A`` ``(P, N, N)``, ``b`` ``(P, N, n_in)``."""
+    post, pre = layout["post"], layout["pre"]
+    n_prob = probes.shape[0]
     # singular: inf/NaN, not a raise
-    lu, piv, _ = torch.linalg.lu_factor_ex(torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - a)
+    lu, piv, _ = torch.linalg.lu_factor_ex(ia)
     x = probes.transpose(-1, -2)  # (P, n_in, m)
     rates = torch.linalg.lu_solve(lu, piv, b @ x)  # (P, N, m)
     select = layout["select"]  # (n_out, N)

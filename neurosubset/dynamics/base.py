@@ -198,6 +198,18 @@ class Dynamics:
         """Closed-form ``dF/dtheta`` ``(problem, E, M)`` (and the outputs ``(problem, E)`` with ``with_outputs``)."""
         raise NotImplementedError(f"dynamics {self.name!r} has no closed-form adjoint")
 
+    def adjoint_system(self, circuit: Circuit, layout: dict, frozen: Mapping[str, torch.Tensor]) -> dict | None:
+        """The frozen part of what :meth:`adjoint_jacobian` assembles at every call, built once per batch of
+        problems (``frozen``: weight name -> ``(P, n_post, n_pre)``, zero at plastic entries), for
+        :meth:`system_jacobian`; None where the dynamics keeps none (the default: every call assembles)."""
+        return None
+
+    def system_jacobian(self, circuit: Circuit, layout: dict, system: dict, theta: torch.Tensor,
+                        probes: torch.Tensor, *, with_outputs: bool = False):
+        """:meth:`adjoint_jacobian` at plastic values ``theta`` ``(P, M)`` from :meth:`adjoint_system`'s frozen
+        part (over the same ``P`` problems) instead of assembled weights."""
+        raise NotImplementedError(f"dynamics {self.name!r} keeps no frozen adjoint system")
+
     def tangent_jacobian(self, circuit: Circuit) -> bool:
         """Whether :meth:`tangents` gives the exact Jacobian of the discretised map (forward sensitivities)."""
         return False

@@ -120,6 +120,9 @@ class PlasticMap:
         self._layout = dyn.adjoint_layout(circuit, alloc, hot=True) if dyn.closed_adjoint(circuit) else None
         if self._layout is not None and device.type != "cpu":
             self._layout = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self._layout.items()}
+        # the frozen part of the adjoint's system (steady circuits: [I - A_0 | B_0]), built at the first
+        # value_and_jacobian and gathered by subset: an LM iteration then adds theta instead of assembling the blocks
+        self._system: dict | None = None
 
     @property
     def closed_form(self) -> bool:
@@ -150,7 +153,15 @@ class PlasticMap:
         out = object.__new__(PlasticMap)
         out.__dict__.update(self.__dict__)
         out.frozen, out.probes = self._subset(select)
+        if self._system:  # built already: gathered with the rest (else built by the subset when it needs it)
+            out._system = {**self._system, "system": self._system["system"][select]}
         return out
+
+    def _frozen_system(self) -> dict | None:
+        """The dynamics' frozen adjoint system over this map's problems (built once), or None where it keeps none."""
+        if self._system is None:
+            self._system = self.circuit.dynamics.adjoint_system(self.circuit, self._layout, self.frozen) or {}
+        return self._system or None
 
     def value_and_jacobian(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``F(theta)`` ``(problem, E)`` and ``dF/dtheta`` ``(problem, E, M)`` together.
@@ -163,6 +174,9 @@ class PlasticMap:
             return dyn.tangents(self.circuit, self.weights(theta), self.probes, self.index, self.size)
         if self._layout is None:
             return self(theta), self.jacobian(theta)
+        system = self._frozen_system()
+        if system is not None and tuple(theta.shape[:-1]) == tuple(system["system"].shape[:-2]):
+            return dyn.system_jacobian(self.circuit, self._layout, system, theta, self.probes, with_outputs=True)
         return dyn.adjoint_jacobian(self.circuit, self._layout, assemble(self.frozen, self.index, theta),
                                     self.probes, with_outputs=True)
 

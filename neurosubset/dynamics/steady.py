@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .._checks import CircuitSpecError
-from .adjoint import FIXED_POINT, fixed_point_jacobian, mod_fixed_point, plastic_layout, sum_outer
+from .adjoint import (FIXED_POINT, fixed_point_jacobian, fixed_point_system, mod_fixed_point, plastic_layout,
+                      sum_outer, system_jacobian)
 from .base import Dynamics, register
 from .blocks import block_matrix
 from .stability import Stability
@@ -78,6 +79,16 @@ class Steady(Dynamics):
         if layout.get("split"):
             return split_steady(circuit, layout, weights, probes, with_outputs)
         return fixed_point_jacobian(circuit, layout, weights, probes, with_outputs=with_outputs)
+
+    def adjoint_system(self, circuit: Circuit, layout: dict, frozen: Mapping[str, torch.Tensor]) -> dict | None:
+        """``[I - A_0 | B_0]`` of the frozen weights (:func:`~neurosubset.dynamics.adjoint.fixed_point_system`),
+        kept by the solvers' map so that an LM iteration adds the plastic values instead of assembling every block
+        again; None on the split layout (large circuits, :func:`split_steady`), which assembles per call."""
+        return None if layout.get("split") else fixed_point_system(circuit, layout, frozen)
+
+    def system_jacobian(self, circuit: Circuit, layout: dict, system: dict, theta: torch.Tensor,
+                        probes: torch.Tensor, *, with_outputs: bool = False):
+        return system_jacobian(layout, system, theta, probes, with_outputs=with_outputs)
 
     def entry_degree(self, circuit: Circuit) -> int:
         """``2 n`` for ``n`` non-input neurons, the degree of ``det(I - W)^2 dF/dtheta`` (adjugate entries have
