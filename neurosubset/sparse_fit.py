@@ -20,8 +20,8 @@ import torch
 
 from ._checks import ParameterError
 from ._memory import available_bytes, check_memory
-from .dynamics.sparse_map import (SparsePlasticMap, SparseSteady, draw_sparse_trials, plastic_value_positions,
-                                  sparse_is_affine, structure_of, synapse_sd)
+from .dynamics.sparse_map import (SparseDiscrete, SparsePlasticMap, SparseSteady, draw_sparse_trials,
+                                  plastic_value_positions, sparse_is_affine, sparse_system, structure_of, synapse_sd)
 from .dynamics.stability import stability_applies
 
 _F64 = 8
@@ -67,7 +67,7 @@ class SparseFit:
     m: int
     structure: dict
     sd: dict
-    system: SparseSteady
+    system: SparseSteady | SparseDiscrete
     sigma: np.ndarray
     chain: tuple
     affine: bool
@@ -104,7 +104,7 @@ def sparse_setup(circuit, alloc, m: int, trials: int, *, options, cert) -> Spars
     sd = synapse_sd(circuit, structure)
     positions = plastic_value_positions(circuit, structure, alloc)
     sigma = np.concatenate([sd[k] for k in circuit.weight_names])[positions]
-    system = SparseSteady(circuit, structure, positions)
+    system = sparse_system(circuit, structure, positions)
     signs = sign_bounds(circuit, alloc)
     signed = options.dale and signs.active
     affine = sparse_is_affine(circuit, alloc)

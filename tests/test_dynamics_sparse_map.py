@@ -65,6 +65,30 @@ def test_sparse_map_matches_the_dense_map(method):
     assert float((fmap.jacobian(theta[sel], sel) - jac_ref[sel]).norm() / jac_ref[sel].norm()) < 1e-10
 
 
+def test_sparse_discrete_map_matches_the_dense_map():
+    # h_t = A h_(t-1) + B x_t, y = C h_T + D x_T: plastic synapses in A (E->E, I->E), B (X->E), C and D (read-out)
+    c = _ei(dynamics="discrete", steps=4)
+    st = sm.structure_of(c)
+    masks = dict(ns.allocate(c, 30, strategy="spread-rows", within=["E->E", "I->E", "X->E"], seed=1).masks)
+    masks["E->OUT"], masks["X->OUT"] = c.eligible["E->OUT"], c.eligible["X->OUT"]
+    alloc = ns.Allocation.from_masks(c, masks)
+    assert all(alloc.counts[k] for k in ("E->E", "I->E", "X->E"))
+    rng = np.random.default_rng(1)
+    frozen = np.stack([sm.draw_sparse_weights(c, rng, st) for _ in range(3)])
+    probes = torch.as_tensor(rng.standard_normal((3, 4, c.steps, c.n_in)), dtype=DTYPE)
+    system = sm.sparse_system(c, st, sm.plastic_value_positions(c, st, alloc))
+    assert isinstance(system, sm.SparseDiscrete)
+    fmap = sm.SparsePlasticMap(c, alloc, system, frozen, probes)
+    dense = PlasticMap(c, alloc, {k: torch.as_tensor(np.stack([sm.to_dense(c, st, f)[k] for f in frozen]))
+                                  for k in c.weight_names}, probes)
+    theta = torch.as_tensor(rng.standard_normal((3, alloc.size)) * 0.1, dtype=DTYPE)
+    f, jac = fmap.value_and_jacobian(theta)
+    f_ref, jac_ref = dense.value_and_jacobian(theta)
+    assert float((f - f_ref).norm() / f_ref.norm()) < 1e-10
+    assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
+    sel = torch.tensor([1, 1, 0])
+    assert float((fmap.jacobian(theta[sel], sel) - jac_ref[sel]).norm() / jac_ref[sel].norm()) < 1e-10
+
 def test_the_switch_picks_dense_for_small_and_sparse_for_large_sparse_circuits():
     small = _ei()
     assert sm.choose_layout(small) is sm.WeightsLayout.DENSE
@@ -76,9 +100,10 @@ def test_the_switch_picks_dense_for_small_and_sparse_for_large_sparse_circuits()
     assert sm.choose_layout(big) is sm.WeightsLayout.SPARSE
     assert sm.choose_layout(big, "dense") is sm.WeightsLayout.DENSE
     assert "structure" not in big.__dict__  # loaded without the dense masks
-    discrete = _ei(dynamics="discrete")
-    with pytest.raises(ParameterError, match="needs a steady linear circuit") as info:
-        sm.choose_layout(discrete, "sparse")
+    assert sm.choose_layout(_ei(dynamics="discrete", steps=3), "sparse") is sm.WeightsLayout.SPARSE
+    relu = _ei(dynamics="discrete", steps=3, nonlinearity="relu")
+    with pytest.raises(ParameterError, match="needs a steady or discrete linear circuit") as info:
+        sm.choose_layout(relu, "sparse")
     assert "\n" not in str(info.value)
     with pytest.raises(ParameterError, match=r"must be one of \['auto', 'dense', 'sparse'\]"):
         sm.choose_layout(small, "csr")

@@ -36,6 +36,18 @@ def test_layouts_make_identical_exact_decisions_on_affine_allocations(dale):
         assert not dense.matched.all()
 
 
+@pytest.mark.parametrize("dale", [False, True])
+def test_layouts_make_identical_exact_decisions_on_discrete_circuits(dale):
+    c = _ei(dynamics="discrete", steps=3)
+    alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)  # read-out of h_T: affine
+    dense, sparse = _both(c, alloc, dale=dale)
+    assert dense.attrs["weights_layout"] == "dense" and sparse.attrs["weights_layout"] == "sparse"
+    assert dense.attrs["decision_kind"] == sparse.attrs["decision_kind"] == "exact"
+    for var in ("matched", "decision", "outcome", "fit_status"):
+        np.testing.assert_array_equal(dense[var].values, sparse[var].values, err_msg=var)
+    # unconstrained: every trial matched; with the sign box: every trial proven infeasible (BVLS), in both layouts
+    assert dense.matched.all() if not dale else not dense.matched.any()
+
 def test_the_lifted_decider_on_sparse_rows_finds_the_dense_deciders_witnesses():
     c = _ei()
     alloc = _readout_plus_ee(c)  # free read-out rows at m = 3 (>= 3 presynaptic E cells per output row)

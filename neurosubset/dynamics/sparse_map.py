@@ -6,7 +6,9 @@ synapses (every weight's synapses concatenated in declaration order, each in the
 :func:`~neurosubset.dynamics.sparse.sparse_structure`), the steady system ``I - A`` is a CSR matrix with a fixed
 pattern, and the outputs and their adjoint Jacobian come from sparse solves (``splu`` up to
 :data:`SPLU_MAX_NEURONS`, GMRES to relative residual :data:`~neurosubset.dynamics.sparse.GMRES_RTOL` above: the LU
-factors of a random E/I matrix fill to ``~n^2``). Memory is linear in synapses and trials.
+factors of a random E/I matrix fill to ``~n^2``). Discrete linear circuits (``h_t = A h_(t-1) + B x_t``,
+:class:`SparseDiscrete`) run ``T`` sparse products forward and ``T`` adjoint ones back. Memory is linear in
+synapses and trials.
 
 - :class:`WeightsLayout`: ``DENSE`` or ``SPARSE``, what a result records (attr ``weights_layout``).
 - :func:`choose_layout`: the automatic switch, by a crossover measured on the reference machine
@@ -38,8 +40,8 @@ if TYPE_CHECKING:
     from ..circuit import Circuit
 
 __all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
-           "SparsePlasticMap", "SparseWeights", "sparse_weights", "sparse_is_affine", "SPARSE_MIN_NEURONS",
-           "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
+           "SparseDiscrete", "sparse_system", "SparsePlasticMap", "SparseWeights", "sparse_weights",
+           "sparse_is_affine", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
 
 # The crossover (tests/ and benchmarks/bench_sparse.py, 2-core reference machine, one thread, one trial with m = 4,
 # 20 outputs, 10^4 plastic synapses): the dense torch LU took 0.25 s at 2,000 neurons and 3.09 s at 5,000, the
@@ -73,8 +75,8 @@ class WeightsLayout(enum.Enum):
 
 
 def sparse_applicable(circuit: Circuit) -> bool:
-    """Whether the sparse layout can run ``circuit``: steady dynamics, linear."""
-    return circuit.dynamics.name == "steady" and circuit.nonlinearity == "linear"
+    """Whether the sparse layout can run ``circuit``: steady or discrete dynamics, linear."""
+    return circuit.dynamics.name in ("steady", "discrete") and circuit.nonlinearity == "linear"
 
 
 def expected_synapses(circuit: Circuit) -> float:
@@ -102,8 +104,9 @@ def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None
     ----------
     circuit : Circuit
     requested : {"auto", "dense", "sparse"} or WeightsLayout, optional
-        ``"auto"`` / None: sparse for steady linear circuits of more than :data:`SPARSE_MIN_NEURONS` neurons whose
-        weights are at most :data:`SPARSE_MAX_DENSITY` dense (above the measured crossover), dense otherwise.
+        ``"auto"`` / None: sparse for steady and discrete linear circuits of more than :data:`SPARSE_MIN_NEURONS`
+        neurons whose weights are at most :data:`SPARSE_MAX_DENSITY` dense (above the crossover measured for steady
+        circuits), dense otherwise.
 
     Returns
     -------
@@ -112,11 +115,11 @@ def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None
     Raises
     ------
     ParameterError
-        ``"sparse"`` asked for a circuit the sparse layout cannot run (not steady and linear).
+        ``"sparse"`` asked for a circuit the sparse layout cannot run (not linear, or neither steady nor discrete).
     """
     want = WeightsLayout.parse(requested)
     if want is WeightsLayout.SPARSE and not sparse_applicable(circuit):
-        raise ParameterError(f"The 'weights_layout' parameter 'sparse' needs a steady linear circuit; "
+        raise ParameterError(f"The 'weights_layout' parameter 'sparse' needs a steady or discrete linear circuit; "
                              f"{circuit.name!r} is {circuit.nonlinearity} {circuit.dynamics.name}. Use 'auto' or "
                              f"'dense'.")
     if want is not None:
@@ -432,6 +435,141 @@ class SparseSteady:
             return scipy.sparse.linalg.splu(system.tocsc()).solve(rhs)
         except RuntimeError:
             return np.full((self.n, x.shape[0]), np.nan)
+
+
+class _Pattern:
+    """A CSR pattern ``(rows, cols)`` with each entry's positions in the value vector: :meth:`fill` makes the matrix
+    of one value vector (duplicates summed)."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, positions: np.ndarray, shape: tuple[int, int]):
+        keys = np.unique(rows * shape[1] + cols)
+        self.slot = np.searchsorted(keys, rows * shape[1] + cols)
+        self.indptr = np.searchsorted(keys // shape[1], np.arange(shape[0] + 1)).astype(np.int64)
+        self.indices = (keys % shape[1]).astype(np.int64)
+        self.positions, self.shape = positions, shape
+
+    def fill(self, values: np.ndarray) -> scipy.sparse.csr_matrix:
+        data = np.bincount(self.slot, weights=values[self.positions], minlength=self.indices.size)
+        return scipy.sparse.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+
+class SparseDiscrete:
+    """The fixed sparsity patterns of a discrete linear circuit, ``h_t = A h_(t-1) + B x_t`` (``h_0 = 0``,
+    ``t = 1..T``), ``y = C h_T + D x_T``, and its outputs and adjoint Jacobian by sparse products.
+
+    The interface of :class:`SparseSteady` that :class:`SparsePlasticMap` uses (``solve``, ``plastic``,
+    ``out_idx``, ``n_values``). The Jacobian is the closed form of the dense discrete adjoint:
+    ``dy_o / dw_ij = sum_t G_t[o, i] u_t[j]`` for a hidden neuron ``i`` (``G_T = C``, ``G_(t-1) = G_t A``, ``u_t``
+    the hidden state and input entering step ``t``) and ``dy_o / dw_oj = [h_T; x_T][j]`` for a read-out synapse.
+    A problem costs ``2 T`` sparse products (with ``m`` and ``n_out`` columns) and ``T n_out m M`` flops; memory
+    ``O(synapses + T N_hidden (m + n_out))``.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Discrete, linear.
+    structure : dict
+        :func:`~neurosubset.dynamics.sparse.sparse_structure`.
+    plastic : numpy.ndarray, optional
+        ``(M,)`` positions of the plastic synapses in the value vector (:func:`plastic_value_positions`).
+    """
+
+    def __init__(self, circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 plastic: np.ndarray | None = None):
+        self.circuit, self.structure, self.steps = circuit, structure, circuit.steps
+        hid, outs, inputs = circuit.slices("hidden"), circuit.slices("output"), circuit.slices("input")
+        self.n, self.n_out, self.n_in = circuit.n_neurons("hidden"), circuit.n_out, circuit.n_in
+        at = _offsets(circuit, structure)
+        self.n_values = at[""]
+        parts: dict[str, tuple[list, list, list]] = {k: ([], [], []) for k in "abcd"}
+        for name in circuit.weight_names:
+            proj = circuit.projection[name]
+            r, c = structure[name]
+            post = hid if proj.post in hid else outs
+            if proj.pre not in hid and proj.pre not in inputs:
+                raise ParameterError(f"Weight {name!r} of discrete circuit {circuit.name!r} leaves an output region: "
+                                     f"the discrete dynamics have no such synapses.")
+            pre = hid if proj.pre in hid else inputs
+            key = ("a" if proj.pre in hid else "b") if proj.post in hid else ("c" if proj.pre in hid else "d")
+            parts[key][0].append(r + post[proj.post].start)
+            parts[key][1].append(c + pre[proj.pre].start)
+            parts[key][2].append(np.arange(at[name], at[name] + r.size))
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64))
+        shapes = {"a": (self.n, self.n), "b": (self.n, self.n_in), "c": (self.n_out, self.n),
+                  "d": (self.n_out, self.n_in)}
+        self._patterns = {k: _Pattern(*(cat(x) for x in parts[k]), shapes[k]) for k in "abcd"}
+        self.out_idx = np.arange(self.n_out)
+        self.set_plastic(np.zeros(0, dtype=np.int64) if plastic is None else plastic)
+
+    def set_plastic(self, plastic: np.ndarray) -> None:
+        """Each plastic synapse's post (hidden or output index) and pre (index of ``[hidden; inputs]``), and
+        whether it is a read-out synapse."""
+        plastic = np.asarray(plastic, dtype=np.int64)
+        self.plastic = plastic
+        hid, inputs = self.circuit.slices("hidden"), self.circuit.slices("input")
+        outs = self.circuit.slices("output")
+        at = _offsets(self.circuit, self.structure)
+        post, pre = np.zeros(plastic.size, dtype=np.int64), np.zeros(plastic.size, dtype=np.int64)
+        readout = np.zeros(plastic.size, dtype=bool)
+        for name in self.circuit.weight_names:
+            lo, hi = at[name], at[name] + self.structure[name][0].size
+            sel = (plastic >= lo) & (plastic < hi)
+            if not sel.any():
+                continue
+            proj = self.circuit.projection[name]
+            r, c = self.structure[name]
+            k = plastic[sel] - lo
+            readout[sel] = proj.post in outs
+            post[sel] = r[k] + (outs[proj.post].start if proj.post in outs else hid[proj.post].start)
+            pre[sel] = c[k] + (self.n + inputs[proj.pre].start if proj.pre in inputs else hid[proj.pre].start)
+        self.post, self.pre, self.readout = post, pre, readout
+
+    def matrices(self, values: np.ndarray) -> dict[str, scipy.sparse.csr_matrix]:
+        """``A`` (hidden <- hidden), ``B`` (hidden <- input), ``C`` (output <- hidden), ``D`` (output <- input),
+        CSR, of one value vector."""
+        return {k: p.fill(values) for k, p in self._patterns.items()}
+
+    def solve(self, values: np.ndarray, x: np.ndarray, *, jacobian: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Outputs ``(m * n_out,)`` (probe-major) and, with ``jacobian``, ``dy / dtheta`` ``(m * n_out, M)`` of one
+        problem: values ``(S,)``, probes ``x`` ``(m, T, n_in)``."""
+        mats = self.matrices(values)
+        a, b, c, d = mats["a"], mats["b"], mats["c"], mats["d"]
+        m = x.shape[0]
+        states = [np.zeros((self.n, m))]
+        for t in range(self.steps):
+            states.append(a @ states[-1] + b @ x[:, t, :].T)
+        last = np.concatenate([states[-1], x[:, -1, :].T], axis=0)  # (N_h + n_in, m): what the read-out sees
+        y = c @ states[-1] + d @ x[:, -1, :].T  # (n_out, m)
+        outputs = y.T.reshape(-1)
+        if not jacobian:
+            return outputs, None
+        jac = np.zeros((m, self.n_out, self.plastic.size))
+        hid = np.flatnonzero(~self.readout)
+        if hid.size:
+            post, pre = self.post[hid], self.pre[hid]
+            g_t = c.T.toarray()  # G_T^T (N_h, n_out)
+            a_t = a.T.tocsr()
+            acc = np.zeros((m, self.n_out, hid.size))
+            for t in range(self.steps, 0, -1):  # step t: adjoint G_t, input u_t = [h_(t-1); x_t]
+                u = np.concatenate([states[t - 1], x[:, t - 1, :].T], axis=0)
+                acc += g_t[post].T[None, :, :] * u[pre].T[:, None, :]
+                if t > 1:
+                    g_t = a_t @ g_t  # G_(t-1)^T = A^T G_t^T
+            jac[:, :, hid] = acc
+        out = np.flatnonzero(self.readout)
+        if out.size:
+            jac[:, self.post[out], out] = last[self.pre[out]].T
+        return outputs, jac.reshape(m * self.n_out, self.plastic.size)
+
+
+def sparse_system(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  plastic: np.ndarray | None = None) -> SparseSteady | SparseDiscrete:
+    """The sparse system of a circuit the sparse layout runs (:func:`sparse_applicable`): :class:`SparseSteady`
+    or :class:`SparseDiscrete` by its dynamics."""
+    if circuit.dynamics.name == "discrete":
+        return SparseDiscrete(circuit, structure, plastic)
+    return SparseSteady(circuit, structure, plastic)
 
 
 class SparsePlasticMap:

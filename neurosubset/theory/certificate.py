@@ -140,11 +140,11 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     rtol : float
         Relative singular-value tolerance: float ranks count singular values above ``rtol * s_max``.
     method : {"auto", "exact", "autograd", "adjoint", "sketch", "iterative"}
-        ``"iterative"`` (and ``"auto"`` for circuits in the sparse weights layout,
-        :func:`~neurosubset.dynamics.sparse_map.choose_layout`): float ranks of the full Jacobian from the sparse
-        closed form (:mod:`neurosubset.theory.sparse_ranks`), flagged ``estimate``; a verdict only where the gaps are
-        decisive, else "unproven" (no GF(p) fallback at that size). ``"auto"`` (default) otherwise: by estimated cost
-        (:func:`neurosubset.theory.modular_ranks.rank_costs`): exact ranks over
+        ``"iterative"`` (and ``"auto"`` for steady circuits in the sparse weights layout,
+        :func:`~neurosubset.dynamics.sparse_map.choose_layout`; discrete ones take the dense paths): float ranks of the
+        full Jacobian from the sparse closed form (:mod:`neurosubset.theory.sparse_ranks`), flagged ``estimate``; a
+        verdict only where the gaps are decisive, else "unproven" (no GF(p) fallback at that size). ``"auto"`` (default)
+        otherwise: by estimated cost (:func:`neurosubset.theory.modular_ranks.rank_costs`): exact ranks over
         GF(p) directly where they apply and are estimated cheaper (e.g. many probes of few stacked inputs, which the
         probe reduction shrinks; a linear RNN n = 110, T = 4, m = 100, n_in = 5, 10^4 plastic synapses: 5.2 s of CPU
         exact vs 16.8 s float, one thread), otherwise float ranks (adjoint closed form for linear circuits, autograd
@@ -216,7 +216,8 @@ def certify(circuit: Circuit, alloc: Allocation, m: int = 4, seed: int = 0, *, p
     """
     _check_alloc(circuit, alloc)
     m, seed, points, rtol = _check_common(m, seed, points, rtol, method)
-    if method == "iterative" or (method == "auto" and choose_layout(circuit) is WeightsLayout.SPARSE):
+    if method == "iterative" or (method == "auto" and circuit.dynamics.name == "steady"
+                                 and choose_layout(circuit) is WeightsLayout.SPARSE):
         return _certify_sparse(circuit, alloc, m, seed, points, rtol, dale, stable)
     cols = _columns(circuit, dict(alloc.masks))
     continuous = not circuit.dynamics.rational  # analytic outputs (expm; tanh, softplus), not rational ones
@@ -262,7 +263,7 @@ def _certify_sparse(circuit: Circuit, alloc: Allocation, m: int, seed: int, poin
     from ..dynamics.sparse_map import plastic_value_positions, sparse_applicable, sparse_is_affine, structure_of
     from .sparse_ranks import eligible_positions, sparse_rank_evidence
 
-    if not sparse_applicable(circuit):
+    if not sparse_applicable(circuit) or circuit.dynamics.name != "steady":
         raise TheoryError(f"The 'method' parameter 'iterative' needs a steady linear circuit; {circuit.name!r} is "
                           f"{circuit.nonlinearity} {circuit.dynamics.name}. Use 'auto'.")
     structure = structure_of(circuit)
