@@ -341,7 +341,8 @@ def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int,
                        progress: bool, cert: Certificate | None, keep_weights: bool = True,
                        resume: FitResult | None = None) -> FitResult:
     """:func:`_fit_trials` in the sparse weights layout (:mod:`neurosubset.sparse_fit`): the same trials, restart
-    seeds and chain of sparse-ready deciders, without stability (``max_real_eig`` None). With ``keep_weights`` the
+    seeds and chain of sparse-ready deciders; with ``stable`` (steady circuits) every match checked for stability by
+    sparse eigen-solves (``max_real_eig`` reported then, None otherwise). With ``keep_weights`` the
     teacher, the student's draw and the fitted student come back as
     :class:`~neurosubset.dynamics.sparse_map.SparseWeights` per weight name (values on the structure, memory checked
     first), with the probes; without, none of them."""
@@ -360,16 +361,22 @@ def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int,
                                             plausibility_bound=options.plausibility_bound)
                 resid = out.residual.cpu().numpy()
                 matched = (resid < options.tol) & (not plan.zero)
-                history = out.history if out.from_rounds else [float(matched.mean())] * len(out.history)
-                exact = bool(((out.outcome != _schema.UNDECIDED) & (out.decision != _schema.LM_DECISION)).all())
                 theta = out.theta.cpu().numpy()
+                fitted = draws.student_init.copy()
+                fitted[:, plan.system.plastic] = theta
+                status, outcome, max_re = out.status, out.outcome, None
+                if plan.found:  # checked on the values reported, whatever the decider did (as the dense layout)
+                    max_re = plan.max_real_eig(fitted)
+                    unstable = matched & ~(max_re < 1.0)
+                    matched, status = matched & ~unstable, np.where(unstable, np.int8(UNSTABLE), status)
+                    outcome = np.where(unstable, np.int8(_schema.UNDECIDED), outcome)
+                history = out.history if out.from_rounds else [float(matched.mean())] * len(out.history)
+                exact = bool(((outcome != _schema.UNDECIDED) & (out.decision != _schema.LM_DECISION)).all())
                 proof_kind = witness_scale = None
-                if plan.bounds is not None:
-                    proof_kind, witness_scale = _evidence(circuit, {}, theta, plan.sigma, out.decision, out.outcome,
+                if plan.bounds is not None or plan.found:  # a stable witness here: ARPACK's, no Lyapunov solve
+                    proof_kind, witness_scale = _evidence(circuit, {}, theta, plan.sigma, out.decision, outcome,
                                                           False)
                 if keep_weights:
-                    fitted = draws.student_init.copy()
-                    fitted[:, plan.system.plastic] = theta
                     kept = Trials(sparse_weights(circuit, plan.structure, draws.teacher),
                                   sparse_weights(circuit, plan.structure, draws.student_init), draws.probes,
                                   draws.teacher_rejected, draws.student_rejected)
@@ -379,9 +386,9 @@ def _fit_trials_sparse(circuit: Circuit, alloc: Allocation, m: int, trials: int,
                     student = {}
                 parts.append(FitResult(
                     kept, student, theta, resid, matched, out.restarts, np.array(history), out.solver.name, options.tol,
-                    out.status, out.solver, dale=options.dale, stable=options.stable, exact=exact, max_real_eig=None,
+                    status, out.solver, dale=options.dale, stable=options.stable, exact=exact, max_real_eig=max_re,
                     sign_violations=plan.signs.violations(theta) if plan.signs.active else None,
-                    decision=out.decision.astype(np.int8), outcome=out.outcome.astype(np.int8),
+                    decision=out.decision.astype(np.int8), outcome=outcome.astype(np.int8),
                     proof_kind=proof_kind, witness_scale=witness_scale))
         except KeyboardInterrupt:
             if not parts:

@@ -3,14 +3,17 @@
 References are independent of the sparse code: Circuit.sample_weights (the dense draw), the dense PlasticMap
 (torch LU and its closed-form adjoint), and is_affine's second differences.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 import neurosubset as ns
-from neurosubset._checks import ParameterError
+from neurosubset._checks import ParameterError, StabilityWarning
 from neurosubset.dynamics import DTYPE, PlasticMap, is_affine
 from neurosubset.dynamics import sparse_map as sm
+from neurosubset.dynamics.stability import max_real_eig
 from conftest import sparse_ei
 
 
@@ -27,6 +30,17 @@ def _readout_plus_ee(c, ee=30):
     masks["E->OUT"] = c.eligible["E->OUT"]
     return ns.Allocation.from_masks(c, masks)
 
+
+def _near_unstable_ei(gain=0.56):
+    """An E/I circuit whose E + I loop (300 neurons, above SPARSE_EIG_MIN: ARPACK) is unstable in about a quarter of
+    its draws (E->E gain raised from 0.3)."""
+    spec = sparse_ei(240, 60, n_x=6, n_out=3, p_in=0.2, p_rec=0.05, p_out=0.2, seed=3).to_dict()
+    for proj in spec["projections"]:
+        if (proj["pre"], proj["post"]) == ("E", "E"):
+            proj["gain"] = gain
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StabilityWarning)  # near its limit, on purpose
+        return ns.Circuit.from_dict(spec)
 
 def test_sparse_draws_are_the_dense_draws(monkeypatch):
     c = _ei()
@@ -88,6 +102,21 @@ def test_sparse_discrete_map_matches_the_dense_map():
     assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
     sel = torch.tensor([1, 1, 0])
     assert float((fmap.jacobian(theta[sel], sel) - jac_ref[sel]).norm() / jac_ref[sel].norm()) < 1e-10
+
+@pytest.mark.parametrize("big", [False, True], ids=["dense-eigvals", "arpack"])
+def test_sparse_max_real_eig_equals_the_dense_eigenvalues(big):
+    c = _near_unstable_ei() if big else _ei()
+    st = sm.structure_of(c)
+    assert (sum(c.region[r].size for r in ("E", "I")) > sm.SPARSE_EIG_MIN) == big
+    rng = np.random.default_rng(0)
+    got, ref = [], []
+    for _ in range(6 if big else 3):
+        values = sm.draw_sparse_weights(c, rng, st)
+        got.append(sm.sparse_max_real_eig(c, st, values))
+        ref.append(float(max_real_eig(c, sm.to_dense(c, st, values))))  # numpy's dense eigenvalues
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
+    if big:  # both sides of the limit among these draws
+        assert min(ref) < 1.0 < max(ref)
 
 def test_the_switch_picks_dense_for_small_and_sparse_for_large_sparse_circuits():
     small = _ei()

@@ -11,8 +11,9 @@ import scipy.sparse.linalg
 
 import neurosubset as ns
 from neurosubset._checks import ParameterError
+from neurosubset._schema import UNSTABLE
 
-from test_dynamics_sparse_map import _ei, _readout_plus_ee
+from test_dynamics_sparse_map import _ei, _near_unstable_ei, _readout_plus_ee
 
 FREE = dict(dale=False, stable=False, certificate=False)
 
@@ -70,12 +71,35 @@ def test_layouts_agree_where_the_lm_decides():
 def test_the_sparse_layout_refuses_what_it_does_not_run_in_one_line():
     c = _ei()
     alloc = ns.allocate(c, 4, within=["E->OUT"], seed=0)
-    for kw, field in (({"stable": True}, "stable"), ({"return_weights": True}, "return_weights")):
-        opts = {**FREE, "stable": kw.get("stable", False)}
-        with pytest.raises(ParameterError, match=f"The '{field}' parameter of match_probability") as info:
-            ns.match_probability(c, alloc, m=2, trials=2, return_weights=kw.get("return_weights", False),
-                                 options=ns.FitOptions(weights_layout="sparse", **opts))
-        assert "\n" not in str(info.value)
+    with pytest.raises(ParameterError, match="The 'return_weights' parameter of match_probability") as info:
+        ns.match_probability(c, alloc, m=2, trials=2, return_weights=True,
+                             options=ns.FitOptions(weights_layout="sparse", **FREE))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_stable_draws_and_matches_in_the_sparse_layout_equal_the_dense_layouts():
+    # about a quarter of the draws are unstable: both layouts reject the same ones (ARPACK vs numpy's eigenvalues)
+    c = _near_unstable_ei()
+    alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)  # read-out: affine, stability not moved
+    dense, sparse = _both(c, alloc, m=3, trials=6, stable=True)
+    assert (dense.teacher_rejected.values + dense.student_rejected.values).sum() > 0
+    for var in ("matched", "decision", "outcome", "fit_status", "teacher_rejected", "student_rejected", "stable"):
+        np.testing.assert_array_equal(dense[var].values, sparse[var].values, err_msg=var)
+    np.testing.assert_allclose(sparse.max_real_eig.values, dense.max_real_eig.values, rtol=1e-8)
+    assert sparse.matched.all() and (sparse.max_real_eig.values < 1).all()
+
+
+@pytest.mark.slow
+def test_layouts_agree_where_the_lm_must_find_stable_matches():
+    c = _ei()
+    alloc = ns.allocate(c, 30, strategy="spread-rows", within=["E->E"], seed=1)  # in the loop: moves stability
+    dense, sparse = _both(c, alloc, stable=True, solver=ns.LevenbergMarquardt(max_rounds=1))
+    for var in ("matched", "fit_status", "stable"):
+        np.testing.assert_array_equal(dense[var].values, sparse[var].values, err_msg=var)
+    np.testing.assert_allclose(sparse.max_real_eig.values, dense.max_real_eig.values, rtol=1e-6)
+    # a trial whose only match was unstable: refused in both layouts (its best refused match reported)
+    assert (sparse.fit_status.values == UNSTABLE).any() and sparse.matched.any()
 
 
 def _steady_outputs(c, weights, x):

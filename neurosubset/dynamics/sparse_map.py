@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
            "SparseDiscrete", "sparse_system", "SparsePlasticMap", "SparseWeights", "sparse_weights",
-           "sparse_is_affine", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS"]
+           "sparse_is_affine", "sparse_max_real_eig", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS",
+           "SPARSE_EIG_MIN"]
 
 # The crossover (tests/ and benchmarks/bench_sparse.py, 2-core reference machine, one thread, one trial with m = 4,
 # 20 outputs, 10^4 plastic synapses): the dense torch LU took 0.25 s at 2,000 neurons and 3.09 s at 5,000, the
@@ -687,6 +688,54 @@ def sparse_is_affine(circuit: Circuit, alloc: Allocation) -> bool:
     return not any(p.pre in reach for p in plastic)
 
 
+SPARSE_EIG_MIN = 200  # loops of more neurons: ARPACK's rightmost eigenvalues; of at most this many, dense eigvals
+_EIG_SEED_KEY = 0x5E16  # spawn key of ARPACK's start vectors (with the circuit's structural seed)
+_MAX_REJECTIONS = 1000  # unstable draws rejected in a row before a trial gives up (as neurosubset.draws)
+
+
+def sparse_max_real_eig(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                        values: np.ndarray, found: tuple | None = None) -> float:
+    """``max Re(eig W)`` of one draw of a steady circuit (value vector ``(S,)``), by its stability rule without a
+    dense matrix: the largest real part over its recurrent loops' blocks (at least 0, as
+    :func:`~neurosubset.dynamics.stability.max_real_eig`).
+
+    A loop of more than :data:`SPARSE_EIG_MIN` neurons gets ARPACK's rightmost eigenvalues
+    (:func:`~neurosubset.dynamics.stability.rightmost_sparse`, ``scipy.sparse.linalg.eigs`` with ``which="LR"``,
+    converged to relative tolerance 1e-8: an estimate, which can differ from the dense eigensolve in the last
+    digits near the limit 1); smaller loops the dense eigenvalues of their block.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        Steady.
+    structure : dict
+        :func:`~neurosubset.dynamics.sparse.sparse_structure`.
+    values : numpy.ndarray
+        ``(S,)`` float64 (:func:`draw_sparse_weights`' layout).
+    found : tuple of Loop, optional
+        ``loops(circuit)``, where a caller asks about many draws.
+
+    Returns
+    -------
+    float
+        Dimensionless (stable iff ``< 1``).
+    """
+    from .sparse import sparse_block
+    from .stability import loops, max_real_part, rightmost_sparse
+
+    at = _offsets(circuit, structure)
+    best = 0.0
+    for j, loop in enumerate(loops(circuit) if found is None else found):
+        vals = {k: values[at[k]:at[k] + structure[k][0].size] for k in loop.projections}
+        block = sparse_block(circuit, structure, vals, list(loop.regions), list(loop.regions))
+        if block.shape[0] > SPARSE_EIG_MIN:
+            top = rightmost_sparse(block, np.random.SeedSequence(circuit.seed, spawn_key=(_EIG_SEED_KEY, j)))
+        else:
+            top = max_real_part(block.toarray())
+        best = max(best, top)
+    return float(best)
+
+
 @dataclass(frozen=True)
 class SparseTrials:
     """The draws of a batch of trials in the sparse layout (the numbers of :class:`~neurosubset.draws.Trials`).
@@ -698,7 +747,7 @@ class SparseTrials:
     probes : numpy.ndarray
         ``(trial, m, n_in)``.
     teacher_rejected, student_rejected : numpy.ndarray
-        ``(trial,)`` int64 (zero: the sparse layout draws without the stability condition).
+        ``(trial,)`` int64 unstable draws rejected before the teacher / the student's draw (``stable`` only).
     """
 
     teacher: np.ndarray
@@ -710,18 +759,31 @@ class SparseTrials:
 
 def draw_sparse_trials(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]], m: int,
                        trials: int, seed: int, *, first: int = 0,
-                       sd: Mapping[str, np.ndarray] | None = None) -> SparseTrials:
+                       sd: Mapping[str, np.ndarray] | None = None, stable: bool = False) -> SparseTrials:
     """Teachers, students and probes of trials ``first .. first + trials - 1``: the draws of
-    :func:`neurosubset.draws.draw_trials` (``stable=False``), as value vectors."""
+    :func:`neurosubset.draws.draw_trials`, as value vectors. With ``stable`` (steady circuits) a draw with
+    ``max Re(eig W) >= 1`` (:func:`sparse_max_real_eig`) is rejected and drawn again from the same stream, as there."""
+    from .._checks import CircuitSpecError
+    from .stability import loops, stability_applies
+
     sd = synapse_sd(circuit, structure) if sd is None else sd
+    found = loops(circuit) if stable and stability_applies(circuit) else ()
     teachers, students, probes = [], [], []
-    for i in range(first, first + trials):
+    rejected = np.zeros((trials, 2), dtype=np.int64)
+    for k, i in enumerate(range(first, first + trials)):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 0)))
-        teachers.append(draw_sparse_weights(circuit, rng, structure, sd))
-        students.append(draw_sparse_weights(circuit, rng, structure, sd))
+        for j, out in enumerate((teachers, students)):
+            v = draw_sparse_weights(circuit, rng, structure, sd)
+            while found and sparse_max_real_eig(circuit, structure, v, found) >= 1.0:
+                rejected[k, j] += 1
+                if rejected[k, j] > _MAX_REJECTIONS:
+                    raise CircuitSpecError(
+                        f"Trial {i} of circuit {circuit.name!r}: {_MAX_REJECTIONS} draws in a row were unstable "
+                        f"(max Re(eig W) >= 1); lower the gains of its recurrent projections.")
+                v = draw_sparse_weights(circuit, rng, structure, sd)
+            out.append(v)
         probes.append(circuit.sample_probes(m, rng))
-    zero = np.zeros(trials, dtype=np.int64)
-    return SparseTrials(np.stack(teachers), np.stack(students), np.stack(probes), zero, zero.copy())
+    return SparseTrials(np.stack(teachers), np.stack(students), np.stack(probes), rejected[:, 0], rejected[:, 1])
 
 
 def structure_of(circuit: Circuit) -> dict[str, tuple[np.ndarray, np.ndarray]]:
