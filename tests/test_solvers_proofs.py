@@ -167,6 +167,46 @@ def test_the_row_lps_and_scip_agree_where_the_lps_decide():
     assert not ((bb.outcome == _schema.PROVEN_MATCH) & refuted).any()
 
 
+def _tiny_batch(budget, m, trials):
+    """The decider batch of TINY's first ``trials`` draws (seed 0, Dale's box, no stability requirement)."""
+    import torch
+
+    from neurosubset.dynamics import PlasticMap, forward
+    from neurosubset.solvers.bounded import sign_bounds
+    from neurosubset.solvers.chain import Batch, Problem
+
+    circuit = ns.Circuit.from_dict(TINY)
+    alloc = ns.allocate(circuit, budget, within=["E->E"], seed=1)
+    d = draw_trials(circuit, m, trials, 0, stable=True)
+    t = (lambda a: torch.as_tensor(a, dtype=torch.float64))
+    fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
+    targets = forward(circuit, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
+    own = t(np.concatenate([d.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names],
+                           -1))
+    return Batch(Problem(circuit, alloc, m, trials, affine=False, signed=True), fmap, lambda: fmap, targets, own,
+                 alloc, circuit.init_scale(alloc), sign_bounds(circuit, alloc), None, TOL, 0, 0)
+
+
+@pytest.mark.slow
+def test_scip_gets_its_root_node_only_above_root_only_unknowns():
+    # TINY, 3 plastic values, 2 probes: 4 hidden rates x 2 + 3 = 11 unknowns. Trial 7's proof needs SCIP to branch
+    # (65 nodes); trials 2 and 4 are decided at the root. Below root_only (the default 500) the whole search runs,
+    # as with no root_only; with root_only = 0 the problem counts as large: the root decides trials 2 and 4 alike
+    # and trial 7 stays open, recorded as a trial out of time is (stalled, branch_and_bound, undecided)
+    from neurosubset.solvers.proofs import BranchAndBound
+
+    batch = _tiny_batch(3, 2, 8)
+    open_ = np.array([2, 4, 7])
+    whole = BranchAndBound(seconds=5.0, root_only=None).decide(batch, open_)
+    default = BranchAndBound(seconds=5.0).decide(batch, open_)
+    root = BranchAndBound(seconds=5.0, root_only=0).decide(batch, open_)
+    assert whole.outcome.tolist() == [_schema.PROVEN_MATCH, _schema.PROVEN_MATCH, _schema.PROVEN_NO_MATCH]
+    assert default.outcome.tolist() == whole.outcome.tolist()
+    assert root.outcome.tolist() == [_schema.PROVEN_MATCH, _schema.PROVEN_MATCH, _schema.UNDECIDED]
+    assert (root.status[2], root.decision[2]) == (_schema.STALLED, _schema.BRANCH_AND_BOUND_DECISION)
+    np.testing.assert_array_equal(root.theta[:2].numpy(), whole.theta[:2].numpy())
+
+
 @pytest.mark.slow
 def test_a_bracket_with_proofs_within_k_says_so():
     circuit = ns.Circuit.from_dict(TINY)

@@ -24,7 +24,14 @@ Two deciders, cheapest first:
 - :class:`BranchAndBound`: the whole lifted problem, bilinear, given to SCIP's spatial branch and bound
   (``pyscipopt``, the optional ``scip`` extra) inside the K box, with ``||e|| <= tol ||Y||`` as a convex quadratic
   constraint and a time limit per trial. "infeasible" is a proof; a feasible point found is checked as a witness
-  (assembled student, residual, stability where required); out of time, the trial stays undecided.
+  (assembled student, residual, stability where required); out of time, the trial stays undecided. Lifted problems
+  of more than :attr:`BranchAndBound.root_only` unknowns get SCIP's root node only (presolve, propagation and the
+  root LP): measured on the worm (greedy 276 under Dale and under Fenyves' signs, spread-rows 1,004; 880-1,608
+  unknowns) and the V1 E/I circuit (860), every proof SCIP gave came at the root (0 or 1 node, under 1 s CPU), and
+  every run that branched (109-338 nodes) ran out of its 20 s without a verdict; the root alone costs about 2.5 s
+  CPU there. Small problems keep the whole search: there SCIP's verdicts can need branching (65-335 nodes on an
+  11-unknown circuit of the tests; witnesses after 5 s on ``circuits/ei_isn.toml``'s 76). The default 500 lies
+  between the two kinds of measured problems.
   Stability is not encoded (no exact polynomial form fits), so a trial whose only matches are unstable and that
   has no proof stays undecided.
 """
@@ -277,8 +284,10 @@ class SignConeLP:
 
 
 def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                tol: float, seconds: float, seed: int, start: np.ndarray | None) -> tuple[str, np.ndarray | None]:
-    """SCIP on one trial's lifted problem: ``("infeasible" | "feasible" | "unknown", theta or None)``."""
+                tol: float, seconds: float, seed: int, start: np.ndarray | None, nodes: int | None = None
+                ) -> tuple[str, np.ndarray | None]:
+    """SCIP on one trial's lifted problem: ``("infeasible" | "feasible" | "unknown", theta or None)``; ``nodes``:
+    SCIP's node limit (1: the root node only), None for none."""
     import pyscipopt
 
     n, m = a.shape[0], x.shape[1]
@@ -291,6 +300,8 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
     model.setParam("randomization/randomseedshift", int(seed) % 2**31)
     model.setParam("constraints/nonlinear/tightenlpfeastol", False)  # SoPlex without GMP refuses < 1e-10 (noise)
     model.setParam("limits/solutions", 1)  # a feasible point ends the search (it is checked as a witness after)
+    if nodes is not None:
+        model.setParam("limits/nodes", int(nodes))
     theta = [model.addVar(lb=float(lo[k]), ub=float(hi[k]), name=f"t{k}") for k in range(lo.size)]
     rate = {}
     for i in lay.hidden:
@@ -344,11 +355,19 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
 class BranchAndBound:
     """SCIP's spatial branch and bound on the lifted bilinear problem inside the K box (module doc): a proof of no
     match within K (decision ``branch_and_bound``), or a feasible point checked as a witness, or undecided when its
-    per-trial ``seconds`` run out. Applies where ``pyscipopt`` imports and the biological setting holds (signs
-    binding or stability required)."""
+    per-trial ``seconds`` (CPU) run out. Applies where ``pyscipopt`` imports and the biological setting holds (signs
+    binding or stability required).
+
+    The lifted problem has ``N_hidden m`` rates and ``M`` plastic values as unknowns. Above ``max_unknowns`` SCIP
+    is not tried; above ``root_only`` it gets its root node only (SCIP's node limit 1, within ``seconds``), where
+    every proof it gave on large problems came (module doc); a trial the root leaves open stays undecided, as one
+    out of time (fit status ``stalled``, decision ``branch_and_bound``, outcome ``undecided``, for the deciders
+    after it). ``root_only=None``: every problem up to ``max_unknowns`` gets the whole search.
+    """
 
     seconds: float = 20.0
     max_unknowns: int = 2000  # rates x probes + plastic values beyond which SCIP is not tried (undecided)
+    root_only: int | None = 500  # rates x probes + plastic values beyond which SCIP runs its root node only
     name: ClassVar[str] = "branch_and_bound"
     final: ClassVar[bool] = False
     records: ClassVar[bool] = False
@@ -372,8 +391,10 @@ class BranchAndBound:
         n, m = open_.size, fmap.probes.shape[1]
         circuit = batch.problem.circuit
         lay = _layout(circuit, batch.alloc, m)
-        if lay.hidden.size * m + batch.alloc.size > self.max_unknowns:
+        unknowns = lay.hidden.size * m + batch.alloc.size
+        if unknowns > self.max_unknowns:
             return _none(batch, open_, BRANCH_AND_BOUND_DECISION)
+        nodes = 1 if self.root_only is not None and unknowns > self.root_only else None
         a_all, b_all, x_all, y_all = _arrays(batch, fmap, targets)
         lo, hi = _box(batch)
         theta = own.numpy().copy()
@@ -382,7 +403,7 @@ class BranchAndBound:
         start = np.clip(theta, lo, hi)
         for p in range(n):
             verdict, point = _scip_trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], lo, hi, batch.tol,
-                                         self.seconds, batch.seed + int(batch.first + open_[p]), start[p])
+                                         self.seconds, batch.seed + int(batch.first + open_[p]), start[p], nodes)
             if verdict == "infeasible":
                 status[p] = INFEASIBLE
             elif verdict == "feasible":
