@@ -27,11 +27,12 @@ Two deciders, cheapest first:
   (assembled student, residual, stability where required); out of time, the trial stays undecided. Lifted problems
   of more than :attr:`BranchAndBound.root_only` unknowns get SCIP's root node only (presolve, propagation and the
   root LP): measured on the worm (greedy 276 under Dale and under Fenyves' signs, spread-rows 1,004; 880-1,608
-  unknowns) and the V1 E/I circuit (860), every proof SCIP gave came at the root (0 or 1 node, under 1 s CPU), and
-  every run that branched (109-338 nodes) ran out of its 20 s without a verdict; the root alone costs about 2.5 s
-  CPU there. Small problems keep the whole search: there SCIP's verdicts can need branching (65-335 nodes on an
-  11-unknown circuit of the tests; witnesses after 5 s on ``circuits/ei_isn.toml``'s 76). The default 500 lies
-  between the two kinds of measured problems.
+  unknowns) and the V1 E/I circuit (860), every proof SCIP gave came at the root (0 or 1 node, at most 0.91 s CPU),
+  and every run that branched (109-338 nodes) ran out of its 20 s without a verdict. The root alone, where it
+  decides nothing, took 2.4-2.7 s CPU on the worm's greedy allocations but 9.6 s on V1 and 14.5 s on a spread-rows
+  trial, so it gets its own cap, :attr:`BranchAndBound.root_seconds` (3 s CPU). Small problems keep the whole
+  search: there SCIP's verdicts can need branching (65-335 nodes on an 11-unknown circuit of the tests; witnesses
+  after 5 s on ``circuits/ei_isn.toml``'s 76). The default 500 lies between the two kinds of measured problems.
   Stability is not encoded (no exact polynomial form fits), so a trial whose only matches are unstable and that
   has no proof stays undecided.
 """
@@ -359,15 +360,17 @@ class BranchAndBound:
     binding or stability required).
 
     The lifted problem has ``N_hidden m`` rates and ``M`` plastic values as unknowns. Above ``max_unknowns`` SCIP
-    is not tried; above ``root_only`` it gets its root node only (SCIP's node limit 1, within ``seconds``), where
-    every proof it gave on large problems came (module doc); a trial the root leaves open stays undecided, as one
-    out of time (fit status ``stalled``, decision ``branch_and_bound``, outcome ``undecided``, for the deciders
-    after it). ``root_only=None``: every problem up to ``max_unknowns`` gets the whole search.
+    is not tried; above ``root_only`` it gets its root node only (SCIP's node limit 1) within ``root_seconds``
+    (CPU, at most ``seconds``), where every proof it gave on large problems came (module doc); a trial the root
+    leaves open stays undecided, as one out of time (fit status ``stalled``, decision ``branch_and_bound``,
+    outcome ``undecided``, for the deciders after it). ``root_only=None``: every problem up to ``max_unknowns``
+    gets the whole search.
     """
 
     seconds: float = 20.0
     max_unknowns: int = 2000  # rates x probes + plastic values beyond which SCIP is not tried (undecided)
     root_only: int | None = 500  # rates x probes + plastic values beyond which SCIP runs its root node only
+    root_seconds: float = 3.0  # CPU cap of a root-only run (the slowest root proof measured: 0.91 s)
     name: ClassVar[str] = "branch_and_bound"
     final: ClassVar[bool] = False
     records: ClassVar[bool] = False
@@ -395,6 +398,7 @@ class BranchAndBound:
         if unknowns > self.max_unknowns:
             return _none(batch, open_, BRANCH_AND_BOUND_DECISION)
         nodes = 1 if self.root_only is not None and unknowns > self.root_only else None
+        seconds = self.seconds if nodes is None else min(self.seconds, self.root_seconds)
         a_all, b_all, x_all, y_all = _arrays(batch, fmap, targets)
         lo, hi = _box(batch)
         theta = own.numpy().copy()
@@ -403,7 +407,7 @@ class BranchAndBound:
         start = np.clip(theta, lo, hi)
         for p in range(n):
             verdict, point = _scip_trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], lo, hi, batch.tol,
-                                         self.seconds, batch.seed + int(batch.first + open_[p]), start[p], nodes)
+                                         seconds, batch.seed + int(batch.first + open_[p]), start[p], nodes)
             if verdict == "infeasible":
                 status[p] = INFEASIBLE
             elif verdict == "feasible":
