@@ -130,6 +130,14 @@ def test_the_switch_picks_dense_for_small_and_sparse_for_large_sparse_circuits()
     assert sm.choose_layout(big, "dense") is sm.WeightsLayout.DENSE
     assert "structure" not in big.__dict__  # loaded without the dense masks
     assert sm.choose_layout(_ei(dynamics="discrete", steps=3), "sparse") is sm.WeightsLayout.SPARSE
+    mid = {"name": "mid", "regions": {"X": {"size": 50, "role": "input"}, "H": {"size": 3000},
+                                      "OUT": {"size": 5, "role": "output"}},
+           "projections": [{"pre": "X", "post": "H", "p": 0.02}, {"pre": "H", "post": "OUT", "p": 0.02}]}
+    # 3,055 neurons: between the discrete crossover (2,000) and the steady one (5,000)
+    discrete, steady = (ns.Circuit.from_dict({**mid, **dyn}) for dyn in ({"dynamics": "discrete", "steps": 3},
+                                                                        {"dynamics": "steady"}))
+    assert sm.choose_layout(discrete) is sm.WeightsLayout.SPARSE
+    assert sm.choose_layout(steady) is sm.WeightsLayout.DENSE
     relu = _ei(dynamics="discrete", steps=3, nonlinearity="relu")
     with pytest.raises(ParameterError, match="needs a steady or discrete linear circuit") as info:
         sm.choose_layout(relu, "sparse")

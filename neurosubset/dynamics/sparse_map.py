@@ -41,14 +41,18 @@ if TYPE_CHECKING:
 
 __all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
            "SparseDiscrete", "sparse_system", "SparsePlasticMap", "SparseWeights", "sparse_weights",
-           "sparse_is_affine", "sparse_max_real_eig", "SPARSE_MIN_NEURONS", "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS",
-           "SPARSE_EIG_MIN"]
+           "sparse_is_affine", "sparse_max_real_eig", "SPARSE_MIN_NEURONS", "SPARSE_MIN_NEURONS_DISCRETE",
+           "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS", "SPARSE_EIG_MIN"]
 
 # The crossover (tests/ and benchmarks/bench_sparse.py, 2-core reference machine, one thread, one trial with m = 4,
 # 20 outputs, 10^4 plastic synapses): the dense torch LU took 0.25 s at 2,000 neurons and 3.09 s at 5,000, the
 # sparse GMRES path 1.29 s and 3.47 s; the dense path's memory grows as n^2 per problem (1.2 GB at 5,000), the
 # sparse one's as synapses. Dense stays the default up to 5,000 neurons; above, and sparse enough, sparse.
 SPARSE_MIN_NEURONS = 5000
+# Discrete circuits (benchmarks/bench_sparse.py step N LAYOUT 10: balanced_ei's family over T = 10 steps, one problem,
+# CPU s): dense 0.046 / sparse 0.055 at 500 neurons, 0.084 / 0.066 at 1,000, 0.195 / 0.090 at 2,000, 1.01 / 0.147
+# at 5,000: the sparse products win from about 1,000 neurons; the switch takes them above 2,000.
+SPARSE_MIN_NEURONS_DISCRETE = 2000
 SPARSE_MAX_DENSITY = 0.1  # present synapses / dense entries of the recurrent and input weights
 SPLU_MAX_NEURONS = 2000  # up to this many steady neurons the sparse path factors I - A (splu), above it GMRES
 _CHUNK = 2**22  # normals drawn per chunk when redrawing a dense draw's stream (32 MB of float64)
@@ -105,9 +109,10 @@ def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None
     ----------
     circuit : Circuit
     requested : {"auto", "dense", "sparse"} or WeightsLayout, optional
-        ``"auto"`` / None: sparse for steady and discrete linear circuits of more than :data:`SPARSE_MIN_NEURONS`
-        neurons whose weights are at most :data:`SPARSE_MAX_DENSITY` dense (above the crossover measured for steady
-        circuits), dense otherwise.
+        ``"auto"`` / None: sparse for steady linear circuits of more than :data:`SPARSE_MIN_NEURONS` neurons and
+        discrete linear ones of more than :data:`SPARSE_MIN_NEURONS_DISCRETE` whose weights are at most
+        :data:`SPARSE_MAX_DENSITY` dense (above the crossovers measured on the reference machine), dense
+        otherwise.
 
     Returns
     -------
@@ -125,7 +130,8 @@ def choose_layout(circuit: Circuit, requested: str | WeightsLayout | None = None
                              f"'dense'.")
     if want is not None:
         return want
-    big = sum(r.size for r in circuit.regions) > SPARSE_MIN_NEURONS  # regions: usable while a Circuit is built
+    least = SPARSE_MIN_NEURONS_DISCRETE if circuit.dynamics.name == "discrete" else SPARSE_MIN_NEURONS
+    big = sum(r.size for r in circuit.regions) > least  # regions: usable while a Circuit is built
     return WeightsLayout.SPARSE if (sparse_applicable(circuit) and big
                                     and _density(circuit) <= SPARSE_MAX_DENSITY) else WeightsLayout.DENSE
 
