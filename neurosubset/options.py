@@ -217,9 +217,9 @@ class FitOptions:
         ``stable`` is on).
     weights_layout : {"auto", "dense", "sparse"}
         How a fit holds the weights (:mod:`neurosubset.dynamics.sparse_map`): ``"auto"`` (default) dense, or sparse
-        (values on the present synapses, sparse solves) for steady linear circuits above the measured crossover
-        (:func:`~neurosubset.dynamics.sparse_map.choose_layout`). Exact decisions do not depend on it; results
-        record the layout that ran (attr ``weights_layout``).
+        (values on the present synapses, sparse solves) for steady and discrete linear circuits above the measured
+        crossovers (:func:`~neurosubset.dynamics.sparse_map.choose_layout`). Exact decisions do not depend on it;
+        results record the layout that ran (attr ``weights_layout``).
 
     Examples
     --------
