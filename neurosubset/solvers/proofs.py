@@ -29,10 +29,14 @@ Two deciders, cheapest first:
   root LP): measured on the worm (greedy 276 under Dale and under Fenyves' signs, spread-rows 1,004; 880-1,608
   unknowns) and the V1 E/I circuit (860), every proof SCIP gave came at the root (0 or 1 node, at most 0.91 s CPU),
   and every run that branched (109-338 nodes) ran out of its 20 s without a verdict. The root alone, where it
-  decides nothing, took 2.4-2.7 s CPU on the worm's greedy allocations but 9.6 s on V1 and 14.5 s on a spread-rows
-  trial, so it gets its own cap, :attr:`BranchAndBound.root_seconds` (3 s CPU). Small problems keep the whole
-  search: there SCIP's verdicts can need branching (65-335 nodes on an 11-unknown circuit of the tests; witnesses
-  after 5 s on ``circuits/ei_isn.toml``'s 76). The default 500 lies between the two kinds of measured problems.
+  decides nothing, took 2.4-2.7 s CPU on the worm's greedy allocations but 8.5-9.6 s on V1 and 14 s on a
+  spread-rows trial, past SCIP's time limit: 6.1 of V1's 6.9 s were the NLP heuristics (``subnlp``,
+  ``multistart``: Ipopt runs looking for a feasible point, which found none on any large problem measured and
+  prove nothing), so a root-only run turns them off (V1's root: 0.8 s) and has its own CPU cap,
+  :attr:`BranchAndBound.root_seconds` (3 s). Small problems keep the whole search, heuristics included: there
+  SCIP's verdicts can need branching (65-335 nodes on an 11-unknown circuit of the tests) or come from those
+  heuristics (witnesses at the root there; after 5 s on ``circuits/ei_isn.toml``'s 76 unknowns). The default 500
+  lies between the two kinds of measured problems.
   Stability is not encoded (no exact polynomial form fits), so a trial whose only matches are unstable and that
   has no proof stays undecided.
 """
@@ -288,7 +292,7 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
                 tol: float, seconds: float, seed: int, start: np.ndarray | None, nodes: int | None = None
                 ) -> tuple[str, np.ndarray | None]:
     """SCIP on one trial's lifted problem: ``("infeasible" | "feasible" | "unknown", theta or None)``; ``nodes``:
-    SCIP's node limit (1: the root node only), None for none."""
+    SCIP's node limit (1: the root node only, without the NLP heuristics, module doc), None for none."""
     import pyscipopt
 
     n, m = a.shape[0], x.shape[1]
@@ -303,6 +307,10 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
     model.setParam("limits/solutions", 1)  # a feasible point ends the search (it is checked as a witness after)
     if nodes is not None:
         model.setParam("limits/nodes", int(nodes))
+        # the local NLP searches for a feasible point (Ipopt) took 6.1 of 6.9 s of V1's root and run past the time
+        # limit; they prove nothing, and found no point on any large problem measured (the LM searches locally)
+        model.setParam("heuristics/subnlp/freq", -1)
+        model.setParam("heuristics/multistart/freq", -1)
     theta = [model.addVar(lb=float(lo[k]), ub=float(hi[k]), name=f"t{k}") for k in range(lo.size)]
     rate = {}
     for i in lay.hidden:
