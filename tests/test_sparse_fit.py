@@ -128,8 +128,8 @@ def _steady_outputs(c, weights, x):
 def test_fit_in_the_sparse_layout_returns_students_that_reproduce_their_teachers():
     c = _ei()
     alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)
-    sparse, dense = (ns.fit(c, alloc, m=3, trials=3, options=ns.FitOptions(weights_layout=lay, **FREE))
-                     for lay in ("sparse", "dense"))
+    sparse, dense = (ns.fit(c, alloc, m=3, trials=3, options=ns.FitOptions(weights_layout=lay, chunk=chunk, **FREE))
+                     for lay, chunk in (("sparse", 2), ("dense", None)))  # sparse: two chunks, concatenated
     assert sparse.matched.all()
     for i in range(3):
         x = sparse.trials.probes[i]
