@@ -11,9 +11,10 @@ proof kinds, ``witness_scale`` per trial, the wall and CPU time. The per-trial c
 trials are neither matches nor proofs: the bracket holds them on both sides.
 
 Run: ``python analysis/celegans_biological.py [--quick] [--out DIR] [--trials N] [--signs dale,fenyves2020]
-[--runs FILE.jsonl]``. Each allocation's record is appended to ``--runs`` (JSON lines) as soon as it finishes; a
-rerun with the same file skips the finished ones, and the Dataset and figure are assembled from every record in
-it (``--assemble`` only assembles; default file: in ``--out``'s folder, in the temporary one for ``data/``).
+[--runs FILE.jsonl] [--gap-junctions 0,1]``. Each allocation's record is appended to ``--runs`` (JSON lines) as
+soon as it finishes; a rerun with the same file skips the finished ones, and the Dataset and figure are assembled
+from every record in it (``--assemble`` only assembles; default file: in ``--out``'s folder, in the temporary one
+for ``data/``). ``--gap-junctions 1`` runs only the runs with gap junctions (``0`` only those without).
 ``--quick``: the greedy allocation without gap junctions, 2 trials.
 """
 from __future__ import annotations
@@ -187,6 +188,7 @@ def main(argv=None) -> None:
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--trials", type=int, default=32)
     extra.add_argument("--signs", default="dale,fenyves2020")
+    extra.add_argument("--gap-junctions", default="0,1", help="which of 0 (without), 1 (with) to run")
     extra.add_argument("--runs", type=Path, default=None)
     extra.add_argument("--assemble", action="store_true")
     own, rest = extra.parse_known_args(argv)
@@ -200,6 +202,8 @@ def main(argv=None) -> None:
         order = [(False, "greedy-276")] if args.quick else ORDER
         for signs in own.signs.split(","):
             for gap, label in order:
+                if str(int(gap)) not in own.gap_junctions.split(","):
+                    continue
                 if any((r["signs"], bool(r["gap_junctions"]), r["allocation"]) == (signs, gap, label)
                        for r in records):
                     continue
