@@ -5,8 +5,8 @@ flag variables from a :class:`Flags` (``flag_values`` as int8 beside ``flag_mean
 :func:`versions` (with the ``Conventions`` attr, :data:`CONVENTIONS`). No other module spells a status number or a
 result variable's ``long_name`` (``tests/test_schema.py`` checks that).
 
-CF conventions (checked by ``tests/test_outputs_cf.py`` with cfchecker and the IOOS compliance-checker): names begin with a
-letter and hold letters, digits and underscores (:func:`var_name`; the original name in an attr), every variable
+CF conventions (checked by ``tests/test_outputs_cf.py`` with cfchecker and the IOOS compliance-checker): names begin
+with a letter and hold letters, digits and underscores (:func:`var_name`; the original name in an attr), every variable
 and coordinate has a ``long_name`` (and ``units`` where it is a number), booleans and states carry
 ``flag_values`` of the stored type with ``flag_meanings``, and :func:`cf_encoding` writes strings as char arrays
 and coordinates without ``_FillValue``.
