@@ -228,6 +228,32 @@ def test_reverse_mode_jacobians_equal_forward_sensitivities_autograd_and_finite_
         torch.testing.assert_close(jac, _fd(fmap, theta), rtol=FD_RTOL, atol=1e-8)
 
 
+def test_each_problem_integrates_with_its_own_panels_beside_a_far_one():
+    """Three problems batched, one with its plastic values 10x out (many more quadrature panels per segment,
+    outputs ~1e8): each problem's outputs and Jacobian equal the ones it has alone and autograd's through
+    matrix_exp, and the far one no longer sets the panel count of the others (it is integrated in a group of its
+    own)."""
+    c = ei(tau_e=0.03, tau_i=0.004, duration=0.12, dt=0.002, steps=3, readout=[0.04, 0.12])
+    alloc = ns.allocate(c, 10, fractions={"in->E": 0.2, "E->E": 0.4, "I->E": 0.2, "E->I": 0.2}, seed=3)
+    trials = [draw(c, m=2, seed=s) for s in range(3)]
+    frozen = {k: torch.as_tensor(np.stack([t[0][k] for t in trials]), dtype=DTYPE) for k in c.weight_names}
+    fmap = PlasticMap(c, alloc, frozen, torch.as_tensor(np.stack([t[1] for t in trials]), dtype=DTYPE))
+    theta = torch.as_tensor(np.random.default_rng(4).standard_normal((3, alloc.size)) * 0.3, dtype=DTYPE)
+    theta[1] *= 10.0
+    groups = _continuous._panel_groups(c, fmap.weights(theta), fmap.probes)
+    assert groups is not None and [1] in [g.tolist() for g in groups], groups  # the far one apart
+    with torch_threads(1):
+        value, jac = fmap.value_and_jacobian(theta)
+        torch.testing.assert_close(value, fmap(theta), rtol=0, atol=0)
+        for p in range(3):
+            alone_value, alone_jac = fmap.subset(torch.tensor([p])).value_and_jacobian(theta[p:p + 1])
+            torch.testing.assert_close(value[p:p + 1], alone_value, rtol=1e-13, atol=0)
+            torch.testing.assert_close(jac[p:p + 1], alone_jac, rtol=1e-12, atol=1e-12 * float(jac[p].abs().max()))
+        auto = fmap.jacobian(theta, method="autograd")
+        for p in range(3):
+            torch.testing.assert_close(jac[p], auto[p], rtol=1e-9, atol=1e-10 * float(auto[p].abs().max()))
+
+
 def test_linear_reverse_mode_over_many_panels_equals_expm_frechet():
     """A segment 60 taus long (fast I cells, strong recurrence: dozens of quadrature panels) against the Frechet
     derivative of the augmented generator's expm (scipy), every recurrent and input synapse plastic."""

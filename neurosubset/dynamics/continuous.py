@@ -433,6 +433,65 @@ def _plastic_outputs(circuit: Circuit, dirs: Mapping[str, tuple[torch.Tensor, ..
 
 def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
                     index: Mapping[str, torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_linear_jacobian` over problems grouped by their own panel counts.
+
+    The panel count of a segment follows ``||A||_1`` (:func:`_linear_jacobian`); one count for a whole batch, from
+    its largest norm, made every problem pay for the widest one: on the V1 E/I circuit (24 problems) one LM trial
+    point at 100 init SDs made a call 5x dearer, one at 1,000 SDs 34x. Where the weights are batched over one
+    leading dim (the solvers' problems: ``(P, n_post, n_pre)``, probes ``(P, m, steps, n_in)``), problems with the
+    same panel counts are integrated together, each with its own counts: a problem's Jacobian no longer depends on
+    the others in the batch. Other shapes: one group.
+    """
+    groups = _panel_groups(circuit, weights, probes)
+    if groups is None:
+        return _linear_jacobian(circuit, weights, probes, index, size)
+    y_all, h_all = integrate(circuit, weights, probes, time_index(circuit))  # the outputs as forward(), bit for bit
+    y, jac = None, None
+    for sel in groups:
+        y_g, jac_g = _linear_jacobian(circuit, {k: w[sel] for k, w in weights.items()}, probes[sel], index, size,
+                                      (y_all[sel], h_all[sel]))
+        if y is None:
+            y = y_g.new_empty((probes.shape[0],) + y_g.shape[1:])
+            jac = jac_g.new_empty((probes.shape[0],) + jac_g.shape[1:])
+        y[sel], jac[sel] = y_g, jac_g
+    return y, jac
+
+
+def _panel_groups(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor
+                  ) -> list[torch.Tensor] | None:
+    """Problems (long index tensors) with equal panel counts for every segment length of :func:`_linear_jacobian`,
+    or None where there is one group (or the weights are not batched over one leading dim like the probes)."""
+    hidden = list(circuit.slices("hidden"))
+    if not hidden or probes.dim() != 4 or probes.shape[0] < 2:
+        return None
+    if any(w.dim() != 3 or w.shape[0] != probes.shape[0] for w in weights.values()):
+        return None
+    w_rec = block_matrix(circuit, weights, hidden, hidden)
+    n = w_rec.shape[-1]
+    inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
+    norm = ((w_rec - torch.eye(n, dtype=w_rec.dtype)) * inv[:, None]).abs().sum(-2).amax(-1).numpy()  # (P,)
+    per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
+    ends = sorted(set(range(per, read[-1] + 1, per)) | set(read))
+    lengths = sorted({end - start for start, end in zip([0] + ends[:-1], ends)})
+    keys = np.stack([_panel_count(norm, length * circuit.dt) for length in lengths], axis=-1)  # (P, lengths)
+    _, label = np.unique(keys, axis=0, return_inverse=True)
+    label = label.reshape(-1)
+    if label.max(initial=0) == 0:
+        return None
+    return [torch.as_tensor(np.flatnonzero(label == g)) for g in range(int(label.max()) + 1)]
+
+
+def _panel_count(norm: Any, s: float) -> Any:
+    """Panels of a segment of ``s`` seconds for ``||A||_1 = norm`` (scalar or array): ``||A h||_1 <= 2`` per panel,
+    at most :data:`_MAX_PANELS`; a non-finite norm (a diverging iterate) gets one (its step is refused anyway)."""
+    norm = np.asarray(norm, dtype=float)
+    count = np.clip(np.ceil(np.where(np.isfinite(norm), norm, 0.0) * s / _PANEL_NORM), 1, _MAX_PANELS)
+    return count.astype(np.int64)
+
+
+def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: torch.Tensor,
+                     index: Mapping[str, torch.Tensor], size: int,
+                     read: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``(..., m * n_out)`` and ``dF/dtheta`` ``(..., m * n_out, M)`` of a linear continuous circuit, by
     reverse mode through the exact solution.
 
@@ -450,9 +509,11 @@ def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probe
 
     ``weights``: name -> ``(..., n_post, n_pre)``; ``probes`` ``(..., m, steps, n_in)``; ``index`` weight name ->
     flat plastic indices (theta in weight order, :func:`_directions`); outputs probe-major, then read-out time,
-    then output neuron (as :func:`forward`).
+    then output neuron (as :func:`forward`); ``read``: :func:`integrate`'s ``(y, h)`` at the read-outs where the
+    caller has them.
     """
-    y, h_read = integrate(circuit, weights, probes, time_index(circuit))  # the outputs exactly as forward()
+    # the outputs exactly as forward()
+    y, h_read = integrate(circuit, weights, probes, time_index(circuit)) if read is None else read
     hidden, inputs, outputs = list(circuit.slices("hidden")), list(circuit.input_regions), list(circuit.output_regions)
     dirs = _directions(circuit, index)
     per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
@@ -482,7 +543,7 @@ def linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probe
             s = length * dt
             # a diverging iterate (inf / NaN weights, or rates far beyond the dt grid) gets a capped count: its
             # outputs are not finite or its step is refused anyway
-            count = int(np.clip(np.ceil(norm * s / _PANEL_NORM), 1, _MAX_PANELS)) if np.isfinite(norm) else 1
+            count = int(_panel_count(norm, s))
             step = s / count
             x = gen * step
             frac = torch.as_tensor(np.concatenate([xi, [1.0]]), dtype=gen.dtype)  # nodes, then the whole panel
