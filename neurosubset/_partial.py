@@ -25,6 +25,7 @@ from .allocation import Allocation
 from .benchmark import FitResult
 from .circuit import Circuit
 from .draws import Trials
+from .dynamics.sparse_map import choose_layout
 from .options import FitOptions
 
 _ARRAYS = ("theta", "residual", "matched", "restarts", "status")
@@ -41,9 +42,14 @@ def resume_path(out: str | os.PathLike) -> Path:
 
 def request_key(circuit: Circuit, alloc: Allocation, m: int, trials: int, seed: int, options: FitOptions) -> str:
     """SHA-256 of what the trials' values depend on: circuit spec, plastic synapses, ``m``, ``trials``, ``seed``
-    and the options as results record them (threads, chunk and device excluded: they do not change results)."""
-    text = json.dumps([circuit.to_toml(), {k: np.asarray(v).tolist() for k, v in sorted(alloc.indices.items())},
-                       int(m), int(trials), int(seed), options.to_attrs()], sort_keys=True, default=str)
+    and the options as results record them (threads, chunk and device excluded: they do not change results), and
+    the weights layout where sparse (another decider chain; a dense request keeps the key it had before the field)."""
+    parts = [circuit.to_toml(), {k: np.asarray(v).tolist() for k, v in sorted(alloc.indices.items())},
+             int(m), int(trials), int(seed), options.to_attrs()]
+    layout = choose_layout(circuit, options.weights_layout).value
+    if layout != "dense":
+        parts.append({"weights_layout": layout})
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ import xarray as xr
 
 from . import _schema
 from ._schema import meta, var_name
+from .dynamics.sparse_map import choose_layout
 from .dynamics.stability import stability_applies
 from .allocation import Allocation
 from .circuit import Circuit
@@ -113,6 +114,9 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
     rest = {"circuit": circuit.to_toml(), "circuit_name": circuit.name, "allocation_strategy": alloc.strategy,
             "allocation_hash": alloc.hash, "allocation_size": alloc.size,
             "allocation_counts": json.dumps(alloc.counts), "m": m, "trials": trials, "seed": seed}
+    layout = choose_layout(circuit, options.weights_layout).value
+    if layout != "dense":  # the sparse layout runs another decider chain; every result before the field was dense
+        rest["weights_layout"] = layout
     # the one hash rule (neurosubset.options): the solver that ran, its LM fields (0 for exact deciders), the
     # constraints only where they can act, so that every stored config_hash still holds
     dale_acts, stable_acts = constraints_act(circuit)

@@ -153,3 +153,38 @@ def test_fit_in_the_sparse_layout_refuses_weights_it_cannot_hold_in_one_line():
     with pytest.raises(ParameterError, match="returning every trial's weights.*Lower 'trials'") as info:
         ns.fit(c, alloc, m=2, trials=10**9, options=ns.FitOptions(weights_layout="sparse", **FREE))
     assert "\n" not in str(info.value)
+
+
+def test_a_result_and_its_resume_file_are_keyed_by_the_sparse_layout():
+    """A sparse run's configuration (config_hash) and resume key differ from the dense run's, so an interrupted run
+    never resumes in the other layout; a dense request (explicit or automatic) keeps the key and hash it had before
+    the field: those are recomputed here from the pre-field recipe (the hashed config without weights_layout, the
+    resume key's JSON without it)."""
+    import hashlib
+    import json
+
+    from neurosubset._partial import request_key
+    from neurosubset.options import config_hash
+
+    c = _ei()
+    alloc = ns.allocate(c, 12, within=["E->OUT", "F->OUT"], seed=0)
+    dense, sparse = _both(c, alloc, trials=2)
+    auto = ns.match_probability(c, alloc, m=3, trials=2, options=ns.FitOptions(**FREE))
+    assert auto.attrs["weights_layout"] == "dense" and auto.attrs["config_hash"] == dense.attrs["config_hash"]
+    assert sparse.attrs["config_hash"] != dense.attrs["config_hash"]
+    assert sparse.attrs["weights_layout"] == "sparse" and "weights_layout" not in _hashed(dense)
+    assert config_hash(_hashed(dense)) == dense.attrs["config_hash"]
+    assert config_hash({**_hashed(sparse), "weights_layout": "sparse"}) == sparse.attrs["config_hash"]
+    keys = {lay: request_key(c, alloc, 3, 2, 0, ns.FitOptions(weights_layout=lay, **FREE))
+            for lay in ("auto", "dense", "sparse")}
+    before = hashlib.sha256(json.dumps(
+        [c.to_toml(), {k: np.asarray(v).tolist() for k, v in sorted(alloc.indices.items())}, 3, 2, 0,
+         ns.FitOptions(**FREE).to_attrs()], sort_keys=True, default=str).encode()).hexdigest()
+    assert keys["auto"] == keys["dense"] == before and keys["sparse"] != before
+
+
+def _hashed(ds):
+    """The hashed configuration an mp result spells out in its attrs (neurosubset.options.hashed_config's keys)."""
+    keys = ("circuit", "circuit_name", "allocation_strategy", "allocation_hash", "allocation_size", "allocation_counts",
+            "m", "trials", "seed", "solver", "tolerance", "restarts_per_round", "max_rounds", "lm_steps")
+    return {k: ds.attrs[k].item() if hasattr(ds.attrs[k], "item") else ds.attrs[k] for k in keys}
