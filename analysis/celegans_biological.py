@@ -141,7 +141,9 @@ def to_dataset(records: list[dict], args: argparse.Namespace, trials: int) -> xr
         note="proven no match holds within K init SDs per plastic synapse (sign-cone LP: Farkas ray checked in exact "
              "rationals on floating-point pinned rates; branch and bound: SCIP's floating-point verdict); a proven "
              "match is a Lyapunov-certified stable signed witness; undecided trials (caps of 30 s search / 20 s "
-             "SCIP per trial, CPU seconds) count on neither side of the bracket; seconds are wall times on a shared, "
+             "SCIP per trial, CPU seconds; runs whose code_commit in runs_made descends from 7a75c05 give SCIP "
+             "only its root node, 3 CPU s, on lifted problems above 500 unknowns, where every proof measured came "
+             "at the root) count on neither side of the bracket; seconds are wall times on a shared, "
              "loaded 2-core machine (upper bounds), cpu_seconds the process's CPU time"))
     return ds
 
