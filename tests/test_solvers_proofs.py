@@ -141,24 +141,10 @@ def test_farkas_certificate_on_closed_form_lps():
 def test_the_row_lps_and_scip_agree_where_the_lps_decide():
     # two plastic values of one row, two probes: the row LP (pinned presynaptic rates) and SCIP on the whole lifted
     # problem are two formulations; every trial the LP refutes SCIP must refute too, and SCIP finds no point there
-    import torch
-
-    from neurosubset.dynamics import PlasticMap, forward
-    from neurosubset.solvers.bounded import sign_bounds
-    from neurosubset.solvers.chain import Batch, Problem
     from neurosubset.solvers.proofs import BranchAndBound, SignConeLP
 
-    circuit = ns.Circuit.from_dict(TINY)
-    alloc = ns.allocate(circuit, 2, within=["E->E"], seed=1)
-    trials, m = 8, 2
-    d = draw_trials(circuit, m, trials, 0, stable=True)
-    t = (lambda a: torch.as_tensor(a, dtype=torch.float64))
-    fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
-    targets = forward(circuit, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
-    own = t(np.concatenate([d.student_init[k].reshape(trials, -1)[:, alloc.indices[k]] for k in circuit.weight_names],
-                           -1))
-    batch = Batch(Problem(circuit, alloc, m, trials, affine=False, signed=True), fmap, lambda: fmap, targets, own,
-                  alloc, circuit.init_scale(alloc), sign_bounds(circuit, alloc), None, TOL, 0, 0)
+    trials = 8
+    batch = _tiny_batch(2, 2, trials)
     lp = SignConeLP().decide(batch, np.arange(trials))
     bb = BranchAndBound(seconds=20.0).decide(batch, np.arange(trials))
     refuted = lp.outcome == _schema.PROVEN_NO_MATCH
