@@ -56,6 +56,20 @@ def test_sparse_draws_are_the_dense_draws(monkeypatch):
         assert dense_rng.standard_normal() == sparse_rng.standard_normal()  # the probes drawn next agree too
 
 
+def _agrees_with_the_dense_map(c, st, alloc, system, frozen, probes, rng):
+    """Outputs and Jacobian of the sparse map at random plastic values within 1e-10 of the dense PlasticMap's on the
+    same (densified) frozen weights; returns the sparse map, the values and the dense reference."""
+    fmap = sm.SparsePlasticMap(c, alloc, system, frozen, probes)
+    dense = PlasticMap(c, alloc, {k: torch.as_tensor(np.stack([sm.to_dense(c, st, f)[k] for f in frozen]))
+                                  for k in c.weight_names}, probes)
+    theta = torch.as_tensor(rng.standard_normal((3, alloc.size)) * 0.1, dtype=DTYPE)
+    f, jac = fmap.value_and_jacobian(theta)
+    f_ref, jac_ref = dense.value_and_jacobian(theta)
+    assert float((f - f_ref).norm() / f_ref.norm()) < 1e-10
+    assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
+    return fmap, theta, f_ref, jac_ref
+
+
 @pytest.mark.parametrize("method", ["splu", pytest.param("gmres", marks=pytest.mark.slow)])
 def test_sparse_map_matches_the_dense_map(method):
     c = _ei()
@@ -65,14 +79,7 @@ def test_sparse_map_matches_the_dense_map(method):
     frozen = np.stack([sm.draw_sparse_weights(c, rng, st) for _ in range(3)])
     probes = torch.as_tensor(rng.standard_normal((3, 4, c.n_in)), dtype=DTYPE)
     system = sm.SparseSteady(c, st, sm.plastic_value_positions(c, st, alloc), method=method)
-    fmap = sm.SparsePlasticMap(c, alloc, system, frozen, probes)
-    dense = PlasticMap(c, alloc, {k: torch.as_tensor(np.stack([sm.to_dense(c, st, f)[k] for f in frozen]))
-                                  for k in c.weight_names}, probes)
-    theta = torch.as_tensor(rng.standard_normal((3, alloc.size)) * 0.1, dtype=DTYPE)
-    f, jac = fmap.value_and_jacobian(theta)
-    f_ref, jac_ref = dense.value_and_jacobian(theta)
-    assert float((f - f_ref).norm() / f_ref.norm()) < 1e-10
-    assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
+    fmap, theta, f_ref, jac_ref = _agrees_with_the_dense_map(c, st, alloc, system, frozen, probes, rng)
     sel = torch.tensor([2, 0, 2])  # repeats: the LM's restarts of one trial
     sub = fmap.subset(sel)
     assert float((sub(theta[sel]) - f_ref[sel]).norm() / f_ref[sel].norm()) < 1e-10
@@ -92,14 +99,7 @@ def test_sparse_discrete_map_matches_the_dense_map():
     probes = torch.as_tensor(rng.standard_normal((3, 4, c.steps, c.n_in)), dtype=DTYPE)
     system = sm.sparse_system(c, st, sm.plastic_value_positions(c, st, alloc))
     assert isinstance(system, sm.SparseDiscrete)
-    fmap = sm.SparsePlasticMap(c, alloc, system, frozen, probes)
-    dense = PlasticMap(c, alloc, {k: torch.as_tensor(np.stack([sm.to_dense(c, st, f)[k] for f in frozen]))
-                                  for k in c.weight_names}, probes)
-    theta = torch.as_tensor(rng.standard_normal((3, alloc.size)) * 0.1, dtype=DTYPE)
-    f, jac = fmap.value_and_jacobian(theta)
-    f_ref, jac_ref = dense.value_and_jacobian(theta)
-    assert float((f - f_ref).norm() / f_ref.norm()) < 1e-10
-    assert float((jac - jac_ref).norm() / jac_ref.norm()) < 1e-10
+    fmap, theta, f_ref, jac_ref = _agrees_with_the_dense_map(c, st, alloc, system, frozen, probes, rng)
     sel = torch.tensor([1, 1, 0])
     assert float((fmap.jacobian(theta[sel], sel) - jac_ref[sel]).norm() / jac_ref[sel].norm()) < 1e-10
 
