@@ -16,6 +16,8 @@ from .benchmark import student_weights as student_weights
 from .benchmark import teacher_weights as teacher_weights
 from .benchmark import wilson_interval as wilson_interval
 from .options import FitOptions as FitOptions
+from .dynamics.sparse_map import SparseWeights as SparseWeights  # what fit returns in the sparse layout
+from .dynamics.sparse_map import WeightsLayout as WeightsLayout
 from .solvers import Auto as Auto
 from .solvers import LeastSquares as LeastSquares
 from .solvers import LevenbergMarquardt as LevenbergMarquardt
@@ -79,6 +81,8 @@ __all__ = [
     "match_probability", "PartialResult", "fit", "FitOptions", "FitResult", "wilson_interval", "student_weights",
     "teacher_weights",
     "DEFAULT_TOL", "FIT_STATUS",
+    # weights layouts (FitOptions.weights_layout): a sparse fit's weights per name, the layouts' names
+    "SparseWeights", "WeightsLayout",
     # solvers
     "Auto", "LeastSquares", "LevenbergMarquardt",
     # errors (all subclass NeurosubsetError, a ValueError)

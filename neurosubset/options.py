@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ._checks import ParameterError, workers_allowed
+from .dynamics.sparse_map import WeightsLayout
 from .solvers import SOLVERS, Auto, LeastSquares, LevenbergMarquardt, Solver, as_solver, lm_fields
 
 if TYPE_CHECKING:
@@ -127,6 +128,8 @@ def _device(value: Any) -> str:
 
 
 def _weights_layout(value: Any) -> str:
+    if isinstance(value, WeightsLayout):  # a member is taken as its value (what results record)
+        return value.value
     if not isinstance(value, str) or value not in ("auto", "dense", "sparse"):
         raise _Invalid
     return value
@@ -215,11 +218,13 @@ class FitOptions:
         search witnesses and prove "no match" with every plastic value within ``K`` init SDs of its synapse, so
         their brackets hold "within K" (default 100; stored as the attr ``plausibility_bound`` where ``dale`` or
         ``stable`` is on).
-    weights_layout : {"auto", "dense", "sparse"}
+    weights_layout : {"auto", "dense", "sparse"} or WeightsLayout
         How a fit holds the weights (:mod:`neurosubset.dynamics.sparse_map`): ``"auto"`` (default) dense, or sparse
         (values on the present synapses, sparse solves) for steady and discrete linear circuits above the measured
         crossovers (:func:`~neurosubset.dynamics.sparse_map.choose_layout`). Exact decisions do not depend on it;
-        results record the layout that ran (attr ``weights_layout``).
+        results record the layout that ran (attr ``weights_layout``). A :class:`~neurosubset.WeightsLayout` member
+        is stored as its value. In the sparse layout :func:`neurosubset.fit` returns each weight as a
+        :class:`~neurosubset.SparseWeights`.
 
     Examples
     --------

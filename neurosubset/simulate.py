@@ -19,6 +19,7 @@ from ._schema import meta, response_meta, var_name
 from .circuit import Circuit
 from .connectivity import name_coords
 from .dynamics import DTYPE
+from .dynamics.sparse_map import dense_weights
 
 __all__ = ["simulate"]
 
@@ -32,7 +33,9 @@ def simulate(circuit: Circuit, weights: Mapping[str, Any], probes: Any, *, regio
     circuit : Circuit
         Any dynamics (see :mod:`neurosubset.dynamics`).
     weights : dict
-        Weight name -> array ``(n_post, n_pre)`` (numpy or torch; dimensionless), one circuit.
+        Weight name -> array ``(n_post, n_pre)`` (numpy or torch; dimensionless), one circuit; or one trial of a
+        sparse fit's :class:`~neurosubset.SparseWeights` (``{k: v[i] for k, v in res.student.items()}``, scipy.sparse
+        matrices), made dense (refused in one line where that would not fit in memory).
     probes : array-like
         ``(probe, n_in)``, or ``(probe, steps, n_in)`` for sequence dynamics (discrete, continuous: the input of
         each step / interval).
@@ -115,6 +118,10 @@ def _weights(circuit: Circuit, weights: Mapping[str, Any]) -> dict[str, torch.Te
     if not isinstance(weights, Mapping):
         raise ParameterError(f"The 'weights' parameter must be a dict weight name -> array (n_post, n_pre). Got "
                              f"{type(weights).__name__}.")
+    # one trial of a sparse fit (scipy.sparse, SparseWeights' w[i]) made dense: the dynamics' maps are dense (the
+    # weights, the (n, n) block matrix and its factor or propagator, and a working copy)
+    n = sum(r.size for r in circuit.regions if r.role != "input")
+    weights = dense_weights({"weights": weights}, caller="simulate", square=3 * n * n)["weights"]
     missing = [k for k in circuit.weight_names if k not in weights]
     if missing:
         raise ParameterError(f"The 'weights' parameter lacks weights {missing} of circuit {circuit.name!r}.")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse
@@ -32,6 +32,7 @@ import scipy.sparse.linalg
 import torch
 
 from .._checks import ParameterError
+from .._memory import check_memory
 from .adjoint import FIXED_POINT
 from .sparse import GMRES_RTOL, gmres_columns, sparse_structure
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ..circuit import Circuit
 
 __all__ = ["WeightsLayout", "choose_layout", "sparse_applicable", "draw_sparse_weights", "SparseSteady",
-           "SparseDiscrete", "sparse_system", "SparsePlasticMap", "SparseWeights", "sparse_weights",
+           "SparseDiscrete", "sparse_system", "SparsePlasticMap", "SparseWeights", "sparse_weights", "dense_weights",
            "sparse_is_affine", "sparse_max_real_eig", "SPARSE_MIN_NEURONS", "SPARSE_MIN_NEURONS_DISCRETE",
            "SPARSE_MAX_DENSITY", "SPLU_MAX_NEURONS", "SPARSE_EIG_MIN"]
 
@@ -60,7 +61,29 @@ _CHUNK = 2**22  # normals drawn per chunk when redrawing a dense draw's stream (
 
 class WeightsLayout(enum.Enum):
     """How a fit holds its weights: ``DENSE`` matrices ``(n_post, n_pre)`` per trial, or ``SPARSE`` values on the
-    present synapses (:mod:`neurosubset.dynamics.sparse_map`). ``.value`` is what results record."""
+    present synapses (:mod:`neurosubset.dynamics.sparse_map`).
+
+    ``.value`` (``"dense"`` or ``"sparse"``) is what results record (attr ``weights_layout`` of
+    :func:`neurosubset.match_probability`'s Dataset and of sweep stores) and what
+    :class:`~neurosubset.FitOptions` ``weights_layout`` takes besides ``"auto"`` (a member is taken as its value).
+    In the sparse layout :func:`neurosubset.fit` returns each weight as a :class:`SparseWeights`; in the dense one
+    as a ``(trial, n_post, n_pre)`` array.
+
+    Attributes
+    ----------
+    DENSE
+        Dense float64 matrices ``(n_post, n_pre)`` per trial, dense solves (the default below the crossover).
+    SPARSE
+        Float64 values on the present synapses, one vector per trial on fixed index arrays, sparse solves (steady
+        and discrete linear circuits; memory linear in synapses and trials).
+
+    Examples
+    --------
+    >>> ns.WeightsLayout("sparse") is ns.WeightsLayout.SPARSE
+    True
+    >>> ns.FitOptions(weights_layout=ns.WeightsLayout.SPARSE).weights_layout
+    'sparse'
+    """
 
     DENSE = "dense"
     SPARSE = "sparse"
@@ -258,6 +281,28 @@ class SparseWeights:
         ``(trial, S)`` float64 weights (dimensionless, the units of the dense matrices) on those synapses.
     shape : tuple of int
         ``(n_post, n_pre)``.
+
+    Notes
+    -----
+    The consumers that are dense by nature (:func:`neurosubset.simulate`, :func:`neurosubset.spiking_check`,
+    :func:`neurosubset.spiking_compare`, the recordings' files of :mod:`neurosubset.responses`) take one trial's
+    CSR matrix where they take a dense one, and make it dense (refused in one line, naming the parameter, where the
+    dense matrices would not fit in the memory available).
+
+    Examples
+    --------
+    >>> c = ns.Circuit((ns.Region("in", 4, "input"), ns.Region("hid", 30, "hidden"), ns.Region("out", 2, "output")),
+    ...                (ns.Projection("in", "hid", p=0.5), ns.Projection("hid", "hid", p=0.1, gain=0.5),
+    ...                 ns.Projection("hid", "out")), dynamics="steady")
+    >>> alloc = ns.allocate(c, 10, within=["hid->out"], seed=0)
+    >>> res = ns.fit(c, alloc, m=2, trials=3,
+    ...              options=ns.FitOptions(weights_layout="sparse", dale=False, stable=False))
+    >>> w = res.student["hid->hid"]
+    >>> isinstance(w, ns.SparseWeights), len(w), w.shape, w.values.shape == (3, w.rows.size)
+    (True, 3, (30, 30), True)
+    >>> w[0].shape, w.toarray().shape
+    ((30, 30), (3, 30, 30))
+    >>> sim = ns.simulate(c, {k: v[0] for k, v in res.student.items()}, res.trials.probes[0])  # trial 0
     """
 
     rows: np.ndarray
@@ -285,6 +330,65 @@ class SparseWeights:
     def concatenate(cls, parts: list[SparseWeights]) -> SparseWeights:
         """The trials of ``parts`` (same structure) in order."""
         return cls(parts[0].rows, parts[0].cols, np.concatenate([p.values for p in parts]), parts[0].shape)
+
+
+def dense_weights(networks: Mapping[str, Any], *, caller: str, square: int = 0,
+                  error: type[ValueError] = ParameterError) -> dict[str, Any]:
+    """The weights of one or more networks with every sparse matrix made dense, for the consumers that are dense by
+    nature (the spiking check's linear form and brian2 network, :func:`neurosubset.simulate`, the recordings'
+    files): one trial of a :class:`SparseWeights` (``w[i]``, a :class:`scipy.sparse.csr_array`) is taken where a
+    dense ``(n_post, n_pre)`` array is.
+
+    Parameters
+    ----------
+    networks : dict
+        Field name, as the consumer's messages name it (``"weights"``, ``"student_weights['fitted']"``) ->
+        weights (weight name -> array ``(n_post, n_pre)``: numpy, torch or scipy.sparse; dimensionless). A value
+        that is not a mapping is passed through (the consumer refuses it).
+    caller : str
+        The consumer, as the memory refusal names it.
+    square : int
+        Float64 entries the consumer holds besides the weights once they are dense (its ``(n, n)`` matrices and
+        their working copies), counted in the memory guard.
+    error : exception class
+        What to raise (a :class:`~neurosubset.NeurosubsetError` subclass).
+
+    Returns
+    -------
+    dict
+        Field -> weights, each scipy.sparse matrix replaced by its dense float64 array ``(n_post, n_pre)``; the
+        other values, and networks without a sparse matrix, as given (not copied).
+
+    Raises
+    ------
+    error
+        One line naming the field: a whole :class:`SparseWeights` (a batch of trials) where one trial's matrix
+        belongs, or dense matrices (``8`` bytes per entry of the sparse weights' shapes, plus ``8 square``) that
+        exceed the memory available now (:func:`neurosubset._memory.check_memory`).
+    """
+    sparse: dict[str, list[str]] = {}
+    entries = 0
+    for field, weights in networks.items():
+        if not isinstance(weights, Mapping):
+            continue
+        for name, w in weights.items():
+            if isinstance(w, SparseWeights):
+                raise error(f"Weight {name!r} in {field!r} is a SparseWeights of {len(w)} trial(s); pass one trial's "
+                            f"matrix, e.g. {{k: v[0] for k, v in res.student.items()}}.")
+            if scipy.sparse.issparse(w):
+                sparse.setdefault(field, []).append(name)
+                entries += int(np.prod(w.shape))
+    if not sparse:
+        return dict(networks)
+    terms = {"dense weights": 8 * entries, "dense working matrices": 8 * int(square)}
+    check_memory(f"{caller} with the sparse weights of {list(sparse)} made dense (it is dense by nature)",
+                 {**terms, "total": sum(terms.values())}, error=error,
+                 lower="the circuit's size, or keep to the sparse layout's own paths (fit, match_probability)")
+    out = dict(networks)
+    for field, names in sparse.items():
+        out[field] = {k: (np.asarray(v.toarray(), dtype=np.float64) if k in names else v)
+                      for k, v in networks[field].items()}
+    return out
 
 
 def sparse_weights(circuit: Circuit, structure: Mapping[str, tuple[np.ndarray, np.ndarray]],

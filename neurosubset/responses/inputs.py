@@ -12,6 +12,7 @@ import numpy as np
 
 from .._checks import ParameterError, check_int, check_names, check_real
 from ..circuit import Circuit
+from ..dynamics.sparse_map import dense_weights
 from .rates import n_times
 
 
@@ -57,7 +58,8 @@ class Recording:
 
 
 def check_weights(circuit: Circuit, weights) -> dict[str, np.ndarray]:
-    """The weights before learning as float64 arrays, one per projection.
+    """The weights before learning as float64 arrays, one per projection (numpy, torch, or one trial of a sparse
+    fit's :class:`~neurosubset.SparseWeights`, scipy.sparse matrices made dense).
 
     Raises
     ------
@@ -68,6 +70,7 @@ def check_weights(circuit: Circuit, weights) -> dict[str, np.ndarray]:
     if not isinstance(weights, Mapping):
         raise ParameterError(f"The 'weights' parameter must be a mapping of weight name -> array (n_post, n_pre). "
                              f"Got {type(weights).__name__}.")
+    weights = dense_weights({"weights": weights}, caller="A recording's weights")["weights"]  # one sparse trial
     missing = [k for k in circuit.weight_names if k not in weights]
     if missing:
         raise ParameterError(f"The 'weights' parameter lacks weight(s) {missing} of circuit {circuit.name!r} (one "

@@ -20,7 +20,9 @@ from ..dynamics.stability import max_real_part
 from ..circuit import Circuit
 from ..distribution import spectral_radius
 from ..dynamics import DTYPE, forward
-from .hawkes import _auto_baseline, _cell_label, _check_circuit, _check_weights, _noise_sd, _output_index, linear_form
+from ..dynamics.sparse_map import dense_weights
+from .hawkes import (_auto_baseline, _cell_label, _check_circuit, _check_weights, _neurons, _noise_sd, _output_index,
+                     linear_form)
 from .settings import (DEFAULT_DT, DEFAULT_RATE_UNIT, DEFAULT_TAU, MIN_RATE_UNIT, TAU_STEPS, SpikingSettings,
                        SpikingSettingsError, SpikingWarning)
 from .simulation import _simulate
@@ -46,11 +48,17 @@ def _run(circuit: Circuit, networks: Mapping[str, Mapping[str, Any]], cfg: Spiki
     brian2 seed.
     """
     _check_circuit(circuit)
+    fields = {label: {"circuit": "weights", "teacher": "teacher_weights", "student": "student_weights"}.get(
+        label, f"student_weights[{label!r}]") for label in networks}
+    # sparse weights (one trial of a sparse fit) made dense, refused in one line where the dense matrices would not
+    # fit: per network A (kept in `forms`) and its copy in the simulation's stack, and about 4 (n, n) working
+    # copies at a time (eigenvalues, I - A, A**2, the rate model's solve)
+    dense = dense_weights({fields[label]: w for label, w in networks.items()}, caller="The spiking check",
+                          square=(2 * len(networks) + 4) * _neurons(circuit) ** 2, error=SpikingSettingsError)
     forms = {}
-    for label, weights in networks.items():
-        field = {"circuit": "weights", "teacher": "teacher_weights", "student": "student_weights"}.get(
-            label, f"student_weights[{label!r}]")
-        w = _check_weights(circuit, weights, field)
+    for label in networks:
+        field = fields[label]
+        w = _check_weights(circuit, dense[field], field)
         a, b = linear_form(circuit, w)
         # the mean filtered traces follow tau dg/dt = -g + mu + W g + B nu: stationary iff max Re(eig W) < 1 (not
         # radius < 1, which would refuse inhibition-stabilized E/I networks and Dale-respecting students)

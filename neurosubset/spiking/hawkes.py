@@ -14,6 +14,7 @@ import numpy as np
 from ..circuit import Circuit
 from ..dynamics import Feedforward, Steady
 from ..dynamics.blocks import block_matrix
+from ..dynamics.sparse_map import dense_weights
 from .settings import SpikingSettingsError
 
 SPIKING_DYNAMICS = tuple(d.name for d in (Steady(), Feedforward()) if d.spiking)  # names, for messages
@@ -33,7 +34,16 @@ def _check_circuit(circuit: Circuit) -> None:
             f"{circuit.name!r} has {circuit.nonlinearity!r}. Expected 'linear'.")
 
 
+def _neurons(circuit: Circuit) -> int:
+    """Simulated (non-input) neurons: the size of ``A``."""
+    return sum(r.size for r in circuit.regions if r.role in _NEURONS)
+
+
 def _check_weights(circuit: Circuit, weights: Mapping[str, Any], field: str) -> dict[str, np.ndarray]:
+    # one trial of a sparse fit (scipy.sparse, SparseWeights' w[i]) made dense: the mapping is dense by nature (A
+    # and its eigenvalues, (I - A)^-1); refused in one line where A and its working copies would not fit in memory
+    weights = dense_weights({field: weights}, caller="The spiking check", square=4 * _neurons(circuit) ** 2,
+                            error=SpikingSettingsError)[field]
     if not isinstance(weights, Mapping):
         raise TypeError(f"The {field!r} parameter must be a dict weight name -> array (n_post, n_pre). "
                         f"Got {type(weights).__name__}.")
@@ -68,7 +78,8 @@ def linear_form(circuit: Circuit, weights: Mapping[str, Any]) -> tuple[np.ndarra
     circuit : Circuit
         ``"steady"`` or ``"feedforward"`` dynamics, linear.
     weights : dict
-        Weight name -> array ``(n_post, n_pre)`` (dimensionless).
+        Weight name -> array ``(n_post, n_pre)`` (dimensionless; numpy, torch, or one trial of a sparse fit's
+        :class:`~neurosubset.SparseWeights`, a ``scipy.sparse`` matrix, made dense).
 
     Returns
     -------
