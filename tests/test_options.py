@@ -328,3 +328,15 @@ def test_a_new_mp_result_hashes_as_the_old_file():
 def test_fit_options_is_public():
     assert ns.FitOptions is FitOptions and "FitOptions" in ns.__all__
     assert options_module.DEFAULT_TOL == ns.DEFAULT_TOL
+
+
+def test_a_weights_layout_member_is_taken_as_its_value():
+    """``FitOptions(weights_layout=ns.WeightsLayout.SPARSE)`` is the options of ``"sparse"``: the same field, attrs
+    and hash; the enum's values are the field's allowed values besides "auto"."""
+    assert {m.value for m in ns.WeightsLayout} | {"auto"} == {"auto", "dense", "sparse"}
+    for member in ns.WeightsLayout:
+        by_member, by_value = FitOptions(weights_layout=member), FitOptions(weights_layout=member.value)
+        assert by_member == by_value and by_member.weights_layout == member.value
+        assert by_member.to_attrs() == by_value.to_attrs()
+    with pytest.raises(ns.ParameterError, match=r"'weights_layout' parameter of FitOptions must be one of \['auto', "):
+        FitOptions(weights_layout="csr")

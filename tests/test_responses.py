@@ -512,3 +512,17 @@ def test_cli_localize_says_when_the_first_place_is_not_unique(tmp_path, capsys):
     line = [s for s in printed.splitlines() if s.startswith("ambiguous:")]
     assert len(line) == 1 and all(k in line[0] for k in ("X->A", "A->B", "B->OUT")), printed
     assert "convention, not evidence" in line[0]
+
+
+def test_a_recordings_weights_may_be_one_trial_of_a_sparse_fit():
+    """weights_dataset (the W.nc that localize reads) of a teacher drawn in the sparse weights layout (scipy.sparse
+    CSR per weight) holds the dense layout's teacher of the same draw, bit for bit."""
+    c = _circuit("steady")
+    alloc = ns.allocate(c, 2, within=["B->OUT"], seed=0)
+    dense, sparse = (ns.fit(c, alloc, m=2, trials=1, seed=3,
+                            options=ns.FitOptions(weights_layout=lay, dale=False, stable=False))
+                     for lay in ("dense", "sparse"))
+    got = weights_dataset(c, {k: v[0] for k, v in sparse.trials.teacher.items()})
+    want = weights_dataset(c, {k: v[0] for k, v in dense.trials.teacher.items()})
+    for var in want.data_vars:
+        np.testing.assert_array_equal(got[var].values, want[var].values, err_msg=var)

@@ -95,3 +95,30 @@ def test_cli_simulate_writes_the_responses_file_localize_reads(tmp_path):
         np.testing.assert_array_equal(responses[r], expected[f"rate_{ns._schema.var_name(r)}"].values)
     assert noise is None
     assert main(argv) != 0  # the file exists now: refused without --overwrite
+
+
+def test_simulate_takes_one_trial_of_a_sparse_fit():
+    """A student fitted in the sparse weights layout (``res.student[k][i]``: scipy.sparse CSR) simulates as its
+    dense matrices: the fixed point solved here from the CSR matrices made dense by scipy, and the dense layout's
+    student of the same draw (fitted values equal to rounding); a whole SparseWeights is refused in one line."""
+    c = ns.Circuit.from_toml(ROOT / "circuits" / "ei_isn.toml")
+    alloc = ns.allocate(c, 9, within=["E->OUT"], seed=0)  # affine: the exact solve, equal in both layouts
+    dense, sparse = (ns.fit(c, alloc, m=3, trials=2, seed=1,
+                            options=ns.FitOptions(weights_layout=lay, dale=False, stable=False))
+                     for lay in ("dense", "sparse"))
+    i = 1
+    w = {k: v[i] for k, v in sparse.student.items()}
+    assert all(hasattr(v, "tocsr") for v in w.values())  # scipy.sparse matrices
+    x = sparse.trials.probes[i]
+    ds = ns.simulate(c, w, x)
+    a = {k: v.toarray() for k, v in w.items()}
+    n_e = c.region["E"].size
+    rec = np.block([[a["E->E"], a["I->E"]], [a["E->I"], a["I->I"]]])
+    r = np.linalg.solve(np.eye(rec.shape[0]) - rec, np.vstack([a["X->E"], a["X->I"]]) @ x.T).T
+    np.testing.assert_allclose(ds.rate_E.values, r[:, :n_e], rtol=RTOL)
+    np.testing.assert_allclose(ds.output.values, r[:, :n_e] @ a["E->OUT"].T, rtol=RTOL)
+    ref = ns.simulate(c, {k: v[i] for k, v in dense.student.items()}, dense.trials.probes[i])
+    np.testing.assert_allclose(ds.output.values, ref.output.values, rtol=1e-9)
+    with pytest.raises(ns.ParameterError, match=r"Weight '.*' in 'weights' is a SparseWeights of 2 trial") as info:
+        ns.simulate(c, sparse.student, x)
+    assert "\n" not in str(info.value)

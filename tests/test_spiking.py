@@ -455,3 +455,83 @@ def test_clipping_warning_says_plainly_what_was_measured_against_what_is_tolerat
     assert re.search(r"was negative \(and set to 0\) in \d+\.\d\d% of its time steps", text), text
     assert "more than the 1.00% tolerated ('max_clipped')" in text and "up to" not in text, text
     assert float(re.search(r"in (\d+\.\d\d)% of its time steps", text).group(1)) >= measured - 0.005
+
+
+# -- students of a fit in the sparse weights layout (issue 32): one trial's scipy.sparse matrices, made dense ------
+
+def _fits_in_both_layouts(circuit, alloc, m=2):
+    """The same draw fitted in the dense and in the sparse weights layout (the dense one is the reference)."""
+    return [ns.fit(circuit, alloc, m=m, trials=1, seed=0,
+                   options=ns.FitOptions(weights_layout=lay, dale=False, stable=False)) for lay in ("dense", "sparse")]
+
+
+def _assert_same_check(dense, sparse):
+    """The spiking answer of two networks whose weights agree to rounding: the same spikes (same brian2 seed), the
+    rate model to rounding."""
+    assert dense.attrs.get("fraction_agree") == sparse.attrs.get("fraction_agree")  # spiking_check's; compare's: a var
+    for var in dense.data_vars:
+        a, b = dense[var].values, sparse[var].values
+        if var.startswith(("rate_model", "mu", "z")):  # from the fitted values, equal to ~1e-13 relative
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9, err_msg=var)
+        else:  # spike counts and the operating point (rounded up to whole Hz): identical
+            np.testing.assert_array_equal(b, a, err_msg=var)
+
+
+@pytest.mark.requires_brian2
+@pytest.mark.slow
+def test_spiking_check_of_a_sparse_fits_student_equals_the_dense_fits():
+    circuit = circuit50()
+    alloc = ns.allocate(circuit, 80, within=["hid->out"], seed=0)
+    dense, sparse = _fits_in_both_layouts(circuit, alloc)
+    assert isinstance(sparse.student["hid->hid"], ns.SparseWeights) and isinstance(dense.student["hid->hid"],
+                                                                                   np.ndarray)
+    assert dense.matched[0] and sparse.matched[0]
+    kw = dict(duration=0.5, repeats=2, seed=1, tau=0.05, rate_unit=40.0, target="numpy")
+    checks = [ns.spiking_check(circuit, one(res.student), probes=res.trials.probes[0], **kw)
+              for res in (dense, sparse)]
+    _assert_same_check(*checks)
+    assert checks[1].rate_spiking.values.sum() > 0
+
+
+@pytest.mark.requires_brian2
+@pytest.mark.slow
+def test_spikecheck_of_a_circuit_fitted_in_the_sparse_layout_equals_the_dense_layouts(monkeypatch):
+    """``spikecheck`` fits in the automatic layout (sparse for large sparse circuits): with the crossover lowered
+    to circuit50's size, its teacher, fitted and unfitted students arrive as CSR matrices."""
+    import neurosubset.dynamics.sparse_map as sm
+
+    circuit = circuit50()
+    alloc = ns.allocate(circuit, 80, within=["hid->out"], seed=0)
+    settings = SpikingSettings(duration=0.5, repeats=2, tau=0.05, rate_unit=40.0, target="numpy")
+    dense = spikecheck(circuit, alloc, m=2, seed=1, settings=settings)
+    assert sm.choose_layout(circuit) is ns.WeightsLayout.DENSE
+    monkeypatch.setattr(sm, "SPARSE_MIN_NEURONS", 10)
+    monkeypatch.setattr(sm, "SPARSE_MAX_DENSITY", 1.0)
+    assert sm.choose_layout(circuit) is ns.WeightsLayout.SPARSE
+    sparse = spikecheck(circuit, alloc, m=2, seed=1, settings=settings)
+    assert sparse.attrs["matched"] == dense.attrs["matched"] == 1
+    for label in ("fitted", "unfitted"):
+        _assert_same_check(dense.sel(student=label), sparse.sel(student=label))
+
+
+def test_sparse_weights_are_made_dense_or_refused_in_one_line_naming_the_field():
+    """A whole SparseWeights (a batch of trials) is refused with the one-trial hint; a sparse matrix whose dense
+    form cannot fit in memory is refused before anything is allocated (a 10^6 x 10^6 matrix: 8 TB dense)."""
+    import scipy.sparse
+
+    circuit = circuit50()
+    alloc = ns.allocate(circuit, 80, within=["hid->out"], seed=0)
+    res = _fits_in_both_layouts(circuit, alloc)[1]
+    probes = res.trials.probes[0]
+    with pytest.raises(SpikingSettingsError, match=r"Weight 'in->hid' in 'weights' is a SparseWeights of 1 trial"
+                                                   r".*pass one trial's matrix") as info:
+        ns.spiking_check(circuit, res.student, probes=probes)
+    assert "\n" not in str(info.value)
+    dense = (lambda weights: {k: v.toarray()[0] for k, v in weights.items()})
+    huge = {**dense(res.student), "hid->hid": scipy.sparse.csr_array((10**6, 10**6))}
+    with pytest.raises(SpikingSettingsError, match=r"The spiking check with the sparse weights of "
+                                                   r"\[\"student_weights\['fitted'\]\"\] made dense.*needs about "
+                                                   r"[\d,]+ GB of memory") as info:
+        ns.spiking_compare(circuit, dense(res.trials.teacher), {"fitted": huge, "unfitted": dense(res.student)},
+                           probes)
+    assert "\n" not in str(info.value)
