@@ -415,9 +415,30 @@ def rk4_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes: 
 # problems and probes, so the cost grows with outputs x read-out times and not with the plastic synapses (they
 # enter only through a gather of the adjoint against the presynaptic activity). No eigenvectors anywhere.
 _GL_NODES = 8  # Gauss-Legendre nodes per panel of the linear circuits' gradient integrals
-_PANEL_NORM = 2.0  # panels short enough that ||A h||_1 <= 2 (A = T^-1 (W_rec - I), h the panel length)
+_PANEL_NORM = 2.0  # panels short enough that alpha h <= 2 (alpha: _growth_bound of A = T^-1 (W_rec - I))
 _MAX_PANELS = 4096
-_TAYLOR_TERMS = 30  # expm(X) of ||X_hidden||_1 <= 2 by its Taylor series: remainder ~ 2^31 / 31! ~ 3e-25
+_TAYLOR_TERMS = 24  # expm(X) of alpha(X) <= 2 by its Taylor series: remainder <= 1.1 x 2^25 / 25! ~ 2e-18
+
+
+def _growth_bound(a: torch.Tensor) -> torch.Tensor:
+    """``alpha_3(A) = max(||A^3||_1^(1/3), ||A^4||_1^(1/4))`` per matrix of ``a`` ``(..., N, N)`` (1/s), at most
+    ``||A||_1``; where a power overflows, ``||A||_1``.
+
+    Al-Mohy & Higham (2009, SIAM J. Matrix Anal. Appl. 31, Thm 4.2): ``||A^j|| <= alpha_3^j`` for every ``j >= 6``.
+    So the Taylor tail of ``expm(X)`` beyond 24 terms, and the derivatives of order ``>= 16`` of the quadrature's
+    integrands (products ``A^i`` x ``A^(k - i)`` with ``max(i, k - i) >= 8``), are bounded through ``alpha_3 h``
+    (times ``max_(i <= 5) ||A^i|| / alpha_3^i``, a factor of about 3 on the V1 circuit) rather than through the
+    1-norm. On the E/I circuits of issue 29 ``alpha_3`` is 2.5-3x below ``||A||_1`` (non-normal E/I blocks:
+    column sums count every synapse of a neuron, the powers average their signs), and the panels shrink in number
+    by the same factor.
+    """
+    norm = a.abs().sum(-2).amax(-1)
+    a2 = a @ a
+    a3 = a2 @ a
+    d3 = a3.abs().sum(-2).amax(-1) ** (1.0 / 3.0)
+    d4 = (a2 @ a2).abs().sum(-2).amax(-1) ** 0.25
+    alpha = torch.minimum(torch.maximum(d3, d4), norm)
+    return torch.where(torch.isfinite(alpha), alpha, norm)
 
 
 def _plastic_outputs(circuit: Circuit, dirs: Mapping[str, tuple[torch.Tensor, ...]], h: torch.Tensor | None,
@@ -469,7 +490,7 @@ def _panel_groups(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes:
     w_rec = block_matrix(circuit, weights, hidden, hidden)
     n = w_rec.shape[-1]
     inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
-    norm = ((w_rec - torch.eye(n, dtype=w_rec.dtype)) * inv[:, None]).abs().sum(-2).amax(-1).numpy()  # (P,)
+    norm = _growth_bound((w_rec - torch.eye(n, dtype=w_rec.dtype)) * inv[:, None]).numpy()  # (P,)
     per, read = n_dt(circuit) // circuit.steps, [int(i) for i in time_index(circuit)]
     ends = sorted(set(range(per, read[-1] + 1, per)) | set(read))
     lengths = sorted({end - start for start, end in zip([0] + ends[:-1], ends)})
@@ -482,7 +503,8 @@ def _panel_groups(circuit: Circuit, weights: Mapping[str, torch.Tensor], probes:
 
 
 def _panel_count(norm: Any, s: float) -> Any:
-    """Panels of a segment of ``s`` seconds for ``||A||_1 = norm`` (scalar or array): ``||A h||_1 <= 2`` per panel,
+    """Panels of a segment of ``s`` seconds for :func:`_growth_bound` ``= norm`` (scalar or array, 1/s): ``norm h <=
+    2`` per panel,
     at most :data:`_MAX_PANELS`; a non-finite norm (a diverging iterate) gets one (its step is refused anyway)."""
     norm = np.asarray(norm, dtype=float)
     count = np.clip(np.ceil(np.where(np.isfinite(norm), norm, 0.0) * s / _PANEL_NORM), 1, _MAX_PANELS)
@@ -500,12 +522,13 @@ def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], prob
     ``lam`` (the sensitivity of one output to the segment's end state) ``d(lam h(s)) / dW_rec[i, l] =
     (1 / tau_i) int_0^s a_i(r) h_l(r) dr`` with ``a(r) = lam expm(A (s - r))``, and ``d / dW_in[i, l] =
     (1 / tau_i) u_l int_0^s a_i(r) dr`` (the derivative of ``expm``, integral form). Both integrands are entire
-    functions of ``r``; each segment is cut into panels with ``||G||_1 h <= 0.5`` (``G`` the augmented generator
-    of the module docstring) and integrated by 8-point Gauss-Legendre per panel (exact for degree 15; the error
-    of the truncated Taylor expansion is ~1e-14 relative), with ``a`` and ``h`` at the nodes from the Taylor
-    series of ``expm(G h xi)`` (``||G h xi|| <= 0.5``, 18 terms). The adjoints move back by ``lam <- lam
-    expm(A h)`` panel by panel. Cost per segment length: 18 products of ``(N + n_in)`` matrices per problem,
-    plus ``(outputs + probes) x nodes`` matrix-vector products; the plastic synapses only index the integrals.
+    functions of ``r``; each segment is cut into panels with ``alpha h <= 2`` (``alpha`` :func:`_growth_bound` of
+    ``A``, the largest over the batch) and integrated by 8-point Gauss-Legendre per panel (exact for degree 15;
+    the error term ~ ``(2 alpha h)^16 (8!)^4 / (17 (16!)^3)`` ~ 1e-13 relative), with ``a`` and ``h`` at the nodes
+    from the Taylor series of ``expm(G h xi)`` (``G`` the augmented generator of the module docstring, 24 terms,
+    all nodes in one product). The adjoints move back by ``lam <- lam expm(A h)`` panel by panel. Cost per
+    segment length: 24 products of ``N x (N + n_in)`` matrices per problem, plus ``(outputs + probes) x nodes``
+    matrix-vector products per panel; the plastic synapses only index the integrals.
 
     ``weights``: name -> ``(..., n_post, n_pre)``; ``probes`` ``(..., m, steps, n_in)``; ``index`` weight name ->
     flat plastic indices (theta in weight order, :func:`_directions`); outputs probe-major, then read-out time,
@@ -524,11 +547,10 @@ def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], prob
         return y.flatten(-3), jac.flatten(-4, -2)
     w_rec, w_in = block_matrix(circuit, weights, hidden, hidden), block_matrix(circuit, weights, hidden, inputs)
     w_out = block_matrix(circuit, weights, outputs, hidden)
-    n, k_in, dt = w_rec.shape[-1], w_in.shape[-1], circuit.dt
+    n, dt = w_rec.shape[-1], circuit.dt
     inv = torch.as_tensor(1.0 / neuron_taus(circuit), dtype=w_rec.dtype)
     top = torch.cat([(w_rec - torch.eye(n, dtype=w_rec.dtype)) * inv[:, None], w_in * inv[:, None]], dim=-1)
-    gen = torch.cat([top, top.new_zeros(top.shape[:-2] + (k_in, n + k_in))], dim=-2)  # (..., N + K, N + K)
-    norm = float(top[..., :n].abs().sum(-2).amax())  # ||A||_1, the largest over the batch (the rates of h, a)
+    norm = float(_growth_bound(top[..., :n]).amax())  # the largest over the batch (the rates of h, a)
     xi, wts = np.polynomial.legendre.leggauss(_GL_NODES)
     xi, wts = (xi + 1.0) / 2.0, wts / 2.0  # on [0, 1]
     ends = sorted(set(range(per, read[-1] + 1, per)) | set(read))
@@ -545,22 +567,25 @@ def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], prob
             # outputs are not finite or its step is refused anyway
             count = int(_panel_count(norm, s))
             step = s / count
-            x = gen * step
-            frac = torch.as_tensor(np.concatenate([xi, [1.0]]), dtype=gen.dtype)  # nodes, then the whole panel
-            shape = (-1,) + (1,) * gen.dim()
-            power = torch.eye(n + k_in, dtype=gen.dtype).expand_as(gen)
-            props = power.unsqueeze(0).repeat((frac.numel(),) + (1,) * gen.dim())  # (q + 1, ..., N + K, N + K)
-            for j in range(1, _TAYLOR_TERMS + 1):  # sum_j (xi X)^j / j!
-                power = (power @ x) / j
-                props += (frac ** j).view(shape) * power
-            e, f = props[..., :n, :n], props[..., :n, n:]
+            x = top * step  # the top rows of G h: X^j = [[(A h)^j, (A h)^(j - 1) K h], [0, 0]] for j >= 1
+            frac = torch.as_tensor(np.concatenate([xi, [1.0]]), dtype=top.dtype)  # nodes, then the whole panel
+            powers = top.new_empty((_TAYLOR_TERMS + 1,) + top.shape)  # the top rows of X^j / j!
+            powers[0] = 0.0
+            powers[0].diagonal(dim1=-2, dim2=-1)[..., :n] = 1.0
+            for j in range(1, _TAYLOR_TERMS + 1):
+                torch.matmul(powers[j - 1][..., :n], x, out=powers[j])
+                powers[j] /= j
+            coef = frac[:, None] ** torch.arange(_TAYLOR_TERMS + 1, dtype=top.dtype)  # (q + 1, terms)
+            # sum_j xi^j X^j / j! at every node at once: one product (q + 1, terms) x (terms, ... N (N + K))
+            props = (coef @ powers.flatten(1)).view((frac.numel(),) + top.shape)
+            e, f = props[..., :n], props[..., n:]
             q = xi.size
             # side by side along the columns, so that each panel is one product per operand: the adjoints times
             # [E(1 - xi_1) ... E(1 - xi_q) E(1)] (nodes, then the whole panel), the states times [E(xi_j)^T]
             a_cat = torch.cat([*e[:-1].flip(0).unbind(0), e[-1]], dim=-1)  # (..., N, (q + 1) N)
             h_cat = torch.cat(e[:-1].mT.unbind(0), dim=-1)  # (..., N, q N)
             f_cat = torch.cat(f[:-1].mT.unbind(0), dim=-1)  # (..., K, q N)
-            cache[length] = (count, torch.as_tensor(wts * step, dtype=gen.dtype), q, a_cat, h_cat, f_cat,
+            cache[length] = (count, torch.as_tensor(wts * step, dtype=top.dtype), q, a_cat, h_cat, f_cat,
                              e[-1].mT, f[-1].mT)
         return cache[length]
 
@@ -575,17 +600,17 @@ def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], prob
             h = h @ e1 + u @ f1
             seg.append(h)
         bounds.append(seg)
-    # backward: adjoints (..., m, R, n_out, N), the rows of W_out entering at their read-out's segment end
+    # backward: adjoints (..., R, n_out, N), the rows of W_out entering at their read-out's segment end. They do not
+    # depend on the probe (the circuit is linear), so they are carried once and met with each probe's states.
     rk, rpost, rpre = dirs["rec"]
     ik, ipost, ipre = dirs["in"]
-    lam = probes.new_zeros(y.shape + (n,))
-    w_out_rows = w_out.unsqueeze(-3)  # (..., 1, n_out, N) -> broadcast over probes
+    batch, rows = y.shape[:-3], y.shape[-2:]  # rows (R, o)
+    lam = probes.new_zeros(batch + rows + (n,))
     for seg_no in range(len(ends) - 1, -1, -1):
         start, end = starts[seg_no], ends[seg_no]
         if end in read:
-            lam[..., read.index(end), :, :] = w_out_rows.expand(lam[..., 0, :, :].shape)
+            lam[..., read.index(end), :, :] = w_out.expand(batch + w_out.shape[-2:])
         count, wq, q, a_cat, h_cat, f_cat, _, _ = panels(end - start)
-        rows = lam.shape[-4:-1]  # (m, R, o)
         u = probes[..., start // per, :]
         u_nodes = u @ f_cat  # (..., m, q N): F(xi_j h) u
         a_sum = probes.new_zeros(lam.shape)  # int a dr over the segment (input synapses)
@@ -594,16 +619,16 @@ def _linear_jacobian(circuit: Circuit, weights: Mapping[str, torch.Tensor], prob
             hb = bounds[seg_no][p]  # (..., m, N) at the panel's start
             # nodes j: h(r_j) = E(xi_j h) hb + F(xi_j h) u, a(r_j) = lam E((1 - xi_j) h); then lam E(h)
             h_nodes = (hb @ h_cat + u_nodes).unflatten(-1, (q, n))  # (..., m, q, N)
-            moved = (lam.flatten(-4, -2) @ a_cat).unflatten(-2, rows)  # (..., m, R, o, (q + 1) N)
-            a_nodes = moved[..., :q * n].unflatten(-1, (q, n))  # (..., m, R, o, q, N)
-            if rk.numel():
-                contrib = a_nodes[..., rpost] * h_nodes[..., None, None, :, :][..., rpre]  # (..., m, R, o, q, Mr)
-                jac[..., rk] += (contrib * wcol).sum(-2) * inv[rpost]
+            moved = (lam.flatten(-3, -2) @ a_cat).unflatten(-2, rows)  # (..., R, o, (q + 1) N)
+            a_nodes = moved[..., :q * n].unflatten(-1, (q, n))  # (..., R, o, q, N)
+            if rk.numel():  # sum_j w_j a_i(r_j) h_l(r_j) per probe: (..., m, R, o, Mr)
+                jac[..., rk] += torch.einsum("...roqk,...mqk->...mrok", a_nodes[..., rpost] * wcol,
+                                             h_nodes[..., rpre]) * inv[rpost]
             if ik.numel():
                 a_sum += (a_nodes * wcol).sum(-2)
             lam = moved[..., q * n:]  # lam expm(A h): back to the panel's start
         if ik.numel():
-            jac[..., ik] += a_sum[..., ipost] * inv[ipost] * u[..., None, None, :][..., ipre]
+            jac[..., ik] += a_sum[..., ipost].unsqueeze(-4) * inv[ipost] * u[..., None, None, :][..., ipre]
     return y.flatten(-3), jac.flatten(-4, -2)
 
 
