@@ -57,6 +57,8 @@ INVENTORIES: dict[str, tuple[str, dict[tuple[str, str], str]]] = {
             "reference/generated/scipy.optimize.least_squares.html#scipy.optimize.least_squares",
         ("scipy.optimize.linprog", "py:function"):
             "reference/generated/scipy.optimize.linprog.html#scipy.optimize.linprog",
+        ("scipy.sparse.csr_array", "py:class"):
+            "reference/generated/scipy.sparse.csr_array.html#scipy.sparse.csr_array",
     }),
     "xarray": ("stable", {
         ("xarray.Dataset", "py:class"): "generated/xarray.Dataset.html#xarray.Dataset",
