@@ -98,3 +98,60 @@ def test_every_stable_witness_on_ei_isn_holds_an_independent_check():
             checked += 1
         assert np.isnan(res.witness_scale[res.outcome != _schema.PROVEN_MATCH]).all()
     assert checked >= 3, checked
+
+
+def _v1_trial_batch(trial: int):
+    """V1 steady (circuits/v1_four_class.toml, the 60-synapse four-projection allocation of
+    benchmarks/bench_realistic.py, m = 8, seed 0) trial ``trial`` alone, as the fit's chain sees it: Dale's sign box
+    and the stability requirement; ``(circuit, batch, teacher weights, probes)``."""
+    import torch
+
+    from neurosubset.dynamics import PlasticMap, forward
+    from neurosubset.dynamics.stability import loops, max_real_eig
+    from neurosubset.solvers.bounded import sign_bounds
+    from neurosubset.solvers.chain import Batch, Problem
+
+    circuit = ns.Circuit.from_toml(ROOT / "circuits" / "v1_four_class.toml")
+    alloc = ns.allocate(circuit, 60, fractions={"E->E": 0.25, "PV->E": 0.25, "SST->E": 0.25, "E->OUT": 0.25}, seed=0)
+    d = draw_trials(circuit, 8, trial + 1, 0, stable=True)  # paired draws: trial k is the same in every batch
+    t = (lambda a: torch.as_tensor(a[trial:trial + 1], dtype=torch.float64))
+    fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
+    targets = forward(circuit, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
+    own = t(np.concatenate([d.student_init[k].reshape(trial + 1, -1)[:, alloc.indices[k]]
+                            for k in circuit.weight_names], -1))
+    found = loops(circuit)
+    admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()},
+                                                found) < 1.0)
+    batch = Batch(Problem(circuit, alloc, 8, 1, affine=False, signed=True), fmap, lambda: fmap, targets, own, alloc,
+                  circuit.init_scale(alloc), sign_bounds(circuit, alloc), admissible, TOL, 0, trial)
+    return circuit, batch, {k: v[trial] for k, v in d.teacher.items()}, d.probes[trial]
+
+
+@pytest.mark.slow
+def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_chain_left_open():
+    # V1 steady trial 1: the numpy manifold search finds no stable match and the chain's unbounded LM ends on an
+    # exact match that is unstable (refused: fit status unstable, the trial open). The LM inside the sign box and
+    # K init SDs (StableWitness's first step) ends on a stable match there, Lyapunov-certified.
+    from neurosubset.solvers.biological import StableWitness
+    from neurosubset.solvers.chain import LevenbergMarquardtRounds
+
+    circuit, batch, teacher, probes = _v1_trial_batch(1)
+    one = np.array([0])
+    old = StableWitness(box_lm=None).decide(batch, one)
+    assert old.outcome[0] == _schema.UNDECIDED
+    lm = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(batch, one)
+    assert lm.outcome[0] == _schema.UNDECIDED and lm.status[0] == _schema.UNSTABLE, lm.status
+    got = StableWitness.build(ns.LevenbergMarquardt(), True).decide(batch, one)
+    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
+    # independent re-check in numpy: the box, the signs, the eigenvalues, the outputs against the teacher's
+    theta, sigma = got.theta[0].numpy(), batch.sigma
+    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
+    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
+    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
+        sign = circuit.region[circuit.projection[k].pre].sign
+        if sign is not None:
+            assert (sign * student[k] >= 0).all(), k
+    y_s, w = steady_outputs(circuit, student, probes)
+    y_t, _ = steady_outputs(circuit, teacher, probes)
+    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
+    assert np.linalg.eigvals(w).real.max() < 1.0
