@@ -47,8 +47,7 @@ class LevenbergMarquardt:
     patience : int
         Rounds chosen from the measured convergence (>= 0): a trial stops getting rounds once ``patience`` rounds in
         a row did not improve it (did not lower its best relative residual by 1%: no restart, fresh or continued,
-        came closer; or did so at a pace that, continued per LM iteration over the rounds left, would not reach
-        ``tol``), so the rounds end where the last ones gain nothing; ``max_rounds`` stays the cap, and a result
+        came closer), so the rounds end where the last ones gain nothing; ``max_rounds`` stays the cap, and a result
         whose last round still improved some trial says so (attr ``effort_converged = 0``). ``0``: every unmatched
         trial runs all ``max_rounds`` (the policy before; results made with it are reproduced bit for bit).
     """
