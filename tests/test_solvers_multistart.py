@@ -95,23 +95,3 @@ def test_tick_reports_each_trial_once_as_it_matches_or_runs_out_of_rounds():
     # after each round but the last: the trials matched so far (no patience acts with 3 rounds)
     matched = np.rint(np.asarray(out.history) * 5).astype(int)
     assert np.cumsum(ticks)[:len(out.history) - 1].tolist() == matched[:-1].tolist()
-
-
-def test_a_round_keeps_a_trial_going_only_at_a_pace_that_reaches_tol_in_the_rounds_left():
-    """``_on_pace`` against the closed form: round r runs 400 * 2**min(r, 3) iterations (8 rounds: 400, 800, 1,600,
-    then 3,200 five times); a round that lowered the best residual from b0 to b1 continues, at log(b0 / b1) per its
-    iterations, over the iterations of the rounds left."""
-    from neurosubset.solvers.multistart import _on_pace
-
-    tol = 1e-9
-    # round 0 halved the residual 1e-2 -> 5e-3: 18,400 iterations left at log(2) / 400 each = 31.9 >= log(5e6) = 15.4
-    # round 2 took 1e-3 -> 9.8e-4 (2%): 16,000 left at log(1 / 0.98) / 1,600 = 0.20 < log(9.8e5) = 13.8: a crawl
-    # the last round (7) leaves no iterations: only a match is on pace
-    before = np.array([1e-2, 1e-3, 1e-3, np.inf, 1e-3])
-    best = np.array([5e-3, 9.8e-4, 1e-10, 1e-3, 5e-4])
-    rounds = [0, 2, 2, 2, 7]
-    got = [bool(_on_pace(before[i:i + 1], best[i:i + 1], tol, r, 8, 400)[0]) for i, r in enumerate(rounds)]
-    left = [sum(400 * 2 ** min(k, 3) for k in range(r + 1, 8)) for r in rounds]
-    expected = [np.log(b1 / tol) <= np.log(b0 / b1) / (400 * 2 ** min(r, 3)) * n if np.isfinite(b0) and b1 >= tol
-                else True for b0, b1, r, n in zip(before, best, rounds, left)]
-    assert got == expected == [True, False, True, True, False]

@@ -27,8 +27,7 @@ from .options import LevenbergMarquardt
 
 _MAX_DOUBLINGS = 3  # round r runs iterations * 2**min(r, 3) LM iterations
 # a round improves a trial when it lowers the trial's best relative residual below this fraction of its best before
-# the round (a fresh or continued restart came closer) at a pace that could reach tol in the rounds left
-# (:func:`_on_pace`); ``patience`` rounds in a row that do not, and the trial stops
+# the round (a fresh or continued restart came closer); ``patience`` rounds in a row that do not, and the trial stops
 IMPROVED = 0.99
 # an unmatched trial's status is how its best restart stopped (converged/sibling cannot be unmatched at tol)
 _LM_TO_FIT = {LM_STALLED: STALLED, LM_CAPPED: ITERATION_CAP, LM_NO_DESCENT: NO_DESCENT, LM_NON_FINITE: NON_FINITE}
@@ -67,26 +66,6 @@ class MultiStartResult:
     status: np.ndarray
     improving: np.ndarray | None = None
     rounds: np.ndarray | None = None
-
-
-def _on_pace(before: np.ndarray, best: np.ndarray, tol: float, rnd: int, max_rounds: int, iterations: int
-             ) -> np.ndarray:
-    """Per trial (``(trial,)`` bool): this round's gain, continued, reaches ``tol`` within the rounds left.
-
-    The round lowered the best relative residual from ``before`` to ``best`` in ``iterations * 2**min(rnd, 3)`` LM
-    iterations; at that rate per iteration the rounds left (``rnd + 1 .. max_rounds - 1``, their iterations) reach
-    ``tol`` iff ``log(best / tol) <= log(before / best) * iterations_left / iterations_now``. True where the trial
-    matched or had no finite residual before (no rate yet), False where no round is left. A restart that descends
-    1% per round while 1e6 away from ``tol`` (measured: one V1-continuous trial's restart, 313 s of a 10-trial run's
-    round 4, carried from round 2) no longer resets the trial's patience.
-    """
-    steps = [iterations * 2 ** min(r, _MAX_DOUBLINGS) for r in range(max_rounds)]
-    left = sum(steps[rnd + 1:])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        need = np.log(np.maximum(best, tol) / tol)
-        rate = np.log(before / best) / steps[rnd]
-        pace = need <= rate * left
-    return (best < tol) | ~np.isfinite(before) | pace
 
 
 def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
@@ -206,9 +185,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         # convergence, per trial: did this round bring it closer (its best residual down by >= 1%)?
         ids_np = todo.cpu().numpy()
         gained = (best[todo] < IMPROVED * before).cpu().numpy()
-        # ... at a rate that could still reach tol within the rounds left (a crawl does not keep a trial going)
-        on_pace = _on_pace(before.cpu().numpy(), best[todo].cpu().numpy(), tol, rnd, max_rounds, solver.iterations)
-        quiet[ids_np] = np.where(gained & on_pace, 0, quiet[ids_np] + 1)
+        quiet[ids_np] = np.where(gained, 0, quiet[ids_np] + 1)
         ran[ids_np] += 1
         improving[:] = False
         improving[ids_np] = gained
