@@ -292,7 +292,8 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
                 tol: float, seconds: float, seed: int, start: np.ndarray | None, nodes: int | None = None
                 ) -> tuple[str, np.ndarray | None]:
     """SCIP on one trial's lifted problem: ``("infeasible" | "feasible" | "unknown", theta or None)``; ``nodes``:
-    SCIP's node limit (1: the root node only, without the NLP heuristics, module doc), None for none."""
+    SCIP's node limit (1: the root node only, without the NLP heuristics, module doc), None for none. An error
+    inside SCIP is ``"unknown"`` (no proof), not an exception that ends the fit."""
     import pyscipopt
 
     n, m = a.shape[0], x.shape[1]
@@ -350,7 +351,12 @@ def _scip_trial(lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
             model.addSol(sol, free=True)
         except (np.linalg.LinAlgError, Exception):  # a bad seed is only a missed hint
             pass
-    model.optimize()
+    try:
+        model.optimize()
+    except Exception:  # noqa: BLE001 -- pyscipopt raises a bare Exception for SCIP's own errors
+        # SCIP stopped on an internal error (TINY, 3 E->E values, K = 0.5: "cannot change upper bound of variable
+        # to minus infinity" in its conflict analysis): it proved nothing, the trial stays open
+        return "unknown", None
     status = model.getStatus()
     if status == "infeasible":
         return "infeasible", None
