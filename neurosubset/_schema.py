@@ -166,7 +166,8 @@ VARIABLES: dict[str, dict[str, Any]] = {
     # per result
     "mp": {"long_name": "match probability", **_PROB},
     "mp_lower": {"long_name": "match probability, lower end of the 95% bracket (Wilson lower limit of the proven "
-                             "matches at level 0.975)", **_PROB},
+                             "matches at level 0.975; where dale or stable acts, those within the plausibility "
+                             "bound)", **_PROB},
     "mp_upper": {"long_name": "match probability, upper end of the 95% bracket (1 - Wilson lower limit of the "
                              "proven no-matches at level 0.975)", **_PROB},
     "mp_low": {"long_name": "match probability, 95% Wilson lower bound", **_PROB},

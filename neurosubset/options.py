@@ -216,7 +216,8 @@ class FitOptions:
     plausibility_bound : float
         ``K``: the biological deciders (:mod:`neurosubset.solvers.biological`, :mod:`neurosubset.solvers.proofs`)
         search witnesses and prove "no match" with every plastic value within ``K`` init SDs of its synapse, so
-        their brackets hold "within K" (default 100; stored as the attr ``plausibility_bound`` where ``dale`` or
+        their brackets hold "within K": ``mp_lower`` counts only witnesses within ``K`` (a match found beyond it,
+        by the LM, still counts in ``mp``) (default 100; stored as the attr ``plausibility_bound`` where ``dale`` or
         ``stable`` is on).
     weights_layout : {"auto", "dense", "sparse"} or WeightsLayout
         How a fit holds the weights (:mod:`neurosubset.dynamics.sparse_map`): ``"auto"`` (default) dense, or sparse

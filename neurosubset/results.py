@@ -96,7 +96,7 @@ def fit_dataset(circuit: Circuit, alloc: Allocation, res: Any, *, m: int, seed: 
         "mp_by_round": ("round", res.mp_by_round, meta("mp_by_round")),
         **_constraint_variables(res),
         **({} if res.decision is None else {"decision": ("trial", res.decision, meta("decision"))}),
-        **_bracket_variables(res),
+        **_bracket_variables(res, options.plausibility_bound),
     }
     synapses = _synapses(circuit, alloc)
     data["mask_synapse"] = ("synapse", synapses.pop("plastic"), meta("mask_synapse"))
@@ -336,15 +336,28 @@ def decision_kind(ds: xr.Dataset) -> Any:
     raise KeyError("The Dataset has no decision_kind (nor mp_estimate) attr or variable.")
 
 
-def _bracket_variables(res: Any) -> dict[str, tuple]:
-    """``outcome (trial)`` and the bracket ``mp_lower``, ``mp_upper`` (none for results without outcomes)."""
+def _bracket_variables(res: Any, k: float) -> dict[str, tuple]:
+    """``outcome (trial)`` and the bracket ``mp_lower``, ``mp_upper`` (none for results without outcomes).
+
+    Where ``dale`` or ``stable`` acts (``witness_scale`` recorded), the bracket holds within the plausibility bound
+    ``k`` (init SDs): a witness counts towards ``mp_lower`` only if every plastic value lies within ``k`` init SDs
+    of its synapse (``witness_scale <= k``, to a relative 1e-9: the box's own witnesses sit on its face). A
+    witness beyond ``k`` still proves a match (``outcome``, ``matched``, ``mp``) but not one within the bound: for
+    the bracket it is neither a witness nor a proof, and ``mp_lower``'s comment counts such trials.
+    """
     if getattr(res, "outcome", None) is None:
         return {}
     n = res.outcome.size
-    lower, upper = mp_bracket(int((res.outcome == _schema.PROVEN_MATCH).sum()),
-                              int((res.outcome == _schema.PROVEN_NO_MATCH).sum()), n)
+    match = res.outcome == _schema.PROVEN_MATCH
+    scale = getattr(res, "witness_scale", None)
+    beyond = (match & ~(scale <= k * (1 + 1e-9))) if scale is not None else np.zeros(n, dtype=bool)
+    lower, upper = mp_bracket(int((match & ~beyond).sum()), int((res.outcome == _schema.PROVEN_NO_MATCH).sum()), n)
     out = {"outcome": ("trial", res.outcome, meta("outcome")), "mp_lower": ((), lower, meta("mp_lower")),
            "mp_upper": ((), upper, meta("mp_upper"))}
+    if beyond.any():
+        out["mp_lower"] = ((), lower, meta("mp_lower", comment=(
+            f"within K: {int(beyond.sum())} proven matches with a plastic value beyond the plausibility bound "
+            f"(witness_scale > attr plausibility_bound) are not counted; mp counts them")))
     if getattr(res, "proof_kind", None) is not None:  # dale or stable acting (issue 28)
         if np.isin(res.proof_kind, (_schema.SIGN_CONE_PROOF, _schema.BRANCH_AND_BOUND_PROOF)).any():
             out["mp_upper"] = ((), upper, meta("mp_upper", comment=(

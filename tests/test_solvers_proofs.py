@@ -206,3 +206,56 @@ def test_a_bracket_with_proofs_within_k_says_so():
     assert ds.attrs["plausibility_bound"] == K
     assert "within K" in ds.mp_upper.attrs["comment"]
     assert set(ds.proof_kind.values) <= {_schema.SIGN_CONE_PROOF, _schema.BRANCH_AND_BOUND_PROOF}
+
+
+def test_an_error_inside_scip_leaves_the_trial_open_instead_of_ending_the_fit():
+    # TINY, 3 E->E values, 1 probe, K = 0.5: on trial 0 SCIP stops with an internal error ("cannot change upper
+    # bound of variable to minus infinity", pyscipopt: "SCIP: error in input data!"), which ended the whole fit
+    import dataclasses
+
+    from neurosubset.solvers.proofs import BranchAndBound
+
+    batch = dataclasses.replace(_tiny_batch(3, 1, 2), plausibility_bound=0.5)
+    got = BranchAndBound(seconds=5.0).decide(batch, np.array([0, 1]))
+    assert got.outcome[0] == _schema.UNDECIDED and got.status[0] == _schema.STALLED  # no proof, no witness
+    assert got.decision.tolist() == [_schema.BRANCH_AND_BOUND_DECISION] * 2
+    alone = BranchAndBound(seconds=5.0).decide(batch, np.array([1]))  # the other trial's verdict is its own
+    assert got.outcome[1] == alone.outcome[0] and got.status[1] == alone.status[0]
+
+
+def test_the_bracket_counts_only_witnesses_within_the_plausibility_bound():
+    # the bracket holds within K: a proven match whose largest plastic value lies beyond K init SDs proves MP > 0
+    # (mp counts it) but no match within K, so mp_lower leaves it out; the reference is scipy's Wilson interval
+    # (level 0.95, as mp_bracket's one-sided 0.975 limits) of counts made here
+    from types import SimpleNamespace
+
+    import scipy.stats
+
+    from neurosubset.results import _bracket_variables
+
+    match, no, open_ = _schema.PROVEN_MATCH, _schema.PROVEN_NO_MATCH, _schema.UNDECIDED
+    outcome = np.array([match, match, match, match, no, no, open_, match], dtype=np.int8)
+    scale = np.array([3.0, 100.0, 146.4, 99.999999, np.nan, np.nan, np.nan, 1e4])
+    kind = np.where(outcome == match, _schema.WITNESS_PROOF,
+                    np.where(outcome == no, _schema.SIGN_CONE_PROOF, _schema.NO_PROOF)).astype(np.int8)
+    res = SimpleNamespace(outcome=outcome, witness_scale=scale, proof_kind=kind)
+
+    def wilson_low(k, n):
+        return scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson").low
+
+    out = _bracket_variables(res, 100.0)
+    within = 3  # 3.0, 100.0 (on the box's face) and 99.999999; not 146.4 nor 1e4
+    assert out["mp_lower"][1] == pytest.approx(wilson_low(within, 8), abs=1e-12)
+    assert out["mp_upper"][1] == pytest.approx(1 - wilson_low(2, 8), abs=1e-12)
+    assert "2 proven matches" in out["mp_lower"][2]["comment"]
+    wide = _bracket_variables(res, 1e4)  # every witness within K and nothing open but trial 6
+    assert wide["mp_lower"][1] == pytest.approx(wilson_low(5, 8), abs=1e-12)
+    assert "comment" not in wide["mp_lower"][2]
+    decided = SimpleNamespace(outcome=np.array([match, no], dtype=np.int8), witness_scale=np.array([2.0, np.nan]),
+                              proof_kind=np.array([_schema.WITNESS_PROOF, _schema.SIGN_CONE_PROOF], dtype=np.int8))
+    ref = scipy.stats.binomtest(1, 2).proportion_ci(confidence_level=0.95, method="wilson")
+    both = _bracket_variables(decided, 100.0)  # all decided within K: the two-sided interval
+    assert (both["mp_lower"][1], both["mp_upper"][1]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    beyond = _bracket_variables(SimpleNamespace(outcome=decided.outcome, witness_scale=np.array([200.0, np.nan]),
+                                                proof_kind=decided.proof_kind), 100.0)
+    assert beyond["mp_lower"][1] == 0.0 and beyond["mp_upper"][1] == pytest.approx(1 - wilson_low(1, 2), abs=1e-12)
