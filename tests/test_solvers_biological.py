@@ -129,16 +129,23 @@ def _v1_trial_batch(trial: int):
 
 @pytest.mark.slow
 def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_chain_left_open():
-    # V1 steady trial 1: the numpy manifold search finds no stable match and the chain's unbounded LM ends on an
-    # exact match that is unstable (refused: fit status unstable, the trial open). The LM inside the sign box and
-    # K init SDs (StableWitness's first step) ends on a stable match there, Lyapunov-certified.
+    # V1 steady trial 1: the numpy manifold search finds no stable match and the LM in the sign box alone (the
+    # chain's last decider before it searched within K too) ends on an exact match that is unstable, 586 init SDs
+    # out (refused: fit status unstable, the trial open). The LM inside the sign box and K init SDs
+    # (StableWitness's first step, and now the chain's last LM where stability is required) ends on a stable match
+    # there, Lyapunov-certified.
     from neurosubset.solvers.biological import StableWitness
     from neurosubset.solvers.chain import LevenbergMarquardtRounds
+    from neurosubset.solvers.multistart import multistart
 
     circuit, batch, teacher, probes = _v1_trial_batch(1)
     one = np.array([0])
-    lm = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(batch, one)
-    assert lm.outcome[0] == _schema.UNDECIDED and lm.status[0] == _schema.UNSTABLE, lm.status
+    free = multistart(batch.fmap, batch.targets, batch.sigma, ns.LevenbergMarquardt(), seed=batch.seed,
+                      tol=batch.tol, bounds=batch.bounds, admissible=batch.admissible, first=batch.first)
+    assert free.status[0] == _schema.UNSTABLE, free.status
+    last = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(batch, one)
+    assert last.outcome[0] == _schema.PROVEN_MATCH
+    assert (np.abs(last.theta[0].numpy()) <= batch.plausibility_bound * batch.sigma * (1 + 1e-12)).all()
     got = StableWitness.build(ns.LevenbergMarquardt(), True).decide(batch, one)  # as the chain builds it
     assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
     assert StableWitness(box_lm=None).decide(batch, one).outcome[0] == _schema.UNDECIDED  # the numpy search alone

@@ -161,3 +161,31 @@ def test_progress_shows_a_bar_over_the_trials_naming_the_decider(capsys):
     ns.match_probability(ff, alloc, m=2, trials=3, seed=0, certificate=False,
                          solver=ns.Auto(restarts=2, max_rounds=2, iterations=50))
     assert "trials:" not in capsys.readouterr().err  # progress=False: no bar
+
+
+def test_the_last_lm_searches_within_the_plausibility_bound_where_stability_is_required():
+    # TINY (tests/test_solvers_proofs.py), 3 E->E values (E excitatory), 1 probe, 8 trials. With stability required
+    # the chain's LM stays inside the box written here, [0, K sigma] for K = 0.5; without it, the sign box alone
+    # (multistart called directly on it, bit for bit), where it goes beyond K
+    import dataclasses
+
+    from test_solvers_proofs import _tiny_batch
+
+    from neurosubset.dynamics.stability import loops, max_real_eig
+    from neurosubset.solvers.chain import LevenbergMarquardtRounds
+    from neurosubset.solvers.multistart import multistart
+
+    plain = _tiny_batch(3, 1, 8)
+    circuit, alloc, every = plain.problem.circuit, plain.alloc, np.arange(8)
+    found = loops(circuit)
+    stable = dataclasses.replace(plain, plausibility_bound=0.5, admissible=lambda work, th: max_real_eig(
+        circuit, {k: v.cpu() for k, v in work.weights(th).items()}, found) < 1.0)
+    sigma = circuit.init_scale(alloc)
+    got = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(stable, every)
+    theta = got.theta.numpy()
+    assert (theta >= 0.0).all() and (theta <= 0.5 * sigma * (1 + 1e-12)).all()
+    free = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(plain, every)
+    ref = multistart(plain.fmap, plain.targets, plain.sigma, ns.LevenbergMarquardt(), seed=0, tol=plain.tol,
+                     bounds=plain.bounds)
+    assert torch.equal(free.theta, ref.theta) and (free.status == ref.status).all()
+    assert (free.theta.numpy() > 0.5 * sigma).any()  # the bound binds: the sign box alone goes beyond it

@@ -52,13 +52,15 @@ class Bounds:
                 torch.as_tensor(self.upper, dtype=dtype, device=device))
 
     def inside(self, starts: np.ndarray) -> np.ndarray:
-        """Random starts ``(..., M)`` moved into the box by sign: ``|z|`` on ``[0, inf)``, ``-|z|`` on ``(-inf, 0]``.
+        """Random starts ``(..., M)`` moved into the box by sign: ``|z|`` on ``[0, inf)``, ``-|z|`` on ``(-inf, 0]``,
+        then onto its nearest face where a finite bound is passed (the plausibility box: the LM needs its start
+        inside; a sign box alone is left as the sign moved it).
 
         A start drawn ``N(0, s^2)`` becomes a half-normal draw of the same scale, which is how the circuit's own
         init draws a signed synapse.
         """
         out = np.where(self.lower >= 0, np.abs(starts), starts)
-        return np.where(self.upper <= 0, -np.abs(out), out)
+        return np.clip(np.where(self.upper <= 0, -np.abs(out), out), self.lower, self.upper)
 
     def violations(self, theta: np.ndarray) -> np.ndarray:
         """``(...)`` int64: how many values of ``theta`` ``(..., M)`` lie outside the box."""
