@@ -23,7 +23,8 @@ both sides fit the same circuits), one BLAS/OpenMP and torch thread, and a wall-
 that hits it is reported as not finished). Rounds interleave the trees (base, then new, per workload). Printed per
 run: wall and process CPU time of the ``match_probability`` call, trials, matched, trials decided (a witness or a
 proof: ``outcome`` != undecided where the tree records it; on a tree without ``outcome`` the exact decisions),
-decided per minute of wall time, MP and its bracket ``[mp_lower, mp_upper]`` where the tree writes it (else
+those decided within the plausibility bound K (a proof, or a witness with ``witness_scale <= K``: what the bracket
+counts from 5f69557 on), decided per minute of wall time, MP and its bracket ``[mp_lower, mp_upper]`` where the tree writes it (else
 ``[mp, 1]``: a lower bound). MP from a local optimiser is a lower bound unless the bracket closes.
 
 Usage: python benchmarks/bench_realistic.py --base /tmp/ns_base [--new .] [--rounds 1] [--trials-steady 20]
@@ -90,9 +91,15 @@ def worker(name: str, out: Path, args) -> None:
         decided = int((ds["outcome"].values != 0).sum())
     else:  # before the per-trial outcome: exact decisions decide every trial, a local solver only its matches
         decided = trials if ds.attrs.get("decision_kind", ds.attrs.get("mp_estimate")) == "exact" else matched
+    within_k = decided  # decided within the plausibility bound K: proofs, and witnesses with every value within K
+    if "witness_scale" in ds:
+        k = float(ds.attrs.get("plausibility_bound", 100.0))
+        outcome, scale = ds["outcome"].values, ds["witness_scale"].values
+        within_k = int(((outcome == 1) & (scale <= k * (1 + 1e-9))).sum() + (outcome == 2).sum())
     lower = float(ds["mp_lower"]) if "mp_lower" in ds else float(ds["mp"])
     upper = float(ds["mp_upper"]) if "mp_upper" in ds else 1.0
     out.write_text(json.dumps({"wall": wall, "cpu": cpu, "trials": trials, "matched": matched, "decided": decided,
+                               "within_k": within_k,
                                "mp": float(ds["mp"]), "lower": lower, "upper": upper,
                                "neurosubset": str(Path(ns.__file__).resolve().parents[1]),
                                "by_round": np.asarray(ds["mp_by_round"].values).round(3).tolist()}))
@@ -158,7 +165,8 @@ def main() -> None:
                     per_min, per_cpu_min = r["decided"] / (r["wall"] / 60.0), r["decided"] / (r["cpu"] / 60.0)
                     print(f"round {rnd} {name:14s} {label:9s}: wall {r['wall']:7.1f} s cpu {r['cpu']:7.1f} s (process "
                           f"{r['proc_wall']:.1f} / {r['proc_cpu']:.1f} s) trials {r['trials']} matched {r['matched']} "
-                          f"decided {r['decided']} ({per_min:.1f}/wall min, {per_cpu_min:.1f}/CPU min) MP "
+                          f"decided {r['decided']} (within K {r.get('within_k', r['decided'])}; {per_min:.1f}/wall min, "
+                          f"{per_cpu_min:.1f}/CPU min) MP "
                           f"{r['mp']:.3f} bracket [{r['lower']:.3f}, {r['upper']:.3f}] mp_by_round {r['by_round']}",
                           flush=True)
     print(f"load average {os.getloadavg()}", flush=True)
