@@ -29,9 +29,10 @@ an E/I circuit almost all are not. :class:`StableWitness` searches for a stable 
    the descent of step 2. Measured on V1 steady (``benchmarks/bench_realistic.py`` ``v1_steady``, 20 trials, K =
    100): the numpy projected LM of step 1 reached the matched manifold from none of 16 box starts on any trial
    tried (best relative residual 0.1-0.2, at K, 10 K and 100 K alike), while the batched LM inside ``B`` found
-   stable matches on 7 of 20 trials (and unstable ones inside ``B`` on 5 more) in 61 s CPU; the unbounded LM at
-   the end of the chain matches only at 157 to 6e5 init SDs, where the descent from its unstable matches never
-   moved the abscissa (its corrections do not return to the manifold near the pole of ``(I - W)^{-1}``).
+   stable matches on 7 of 20 trials (and unstable ones inside ``B`` on 5 more) in 61 s CPU; the LM at the end of
+   the chain, then unbounded (it searches ``B`` too since 4241636), matched only at 157 to 6e5 init SDs, where the
+   descent from its unstable matches never moved the abscissa (its corrections do not return to the manifold near
+   the pole of ``(I - W)^{-1}``).
 
 A search, not a proof: a trial it does not match stays undecided (the chain's next deciders get it).
 """
