@@ -24,8 +24,8 @@ that hits it is reported as not finished). Rounds interleave the trees (base, th
 run: wall and process CPU time of the ``match_probability`` call, trials, matched, trials decided (a witness or a
 proof: ``outcome`` != undecided where the tree records it; on a tree without ``outcome`` the exact decisions),
 those decided within the plausibility bound K (a proof, or a witness with ``witness_scale <= K``: what the bracket
-counts from 5f69557 on), decided per minute of wall time, MP and its bracket ``[mp_lower, mp_upper]`` where the tree writes it (else
-``[mp, 1]``: a lower bound). MP from a local optimiser is a lower bound unless the bracket closes.
+counts from 5f69557 on), decided per minute of wall time, MP and its bracket ``[mp_lower, mp_upper]`` where the
+tree writes it (else ``[mp, 1]``: a lower bound). MP from a local optimiser is a lower bound unless the bracket closes.
 
 Usage: python benchmarks/bench_realistic.py --base /tmp/ns_base [--new .] [--rounds 1] [--trials-steady 20]
        [--trials-continuous 10] [--trials-worm 8] [--trials-ei 8] [--limit 600] [--only v1_steady]
@@ -165,7 +165,8 @@ def main() -> None:
                     per_min, per_cpu_min = r["decided"] / (r["wall"] / 60.0), r["decided"] / (r["cpu"] / 60.0)
                     print(f"round {rnd} {name:14s} {label:9s}: wall {r['wall']:7.1f} s cpu {r['cpu']:7.1f} s (process "
                           f"{r['proc_wall']:.1f} / {r['proc_cpu']:.1f} s) trials {r['trials']} matched {r['matched']} "
-                          f"decided {r['decided']} (within K {r.get('within_k', r['decided'])}; {per_min:.1f}/wall min, "
+                          f"decided {r['decided']} (within K {r.get('within_k', r['decided'])}; "
+                          f"{per_min:.1f}/wall min, "
                           f"{per_cpu_min:.1f}/CPU min) MP "
                           f"{r['mp']:.3f} bracket [{r['lower']:.3f}, {r['upper']:.3f}] mp_by_round {r['by_round']}",
                           flush=True)

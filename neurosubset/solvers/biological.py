@@ -59,7 +59,7 @@ from .options import LevenbergMarquardt
 if TYPE_CHECKING:
     from .chain import Batch, Decided, Problem
 
-__all__ = ["StableWitness", "lyapunov_certificate", "plausibility_box", "smoothed_abscissa"]
+__all__ = ["StableWitness", "batch_box", "lyapunov_certificate", "plausibility_box", "smoothed_abscissa"]
 
 SEED_KEY = 0x5AB1E  # spawn key of the random starts (with the fit's seed and the global trial index)
 _LM_GAIN, _LM_SHRINK = 10.0, 3.0  # damping up after a refused LM step, down after an accepted one
@@ -89,6 +89,14 @@ def plausibility_box(lower: np.ndarray | None, upper: np.ndarray | None, sigma: 
     if lower is not None:
         lo, hi = np.maximum(lo, lower), np.minimum(hi, upper)
     return lo, hi
+
+
+def batch_box(batch: Batch, k: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`plausibility_box` of a chain batch: its sign box (``batch.bounds``, None: free) within ``k`` init SDs
+    (default the batch's ``plausibility_bound``); ``(lower, upper)`` ``(M,)``."""
+    bounds = batch.bounds
+    return plausibility_box(None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
+                            batch.sigma, batch.plausibility_bound if k is None else k)
 
 
 def lyapunov_certificate(w: np.ndarray) -> bool:
@@ -504,8 +512,7 @@ class StableWitness:
         y_all = targets.reshape(n, m, -1).transpose(-1, -2).numpy()
         x_all = fmap.probes.transpose(-1, -2).numpy()
         bounds = batch.bounds
-        lo, hi = plausibility_box(None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
-                                  batch.sigma, batch.plausibility_bound)
+        lo, hi = batch_box(batch)
         own_np, found = own.numpy(), np.zeros(n, dtype=bool)
         out = own_np.copy()
         boxed, boxed_status = self._box_lm(batch, open_, targets, lo, hi)
@@ -540,9 +547,7 @@ class StableWitness:
                     else:  # spread over the box: uniform, or 3 init SDs wide (alternately); LM, then downhill
                         if s % 2:
                             scale = self.box_scales[((s - self.starts - 1) // 2) % len(self.box_scales)]
-                            wide = rng.uniform(*plausibility_box(
-                                None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
-                                batch.sigma, min(scale, batch.plausibility_bound)))
+                            wide = rng.uniform(*batch_box(batch, min(scale, batch.plausibility_bound)))
                         else:
                             wide = np.clip(rng.normal(size=alloc.size) * 3.0 * batch.sigma, lo, hi)
                         got = _on_manifold(st, loop_index, wide, lo, hi, batch.sigma, knobs)

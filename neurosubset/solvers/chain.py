@@ -23,7 +23,7 @@ import torch
 
 from .._schema import (BOUNDED_DECISION, CERTIFICATE_DECISION, LEAST_SQUARES_DECISION, LIFTED_DECISION, LM_DECISION,
                        MATCHED, NO_SOLUTION, INFEASIBLE, PROVEN_MATCH, PROVEN_NO_MATCH, STALLED, UNDECIDED)
-from .biological import StableWitness, plausibility_box
+from .biological import StableWitness, batch_box
 from .bounded import Bounds, solve_exact
 from .exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .lifted import lifting_applicable, solve_lifted
@@ -357,9 +357,7 @@ class LevenbergMarquardtRounds(Decider):
     def decide(self, batch: Batch, open_: np.ndarray) -> Decided:
         work, bounds = batch.work(), batch.bounds
         if batch.admissible is not None:  # stability required: within the plausibility bound (class doc)
-            bounds = Bounds(*plausibility_box(None if bounds is None else bounds.lower,
-                                              None if bounds is None else bounds.upper, batch.sigma,
-                                              batch.plausibility_bound))
+            bounds = Bounds(*batch_box(batch))
         if open_.size == batch.trials:  # one batch: restart seeds from the batch's first global index
             out = multistart(work, batch.targets.to(batch.device), batch.sigma, self.lm, seed=batch.seed,
                              tol=batch.tol, progress=batch.progress, bounds=bounds,

@@ -52,7 +52,7 @@ import torch
 from .._schema import (BRANCH_AND_BOUND_DECISION, INFEASIBLE, MATCHED, PROVEN_MATCH, PROVEN_NO_MATCH,
                        SIGN_CONE_DECISION, STALLED, UNDECIDED)
 from ..dynamics.blocks import block_matrix
-from .biological import plausibility_box
+from .biological import batch_box
 from .lifted import _layout, _residuals, lifting_applicable
 from .options import LevenbergMarquardt
 
@@ -226,12 +226,6 @@ def _arrays(batch: Batch, fmap, targets):
     return a_all, b_all, x_all, y_all
 
 
-def _box(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-    bounds = batch.bounds
-    return plausibility_box(None if bounds is None else bounds.lower, None if bounds is None else bounds.upper,
-                            batch.sigma, batch.plausibility_bound)
-
-
 def _none(batch: Batch, open_: np.ndarray, decision: int) -> Decided:
     from .chain import Decided, _on
 
@@ -271,7 +265,7 @@ class SignConeLP:
         n, m = open_.size, fmap.probes.shape[1]
         lay = _layout(batch.problem.circuit, batch.alloc, m)
         a_all, b_all, x_all, y_all = _arrays(batch, fmap, targets)
-        lo, hi = _box(batch)
+        lo, hi = batch_box(batch)
         hi_abs = np.maximum(np.abs(lo), np.abs(hi))
         proved = np.zeros(n, dtype=bool)
         for p in range(n):
@@ -414,7 +408,7 @@ class BranchAndBound:
         nodes = 1 if self.root_only is not None and unknowns > self.root_only else None
         seconds = self.seconds if nodes is None else min(self.seconds, self.root_seconds)
         a_all, b_all, x_all, y_all = _arrays(batch, fmap, targets)
-        lo, hi = _box(batch)
+        lo, hi = batch_box(batch)
         theta = own.numpy().copy()
         status = np.full(n, STALLED, dtype=np.int8)
         found = np.zeros(n, dtype=bool)
