@@ -446,10 +446,6 @@ class StableWitness:
     box_starts : int
         Then starts spread over the box (uniform in it, or 3 init SDs wide, alternately): LM onto the manifold and
         downhill along it (on ei_isn with 12 recurrent synapses, stable matches that no continuation reached).
-    box_scales : tuple of float
-        The uniform starts cycle through these boxes: the sign box within ``min(scale, K)`` init SDs (``inf``: the
-        whole box ``B``). ei_isn, 12 recurrent synapses, 8 trials, one run each: ``(10, 30, inf)`` decided 6 trials
-        in 10.8-11.6 s CPU, uniform in ``B`` alone (K = 100) 5 in 12.6-13.0 s; V1 steady 20 trials: 9 and 9.
     iterations : int
         Manifold steps per start (and LM steps to reach the manifold).
     margin : float
@@ -467,7 +463,6 @@ class StableWitness:
     box_lm: LevenbergMarquardt | None = field(default_factory=lambda: LevenbergMarquardt(max_rounds=BOX_ROUNDS))
     starts: int = 4
     box_starts: int = 16
-    box_scales: tuple[float, ...] = (10.0, 30.0, float("inf"))
     iterations: int = 200
     margin: float = 0.02
     beta: float = 20.0
@@ -545,11 +540,8 @@ class StableWitness:
                             start = bounds.inside(start)
                         got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
                     else:  # spread over the box: uniform, or 3 init SDs wide (alternately); LM, then downhill
-                        if s % 2:
-                            scale = self.box_scales[((s - self.starts - 1) // 2) % len(self.box_scales)]
-                            wide = rng.uniform(*batch_box(batch, min(scale, batch.plausibility_bound)))
-                        else:
-                            wide = np.clip(rng.normal(size=alloc.size) * 3.0 * batch.sigma, lo, hi)
+                        wide = rng.uniform(lo, hi) if s % 2 else np.clip(rng.normal(size=alloc.size) * 3.0
+                                                                         * batch.sigma, lo, hi)
                         got = _on_manifold(st, loop_index, wide, lo, hi, batch.sigma, knobs)
                     if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
                         out[p], found[p] = got, True
