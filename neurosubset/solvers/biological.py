@@ -64,6 +64,7 @@ __all__ = ["StableWitness", "batch_box", "lyapunov_certificate", "plausibility_b
 SEED_KEY = 0x5AB1E  # spawn key of the random starts (with the fit's seed and the global trial index)
 _LM_GAIN, _LM_SHRINK = 10.0, 3.0  # damping up after a refused LM step, down after an accepted one
 BOX_ROUNDS = 2  # restart rounds of StableWitness's LM inside the plausibility box (StableWitness.box_lm)
+BOX_STREAM = 2  # its restart seeds' stream (multistart's ``stream``; the LM decider's is 1)
 
 
 def plausibility_box(lower: np.ndarray | None, upper: np.ndarray | None, sigma: np.ndarray, k: float
@@ -566,6 +567,9 @@ class StableWitness:
         work = batch.work()
         if open_.size < batch.trials:
             work = work.subset(torch.as_tensor(open_).to(batch.device))
+        # its own restart stream: the chain's last LM searches the same box from stream 1 (4241636), and would
+        # otherwise repeat these rounds start for start
         fit = multistart(work, targets.to(batch.device), batch.sigma, self.box_lm, seed=batch.seed, tol=batch.tol,
-                         bounds=Bounds(lo, hi), admissible=batch.admissible, trial_ids=batch.first + open_)
+                         bounds=Bounds(lo, hi), admissible=batch.admissible, trial_ids=batch.first + open_,
+                         stream=BOX_STREAM)
         return fit.theta.cpu().numpy(), np.asarray(fit.status)

@@ -82,7 +82,8 @@ def ladder(rnd: int, restarts: int, widen: float) -> np.ndarray:
 def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: LevenbergMarquardt, *, seed: int,
                tol: float, progress: bool = False, bounds: Bounds | None = None,
                admissible: Callable | None = None, first: int = 0,
-               trial_ids: np.ndarray | None = None, tick: Callable[[int], None] | None = None) -> MultiStartResult:
+               trial_ids: np.ndarray | None = None, tick: Callable[[int], None] | None = None,
+               stream: int = 1) -> MultiStartResult:
     """Fit every trial of ``fmap`` by LM restart rounds until it matches (residual < ``tol``) or runs out of rounds.
 
     Parameters
@@ -96,7 +97,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     solver : LevenbergMarquardt
         Restarts per round, rounds, first-round iterations and start-scale growth.
     seed : int
-        Restart ``j`` of trial ``i`` in round ``r`` draws from ``SeedSequence(seed, spawn_key=(i, 1, r))``.
+        Restart ``j`` of trial ``i`` in round ``r`` draws from ``SeedSequence(seed, spawn_key=(i, stream, r))``.
     tol : float
         Match tolerance; LM problems stop at ``tol * 1e-3``.
     progress : bool
@@ -113,6 +114,9 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     tick : callable, optional
         ``tick(k)``: ``k`` more trials are finished (matched, or out of patience) after a round, and the rest
         after the last one (a per-trial progress bar).
+    stream : int
+        The restart seeds' stream (default 1, the LM decider's): a search that runs before the LM decider on the
+        same box takes another, so the LM does not repeat its starts.
 
     Returns
     -------
@@ -148,7 +152,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             break
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
-            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), 1, rnd))).standard_normal(
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), stream, rnd))).standard_normal(
                 (restarts, size)) * sigma * scales for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)
