@@ -95,3 +95,47 @@ def test_tick_reports_each_trial_once_as_it_matches_or_runs_out_of_rounds():
     # after each round but the last: the trials matched so far (no patience acts with 3 rounds)
     matched = np.rint(np.asarray(out.history) * 5).astype(int)
     assert np.cumsum(ticks)[:len(out.history) - 1].tolist() == matched[:-1].tolist()
+
+
+def test_restarts_draw_from_the_stream_they_are_given():
+    # round 0's starts, seen at the LM's first evaluation, rebuilt here from the documented policy: restart j of
+    # trial i draws SeedSequence(seed, spawn_key=(i, stream, 0)) normals times the init SD (round 0: every start at
+    # the init scale), folded into Dale's box by sign. Stream 1 is the default (the LM decider's), and
+    # StableWitness's box LM takes stream 2, so the two never repeat each other's starts
+    from test_solvers_proofs import _tiny_batch
+
+    from neurosubset.solvers.biological import BOX_STREAM
+    from neurosubset.solvers.multistart import multistart
+
+    class Seen:  # the real map, recording the points the LM evaluates first
+        def __init__(self, inner, log):
+            self.inner, self.log = inner, log
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, theta):
+            return self.inner(theta)
+
+        def subset(self, sel):
+            return Seen(self.inner.subset(sel), self.log)
+
+        def value_and_jacobian(self, theta):
+            self.log.append(theta.clone())
+            return self.inner.value_and_jacobian(theta)
+
+    batch = _tiny_batch(3, 1, 2)
+    solver = ns.LevenbergMarquardt(restarts=3, max_rounds=1, iterations=1)
+    starts = {}
+    for stream in (None, 1, BOX_STREAM):
+        log = []
+        kw = {} if stream is None else {"stream": stream}
+        multistart(Seen(batch.fmap, log), batch.targets, batch.sigma, solver, seed=5, tol=batch.tol,
+                   bounds=batch.bounds, **kw)
+        starts[stream] = log[0].numpy()
+    for stream in (1, BOX_STREAM):
+        ref = np.concatenate([np.abs(np.random.default_rng(np.random.SeedSequence(5, spawn_key=(i, stream, 0)))
+                                     .standard_normal((3, 3)) * batch.sigma) for i in range(2)])  # E->E: sign +1
+        np.testing.assert_array_equal(starts[stream], ref)
+    np.testing.assert_array_equal(starts[None], starts[1])
+    assert BOX_STREAM != 1 and not np.allclose(starts[1], starts[BOX_STREAM])
