@@ -335,9 +335,10 @@ class LevenbergMarquardtRounds(Decider):
     Where stability is required (``batch.admissible``), it searches inside the sign box within the plausibility
     bound ``K`` (:func:`~neurosubset.solvers.biological.plausibility_box`), as every other decider of that setting
     does: a witness beyond ``K`` does not count towards the bracket (``mp_lower``), and iterates far beyond it cost
-    the most (V1 continuous, 40 plastic synapses, m = 2, 10 trials at the defaults, one run each: unbounded
-    1,294 s CPU, 1,100 s of it in rounds 3-5 of one trial at 1,450-17,000 init SDs that ended at residual 0.04;
-    inside the box 104 s, 6 matched either way). Elsewhere it searches the sign box (or everywhere) as before.
+    the most (V1 continuous, 40 plastic synapses, m = 2, 10 trials at the defaults, ``bench_realistic.py``, one
+    run each: unbounded 1,230 s CPU, most of it in rounds 3-5 of one trial at 1,450-17,000 init SDs that ended at
+    residual 0.04, 6 matched of which 1 within K; inside the box 102.5 s, 6 matched, all within K). Elsewhere it
+    searches the sign box (or everywhere) as before.
     """
 
     lm: LevenbergMarquardt = field(default_factory=LevenbergMarquardt)
