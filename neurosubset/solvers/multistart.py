@@ -152,8 +152,8 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             break
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
-            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), stream, rnd))).standard_normal(
-                (restarts, size)) * sigma * scales for i in todo])
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), stream, rnd)))
+            .standard_normal((restarts, size)) * sigma * scales for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)
         fresh = starts.shape[0]
