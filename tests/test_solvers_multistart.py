@@ -139,3 +139,46 @@ def test_restarts_draw_from_the_stream_they_are_given():
         np.testing.assert_array_equal(starts[stream], ref)
     np.testing.assert_array_equal(starts[None], starts[1])
     assert BOX_STREAM != 1 and not np.allclose(starts[1], starts[BOX_STREAM])
+
+
+def test_the_start_ladder_stops_at_a_finite_box_reach():
+    # restart j of round r starts at widen^(r j / (restarts - 1)) init SDs; inside a box that reaches K init SDs the
+    # scale stops at K: a start drawn wider would sit on the box's faces, the widest ones on its corner (the same
+    # start every round). Rebuilt here from the documented policy (SeedSequence(seed, spawn_key=(i, 1, r)) normals
+    # times the init SD times min(scale, K), folded into the sign box, clipped to it); a sign box alone keeps the
+    # whole ladder
+    from test_solvers_proofs import _tiny_batch
+
+    from neurosubset.solvers.bounded import Bounds
+    from neurosubset.solvers.multistart import multistart
+
+    class Seen:  # the real map, recording every point the LM evaluates
+        def __init__(self, inner, log):
+            self.inner, self.log = inner, log
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, theta):
+            return self.inner(theta)
+
+        def subset(self, sel):
+            return Seen(self.inner.subset(sel), self.log)
+
+        def value_and_jacobian(self, theta):
+            self.log.append(theta.clone())
+            return self.inner.value_and_jacobian(theta)
+
+    batch = _tiny_batch(3, 1, 2)  # E->E: sign +1, so the sign box is [0, inf)
+    k, widen = 2.0, 1e3  # round 1: restarts at 1 and 1000 init SDs
+    solver = ns.LevenbergMarquardt(restarts=2, max_rounds=2, iterations=1, widen=widen, patience=0)
+    far = (np.random.default_rng(np.random.SeedSequence(5, spawn_key=(0, 1, 1))).standard_normal((2, 3))
+           * batch.sigma)[1]  # trial 0, round 1, restart 1 before its scale
+    for upper, scale in ((k * batch.sigma, k), (np.full(3, np.inf), widen)):
+        log = []
+        multistart(Seen(batch.fmap, log), batch.targets, batch.sigma, solver, seed=5, tol=0.0,
+                   bounds=Bounds(np.zeros(3), upper), admissible=None)
+        want = np.clip(np.abs(far) * scale, 0.0, upper)
+        rows = [t.numpy()[1] for t in log if t.shape[0] > 4]  # round 1: 4 fresh starts, then the 4 carried on
+        np.testing.assert_array_equal(rows[0], want)
+    assert (want > k * batch.sigma).all()  # the sign box alone: the wide start, far beyond K

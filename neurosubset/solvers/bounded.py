@@ -62,6 +62,11 @@ class Bounds:
         out = np.where(self.lower >= 0, np.abs(starts), starts)
         return np.clip(np.where(self.upper <= 0, -np.abs(out), out), self.lower, self.upper)
 
+    def reach(self, sigma: np.ndarray) -> np.ndarray:
+        """``(M,)`` how far the box reaches from 0 along each value, in units of ``sigma`` ``(M,)`` (the init
+        SDs): ``max(|lower|, |upper|) / sigma``, ``inf`` where a side is unbounded."""
+        return np.maximum(np.abs(self.lower), np.abs(self.upper)) / sigma
+
     def violations(self, theta: np.ndarray) -> np.ndarray:
         """``(...)`` int64: how many values of ``theta`` ``(..., M)`` lie outside the box."""
         return ((theta < self.lower) | (theta > self.upper)).sum(-1).astype(np.int64)

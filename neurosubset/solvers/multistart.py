@@ -6,9 +6,11 @@ up to ``iterations * 2^min(r, 3)`` LM iterations. Restarts stopped by a round's 
 continue into the trial's next round, beside its fresh starts.
 
 Constraints (optional): with a box (:class:`~neurosubset.solvers.bounded.Bounds`) the starts are drawn inside it
-and the LM projects its steps onto it; with ``admissible`` (e.g. "the student's steady state is stable") a match
-counts only where ``admissible`` accepts it, so a trial that lands on a refused solution stays open and gets the
-next rounds' restarts. Without either, the arithmetic is the unconstrained policy's, bit for bit.
+(a start's scale stops at the box's reach, ``max(|lower|, |upper|) / sigma`` per value: a wider draw would sit
+on its faces, the widest on one corner) and the LM projects its steps onto it; with ``admissible`` (e.g. "the
+student's steady state is stable") a match counts only where ``admissible`` accepts it, so a trial that lands on a
+refused solution stays open and gets the next rounds' restarts. Without either, the arithmetic is the
+unconstrained policy's, bit for bit.
 """
 from __future__ import annotations
 
@@ -133,6 +135,9 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
     history: list[float] = []
     carry = _Carry.empty(size, dtype, device)  # restarts that hit their round's cap while still descending
     box = bounds.tensors(dtype, device) if bounds is not None and bounds.active else (None, None)
+    # a start scale beyond a finite box would put the start on its faces, for the widest starts on one corner of
+    # it (the same start in every later round): the ladder stops at the box's reach; a sign box reaches to inf
+    reach = bounds.reach(sigma) if box[0] is not None else np.inf
     refused = _Refused.empty(trials, size, dtype, device) if admissible is not None else None
     quiet = np.zeros(trials, dtype=np.int64)  # rounds in a row that did not improve the trial
     ran = np.zeros(trials, dtype=np.int64)
@@ -153,7 +158,7 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
         scales = ladder(rnd, restarts, widen)
         starts = np.concatenate([
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), stream, rnd)))
-            .standard_normal((restarts, size)) * sigma * scales for i in todo])
+            .standard_normal((restarts, size)) * sigma * np.minimum(scales, reach) for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)
         fresh = starts.shape[0]
