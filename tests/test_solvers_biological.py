@@ -12,7 +12,7 @@ from conftest import steady_outputs
 import neurosubset as ns
 from neurosubset import _schema
 from neurosubset.benchmark import draw_trials
-from neurosubset.solvers.biological import _null_projection, lyapunov_certificate, smoothed_abscissa
+from neurosubset.solvers.biological import _lm_step, _null_projection, lyapunov_certificate, smoothed_abscissa
 
 ROOT = Path(__file__).resolve().parents[1]
 EI_ISN = ROOT / "circuits" / "ei_isn.toml"
@@ -161,3 +161,19 @@ def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_ch
     y_t, _ = steady_outputs(circuit, teacher, probes)
     assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
     assert np.linalg.eigvals(w).real.max() < 1.0
+
+
+def test_a_manifold_step_that_meets_a_face_lets_the_other_values_finish_it():
+    # F(theta) = theta_1 + theta_2 = 3 from (0.5, 0.5) in the box [0, 1] x [0, 10]. The minimum-norm Gauss-Newton
+    # step (1, 1) carries theta_1 through its face; clipping it alone gives (1, 1.5), residual 0.5 (what the manifold
+    # search did before, and why it crept on V1). Putting theta_1 on the face and solving for theta_2 around it
+    # gives (1, 2), on the manifold in one step (nearly undamped: mu = 1e-12)
+    jac, theta = np.array([[1.0, 1.0]]), np.array([0.5, 0.5])
+    lo, hi = np.array([0.0, 0.0]), np.array([1.0, 10.0])
+    res = jac @ theta - 3.0
+    new = theta + _lm_step(res, jac, 1e-12, theta, lo, hi)
+    np.testing.assert_allclose(new, [1.0, 2.0], rtol=1e-10)
+    # nothing at a face: the plain damped minimum-norm step -J^T (J J^T + mu s)^-1 r, s the mean squared column norm
+    mu = 0.3
+    step = _lm_step(np.array([-1.0]), jac, mu, theta, lo, hi)
+    np.testing.assert_allclose(step, jac[0] * 1.0 / (2.0 + mu * 1.0), rtol=1e-12)
