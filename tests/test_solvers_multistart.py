@@ -16,6 +16,26 @@ import neurosubset as ns
 OVER = ns.feedforward([3, 2, 2])  # W1: 2 x 3, W2: 2 x 2
 
 
+class Seen:
+    """The real map, recording every point the LM evaluates (its starts first) in ``log``."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log = inner, log
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, theta):
+        return self.inner(theta)
+
+    def subset(self, sel):
+        return Seen(self.inner.subset(sel), self.log)
+
+    def value_and_jacobian(self, theta):
+        self.log.append(theta.clone())
+        return self.inner.value_and_jacobian(theta)
+
+
 def _mp(alloc, m, solver, trials=4):
     return ns.match_probability(OVER, alloc, m=m, trials=trials, seed=3, solver=solver, certificate=False,
                                 dale=False, stable=False)
@@ -107,23 +127,6 @@ def test_restarts_draw_from_the_stream_they_are_given():
     from neurosubset.solvers.biological import BOX_STREAM
     from neurosubset.solvers.multistart import multistart
 
-    class Seen:  # the real map, recording the points the LM evaluates first
-        def __init__(self, inner, log):
-            self.inner, self.log = inner, log
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def __call__(self, theta):
-            return self.inner(theta)
-
-        def subset(self, sel):
-            return Seen(self.inner.subset(sel), self.log)
-
-        def value_and_jacobian(self, theta):
-            self.log.append(theta.clone())
-            return self.inner.value_and_jacobian(theta)
-
     batch = _tiny_batch(3, 1, 2)
     solver = ns.LevenbergMarquardt(restarts=3, max_rounds=1, iterations=1)
     starts = {}
@@ -151,23 +154,6 @@ def test_the_start_ladder_stops_at_a_finite_box_reach():
 
     from neurosubset.solvers.bounded import Bounds
     from neurosubset.solvers.multistart import multistart
-
-    class Seen:  # the real map, recording every point the LM evaluates
-        def __init__(self, inner, log):
-            self.inner, self.log = inner, log
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def __call__(self, theta):
-            return self.inner(theta)
-
-        def subset(self, sel):
-            return Seen(self.inner.subset(sel), self.log)
-
-        def value_and_jacobian(self, theta):
-            self.log.append(theta.clone())
-            return self.inner.value_and_jacobian(theta)
 
     batch = _tiny_batch(3, 1, 2)  # E->E: sign +1, so the sign box is [0, inf)
     k, widen = 2.0, 1e3  # round 1: restarts at 1 and 1000 init SDs
