@@ -275,12 +275,10 @@ def _lm_step(res: np.ndarray, jac: np.ndarray, mu: float, theta: np.ndarray, lo:
     new = theta + step
     out = ((new < lo) | (new > hi)) & free
     if out.any():  # values the step carries through a face go onto it; the others are solved again around them
-        moved = np.where(out, np.clip(new, lo, hi) - theta, 0.0)
+        step = np.where(out, np.clip(new, lo, hi) - theta, 0.0)
         rest = free & ~out
-        step = moved
         if rest.any():
-            res = res + jac @ moved
-            step = step.copy()
+            res = res + jac @ step  # ``solve`` reads it
             step[rest] = solve(rest)
     return np.clip(theta + step, lo, hi) - theta
 
