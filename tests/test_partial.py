@@ -21,7 +21,11 @@ from neurosubset.cli import load_circuit
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "lffn:6-4-3"  # a linear 6-4-3 net, 14 plastic synapses over both layers: bilinear, so the LM runs
-ARGS = ["mp", SPEC, "--budget", "14", "--m", "3", "--trials", "40", "--seed", "3"]
+# 4 chunks of 1,000 trials (0.1-0.2 s of fitting each): the signal, sent once the second chunk's bar shows, finds the
+# run still going (with 40 trials, chunks of ~10 ms, an idle machine finished the whole run before the parent had
+# read its way to that bar)
+TRIALS = 4000
+ARGS = ["mp", SPEC, "--budget", "14", "--m", "3", "--trials", str(TRIALS), "--seed", "3"]
 
 
 def _run_until_second_chunk(out: Path, sig: int) -> tuple[int, str]:
@@ -32,10 +36,10 @@ def _run_until_second_chunk(out: Path, sig: int) -> tuple[int, str]:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = b""
     while seen.count(b"restart rounds:   0%") < 2:
-        byte = proc.stderr.read(1)
-        if not byte:  # the run ended on its own before a second chunk began
+        got = os.read(proc.stderr.fileno(), 1 << 16)  # what the pipe holds, not a byte at a time
+        if not got:  # the run ended on its own before a second chunk began
             break
-        seen += byte
+        seen += got
     proc.send_signal(sig)
     _, rest = proc.communicate(timeout=600)
     return proc.returncode, (seen + rest).decode(errors="replace")
@@ -48,9 +52,9 @@ def test_interrupted_mp_writes_a_partial_result_that_a_rerun_completes(tmp_path,
     code, err = _run_until_second_chunk(out, sig)
     assert code == 130, err[-2000:]
     with xr.open_dataset(out, engine="h5netcdf") as part:
-        assert part.attrs["partial"] == 1 and part.attrs["trials_requested"] == 40
+        assert part.attrs["partial"] == 1 and part.attrs["trials_requested"] == TRIALS
         done = int(part.attrs["trials_done"])
-        assert 1 <= done < 40 and part.sizes["trial"] == done
+        assert 1 <= done < TRIALS and part.sizes["trial"] == done
         part_matched = part["matched"].values.copy()
     assert _partial.resume_path(out).is_file()
 
@@ -58,14 +62,14 @@ def test_interrupted_mp_writes_a_partial_result_that_a_rerun_completes(tmp_path,
                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"resuming {out}: {done} of 40 trials done" in rerun.stdout
+    assert f"resuming {out}: {done} of {TRIALS} trials done" in rerun.stdout
     assert not _partial.resume_path(out).exists()
 
     circuit = load_circuit(SPEC)
     alloc = ns.allocate(circuit, 14, seed=3)
-    fresh = ns.match_probability(circuit, alloc, m=3, trials=40, seed=3)  # one batch, no chunks
+    fresh = ns.match_probability(circuit, alloc, m=3, trials=TRIALS, seed=3)  # one batch, no chunks
     with xr.open_dataset(out, engine="h5netcdf") as full:
-        assert "partial" not in full.attrs and full.sizes["trial"] == 40
+        assert "partial" not in full.attrs and full.sizes["trial"] == TRIALS
         np.testing.assert_array_equal(full["matched"].values[:done], part_matched)  # the kept trials are kept
         for name in ("matched", "outcome", "fit_status", "restarts", "mp_by_round"):
             np.testing.assert_array_equal(full[name].values, fresh[name].values, err_msg=name)
