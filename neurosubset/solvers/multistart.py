@@ -155,10 +155,10 @@ def multistart(fmap, targets: torch.Tensor, sigma: np.ndarray, solver: Levenberg
             history.extend([history[-1]] * (max_rounds - rnd))
             improving[:] = False
             break
-        scales = ladder(rnd, restarts, widen)
+        scales = np.minimum(ladder(rnd, restarts, widen), reach)  # (restarts, 1), or (restarts, M) in a finite box
         starts = np.concatenate([
             np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(int(ids[int(i)]), stream, rnd)))
-            .standard_normal((restarts, size)) * sigma * np.minimum(scales, reach) for i in todo])
+            .standard_normal((restarts, size)) * sigma * scales for i in todo])
         if box[0] is not None:
             starts = bounds.inside(starts)
         fresh = starts.shape[0]
