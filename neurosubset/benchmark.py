@@ -559,10 +559,11 @@ def _evidence(circuit: Circuit, student: dict[str, np.ndarray], theta: np.ndarra
               decision: np.ndarray, outcome: np.ndarray, need_stable: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(proof_kind, witness_scale)`` per trial (:data:`neurosubset._schema.PROOF_KIND`; init SDs, NaN where not
     matched). A witness of a linear steady circuit that must be stable is re-certified by a Lyapunov solve on its
-    assembled recurrent matrix (``lyapunov_witness``)."""
+    assembled recurrent matrix (``lyapunov_witness``); one of a linear continuous circuit by a Lyapunov solve on each
+    loop's ``T^-1 (W - I)`` (:meth:`~neurosubset.dynamics.stability.Stability.generators`)."""
     from .dynamics import Steady
     from .dynamics.blocks import block_matrix
-    from .solvers.biological import lyapunov_certificate
+    from .solvers.biological import hurwitz_certificate, lyapunov_certificate, linear_continuous
 
     kind = np.full(outcome.shape, _schema.NO_PROOF, dtype=np.int8)
     match, proof = outcome == _schema.PROVEN_MATCH, outcome == _schema.PROVEN_NO_MATCH
@@ -575,6 +576,12 @@ def _evidence(circuit: Circuit, student: dict[str, np.ndarray], theta: np.ndarra
         for p in np.flatnonzero(match):
             w = block_matrix(circuit, {k: torch.as_tensor(v[p]) for k, v in student.items()}, neurons, neurons)
             if lyapunov_certificate(w.numpy()):
+                kind[p] = _schema.LYAPUNOV_PROOF
+    elif need_stable and linear_continuous(circuit) and match.any():
+        stab = circuit.dynamics.stability(circuit)
+        for p in np.flatnonzero(match):
+            gens = stab.generators({k: v[p] for k, v in student.items()})
+            if all(hurwitz_certificate(stab.hurwitz(g)) for g in gens):
                 kind[p] = _schema.LYAPUNOV_PROOF
     scale = (np.abs(theta) / sigma).max(-1) if theta.shape[-1] else np.zeros(theta.shape[0])
     return kind, np.where(match, scale, np.nan)

@@ -12,7 +12,8 @@ from conftest import steady_outputs
 import neurosubset as ns
 from neurosubset import _schema
 from neurosubset.benchmark import draw_trials
-from neurosubset.solvers.biological import _lm_step, _null_projection, lyapunov_certificate, smoothed_abscissa
+from neurosubset.solvers.biological import (_lm_step, _null_projection, batch_box, lyapunov_certificate,
+                                            smoothed_abscissa)
 
 ROOT = Path(__file__).resolve().parents[1]
 EI_ISN = ROOT / "circuits" / "ei_isn.toml"
@@ -100,10 +101,12 @@ def test_every_stable_witness_on_ei_isn_holds_an_independent_check():
     assert checked >= 3, checked
 
 
-def _v1_trial_batch(trial: int):
+def _v1_trial_batch(trial: int, stem: str = "v1_four_class", budget: int = 60, m: int = 8):
     """V1 steady (circuits/v1_four_class.toml, the 60-synapse four-projection allocation of
     benchmarks/bench_realistic.py, m = 8, seed 0) trial ``trial`` alone, as the fit's chain sees it: Dale's sign box
-    and the stability requirement; ``(circuit, batch, teacher weights, probes)``."""
+    and the stability requirement; ``(circuit, batch, teacher weights, probes)``. ``stem``, ``budget``, ``m``: another
+    circuit file and its allocation of the same four-projection rule (the continuous version: 40 synapses,
+    m = 2)."""
     import torch
 
     from neurosubset.dynamics import PlasticMap, forward
@@ -111,9 +114,10 @@ def _v1_trial_batch(trial: int):
     from neurosubset.solvers.bounded import sign_bounds
     from neurosubset.solvers.chain import Batch, Problem
 
-    circuit = ns.Circuit.from_toml(ROOT / "circuits" / "v1_four_class.toml")
-    alloc = ns.allocate(circuit, 60, fractions={"E->E": 0.25, "PV->E": 0.25, "SST->E": 0.25, "E->OUT": 0.25}, seed=0)
-    d = draw_trials(circuit, 8, trial + 1, 0, stable=True)  # paired draws: trial k is the same in every batch
+    circuit = ns.Circuit.from_toml(ROOT / "circuits" / f"{stem}.toml")
+    alloc = ns.allocate(circuit, budget, fractions={"E->E": 0.25, "PV->E": 0.25, "SST->E": 0.25, "E->OUT": 0.25},
+                        seed=0)
+    d = draw_trials(circuit, m, trial + 1, 0, stable=True)  # paired draws: trial k is the same in every batch
     t = (lambda a: torch.as_tensor(a[trial:trial + 1], dtype=torch.float64))
     fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
     targets = forward(circuit, {k: t(v) for k, v in d.teacher.items()}, fmap.probes).flatten(-2)
@@ -122,7 +126,7 @@ def _v1_trial_batch(trial: int):
     found = loops(circuit)
     admissible = (lambda work, th: max_real_eig(circuit, {k: v.cpu() for k, v in work.weights(th).items()},
                                                 found) < 1.0)
-    batch = Batch(Problem(circuit, alloc, 8, 1, affine=False, signed=True), fmap, lambda: fmap, targets, own, alloc,
+    batch = Batch(Problem(circuit, alloc, m, 1, affine=False, signed=True), fmap, lambda: fmap, targets, own, alloc,
                   circuit.init_scale(alloc), sign_bounds(circuit, alloc), admissible, TOL, 0, trial)
     return circuit, batch, {k: v[trial] for k, v in d.teacher.items()}, d.probes[trial]
 
@@ -177,3 +181,187 @@ def test_a_manifold_step_that_meets_a_face_lets_the_other_values_finish_it():
     mu = 0.3
     step = _lm_step(np.array([-1.0]), jac, mu, theta, lo, hi)
     np.testing.assert_allclose(step, jac[0] * 1.0 / (2.0 + mu * 1.0), rtol=1e-12)
+
+
+def _linear_continuous_ei():
+    """A linear continuous E/I circuit with unequal taus (E 20 ms, I 10 ms, Dale's law): X(3) -> E(5), I(3) ->
+    OUT(2), read out at 50 and 100 ms."""
+    regions = (ns.Region("X", 3, "input"), ns.Region("E", 5, sign=1), ns.Region("I", 3, sign=-1),
+               ns.Region("OUT", 2, "output"))
+    projections = (ns.Projection("X", "E"), ns.Projection("X", "I"), ns.Projection("E", "E", gain=0.4),
+                   ns.Projection("E", "I", gain=0.6), ns.Projection("I", "E", gain=0.6),
+                   ns.Projection("I", "I", gain=0.3), ns.Projection("E", "OUT"))
+    return ns.Circuit(regions, projections, dynamics="continuous", nonlinearity="linear", tau={"E": 0.02, "I": 0.01},
+                      duration=0.1, dt=0.001, steps=2, readout=[0.05, 0.1], name="linear_continuous_ei")
+
+
+def test_the_stability_objects_smoothed_abscissa_is_exact_for_steady_and_continuous_rules():
+    """Stability.smoothed_abscissa: for a steady circuit it equals the numpy-index implementation used on steady
+    students; for a continuous one with unequal taus its value lies within log(n) / beta above the largest
+    ``1 + tau_max Re eig(T^-1 (W - I))`` computed here, and its gradient equals central differences."""
+    beta = 20.0
+    rng = np.random.default_rng(5)
+    steady = ns.Circuit.from_toml(EI_ISN)
+    w = {k: rng.normal(size=steady.shape(k)) * 0.1 for k in steady.weight_names}
+    value, top, grad = steady.dynamics.stability(steady).smoothed_abscissa(w, beta)
+    neurons = [r.name for r in steady.regions if r.role != "input"]
+    pos = dict(zip(neurons, np.cumsum([0] + [steady.region[r].size for r in neurons])[:-1]))
+    n = sum(steady.region[r].size for r in neurons)
+    full, rows, cols, where = np.zeros((n, n)), [], [], []
+    for p in steady.projections:
+        if p.pre in pos:
+            full[pos[p.post]:pos[p.post] + steady.region[p.post].size,
+                 pos[p.pre]:pos[p.pre] + steady.region[p.pre].size] = w[p.name]
+            if p.name in RECURRENT:
+                i, j = np.unravel_index(np.arange(w[p.name].size), w[p.name].shape)
+                rows.append(pos[p.post] + i), cols.append(pos[p.pre] + j), where.append((p.name, i, j))
+    loop = [np.concatenate([np.arange(pos[r], pos[r] + steady.region[r].size) for r in ("E", "I")])]
+    ref_value, ref_top, ref_grad = smoothed_abscissa(full, loop, np.concatenate(rows), np.concatenate(cols), beta)
+    assert value == pytest.approx(ref_value, rel=1e-12) and top == pytest.approx(ref_top, rel=1e-12)
+    np.testing.assert_allclose(np.concatenate([grad[k][i, j] for k, i, j in where]), ref_grad, atol=1e-12)
+
+    circuit = _linear_continuous_ei()
+    stab = circuit.dynamics.stability(circuit)
+    w = {k: np.abs(rng.normal(size=circuit.shape(k))) * 0.5 for k in circuit.weight_names}
+    taus = np.r_[np.full(5, 0.02), np.full(3, 0.01)]
+    block = np.block([[w["E->E"], -w["I->E"]], [w["E->I"], -w["I->I"]]])  # signed as the circuit draws them
+    w["I->E"], w["I->I"] = -w["I->E"], -w["I->I"]
+    vals = 1.0 + taus.max() * np.linalg.eigvals((block - np.eye(8)) / taus[:, None]).real
+    value, top, grad = stab.smoothed_abscissa(w, beta)
+    assert vals.max() <= value <= vals.max() + np.log(vals.size) / beta
+    assert top == pytest.approx(max(vals.max(), 0.0), rel=1e-12)
+    for k in ("E->E", "I->E", "E->I", "I->I"):
+        for i, j in ((0, 0), (1, 2)):
+            up, down = dict(w), dict(w)
+            up[k], down[k] = w[k].copy(), w[k].copy()
+            up[k][i, j] += FD_STEP
+            down[k][i, j] -= FD_STEP
+            fd = (stab.smoothed_abscissa(up, beta)[0] - stab.smoothed_abscissa(down, beta)[0]) / (2 * FD_STEP)
+            assert abs(fd - grad[k][i, j]) <= FD_RTOL * max(1.0, abs(fd)), (k, i, j, fd, grad[k][i, j])
+    assert not grad["X->E"].any() and not grad["E->OUT"].any()  # inputs and read-outs move no eigenvalue
+    gens = stab.generators(w)  # the certificate's matrix: T^-1 (W - I) itself for continuous circuits
+    assert len(gens) == 1
+    np.testing.assert_allclose(stab.hurwitz(gens[0]), (block - np.eye(8)) / taus[:, None], atol=1e-15)
+
+
+def _continuous_outputs(circuit, weights, probes):
+    """Outputs of a linear continuous circuit integrated here, exactly: ``T dh/dt = -h + W h + B x_k`` on each of
+    the ``steps`` input intervals (one matrix exponential of the system augmented by its constant drive), read out
+    at the circuit's read-out times; ``(y (m, readouts, n_out), A = T^-1 (W - I))``."""
+    import scipy.linalg
+
+    hidden = [r.name for r in circuit.regions if r.role == "hidden"]
+    inputs = [r.name for r in circuit.regions if r.role == "input"]
+    outputs = [r.name for r in circuit.regions if r.role == "output"]
+
+    def offsets(names):
+        sizes = [circuit.region[r].size for r in names]
+        return dict(zip(names, np.cumsum([0] + sizes)[:-1])), sum(sizes)
+
+    (ph, nh), (pi, ni), (po, no) = offsets(hidden), offsets(inputs), offsets(outputs)
+    w, b, c = np.zeros((nh, nh)), np.zeros((nh, ni)), np.zeros((no, nh))
+    for p in circuit.projections:
+        size_post, size_pre = circuit.region[p.post].size, circuit.region[p.pre].size
+        target = w if p.post in ph and p.pre in ph else b if p.post in ph else c
+        rows = (ph if p.post in ph else po)[p.post]
+        cols = (ph if p.pre in ph else pi)[p.pre]
+        target[rows:rows + size_post, cols:cols + size_pre] += weights[p.name]
+    tau = dict(circuit.tau) if isinstance(circuit.tau, tuple) else {r: circuit.tau for r in hidden}
+    taus = np.concatenate([np.full(circuit.region[r].size, tau[r]) for r in hidden])
+    a = (w - np.eye(nh)) / taus[:, None]
+    length = circuit.duration / circuit.steps
+    reads = np.round(np.asarray(circuit.readout or (circuit.duration,)) / length).astype(int)
+    ys = []
+    for probe in probes:  # (steps, n_in)
+        h, out = np.zeros(nh), []
+        for k in range(circuit.steps):
+            aug = np.zeros((nh + 1, nh + 1))
+            aug[:nh, :nh], aug[:nh, nh] = a, (b @ probe[k]) / taus
+            h = (scipy.linalg.expm(aug * length) @ np.append(h, 1.0))[:nh]
+            if k + 1 in reads:
+                out.append(c @ h)
+        ys.append(out)
+    return np.asarray(ys), a
+
+
+@pytest.mark.slow
+def test_the_lm_descends_from_an_unstable_continuous_match_to_a_certified_stable_one():
+    # V1 continuous trial 9: the LM's rounds inside the sign box and K init SDs end on exact matches that are all
+    # unstable (status unstable: before, the trial stayed undecided). The outputs at the read-out times are entire
+    # in the weights, so the matched manifold goes on through the stability boundary: the descent along it from
+    # the refused match ends on a stable match, certified by a Lyapunov solve (decision stable_witness).
+    from neurosubset.solvers.bounded import Bounds
+    from neurosubset.solvers.chain import LevenbergMarquardtRounds
+    from neurosubset.solvers.multistart import multistart
+
+    circuit, batch, teacher, probes = _v1_trial_batch(9, "v1_four_class_continuous", 40, 2)
+    box = Bounds(*batch_box(batch))
+    rounds = multistart(batch.fmap, batch.targets, batch.sigma, ns.LevenbergMarquardt(), seed=batch.seed,
+                        tol=batch.tol, bounds=box, admissible=batch.admissible, first=batch.first)
+    assert rounds.status[0] == _schema.UNSTABLE, rounds.status
+    got = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(batch, np.array([0]))
+    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
+    theta, sigma = got.theta[0].numpy(), batch.sigma
+    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
+    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
+    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
+        sign = circuit.region[circuit.projection[k].pre].sign
+        if sign is not None:
+            assert (sign * student[k] >= 0).all(), k
+    y_s, a = _continuous_outputs(circuit, student, probes)
+    y_t, a_t = _continuous_outputs(circuit, teacher, probes)
+    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
+    assert np.linalg.eigvals(a).real.max() < 0.0 < np.linalg.eigvals(
+        _continuous_outputs(circuit, {k: v[0].numpy() for k, v in batch.fmap.weights(rounds.theta).items()},
+                            probes)[1]).real.max()  # stable now; the LM's refused match was not
+    assert np.linalg.eigvals(a_t).real.max() < 0.0
+
+
+def test_a_continuous_students_residual_jacobian_and_certificate_are_exact():
+    """_MapStudent (the descent's view of a linear continuous trial): its residual against outputs integrated here,
+    its Jacobian against central differences of them, its certificate against the eigenvalues."""
+    import torch
+
+    from neurosubset.dynamics import PlasticMap
+    from neurosubset.solvers.biological import _MapStudent
+
+    circuit = _linear_continuous_ei()
+    alloc = ns.allocate(circuit, 8, strategy="spread-rows", within=RECURRENT, seed=0)
+    d = draw_trials(circuit, 2, 1, 0)
+    t = (lambda a: torch.as_tensor(a, dtype=torch.float64))
+    fmap = PlasticMap(circuit, alloc, {k: t(v) for k, v in d.student_init.items()}, t(d.probes))
+    y_t, _ = _continuous_outputs(circuit, {k: v[0] for k, v in d.teacher.items()}, d.probes[0])
+    y = y_t.reshape(2, -1).T  # (n_out, m), each probe's read-outs in the map's order
+    st = _MapStudent(fmap, circuit.dynamics.stability(circuit), y)
+    rng = np.random.default_rng(2)
+    theta = np.abs(rng.normal(size=alloc.size)) * circuit.init_scale(alloc)
+    signs = np.concatenate([np.full(alloc.indices[k].size, circuit.region[circuit.projection[k].pre].sign or 1.0)
+                            for k in circuit.weight_names])
+    theta *= signs
+
+    def outputs(values):
+        w = {k: v[0].copy() for k, v in d.student_init.items()}
+        start = 0
+        for k in circuit.weight_names:
+            idx = alloc.indices[k]
+            flat = w[k].reshape(-1)
+            flat[idx] = values[start:start + idx.size]
+            start += idx.size
+        return _continuous_outputs(circuit, w, d.probes[0])
+
+    y_s, a = outputs(theta)
+    res, jac, rel = st.evaluate(theta)
+    np.testing.assert_allclose(res, (y_s - y_t).reshape(-1), atol=1e-10 * np.abs(y_t).max())
+    assert rel == pytest.approx(np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t), rel=1e-8)
+    for k in range(alloc.size):
+        up, down = theta.copy(), theta.copy()
+        up[k] += FD_STEP
+        down[k] -= FD_STEP
+        fd = (outputs(up)[0] - outputs(down)[0]).reshape(-1) / (2 * FD_STEP)
+        np.testing.assert_allclose(jac[:, k], fd, atol=FD_RTOL * max(1.0, np.abs(fd).max()))
+    assert st.certified(theta) == (np.linalg.eigvals(a).real.max() < 0.0)
+    hot = theta * 1.0
+    hot[:] = 0.0
+    ee = slice(0, alloc.indices["E->E"].size)
+    hot[ee] = 40.0 * circuit.init_scale(alloc)[ee]  # strong recurrent excitation: unstable
+    assert np.linalg.eigvals(outputs(hot)[1]).real.max() > 0.0 and not st.certified(hot)

@@ -844,3 +844,7 @@ class ContinuousStability(Stability):
     def _generator(self, loop: Loop, block: np.ndarray):
         taus = neuron_taus(self.circuit, loop.regions)
         return (block - np.eye(taus.size)) / taus[:, None], 1.0 / taus, 1.0, float(taus.max())
+
+    def hurwitz(self, gen: np.ndarray) -> np.ndarray:
+        """``T^-1 (W - I)`` itself: the loop is stable iff it is Hurwitz."""
+        return gen

@@ -614,11 +614,69 @@ class Stability:
                 d = scale * (np.conj(u)[:, None] * v[None, :] / (np.conj(u) @ v)).real * row_scale[:, None]
                 best, arg = value, (loop, d)
         if arg is not None:
-            loop, d = arg
-            pos, start = {}, 0
-            for name in loop.regions:
-                pos[name], start = slice(start, start + circuit.region[name].size), start + circuit.region[name].size
-            for name in loop.projections:
-                p = circuit.projection[name]
-                grad[name] = d[pos[p.post], pos[p.pre]].copy()
+            self._spread(*arg, grad)
         return best, grad
+
+    def _spread(self, loop: Loop, d: np.ndarray, grad: dict[str, np.ndarray]) -> None:
+        """Add ``d`` ``(n, n)``, a derivative in ``loop``'s block, to the gradient of each projection inside it."""
+        pos, start = {}, 0
+        for name in loop.regions:
+            size = self.circuit.region[name].size
+            pos[name], start = slice(start, start + size), start + size
+        for name in loop.projections:
+            p = self.circuit.projection[name]
+            grad[name] = grad[name] + d[pos[p.post], pos[p.pre]]
+
+    def generators(self, weights: Mapping[str, Any]) -> list[np.ndarray]:
+        """Per loop, the matrix whose eigenvalues decide it (steady: ``W``'s block; continuous:
+        ``T^-1 (W - I)``'s): a loop is stable iff its matrix is Hurwitz after the shift ``- limit`` on the steady
+        scale, i.e. iff ``gen - I`` (steady) or ``gen`` (continuous) is Hurwitz (:meth:`hurwitz`)."""
+        return [self._generator(loop, loop_matrix(self.circuit, loop, weights))[0] for loop in self.loops()]
+
+    def hurwitz(self, gen: np.ndarray) -> np.ndarray:
+        """The matrix of ``dx/dt = A x`` whose Hurwitz property is a loop's stability (steady: ``gen - I``)."""
+        return gen - np.eye(gen.shape[0])
+
+    def smoothed_abscissa(self, weights: Mapping[str, Any], beta: float
+                          ) -> tuple[float, float, dict[str, np.ndarray]]:
+        """A log-sum-exp of every loop eigenvalue's value on the steady scale, and its exact gradient.
+
+        Parameters
+        ----------
+        weights : dict
+            Weight name -> array ``(n_post, n_pre)`` (one circuit).
+        beta : float
+            Softness: ``value`` lies within ``log(n) / beta`` above the largest (``n`` the loops' eigenvalues).
+
+        Returns
+        -------
+        value : float
+            ``(1 / beta) log sum_i exp(beta v_i)``, ``v_i = offset + scale Re lambda_i`` per loop eigenvalue.
+        top : float
+            ``max v_i``, floored at 0 as :meth:`max_real_eig`.
+        gradient : dict
+            Weight name -> ``(n_post, n_pre)``, ``d value / d W``: the softmax-weighted eigenvalue derivatives
+            ``scale Re(u_i^H dG v_i / u_i^H v_i)`` (``G`` the loop's generator, ``dG / dW`` its row scale); zero
+            outside the loops.
+        """
+        circuit = self.circuit
+        w = _numpy(weights, circuit.weight_names)
+        grad = {k: np.zeros(circuit.shape(k)) for k in circuit.weight_names}
+        parts = []
+        for loop in self.loops():
+            gen, row_scale, offset, scale = self._generator(loop, loop_matrix(circuit, loop, w))
+            lam, left, right = scipy.linalg.eig(gen, left=True, right=True)
+            parts.append((loop, offset + scale * lam.real, left, right, row_scale, scale))
+        if not parts:
+            return 0.0, 0.0, grad
+        vals = np.concatenate([p[1] for p in parts])
+        top = float(vals.max())
+        share = np.exp(beta * (vals - top))
+        value = top + float(np.log(share.sum())) / beta
+        share /= share.sum()
+        for (loop, _, left, right, row_scale, scale), weight in zip(
+                parts, np.split(share, np.cumsum([p[1].size for p in parts])[:-1])):
+            c = weight / np.einsum("ij,ij->j", np.conj(left), right)
+            d = scale * np.real(np.conj(left) @ (c[:, None] * right.T)) * row_scale[:, None]
+            self._spread(loop, d, grad)
+        return value, max(top, 0.0), grad

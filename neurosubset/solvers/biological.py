@@ -61,7 +61,8 @@ from .options import LevenbergMarquardt
 if TYPE_CHECKING:
     from .chain import Batch, Decided, Problem
 
-__all__ = ["StableWitness", "batch_box", "lyapunov_certificate", "plausibility_box", "smoothed_abscissa"]
+__all__ = ["StableWitness", "batch_box", "hurwitz_certificate", "lyapunov_certificate", "plausibility_box",
+           "smoothed_abscissa"]
 
 SEED_KEY = 0x5AB1E  # spawn key of the random starts (with the fit's seed and the global trial index)
 _LM_GAIN, _LM_SHRINK = 10.0, 3.0  # damping up after a refused LM step, down after an accepted one
@@ -113,10 +114,26 @@ def lyapunov_certificate(w: np.ndarray) -> bool:
     Returns
     -------
     bool
-        True iff ``P`` solving ``A^T P + P A = -I`` (``A = W - I``) is finite, satisfies the equation to
-        ``1e-8`` relative to ``||P||``, and its symmetric part has a Cholesky factor (positive definite).
+        :func:`hurwitz_certificate` of ``A = W - I``.
     """
-    a = np.asarray(w, dtype=np.float64) - np.eye(w.shape[0])
+    return hurwitz_certificate(np.asarray(w, dtype=np.float64) - np.eye(w.shape[0]))
+
+
+def hurwitz_certificate(a: np.ndarray) -> bool:
+    """Whether ``dx/dt = A x`` is certified asymptotically stable by a Lyapunov solve.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        ``(N, N)``.
+
+    Returns
+    -------
+    bool
+        True iff ``P`` solving ``A^T P + P A = -I`` is finite, satisfies the equation to ``1e-8`` relative to
+        ``||P||``, and its symmetric part has a Cholesky factor (positive definite).
+    """
+    a = np.asarray(a, dtype=np.float64)
     try:
         p = scipy.linalg.solve_continuous_lyapunov(a.T, -np.eye(a.shape[0]))
     except (ValueError, np.linalg.LinAlgError, scipy.linalg.LinAlgError):
@@ -181,13 +198,28 @@ def smoothed_abscissa(w: np.ndarray, loop_index: list[np.ndarray], rows: np.ndar
 
 
 class _Student:
-    """One trial's linear steady student: outputs, residual Jacobian and recurrent matrix for plastic values."""
+    """One trial's linear steady student: outputs, residual Jacobian and recurrent matrix for plastic values.
 
-    def __init__(self, lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray):
+    The search reads a student through :meth:`evaluate`, :meth:`abscissa`, :meth:`certified` and its targets
+    ``y`` ``(n_out, m)`` (which the continuation in the targets moves); :class:`_MapStudent` is the same for
+    other dynamics."""
+
+    def __init__(self, lay, a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 loop_index: list[np.ndarray]):
         self.lay, self.n = lay, a.shape[0]
         self.full = np.hstack([a, b])  # (N, N + n_in), zero at plastic entries
         self.x, self.y = x, y  # (n_in, m), (n_out, m)
         self.scale = float(np.linalg.norm(y))
+        self.loop_index = loop_index
+
+    def abscissa(self, theta: np.ndarray, beta: float) -> tuple[float, float, np.ndarray]:
+        """:func:`smoothed_abscissa` at ``theta``: ``(value, top, gradient (M,))``."""
+        return smoothed_abscissa(self.recurrent(theta)[:, :self.n], self.loop_index, self.lay.rows, self.lay.cols,
+                                 beta)
+
+    def certified(self, theta: np.ndarray) -> bool:
+        """:func:`lyapunov_certificate` of the assembled student."""
+        return lyapunov_certificate(self.recurrent(theta)[:, :self.n])
 
     def recurrent(self, theta: np.ndarray) -> np.ndarray:
         full = self.full.copy()
@@ -212,6 +244,52 @@ class _Student:
         res = (r[lay.outputs] - self.y).T.reshape(-1)
         jac = (g_out[:, lay.rows][None, :, :] * z[lay.cols].T[:, None, :]).reshape(-1, lay.rows.size)
         return res, jac, float(np.linalg.norm(res) / self.scale) if self.scale > 0 else float(np.linalg.norm(res))
+
+
+class _MapStudent:
+    """One trial's student of a dynamics without the steady closed form (linear continuous circuits): outputs and
+    residual Jacobian from the toolkit's plastic map (reverse mode), the abscissa and its gradient from the
+    dynamics' :class:`~neurosubset.dynamics.stability.Stability` (``T^-1 (W - I)`` per loop, on the steady scale),
+    the certificate a Lyapunov solve per loop. The interface of :class:`_Student`.
+
+    Parameters
+    ----------
+    fmap : PlasticMap
+        The map over this one trial (one problem).
+    stability : Stability
+    y : numpy.ndarray
+        ``(n_out, m)`` the teacher's outputs (probe-major once flattened, as the map's).
+    """
+
+    def __init__(self, fmap, stability, y: np.ndarray):
+        self.fmap, self.stability, self.y = fmap, stability, y
+        self.scale = float(np.linalg.norm(y))
+        circuit = fmap.circuit
+        self.index = [(name, fmap.index[name].numpy()) for name in circuit.weight_names]
+
+    def _weights(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        got = self.fmap.weights(torch.as_tensor(theta, dtype=torch.float64)[None])
+        return {k: v[0].numpy() for k, v in got.items()}
+
+    def evaluate(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(residual (m n_out,), jacobian (m n_out, M), relative residual)``, probe-major like the targets."""
+        out, jac = self.fmap.value_and_jacobian(torch.as_tensor(theta, dtype=torch.float64)[None])
+        out, jac = out[0].numpy(), jac[0].numpy()
+        res = out - self.y.T.reshape(-1)
+        if not (np.isfinite(res).all() and np.isfinite(jac).all()):
+            return np.full(self.y.size, np.inf), np.zeros_like(jac), np.inf
+        return res, jac, float(np.linalg.norm(res) / self.scale) if self.scale > 0 else float(np.linalg.norm(res))
+
+    def abscissa(self, theta: np.ndarray, beta: float) -> tuple[float, float, np.ndarray]:
+        """:meth:`Stability.smoothed_abscissa <neurosubset.dynamics.stability.Stability.smoothed_abscissa>` at
+        ``theta``: ``(value, top, gradient (M,))``."""
+        value, top, grad = self.stability.smoothed_abscissa(self._weights(theta), beta)
+        return value, top, np.concatenate([grad[name].reshape(-1)[idx] for name, idx in self.index])
+
+    def certified(self, theta: np.ndarray) -> bool:
+        """Every loop's matrix Hurwitz, each by :func:`hurwitz_certificate`."""
+        stab = self.stability
+        return all(hurwitz_certificate(stab.hurwitz(gen)) for gen in stab.generators(self._weights(theta)))
 
 
 def _null_projection(jac: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -326,13 +404,12 @@ def _outputs(st: _Student, theta: np.ndarray) -> np.ndarray | None:
     return None if not np.isfinite(res).all() else res.reshape(keep.shape[1], -1).T
 
 
-def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search, radius: float, inner: float,
+def _descend(st: _Student, theta: np.ndarray, lo, hi, knobs: _Search, radius: float, inner: float,
              mu: float) -> tuple[np.ndarray, float, float, float]:
     """One step down the smoothed abscissa along the manifold ``F = st.y`` (null space of the free Jacobian), then
     LM corrections back onto it: ``(theta, top, radius, damping)``; ``theta`` unchanged where the corrected point
     falls off the manifold (the radius halves)."""
-    lay, n = st.lay, st.n
-    value, top, grad = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    value, top, grad = st.abscissa(theta, knobs.beta)
     _, jac, _ = st.evaluate(theta)
     free = _free(theta, -grad, lo, hi)
     if not free.any():
@@ -346,7 +423,7 @@ def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search
     new, rel, mu = _correct(st, np.clip(theta + step, lo, hi), lo, hi, inner, 20, mu)
     if not rel < inner:
         return theta, top, radius * 0.5, mu
-    _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    _, top_new, _ = st.abscissa(new, knobs.beta)
     if top < 1.0 <= top_new:  # crossed the pole of (I - W)^{-1}: the other side is another branch
         return theta, top, radius * 0.5, mu
     if top >= 1.0 and not top_new < top:  # from an unstable point (a lifted witness) only downhill steps
@@ -354,7 +431,7 @@ def _descend(st: _Student, loop_index, theta: np.ndarray, lo, hi, knobs: _Search
     return new, top_new, radius * (1.5 if top_new < top else 0.5), mu
 
 
-def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
+def _search(st: _Student, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
             ) -> np.ndarray | None:
     """A stable match from a stable ``start``, or None.
 
@@ -367,13 +444,12 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
     manifold from ``start`` and descends the abscissa there (:func:`_on_manifold`). Gives up (None) once
     ``knobs.deadline`` has passed.
     """
-    lay, n = st.lay, st.n
     goal = 1.0 - knobs.margin
     theta = np.clip(start, lo, hi)
     own = _outputs(st, theta)
     if own is None:
         return None
-    _, top, _ = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    _, top, _ = st.abscissa(theta, knobs.beta)
     if not top < 1.0:
         return None
     teacher, inner = st.y, knobs.tol * 1e-1
@@ -384,7 +460,7 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
             if t >= 1.0:
                 if top < goal:
                     return theta
-                theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+                theta, top, radius, mu = _descend(st, theta, lo, hi, knobs, radius, inner, mu)
                 if radius < 1e-10:
                     return None
                 continue
@@ -393,8 +469,7 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
             new, rel, mu_new = _correct(st, theta, lo, hi, inner, 12, mu)
             ok = rel < inner
             if ok:
-                _, top_new, _ = smoothed_abscissa(st.recurrent(new)[:, :n], loop_index, lay.rows, lay.cols,
-                                                  knobs.beta)
+                _, top_new, _ = st.abscissa(new, knobs.beta)
                 ok = top_new < 1.0
             if not ok:
                 dt *= 0.5
@@ -404,7 +479,7 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
             theta, top, t, mu, dt = new, top_new, t_new, mu_new, min(2.0 * dt, 1.0)
             while top >= goal and used < knobs.iterations and not knobs.late():  # keep away from the pole
                 used += 1
-                theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+                theta, top, radius, mu = _descend(st, theta, lo, hi, knobs, radius, inner, mu)
                 if radius < 1e-10:
                     break
     finally:
@@ -412,31 +487,91 @@ def _search(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarr
     if knobs.late():
         return None
     # the straight path left the box or met a fold: LM straight onto the teacher's manifold, then descend there
-    return _on_manifold(st, loop_index, start, lo, hi, sigma, knobs)
+    return _on_manifold(st, start, lo, hi, sigma, knobs)
 
 
-def _on_manifold(st: _Student, loop_index, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
+def _on_manifold(st: _Student, start: np.ndarray, lo, hi, sigma: np.ndarray, knobs: _Search
                  ) -> np.ndarray | None:
     """LM from ``start`` onto the teacher's manifold, then down the smoothed abscissa along it until
     ``max Re < 1 - margin`` (None where LM does not reach the manifold, the descent stalls, or the deadline
     passes). ``start`` may be unstable (a lifted witness): from there only downhill steps are taken; a stable point
     never crosses ``max Re = 1``."""
-    lay, n = st.lay, st.n
     inner = knobs.tol * 1e-1
     theta, rel, mu = _correct(st, np.clip(start, lo, hi), lo, hi, inner, knobs.iterations, 1e-6)
     if not rel < inner:
         return None
-    _, top, _ = smoothed_abscissa(st.recurrent(theta)[:, :n], loop_index, lay.rows, lay.cols, knobs.beta)
+    _, top, _ = st.abscissa(theta, knobs.beta)
     radius = 0.1 * float(np.linalg.norm(sigma))
     for _ in range(knobs.iterations):
         if top < 1.0 - knobs.margin:
             return theta
         if knobs.late():
             return None
-        theta, top, radius, mu = _descend(st, loop_index, theta, lo, hi, knobs, radius, inner, mu)
+        theta, top, radius, mu = _descend(st, theta, lo, hi, knobs, radius, inner, mu)
         if radius < 1e-10:
             return None
     return None
+
+
+def linear_continuous(circuit) -> bool:
+    """Whether ``circuit`` is linear continuous (stability ``max Re eig(T^-1 (W - I)) < 0``, Jacobians from the
+    map's reverse mode): the circuits :func:`descend_refused` serves (linear steady ones have :class:`StableWitness`
+    before the LM instead) and whose witnesses are Lyapunov-certified per loop."""
+    from ..dynamics.continuous import Continuous
+
+    return isinstance(circuit.dynamics, Continuous) and circuit.nonlinearity == "linear"
+
+
+def descend_refused(batch: Batch, open_: np.ndarray, theta: np.ndarray, status: np.ndarray,
+                    search: StableWitness | None = None) -> np.ndarray:
+    """Stable matches found down the smoothed abscissa from the LM's refused (unstable) matches inside the box.
+
+    The LM last in the chain ends a trial whose every match was unstable with its best refused match inside the
+    box ``B`` (status ``unstable``). On a linear continuous circuit the outputs at the read-out times are entire in
+    the weights (no pole at ``max Re = 1`` as a steady circuit's ``(I - W)^{-1}``), so the matched manifold goes on
+    through the stability boundary: from such a match, steps along the manifold down the smoothed abscissa
+    (:func:`_on_manifold`, downhill only) reach a stable match where the manifold within ``B`` holds one. Each one
+    found is certified by a Lyapunov solve per loop (:meth:`_MapStudent.certified`).
+
+    Parameters
+    ----------
+    batch : Batch
+    open_ : numpy.ndarray
+        ``(n,)`` the batch positions of the LM's trials.
+    theta : numpy.ndarray
+        ``(n, M)`` the LM's plastic values; updated in place where a stable match is found.
+    status : numpy.ndarray
+        ``(n,)`` the LM's fit status; the search starts from the ``unstable`` ones.
+    search : StableWitness, optional
+        Its ``iterations``, ``margin``, ``beta`` and ``seconds`` (the cap per trial, CPU); default
+        ``StableWitness()``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` bool: a certified stable match was put in ``theta`` (its residual is the caller's to recompute).
+    """
+    from .chain import _on  # the chain imports this module to list its deciders
+
+    search = StableWitness() if search is None else search
+    found = np.zeros(status.shape, dtype=bool)
+    start = np.flatnonzero(status == UNSTABLE)
+    if start.size == 0:
+        return found
+    fmap, targets, _ = _on(batch, open_)
+    circuit, n, m = batch.problem.circuit, open_.size, fmap.probes.shape[1]
+    y_all = targets.reshape(n, m, -1).transpose(-1, -2).numpy()
+    stability = circuit.dynamics.stability(circuit)
+    lo, hi = batch_box(batch)
+    with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
+        for p in start:
+            st = _MapStudent(fmap.subset(torch.tensor([int(p)])), stability, y_all[p])
+            knobs = _Search(search.iterations, search.margin, search.beta, batch.tol,
+                            time.process_time() + search.seconds)
+            got = _on_manifold(st, theta[p], lo, hi, batch.sigma, knobs)
+            if got is not None and st.certified(got):
+                theta[p], found[p] = got, True
+    return found
 
 
 @dataclass(frozen=True)
@@ -513,55 +648,43 @@ class StableWitness:
         if batch.admissible is None:  # no stability asked for: nothing to add to the LM's search
             return Decided(theta, torch.full((n,), float("nan"), dtype=targets.dtype), status, decision, outcome,
                            np.zeros(n, dtype=np.int64))
-        circuit, alloc = batch.problem.circuit, batch.alloc
-        m = fmap.probes.shape[1]
-        lay = _layout(circuit, alloc, m)
-        neurons, inputs = list(circuit.slices(("hidden", "output"))), list(circuit.slices("input"))
-        pos = circuit.slices(("hidden", "output"))
-        loop_index = [np.concatenate([np.arange(pos[r].start, pos[r].stop) for r in loop.regions])
-                      for loop in circuit.dynamics.stability(circuit).loops()]
-        a_all = block_matrix(circuit, fmap.frozen, neurons, neurons).numpy()
-        b_all = block_matrix(circuit, fmap.frozen, neurons, inputs).numpy()
-        y_all = targets.reshape(n, m, -1).transpose(-1, -2).numpy()
-        x_all = fmap.probes.transpose(-1, -2).numpy()
-        bounds = batch.bounds
+        alloc, bounds = batch.alloc, batch.bounds
+        student, lifted_start = self._students(batch, fmap, targets)
         lo, hi = batch_box(batch)
         own_np, found = own.numpy(), np.zeros(n, dtype=bool)
         out = own_np.copy()
         boxed, boxed_status = self._box_lm(batch, open_, targets, lo, hi)
         with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
             for p in range(n):
-                st = _Student(lay, a_all[p], b_all[p], x_all[p], y_all[p])
+                st = student(p)
                 rng = np.random.default_rng(np.random.SeedSequence(batch.seed,
                                                                    spawn_key=(SEED_KEY, int(batch.first + open_[p]))))
                 began = time.process_time()
                 knobs = _Search(self.iterations, self.margin, self.beta, batch.tol, began + self.seconds)
                 if boxed is not None and boxed_status[p] in (MATCHED, UNSTABLE):  # the LM's match inside B
                     got = (boxed[p] if boxed_status[p] == MATCHED else
-                           _on_manifold(st, loop_index, boxed[p], lo, hi, batch.sigma, knobs))
-                    if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
+                           _on_manifold(st, boxed[p], lo, hi, batch.sigma, knobs))
+                    if got is not None and st.certified(got):
                         out[p], found[p] = got, True
                         continue
                 for s in range(self.starts + 1 + self.box_starts):
                     if s and knobs.late():
                         break
                     if s == 0:
-                        got = _search(st, loop_index, own_np[p], lo, hi, batch.sigma, knobs)
+                        got = _search(st, own_np[p], lo, hi, batch.sigma, knobs)
                     elif s == 1:  # the lifted witness (rates as unknowns; often unstable): descend from it
-                        lifted, lin = _lifted_trial(lay, a_all[p], b_all[p], x_all[p], y_all[p],
-                                                    np.clip(own_np[p], lo, hi), lo, hi, batch.tol)
-                        got = (_on_manifold(st, loop_index, lifted, lo, hi, batch.sigma, knobs)
-                               if lin <= batch.tol and np.isfinite(lifted).all() else None)
+                        lifted = lifted_start(p, np.clip(own_np[p], lo, hi), lo, hi)
+                        got = None if lifted is None else _on_manifold(st, lifted, lo, hi, batch.sigma, knobs)
                     elif s <= self.starts:
                         start = rng.normal(size=alloc.size) * batch.sigma
                         if bounds is not None:
                             start = bounds.inside(start)
-                        got = _search(st, loop_index, start, lo, hi, batch.sigma, knobs)
+                        got = _search(st, start, lo, hi, batch.sigma, knobs)
                     else:  # spread over the box: uniform, or 3 init SDs wide (alternately); LM, then downhill
                         wide = rng.uniform(lo, hi) if s % 2 else np.clip(rng.normal(size=alloc.size) * 3.0
                                                                          * batch.sigma, lo, hi)
-                        got = _on_manifold(st, loop_index, wide, lo, hi, batch.sigma, knobs)
-                    if got is not None and lyapunov_certificate(st.recurrent(got)[:, :st.n]):
+                        got = _on_manifold(st, wide, lo, hi, batch.sigma, knobs)
+                    if got is not None and st.certified(got):
                         out[p], found[p] = got, True
                         break
         out[~found] = own_np[~found]  # an open trial leaves with its own values
@@ -573,6 +696,30 @@ class StableWitness:
             ok[hit.numpy()] = np.asarray(batch.admissible(fmap.subset(hit), theta[hit]), dtype=bool)
         status[ok], outcome[ok] = MATCHED, PROVEN_MATCH
         return Decided(theta, resid, status, decision, outcome, np.zeros(n, dtype=np.int64))
+
+    @staticmethod
+    def _students(batch: Batch, fmap, targets: torch.Tensor):
+        """``(student(p), lifted_start(p, start, lo, hi))`` over the open trials' map ``fmap``: each trial's
+        :class:`_Student` and its lifted witness (the rates as unknowns, from ``start``; None where it does not
+        match)."""
+        circuit, alloc = batch.problem.circuit, batch.alloc
+        n, m = targets.shape[0], fmap.probes.shape[1]
+        y_all = targets.reshape(n, m, -1).transpose(-1, -2).numpy()
+        stability = circuit.dynamics.stability(circuit)
+        lay = _layout(circuit, alloc, m)
+        neurons, inputs = list(circuit.slices(("hidden", "output"))), list(circuit.slices("input"))
+        pos = circuit.slices(("hidden", "output"))
+        loop_index = [np.concatenate([np.arange(pos[r].start, pos[r].stop) for r in loop.regions])
+                      for loop in stability.loops()]
+        a_all = block_matrix(circuit, fmap.frozen, neurons, neurons).numpy()
+        b_all = block_matrix(circuit, fmap.frozen, neurons, inputs).numpy()
+        x_all = fmap.probes.transpose(-1, -2).numpy()
+
+        def lifted_start(p, start, lo, hi):
+            lifted, lin = _lifted_trial(lay, a_all[p], b_all[p], x_all[p], y_all[p], start, lo, hi, batch.tol)
+            return lifted if lin <= batch.tol and np.isfinite(lifted).all() else None
+
+        return (lambda p: _Student(lay, a_all[p], b_all[p], x_all[p], y_all[p], loop_index)), lifted_start
 
     def _box_lm(self, batch: Batch, open_: np.ndarray, targets: torch.Tensor, lo: np.ndarray, hi: np.ndarray
                 ) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from .._schema import (BOUNDED_DECISION, CERTIFICATE_DECISION, LEAST_SQUARES_DECISION, LIFTED_DECISION, LM_DECISION,
-                       MATCHED, NO_SOLUTION, INFEASIBLE, PROVEN_MATCH, PROVEN_NO_MATCH, STALLED, UNDECIDED)
-from .biological import StableWitness, batch_box
+                       MATCHED, NO_SOLUTION, INFEASIBLE, PROVEN_MATCH, PROVEN_NO_MATCH, STABLE_WITNESS_DECISION,
+                       STALLED, UNDECIDED)
+from .biological import StableWitness, batch_box, descend_refused, linear_continuous
 from .bounded import Bounds, solve_exact
 from .exact import ReluFeasibility, UnivariateRoots, exact_decider, solve_decider
 from .lifted import lifting_applicable, solve_lifted
@@ -339,6 +340,13 @@ class LevenbergMarquardtRounds(Decider):
     run each: unbounded 1,230 s CPU, most of it in rounds 3-5 of one trial at 1,450-17,000 init SDs that ended at
     residual 0.04, 6 matched of which 1 within K; inside the box 102.5 s, 6 matched, all within K). Elsewhere it
     searches the sign box (or everywhere) as before.
+
+    On a linear continuous circuit that must be stable, a trial whose rounds found only unstable matches inside the
+    box goes on from its best one down the smoothed abscissa along the matched manifold
+    (:func:`~neurosubset.solvers.biological.descend_refused`); a stable match found so is a witness (decision
+    ``stable_witness``, Lyapunov-certified), and the last round's entry of ``history`` counts it. V1 continuous
+    (``bench_realistic.py``, 10 trials, one run each side, interleaved): 8 decided in 148 s CPU instead of 6 in
+    130 s; a 10x-effort reference matches 9.
     """
 
     lm: LevenbergMarquardt = field(default_factory=LevenbergMarquardt)
@@ -368,11 +376,37 @@ class LevenbergMarquardtRounds(Decider):
             out = multistart(work.subset(sel.to(batch.device)), batch.targets[sel].to(batch.device), batch.sigma,
                              self.lm, seed=batch.seed, tol=batch.tol, progress=batch.progress, bounds=bounds,
                              admissible=batch.admissible, trial_ids=batch.first + open_, tick=batch.tick)
-        status = np.asarray(out.status)
-        return Decided(out.theta.cpu(), out.residual.cpu(), status,
-                       np.full(open_.size, LM_DECISION, dtype=np.int8), _outcome(status, proofs=()),
-                       np.asarray(out.restarts), history=list(out.history), rounds=len(out.history),
-                       improving=out.improving)
+        status, theta, resid = np.array(out.status), out.theta.cpu(), out.residual.cpu()
+        decision, history = np.full(open_.size, LM_DECISION, dtype=np.int8), list(out.history)
+        if batch.admissible is not None and linear_continuous(batch.problem.circuit):
+            theta, resid, found = self._descend(batch, open_, theta, resid, status)
+            status[found], decision[found] = MATCHED, STABLE_WITNESS_DECISION
+            history[-1] += float(found.sum()) / open_.size  # the last round ends with its descents
+        return Decided(theta, resid, status, decision, _outcome(status, proofs=()), np.asarray(out.restarts),
+                       history=history, rounds=len(history), improving=out.improving)
+
+    @staticmethod
+    def _descend(batch: Batch, open_: np.ndarray, theta: torch.Tensor, resid: torch.Tensor, status: np.ndarray
+                 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Linear continuous circuits: down the smoothed abscissa from the rounds' refused (unstable) matches
+        (:func:`~neurosubset.solvers.biological.descend_refused`): ``(theta, residual, found)``, the residuals
+        recomputed by the toolkit's forward map and ``found`` only where that residual is below ``tol`` and the
+        fit's stability requirement holds (elsewhere the LM's values and residuals stay)."""
+        fmap, targets, _ = _on(batch, open_)
+        values = theta.numpy().copy()
+        found = descend_refused(batch, open_, values, status)
+        if not found.any():
+            return theta, resid, found
+        hit = torch.as_tensor(np.flatnonzero(found))
+        new = torch.as_tensor(values[hit.numpy()], dtype=targets.dtype)
+        sub = fmap.subset(hit)
+        new_resid = relative_residual(sub(new), targets[hit])
+        ok = (new_resid.numpy() < batch.tol) & np.asarray(batch.admissible(sub, new), dtype=bool)
+        found[hit.numpy()] = ok
+        keep = hit[torch.as_tensor(ok)]
+        theta, resid = theta.clone(), resid.clone()
+        theta[keep], resid[keep] = new[torch.as_tensor(ok)], new_resid[torch.as_tensor(ok)]
+        return theta, resid, found
 
 
 # the chain Auto runs, in order: exact deciders first, the local solver last (a new decider: one line here)
