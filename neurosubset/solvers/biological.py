@@ -37,6 +37,14 @@ an E/I circuit almost all are not. :class:`StableWitness` searches for a stable 
    118 s CPU instead of 143 s, one run each, interleaved).
 
 A search, not a proof: a trial it does not match stays undecided (the chain's next deciders get it).
+
+**Linear continuous circuits** (:func:`descend_refused`, called by the chain's LM): the search reads a student
+only through ``evaluate`` (residual and Jacobian), ``abscissa`` (smoothed, with its gradient) and ``certified``, so
+step 2 runs as well on :class:`_MapStudent`: the toolkit's plastic map (reverse-mode Jacobians of the exact
+solution) and the dynamics' stability rule ``max Re eig(T^-1 (W - I)) < 0`` on the steady scale
+(:meth:`~neurosubset.dynamics.stability.Stability.smoothed_abscissa`). Their outputs at the read-out times are
+entire in the weights, so the matched manifold crosses the stability boundary without a pole, and the descent
+from an unstable match can reach a stable one.
 """
 from __future__ import annotations
 
