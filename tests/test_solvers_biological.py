@@ -365,3 +365,34 @@ def test_a_continuous_students_residual_jacobian_and_certificate_are_exact():
     ee = slice(0, alloc.indices["E->E"].size)
     hot[ee] = 40.0 * circuit.init_scale(alloc)[ee]  # strong recurrent excitation: unstable
     assert np.linalg.eigvals(outputs(hot)[1]).real.max() > 0.0 and not st.certified(hot)
+
+
+@pytest.mark.slow
+def test_the_box_lms_extra_restarts_give_v1_a_stable_witness_that_four_restarts_missed():
+    # V1 steady trial 12 (a 10x-effort reference run found only unstable matches on it): the stable-witness search's
+    # LM inside the box with the requested solver's 4 restarts x 2 rounds (the default before) ends without a match;
+    # with 3x the restarts (12 x 3 rounds, as the chain builds it now) it ends on a stable one, certified.
+    from neurosubset.solvers.biological import BOX_STREAM, StableWitness
+    from neurosubset.solvers.bounded import Bounds
+    from neurosubset.solvers.multistart import multistart
+
+    circuit, batch, teacher, probes = _v1_trial_batch(12)
+    before = multistart(batch.fmap, batch.targets, batch.sigma, ns.LevenbergMarquardt(max_rounds=2),
+                        seed=batch.seed, tol=batch.tol, bounds=Bounds(*batch_box(batch)),
+                        admissible=batch.admissible, trial_ids=np.array([12]), stream=BOX_STREAM)
+    assert before.status[0] != _schema.MATCHED and before.residual[0] > 1e-3, before.status
+    search = StableWitness.build(ns.LevenbergMarquardt(), True)
+    assert (search.box_lm.restarts, search.box_lm.max_rounds) == (12, 3)
+    got = search.decide(batch, np.array([0]))
+    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
+    theta, sigma = got.theta[0].numpy(), batch.sigma
+    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
+    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
+    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
+        sign = circuit.region[circuit.projection[k].pre].sign
+        if sign is not None:
+            assert (sign * student[k] >= 0).all(), k
+    y_s, w = steady_outputs(circuit, student, probes)
+    y_t, _ = steady_outputs(circuit, teacher, probes)
+    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
+    assert np.linalg.eigvals(w).real.max() < 1.0

@@ -74,7 +74,8 @@ __all__ = ["StableWitness", "batch_box", "hurwitz_certificate", "lyapunov_certif
 
 SEED_KEY = 0x5AB1E  # spawn key of the random starts (with the fit's seed and the global trial index)
 _LM_GAIN, _LM_SHRINK = 10.0, 3.0  # damping up after a refused LM step, down after an accepted one
-BOX_ROUNDS = 2  # restart rounds of StableWitness's LM inside the plausibility box (StableWitness.box_lm)
+BOX_ROUNDS = 3  # restart rounds of StableWitness's LM inside the plausibility box (StableWitness.box_lm)
+BOX_RESTARTS = 3  # its restarts per round, per restart of the requested solver
 BOX_STREAM = 2  # its restart seeds' stream (multistart's ``stream``; the LM decider's is 1)
 
 
@@ -597,9 +598,16 @@ class StableWitness:
         First, the toolkit's LM with these restart rounds inside the box ``B`` (sign box and ``K`` init SDs), all
         open trials batched: its stable matches are certified, its unstable matches inside ``B`` descended from
         (module doc, step 0); None: skipped. Its cost is bounded by its rounds, not by ``seconds``. The chain
-        builds it with the requested solver's LM fields, at most :data:`BOX_ROUNDS` rounds (V1 steady, 20 trials,
-        one run each: 2 rounds decided 9 trials at 98 s CPU for the whole chain, 8 rounds 10 at 113 s, 1 round 8
-        at 106 s; the LM's later rounds cost twice the last, and on the worm the LM alone cost ~150 s per trial).
+        builds it with the requested solver's LM fields, :data:`BOX_RESTARTS` times its restarts per round and at
+        most :data:`BOX_ROUNDS` rounds. More restarts in the box pay more than more rounds: each is another basin
+        (V1 steady, 20 trials, restarts x rounds, two runs at a time, CPU for the whole chain: 4 x 2 (the default
+        before), 10 decided, 151 s; 8 x 2, 11, 133 s; 8 x 3, 13, 134 s; 8 x 4, 13, 133 s; 12 x 3, 14, 142 s; 16 x 3,
+        13, 192 s; 24 x 3, 13, 240 s; alone: 4 x 2, 10, 118 s; 12 x 3, 14, 117 s; earlier, 1 to 8 rounds of 4
+        restarts decided 8 to 10). Where the box LM decides every trial anyway its extra restarts are spent for
+        nothing (the worm with gap junctions and every chemical synapse plastic, 8 trials, restarts 1 -> 3: the
+        same witnesses at 1.9 x the CPU; Fenyves signs without gap junctions, the same at 1.4 x). A second pass
+        with the extra restarts on the trials the first left open cost more on V1 (alone: 4 x 2 then 12 x 3, 13
+        decided, 170 s; 4 x 1 then 12 x 3, 12, 197 s).
     starts : int
         Then starts per trial: the student's own values (continuation in the targets), then the lifted witness
         (:mod:`~neurosubset.solvers.lifted`, the rates as unknowns; where it is unstable the abscissa is descended
@@ -621,7 +629,8 @@ class StableWitness:
         trial it could not match cost 120-260 s before the cap was checked inside the steps.
     """
 
-    box_lm: LevenbergMarquardt | None = field(default_factory=lambda: LevenbergMarquardt(max_rounds=BOX_ROUNDS))
+    box_lm: LevenbergMarquardt | None = field(default_factory=lambda: LevenbergMarquardt(
+        restarts=BOX_RESTARTS * LevenbergMarquardt().restarts, max_rounds=BOX_ROUNDS))
     starts: int = 4
     box_starts: int = 16
     iterations: int = 200
@@ -634,7 +643,8 @@ class StableWitness:
 
     @classmethod
     def build(cls, lm: LevenbergMarquardt, dale: bool) -> StableWitness:
-        return cls(box_lm=replace(lm, max_rounds=min(lm.max_rounds, BOX_ROUNDS)))
+        return cls(box_lm=replace(lm, restarts=BOX_RESTARTS * lm.restarts,
+                                  max_rounds=min(lm.max_rounds, BOX_ROUNDS)))
 
     def recorded(self, problem: Problem) -> None:
         return None
