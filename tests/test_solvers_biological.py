@@ -131,6 +131,21 @@ def _v1_trial_batch(trial: int, stem: str = "v1_four_class", budget: int = 60, m
     return circuit, batch, {k: v[trial] for k, v in d.teacher.items()}, d.probes[trial]
 
 
+def _signed_witness_in_the_box(circuit, batch, got):
+    """A one-trial decider result that is a stable witness (``proven_match``, decision ``stable_witness``), checked
+    here: every plastic value within K init SDs, every synapse of the assembled student with its presynaptic
+    region's sign (Dale's law); the student's weights (name -> array)."""
+    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
+    theta = got.theta[0].numpy()
+    assert (np.abs(theta) <= batch.plausibility_bound * batch.sigma * (1 + 1e-12)).all()
+    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
+    for k in circuit.weight_names:
+        sign = circuit.region[circuit.projection[k].pre].sign
+        if sign is not None:
+            assert (sign * student[k] >= 0).all(), k
+    return student
+
+
 @pytest.mark.slow
 def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_chain_left_open():
     # V1 steady trial 1: the numpy manifold search finds no stable match and the LM in the sign box alone (the
@@ -151,16 +166,9 @@ def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_ch
     assert last.outcome[0] == _schema.PROVEN_MATCH
     assert (np.abs(last.theta[0].numpy()) <= batch.plausibility_bound * batch.sigma * (1 + 1e-12)).all()
     got = StableWitness.build(ns.LevenbergMarquardt(), True).decide(batch, one)  # as the chain builds it
-    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
     assert StableWitness(box_lm=None).decide(batch, one).outcome[0] == _schema.UNDECIDED  # the numpy search alone
     # independent re-check in numpy: the box, the signs, the eigenvalues, the outputs against the teacher's
-    theta, sigma = got.theta[0].numpy(), batch.sigma
-    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
-    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
-    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
-        sign = circuit.region[circuit.projection[k].pre].sign
-        if sign is not None:
-            assert (sign * student[k] >= 0).all(), k
+    student = _signed_witness_in_the_box(circuit, batch, got)
     y_s, w = steady_outputs(circuit, student, probes)
     y_t, _ = steady_outputs(circuit, teacher, probes)
     assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
@@ -300,14 +308,7 @@ def test_the_lm_descends_from_an_unstable_continuous_match_to_a_certified_stable
                         tol=batch.tol, bounds=box, admissible=batch.admissible, first=batch.first)
     assert rounds.status[0] == _schema.UNSTABLE, rounds.status
     got = LevenbergMarquardtRounds(ns.LevenbergMarquardt()).decide(batch, np.array([0]))
-    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
-    theta, sigma = got.theta[0].numpy(), batch.sigma
-    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
-    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
-    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
-        sign = circuit.region[circuit.projection[k].pre].sign
-        if sign is not None:
-            assert (sign * student[k] >= 0).all(), k
+    student = _signed_witness_in_the_box(circuit, batch, got)
     y_s, a = _continuous_outputs(circuit, student, probes)
     y_t, a_t = _continuous_outputs(circuit, teacher, probes)
     assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
@@ -384,14 +385,7 @@ def test_the_box_lms_extra_restarts_give_v1_a_stable_witness_that_four_restarts_
     search = StableWitness.build(ns.LevenbergMarquardt(), True)
     assert (search.box_lm.restarts, search.box_lm.max_rounds) == (12, 3)
     got = search.decide(batch, np.array([0]))
-    assert got.outcome[0] == _schema.PROVEN_MATCH and got.decision[0] == _schema.STABLE_WITNESS_DECISION
-    theta, sigma = got.theta[0].numpy(), batch.sigma
-    assert (np.abs(theta) <= batch.plausibility_bound * sigma * (1 + 1e-12)).all()
-    student = {k: v[0].numpy() for k, v in batch.fmap.weights(got.theta).items()}
-    for k in circuit.weight_names:  # Dale: every synapse keeps its presynaptic region's sign
-        sign = circuit.region[circuit.projection[k].pre].sign
-        if sign is not None:
-            assert (sign * student[k] >= 0).all(), k
+    student = _signed_witness_in_the_box(circuit, batch, got)
     y_s, w = steady_outputs(circuit, student, probes)
     y_t, _ = steady_outputs(circuit, teacher, probes)
     assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
