@@ -390,3 +390,30 @@ def test_the_box_lms_extra_restarts_give_v1_a_stable_witness_that_four_restarts_
     y_t, _ = steady_outputs(circuit, teacher, probes)
     assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
     assert np.linalg.eigvals(w).real.max() < 1.0
+
+
+def test_a_descent_whose_abscissa_has_stopped_falling_gives_up():
+    """_on_manifold on a student whose abscissa falls by a hair per step (F = theta_1 + theta_2 = 1 in
+    [-1000, 1000]^2, abscissa 2 + 1e-9 atan(theta_1): each step along the manifold lowers it by less than 1e-9,
+    never towards 1) gives up after STALL_STEPS descent steps (without the rule: 66 steps, until the search leaves
+    the box's interior; V1 continuous trial 4's descent, held at the box's face, ran 30 s to its cap so)."""
+    from neurosubset.solvers.biological import STALL_DROP, STALL_STEPS, _on_manifold, _Search
+
+    class Student:
+        y, scale, calls = np.array([[1.0]]), 1.0, 0
+
+        def evaluate(self, theta):
+            res = np.array([theta[0] + theta[1] - self.y[0, 0]])
+            return res, np.array([[1.0, 1.0]]), float(abs(res[0]))
+
+        def abscissa(self, theta, beta):
+            self.calls += 1
+            value = 2.0 + 1e-9 * np.arctan(theta[0])
+            return value, value, np.array([1e-9 / (1.0 + theta[0] ** 2), 0.0])
+
+    st = Student()
+    assert 1e-9 < STALL_DROP and 2 * STALL_STEPS < 66
+    got = _on_manifold(st, np.array([0.5, 0.5]), np.full(2, -1e3), np.full(2, 1e3), np.ones(2),
+                       _Search(200, 0.02, 20.0, 1e-8))
+    assert got is None
+    assert st.calls <= 2 * (STALL_STEPS + 1) + 1, st.calls  # two abscissa evaluations per descent step, plus the first
