@@ -146,6 +146,15 @@ def _signed_witness_in_the_box(circuit, batch, got):
     return student
 
 
+def _assert_a_stable_steady_match(circuit, student, teacher, probes):
+    """The student's steady outputs (solved here in numpy) reproduce the teacher's within ``TOL``, and its fixed
+    point is stable (``max Re eig W < 1``)."""
+    y_s, w = steady_outputs(circuit, student, probes)
+    y_t, _ = steady_outputs(circuit, teacher, probes)
+    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
+    assert np.linalg.eigvals(w).real.max() < 1.0
+
+
 @pytest.mark.slow
 def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_chain_left_open():
     # V1 steady trial 1: the numpy manifold search finds no stable match and the LM in the sign box alone (the
@@ -168,11 +177,7 @@ def test_the_lm_inside_the_plausibility_box_gives_v1_a_stable_witness_the_old_ch
     got = StableWitness.build(ns.LevenbergMarquardt(), True).decide(batch, one)  # as the chain builds it
     assert StableWitness(box_lm=None).decide(batch, one).outcome[0] == _schema.UNDECIDED  # the numpy search alone
     # independent re-check in numpy: the box, the signs, the eigenvalues, the outputs against the teacher's
-    student = _signed_witness_in_the_box(circuit, batch, got)
-    y_s, w = steady_outputs(circuit, student, probes)
-    y_t, _ = steady_outputs(circuit, teacher, probes)
-    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
-    assert np.linalg.eigvals(w).real.max() < 1.0
+    _assert_a_stable_steady_match(circuit, _signed_witness_in_the_box(circuit, batch, got), teacher, probes)
 
 
 def test_a_manifold_step_that_meets_a_face_lets_the_other_values_finish_it():
@@ -385,11 +390,7 @@ def test_the_box_lms_extra_restarts_give_v1_a_stable_witness_that_four_restarts_
     search = StableWitness.build(ns.LevenbergMarquardt(), True)
     assert (search.box_lm.restarts, search.box_lm.max_rounds) == (12, 3)
     got = search.decide(batch, np.array([0]))
-    student = _signed_witness_in_the_box(circuit, batch, got)
-    y_s, w = steady_outputs(circuit, student, probes)
-    y_t, _ = steady_outputs(circuit, teacher, probes)
-    assert np.linalg.norm(y_s - y_t) / np.linalg.norm(y_t) < TOL
-    assert np.linalg.eigvals(w).real.max() < 1.0
+    _assert_a_stable_steady_match(circuit, _signed_witness_in_the_box(circuit, batch, got), teacher, probes)
 
 
 def test_a_descent_whose_abscissa_has_stopped_falling_gives_up():
