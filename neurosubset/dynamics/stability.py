@@ -513,6 +513,43 @@ def _draws_note(draws: int) -> str:
             f"{SPARSE_SPEC_SIZE}")
 
 
+def log_sum_exp_abscissa(blocks: list[tuple[np.ndarray, float, float]], beta: float
+                         ) -> tuple[float, float, list[np.ndarray]]:
+    """``(1 / beta) log sum_i exp(beta v_i)`` over the eigenvalues of several matrices, ``v_i = offset + scale Re
+    lambda_i`` per matrix, and its exact derivative in each matrix.
+
+    Parameters
+    ----------
+    blocks : list of (numpy.ndarray, float, float)
+        ``(matrix (n, n), offset, scale)`` per block (a loop's matrix and its steady scale).
+    beta : float
+        Softness: the value lies within ``log(n) / beta`` above ``max v_i`` (``n`` the eigenvalues in all).
+
+    Returns
+    -------
+    value : float
+    top : float
+        ``max v_i``, not floored (``blocks`` must not be empty).
+    derivatives : list of numpy.ndarray
+        ``d value / d matrix`` ``(n, n)`` per block: the softmax-weighted eigenvalue derivatives
+        ``scale Re(u_i^H dG v_i / u_i^H v_i)`` (left and right eigenvectors; simple eigenvalues).
+    """
+    parts = []
+    for matrix, offset, scale in blocks:
+        lam, left, right = scipy.linalg.eig(matrix, left=True, right=True)
+        parts.append((offset + scale * lam.real, left, right, scale))
+    vals = np.concatenate([p[0] for p in parts])
+    top = float(vals.max())
+    share = np.exp(beta * (vals - top))
+    value = top + float(np.log(share.sum())) / beta
+    share /= share.sum()
+    out = []
+    for (_, left, right, scale), weight in zip(parts, np.split(share, np.cumsum([p[0].size for p in parts])[:-1])):
+        c = weight / np.einsum("ij,ij->j", np.conj(left), right)
+        out.append(scale * np.real(np.conj(left) @ (c[:, None] * right.T)))
+    return value, top, out
+
+
 def _rule(circuit: Circuit) -> Stability:
     """The circuit's stability rule; dynamics without one (e.g. a discrete twin built to draw weights) are judged
     by ``max Re(eig W)`` of their loops, the steady rule."""
@@ -662,21 +699,11 @@ class Stability:
         circuit = self.circuit
         w = _numpy(weights, circuit.weight_names)
         grad = {k: np.zeros(circuit.shape(k)) for k in circuit.weight_names}
-        parts = []
-        for loop in self.loops():
-            gen, row_scale, offset, scale = self._generator(loop, loop_matrix(circuit, loop, w))
-            lam, left, right = scipy.linalg.eig(gen, left=True, right=True)
-            parts.append((loop, offset + scale * lam.real, left, right, row_scale, scale))
-        if not parts:
+        found = self.loops()
+        if not found:
             return 0.0, 0.0, grad
-        vals = np.concatenate([p[1] for p in parts])
-        top = float(vals.max())
-        share = np.exp(beta * (vals - top))
-        value = top + float(np.log(share.sum())) / beta
-        share /= share.sum()
-        for (loop, _, left, right, row_scale, scale), weight in zip(
-                parts, np.split(share, np.cumsum([p[1].size for p in parts])[:-1])):
-            c = weight / np.einsum("ij,ij->j", np.conj(left), right)
-            d = scale * np.real(np.conj(left) @ (c[:, None] * right.T)) * row_scale[:, None]
-            self._spread(loop, d, grad)
+        gens = [self._generator(loop, loop_matrix(circuit, loop, w)) for loop in found]
+        value, top, ds = log_sum_exp_abscissa([(gen, offset, scale) for gen, _, offset, scale in gens], beta)
+        for loop, (_, row_scale, _, _), d in zip(found, gens, ds):
+            self._spread(loop, d * row_scale[:, None], grad)
         return value, max(top, 0.0), grad

@@ -59,7 +59,7 @@ from threadpoolctl import threadpool_limits
 
 from .._schema import MATCHED, PROVEN_MATCH, STALLED, STABLE_WITNESS_DECISION, UNDECIDED, UNSTABLE
 from ..dynamics.blocks import block_matrix
-from ..dynamics.stability import plastic_in_loops
+from ..dynamics.stability import log_sum_exp_abscissa, plastic_in_loops
 from .lifted import _layout, _residuals, lifting_applicable
 from .lifted import _trial as _lifted_trial
 from .bounded import Bounds
@@ -186,20 +186,11 @@ def smoothed_abscissa(w: np.ndarray, loop_index: list[np.ndarray], rows: np.ndar
     gradient : numpy.ndarray
         ``(M,)`` d value / d theta (zero for synapses outside a loop: inputs, read-outs, between loops).
     """
-    parts = []
-    for idx in loop_index:
-        lam, left, right = scipy.linalg.eig(w[np.ix_(idx, idx)], left=True, right=True)
-        parts.append((idx, lam, left, right))
-    re = np.concatenate([p[1].real for p in parts]) if parts else np.zeros(1)
-    top = float(re.max())
-    share = np.exp(beta * (re - top))
-    value = top + float(np.log(share.sum())) / beta
-    share /= share.sum()
     grad = np.zeros(rows.size)
-    shares = np.split(share, np.cumsum([p[1].size for p in parts])[:-1]) if parts else []
-    for (idx, lam, left, right), weight in zip(parts, shares):
-        c = weight / np.einsum("ij,ij->j", np.conj(left), right)
-        d = np.real(np.conj(left) @ (c[:, None] * right.T))  # d value / d block entry (post, pre)
+    if not loop_index:
+        return 0.0, 0.0, grad
+    value, top, ds = log_sum_exp_abscissa([(w[np.ix_(idx, idx)], 0.0, 1.0) for idx in loop_index], beta)
+    for idx, d in zip(loop_index, ds):  # d: d value / d block entry (post, pre)
         where = -np.ones(w.shape[0] + 1, dtype=np.int64)
         where[idx] = np.arange(idx.size)
         cr = np.where(cols < w.shape[0], cols, w.shape[0])  # input synapses move no eigenvalue
